@@ -1,0 +1,2 @@
+//! The `packgate` command line.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Developer tasks for packgate: fixtures, benchmarks, interop drivers.
+fn main() {}
