@@ -1,1 +1,30 @@
-//! placeholder
+//! git's server-side commands for packgate: the protocol core that ties transport,
+//! negotiation and packs to repositories on disk.
+//!
+//! * [`repository`]: a git directory opened the way git's servers find it, its refs, its
+//!   object database and configuration ([`config`]).
+//! * [`upload_pack`]: protocol v2 — capability advertisement, `ls-refs`, `fetch`.
+//! * [`registry`]: which repositories below a root a network front-end may serve, and
+//!   [`daemon`]: the git:// service on top of it.
+//!
+//! This crate does no networking and starts no runtime: a session runs over any blocking
+//! [`std::io::Read`]/[`std::io::Write`] pair, and front-ends (stdio, git://, HTTP) feed it.
+//! It never runs `git`.
+//!
+//! ```no_run
+//! use packgate_protocol::{repository::{PathLookup, Repository}, upload_pack::{SessionOptions, UploadPack}};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let repo = Repository::open("/srv/git/project.git".as_ref(), PathLookup::Lenient, None)?;
+//! let upload_pack = UploadPack::new(&repo)?;
+//! upload_pack.serve(std::io::stdin().lock(), std::io::stdout().lock(), &SessionOptions::default())?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod daemon;
+pub mod registry;
+pub mod repository;
+pub mod upload_pack;

@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod daemon;
 pub mod pkt_line;
 pub mod sideband;
 pub mod v2;

@@ -1,0 +1,363 @@
+//! The `fetch` command: wants and haves in, acknowledgments and a pack out.
+
+use std::{io::Write, sync::atomic::AtomicBool};
+
+use bstr::{BString, ByteSlice};
+use gix_hash::ObjectId;
+use gix_hashtable::HashSet;
+use packgate_transport::{
+    pkt_line::PacketWriter,
+    sideband::{SidebandMode, SidebandWriter},
+};
+
+use super::{reject, Flow, ServeError, UploadPack};
+
+/// The arguments of one `fetch` request.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Arguments {
+    wants: Vec<ObjectId>,
+    haves: Vec<ObjectId>,
+    done: bool,
+    thin_pack: bool,
+    no_progress: bool,
+    include_tag: bool,
+    ofs_delta: bool,
+}
+
+fn parse(arguments: &[BString]) -> Result<Arguments, String> {
+    let mut parsed = Arguments::default();
+    for argument in arguments {
+        let line = argument.as_slice();
+        if let Some(hex) = line.strip_prefix(b"want ") {
+            parsed.wants.push(parse_id(hex)?);
+        } else if let Some(hex) = line.strip_prefix(b"have ") {
+            parsed.haves.push(parse_id(hex)?);
+        } else {
+            match line {
+                b"done" => parsed.done = true,
+                b"thin-pack" => parsed.thin_pack = true,
+                b"no-progress" => parsed.no_progress = true,
+                b"include-tag" => parsed.include_tag = true,
+                b"ofs-delta" => parsed.ofs_delta = true,
+                _ => return Err(format!("unexpected line: '{}'", argument.as_bstr())),
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_id(hex: &[u8]) -> Result<ObjectId, String> {
+    ObjectId::from_hex(hex).map_err(|_| {
+        format!(
+            "protocol error, expected to get object ID, not '{}'",
+            hex.as_bstr()
+        )
+    })
+}
+
+pub(super) fn handle<W: Write>(
+    upload_pack: &UploadPack<'_>,
+    arguments: &[BString],
+    out: &mut PacketWriter<W>,
+) -> Result<Flow, ServeError> {
+    let arguments = match parse(arguments) {
+        Ok(arguments) => arguments,
+        Err(message) => return Err(reject(out, message)),
+    };
+    if let Err(message) = check_wants(upload_pack, &arguments.wants) {
+        return Err(reject(out, message));
+    }
+    if arguments.wants.is_empty() {
+        // Nothing asked for, nothing to send: an empty response.
+        out.flush_pkt()?;
+        return Ok(Flow::Continue);
+    }
+    let repo = upload_pack.repo;
+    let mut negotiation = packgate_negotiate::Negotiation::new(arguments.wants.clone());
+    if !arguments.haves.is_empty() {
+        let acknowledgments = match negotiation.process_haves(repo.objects(), &arguments.haves) {
+            Ok(acknowledgments) => acknowledgments,
+            Err(err) => return Err(reject(out, format!("upload-pack: {err}"))),
+        };
+        if !arguments.done {
+            out.write_text("acknowledgments")?;
+            if acknowledgments.common.is_empty() {
+                out.write_text("NAK")?;
+            }
+            for id in &acknowledgments.common {
+                out.write_text(format!("ACK {id}"))?;
+            }
+            if !acknowledgments.ready {
+                // The client goes on negotiating with another request.
+                out.flush_pkt()?;
+                return Ok(Flow::Continue);
+            }
+            out.write_text("ready")?;
+            out.delim()?;
+        }
+    }
+    out.write_text("packfile")?;
+    send_pack(upload_pack, &arguments, negotiation.common(), out)?;
+    Ok(Flow::Continue)
+}
+
+/// A want must name a visible ref tip unless configuration allows more, as in git.
+fn check_wants(upload_pack: &UploadPack<'_>, wants: &[ObjectId]) -> Result<(), String> {
+    let not_our_ref = |id: &ObjectId| format!("upload-pack: not our ref {id}");
+    let repo = upload_pack.repo;
+    if let Some(missing) = wants.iter().find(|id| !repo.has_object(id)) {
+        return Err(not_our_ref(missing));
+    }
+    let config = &upload_pack.config;
+    if wants.is_empty() || config.allow_any_sha1_in_want {
+        return Ok(());
+    }
+    let tips = Tips::collect(upload_pack).map_err(|err| format!("upload-pack: {err}"))?;
+    let mut unresolved: Vec<ObjectId> = wants
+        .iter()
+        .filter(|id| {
+            let tip = tips.visible.contains(*id)
+                || (config.allow_tip_sha1_in_want && tips.hidden.contains(*id));
+            !tip
+        })
+        .copied()
+        .collect();
+    if unresolved.is_empty() {
+        return Ok(());
+    }
+    // Peeled tags are tips too; peel only when a want was not a ref value itself.
+    let peeled: HashSet<ObjectId> = tips
+        .visible
+        .iter()
+        .filter_map(|id| repo.peel_tag(id).ok().flatten())
+        .collect();
+    unresolved.retain(|id| !peeled.contains(id));
+    if unresolved.is_empty() {
+        return Ok(());
+    }
+    if config.allow_reachable_sha1_in_want {
+        let starts: Vec<ObjectId> = tips.visible.iter().chain(peeled.iter()).copied().collect();
+        let reachable = packgate_negotiate::reachable_from(repo.objects(), &starts, &unresolved)
+            .map_err(|err| format!("upload-pack: {err}"))?;
+        unresolved.retain(|id| !reachable.contains(id));
+    }
+    match unresolved.first() {
+        Some(id) => Err(not_our_ref(id)),
+        None => Ok(()),
+    }
+}
+
+/// The object ids that refs point at, split by visibility.
+struct Tips {
+    visible: HashSet<ObjectId>,
+    hidden: HashSet<ObjectId>,
+}
+
+impl Tips {
+    fn collect(upload_pack: &UploadPack<'_>) -> Result<Self, crate::repository::RefsError> {
+        let mut tips = Tips {
+            visible: HashSet::default(),
+            hidden: HashSet::default(),
+        };
+        if let crate::repository::Head::Born(head) = upload_pack.repo.head()? {
+            tips.add(upload_pack, &head.name, head.id);
+        }
+        for record in upload_pack.repo.refs(None)? {
+            tips.add(upload_pack, &record.name, record.id);
+        }
+        Ok(tips)
+    }
+
+    fn add(&mut self, upload_pack: &UploadPack<'_>, name: &[u8], id: ObjectId) {
+        if upload_pack.config.is_hidden(name) {
+            self.hidden.insert(id);
+        } else {
+            self.visible.insert(id);
+        }
+    }
+}
+
+/// Write the packfile section: progress on band 2, the pack on band 1, errors on band 3.
+fn send_pack<W: Write>(
+    upload_pack: &UploadPack<'_>,
+    arguments: &Arguments,
+    common: &[ObjectId],
+    out: &mut PacketWriter<W>,
+) -> Result<(), ServeError> {
+    let repo = upload_pack.repo;
+    let mut sideband = SidebandWriter::new(out.get_mut(), SidebandMode::SideBand64k);
+    let progress = |sideband: &mut SidebandWriter<&mut W>, message: &str| -> std::io::Result<()> {
+        if arguments.no_progress {
+            return Ok(());
+        }
+        sideband.progress(message.as_bytes())?;
+        sideband.get_mut().flush()
+    };
+    let fail = |sideband: &mut SidebandWriter<&mut W>, message: String| -> ServeError {
+        tracing::warn!(%message, "fetch failed while sending the pack");
+        let _ = sideband
+            .error(format!("upload-pack: {message}\n").as_bytes())
+            .and_then(|()| sideband.get_mut().flush());
+        ServeError::Failed(message)
+    };
+    let interrupt = AtomicBool::new(false);
+
+    progress(&mut sideband, "Enumerating objects: ...\r")?;
+    let enumeration = match packgate_pack::enumerate::enumerate(
+        repo.objects(),
+        &arguments.wants,
+        common,
+        &packgate_pack::enumerate::EnumerateOptions::default(),
+        &interrupt,
+    ) {
+        Ok(enumeration) => enumeration,
+        Err(err) => return Err(fail(&mut sideband, err.to_string())),
+    };
+    let mut objects: Vec<ObjectId> = enumeration.objects().to_vec();
+    if arguments.include_tag {
+        match tags_to_include(upload_pack, &enumeration) {
+            Ok(tags) => objects.extend(tags),
+            Err(err) => return Err(fail(&mut sideband, err.to_string())),
+        }
+    }
+    progress(
+        &mut sideband,
+        &format!("Enumerating objects: {}, done.\n", objects.len()),
+    )?;
+
+    let options = packgate_pack::WriteOptions {
+        client_has: arguments.thin_pack.then(|| enumeration.client_has()),
+        ofs_delta: arguments.ofs_delta,
+        thread_limit: upload_pack.config.pack_threads,
+    };
+    let written = {
+        // Fill whole sideband packets instead of sending one per small write.
+        let mut buffered = std::io::BufWriter::with_capacity(
+            SidebandMode::SideBand64k.max_payload_length(),
+            &mut sideband,
+        );
+        let outcome = packgate_pack::write_pack(
+            repo.objects(),
+            &objects,
+            &options,
+            &mut buffered,
+            &interrupt,
+        );
+        buffered.flush().map(|()| outcome)
+    };
+    let outcome = match written {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(packgate_pack::WriteError::Write(_))) | Err(_) => {
+            return Err(ServeError::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client stopped reading the pack",
+            )))
+        }
+        Ok(Err(err)) => return Err(fail(&mut sideband, err.to_string())),
+    };
+    progress(
+        &mut sideband,
+        &format!("Total {} (delta {})\n", outcome.objects, outcome.deltas),
+    )?;
+    drop(sideband);
+    out.flush_pkt()?;
+    Ok(())
+}
+
+/// `include-tag`: annotated tags under `refs/tags/` whose target is being sent, but which
+/// are not themselves, together with the tags they point through.
+fn tags_to_include(
+    upload_pack: &UploadPack<'_>,
+    enumeration: &packgate_pack::enumerate::Enumeration,
+) -> Result<Vec<ObjectId>, crate::repository::RefsError> {
+    use gix_object::Find;
+    let repo = upload_pack.repo;
+    let mut added: HashSet<ObjectId> = HashSet::default();
+    let mut out = Vec::new();
+    let prefixes = [BString::from("refs/tags/")];
+    let mut buf = Vec::new();
+    for record in repo.refs(Some(&prefixes))? {
+        if upload_pack.config.is_hidden(&record.name) || enumeration.contains(&record.id) {
+            continue;
+        }
+        let Some(peeled) = repo.peel_tag(&record.id)? else {
+            continue;
+        };
+        if !enumeration.contains(&peeled) {
+            continue;
+        }
+        // Walk the chain of tags down to the peeled object, adding each tag not sent yet.
+        let mut current = record.id;
+        while current != peeled && !enumeration.contains(&current) && added.insert(current) {
+            out.push(current);
+            let data = repo
+                .objects()
+                .try_find(&current, &mut buf)
+                .map_err(|source| crate::repository::RefsError::Object {
+                    id: current,
+                    source,
+                })?;
+            let Some(data) = data.filter(|d| d.kind == gix_object::Kind::Tag) else {
+                break;
+            };
+            current = gix_object::TagRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
+                .target_id()
+                .map_err(|source| crate::repository::RefsError::Object {
+                    id: current,
+                    source,
+                })?;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &[&str], expected: Result<Arguments, &str>) {
+        let input: Vec<BString> = input.iter().map(|s| BString::from(*s)).collect();
+        assert_eq!(
+            parse(&input),
+            expected.map_err(str::to_owned),
+            "input: {input:?}"
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        let id = "0123456789012345678901234567890123456789";
+        let oid = ObjectId::from_hex(id.as_bytes()).unwrap();
+        check(&[], Ok(Arguments::default()));
+        check(
+            &[
+                &format!("want {id}"),
+                &format!("have {id}"),
+                "done",
+                "thin-pack",
+                "no-progress",
+                "include-tag",
+                "ofs-delta",
+            ],
+            Ok(Arguments {
+                wants: vec![oid],
+                haves: vec![oid],
+                done: true,
+                thin_pack: true,
+                no_progress: true,
+                include_tag: true,
+                ofs_delta: true,
+            }),
+        );
+        check(
+            &["want 123"],
+            Err("protocol error, expected to get object ID, not '123'"),
+        );
+        check(&["deepen 1"], Err("unexpected line: 'deepen 1'"));
+        check(
+            &["filter blob:none"],
+            Err("unexpected line: 'filter blob:none'"),
+        );
+        check(&["shallow 0123"], Err("unexpected line: 'shallow 0123'"));
+    }
+}

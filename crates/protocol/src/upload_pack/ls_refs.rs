@@ -1,0 +1,159 @@
+//! The `ls-refs` command.
+
+use std::io::Write;
+
+use bstr::{BString, ByteSlice};
+use packgate_transport::pkt_line::PacketWriter;
+
+use super::{reject, Flow, ServeError, UploadPack};
+use crate::repository::{Head, RefRecord};
+
+/// More prefixes than this and git lists everything instead; so do we.
+const MAX_PREFIXES: usize = 65536;
+
+/// The arguments of one `ls-refs` request.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Arguments {
+    symrefs: bool,
+    peel: bool,
+    unborn: bool,
+    prefixes: Vec<BString>,
+}
+
+fn parse(arguments: &[BString]) -> Result<Arguments, String> {
+    let mut parsed = Arguments::default();
+    for argument in arguments {
+        match argument.as_slice() {
+            b"symrefs" => parsed.symrefs = true,
+            b"peel" => parsed.peel = true,
+            b"unborn" => parsed.unborn = true,
+            other => match other.strip_prefix(b"ref-prefix ") {
+                Some(prefix) => parsed.prefixes.push(prefix.into()),
+                None => return Err(format!("unexpected line: '{}'", argument.as_bstr())),
+            },
+        }
+    }
+    if parsed.prefixes.len() > MAX_PREFIXES {
+        parsed.prefixes.clear();
+    }
+    Ok(parsed)
+}
+
+pub(super) fn handle<W: Write>(
+    upload_pack: &UploadPack<'_>,
+    arguments: &[BString],
+    out: &mut PacketWriter<W>,
+) -> Result<Flow, ServeError> {
+    let arguments = match parse(arguments) {
+        Ok(arguments) => arguments,
+        Err(message) => return Err(reject(out, message)),
+    };
+    let repo = upload_pack.repo;
+    let prefixes = (!arguments.prefixes.is_empty()).then_some(arguments.prefixes.as_slice());
+    let matches =
+        |name: &[u8]| prefixes.is_none_or(|prefixes| prefixes.iter().any(|p| name.starts_with(p)));
+    let failed = |out: &mut PacketWriter<W>, err: &dyn std::error::Error| {
+        reject(out, format!("ls-refs: {err}"))
+    };
+
+    let mut line = Vec::with_capacity(128);
+    if matches(b"HEAD") && !upload_pack.config.is_hidden(b"HEAD") {
+        match repo.head() {
+            Ok(Head::Born(head)) => {
+                if let Err(err) = format_ref(upload_pack, &head, &arguments, &mut line) {
+                    return Err(failed(out, &err));
+                }
+                out.write_data(&line)?;
+            }
+            Ok(Head::Unborn { target }) if arguments.unborn => {
+                line.clear();
+                line.extend_from_slice(b"unborn HEAD");
+                if arguments.symrefs {
+                    line.extend_from_slice(b" symref-target:");
+                    line.extend_from_slice(&target);
+                }
+                line.push(b'\n');
+                out.write_data(&line)?;
+            }
+            Ok(_) => {}
+            Err(err) => return Err(failed(out, &err)),
+        }
+    }
+    let refs = match repo.refs(prefixes) {
+        Ok(refs) => refs,
+        Err(err) => return Err(failed(out, &err)),
+    };
+    for record in refs
+        .iter()
+        .filter(|r| !upload_pack.config.is_hidden(&r.name))
+    {
+        if let Err(err) = format_ref(upload_pack, record, &arguments, &mut line) {
+            return Err(failed(out, &err));
+        }
+        out.write_data(&line)?;
+    }
+    out.flush_pkt()?;
+    Ok(Flow::Continue)
+}
+
+fn format_ref(
+    upload_pack: &UploadPack<'_>,
+    record: &RefRecord,
+    arguments: &Arguments,
+    line: &mut Vec<u8>,
+) -> Result<(), crate::repository::RefsError> {
+    line.clear();
+    line.extend_from_slice(record.id.to_hex().to_string().as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(&record.name);
+    if arguments.symrefs {
+        if let Some(target) = &record.symref_target {
+            line.extend_from_slice(b" symref-target:");
+            line.extend_from_slice(target);
+        }
+    }
+    if arguments.peel {
+        if let Some(peeled) = upload_pack.repo.peel_tag(&record.id)? {
+            line.extend_from_slice(b" peeled:");
+            line.extend_from_slice(peeled.to_hex().to_string().as_bytes());
+        }
+    }
+    line.push(b'\n');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &[&str], expected: Result<Arguments, &str>) {
+        let input: Vec<BString> = input.iter().map(|s| BString::from(*s)).collect();
+        assert_eq!(
+            parse(&input),
+            expected.map_err(str::to_owned),
+            "input: {input:?}"
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        check(&[], Ok(Arguments::default()));
+        check(
+            &[
+                "symrefs",
+                "peel",
+                "unborn",
+                "ref-prefix refs/heads/",
+                "ref-prefix HEAD",
+            ],
+            Ok(Arguments {
+                symrefs: true,
+                peel: true,
+                unborn: true,
+                prefixes: vec!["refs/heads/".into(), "HEAD".into()],
+            }),
+        );
+        check(&["frobnicate"], Err("unexpected line: 'frobnicate'"));
+        check(&["ref-prefix"], Err("unexpected line: 'ref-prefix'"));
+    }
+}
