@@ -1,1 +1,24 @@
-//! End-to-end tests with real git clients.
+//! End-to-end tests: real git clients against the real `packgate` binary.
+//!
+//! Helpers:
+//! - `util`: temporary directories, isolated git clients (`Git::all()` — every installed
+//!   version), subprocesses with a time limit, shared fixtures, ref comparison.
+//! - `pkt`: pkt-lines written and read by hand.
+//!
+//! Tests:
+//! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
+//! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git.
+//! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
+//! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang.
+//! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
+//! - `large`: a clone of more than 100,000 objects.
+
+mod pkt;
+mod util;
+
+mod advertise;
+mod bad_input;
+mod clone;
+mod fetch;
+mod large;
+mod ls_remote;

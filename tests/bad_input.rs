@@ -1,0 +1,311 @@
+//! Raw bytes on `packgate upload-pack`'s standard input: every malformed request ends in an
+//! `ERR <reason>` pkt-line and a non-zero exit (never a panic, never a hang); a client that
+//! simply goes away is a normal end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::pkt::{concat, error_reason, line, split_advertisement, DELIM, FLUSH};
+use crate::util::{shared_fixture, Dir, Git, Output};
+
+/// How long a malformed request may take to be refused.
+const TIME_LIMIT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Capability advertisement first, then requests until the client leaves.
+    Stateful,
+    /// `--stateless-rpc`: one request, no advertisement.
+    Stateless,
+}
+
+const BOTH: [Mode; 2] = [Mode::Stateful, Mode::Stateless];
+
+fn upload_pack(dir: &Dir, repo: &Path, mode: Mode, input: Vec<u8>) -> Output {
+    let mut command = dir
+        .packgate()
+        .arg("upload-pack")
+        .env("GIT_PROTOCOL", "version=2");
+    if mode == Mode::Stateless {
+        command = command.arg("--stateless-rpc");
+    }
+    command.arg(repo).stdin(input).timeout(TIME_LIMIT).output()
+}
+
+/// The part of the output that answers the request: after the advertisement if stateful.
+fn response(output: &Output, mode: Mode) -> Vec<u8> {
+    match mode {
+        Mode::Stateless => output.stdout.clone(),
+        Mode::Stateful => match split_advertisement(&output.stdout) {
+            Some((_, rest)) => rest.to_vec(),
+            None => panic!("no capability advertisement: {output}"),
+        },
+    }
+}
+
+fn tip_and_older_commit(dir: &Dir, repo: &Path) -> (String, String) {
+    let git = Git::newest();
+    let rev_parse = |revision: &str| {
+        dir.git_in(&git, repo)
+            .args(["rev-parse", revision])
+            .run()
+            .stdout_text()
+            .trim()
+            .to_owned()
+    };
+    (rev_parse("main"), rev_parse("main~5"))
+}
+
+/// A request for messages: quoted, and cut if long.
+fn show(request: &[u8]) -> String {
+    const LIMIT: usize = 200;
+    let text = format!(
+        "{:?}",
+        String::from_utf8_lossy(&request[..request.len().min(LIMIT)])
+    );
+    if request.len() > LIMIT {
+        format!("{text}... ({} bytes)", request.len())
+    } else {
+        text
+    }
+}
+
+/// Sends `request` in each mode and expects `ERR <reason>` (containing `reason_contains`)
+/// and a non-zero exit status that is neither a panic nor a signal.
+#[track_caller]
+fn expect_error(modes: &[Mode], request: &[u8], reason_contains: &str) {
+    let source = shared_fixture("small");
+    let dir = Dir::new("bad-input");
+    for &mode in modes {
+        let output = upload_pack(&dir, &source.path, mode, request.to_vec());
+        let context = format!("{mode:?} request {}", show(request));
+        assert!(!output.status.success(), "{context}: succeeded: {output}");
+        assert_eq!(
+            output.signalled(),
+            None,
+            "{context}: killed by a signal: {output}"
+        );
+        let reason = error_reason(&response(&output, mode));
+        match reason {
+            Some(reason) if !reason.trim().is_empty() => assert!(
+                reason.contains(reason_contains),
+                "{context}: reason {reason:?} lacks {reason_contains:?}: {output}"
+            ),
+            _ => panic!("{context}: no `ERR <reason>` pkt-line: {output}"),
+        }
+    }
+}
+
+/// Sends `input` and expects a clean exit 0 with no `ERR`; returns the response per mode.
+#[track_caller]
+fn expect_normal_end(modes: &[Mode], input: &[u8]) -> Vec<Vec<u8>> {
+    let source = shared_fixture("small");
+    let dir = Dir::new("normal-end");
+    modes
+        .iter()
+        .map(|&mode| {
+            let output = upload_pack(&dir, &source.path, mode, input.to_vec());
+            let context = format!("{mode:?} input {}", show(input));
+            assert!(output.status.success(), "{context}: failed: {output}");
+            let response = response(&output, mode);
+            assert_eq!(error_reason(&response), None, "{context}: {output}");
+            response
+        })
+        .collect()
+}
+
+#[test]
+fn delim_twice() {
+    let request = concat([
+        line("command=ls-refs\n"),
+        DELIM.to_vec(),
+        DELIM.to_vec(),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn unknown_command() {
+    let request = concat([line("command=frobnicate\n"), DELIM.to_vec(), FLUSH.to_vec()]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn no_command() {
+    let request = concat([line("agent=test/1.0\n"), FLUSH.to_vec()]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn unknown_capability_line() {
+    let request = concat([
+        line("command=ls-refs\n"),
+        line("frobnicate=yes\n"),
+        DELIM.to_vec(),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn unknown_ls_refs_argument() {
+    let request = concat([
+        line("command=ls-refs\n"),
+        DELIM.to_vec(),
+        line("frobnicate\n"),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn unknown_fetch_argument() {
+    let request = concat([
+        line("command=fetch\n"),
+        DELIM.to_vec(),
+        line("frobnicate\n"),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn want_that_is_not_an_object_id() {
+    let request = concat([
+        line("command=fetch\n"),
+        DELIM.to_vec(),
+        line("want xyz\n"),
+        line("done\n"),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn want_of_a_commit_that_is_not_a_tip() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("bad-want");
+    let (_, older) = tip_and_older_commit(&dir, &source.path);
+    let request = concat([
+        line("command=fetch\n"),
+        DELIM.to_vec(),
+        line(format!("want {older}\n")),
+        line("done\n"),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "not our ref");
+}
+
+#[test]
+fn want_of_a_missing_object() {
+    let request = concat([
+        line("command=fetch\n"),
+        DELIM.to_vec(),
+        line("want 0123456789abcdef0123456789abcdef01234567\n"),
+        line("done\n"),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "not our ref");
+}
+
+#[test]
+fn end_of_file_between_packets_of_a_request() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("eof");
+    let (tip, _) = tip_and_older_commit(&dir, &source.path);
+    let request = concat([
+        line("command=fetch\n"),
+        DELIM.to_vec(),
+        line(format!("want {tip}\n")),
+    ]);
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn end_of_file_inside_a_packet() {
+    expect_error(&BOTH, b"0030command=fe", "");
+}
+
+#[test]
+fn length_that_is_not_hex() {
+    expect_error(&BOTH, b"zzzzcommand=ls-refs\n", "");
+}
+
+#[test]
+fn length_beyond_the_maximum() {
+    let mut request = b"ffff".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 70_000));
+    expect_error(&BOTH, &request, "");
+}
+
+#[test]
+fn length_0003() {
+    expect_error(&BOTH, b"0003", "");
+}
+
+#[test]
+fn data_after_the_flush_in_stateless_mode() {
+    let request = concat([
+        line("command=ls-refs\n"),
+        DELIM.to_vec(),
+        FLUSH.to_vec(),
+        line("command=ls-refs\n"),
+        FLUSH.to_vec(),
+    ]);
+    expect_error(&[Mode::Stateless], &request, "");
+}
+
+#[test]
+fn client_leaves_after_the_advertisement() {
+    let responses = expect_normal_end(&[Mode::Stateful], b"");
+    assert_eq!(responses, [Vec::<u8>::new()]);
+}
+
+#[test]
+fn client_ends_the_session_with_a_flush() {
+    expect_normal_end(&BOTH, FLUSH);
+}
+
+#[test]
+fn stateless_client_hangs_up_before_sending_a_request() {
+    let responses = expect_normal_end(&[Mode::Stateless], b"");
+    assert_eq!(responses, [Vec::<u8>::new()]);
+}
+
+/// Git accepts a command with a flush right after the capabilities (no delimiter, no
+/// arguments).
+#[test]
+fn ls_refs_without_a_delimiter_or_arguments_is_valid() {
+    let request = concat([line("command=ls-refs\n"), FLUSH.to_vec()]);
+    for response in expect_normal_end(&BOTH, &request) {
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.contains(" refs/heads/main\n"), "{text}");
+    }
+}
+
+/// Without `GIT_PROTOCOL=version=2` packgate refuses at once, even if the client keeps its
+/// end open.
+#[test]
+fn without_protocol_version_2() {
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("no-v2");
+    for protocol in [None, Some("version=1"), Some("version=0")] {
+        let mut command = dir.packgate().arg("upload-pack");
+        if let Some(protocol) = protocol {
+            command = command.env("GIT_PROTOCOL", protocol);
+        }
+        let output = command
+            .arg(&source.path)
+            .stdin_then_keep_open(Vec::new())
+            .timeout(TIME_LIMIT)
+            .output();
+        let context = format!("GIT_PROTOCOL={protocol:?}");
+        assert!(!output.status.success(), "{context}: {output}");
+        assert_eq!(output.signalled(), None, "{context}: {output}");
+        assert!(
+            error_reason(&output.stdout).is_some_and(|reason| !reason.is_empty()),
+            "{context}: no ERR: {output}"
+        );
+    }
+}

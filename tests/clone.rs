@@ -1,0 +1,143 @@
+//! `git clone` through `packgate upload-pack`, checked with `git fsck` and by comparing refs.
+
+use crate::util::{
+    assert_same_refs, file_url, fsck, packgate_upload_pack_option, refs, rename_refs,
+    shared_fixture, Dir, Git,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Bare,
+    Mirror,
+    WorkTree,
+}
+
+fn check_clone(preset: &str, mode: Mode) {
+    let source = shared_fixture(preset);
+    for git in Git::all() {
+        let context = format!("{preset} {mode:?} clone with {git}");
+        let dir = Dir::new(&format!("clone-{preset}"));
+        let destination = dir.join("clone");
+        let mut clone = dir
+            .git(&git)
+            .args(["-c", "protocol.version=2", "clone"])
+            .arg(packgate_upload_pack_option());
+        match mode {
+            Mode::Bare => clone = clone.arg("--bare"),
+            Mode::Mirror => clone = clone.arg("--mirror"),
+            Mode::WorkTree => {}
+        }
+        let output = clone.arg(file_url(&source.path)).arg(&destination).run();
+        let git_dir = match mode {
+            Mode::WorkTree => destination.join(".git"),
+            Mode::Bare | Mode::Mirror => destination.clone(),
+        };
+
+        let source_head = dir
+            .git_in(&git, &source.path)
+            .args(["symbolic-ref", "HEAD"])
+            .run()
+            .stdout_text();
+        let clone_head = dir
+            .git_in(&git, &git_dir)
+            .args(["symbolic-ref", "HEAD"])
+            .run()
+            .stdout_text();
+        assert_eq!(clone_head, source_head, "{context}: HEAD");
+
+        if source.refs == 0 {
+            assert!(
+                output
+                    .stderr_text()
+                    .contains("You appear to have cloned an empty repository"),
+                "{context}: no empty-repository warning: {output}"
+            );
+            assert!(
+                refs(&dir, &git, &git_dir, &[]).is_empty(),
+                "{context}: refs in an empty clone"
+            );
+            fsck(&dir, &git, &git_dir);
+            continue;
+        }
+
+        let source_branches = refs(&dir, &git, &source.path, &["refs/heads"]);
+        let source_tags = refs(&dir, &git, &source.path, &["refs/tags"]);
+        match mode {
+            Mode::Mirror => assert_same_refs(
+                &refs(&dir, &git, &git_dir, &[]),
+                &refs(&dir, &git, &source.path, &[]),
+                &context,
+            ),
+            Mode::Bare => {
+                assert_same_refs(
+                    &refs(&dir, &git, &git_dir, &["refs/heads"]),
+                    &source_branches,
+                    &context,
+                );
+                assert_same_refs(
+                    &refs(&dir, &git, &git_dir, &["refs/tags"]),
+                    &source_tags,
+                    &context,
+                );
+            }
+            Mode::WorkTree => {
+                let mut remote = refs(&dir, &git, &git_dir, &["refs/remotes/origin"]);
+                remote.remove("refs/remotes/origin/HEAD");
+                assert_same_refs(
+                    &rename_refs(&remote, "refs/remotes/origin/", "refs/heads/"),
+                    &source_branches,
+                    &context,
+                );
+                assert_same_refs(
+                    &refs(&dir, &git, &git_dir, &["refs/tags"]),
+                    &source_tags,
+                    &context,
+                );
+                let status = dir
+                    .git(&git)
+                    .current_dir(&destination)
+                    .args(["status", "--porcelain"])
+                    .run();
+                assert_eq!(status.stdout_text(), "", "{context}: work tree {status}");
+            }
+        }
+        let head_commit = |repo: &std::path::Path| {
+            dir.git_in(&git, repo)
+                .args(["rev-parse", "HEAD"])
+                .run()
+                .stdout_text()
+        };
+        assert_eq!(
+            head_commit(&git_dir),
+            head_commit(&source.path),
+            "{context}"
+        );
+        fsck(&dir, &git, &git_dir);
+    }
+}
+
+macro_rules! clone_tests {
+    ($($name:ident: $preset:literal, $mode:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                check_clone($preset, Mode::$mode);
+            }
+        )*
+    };
+}
+
+clone_tests! {
+    empty_bare: "empty", Bare;
+    empty_mirror: "empty", Mirror;
+    empty_work_tree: "empty", WorkTree;
+    tiny_bare: "tiny", Bare;
+    tiny_mirror: "tiny", Mirror;
+    tiny_work_tree: "tiny", WorkTree;
+    small_bare: "small", Bare;
+    small_mirror: "small", Mirror;
+    small_work_tree: "small", WorkTree;
+    many_refs_bare: "many-refs", Bare;
+    many_refs_mirror: "many-refs", Mirror;
+    many_refs_work_tree: "many-refs", WorkTree;
+}

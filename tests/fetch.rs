@@ -1,0 +1,157 @@
+//! `git fetch` through packgate after the source moved forward.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use packgate_fixture::{append_commits, Append};
+
+use crate::util::{
+    assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_command,
+    packgate_upload_pack_option, preset_spec, refs, rename_refs, Dir, Git,
+};
+
+/// Moves `source` forward: commits on `main` and `topic/1`, a new branch and a new annotated
+/// tag on the new `main` (which a fetch follows automatically).
+fn move_source_forward(dir: &Dir, git: &Git, source: &Path) {
+    for (branch, commits, seed) in [("main", 5, 11), ("topic/1", 3, 12)] {
+        let append = Append {
+            branch: branch.to_owned(),
+            commits,
+            seed,
+            git: git.program.clone(),
+            ..Append::default()
+        };
+        append_commits(source, &append)
+            .unwrap_or_else(|error| panic!("appending to {branch}: {error}"));
+    }
+    dir.git_in(git, source)
+        .args(["branch", "feature/new", "topic/0"])
+        .run();
+    dir.git_in(git, source)
+        .args(["tag", "-a", "-m", "Release 2", "v2.0.0", "main"])
+        .run();
+}
+
+#[test]
+fn incremental_fetch_after_the_source_moved() {
+    for git in Git::all() {
+        let context = format!("fetch with {git}");
+        let dir = Dir::new("fetch");
+        let source = dir.fixture(&preset_spec("small"));
+        let clone = dir.join("clone");
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone"])
+            .arg(packgate_upload_pack_option())
+            .arg(file_url(&source.path))
+            .arg(&clone)
+            .run();
+        // Later fetches reach packgate through the remote's configuration.
+        dir.git(&git)
+            .current_dir(&clone)
+            .args(["config", "remote.origin.uploadpack"])
+            .arg(packgate_upload_pack_command())
+            .run();
+
+        move_source_forward(&dir, &git, &source.path);
+        dir.git(&git)
+            .current_dir(&clone)
+            .args(["-c", "protocol.version=2", "fetch", "origin"])
+            .run();
+
+        let check = |when: &str| {
+            let mut remote = refs(&dir, &git, &clone.join(".git"), &["refs/remotes/origin"]);
+            remote.remove("refs/remotes/origin/HEAD");
+            assert_same_refs(
+                &rename_refs(&remote, "refs/remotes/origin/", "refs/heads/"),
+                &refs(&dir, &git, &source.path, &["refs/heads"]),
+                &format!("{context}, {when}"),
+            );
+            assert_same_refs(
+                &refs(&dir, &git, &clone.join(".git"), &["refs/tags"]),
+                &refs(&dir, &git, &source.path, &["refs/tags"]),
+                &format!("{context}, {when}"),
+            );
+            fsck(&dir, &git, &clone.join(".git"));
+        };
+        check("after the fetch");
+
+        // Nothing new: a no-op fetch succeeds and changes nothing.
+        dir.git(&git)
+            .current_dir(&clone)
+            .args(["-c", "protocol.version=2", "fetch", "origin"])
+            .run();
+        check("after a no-op fetch");
+    }
+}
+
+fn pack_indexes(repo: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(repo.join("objects/pack"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".idx"))
+        .collect()
+}
+
+/// Fetches into `repo` through `upload_pack` keeping the received pack, and returns how many
+/// objects that pack holds.
+fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> usize {
+    let before = pack_indexes(repo);
+    dir.git_in(git, repo)
+        .args(["-c", "protocol.version=2"])
+        .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"])
+        .arg("fetch")
+        .arg(upload_pack)
+        .arg("origin")
+        .run();
+    let new: Vec<String> = pack_indexes(repo).difference(&before).cloned().collect();
+    assert_eq!(new.len(), 1, "one new pack in {}: {new:?}", repo.display());
+    let index_path = repo.join("objects/pack").join(&new[0]);
+    let index = std::fs::read(&index_path)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", index_path.display()));
+    // (git 2.47's show-index crashes outside a repository.)
+    let listing = dir.git_in(git, repo).arg("show-index").stdin(index).run();
+    listing.stdout_text().lines().count()
+}
+
+#[test]
+fn incremental_fetch_sends_no_more_objects_than_git() {
+    for git in Git::all() {
+        let context = format!("fetch with {git}");
+        let dir = Dir::new("fetch-count");
+        let source = dir.fixture(&preset_spec("small"));
+        let through_git = dir.join("through-git.git");
+        let through_packgate = dir.join("through-packgate.git");
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "--mirror"])
+            .arg(git_upload_pack_option(&git))
+            .arg(file_url(&source.path))
+            .arg(&through_git)
+            .run();
+        dir.copy_tree(&through_git, &through_packgate);
+
+        move_source_forward(&dir, &git, &source.path);
+        let by_packgate =
+            fetch_and_count(&dir, &git, &through_packgate, packgate_upload_pack_option());
+        let by_git = fetch_and_count(&dir, &git, &through_git, git_upload_pack_option(&git));
+        assert!(
+            by_packgate <= by_git,
+            "{context}: packgate sent {by_packgate} objects, git {by_git}"
+        );
+        eprintln!("{context}: packgate sent {by_packgate} objects, git {by_git}");
+
+        assert_same_refs(
+            &refs(&dir, &git, &through_packgate, &[]),
+            &refs(&dir, &git, &through_git, &[]),
+            &context,
+        );
+        assert_same_refs(
+            &refs(&dir, &git, &through_packgate, &[]),
+            &refs(&dir, &git, &source.path, &[]),
+            &context,
+        );
+        fsck(&dir, &git, &through_packgate);
+        fsck(&dir, &git, &through_git);
+    }
+}
