@@ -41,11 +41,16 @@ pub fn load(
     git_dir: &Path,
     config_parameters: Option<&str>,
 ) -> Result<gix_config::File, ConfigError> {
-    let mut file =
-        gix_config::File::from_git_dir(git_dir.to_owned()).map_err(|source| ConfigError::Read {
-            path: git_dir.to_owned(),
-            source,
-        })?;
+    let read_error = |source| ConfigError::Read {
+        path: git_dir.to_owned(),
+        source,
+    };
+    // git serves a repository without a config file; so do we, with the overrides alone.
+    let mut file = if git_dir.join("config").is_file() {
+        gix_config::File::from_git_dir(git_dir.to_owned()).map_err(read_error)?
+    } else {
+        gix_config::File::from_environment_overrides().map_err(read_error)?
+    };
     if let Some(parameters) = config_parameters {
         for (key, value) in parse_config_parameters(parameters)? {
             apply_parameter(&mut file, &key, value.as_deref())?;

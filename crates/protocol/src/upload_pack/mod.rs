@@ -199,3 +199,6 @@ fn reject<W: Write>(out: &mut PacketWriter<W>, message: String) -> ServeError {
     let _ = out.error(&message).and_then(|()| out.get_mut().flush());
     ServeError::BadRequest(message)
 }
+
+#[cfg(test)]
+mod tests;
