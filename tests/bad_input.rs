@@ -70,8 +70,8 @@ fn show(request: &[u8]) -> String {
     }
 }
 
-/// Sends `request` in each mode and expects `ERR <reason>` (containing `reason_contains`)
-/// and a non-zero exit status that is neither a panic nor a signal.
+/// Sends `request` in each mode and expects `ERR <reason>` (containing `reason_contains`:
+/// what was wrong) and a non-zero exit status that is neither a panic nor a signal.
 #[track_caller]
 fn expect_error(modes: &[Mode], request: &[u8], reason_contains: &str) {
     let source = shared_fixture("small");
@@ -128,7 +128,7 @@ fn delim_twice() {
 #[test]
 fn unknown_command() {
     let request = concat([line("command=frobnicate\n"), DELIM.to_vec(), FLUSH.to_vec()]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "frobnicate");
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn unknown_capability_line() {
         DELIM.to_vec(),
         FLUSH.to_vec(),
     ]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "frobnicate");
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn unknown_ls_refs_argument() {
         line("frobnicate\n"),
         FLUSH.to_vec(),
     ]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "frobnicate");
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn unknown_fetch_argument() {
         line("frobnicate\n"),
         FLUSH.to_vec(),
     ]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "frobnicate");
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn want_that_is_not_an_object_id() {
         line("done\n"),
         FLUSH.to_vec(),
     ]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "xyz");
 }
 
 #[test]

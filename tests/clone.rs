@@ -141,3 +141,45 @@ clone_tests! {
     many_refs_mirror: "many-refs", Mirror;
     many_refs_work_tree: "many-refs", WorkTree;
 }
+
+/// Every way objects and refs can be stored: fast-import's pack, a normal pack, a pack with
+/// a bitmap, loose objects; loose, packed and mixed refs (loose refs shadowing stale packed
+/// ones).
+#[test]
+fn every_object_and_ref_storage() {
+    use packgate_fixture::{Packing, RefStorage};
+
+    let git = Git::newest();
+    let dir = Dir::new("storage");
+    let storages = [
+        (Packing::FastImport, RefStorage::Loose),
+        (Packing::Repacked, RefStorage::Packed),
+        (Packing::RepackedWithBitmaps, RefStorage::Mixed),
+        (Packing::Loose, RefStorage::Mixed),
+    ];
+    for (number, (packing, ref_storage)) in storages.into_iter().enumerate() {
+        let spec = packgate_fixture::Spec {
+            name: format!("storage-{number}"),
+            packing,
+            refs: ref_storage,
+            extra_branches: 30,
+            extra_tags: 30,
+            ..crate::util::preset_spec("small")
+        };
+        let source = dir.fixture(&spec);
+        let context = format!("{packing:?} objects, {ref_storage:?} refs");
+        let clone = dir.join(&format!("clone-{number}.git"));
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "--mirror"])
+            .arg(packgate_upload_pack_option())
+            .arg(file_url(&source.path))
+            .arg(&clone)
+            .run();
+        assert_same_refs(
+            &refs(&dir, &git, &clone, &[]),
+            &refs(&dir, &git, &source.path, &[]),
+            &context,
+        );
+        fsck(&dir, &git, &clone);
+    }
+}

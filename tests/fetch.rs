@@ -10,8 +10,9 @@ use crate::util::{
     packgate_upload_pack_option, preset_spec, refs, rename_refs, Dir, Git,
 };
 
-/// Moves `source` forward: commits on `main` and `topic/1`, a new branch and a new annotated
-/// tag on the new `main` (which a fetch follows automatically).
+/// Moves `source` forward: commits on `main` and `topic/1`, a new branch, a deleted branch, a
+/// rewound branch, a new annotated tag on the new `main` and a new lightweight tag on an old
+/// commit (a fetch follows both automatically).
 fn move_source_forward(dir: &Dir, git: &Git, source: &Path) {
     for (branch, commits, seed) in [("main", 5, 11), ("topic/1", 3, 12)] {
         let append = Append {
@@ -24,12 +25,15 @@ fn move_source_forward(dir: &Dir, git: &Git, source: &Path) {
         append_commits(source, &append)
             .unwrap_or_else(|error| panic!("appending to {branch}: {error}"));
     }
-    dir.git_in(git, source)
-        .args(["branch", "feature/new", "topic/0"])
-        .run();
-    dir.git_in(git, source)
-        .args(["tag", "-a", "-m", "Release 2", "v2.0.0", "main"])
-        .run();
+    for args in [
+        &["branch", "feature/new", "topic/0"][..],
+        &["branch", "-D", "topic/0"],
+        &["update-ref", "refs/heads/topic/2", "main~50"],
+        &["tag", "-a", "-m", "Release 2", "v2.0.0", "main"],
+        &["tag", "snapshot-old", "main~20"],
+    ] {
+        dir.git_in(git, source).args(args).run();
+    }
 }
 
 #[test]
@@ -52,10 +56,22 @@ fn incremental_fetch_after_the_source_moved() {
             .arg(packgate_upload_pack_command())
             .run();
 
+        // The client has commits of its own, which the server doesn't know.
+        let work_file = clone.join("local.txt");
+        crate::util::write_file(&work_file, b"local work\n");
+        dir.git(&git)
+            .current_dir(&clone)
+            .args(["add", "local.txt"])
+            .run();
+        dir.git(&git)
+            .current_dir(&clone)
+            .args(["commit", "--quiet", "-m", "local work"])
+            .run();
+
         move_source_forward(&dir, &git, &source.path);
         dir.git(&git)
             .current_dir(&clone)
-            .args(["-c", "protocol.version=2", "fetch", "origin"])
+            .args(["-c", "protocol.version=2", "fetch", "--prune", "origin"])
             .run();
 
         let check = |when: &str| {
@@ -78,7 +94,7 @@ fn incremental_fetch_after_the_source_moved() {
         // Nothing new: a no-op fetch succeeds and changes nothing.
         dir.git(&git)
             .current_dir(&clone)
-            .args(["-c", "protocol.version=2", "fetch", "origin"])
+            .args(["-c", "protocol.version=2", "fetch", "--prune", "origin"])
             .run();
         check("after a no-op fetch");
     }
@@ -101,7 +117,7 @@ fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> us
     dir.git_in(git, repo)
         .args(["-c", "protocol.version=2"])
         .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"])
-        .arg("fetch")
+        .args(["fetch", "--prune"])
         .arg(upload_pack)
         .arg("origin")
         .run();
@@ -131,7 +147,17 @@ fn incremental_fetch_sends_no_more_objects_than_git() {
             .run();
         dir.copy_tree(&through_git, &through_packgate);
 
+        let client_tips: Vec<String> = refs(&dir, &git, &through_git, &[]).into_values().collect();
         move_source_forward(&dir, &git, &source.path);
+        // Every object the client lacks must come, whatever the pack looks like.
+        let missing = dir
+            .git_in(&git, &source.path)
+            .args(["rev-list", "--objects", "--all", "--not"])
+            .args(&client_tips)
+            .run()
+            .stdout_text()
+            .lines()
+            .count();
         let by_packgate =
             fetch_and_count(&dir, &git, &through_packgate, packgate_upload_pack_option());
         let by_git = fetch_and_count(&dir, &git, &through_git, git_upload_pack_option(&git));
@@ -139,7 +165,13 @@ fn incremental_fetch_sends_no_more_objects_than_git() {
             by_packgate <= by_git,
             "{context}: packgate sent {by_packgate} objects, git {by_git}"
         );
-        eprintln!("{context}: packgate sent {by_packgate} objects, git {by_git}");
+        assert!(
+            missing <= by_packgate && missing <= by_git,
+            "{context}: {missing} objects missing, packgate sent {by_packgate}, git {by_git}"
+        );
+        eprintln!(
+            "{context}: {missing} objects missing; packgate sent {by_packgate}, git {by_git}"
+        );
 
         assert_same_refs(
             &refs(&dir, &git, &through_packgate, &[]),
