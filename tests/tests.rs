@@ -12,6 +12,7 @@
 //! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang.
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
 //! - `large`: a clone of more than 100,000 objects.
+//! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 
 mod pkt;
 mod util;
@@ -22,3 +23,4 @@ mod clone;
 mod fetch;
 mod large;
 mod ls_remote;
+mod serve;
