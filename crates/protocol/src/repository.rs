@@ -9,6 +9,9 @@ use gix_object::Find;
 
 use crate::config::{self, ConfigError};
 
+/// The memory one object-database handle may use to cache decoded delta bases.
+const PACK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// How strictly [`Repository::open()`] interprets the directory it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathLookup {
@@ -132,7 +135,13 @@ impl Repository {
                     source,
                 }
             })?;
-        objects.set_pack_cache(|| Box::<gix_pack::cache::lru::StaticLinkedList<64>>::default());
+        // Walks read many trees whose delta chains share bases: a memory-capped cache of
+        // decoded bases saves resolving each chain from scratch.
+        objects.set_pack_cache(|| {
+            Box::new(gix_pack::cache::lru::MemoryCappedHashmap::new(
+                PACK_CACHE_BYTES,
+            ))
+        });
         let refs = gix_ref::file::Store::at(git_dir.clone(), gix_hash::Kind::Sha1);
         Ok(Repository {
             git_dir,

@@ -203,6 +203,7 @@ fn send_pack<W: Write>(
     let interrupt = AtomicBool::new(false);
 
     progress(&mut sideband, "Enumerating objects: ...\r")?;
+    let started = std::time::Instant::now();
     let enumeration = match packgate_pack::enumerate::enumerate(
         repo.objects(),
         &arguments.wants,
@@ -224,6 +225,8 @@ fn send_pack<W: Write>(
         &mut sideband,
         &format!("Enumerating objects: {}, done.\n", objects.len()),
     )?;
+    tracing::debug!(objects = objects.len(), elapsed = ?started.elapsed(), "enumerated");
+    let started = std::time::Instant::now();
 
     let options = packgate_pack::WriteOptions {
         client_has: arguments.thin_pack.then(|| enumeration.client_has()),
@@ -255,6 +258,14 @@ fn send_pack<W: Write>(
         }
         Ok(Err(err)) => return Err(fail(&mut sideband, err.to_string())),
     };
+    tracing::debug!(
+        objects = outcome.objects,
+        deltas = outcome.deltas,
+        recompressed = outcome.recompressed_for_thin_pack,
+        bytes = outcome.bytes,
+        elapsed = ?started.elapsed(),
+        "pack written"
+    );
     progress(
         &mut sideband,
         &format!("Total {} (delta {})\n", outcome.objects, outcome.deltas),
