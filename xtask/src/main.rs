@@ -6,6 +6,8 @@
 //!   `packgate-fixture`); `--packing repacked` gives the normal repacked repository without
 //!   bitmaps that benchmarks want.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,6 +26,8 @@ struct Cli {
 enum Task {
     /// Build a deterministic bare repository from a named preset.
     Fixture(FixtureArgs),
+    /// Measure packgate against git upload-pack on the same repository.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +78,7 @@ enum RefsArg {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Fixture(args) => fixture(args),
+        Task::Bench(args) => bench::run(args),
     }
 }
 
