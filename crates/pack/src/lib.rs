@@ -1,7 +1,9 @@
 //! Packs for packgate: which objects a fetch must send, and the pack that carries them.
 //!
-//! * [`enumerate`] finds every object reachable from the wants and not from the common haves.
+//! * [`enumerate`](mod@enumerate) finds every object reachable from the wants and not from the common haves.
 //! * [`generate`] writes those objects as a pack stream, reusing the repository's deltas.
+//! * [`ingest`] receives a pushed pack into a quarantine: indexing, thin-pack completion,
+//!   fsck, connectivity, and migration into the repository once the push is accepted.
 //!
 //! This crate knows nothing about the wire: it reads an object database and writes bytes into
 //! a [`std::io::Write`]. Framing (sideband, pkt-lines) is the caller's business.
@@ -11,7 +13,13 @@
 
 pub mod enumerate;
 pub mod generate;
+pub mod ingest;
+pub mod reader;
 pub use enumerate::{
     enumerate, Counts, EnumerateError, EnumerateOptions, Enumeration, TreeExclusion,
 };
 pub use generate::{write_pack, WriteError, WriteOptions, WriteOutcome};
+pub use ingest::{
+    check_connectivity, ingest_pack, ConnectivityError, ConnectivityOutcome, FsckObjects,
+    FsckProblem, IngestError, IngestOptions, IngestOutcome, Quarantine,
+};

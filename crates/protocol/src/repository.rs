@@ -9,9 +9,6 @@ use gix_object::Find;
 
 use crate::config::{self, ConfigError};
 
-/// The memory one object-database handle may use to cache decoded delta bases.
-const PACK_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 /// How strictly [`Repository::open()`] interprets the directory it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathLookup {
@@ -135,13 +132,9 @@ impl Repository {
                     source,
                 }
             })?;
-        // Walks read many trees whose delta chains share bases: a memory-capped cache of
-        // decoded bases saves resolving each chain from scratch.
-        objects.set_pack_cache(|| {
-            Box::new(gix_pack::cache::lru::MemoryCappedHashmap::new(
-                PACK_CACHE_BYTES,
-            ))
-        });
+        // Small reads (refs, peeling, negotiation) reuse recent delta bases; walks over many
+        // trees go through packgate_pack::reader::CachingReader instead.
+        objects.set_pack_cache(|| Box::<gix_pack::cache::lru::StaticLinkedList<64>>::default());
         let refs = gix_ref::file::Store::at(git_dir.clone(), gix_hash::Kind::Sha1);
         Ok(Repository {
             git_dir,

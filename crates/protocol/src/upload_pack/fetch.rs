@@ -204,11 +204,19 @@ fn send_pack<W: Write>(
 
     progress(&mut sideband, "Enumerating objects: ...\r")?;
     let started = std::time::Instant::now();
+    // Walks read trees along delta chains: resolve each chain step once, as git does.
+    let reader = packgate_pack::reader::CachingReader::new(
+        repo.objects().clone(),
+        packgate_pack::reader::DEFAULT_CACHE_BYTES,
+    );
     let enumeration = match packgate_pack::enumerate::enumerate(
-        repo.objects(),
+        &reader,
         &arguments.wants,
         common,
-        &packgate_pack::enumerate::EnumerateOptions::default(),
+        &packgate_pack::enumerate::EnumerateOptions {
+            thread_limit: upload_pack.config.pack_threads,
+            ..Default::default()
+        },
         &interrupt,
     ) {
         Ok(enumeration) => enumeration,
