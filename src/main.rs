@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use packgate::{
     protocol::{
         daemon::{DaemonService, ErrorDetail},
+        receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
         registry::Registry,
         repository::{PathLookup, Repository},
         upload_pack::{SessionOptions, UploadPack},
@@ -41,6 +42,8 @@ struct Cli {
 enum Command {
     /// Send objects to a git client: a drop-in for git-upload-pack (protocol v2).
     UploadPack(UploadPackArgs),
+    /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
+    ReceivePack(ReceivePackArgs),
     /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2).
     Serve(ServeArgs),
 }
@@ -79,6 +82,27 @@ struct UploadPackArgs {
     directory: PathBuf,
 }
 
+#[derive(Args)]
+struct ReceivePackArgs {
+    /// Serve exactly one push, without the advertisement unless asked for (smart HTTP).
+    #[arg(long)]
+    stateless_rpc: bool,
+    /// Only send the ref advertisement, then exit.
+    #[arg(long)]
+    advertise_refs: bool,
+    /// The same as --advertise-refs, as git-http-backend calls it.
+    #[arg(long)]
+    http_backend_info_refs: bool,
+    /// Do not try <directory>/.git or <directory>.git.
+    #[arg(long)]
+    strict: bool,
+    /// End the session after this many seconds without traffic.
+    #[arg(long, value_name = "N")]
+    timeout: Option<u64>,
+    /// The repository: a bare repository or a work tree.
+    directory: PathBuf,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -90,6 +114,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::UploadPack(args) => upload_pack(args),
+        Command::ReceivePack(args) => receive_pack(args),
         Command::Serve(args) => serve(args),
     };
     match result {
@@ -148,6 +173,57 @@ fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
     };
     match upload_pack.serve(input, output, &options) {
         Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) if err.is_disconnect() => {
+            tracing::debug!(%err, "client hung up");
+            Ok(ExitCode::from(EXIT_FATAL))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout().lock();
+    // Push has no protocol v2: a client asking for it gets v0, as from git.
+    let version = match std::env::var("GIT_PROTOCOL") {
+        Ok(value) if value.split(':').any(|entry| entry == "version=1") => ProtocolVersion::V1,
+        _ => ProtocolVersion::V0,
+    };
+    let lookup = if args.strict {
+        PathLookup::Strict
+    } else {
+        PathLookup::Lenient
+    };
+    let config_parameters = std::env::var("GIT_CONFIG_PARAMETERS").ok();
+    let repo = match Repository::open(&args.directory, lookup, config_parameters.as_deref()) {
+        Ok(repo) => repo,
+        Err(err) => {
+            let mut out = PacketWriter::new(stdout);
+            out.error(format!("receive-pack: {err}"))?;
+            out.get_mut().flush()?;
+            return Err(err).context("could not open the repository");
+        }
+    };
+    let receive_pack = ReceivePack::new(&repo)?;
+    let options = ReceivePackOptions {
+        stateless: args.stateless_rpc,
+        advertise_only: args.advertise_refs || args.http_backend_info_refs,
+        version,
+        ..ReceivePackOptions::default()
+    };
+    let activity = Activity::new();
+    if let Some(seconds) = args.timeout.filter(|s| *s > 0) {
+        activity.watch(Duration::from_secs(seconds));
+    }
+    let input = Tracked {
+        inner: std::io::stdin().lock(),
+        activity: activity.clone(),
+    };
+    let output = Tracked {
+        inner: std::io::BufWriter::with_capacity(64 * 1024, stdout),
+        activity,
+    };
+    match receive_pack.serve(input, output, &options) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
         Err(err) if err.is_disconnect() => {
             tracing::debug!(%err, "client hung up");
             Ok(ExitCode::from(EXIT_FATAL))

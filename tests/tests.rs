@@ -12,6 +12,8 @@
 //! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang.
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
 //! - `large`: a clone of more than 100,000 objects.
+//! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
+//!   concurrent pushers.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 
 mod pkt;
@@ -23,4 +25,5 @@ mod clone;
 mod fetch;
 mod large;
 mod ls_remote;
+mod receive_pack;
 mod serve;

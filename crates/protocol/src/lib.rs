@@ -4,6 +4,7 @@
 //! * [`repository`]: a git directory opened the way git's servers find it, its refs, its
 //!   object database and configuration ([`config`]).
 //! * [`upload_pack`]: protocol v2 — capability advertisement, `ls-refs`, `fetch`.
+//! * [`receive_pack`]: push (protocol v0/v1) — quarantine, checks, hooks, atomic ref updates.
 //! * [`registry`]: which repositories below a root a network front-end may serve, and
 //!   [`daemon`]: the git:// service on top of it.
 //!
@@ -25,6 +26,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod receive_pack;
 pub mod registry;
 pub mod repository;
 pub mod upload_pack;

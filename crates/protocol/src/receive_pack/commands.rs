@@ -1,0 +1,340 @@
+//! The client's half of a push before the pack: update commands with the capabilities on the
+//! first one, and push options. Sans-IO: [`CommandParser`] is fed one packet at a time.
+
+use bstr::{BStr, BString, ByteSlice};
+use gix_hash::ObjectId;
+
+/// The most update commands one push may carry.
+pub const MAX_COMMANDS: usize = 100_000;
+/// The most push options one push may carry.
+pub const MAX_PUSH_OPTIONS: usize = 1_000;
+
+/// One `<old> <new> <ref>` line: move `name` from `old` to `new`. A null `old` creates the
+/// ref, a null `new` deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The value the client believes the ref has (null: it does not exist).
+    pub old: ObjectId,
+    /// The value the client wants (null: delete the ref).
+    pub new: ObjectId,
+    /// The full ref name as sent, not yet validated.
+    pub name: BString,
+}
+
+impl Command {
+    /// Whether this command deletes its ref.
+    pub fn is_delete(&self) -> bool {
+        self.new.is_null()
+    }
+
+    /// Whether this command creates its ref.
+    pub fn is_create(&self) -> bool {
+        self.old.is_null()
+    }
+}
+
+/// What the client asked for on its first command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCapabilities {
+    /// `report-status`: the client wants the result of each command.
+    pub report_status: bool,
+    /// `report-status-v2`: the same, with room for option lines.
+    pub report_status_v2: bool,
+    /// `side-band-64k`: the report and messages come multiplexed.
+    pub side_band_64k: bool,
+    /// `quiet`: no progress messages.
+    pub quiet: bool,
+    /// `atomic`: all commands succeed or none does.
+    pub atomic: bool,
+    /// `push-options`: option lines follow the commands.
+    pub push_options: bool,
+    /// `agent=…`, for logs.
+    pub agent: Option<BString>,
+}
+
+/// An error in the commands a client sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A command line is not `<old> <new> <ref>`.
+    #[error("protocol error: expected old/new/ref, got '{line}'")]
+    Malformed {
+        /// The line, lossily shown.
+        line: String,
+    },
+    /// The client sent a `shallow` line; packgate does not accept pushes from shallow clones.
+    #[error("protocol error: pushing from a shallow repository is not supported")]
+    Shallow,
+    /// The client sent a push certificate, which was not advertised.
+    #[error("protocol error: push certificates are not supported")]
+    PushCert,
+    /// The client asked for an object format other than sha1.
+    #[error("protocol error: mismatched object format: server sha1, client {format}")]
+    ObjectFormat {
+        /// What the client asked for.
+        format: String,
+    },
+    /// The client sent a capability that needs something else (`atomic` without a report).
+    #[error("protocol error: {0}")]
+    Capability(String),
+    /// Too many commands or push options.
+    #[error("protocol error: more than {limit} {what}")]
+    TooMany {
+        /// What there were too many of.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The same ref appears in two commands.
+    #[error("protocol error: ref '{name}' appears twice")]
+    Duplicate {
+        /// The ref.
+        name: String,
+    },
+    /// A push option is not a single line of text.
+    #[error("protocol error: bad push option '{option}'")]
+    BadPushOption {
+        /// The option, lossily shown.
+        option: String,
+    },
+}
+
+/// The commands of a push, and the capabilities from the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandList {
+    /// The commands, in the order sent.
+    pub commands: Vec<Command>,
+    /// The capabilities sent with the first command.
+    pub capabilities: ClientCapabilities,
+}
+
+impl CommandList {
+    /// Whether a pack follows: only when some command sets a ref to an object.
+    pub fn expects_pack(&self) -> bool {
+        self.commands.iter().any(|command| !command.is_delete())
+    }
+}
+
+/// Parse one command line (the payload of a pkt-line, with or without its newline).
+/// The first line of a push also carries `\0<capabilities>`; pass `first` for it.
+pub fn parse_command(line: &[u8], list: &mut CommandList, first: bool) -> Result<(), CommandError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let (line, capabilities) = match line.find_byte(0) {
+        Some(nul) if first => (&line[..nul], Some(&line[nul + 1..])),
+        Some(_) => {
+            return Err(CommandError::Malformed {
+                line: line.as_bstr().to_string(),
+            })
+        }
+        None => (line, None),
+    };
+    if line.starts_with(b"shallow ") {
+        return Err(CommandError::Shallow);
+    }
+    if line.starts_with(b"push-cert") {
+        return Err(CommandError::PushCert);
+    }
+    let malformed = || CommandError::Malformed {
+        line: line.as_bstr().to_string(),
+    };
+    let mut parts = line.splitn_str(3, " ");
+    let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed());
+    };
+    let old = parse_oid(old).ok_or_else(malformed)?;
+    let new = parse_oid(new).ok_or_else(malformed)?;
+    if name.is_empty() {
+        return Err(malformed());
+    }
+    if list.commands.len() >= MAX_COMMANDS {
+        return Err(CommandError::TooMany {
+            what: "commands",
+            limit: MAX_COMMANDS,
+        });
+    }
+    if list.commands.iter().any(|c| c.name == name) {
+        return Err(CommandError::Duplicate {
+            name: name.as_bstr().to_string(),
+        });
+    }
+    if let Some(capabilities) = capabilities {
+        list.capabilities = parse_capabilities(capabilities.as_bstr())?;
+    }
+    list.commands.push(Command {
+        old,
+        new,
+        name: name.into(),
+    });
+    Ok(())
+}
+
+/// Parse the space-separated capability list of the first command. Unknown capabilities are
+/// ignored, as git does.
+pub fn parse_capabilities(text: &BStr) -> Result<ClientCapabilities, CommandError> {
+    let mut out = ClientCapabilities::default();
+    for word in text.split_str(" ").filter(|w| !w.is_empty()) {
+        let (key, value) = match word.split_once_str("=") {
+            Some((key, value)) => (key, Some(value)),
+            None => (word, None),
+        };
+        match (key, value) {
+            (b"report-status", None) => out.report_status = true,
+            (b"report-status-v2", None) => out.report_status_v2 = true,
+            (b"side-band-64k", None) => out.side_band_64k = true,
+            (b"quiet", None) => out.quiet = true,
+            (b"atomic", None) => out.atomic = true,
+            (b"push-options", None) => out.push_options = true,
+            (b"agent", Some(agent)) => out.agent = Some(agent.into()),
+            (b"object-format", Some(b"sha1")) => {}
+            (b"object-format", Some(other)) => {
+                return Err(CommandError::ObjectFormat {
+                    format: other.as_bstr().to_string(),
+                })
+            }
+            (b"push-cert", _) => return Err(CommandError::PushCert),
+            _ => tracing::debug!(capability = %word.as_bstr(), "ignoring unknown capability"),
+        }
+    }
+    Ok(out)
+}
+
+/// Validate one push option line and add it to `options`.
+pub fn parse_push_option(line: &[u8], options: &mut Vec<BString>) -> Result<(), CommandError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    if line.contains(&b'\n') || line.contains(&0) {
+        return Err(CommandError::BadPushOption {
+            option: line.as_bstr().to_string(),
+        });
+    }
+    if options.len() >= MAX_PUSH_OPTIONS {
+        return Err(CommandError::TooMany {
+            what: "push options",
+            limit: MAX_PUSH_OPTIONS,
+        });
+    }
+    options.push(line.into());
+    Ok(())
+}
+
+fn parse_oid(hex: &[u8]) -> Option<ObjectId> {
+    if hex.len() != 40 {
+        return None;
+    }
+    ObjectId::from_hex(hex).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "1111111111111111111111111111111111111111";
+    const Z: &str = "0000000000000000000000000000000000000000";
+
+    fn check(lines: &[&[u8]], expected: Result<(usize, ClientCapabilities), CommandError>) {
+        let mut list = CommandList::default();
+        let mut result = Ok(());
+        for (index, line) in lines.iter().enumerate() {
+            result = parse_command(line, &mut list, index == 0);
+            if result.is_err() {
+                break;
+            }
+        }
+        let actual = result.map(|()| (list.commands.len(), list.capabilities));
+        assert_eq!(actual, expected, "lines: {lines:?}");
+    }
+
+    #[test]
+    fn commands() {
+        let first = format!(
+            "{Z} {A} refs/heads/main\0report-status side-band-64k agent=git/2.47 quiet unknown\n"
+        );
+        check(
+            &[first.as_bytes()],
+            Ok((
+                1,
+                ClientCapabilities {
+                    report_status: true,
+                    side_band_64k: true,
+                    quiet: true,
+                    agent: Some("git/2.47".into()),
+                    ..Default::default()
+                },
+            )),
+        );
+        let second = format!("{A} {Z} refs/heads/old\n");
+        check(
+            &[
+                format!("{Z} {A} refs/heads/main").as_bytes(),
+                second.as_bytes(),
+            ],
+            Ok((2, ClientCapabilities::default())),
+        );
+        check(
+            &[format!("{Z} {A} refs/heads/x\0atomic push-options report-status-v2").as_bytes()],
+            Ok((
+                1,
+                ClientCapabilities {
+                    atomic: true,
+                    push_options: true,
+                    report_status_v2: true,
+                    ..Default::default()
+                },
+            )),
+        );
+    }
+
+    #[test]
+    fn bad_commands() {
+        let malformed = |line: &str| CommandError::Malformed { line: line.into() };
+        check(&[b"hello"], Err(malformed("hello")));
+        check(
+            &[format!("{Z} {A}").as_bytes()],
+            Err(malformed(&format!("{Z} {A}"))),
+        );
+        check(
+            &[format!("{Z} {A} ").as_bytes()],
+            Err(malformed(&format!("{Z} {A} "))),
+        );
+        check(
+            &[format!("{Z} xyz refs/heads/a").as_bytes()],
+            Err(malformed(&format!("{Z} xyz refs/heads/a"))),
+        );
+        check(
+            &[format!("shallow {A}").as_bytes()],
+            Err(CommandError::Shallow),
+        );
+        check(
+            &[
+                format!("{Z} {A} refs/heads/a").as_bytes(),
+                format!("{Z} {A} refs/heads/b\0atomic").as_bytes(),
+            ],
+            Err(malformed(&format!("{Z} {A} refs/heads/b\0atomic"))),
+        );
+        check(
+            &[format!("{Z} {A} refs/heads/a\0object-format=sha256").as_bytes()],
+            Err(CommandError::ObjectFormat {
+                format: "sha256".into(),
+            }),
+        );
+        check(
+            &[
+                format!("{Z} {A} refs/heads/a").as_bytes(),
+                format!("{A} {Z} refs/heads/a").as_bytes(),
+            ],
+            Err(CommandError::Duplicate {
+                name: "refs/heads/a".into(),
+            }),
+        );
+    }
+
+    #[test]
+    fn push_options() {
+        let mut options = Vec::new();
+        parse_push_option(b"foo\n", &mut options).unwrap();
+        parse_push_option(b"bar=baz", &mut options).unwrap();
+        assert_eq!(
+            options,
+            vec![BString::from("foo"), BString::from("bar=baz")]
+        );
+        assert!(parse_push_option(b"a\nb", &mut options).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! The settings receive-pack honours, read from the repository's configuration.
+
+use std::path::PathBuf;
+
+use bstr::{BString, ByteSlice};
+
+use crate::config::{ConfigError, UploadPackConfig};
+
+/// What to do about a push that touches the checked-out branch (`receive.denyCurrentBranch`,
+/// `receive.denyDeleteCurrent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deny {
+    /// Not configured: refuse, and explain how to configure it.
+    #[default]
+    Unconfigured,
+    /// Allow it.
+    Ignore,
+    /// Allow it with a warning to the client.
+    Warn,
+    /// Refuse it.
+    Refuse,
+    /// `updateInstead`: update the work tree too. Not supported: refused.
+    UpdateInstead,
+}
+
+impl Deny {
+    fn parse(key: &str, value: Option<&[u8]>) -> Result<Deny, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Deny::Unconfigured);
+        };
+        Ok(match value.to_ascii_lowercase().as_slice() {
+            b"ignore" => Deny::Ignore,
+            b"warn" => Deny::Warn,
+            b"refuse" => Deny::Refuse,
+            b"updateinstead" => Deny::UpdateInstead,
+            other => match gix_config::Boolean::try_from(other.as_bstr()) {
+                Ok(boolean) if boolean.0 => Deny::Refuse,
+                Ok(_) => Deny::Ignore,
+                Err(source) => {
+                    return Err(ConfigError::Value {
+                        key: key.to_owned(),
+                        source,
+                    })
+                }
+            },
+        })
+    }
+}
+
+/// The settings receive-pack honours.
+#[derive(Debug, Clone)]
+pub struct ReceivePackConfig {
+    /// `receive.denyNonFastForwards`: refuse branch updates that drop commits.
+    pub deny_non_fast_forwards: bool,
+    /// `receive.denyDeletes`: refuse deleting branches.
+    pub deny_deletes: bool,
+    /// `receive.denyCurrentBranch`.
+    pub deny_current_branch: Deny,
+    /// `receive.denyDeleteCurrent`.
+    pub deny_delete_current: Deny,
+    /// `receive.fsckObjects`, falling back to `transfer.fsckObjects`.
+    pub fsck_objects: bool,
+    /// `receive.maxInputSize`: the most bytes a pack may have (`None`: unlimited).
+    pub max_input_size: Option<u64>,
+    /// `receive.maxObjects` (packgate's own): the most objects a pack may have.
+    pub max_objects: Option<u32>,
+    /// `core.hooksPath`, or `<git dir>/hooks`.
+    pub hooks_dir: PathBuf,
+    /// `receive.hookTimeout` (packgate's own), in seconds: how long one hook script may run.
+    pub hook_timeout_seconds: Option<u64>,
+    /// `receive.lockTimeout` (packgate's own), in milliseconds: how long a push waits for
+    /// another push to the same repository to finish. Default 60 s.
+    pub lock_timeout_millis: u64,
+    /// Whether the repository has a work tree (`core.bare`, else the git dir's name).
+    pub bare: bool,
+    /// `core.logAllRefUpdates`: `None` when unset.
+    pub log_all_ref_updates: Option<BString>,
+    /// The identity in reflog entries: `user.name`/`user.email`, else packgate's own.
+    pub committer_name: BString,
+    /// See `committer_name`.
+    pub committer_email: BString,
+    /// `pack.threads` (0 or unset: every core), for indexing the pack.
+    pub threads: Option<usize>,
+    /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
+    /// evaluated as upload-pack evaluates its rules.
+    hidden: UploadPackConfig,
+}
+
+impl ReceivePackConfig {
+    /// Read the settings from `config` for the repository at `git_dir`.
+    pub fn from_config(
+        config: &gix_config::File,
+        git_dir: &std::path::Path,
+    ) -> Result<Self, ConfigError> {
+        let boolean = |key: &str| -> Result<Option<bool>, ConfigError> {
+            config.boolean(key).map_err(|source| ConfigError::Value {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let integer = |key: &str| -> Result<Option<i64>, ConfigError> {
+            config.integer(key).map_err(|source| ConfigError::Value {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let positive =
+            |value: Option<i64>| value.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0);
+        let mut hide_refs = config.strings("transfer.hideRefs").unwrap_or_default();
+        hide_refs.extend(config.strings("receive.hideRefs").unwrap_or_default());
+        let deny = |key: &str| -> Result<Deny, ConfigError> {
+            let value = config.string(key);
+            Deny::parse(key, value.as_deref().map(|v| v.as_slice()))
+        };
+        let fsck_objects = match boolean("receive.fsckObjects")? {
+            Some(value) => value,
+            None => boolean("transfer.fsckObjects")?.unwrap_or(false),
+        };
+        let hooks_dir = match config.path("core.hooksPath") {
+            Some(path) => {
+                let path = path
+                    .interpolate(gix_config::path::interpolate::Context::default())
+                    .map_err(|source| ConfigError::Value {
+                        key: "core.hooksPath".into(),
+                        source,
+                    })?;
+                if path.is_relative() {
+                    // git resolves a relative hooksPath against where hooks run: the work
+                    // tree for a non-bare repository, the git dir for a bare one.
+                    git_dir.join(path)
+                } else {
+                    path
+                }
+            }
+            None => git_dir.join("hooks"),
+        };
+        let bare = match boolean("core.bare")? {
+            Some(bare) => bare,
+            None => git_dir.file_name().is_none_or(|name| name != ".git"),
+        };
+        let committer_name = config
+            .string("user.name")
+            .map(|v| v.to_owned())
+            .unwrap_or_else(|| "packgate".into());
+        let committer_email = config
+            .string("user.email")
+            .map(|v| v.to_owned())
+            .unwrap_or_else(|| "packgate@localhost".into());
+        Ok(ReceivePackConfig {
+            hidden: UploadPackConfig {
+                hide_refs,
+                ..UploadPackConfig::default()
+            },
+            deny_non_fast_forwards: boolean("receive.denyNonFastForwards")?.unwrap_or(false),
+            deny_deletes: boolean("receive.denyDeletes")?.unwrap_or(false),
+            deny_current_branch: deny("receive.denyCurrentBranch")?,
+            deny_delete_current: deny("receive.denyDeleteCurrent")?,
+            fsck_objects,
+            max_input_size: positive(integer("receive.maxInputSize")?),
+            max_objects: positive(integer("receive.maxObjects")?)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            hooks_dir,
+            hook_timeout_seconds: positive(integer("receive.hookTimeout")?),
+            lock_timeout_millis: positive(integer("receive.lockTimeout")?).unwrap_or(60_000),
+            bare,
+            log_all_ref_updates: config.string("core.logAllRefUpdates").map(|v| v.to_owned()),
+            committer_name,
+            committer_email,
+            threads: positive(integer("pack.threads")?).and_then(|n| usize::try_from(n).ok()),
+        })
+    }
+
+    /// Whether `refname` is hidden, with git's `hideRefs` rules.
+    pub fn is_hidden(&self, refname: &[u8]) -> bool {
+        // The rules are the same as upload-pack's; only the configuration keys differ.
+        self.hidden.is_hidden(refname)
+    }
+
+    /// How reflogs are written: git's `core.logAllRefUpdates`, whose default is true in a
+    /// repository with a work tree and false in a bare one. (When false, git still appends to
+    /// reflogs that exist; packgate then writes none.)
+    pub fn write_reflog(&self) -> gix_ref::store::WriteReflog {
+        use gix_ref::store::WriteReflog;
+        match self
+            .log_all_ref_updates
+            .as_ref()
+            .map(|v| v.to_ascii_lowercase())
+        {
+            Some(value) if value == b"always" => WriteReflog::Always,
+            Some(value) => match gix_config::Boolean::try_from(value.as_bstr()) {
+                Ok(boolean) if boolean.0 => WriteReflog::Normal,
+                _ => WriteReflog::Disable,
+            },
+            None if self.bare => WriteReflog::Disable,
+            None => WriteReflog::Normal,
+        }
+    }
+}

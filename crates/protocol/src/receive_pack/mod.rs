@@ -1,0 +1,325 @@
+//! receive-pack: the server side of `git push`, over protocol v0 (and v1, which only adds a
+//! `version 1` line). Push has no protocol v2; a client asking for it gets v0, as from git.
+//!
+//! A push is one exchange, driven by [`ReceivePack::serve()`] over any blocking reader and
+//! writer:
+//!
+//! 1. the server advertises its refs and capabilities ([`ReceivePack::advertise()`]);
+//! 2. the client sends `<old> <new> <ref>` commands (capabilities on the first), a flush,
+//!    push options if both sides do `push-options`, and a pack unless it only deletes;
+//! 3. the pack goes into a quarantine directory inside the object store; its objects are
+//!    checked for connectivity from the new tips;
+//! 4. each command is checked against the repository's `receive.*` settings and hidden refs,
+//!    then the `pre-receive` hooks judge the whole push and the `update` hooks each ref;
+//! 5. if anything is left to update, the quarantine is moved into the repository and the refs
+//!    are updated with compare-and-swap on their old values: one transaction for an `atomic`
+//!    push (all or nothing), else one transaction per ref, as git does;
+//! 6. the client gets a status report (`unpack ok`, `ok <ref>` / `ng <ref> <reason>`), then
+//!    `post-receive` and `post-update` hooks run.
+//!
+//! Pushes to one repository are serialised by a lock file (`packgate-receive.lock` in the git
+//! directory), held from the ref checks to the ref updates; ingesting packs runs in parallel.
+//! A push that is refused or fails before step 5 leaves nothing behind: the quarantine is
+//! deleted when it is dropped.
+//!
+//! With `side-band-64k` the report travels in band 1 and messages for the user (hook output,
+//! refusals, explained as `remote: error: …`) in band 2; without it messages go to standard
+//! error, which for a stdio session reaches the user's terminal as it does with git.
+
+mod commands;
+mod config;
+mod report;
+mod update;
+
+use std::{
+    io::{BufReader, Read, Write},
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use bstr::{BString, ByteSlice};
+use gix_hash::ObjectId;
+use packgate_hooks::Hook;
+use packgate_transport::pkt_line::{Packet, PacketReader, PacketWriter, ReadError};
+
+pub use self::commands::{ClientCapabilities, Command, CommandError, CommandList};
+pub use self::config::{Deny, ReceivePackConfig};
+use self::report::Channel;
+pub use self::report::{PushReport, RefStatus};
+pub use crate::upload_pack::ServeError;
+use crate::{
+    repository::{RefRecord, Repository},
+    upload_pack::AGENT,
+};
+/// The hook crate, whose [`Hook`](packgate_hooks::Hook) trait in-process hooks implement.
+pub use packgate_hooks as hooks;
+
+/// The capabilities receive-pack advertises, in git's order (without the agent).
+pub const CAPABILITIES: &str = "report-status report-status-v2 delete-refs side-band-64k quiet \
+                                atomic ofs-delta push-options object-format=sha1";
+
+/// Which protocol version the client asked for (`GIT_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolVersion {
+    /// Version 0, also what a client asking for version 2 gets.
+    #[default]
+    V0,
+    /// Version 1: v0 preceded by a `version 1` line.
+    V1,
+}
+
+/// How a push session is run.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivePackOptions {
+    /// HTTP-style: no advertisement unless asked for; the request is the commands and pack.
+    pub stateless: bool,
+    /// Only send the advertisement, then end.
+    pub advertise_only: bool,
+    /// The protocol version to speak.
+    pub version: ProtocolVersion,
+    /// Set from another thread to abandon pack ingestion (the push then fails cleanly).
+    pub interrupt: Arc<AtomicBool>,
+}
+
+/// receive-pack for one repository, with the in-process hooks of the embedding application.
+pub struct ReceivePack<'repo> {
+    repo: &'repo Repository,
+    config: ReceivePackConfig,
+    hooks: Vec<Arc<dyn Hook>>,
+    run_scripts: bool,
+}
+
+impl std::fmt::Debug for ReceivePack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivePack")
+            .field("repo", &self.repo)
+            .field("config", &self.config)
+            .field("hooks", &self.hooks.len())
+            .field("run_scripts", &self.run_scripts)
+            .finish()
+    }
+}
+
+impl<'repo> ReceivePack<'repo> {
+    /// Serve pushes to `repo` with its `receive.*` settings; the repository's hook scripts
+    /// run, and no in-process hooks until added with [`ReceivePack::with_hook()`].
+    pub fn new(repo: &'repo Repository) -> Result<Self, crate::config::ConfigError> {
+        Ok(ReceivePack {
+            repo,
+            config: ReceivePackConfig::from_config(repo.config(), repo.git_dir())?,
+            hooks: Vec::new(),
+            run_scripts: true,
+        })
+    }
+
+    /// Add an in-process hook (a policy of the embedding application). In-process hooks run
+    /// in the order added, before the repository's hook scripts.
+    pub fn with_hook(mut self, hook: impl Hook + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Whether to run the repository's hook scripts (`hooks/pre-receive`, … or
+    /// `core.hooksPath`); on by default.
+    pub fn with_hook_scripts(mut self, run: bool) -> Self {
+        self.run_scripts = run;
+        self
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ReceivePackConfig {
+        &self.config
+    }
+
+    /// Write the advertisement: each visible ref (the first with the capabilities after a
+    /// NUL), or `capabilities^{}` for a repository without refs, then a flush. Like git's
+    /// receive-pack, it lists neither `HEAD` nor peeled tags.
+    pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
+        let refs = self.visible_refs()?;
+        let capabilities = format!("{CAPABILITIES} agent={AGENT}");
+        let mut first = true;
+        for record in &refs {
+            if first {
+                out.write_text(format!(
+                    "{} {}\0{capabilities}",
+                    record.id,
+                    record.name.as_bstr()
+                ))?;
+                first = false;
+            } else {
+                out.write_text(format!("{} {}", record.id, record.name.as_bstr()))?;
+            }
+        }
+        if first {
+            out.write_text(format!(
+                "{} capabilities^{{}}\0{capabilities}",
+                ObjectId::null(gix_hash::Kind::Sha1)
+            ))?;
+        }
+        out.flush_pkt()?;
+        out.get_mut().flush()?;
+        Ok(())
+    }
+
+    /// Run a whole push session. Returns the report of the push, or `None` if the session
+    /// ended without one (advertisement only, or the client had nothing to push).
+    ///
+    /// Errors in what the client sends end the session with an error message (`ERR`, or
+    /// band 3 with sideband) and [`ServeError::BadRequest`]. Refused refs are not errors:
+    /// they are in the report.
+    pub fn serve<R: Read, W: Write>(
+        &self,
+        input: R,
+        output: W,
+        options: &ReceivePackOptions,
+    ) -> Result<Option<PushReport>, ServeError> {
+        let mut out = PacketWriter::new(output);
+        if options.advertise_only || !options.stateless {
+            if options.version == ProtocolVersion::V1 {
+                out.write_text("version 1")?;
+            }
+            self.advertise(&mut out)?;
+            if options.advertise_only {
+                return Ok(None);
+            }
+        }
+        // PacketReader reads exactly one packet at a time, so the pack that follows the
+        // commands is still in this buffer when the commands are read.
+        let mut input = BufReader::with_capacity(64 * 1024, input);
+        let mut reader = PacketReader::new(&mut input);
+        let list = match read_commands(&mut reader) {
+            Ok(Some(list)) => list,
+            Ok(None) => {
+                tracing::debug!("client sent no commands");
+                return Ok(None);
+            }
+            Err(message) => {
+                let mut stderr = std::io::stderr();
+                let mut channel = Channel::new(out.into_inner(), false, &mut stderr);
+                return Err(fail(&mut channel, message));
+            }
+        };
+        let capabilities = list.capabilities.clone();
+        let mut stderr = std::io::stderr();
+        let mut channel = Channel::new(out.into_inner(), capabilities.side_band_64k, &mut stderr);
+        let push_options = if capabilities.push_options {
+            match read_push_options(&mut reader) {
+                Ok(options) => Some(options),
+                Err(message) => return Err(fail(&mut channel, message)),
+            }
+        } else {
+            None
+        };
+        drop(reader);
+        tracing::debug!(
+            commands = list.commands.len(),
+            agent = ?capabilities.agent,
+            atomic = capabilities.atomic,
+            "push"
+        );
+        let mut push = update::Push {
+            receive_pack: self,
+            list: &list,
+            push_options: push_options.as_deref(),
+            options,
+        };
+        let (report, accepted) = push.execute(&mut input, &mut channel);
+        if capabilities.report_status || capabilities.report_status_v2 {
+            channel.report(&report)?;
+        }
+        push.post_hooks(&accepted, &mut channel);
+        channel.finish()?;
+        Ok(Some(report))
+    }
+
+    /// The refs a client may see and update: all below `refs/` that are not hidden.
+    fn visible_refs(&self) -> Result<Vec<RefRecord>, ServeError> {
+        let refs = self
+            .repo
+            .refs(None)
+            .map_err(|err| ServeError::Failed(format!("could not list refs: {err}")))?;
+        Ok(refs
+            .into_iter()
+            .filter(|record| !self.config.is_hidden(&record.name))
+            .collect())
+    }
+
+    /// The chain of hooks for this push: in-process hooks, then the repository's scripts.
+    fn hook_chain(&self) -> packgate_hooks::Hooks {
+        let mut chain = packgate_hooks::Hooks::new();
+        for hook in &self.hooks {
+            chain.push(Arc::clone(hook));
+        }
+        if self.run_scripts {
+            let mut scripts = packgate_hooks::ScriptHooks::new(self.config.hooks_dir.clone());
+            if let Some(seconds) = self.config.hook_timeout_seconds {
+                scripts = scripts.with_timeout(std::time::Duration::from_secs(seconds));
+            }
+            chain.push(scripts);
+        }
+        chain
+    }
+}
+
+/// Read the command list: `Ok(None)` if the client ends the session (EOF or flush) without
+/// commands, as git clients do when they have nothing to push.
+fn read_commands<R: Read>(reader: &mut PacketReader<R>) -> Result<Option<CommandList>, String> {
+    let mut list = CommandList::default();
+    loop {
+        let packet = match reader.read_packet() {
+            Ok(packet) => packet,
+            Err(err) => return Err(describe_read_error(err)),
+        };
+        match packet {
+            None if list.commands.is_empty() => return Ok(None),
+            None => return Err("protocol error: the command list ended without a flush".into()),
+            Some(Packet::Flush) if list.commands.is_empty() => return Ok(None),
+            Some(Packet::Flush) => return Ok(Some(list)),
+            Some(Packet::Data(line)) => {
+                let first = list.commands.is_empty();
+                commands::parse_command(line, &mut list, first).map_err(|err| err.to_string())?;
+            }
+            Some(other) => {
+                return Err(format!(
+                    "protocol error: unexpected {} in the command list",
+                    other.kind_name()
+                ))
+            }
+        }
+    }
+}
+
+fn read_push_options<R: Read>(reader: &mut PacketReader<R>) -> Result<Vec<BString>, String> {
+    let mut options = Vec::new();
+    loop {
+        match reader.read_packet().map_err(describe_read_error)? {
+            None => return Err("protocol error: the push options ended without a flush".into()),
+            Some(Packet::Flush) => return Ok(options),
+            Some(Packet::Data(line)) => {
+                commands::parse_push_option(line, &mut options).map_err(|err| err.to_string())?
+            }
+            Some(other) => {
+                return Err(format!(
+                    "protocol error: unexpected {} in the push options",
+                    other.kind_name()
+                ))
+            }
+        }
+    }
+}
+
+fn describe_read_error(err: ReadError) -> String {
+    match err {
+        ReadError::Io(err) => format!("could not read from the client: {err}"),
+        other => format!("protocol error: {other}"),
+    }
+}
+
+/// Tell the client its request is bad, then hand back the error that ends the session.
+fn fail<W: Write>(channel: &mut Channel<'_, W>, message: String) -> ServeError {
+    tracing::debug!(%message, "rejecting push");
+    let _ = channel.fatal(&message);
+    ServeError::BadRequest(message)
+}
+
+#[cfg(test)]
+mod tests;

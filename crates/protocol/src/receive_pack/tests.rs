@@ -1,0 +1,248 @@
+//! Push sessions in memory: a client's commands and pack in, the report parsed back, against
+//! repositories built with git; in-process hooks included.
+
+use std::{path::Path, process::Command};
+
+use bstr::ByteSlice;
+use packgate_transport::{
+    pkt_line::{self, decode, Decoded, Packet},
+    sideband::{demux, SidebandMode},
+};
+
+use super::{hooks::SecretScanner, ReceivePack, ReceivePackOptions};
+use crate::repository::{PathLookup, Repository};
+
+const NULL: &str = "0000000000000000000000000000000000000000";
+
+fn git(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "A")
+        .env("GIT_AUTHOR_EMAIL", "a@example.com")
+        .env("GIT_COMMITTER_NAME", "A")
+        .env("GIT_COMMITTER_EMAIL", "a@example.com")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        output.stderr.as_bstr()
+    );
+    output.stdout
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap().trim().to_owned()
+}
+
+/// A bare server repository, and a client repository with one commit holding `content`;
+/// returns the directories, the commit id and a pack of everything in it.
+fn setup(content: &str) -> (tempfile::TempDir, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "--bare", "server.git"], None);
+    git(dir.path(), &["init", "-q", "client"], None);
+    let client = dir.path().join("client");
+    std::fs::write(client.join("file"), content).unwrap();
+    git(&client, &["add", "file"], None);
+    git(&client, &["commit", "-q", "-m", "one"], None);
+    let commit = text(git(&client, &["rev-parse", "HEAD"], None));
+    let pack = git(
+        &client,
+        &["pack-objects", "--stdout", "--revs", "-q"],
+        Some(format!("{commit}\n").as_bytes()),
+    );
+    (dir, commit, pack)
+}
+
+/// The client's request: one command creating `refs/heads/main`, then the pack.
+fn request(commit: &str, capabilities: &str, pack: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    pkt_line::encode_text(
+        format!("{NULL} {commit} refs/heads/main\0{capabilities}"),
+        &mut out,
+    )
+    .unwrap();
+    pkt_line::encode_flush(&mut out);
+    out.extend_from_slice(pack);
+    out
+}
+
+fn packets(mut bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(Decoded::Complete { packet, consumed }) = decode(bytes) {
+        out.push(match packet {
+            Packet::Data(data) => data.as_bstr().to_string(),
+            other => other.kind_name().to_owned(),
+        });
+        bytes = &bytes[consumed..];
+    }
+    out
+}
+
+fn serve(receive_pack: &ReceivePack<'_>, input: &[u8]) -> (Option<super::PushReport>, Vec<u8>) {
+    let mut output = Vec::new();
+    let options = ReceivePackOptions {
+        stateless: true,
+        ..ReceivePackOptions::default()
+    };
+    let report = receive_pack.serve(input, &mut output, &options).unwrap();
+    (report, output)
+}
+
+fn quarantines(server: &Path) -> usize {
+    std::fs::read_dir(server.join("objects"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains("incoming"))
+        })
+        .count()
+}
+
+#[test]
+fn push_in_memory_with_report_status() {
+    let (dir, commit, pack) = setup("harmless\n");
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo)
+        .unwrap()
+        .with_hook(SecretScanner::new("BEGIN PRIVATE KEY"));
+    let (report, output) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+    assert!(report.unwrap().all_ok());
+    assert_eq!(
+        packets(&output),
+        ["unpack ok\n", "ok refs/heads/main\n", "flush-pkt"]
+    );
+    let tip = text(git(&server, &["rev-parse", "refs/heads/main"], None));
+    assert_eq!(tip, commit);
+    git(&server, &["fsck", "--strict"], None);
+    assert_eq!(quarantines(&server), 0);
+}
+
+#[test]
+fn in_process_secret_scanner_refuses_and_leaves_nothing() {
+    let (dir, commit, pack) = setup("-----BEGIN PRIVATE KEY-----\nabc\n");
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo)
+        .unwrap()
+        .with_hook(SecretScanner::new("BEGIN PRIVATE KEY"));
+    let (report, output) = serve(
+        &receive_pack,
+        &request(&commit, "report-status side-band-64k", &pack),
+    );
+    let report = report.unwrap();
+    assert!(report.unpack.is_ok());
+    assert!(report.refs[0].result.is_err(), "{report:?}");
+    // The report travels in band 1, the scanner's explanation in band 2.
+    let (outer, rest) = split_sideband(&output);
+    let demuxed = demux(&outer, SidebandMode::SideBand64k).unwrap();
+    let report_lines = packets(&demuxed.data);
+    assert_eq!(report_lines[0], "unpack ok\n");
+    assert!(
+        report_lines[1].starts_with("ng refs/heads/main "),
+        "{report_lines:?}"
+    );
+    assert!(rest.is_empty());
+    // Nothing of the push is in the repository.
+    let exists = Command::new("git")
+        .args(["cat-file", "-e", &commit])
+        .current_dir(&server)
+        .status()
+        .unwrap();
+    assert!(!exists.success(), "the refused commit is in the repository");
+    assert_eq!(quarantines(&server), 0);
+    git(&server, &["fsck", "--strict"], None);
+}
+
+/// The sideband stream up to and including its final flush, and what follows.
+fn split_sideband(bytes: &[u8]) -> (Vec<u8>, &[u8]) {
+    let mut offset = 0;
+    while let Ok(Decoded::Complete { packet, consumed }) = decode(&bytes[offset..]) {
+        offset += consumed;
+        if packet == Packet::Flush {
+            break;
+        }
+    }
+    (bytes[..offset].to_vec(), &bytes[offset..])
+}
+
+#[test]
+fn delete_only_push_needs_no_pack() {
+    let (dir, commit, pack) = setup("content\n");
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo).unwrap();
+    let (report, _) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+    assert!(report.unwrap().all_ok());
+    let mut input = Vec::new();
+    pkt_line::encode_text(
+        format!("{commit} {NULL} refs/heads/main\0report-status"),
+        &mut input,
+    )
+    .unwrap();
+    pkt_line::encode_flush(&mut input);
+    let (report, output) = serve(&receive_pack, &input);
+    assert!(report.unwrap().all_ok());
+    assert_eq!(
+        packets(&output),
+        ["unpack ok\n", "ok refs/heads/main\n", "flush-pkt"]
+    );
+}
+
+#[test]
+fn incomplete_pack_is_refused_as_missing_objects() {
+    let (dir, commit, _) = setup("content\n");
+    let client = dir.path().join("client");
+    // Only the commit, without its tree and blob.
+    let pack = git(
+        &client,
+        &["pack-objects", "--stdout", "-q"],
+        Some(format!("{commit}\n").as_bytes()),
+    );
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo).unwrap();
+    let (report, output) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+    assert_eq!(
+        packets(&output),
+        [
+            "unpack ok\n",
+            "ng refs/heads/main missing necessary objects\n",
+            "flush-pkt"
+        ]
+    );
+    assert!(!report.unwrap().all_ok());
+    assert_eq!(quarantines(&server), 0);
+    git(&server, &["fsck", "--strict"], None);
+}
+
+#[test]
+fn max_input_size_refuses_the_pack() {
+    let (dir, commit, pack) = setup(&"x".repeat(10_000));
+    let server = dir.path().join("server.git");
+    git(&server, &["config", "receive.maxInputSize", "100"], None);
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo).unwrap();
+    let (report, output) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+    let lines = packets(&output);
+    assert!(
+        lines[0].starts_with("unpack pack exceeds maximum allowed size"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], "ng refs/heads/main unpacker error\n");
+    assert!(report.unwrap().unpack.is_err());
+    assert_eq!(quarantines(&server), 0);
+}

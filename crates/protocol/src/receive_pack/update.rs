@@ -1,0 +1,713 @@
+//! One push from the pack to the ref updates: quarantine, checks, hooks, migration, the ref
+//! transaction(s), and the hooks that follow.
+
+use std::{
+    io::{BufRead, Write},
+    time::Duration,
+};
+
+use bstr::{BString, ByteSlice};
+use gix_hash::ObjectId;
+use gix_ref::{
+    transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog},
+    FullName, Target,
+};
+use packgate_hooks::{Hook, HookContext, QuarantinePaths, RefUpdate, Verdict};
+use packgate_pack::ingest::{self, FsckObjects, IngestOptions, Quarantine};
+
+use super::{
+    commands::{Command, CommandList},
+    config::Deny,
+    report::{Channel, PushReport, RefStatus},
+    ReceivePack, ReceivePackOptions,
+};
+use crate::repository::Head;
+
+/// The reflog message of a pushed update, as git writes it.
+const REFLOG_MESSAGE: &str = "push";
+
+/// The name of the lock that serialises pushes, in the git directory (`.lock` is appended).
+const PUSH_LOCK: &str = "packgate-receive";
+
+/// A push in progress.
+pub(super) struct Push<'a, 'repo> {
+    pub(super) receive_pack: &'a ReceivePack<'repo>,
+    pub(super) list: &'a CommandList,
+    pub(super) push_options: Option<&'a [BString]>,
+    pub(super) options: &'a ReceivePackOptions,
+}
+
+/// A command and what became of it so far.
+struct Pending<'a> {
+    command: &'a Command,
+    /// Set once the command is refused or failed: the `ng` reason.
+    error: Option<String>,
+}
+
+impl Pending<'_> {
+    fn is_pending(&self) -> bool {
+        self.error.is_none()
+    }
+
+    fn refuse(&mut self, reason: impl Into<String>) {
+        if self.error.is_none() {
+            self.error = Some(reason.into());
+        }
+    }
+
+    fn as_update(&self) -> RefUpdate {
+        RefUpdate::new(
+            self.command.old,
+            self.command.new,
+            self.command.name.clone(),
+        )
+    }
+}
+
+impl Push<'_, '_> {
+    /// Receive the pack, check, run hooks and update refs. Returns the report and the
+    /// commands that succeeded (for the hooks that follow).
+    pub(super) fn execute<R: BufRead, W: Write>(
+        &mut self,
+        input: &mut R,
+        channel: &mut Channel<'_, W>,
+    ) -> (PushReport, Vec<RefUpdate>) {
+        let mut pending: Vec<Pending<'_>> = self
+            .list
+            .commands
+            .iter()
+            .map(|command| Pending {
+                command,
+                error: None,
+            })
+            .collect();
+        let unpack = self.process(input, channel, &mut pending);
+        let accepted = pending
+            .iter()
+            .filter(|p| p.is_pending())
+            .map(Pending::as_update)
+            .collect();
+        let report = PushReport {
+            unpack,
+            refs: pending
+                .into_iter()
+                .map(|p| RefStatus {
+                    name: p.command.name.clone(),
+                    result: match p.error {
+                        None => Ok(()),
+                        Some(reason) => Err(reason),
+                    },
+                })
+                .collect(),
+        };
+        (report, accepted)
+    }
+
+    /// Everything up to and including the ref updates; returns the unpack status.
+    fn process<R: BufRead, W: Write>(
+        &mut self,
+        input: &mut R,
+        channel: &mut Channel<'_, W>,
+        pending: &mut [Pending<'_>],
+    ) -> Result<(), String> {
+        let repo = self.receive_pack.repo;
+        let config = &self.receive_pack.config;
+        // 1. The pack, into a quarantine that is deleted on drop unless migrated.
+        let quarantine = if self.list.expects_pack() {
+            match self.ingest(input, channel) {
+                Ok(quarantine) => Some(quarantine),
+                Err(reason) => {
+                    channel.error(format!("unpack failed: {reason}"));
+                    for p in pending.iter_mut() {
+                        p.refuse("unpacker error");
+                    }
+                    return Err(reason);
+                }
+            }
+        } else {
+            None
+        };
+        let quarantine_paths = quarantine.as_ref().map(|q| QuarantinePaths {
+            quarantine: q.path().to_owned(),
+            objects_dir: q.objects_dir().to_owned(),
+        });
+        let objects: Box<dyn ObjectsAccess> = match &quarantine {
+            Some(q) => match q.objects() {
+                Ok(objects) => Box::new(objects),
+                Err(err) => {
+                    let reason = format!("could not open the quarantine: {err}");
+                    channel.error(&reason);
+                    for p in pending.iter_mut() {
+                        p.refuse("unpacker error");
+                    }
+                    return Err(reason);
+                }
+            },
+            None => Box::new(repo.objects().clone()),
+        };
+
+        // 2. From here on, one push at a time.
+        let _lock = match gix_lock::Marker::acquire_to_hold_resource(
+            repo.git_dir().join(PUSH_LOCK),
+            gix_lock::acquire::Fail::AfterDurationWithBackoff(Duration::from_millis(
+                config.lock_timeout_millis,
+            )),
+            None,
+            0,
+        ) {
+            Ok(lock) => lock,
+            Err(err) => {
+                channel.error(format!("could not lock the repository for the push: {err}"));
+                for p in pending.iter_mut() {
+                    p.refuse("another push is in progress");
+                }
+                return Ok(());
+            }
+        };
+
+        // 3. receive-pack's own checks, per ref.
+        let head = match repo.head() {
+            Ok(Head::Born(record)) => record.symref_target,
+            Ok(Head::Unborn { target }) => Some(target),
+            Ok(Head::Missing) => None,
+            Err(err) => {
+                tracing::warn!(%err, "could not read HEAD");
+                None
+            }
+        };
+        for p in pending.iter_mut() {
+            if let Err(reason) = self.check(p.command, head.as_ref(), objects.as_ref(), channel) {
+                p.refuse(reason);
+            }
+        }
+
+        // Refs that moved since the client looked fail now, before hooks run and objects
+        // migrate (the transaction's compare-and-swap would refuse them anyway).
+        self.check_current_values(pending, channel);
+
+        // 4. Every new tip must be complete: its history reaches what the repository has.
+        self.check_connectivity(objects.as_ref(), pending, channel);
+
+        if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
+            return Ok(());
+        }
+
+        // 5. Hooks, with the objects still in quarantine.
+        let hooks = self.receive_pack.hook_chain();
+        let context = HookContext {
+            git_dir: repo.git_dir(),
+            quarantine: quarantine_paths.as_ref(),
+            objects: objects.as_find(),
+            push_options: self.push_options,
+        };
+        let updates: Vec<RefUpdate> = pending
+            .iter()
+            .filter(|p| p.is_pending())
+            .map(Pending::as_update)
+            .collect();
+        if !updates.is_empty() {
+            let verdict = hooks.pre_receive(&context, &updates, &mut channel.messages());
+            if let Verdict::Refuse { reason } = verdict {
+                for p in pending.iter_mut() {
+                    p.refuse(reason.clone());
+                }
+                return Ok(());
+            }
+        }
+        for p in pending.iter_mut().filter(|p| p.is_pending()) {
+            let verdict = hooks.update(&context, &p.as_update(), &mut channel.messages());
+            if let Verdict::Refuse { reason } = verdict {
+                channel.error(format!("hook declined to update {}", p.command.name));
+                p.refuse(reason);
+            }
+        }
+        if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
+            return Ok(());
+        }
+        if !pending.iter().any(Pending::is_pending) {
+            return Ok(());
+        }
+
+        // 6. Accepted: the objects join the repository, then the refs move.
+        drop(objects);
+        if let Some(quarantine) = quarantine {
+            if let Err(err) = quarantine.migrate() {
+                channel.error(format!(
+                    "unable to migrate objects to permanent storage: {err}"
+                ));
+                for p in pending.iter_mut() {
+                    p.refuse("unable to migrate objects to permanent storage");
+                }
+                return Ok(());
+            }
+        }
+        self.update_refs(pending, channel);
+        Ok(())
+    }
+
+    /// Read the pack into a new quarantine.
+    fn ingest<R: BufRead, W: Write>(
+        &self,
+        input: &mut R,
+        channel: &mut Channel<'_, W>,
+    ) -> Result<Quarantine, String> {
+        let repo = self.receive_pack.repo;
+        let config = &self.receive_pack.config;
+        let quarantine = Quarantine::create(&repo.git_dir().join("objects"))
+            .map_err(|err| format!("could not create the quarantine: {err}"))?;
+        let options = IngestOptions {
+            max_input_bytes: config.max_input_size,
+            max_objects: config.max_objects,
+            fsck: if config.fsck_objects {
+                FsckObjects::On
+            } else {
+                FsckObjects::Off
+            },
+            thread_limit: config.threads,
+            max_object_bytes: None,
+        };
+        let outcome = ingest::ingest_pack(
+            input,
+            repo.objects(),
+            &quarantine,
+            &options,
+            &self.options.interrupt,
+        )
+        .map_err(|err| error_chain(&err))?;
+        tracing::debug!(
+            objects = outcome.objects,
+            completed_bases = outcome.completed_bases,
+            bytes = outcome.bytes_read,
+            "pack received"
+        );
+        if !self.list.capabilities.quiet && outcome.objects > 0 {
+            channel.message(
+                format!(
+                    "Received {} objects ({} bytes), {} bases added.\n",
+                    outcome.objects, outcome.bytes_read, outcome.completed_bases
+                )
+                .as_bytes(),
+            );
+        }
+        Ok(quarantine)
+    }
+
+    /// git's checks in `update()` before the hook: ref name, hidden refs, checked-out branch,
+    /// missing objects, deletions, fast-forwards.
+    fn check<W: Write>(
+        &self,
+        command: &Command,
+        head: Option<&BString>,
+        objects: &dyn ObjectsAccess,
+        channel: &mut Channel<'_, W>,
+    ) -> Result<(), String> {
+        let config = &self.receive_pack.config;
+        let name = command.name.as_bstr();
+        if !name.starts_with(b"refs/") || FullName::try_from(name).is_err() {
+            channel.error(format!("refusing to update funny ref '{name}' remotely"));
+            return Err("funny refname".into());
+        }
+        if config.is_hidden(name) {
+            return Err("deny updating a hidden ref".into());
+        }
+        let is_head = head.is_some_and(|head| head == name);
+        if is_head && !config.bare {
+            match config.deny_current_branch {
+                Deny::Ignore => {}
+                Deny::Warn => channel.warning("updating the current branch"),
+                Deny::Refuse | Deny::Unconfigured => {
+                    channel.error(format!("refusing to update checked out branch: {name}"));
+                    if config.deny_current_branch == Deny::Unconfigured {
+                        channel.error(REFUSE_UNCONFIGURED_DENY);
+                    }
+                    return Err("branch is currently checked out".into());
+                }
+                Deny::UpdateInstead => {
+                    channel.error(format!(
+                        "refusing to update checked out branch: {name}: \
+                         receive.denyCurrentBranch=updateInstead is not supported by packgate"
+                    ));
+                    return Err("branch is currently checked out".into());
+                }
+            }
+        }
+        if !command.is_delete() {
+            match objects.kind(&command.new) {
+                None => {
+                    channel.error(format!(
+                        "unpack should have generated {}, but I can't find it!",
+                        command.new
+                    ));
+                    return Err("bad pack".into());
+                }
+                Some(kind)
+                    if kind != gix_object::Kind::Commit && name.starts_with(b"refs/heads/") =>
+                {
+                    channel.error(format!(
+                        "trying to write non-commit object {} to branch '{name}'",
+                        command.new
+                    ));
+                    return Err("failed to update ref".into());
+                }
+                Some(_) => {}
+            }
+        }
+        if command.is_delete() && !command.is_create() {
+            if config.deny_deletes && name.starts_with(b"refs/heads/") {
+                channel.error(format!("denying ref deletion for {name}"));
+                return Err("deletion prohibited".into());
+            }
+            if is_head {
+                match config.deny_delete_current {
+                    Deny::Ignore => {}
+                    Deny::Warn => channel.warning("deleting the current branch"),
+                    Deny::Refuse | Deny::Unconfigured | Deny::UpdateInstead => {
+                        if config.deny_delete_current == Deny::Unconfigured {
+                            channel.error(REFUSE_UNCONFIGURED_DENY_DELETE_CURRENT);
+                        }
+                        channel.error(format!("refusing to delete the current branch: {name}"));
+                        return Err("deletion of the current branch prohibited".into());
+                    }
+                }
+            }
+        }
+        if config.deny_non_fast_forwards
+            && !command.is_delete()
+            && !command.is_create()
+            && name.starts_with(b"refs/heads/")
+            && !objects.is_ancestor(&command.old, &command.new)
+        {
+            channel.error(format!(
+                "denying non-fast-forward {name} (you should pull first)"
+            ));
+            return Err("non-fast-forward".into());
+        }
+        Ok(())
+    }
+
+    /// Refuse the commands whose ref no longer has the value the client saw. Pushes through
+    /// packgate are serialised, so this holds until the transaction.
+    fn check_current_values<W: Write>(
+        &self,
+        pending: &mut [Pending<'_>],
+        channel: &mut Channel<'_, W>,
+    ) {
+        let store = gix_ref::file::Store::at(
+            self.receive_pack.repo.git_dir().to_owned(),
+            Default::default(),
+        );
+        for p in pending.iter_mut().filter(|p| p.is_pending()) {
+            // Deleting with a null old value deletes whatever is there, as in git.
+            if p.command.is_delete() && p.command.is_create() {
+                continue;
+            }
+            let current = match store.try_find(p.command.name.as_bstr()) {
+                Ok(Some(reference)) => match reference.target {
+                    Target::Object(id) => Some(id),
+                    // A symbolic ref: leave it to the transaction.
+                    Target::Symbolic(_) => continue,
+                },
+                Ok(None) => None,
+                Err(err) => {
+                    tracing::debug!(%err, name = %p.command.name, "could not read ref");
+                    continue;
+                }
+            };
+            let expected = (!p.command.is_create()).then_some(p.command.old);
+            if current != expected {
+                let show = |id: Option<ObjectId>| {
+                    id.map_or_else(|| "missing".to_owned(), |id| id.to_string())
+                };
+                channel.error(format!(
+                    "cannot lock ref '{}': is at {} but expected {}",
+                    p.command.name,
+                    show(current),
+                    show(expected)
+                ));
+                p.refuse("failed to update ref");
+            }
+        }
+    }
+
+    /// Refuse the commands whose new tip does not connect to what the repository has.
+    fn check_connectivity<W: Write>(
+        &self,
+        objects: &dyn ObjectsAccess,
+        pending: &mut [Pending<'_>],
+        channel: &mut Channel<'_, W>,
+    ) {
+        let existing: Vec<ObjectId> = match self.receive_pack.repo.refs(None) {
+            Ok(refs) => refs.into_iter().map(|record| record.id).collect(),
+            Err(err) => {
+                tracing::warn!(%err, "could not list refs for the connectivity check");
+                Vec::new()
+            }
+        };
+        let tips: Vec<ObjectId> = pending
+            .iter()
+            .filter(|p| p.is_pending() && !p.command.is_delete())
+            .map(|p| p.command.new)
+            .collect();
+        if tips.is_empty() || objects.check_connectivity(&tips, &existing).is_ok() {
+            return;
+        }
+        // Find out which ones, as git does.
+        for p in pending
+            .iter_mut()
+            .filter(|p| p.is_pending() && !p.command.is_delete())
+        {
+            if let Err(err) = objects.check_connectivity(&[p.command.new], &existing) {
+                channel.error(format!(
+                    "{}: missing necessary objects: {err}",
+                    p.command.name
+                ));
+                p.refuse("missing necessary objects");
+            }
+        }
+    }
+
+    /// Apply the accepted commands: one transaction for an atomic push, else one per ref.
+    fn update_refs<W: Write>(&self, pending: &mut [Pending<'_>], channel: &mut Channel<'_, W>) {
+        let config = &self.receive_pack.config;
+        let mut store = gix_ref::file::Store::at(
+            self.receive_pack.repo.git_dir().to_owned(),
+            Default::default(),
+        );
+        store.write_reflog = config.write_reflog();
+        let committer = gix_actor::Signature {
+            name: config.committer_name.clone(),
+            email: config.committer_email.clone(),
+            time: gix_date::Time::now_local_or_utc(),
+        };
+        let mut time = gix_date::parse::TimeBuf::default();
+        let committer = committer.to_ref(&mut time);
+        if self.list.capabilities.atomic {
+            let mut edits = Vec::new();
+            for p in pending.iter_mut().filter(|p| p.is_pending()) {
+                match self.edit(&store, p.command, channel) {
+                    Ok(Some(edit)) => edits.push(edit),
+                    Ok(None) => {}
+                    Err(reason) => p.refuse(reason),
+                }
+            }
+            if refuse_rest_if_any_failed(pending) {
+                return;
+            }
+            if let Err(err) = commit(&store, edits, committer) {
+                channel.error(error_chain(&err));
+                for p in pending.iter_mut() {
+                    p.refuse("atomic transaction failed");
+                }
+            }
+            return;
+        }
+        for p in pending.iter_mut().filter(|p| p.is_pending()) {
+            let edit = match self.edit(&store, p.command, channel) {
+                Ok(Some(edit)) => edit,
+                Ok(None) => continue,
+                Err(reason) => {
+                    p.refuse(reason);
+                    continue;
+                }
+            };
+            if let Err(err) = commit(&store, vec![edit], committer) {
+                channel.error(format!(
+                    "failed to update ref {}: {}",
+                    p.command.name,
+                    error_chain(&err)
+                ));
+                p.refuse("failed to update ref");
+            }
+        }
+    }
+
+    /// The ref edit for `command`, with compare-and-swap on the value the client saw;
+    /// `None` when there is nothing to do (deleting a ref that does not exist).
+    fn edit<W: Write>(
+        &self,
+        store: &gix_ref::file::Store,
+        command: &Command,
+        channel: &mut Channel<'_, W>,
+    ) -> Result<Option<RefEdit>, String> {
+        let name = FullName::try_from(command.name.as_bstr()).map_err(|_| "funny refname")?;
+        let expected = if command.is_create() {
+            PreviousValue::MustNotExist
+        } else {
+            PreviousValue::MustExistAndMatch(Target::Object(command.old))
+        };
+        if command.is_delete() {
+            if command.is_create() {
+                // Deleting with a null old value: git deletes whatever is there.
+                match store.try_find(name.as_ref()) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        channel.warning("deleting a non-existent ref");
+                        return Ok(None);
+                    }
+                    Err(err) => return Err(format!("failed to read ref: {err}")),
+                }
+                return Ok(Some(RefEdit::new(
+                    name,
+                    Change::Delete {
+                        expected: PreviousValue::MustExist,
+                        log: RefLog::AndReference,
+                    },
+                )));
+            }
+            return Ok(Some(RefEdit::new(
+                name,
+                Change::Delete {
+                    expected,
+                    log: RefLog::AndReference,
+                },
+            )));
+        }
+        Ok(Some(RefEdit::new(
+            name,
+            Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: REFLOG_MESSAGE.into(),
+                },
+                expected,
+                new: Target::Object(command.new),
+            },
+        )))
+    }
+
+    /// `post-receive` and `post-update`, once the report is out. Their output reaches the
+    /// client while it still reads the sideband, as with git.
+    pub(super) fn post_hooks<W: Write>(
+        &self,
+        accepted: &[RefUpdate],
+        channel: &mut Channel<'_, W>,
+    ) {
+        if accepted.is_empty() {
+            return;
+        }
+        let repo = self.receive_pack.repo;
+        let hooks = self.receive_pack.hook_chain();
+        let context = HookContext {
+            git_dir: repo.git_dir(),
+            quarantine: None,
+            objects: repo.objects(),
+            push_options: self.push_options,
+        };
+        hooks.post_receive(&context, accepted, &mut channel.messages());
+        let names: Vec<BString> = accepted.iter().map(|u| u.name.clone()).collect();
+        hooks.post_update(&context, &names, &mut channel.messages());
+    }
+}
+
+/// For an atomic push: if any command failed, every other one fails too. Returns whether
+/// that happened.
+fn refuse_rest_if_any_failed(pending: &mut [Pending<'_>]) -> bool {
+    if pending.iter().all(Pending::is_pending) {
+        return false;
+    }
+    for p in pending.iter_mut() {
+        p.refuse("atomic push failure");
+    }
+    true
+}
+
+fn commit(
+    store: &gix_ref::file::Store,
+    edits: Vec<RefEdit>,
+    committer: gix_actor::SignatureRef<'_>,
+) -> Result<(), gix_error::Error> {
+    let lock_timeout = gix_lock::acquire::Fail::AfterDurationWithBackoff(Duration::from_secs(10));
+    store
+        .transaction()
+        .prepare(edits, lock_timeout, lock_timeout)?
+        .commit(committer)?;
+    Ok(())
+}
+
+/// An error with its sources, on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        let next = err.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = err.source();
+    }
+    text
+}
+
+/// What a push needs of an object database (the quarantine with the repository behind it,
+/// or the repository alone).
+trait ObjectsAccess {
+    fn as_find(&self) -> &dyn gix_object::Find;
+    /// The kind of an object, or `None` if it is missing (or unreadable).
+    fn kind(&self, id: &ObjectId) -> Option<gix_object::Kind>;
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: &ObjectId, descendant: &ObjectId) -> bool;
+    /// Whether everything reachable from `tips` is present, stopping at `existing`.
+    fn check_connectivity(
+        &self,
+        tips: &[ObjectId],
+        existing: &[ObjectId],
+    ) -> Result<(), ingest::ConnectivityError>;
+}
+
+impl<T> ObjectsAccess for T
+where
+    T: gix_object::Find + gix_object::FindHeader + gix_object::Exists,
+{
+    fn as_find(&self) -> &dyn gix_object::Find {
+        self
+    }
+
+    fn kind(&self, id: &ObjectId) -> Option<gix_object::Kind> {
+        self.try_header(id).ok().flatten().map(|header| header.kind)
+    }
+
+    fn is_ancestor(&self, ancestor: &ObjectId, descendant: &ObjectId) -> bool {
+        match packgate_negotiate::reachable_from(self, &[*descendant], &[*ancestor]) {
+            Ok(found) => found.contains(ancestor),
+            Err(err) => {
+                tracing::debug!(%err, "fast-forward check failed");
+                false
+            }
+        }
+    }
+
+    fn check_connectivity(
+        &self,
+        tips: &[ObjectId],
+        existing: &[ObjectId],
+    ) -> Result<(), ingest::ConnectivityError> {
+        ingest::check_connectivity(self, tips, existing).map(|_| ())
+    }
+}
+
+const REFUSE_UNCONFIGURED_DENY: &str = "\
+By default, updating the current branch in a non-bare repository
+is denied, because it will make the index and work tree inconsistent
+with what you pushed, and will require 'git reset --hard' to match
+the work tree to HEAD.
+
+You can set the 'receive.denyCurrentBranch' configuration variable
+to 'ignore' or 'warn' in the remote repository to allow pushing into
+its current branch; however, this is not recommended unless you
+arranged to update its work tree to match what you pushed in some
+other way.
+
+To squelch this message and still keep the default behaviour, set
+'receive.denyCurrentBranch' configuration variable to 'refuse'.";
+
+const REFUSE_UNCONFIGURED_DENY_DELETE_CURRENT: &str = "\
+By default, deleting the current branch is denied, because the next
+'git clone' won't result in any file checked out, causing confusion.
+
+You can set 'receive.denyDeleteCurrent' configuration variable to
+'warn' or 'ignore' in the remote repository to allow deleting the
+current branch, with or without a warning message.
+
+To squelch this message, you can set it to 'refuse'.";

@@ -1,0 +1,744 @@
+//! `git push` through `packgate receive-pack`: ref updates, config switches, hooks, atomic
+//! pushes and concurrent pushers, each result checked with `git fsck` on the server.
+
+use std::path::{Path, PathBuf};
+
+use crate::pkt::{concat, line, FLUSH};
+use crate::util::{
+    assert_same_refs, file_url, fsck, refs, shared_fixture, Dir, Git, Output, PACKGATE,
+};
+
+/// `--receive-pack=<packgate> receive-pack`, for `git push`.
+fn receive_pack_option() -> String {
+    format!(
+        "--receive-pack='{}' receive-pack",
+        PACKGATE.replace('\'', r"'\''")
+    )
+}
+
+/// A bare server repository and a client work tree with one commit on `master`.
+struct Setup {
+    dir: Dir,
+    git: Git,
+    server: PathBuf,
+    client: PathBuf,
+}
+
+impl Setup {
+    fn new(name: &str, git: &Git) -> Setup {
+        let dir = Dir::new(&format!("push-{name}"));
+        let server = dir.join("server.git");
+        let client = dir.join("client");
+        dir.git(git)
+            .args(["init", "-q", "--bare"])
+            .arg(&server)
+            .run();
+        dir.git(git).args(["init", "-q"]).arg(&client).run();
+        let setup = Setup {
+            dir,
+            git: git.clone(),
+            server,
+            client,
+        };
+        setup.commit("first");
+        setup
+    }
+
+    /// A command for `git` in the client work tree.
+    fn client(&self) -> crate::util::Cmd {
+        self.dir.git(&self.git).current_dir(&self.client)
+    }
+
+    /// A command for `git` on the server repository.
+    fn server(&self) -> crate::util::Cmd {
+        self.dir.git_in(&self.git, &self.server)
+    }
+
+    /// Commits a new file in the client; returns the commit id.
+    fn commit(&self, message: &str) -> String {
+        self.commit_in(&self.client, message)
+    }
+
+    fn commit_in(&self, work_tree: &Path, message: &str) -> String {
+        let file = format!("{}.txt", message.replace(' ', "-"));
+        crate::util::write_file(&work_tree.join(&file), format!("{message}\n").as_bytes());
+        let git = || self.dir.git(&self.git).current_dir(work_tree);
+        git().args(["add", &file]).run();
+        git().args(["commit", "-q", "-m", message]).run();
+        rev_parse(git(), "HEAD")
+    }
+
+    /// `git push <args>` from the client to the server through packgate.
+    fn push(&self, args: &[&str]) -> Output {
+        self.push_from(&self.client, args)
+    }
+
+    fn push_from(&self, work_tree: &Path, args: &[&str]) -> Output {
+        self.dir
+            .git(&self.git)
+            .current_dir(work_tree)
+            .arg("push")
+            .arg(receive_pack_option())
+            .arg(file_url(&self.server))
+            .args(args)
+            .output()
+    }
+
+    /// The server's value of `name`, if it exists.
+    fn server_ref(&self, name: &str) -> Option<String> {
+        refs(&self.dir, &self.git, &self.server, &[]).remove(name)
+    }
+
+    fn server_config(&self, key: &str, value: &str) {
+        self.server().args(["config", key, value]).run();
+    }
+
+    fn has_object(&self, repo: &Path, id: &str) -> bool {
+        self.dir
+            .git_in(&self.git, repo)
+            .args(["cat-file", "-e", id])
+            .output()
+            .status
+            .success()
+    }
+
+    /// Installs an executable hook script in the server repository.
+    fn hook(&self, name: &str, script: &str) {
+        install_hook(&self.server.join("hooks"), name, script);
+    }
+
+    fn fsck(&self) {
+        fsck(&self.dir, &self.git, &self.server);
+        let incoming = std::fs::read_dir(self.server.join("objects"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().contains("incoming"))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(incoming, 0, "a quarantine directory was left behind");
+        assert!(
+            !self.server.join("packgate-receive.lock").exists(),
+            "the push lock was left behind"
+        );
+    }
+}
+
+fn install_hook(hooks_dir: &Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(hooks_dir).unwrap_or_else(|e| panic!("creating hooks dir: {e}"));
+    let path = hooks_dir.join(name);
+    crate::util::write_file(&path, format!("#!/bin/sh\n{script}\n").as_bytes());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+fn rev_parse(cmd: crate::util::Cmd, revision: &str) -> String {
+    cmd.args(["rev-parse", revision])
+        .run()
+        .stdout_text()
+        .trim()
+        .to_owned()
+}
+
+#[track_caller]
+fn assert_pushed(output: &Output) {
+    assert!(output.status.success(), "push failed: {output}");
+}
+
+#[track_caller]
+fn assert_rejected(output: &Output, reason: &str) {
+    assert!(!output.status.success(), "push succeeded: {output}");
+    assert!(
+        output.stderr_text().contains(reason),
+        "push output lacks '{reason}': {output}"
+    );
+}
+
+#[test]
+fn branches_and_tags() {
+    for git in Git::all() {
+        let setup = Setup::new("basic", &git);
+        let first = rev_parse(setup.client(), "HEAD");
+        // A new branch.
+        assert_pushed(&setup.push(&["master"]));
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(first.clone()));
+        // A fast-forward.
+        let second = setup.commit("second");
+        assert_pushed(&setup.push(&["master"]));
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(second.clone()));
+        // A forced update.
+        setup.client().args(["reset", "-q", "--hard", &first]).run();
+        let rewritten = setup.commit("rewritten");
+        assert_rejected(&setup.push(&["master"]), "rejected");
+        assert_pushed(&setup.push(&["--force", "master"]));
+        assert_eq!(
+            setup.server_ref("refs/heads/master"),
+            Some(rewritten.clone())
+        );
+        // Another branch, then its deletion.
+        assert_pushed(&setup.push(&["master:refs/heads/other"]));
+        assert_eq!(
+            setup.server_ref("refs/heads/other"),
+            Some(rewritten.clone())
+        );
+        assert_pushed(&setup.push(&[":other"]));
+        assert_eq!(setup.server_ref("refs/heads/other"), None);
+        // Annotated and lightweight tags.
+        setup.client().args(["tag", "-a", "-m", "v1", "v1"]).run();
+        setup.client().args(["tag", "light"]).run();
+        assert_pushed(&setup.push(&["--tags"]));
+        let client_tags = refs(&setup.dir, &git, &setup.client.join(".git"), &["refs/tags"]);
+        assert_same_refs(
+            &refs(&setup.dir, &git, &setup.server, &["refs/tags"]),
+            &client_tags,
+            &format!("tags with {git}"),
+        );
+        // A delete-only push of a tag (no pack).
+        assert_pushed(&setup.push(&[":refs/tags/light"]));
+        assert_eq!(setup.server_ref("refs/tags/light"), None);
+        setup.fsck();
+    }
+}
+
+#[test]
+fn mirror_into_empty_repository_then_incremental() {
+    let source = shared_fixture("small");
+    for git in Git::all() {
+        let dir = Dir::new("push-mirror");
+        let client = dir.join("client.git");
+        let server = dir.join("server.git");
+        dir.git(&git)
+            .args(["clone", "-q", "--mirror"])
+            .arg(&source.path)
+            .arg(&client)
+            .run();
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(&server)
+            .run();
+        let push = |args: &[&str]| {
+            dir.git_in(&git, &client)
+                .arg("push")
+                .arg(receive_pack_option())
+                .args(args)
+                .arg(file_url(&server))
+                .output()
+        };
+        assert_pushed(&push(&["--mirror"]));
+        assert_same_refs(
+            &refs(&dir, &git, &server, &[]),
+            &refs(&dir, &git, &client, &[]),
+            &format!("mirror push with {git}"),
+        );
+        fsck(&dir, &git, &server);
+
+        // Incremental: a new commit on top of main only sends what is new.
+        let work = dir.join("work");
+        dir.git(&git)
+            .args(["clone", "-q"])
+            .arg(&client)
+            .arg(&work)
+            .run();
+        crate::util::write_file(&work.join("new-file"), b"new\n");
+        dir.git(&git)
+            .current_dir(&work)
+            .args(["add", "new-file"])
+            .run();
+        dir.git(&git)
+            .current_dir(&work)
+            .args(["commit", "-q", "-m", "incremental"])
+            .run();
+        let output = dir
+            .git(&git)
+            .current_dir(&work)
+            .arg("push")
+            .arg(receive_pack_option())
+            .arg(file_url(&server))
+            .arg("HEAD:refs/heads/main")
+            .output();
+        assert_pushed(&output);
+        let pushed = rev_parse(dir.git(&git).current_dir(&work), "HEAD");
+        assert_eq!(
+            refs(&dir, &git, &server, &["refs/heads/main"]).get("refs/heads/main"),
+            Some(&pushed)
+        );
+        fsck(&dir, &git, &server);
+    }
+}
+
+#[test]
+fn atomic_push_with_one_refused_ref_updates_nothing() {
+    for git in Git::all() {
+        let setup = Setup::new("atomic", &git);
+        let first = rev_parse(setup.client(), "HEAD");
+        // b: first, then x on the server; the client rewrites it to y (not a descendant of x).
+        setup.client().args(["checkout", "-q", "-b", "b"]).run();
+        let x = setup.commit("x");
+        assert_pushed(&setup.push(&["master", "b"]));
+        setup.client().args(["reset", "-q", "--hard", &first]).run();
+        setup.commit("y");
+        setup.client().args(["checkout", "-q", "master"]).run();
+        setup.server_config("receive.denyNonFastForwards", "true");
+        let second = setup.commit("second");
+        let output = setup.push(&["--atomic", "--force", "master", "b"]);
+        assert_rejected(&output, "non-fast-forward");
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(first.clone()));
+        assert_eq!(setup.server_ref("refs/heads/b"), Some(x.clone()));
+        assert!(
+            !setup.has_object(&setup.server, &second),
+            "objects of a refused push arrived"
+        );
+        // Without --atomic the fast-forward goes through and the other is refused.
+        let output = setup.push(&["--force", "master", "b"]);
+        assert_rejected(&output, "non-fast-forward");
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(second));
+        assert_eq!(setup.server_ref("refs/heads/b"), Some(x));
+        setup.fsck();
+    }
+}
+
+#[test]
+fn push_options_reach_hooks() {
+    for git in Git::all() {
+        let setup = Setup::new("push-options", &git);
+        setup.hook(
+            "pre-receive",
+            "echo \"count=$GIT_PUSH_OPTION_COUNT\"\n\
+             i=0\n\
+             while [ $i -lt \"${GIT_PUSH_OPTION_COUNT:-0}\" ]; do\n\
+               eval \"echo option=\\$GIT_PUSH_OPTION_$i\"\n\
+               i=$((i + 1))\n\
+             done\n\
+             cat >/dev/null",
+        );
+        let output = setup.push(&["-o", "foo", "-o", "bar=baz qux", "master"]);
+        assert_pushed(&output);
+        let stderr = output.stderr_text();
+        for expected in [
+            "remote: count=2",
+            "remote: option=foo",
+            "remote: option=bar=baz qux",
+        ] {
+            assert!(stderr.contains(expected), "no '{expected}': {output}");
+        }
+        setup.fsck();
+    }
+}
+
+#[test]
+fn deny_non_fast_forwards_and_deletes() {
+    for git in Git::all() {
+        let setup = Setup::new("deny", &git);
+        let first = rev_parse(setup.client(), "HEAD");
+        assert_pushed(&setup.push(&["master", "master:refs/heads/topic"]));
+        setup.server_config("receive.denyNonFastForwards", "true");
+        setup.server_config("receive.denyDeletes", "true");
+        setup
+            .client()
+            .args(["commit", "-q", "--amend", "-m", "amended"])
+            .run();
+        assert_rejected(&setup.push(&["--force", "master"]), "non-fast-forward");
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(first.clone()));
+        assert_rejected(&setup.push(&[":topic"]), "deletion prohibited");
+        assert_eq!(setup.server_ref("refs/heads/topic"), Some(first.clone()));
+        // Tags are not branches: they may still be deleted.
+        assert_pushed(&setup.push(&["master:refs/tags/t"]));
+        assert_pushed(&setup.push(&[":refs/tags/t"]));
+        // The current branch cannot be deleted by default, unless configured.
+        setup.server_config("receive.denyDeletes", "false");
+        assert_rejected(
+            &setup.push(&[":master"]),
+            "deletion of the current branch prohibited",
+        );
+        setup.server_config("receive.denyDeleteCurrent", "ignore");
+        assert_pushed(&setup.push(&[":master"]));
+        assert_eq!(setup.server_ref("refs/heads/master"), None);
+        setup.fsck();
+    }
+}
+
+#[test]
+fn deny_current_branch_in_a_work_tree() {
+    for git in Git::all() {
+        let setup = Setup::new("current-branch", &git);
+        // The server has a work tree on master.
+        let server_work = setup.dir.join("server-work");
+        setup
+            .dir
+            .git(&git)
+            .args(["clone", "-q"])
+            .arg(&setup.client)
+            .arg(&server_work)
+            .run();
+        let server_git_dir = server_work.join(".git");
+        let before = rev_parse(setup.dir.git_in(&git, &server_git_dir), "HEAD");
+        setup.commit("second");
+        let push = |args: &[&str]| {
+            setup
+                .dir
+                .git(&git)
+                .current_dir(&setup.client)
+                .arg("push")
+                .arg(receive_pack_option())
+                .arg(file_url(&server_work))
+                .args(args)
+                .output()
+        };
+        let set = |value: &str| {
+            setup
+                .dir
+                .git_in(&git, &server_git_dir)
+                .args(["config", "receive.denyCurrentBranch", value])
+                .run();
+        };
+        let output = push(&["master"]);
+        assert_rejected(&output, "branch is currently checked out");
+        assert!(
+            output
+                .stderr_text()
+                .contains("By default, updating the current branch"),
+            "{output}"
+        );
+        set("refuse");
+        assert_rejected(&push(&["master"]), "branch is currently checked out");
+        set("updateInstead");
+        assert_rejected(&push(&["master"]), "branch is currently checked out");
+        assert_eq!(
+            rev_parse(setup.dir.git_in(&git, &server_git_dir), "HEAD"),
+            before
+        );
+        // Other branches are fine.
+        assert_pushed(&push(&["master:refs/heads/side"]));
+        set("warn");
+        let output = push(&["master"]);
+        assert_pushed(&output);
+        assert!(
+            output.stderr_text().contains("updating the current branch"),
+            "{output}"
+        );
+        setup.commit("third");
+        set("ignore");
+        assert_pushed(&push(&["master"]));
+        fsck(&setup.dir, &git, &server_git_dir);
+    }
+}
+
+#[test]
+fn hidden_refs_are_neither_shown_nor_updatable() {
+    for git in Git::all() {
+        let setup = Setup::new("hidden", &git);
+        assert_pushed(&setup.push(&["master", "master:refs/hidden/x"]));
+        setup.server_config("receive.hideRefs", "refs/hidden");
+        let advertisement = setup
+            .dir
+            .packgate()
+            .args(["receive-pack", "--advertise-refs"])
+            .arg(&setup.server)
+            .run();
+        assert!(
+            !advertisement.stdout_text().contains("refs/hidden"),
+            "{advertisement}"
+        );
+        setup.commit("second");
+        assert_rejected(
+            &setup.push(&["--force", "master:refs/hidden/x"]),
+            "deny updating a hidden ref",
+        );
+        setup.fsck();
+    }
+}
+
+#[test]
+fn pre_receive_refusal_leaves_nothing() {
+    for git in Git::all() {
+        let setup = Setup::new("pre-receive", &git);
+        assert_pushed(&setup.push(&["master"]));
+        setup.hook(
+            "pre-receive",
+            "while read old new ref; do echo \"checking $ref\"; done\n\
+             test -n \"$GIT_QUARANTINE_PATH\" || echo 'no quarantine'\n\
+             echo 'nope, not today' >&2\nexit 1",
+        );
+        let before = setup.server_ref("refs/heads/master");
+        let second = setup.commit("second");
+        let output = setup.push(&["master", "master:refs/heads/new"]);
+        assert_rejected(&output, "pre-receive hook declined");
+        let stderr = output.stderr_text();
+        assert!(
+            stderr.contains("remote: checking refs/heads/master"),
+            "{output}"
+        );
+        assert!(stderr.contains("remote: nope, not today"), "{output}");
+        assert!(!stderr.contains("no quarantine"), "{output}");
+        assert_eq!(setup.server_ref("refs/heads/master"), before);
+        assert_eq!(setup.server_ref("refs/heads/new"), None);
+        assert!(
+            !setup.has_object(&setup.server, &second),
+            "the refused commit is in the repository"
+        );
+        setup.fsck();
+    }
+}
+
+#[test]
+fn update_hook_refuses_one_ref_and_post_hooks_run() {
+    for git in Git::all() {
+        let setup = Setup::new("update-hook", &git);
+        setup.hook(
+            "update",
+            "case \"$1\" in refs/heads/protected) echo \"no push to $1\"; exit 1;; esac\nexit 0",
+        );
+        setup.hook(
+            "post-receive",
+            "while read old new ref; do echo \"post-receive $ref\"; done",
+        );
+        setup.hook("post-update", "echo \"post-update $*\"");
+        let output = setup.push(&["master", "master:refs/heads/protected"]);
+        assert_rejected(&output, "hook declined");
+        let stderr = output.stderr_text();
+        assert!(
+            stderr.contains("remote: no push to refs/heads/protected"),
+            "{output}"
+        );
+        assert!(
+            stderr.contains("remote: post-receive refs/heads/master"),
+            "{output}"
+        );
+        assert!(
+            !stderr.contains("post-receive refs/heads/protected"),
+            "{output}"
+        );
+        assert!(
+            stderr.contains("remote: post-update refs/heads/master"),
+            "{output}"
+        );
+        assert!(setup.server_ref("refs/heads/master").is_some());
+        assert_eq!(setup.server_ref("refs/heads/protected"), None);
+        setup.fsck();
+    }
+}
+
+#[test]
+fn concurrent_pushes_to_one_branch() {
+    const PUSHERS: usize = 6;
+    for git in Git::all() {
+        let setup = Setup::new("concurrent", &git);
+        assert_pushed(&setup.push(&["master"]));
+        let base = setup.server_ref("refs/heads/master");
+        let work_trees: Vec<PathBuf> = (0..PUSHERS)
+            .map(|i| {
+                let work = setup.dir.join(&format!("pusher-{i}"));
+                setup.dir.copy_tree(&setup.client, &work);
+                setup.commit_in(&work, &format!("pusher {i}"));
+                work
+            })
+            .collect();
+        let outputs: Vec<Output> = std::thread::scope(|scope| {
+            let handles: Vec<_> = work_trees
+                .iter()
+                .map(|work| scope.spawn(|| setup.push_from(work, &["master"])))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| panic!("a pusher panicked"))
+                })
+                .collect()
+        });
+        let winners = outputs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            winners,
+            1,
+            "exactly one pusher should win: {outputs:#?}",
+            outputs = outputs.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
+        for output in outputs.iter().filter(|o| !o.status.success()) {
+            let stderr = output.stderr_text();
+            assert!(
+                stderr.contains("failed to update ref"),
+                "unclear refusal: {output}"
+            );
+        }
+        assert_ne!(setup.server_ref("refs/heads/master"), base);
+        setup.fsck();
+    }
+}
+
+#[test]
+fn advertisement_matches_git() {
+    let source = shared_fixture("small");
+    for git in Git::all() {
+        let dir = Dir::new("push-advertise");
+        let packgate = dir
+            .packgate()
+            .args(["receive-pack", "--advertise-refs"])
+            .arg(&source.path)
+            .run();
+        let reference = dir
+            .git(&git)
+            .args(["receive-pack", "--advertise-refs"])
+            .arg(&source.path)
+            .run();
+        let refs_of = |output: &Output| -> Vec<String> {
+            output
+                .stdout_text()
+                .lines()
+                .map(|l| {
+                    l.split('\0')
+                        .next()
+                        .unwrap_or_default()
+                        .get(4..)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            refs_of(&packgate),
+            refs_of(&reference),
+            "refs advertised, with {git}"
+        );
+        let stdout = packgate.stdout_text();
+        for capability in [
+            "report-status",
+            "delete-refs",
+            "side-band-64k",
+            "atomic",
+            "push-options",
+            "object-format=sha1",
+            "agent=packgate/",
+        ] {
+            assert!(stdout.contains(capability), "no {capability}: {packgate}");
+        }
+        // An empty repository, and protocol version 1.
+        let empty = dir.join("empty.git");
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(&empty)
+            .run();
+        let output = dir
+            .packgate()
+            .env("GIT_PROTOCOL", "version=1")
+            .args(["receive-pack", "--advertise-refs"])
+            .arg(&empty)
+            .run();
+        let expected_start = "000eversion 1\n00";
+        assert!(output.stdout_text().starts_with(expected_start), "{output}");
+        assert!(
+            output.stdout_text().contains(
+                "0000000000000000000000000000000000000000 capabilities^{}\0report-status"
+            ),
+            "{output}"
+        );
+        // version=2 gets v0.
+        let output = dir
+            .packgate()
+            .env("GIT_PROTOCOL", "version=2")
+            .args(["receive-pack", "--advertise-refs"])
+            .arg(&empty)
+            .run();
+        assert!(
+            output.stdout_text().contains(" capabilities^{}\0"),
+            "{output}"
+        );
+        assert!(!output.stdout_text().contains("version"), "{output}");
+    }
+}
+
+#[test]
+fn bad_commands_end_in_an_error() {
+    let dir = Dir::new("push-bad-input");
+    let git = Git::newest();
+    let server = dir.join("server.git");
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(&server)
+        .run();
+    let zero = "0000000000000000000000000000000000000000";
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            concat([line("hello\0report-status"), FLUSH.to_vec()]),
+            "expected old/new/ref",
+        ),
+        (
+            line(format!("{zero} {zero} refs/heads/x\0report-status")),
+            "without a flush",
+        ),
+        (b"00zz".to_vec(), "protocol error"),
+        (
+            concat([
+                line(format!(
+                    "{zero} 1111111111111111111111111111111111111111 refs/heads/x\0report-status"
+                )),
+                FLUSH.to_vec(),
+                b"garbage".to_vec(),
+            ]),
+            "unpack ",
+        ),
+    ];
+    for (input, expected) in cases {
+        let output = dir
+            .packgate()
+            .args(["receive-pack", "--stateless-rpc"])
+            .arg(&server)
+            .stdin(input)
+            .output();
+        let all = format!("{}{}", output.stdout_text(), output.stderr_text());
+        assert!(all.contains(expected), "expected '{expected}': {output}");
+    }
+    // Nothing to push: a flush alone, or nothing at all, is a quiet success.
+    for input in [FLUSH.to_vec(), Vec::new()] {
+        dir.packgate()
+            .args(["receive-pack", "--stateless-rpc"])
+            .arg(&server)
+            .stdin(input)
+            .run();
+    }
+    assert!(refs(&dir, &git, &server, &[]).is_empty());
+    fsck(&dir, &git, &server);
+}
+
+#[test]
+fn fsck_objects_refuses_malformed_objects() {
+    for git in Git::all() {
+        let setup = Setup::new("fsck", &git);
+        let empty_tree = setup
+            .client()
+            .args(["hash-object", "-t", "tree", "-w", "--stdin"])
+            .stdin(Vec::new())
+            .run()
+            .stdout_text()
+            .trim()
+            .to_owned();
+        let bad_commit = format!("tree {empty_tree}\nauthor bad\ncommitter bad\n\nmalformed\n");
+        let id = setup
+            .client()
+            .args([
+                "hash-object",
+                "-t",
+                "commit",
+                "-w",
+                "--literally",
+                "--stdin",
+            ])
+            .stdin(bad_commit)
+            .run()
+            .stdout_text()
+            .trim()
+            .to_owned();
+        setup
+            .client()
+            .args(["update-ref", "refs/heads/bad", &id])
+            .run();
+        setup.server_config("receive.fsckObjects", "true");
+        let output = setup.push(&["bad"]);
+        assert_rejected(&output, "unpack");
+        assert_eq!(setup.server_ref("refs/heads/bad"), None);
+        assert!(!setup.has_object(&setup.server, &id));
+        setup.fsck();
+    }
+}
