@@ -183,3 +183,57 @@ fn every_object_and_ref_storage() {
         fsck(&dir, &git, &clone);
     }
 }
+
+/// A repository missing an object: the clone must end in an explicit error from the server
+/// (sideband 3, shown as `remote: …`), never hang or end silently with a short pack.
+#[test]
+fn missing_object_ends_in_an_explicit_error() {
+    let dir = Dir::new("clone-missing-object");
+    // `tiny` keeps every object loose, so one can be removed.
+    let source = dir.fixture(&crate::util::preset_spec("tiny"));
+    let git = Git::newest();
+    let blob = dir
+        .git_in(&git, &source.path)
+        .args(["rev-parse", "HEAD:"])
+        .run()
+        .stdout_text();
+    let listing = dir
+        .git_in(&git, &source.path)
+        .args(["ls-tree", blob.trim()])
+        .run()
+        .stdout_text();
+    let blob = listing
+        .lines()
+        .find_map(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .filter(|_| line.contains(" blob "))
+        })
+        .unwrap_or_else(|| panic!("no blob in the root tree: {listing}"))
+        .to_owned();
+    let loose = source
+        .path
+        .join("objects")
+        .join(&blob[..2])
+        .join(&blob[2..]);
+    std::fs::remove_file(&loose)
+        .unwrap_or_else(|error| panic!("removing {}: {error}", loose.display()));
+
+    let output = dir
+        .git(&git)
+        .args(["-c", "protocol.version=2", "clone", "--bare"])
+        .arg(packgate_upload_pack_option())
+        .arg(file_url(&source.path))
+        .arg(dir.join("clone"))
+        .output();
+    assert!(
+        !output.status.success(),
+        "clone of a broken repository succeeded: {output}"
+    );
+    assert!(
+        output
+            .stderr_text()
+            .contains("remote: upload-pack: objects to be packed are missing"),
+        "the client was not told why: {output}"
+    );
+}

@@ -64,6 +64,9 @@ pub enum WriteError {
     /// Reading objects or pack entries failed.
     #[error("could not read objects while generating the pack")]
     Read(#[source] gix_error::Error),
+    /// `should_interrupt` was set.
+    #[error("pack generation was interrupted")]
+    Interrupted,
     /// Writing the pack failed, usually because the client went away.
     #[error("could not write the pack")]
     Write(#[source] gix_error::Error),
@@ -126,7 +129,10 @@ pub fn write_pack<W: Write>(
     });
     let mut writer = output::bytes::FromEntriesIter::new(
         fixed,
-        out,
+        OutputErrors {
+            inner: out,
+            failed: false,
+        },
         num_objects,
         gix_pack::data::Version::V2,
         gix_hash::Kind::Sha1,
@@ -134,14 +140,19 @@ pub fn write_pack<W: Write>(
     let mut bytes = 0;
     for written in &mut writer {
         if should_interrupt.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(WriteError::Write(gix_error::message("interrupted").into()));
+            return Err(WriteError::Interrupted);
         }
         match written {
             Ok(n) => bytes += n,
             Err(err) => {
-                // The fixer keeps its own typed error; the writer only sees that input failed.
-                drop(writer);
-                return Err(fixer.error.take().unwrap_or(WriteError::Write(err)));
+                // The writer reports input and output failures alike; tell them apart, since
+                // only a failed read is worth telling the client about.
+                let output_failed = writer.into_write().failed;
+                return Err(if output_failed {
+                    WriteError::Write(err)
+                } else {
+                    fixer.error.take().unwrap_or(WriteError::Read(err))
+                });
             }
         }
     }
@@ -156,6 +167,22 @@ pub fn write_pack<W: Write>(
         bytes,
         checksum,
     })
+}
+
+/// Remembers whether writing to the output failed.
+struct OutputErrors<W> {
+    inner: W,
+    failed: bool,
+}
+
+impl<W: Write> Write for OutputErrors<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|_| self.failed = true)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
 }
 
 /// Post-processes entries in pack order, on the writing thread.
