@@ -237,3 +237,65 @@ fn missing_object_ends_in_an_explicit_error() {
         "the client was not told why: {output}"
     );
 }
+
+/// `<directory>` may be a work tree (its `.git` is served) or name a bare repository without
+/// its `.git` suffix; `--strict` takes the path as the git directory itself, as git does.
+#[test]
+fn serves_work_trees_and_suffixless_paths_unless_strict() {
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("clone-work-tree-source");
+    let git = Git::newest();
+    let work_tree = dir.join("work");
+    dir.git(&git)
+        .arg("clone")
+        .arg(&source.path)
+        .arg(&work_tree)
+        .run();
+    dir.copy_tree(&source.path, &dir.join("bare.git"));
+
+    for (number, path) in [work_tree.clone(), dir.join("bare")]
+        .into_iter()
+        .enumerate()
+    {
+        let clone = dir.join(&format!("clone-{number}"));
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "--bare"])
+            .arg(packgate_upload_pack_option())
+            .arg(file_url(&path))
+            .arg(&clone)
+            .run();
+        fsck(&dir, &git, &clone);
+        let served = if number == 0 {
+            work_tree.join(".git")
+        } else {
+            source.path.clone()
+        };
+        let expected = refs(&dir, &git, &served, &["refs/heads"]);
+        let context = format!("clone of {}", path.display());
+        assert_same_refs(
+            &refs(&dir, &git, &clone, &["refs/heads"]),
+            &expected,
+            &context,
+        );
+    }
+
+    let output = dir
+        .packgate()
+        .args(["upload-pack", "--strict", "--advertise-refs"])
+        .arg(&work_tree)
+        .env("GIT_PROTOCOL", "version=2")
+        .output();
+    assert!(
+        !output.status.success(),
+        "--strict accepted a work tree: {output}"
+    );
+    assert!(
+        output.stdout_text().contains("ERR "),
+        "--strict refusal without ERR: {output}"
+    );
+    dir.packgate()
+        .args(["upload-pack", "--strict", "--advertise-refs"])
+        .arg(work_tree.join(".git"))
+        .env("GIT_PROTOCOL", "version=2")
+        .run();
+}
