@@ -14,6 +14,7 @@ use gix_ref::{
 };
 use packgate_hooks::{Hook, HookContext, QuarantinePaths, RefUpdate, Verdict};
 use packgate_pack::ingest::{self, FsckObjects, IngestOptions, Quarantine};
+use packgate_pack::reader::CachingReader;
 
 use super::{
     commands::{Command, CommandList},
@@ -131,9 +132,13 @@ impl Push<'_, '_> {
             quarantine: q.path().to_owned(),
             objects_dir: q.objects_dir().to_owned(),
         });
+        // The connectivity walk and hooks read many trees along delta chains: go through the
+        // delta-base cache, as fetches do.
+        let cached =
+            |handle| CachingReader::new(handle, packgate_pack::reader::DEFAULT_CACHE_BYTES);
         let objects: Box<dyn ObjectsAccess> = match &quarantine {
             Some(q) => match q.objects() {
-                Ok(objects) => Box::new(objects),
+                Ok(objects) => Box::new(cached(objects)),
                 Err(err) => {
                     let reason = format!("could not open the quarantine: {err}");
                     channel.error(&reason);
@@ -143,7 +148,7 @@ impl Push<'_, '_> {
                     return Err(reason);
                 }
             },
-            None => Box::new(repo.objects().clone()),
+            None => Box::new(cached(repo.objects().clone())),
         };
 
         // 2. From here on, one push at a time.
