@@ -1,29 +1,24 @@
 //! The `packgate` command line: parses arguments, opens what they name, runs the library's
 //! services and maps their errors to exit codes. No protocol logic lives here.
 
-use std::{
-    io::{Read, Write},
-    path::PathBuf,
-    process::ExitCode,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+mod stdio;
+
+use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use packgate::{
     protocol::{
         daemon::{DaemonService, ErrorDetail},
+        http::{HttpService, PushAccess},
         receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
         registry::Registry,
         repository::{PathLookup, Repository},
-        upload_pack::{SessionOptions, UploadPack},
+        upload_pack::{ServeError, SessionOptions, UploadPack},
     },
     transport::{
         daemon::{self, DaemonOptions},
+        http::{self, HttpOptions},
         pkt_line::PacketWriter,
     },
 };
@@ -44,7 +39,8 @@ enum Command {
     UploadPack(UploadPackArgs),
     /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
     ReceivePack(ReceivePackArgs),
-    /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2).
+    /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2) and, with
+    /// --http, smart HTTP.
     Serve(ServeArgs),
 }
 
@@ -56,6 +52,15 @@ struct ServeArgs {
     /// Where the git:// front-end listens.
     #[arg(long = "git", value_name = "ADDR", default_value = "127.0.0.1:9418")]
     git_addr: std::net::SocketAddr,
+    /// Also serve smart HTTP here (fetch with protocol v2; push only with
+    /// --http-allow-push-without-auth).
+    #[arg(long = "http", value_name = "ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
+    /// DANGEROUS: accept pushes over HTTP from anyone who can reach --http, to every
+    /// repository served, without authentication (packgate does not authenticate yet). Only
+    /// for trusted networks or behind a proxy that authenticates.
+    #[arg(long, requires = "http_addr")]
+    http_allow_push_without_auth: bool,
     /// Tell refused clients why, instead of only "access denied or repository not exported".
     #[arg(long)]
     informative_errors: bool,
@@ -75,7 +80,8 @@ struct UploadPackArgs {
     /// Do not try <directory>/.git or <directory>.git.
     #[arg(long)]
     strict: bool,
-    /// End the session after this many seconds without traffic.
+    /// End the session when the client sends or takes nothing for this many seconds while
+    /// the server waits for it (time the server spends working does not count).
     #[arg(long, value_name = "N")]
     timeout: Option<u64>,
     /// The repository: a bare repository or a work tree.
@@ -96,7 +102,8 @@ struct ReceivePackArgs {
     /// Do not try <directory>/.git or <directory>.git.
     #[arg(long)]
     strict: bool,
-    /// End the session after this many seconds without traffic.
+    /// End the session when the client sends or takes nothing for this many seconds while
+    /// the server waits for it (time the server spends working does not count).
     #[arg(long, value_name = "N")]
     timeout: Option<u64>,
     /// The repository: a bare repository or a work tree.
@@ -127,11 +134,10 @@ fn main() -> ExitCode {
 }
 
 fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
-    let stdout = std::io::stdout().lock();
     let version_2 = std::env::var("GIT_PROTOCOL").is_ok_and(|value| asks_for_version_2(&value));
     if !version_2 {
         // Refuse clearly rather than leave a v0/v1 client waiting for an advertisement.
-        let mut out = PacketWriter::new(stdout);
+        let mut out = PacketWriter::new(std::io::stdout().lock());
         out.error(
             "packgate serves fetches over protocol v2 only; use 'git -c protocol.version=2'",
         )?;
@@ -147,7 +153,7 @@ fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
     let repo = match Repository::open(&args.directory, lookup, config_parameters.as_deref()) {
         Ok(repo) => repo,
         Err(err) => {
-            let mut out = PacketWriter::new(stdout);
+            let mut out = PacketWriter::new(std::io::stdout().lock());
             out.error(format!("upload-pack: {err}"))?;
             out.get_mut().flush()?;
             return Err(err).context("could not open the repository");
@@ -159,30 +165,16 @@ fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
         advertise_only: args.advertise_refs || args.http_backend_info_refs,
         ..SessionOptions::default()
     };
-    let activity = Activity::new();
-    if let Some(seconds) = args.timeout.filter(|s| *s > 0) {
-        activity.watch(Duration::from_secs(seconds));
-    }
-    let input = Tracked {
-        inner: std::io::stdin().lock(),
-        activity: activity.clone(),
-    };
-    let output = Tracked {
-        inner: std::io::BufWriter::with_capacity(64 * 1024, stdout),
-        activity,
-    };
-    match upload_pack.serve(input, output, &options) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(err) if err.is_disconnect() => {
-            tracing::debug!(%err, "client hung up");
-            Ok(ExitCode::from(EXIT_FATAL))
-        }
-        Err(err) => Err(err.into()),
-    }
+    let stdio::SessionIo {
+        input,
+        output,
+        timeout,
+    } = session_io(args.timeout)?;
+    let result = upload_pack.serve(input, output, &options);
+    session_end(result, timeout.as_ref())
 }
 
 fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
-    let stdout = std::io::stdout().lock();
     // Push has no protocol v2: a client asking for it gets v0, as from git.
     let version = match std::env::var("GIT_PROTOCOL") {
         Ok(value) if value.split(':').any(|entry| entry == "version=1") => ProtocolVersion::V1,
@@ -197,7 +189,7 @@ fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
     let repo = match Repository::open(&args.directory, lookup, config_parameters.as_deref()) {
         Ok(repo) => repo,
         Err(err) => {
-            let mut out = PacketWriter::new(stdout);
+            let mut out = PacketWriter::new(std::io::stdout().lock());
             out.error(format!("receive-pack: {err}"))?;
             out.get_mut().flush()?;
             return Err(err).context("could not open the repository");
@@ -210,20 +202,41 @@ fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
         version,
         ..ReceivePackOptions::default()
     };
-    let activity = Activity::new();
-    if let Some(seconds) = args.timeout.filter(|s| *s > 0) {
-        activity.watch(Duration::from_secs(seconds));
+    // With --timeout, a push that waits too long for the client fails like any other: its
+    // quarantine is deleted before the process ends.
+    let stdio::SessionIo {
+        input,
+        output,
+        timeout,
+    } = session_io(args.timeout)?;
+    let result = receive_pack.serve(input, output, &options).map(drop);
+    session_end(result, timeout.as_ref())
+}
+
+/// Standard input and output for a session, with `--timeout=N` (0: none).
+fn session_io(timeout: Option<u64>) -> anyhow::Result<stdio::SessionIo> {
+    let limit = timeout.filter(|s| *s > 0).map(Duration::from_secs);
+    stdio::SessionIo::new(limit).context("could not set up standard input and output")
+}
+
+/// The exit status of a stdio session.
+fn session_end(
+    result: Result<(), ServeError>,
+    timeout: Option<&stdio::Timeout>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(timeout) = timeout.filter(|timeout| timeout.reached()) {
+        // As git's upload-pack on --timeout: the session ends without a word to the client.
+        if let Err(err) = &result {
+            tracing::debug!(%err, "session ended by the timeout");
+        }
+        eprintln!(
+            "fatal: timeout reached after {}s without traffic from the client",
+            timeout.limit.as_secs()
+        );
+        return Ok(ExitCode::from(EXIT_FATAL));
     }
-    let input = Tracked {
-        inner: std::io::stdin().lock(),
-        activity: activity.clone(),
-    };
-    let output = Tracked {
-        inner: std::io::BufWriter::with_capacity(64 * 1024, stdout),
-        activity,
-    };
-    match receive_pack.serve(input, output, &options) {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
         Err(err) if err.is_disconnect() => {
             tracing::debug!(%err, "client hung up");
             Ok(ExitCode::from(EXIT_FATAL))
@@ -243,6 +256,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ErrorDetail::Terse
     };
     let service = Arc::new(DaemonService::new(registry.clone(), errors));
+    let push = if args.http_allow_push_without_auth {
+        PushAccess::AllowedWithoutAuthentication
+    } else {
+        PushAccess::Refused
+    };
+    let http_service = Arc::new(HttpService::new(registry.clone(), push));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -250,19 +269,65 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.git_addr)
             .await
             .with_context(|| format!("could not listen on {}", args.git_addr))?;
+        let http_listener = match args.http_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("could not listen on {addr}"))?,
+            ),
+            None => None,
+        };
         eprintln!(
             "packgate: serving {} on git://{} (pid {})",
             registry.root().display(),
             listener.local_addr()?,
             std::process::id()
         );
-        daemon::serve(
+        if let Some(http_listener) = &http_listener {
+            eprintln!(
+                "packgate: serving {} on http://{} (pid {})",
+                registry.root().display(),
+                http_listener.local_addr()?,
+                std::process::id()
+            );
+            if push == PushAccess::AllowedWithoutAuthentication {
+                eprintln!(
+                    "packgate: warning: anyone who can reach http://{} may push, without \
+                     authentication",
+                    http_listener.local_addr()?
+                );
+            }
+        }
+        // One signal stops both front-ends.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let git = daemon::serve(
             listener,
             service,
             DaemonOptions::default(),
-            shutdown_signal(),
-        )
-        .await?;
+            until_stopped(stopped.clone()),
+        );
+        let smart_http = async {
+            match http_listener {
+                Some(http_listener) => {
+                    http::serve(
+                        http_listener,
+                        http_service,
+                        HttpOptions::default(),
+                        until_stopped(stopped),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(git, smart_http)?;
         eprintln!("packgate: shutting down");
         anyhow::Ok(ExitCode::SUCCESS)
     })
@@ -285,71 +350,4 @@ async fn shutdown_signal() {
 /// `GIT_PROTOCOL` is a colon-separated list of `key=value` entries.
 fn asks_for_version_2(value: &str) -> bool {
     value.split(':').any(|entry| entry == "version=2")
-}
-
-/// When traffic last moved, for `--timeout`.
-#[derive(Clone)]
-struct Activity {
-    start: Instant,
-    last_millis: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            start: Instant::now(),
-            last_millis: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn touch(&self) {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_millis.store(now, Ordering::Relaxed);
-    }
-
-    /// End the process once nothing moved for `limit`, as git's upload-pack does on
-    /// `--timeout`: a stalled client must not hold a session forever.
-    fn watch(&self, limit: Duration) {
-        let activity = self.clone();
-        std::thread::spawn(move || loop {
-            let last = Duration::from_millis(activity.last_millis.load(Ordering::Relaxed));
-            let idle = activity.start.elapsed().saturating_sub(last);
-            if idle >= limit {
-                eprintln!(
-                    "fatal: timeout reached after {}s without traffic",
-                    limit.as_secs()
-                );
-                std::process::exit(i32::from(EXIT_FATAL));
-            }
-            std::thread::sleep((limit - idle).min(Duration::from_secs(1)));
-        });
-    }
-}
-
-/// A reader or writer that records activity.
-struct Tracked<T> {
-    inner: T,
-    activity: Activity,
-}
-
-impl<R: Read> Read for Tracked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.activity.touch();
-        Ok(n)
-    }
-}
-
-impl<W: Write> Write for Tracked<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.activity.touch();
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()?;
-        self.activity.touch();
-        Ok(())
-    }
 }

@@ -309,3 +309,27 @@ fn without_protocol_version_2() {
         );
     }
 }
+
+/// `--timeout`: a client that sends nothing after the advertisement ends the session with a
+/// non-zero exit once the limit has passed.
+#[test]
+fn timeout_while_the_client_sends_nothing() {
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("upload-pack-timeout");
+    let output = dir
+        .packgate()
+        .args(["upload-pack", "--timeout=1"])
+        .env("GIT_PROTOCOL", "version=2")
+        .arg(&source.path)
+        .stdin_then_keep_open(Vec::new())
+        .timeout(TIME_LIMIT)
+        .output();
+    assert_eq!(output.status.code(), Some(128), "{output}");
+    assert!(output.elapsed >= Duration::from_secs(1), "{output}");
+    assert!(output.elapsed < Duration::from_secs(10), "{output}");
+    assert!(output.stderr_text().contains("timeout"), "{output}");
+    assert!(
+        split_advertisement(&output.stdout).is_some(),
+        "no advertisement: {output}"
+    );
+}

@@ -1,17 +1,24 @@
 //! `git push` through `packgate receive-pack`: ref updates, config switches, hooks, atomic
 //! pushes and concurrent pushers, each result checked with `git fsck` on the server.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::pkt::{concat, line, FLUSH};
 use crate::util::{
-    assert_same_refs, file_url, fsck, refs, shared_fixture, Dir, Git, Output, PACKGATE,
+    assert_same_refs, file_url, fsck, refs, shared_fixture, Cmd, Dir, Git, Output, PACKGATE,
 };
 
 /// `--receive-pack=<packgate> receive-pack`, for `git push`.
 fn receive_pack_option() -> String {
+    receive_pack_option_with("", "")
+}
+
+/// `--receive-pack=<prefix><packgate> receive-pack<suffix>`: git runs it through the shell.
+fn receive_pack_option_with(prefix: &str, suffix: &str) -> String {
     format!(
-        "--receive-pack='{}' receive-pack",
+        "--receive-pack={prefix}'{}' receive-pack{suffix}",
         PACKGATE.replace('\'', r"'\''")
     )
 }
@@ -739,6 +746,320 @@ fn fsck_objects_refuses_malformed_objects() {
         assert_rejected(&output, "unpack");
         assert_eq!(setup.server_ref("refs/heads/bad"), None);
         assert!(!setup.has_object(&setup.server, &id));
+        setup.fsck();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushes that end half-way: nothing of them may remain.
+// ---------------------------------------------------------------------------------------------
+
+/// How long a session may take to end once its client is gone or stalled.
+const END_LIMIT: Duration = Duration::from_secs(20);
+
+/// The quarantine directories in a repository's object store.
+fn quarantines(repo: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(repo.join("objects")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("tmp_objdir-incoming-")
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// The size of the temporary pack in a quarantine, once ingestion has read the pack header.
+fn temporary_pack_size(repo: &Path) -> Option<u64> {
+    quarantines(repo).iter().find_map(|quarantine| {
+        std::fs::read_dir(quarantine.join("pack"))
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|entry| entry.file_name().to_string_lossy().starts_with("tmp_pack_"))
+            .and_then(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+    })
+}
+
+/// The processes of the packgate binary serving `repo` (found by their command line).
+fn packgate_processes(repo: &Path) -> Vec<String> {
+    let repo = repo.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let args: Vec<String> = cmdline
+                .split(|byte| *byte == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            args.first().is_some_and(|program| program == PACKGATE)
+                && args.iter().any(|arg| arg.contains(&repo))
+        })
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .collect()
+}
+
+/// Polls `condition` every 10 ms until it holds; fails the test after `limit`.
+#[track_caller]
+fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What an abandoned push must leave alone.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    refs: BTreeMap<String, String>,
+    packs: BTreeSet<String>,
+}
+
+impl Snapshot {
+    fn of(dir: &Dir, git: &Git, repo: &Path) -> Snapshot {
+        let packs = std::fs::read_dir(repo.join("objects").join("pack"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Snapshot {
+            refs: refs(dir, git, repo, &[]),
+            packs,
+        }
+    }
+
+    /// Asserts the repository is as it was: no quarantine, no push lock, the same refs and
+    /// packs, and `git fsck --strict` passes.
+    #[track_caller]
+    fn assert_unchanged(&self, dir: &Dir, git: &Git, repo: &Path, context: &str) {
+        assert_eq!(
+            quarantines(repo),
+            Vec::<PathBuf>::new(),
+            "{context}: a quarantine was left behind"
+        );
+        assert!(
+            !repo.join("packgate-receive.lock").exists(),
+            "{context}: the push lock was left behind"
+        );
+        let now = Snapshot::of(dir, git, repo);
+        assert_same_refs(&now.refs, &self.refs, context);
+        assert_eq!(now.packs, self.packs, "{context}: packs changed");
+        fsck(dir, git, repo);
+    }
+}
+
+/// `len` bytes that do not compress, the same for the same `seed` (xorshift64*).
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        bytes.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// A server with `master` pushed and a client with three more commits on it; returns the
+/// request for `packgate receive-pack` that creates `refs/heads/pushed` at the client's tip:
+/// the command, then only the first half of the pack.
+fn setup_with_partial_request(name: &str, git: &Git) -> (Setup, Vec<u8>) {
+    let setup = Setup::new(name, git);
+    assert_pushed(&setup.push(&["master"]));
+    for i in 0..3 {
+        setup.commit(&format!("more {i}"));
+    }
+    let tip = rev_parse(setup.client(), "master");
+    let pack = setup
+        .client()
+        .args(["pack-objects", "--stdout", "--revs", "-q"])
+        .stdin("master\n")
+        .run()
+        .stdout;
+    assert!(pack.len() > 100, "a pack of {} bytes", pack.len());
+    let zero = "0".repeat(40);
+    let request = concat([
+        line(format!("{zero} {tip} refs/heads/pushed\0report-status")),
+        FLUSH.to_vec(),
+        pack[..pack.len() / 2].to_vec(),
+    ]);
+    (setup, request)
+}
+
+/// The client is killed (SIGKILL to git and its pack-objects) while the pack streams. packgate
+/// runs in a session of its own (`setsid`), as a server would: it sees the pack end early and
+/// must clean up by itself. Once it has ended, the repository is as before.
+#[test]
+fn killing_the_pushing_client_mid_pack_leaves_nothing() {
+    assert!(
+        Path::new("/usr/bin/setsid").exists(),
+        "the test needs setsid (util-linux)"
+    );
+    for git in Git::all() {
+        let setup = Setup::new("kill-client", &git);
+        assert_pushed(&setup.push(&["master"]));
+        // 32 MiB that do not compress: sending them takes a moment.
+        for i in 0..8 {
+            crate::util::write_file(
+                &setup.client.join(format!("random-{i}.bin")),
+                &random_bytes(i, 4 << 20),
+            );
+        }
+        setup
+            .client()
+            .args(["-c", "core.looseCompression=0", "add", "."])
+            .run();
+        setup.client().args(["commit", "-q", "-m", "big"]).run();
+        let big = rev_parse(setup.client(), "HEAD");
+        let before = Snapshot::of(&setup.dir, &git, &setup.server);
+        let context = format!("killed push with {git}");
+
+        let mut push = setup
+            .dir
+            .git(&git)
+            .current_dir(&setup.client)
+            // No delta search among the random files: the pack starts streaming at once.
+            .args(["-c", "pack.window=0", "push"])
+            .arg(receive_pack_option_with("setsid ", ""))
+            .arg(file_url(&setup.server))
+            .arg("master")
+            .spawn();
+        // Until the pack streams: its first 64 KiB are in the quarantine.
+        wait_until(END_LIMIT, "the pack to stream", || {
+            temporary_pack_size(&setup.server).is_some_and(|size| size > 0) || push.has_exited()
+        });
+        assert!(
+            !push.has_exited(),
+            "{context}: the push ended before it could be killed: {}",
+            push.kill_group()
+        );
+        let killed = push.kill_group();
+        assert_eq!(
+            killed.signalled(),
+            Some(9),
+            "{context}: the push was not killed (it may have finished first): {killed}"
+        );
+        // The session has ended when packgate has.
+        wait_until(END_LIMIT, "packgate receive-pack to end", || {
+            packgate_processes(&setup.server).is_empty()
+        });
+        before.assert_unchanged(&setup.dir, &git, &setup.server, &context);
+        assert!(
+            !setup.has_object(&setup.server, &big),
+            "{context}: the killed push's commit is in the repository"
+        );
+    }
+}
+
+/// The deterministic version: the input ends in the middle of the pack.
+#[test]
+fn end_of_input_mid_pack_leaves_nothing() {
+    let git = Git::newest();
+    let (setup, request) = setup_with_partial_request("eof-mid-pack", &git);
+    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    let output = setup
+        .dir
+        .packgate()
+        .arg("receive-pack")
+        .arg(&setup.server)
+        .stdin(request)
+        .timeout(END_LIMIT)
+        .output();
+    assert_eq!(output.signalled(), None, "{output}");
+    assert!(
+        output.stdout_text().contains("unpack ") && !output.stdout_text().contains("unpack ok"),
+        "no unpack error in the report: {output}"
+    );
+    before.assert_unchanged(&setup.dir, &git, &setup.server, "input ended mid-pack");
+}
+
+/// The process writing the push is killed while packgate waits for the rest of the pack.
+#[test]
+fn killing_the_writer_mid_pack_leaves_nothing() {
+    let git = Git::newest();
+    let (setup, request) = setup_with_partial_request("kill-writer", &git);
+    let request_file = setup.dir.join("request");
+    crate::util::write_file(&request_file, &request);
+    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    let (writer, pipe) = Cmd::new(Path::new("/bin/sh"))
+        .args(["-c", "cat \"$0\" && exec sleep 600"])
+        .arg(&request_file)
+        .spawn_with_stdout();
+    let server = setup
+        .dir
+        .packgate()
+        .arg("receive-pack")
+        .arg(&setup.server)
+        .stdin_from(pipe)
+        .spawn();
+    // packgate has read the header and waits inside the pack.
+    wait_until(END_LIMIT, "the pack to arrive", || {
+        temporary_pack_size(&setup.server).is_some()
+    });
+    let killed = writer.kill_group();
+    assert_eq!(killed.signalled(), Some(9), "{killed}");
+    let output = server.wait(END_LIMIT);
+    assert_eq!(output.signalled(), None, "{output}");
+    before.assert_unchanged(&setup.dir, &git, &setup.server, "writer killed mid-pack");
+}
+
+/// `--timeout`: a client that stalls in the middle of the pack ends the session with an
+/// error, and the quarantine is deleted before the process ends.
+#[test]
+fn timeout_while_the_client_stalls_mid_pack() {
+    let git = Git::newest();
+    let (setup, request) = setup_with_partial_request("stall", &git);
+    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    let output = setup
+        .dir
+        .packgate()
+        .args(["receive-pack", "--timeout=1"])
+        .arg(&setup.server)
+        .stdin_then_keep_open(request)
+        .timeout(END_LIMIT)
+        .output();
+    assert_eq!(output.status.code(), Some(128), "{output}");
+    assert!(output.elapsed < Duration::from_secs(10), "{output}");
+    assert!(output.stderr_text().contains("timeout"), "{output}");
+    before.assert_unchanged(&setup.dir, &git, &setup.server, "client stalled mid-pack");
+}
+
+/// `--timeout` counts only waiting for the client: a pre-receive hook that takes longer than
+/// the limit does not end the push.
+#[test]
+fn timeout_does_not_count_a_slow_hook() {
+    for git in Git::all() {
+        let setup = Setup::new("slow-hook", &git);
+        setup.hook("pre-receive", "cat >/dev/null\nsleep 3");
+        let tip = rev_parse(setup.client(), "master");
+        let started = Instant::now();
+        let output = setup
+            .dir
+            .git(&git)
+            .current_dir(&setup.client)
+            .arg("push")
+            .arg(receive_pack_option_with("", " --timeout=1"))
+            .arg(file_url(&setup.server))
+            .arg("master")
+            .output();
+        assert_pushed(&output);
+        assert!(started.elapsed() >= Duration::from_secs(3), "{output}");
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(tip));
         setup.fsck();
     }
 }

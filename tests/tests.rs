@@ -2,18 +2,21 @@
 //!
 //! Helpers:
 //! - `util`: temporary directories, isolated git clients (`Git::all()` — every installed
-//!   version), subprocesses with a time limit, shared fixtures, ref comparison.
+//!   version), subprocesses with a time limit (or in the background, to be killed), shared
+//!   fixtures, ref comparison.
 //! - `pkt`: pkt-lines written and read by hand.
 //!
 //! Tests:
 //! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
 //! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git.
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
-//! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang.
+//! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang;
+//!   a stalled client ends in `--timeout`.
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
 //! - `large`: a clone of more than 100,000 objects.
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
-//!   concurrent pushers.
+//!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
+//!   leave nothing behind.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 
 mod pkt;
@@ -23,6 +26,7 @@ mod advertise;
 mod bad_input;
 mod clone;
 mod fetch;
+mod http;
 mod large;
 mod ls_remote;
 mod receive_pack;

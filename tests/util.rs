@@ -7,7 +7,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -294,6 +294,8 @@ enum Input {
     /// These bytes, then standard input stays open until the process exits: for checking
     /// that it answers without waiting for more.
     BytesThenOpen(Vec<u8>),
+    /// Whatever comes from here (another process's output).
+    From(Stdio),
 }
 
 /// A subprocess with a time limit.
@@ -360,6 +362,12 @@ impl Cmd {
         self
     }
 
+    /// Reads standard input from `stdin`, e.g. another process's output.
+    pub fn stdin_from(mut self, stdin: impl Into<Stdio>) -> Cmd {
+        self.input = Input::From(stdin.into());
+        self
+    }
+
     /// Changes the time limit.
     pub fn timeout(mut self, timeout: Duration) -> Cmd {
         self.timeout = timeout;
@@ -379,32 +387,25 @@ impl Cmd {
     /// (exit status 101 or "panicked at" on standard error).
     #[track_caller]
     pub fn output(mut self) -> Output {
-        let description = describe(&self.command);
-        let directory = self
-            .command
-            .get_current_dir()
-            .map(|dir| dir.display().to_string())
-            .unwrap_or_else(|| ".".to_owned());
-        // A process group of its own, so a timeout also ends what it started (git's
-        // upload-pack, a shell).
-        self.command
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started = Instant::now();
-        let mut child = self
-            .command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run `{description}` in {directory}: {error}"));
-        let stdout = child.stdout.take().map(read_in_background);
-        let stderr = child.stderr.take().map(read_in_background);
-        let stdin = child.stdin.take();
         let (input, keep_open) = match std::mem::replace(&mut self.input, Input::Closed) {
             Input::Closed => (Vec::new(), false),
             Input::Bytes(bytes) => (bytes, false),
             Input::BytesThenOpen(bytes) => (bytes, true),
+            from @ Input::From(_) => {
+                // For `start()`.
+                self.input = from;
+                (Vec::new(), false)
+            }
         };
+        let Started {
+            description,
+            directory,
+            started,
+            mut child,
+        } = self.start();
+        let stdout = child.stdout.take().map(read_in_background);
+        let stderr = child.stderr.take().map(read_in_background);
+        let stdin = child.stdin.take();
         let (stdin_done_sender, stdin_done) = mpsc::channel::<()>();
         let writer = stdin.map(|mut stdin| {
             std::thread::spawn(move || {
@@ -460,6 +461,184 @@ impl Cmd {
         );
         assert!(!output.panicked(), "a process panicked: {output}");
         output
+    }
+
+    /// Starts the command in a process group of its own, so a timeout or a kill also ends
+    /// what it started (git's upload-pack, a shell). Standard input is a pipe unless
+    /// [`Cmd::stdin_from`] says otherwise; output and error are pipes.
+    #[track_caller]
+    fn start(&mut self) -> Started {
+        let description = describe(&self.command);
+        let directory = self
+            .command
+            .get_current_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|| ".".to_owned());
+        match std::mem::replace(&mut self.input, Input::Closed) {
+            Input::From(stdin) => {
+                self.command.stdin(stdin);
+            }
+            Input::Closed | Input::Bytes(_) | Input::BytesThenOpen(_) => {
+                self.command.stdin(Stdio::piped());
+            }
+        }
+        self.command
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let child = self
+            .command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run `{description}` in {directory}: {error}"));
+        Started {
+            description,
+            directory,
+            started,
+            child,
+        }
+    }
+
+    /// Starts the command in the background, in a process group of its own. Standard input
+    /// is closed at once unless it comes from elsewhere ([`Cmd::stdin_from`]).
+    #[track_caller]
+    pub fn spawn(mut self) -> Background {
+        let Started {
+            description,
+            directory,
+            started,
+            mut child,
+        } = self.start();
+        drop(child.stdin.take());
+        let stdout = child.stdout.take().map(read_in_background);
+        let stderr = child.stderr.take().map(read_in_background);
+        Background {
+            description,
+            directory,
+            started,
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    /// [`Cmd::spawn`], handing over standard output (to feed another process).
+    #[track_caller]
+    pub fn spawn_with_stdout(mut self) -> (Background, ChildStdout) {
+        let Started {
+            description,
+            directory,
+            started,
+            mut child,
+        } = self.start();
+        drop(child.stdin.take());
+        let Some(stdout) = child.stdout.take() else {
+            panic!("`{description}` has no standard output pipe");
+        };
+        let stderr = child.stderr.take().map(read_in_background);
+        let background = Background {
+            description,
+            directory,
+            started,
+            child,
+            stdout: None,
+            stderr,
+            status: None,
+        };
+        (background, stdout)
+    }
+}
+
+/// A process just started by [`Cmd::start`].
+struct Started {
+    description: String,
+    directory: String,
+    started: Instant,
+    child: Child,
+}
+
+/// A command running in the background in a process group of its own (from [`Cmd::spawn`]);
+/// the group is killed when this is dropped.
+pub struct Background {
+    description: String,
+    directory: String,
+    started: Instant,
+    child: Child,
+    stdout: Option<mpsc::Receiver<Vec<u8>>>,
+    stderr: Option<mpsc::Receiver<Vec<u8>>>,
+    status: Option<ExitStatus>,
+}
+
+impl Background {
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        if self.status.is_none() {
+            match self.child.try_wait() {
+                Ok(status) => self.status = status,
+                Err(error) => panic!("waiting for `{}`: {error}", self.description),
+            }
+        }
+        self.status.is_some()
+    }
+
+    /// Sends SIGKILL to the whole process group, then waits for the process.
+    pub fn kill_group(mut self) -> Output {
+        kill_group(self.child.id());
+        self.finish()
+    }
+
+    /// Waits for the process to exit on its own, at most `timeout` (then its group is
+    /// killed and the test fails).
+    #[track_caller]
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        while !self.has_exited() {
+            if Instant::now() > deadline {
+                kill_group(self.child.id());
+                let output = self.finish();
+                panic!("command did not end within {timeout:?} and was killed: {output}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let output = self.finish();
+        assert!(!output.panicked(), "a process panicked: {output}");
+        output
+    }
+
+    fn finish(&mut self) -> Output {
+        let status = match self.status {
+            Some(status) => status,
+            None => match self.child.wait() {
+                Ok(status) => status,
+                Err(error) => panic!("waiting for `{}`: {error}", self.description),
+            },
+        };
+        self.status = Some(status);
+        let elapsed = self.started.elapsed();
+        // Children that outlive the process may hold its pipes: don't wait for them forever.
+        let collect = |receiver: Option<mpsc::Receiver<Vec<u8>>>| {
+            receiver
+                .and_then(|receiver| receiver.recv_timeout(Duration::from_secs(10)).ok())
+                .unwrap_or_default()
+        };
+        Output {
+            description: self.description.clone(),
+            directory: self.directory.clone(),
+            status,
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+            elapsed,
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            kill_group(self.child.id());
+            let _ = self.child.wait();
+        }
     }
 }
 

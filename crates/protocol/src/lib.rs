@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod receive_pack;
 pub mod registry;
 pub mod repository;

@@ -52,6 +52,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod daemon;
+pub mod http;
 pub mod pkt_line;
 pub mod sideband;
 pub mod v2;
