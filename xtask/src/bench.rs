@@ -1,5 +1,7 @@
-//! `cargo xtask bench`: packgate against `git upload-pack` on the same repository, in the
-//! same run, server side alone.
+//! `cargo xtask bench`: packgate against `git upload-pack` and `git receive-pack` on the same
+//! repository, in the same run, server side alone.
+//!
+//! # Fetch scenarios (`clone`, `incremental`)
 //!
 //! Each scenario writes one protocol-v2 `fetch` request to a file, exactly as a git client
 //! would send it, and feeds it to `<server> upload-pack --stateless-rpc <repo>` under GNU
@@ -14,15 +16,35 @@
 //! - `incremental`: the repository is a copy moved forward by [`BEHIND`] commits on its default
 //!   branch; the client has every ref of the original and wants what changed.
 //!
+//! # Push scenarios (`push` = `push-mirror` and `push-incremental`)
+//!
+//! Each scenario records once what a real `git push` sends to receive-pack — the command
+//! pkt-lines with the client's capabilities, a flush, the pack exactly as git's
+//! `pack-objects` made it for the push — by pushing with `--receive-pack` set to a wrapper that
+//! `tee`s its standard input into a file before handing it to `git receive-pack`. Every run
+//! then gets a fresh `cp -a` copy of the server's repository (outside the timed region) and
+//! `<server> receive-pack <copy>` reads the recorded bytes from the file (protocol v0,
+//! `GIT_PROTOCOL` unset), its response going to a file. Every run's response must report
+//! `unpack ok` and `ok <ref>` for every command (band 1 of the side band) and leave exactly the
+//! expected refs; after the warm-up run of each server the repository must also pass
+//! `git fsck`. Timed runs are interleaved as for fetches.
+//!
+//! - `push-mirror`: `git push --mirror` of the fixture into an empty bare repository.
+//! - `push-incremental`: the fixture's copy moved forward by [`BEHIND`] commits pushes its
+//!   default branch into a copy of the fixture (a thin pack).
+//!
+//! # Measurements
+//!
 //! What is measured per run: wall time (our own clock around the process), user+system CPU
 //! and peak RSS as GNU time reports them. GNU time takes them from `wait4`, so CPU includes
-//! the children the server waited for (git's `pack-objects`) and the peak RSS is that of the
-//! largest single process of the server's tree, not their sum.
+//! the children the server waited for (git's `pack-objects`, `index-pack`, `rev-list`…) and
+//! the peak RSS is that of the largest single process of the server's tree, not their sum.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,8 +65,9 @@ const AGENT: &str = "agent=git/2.47.3";
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// What to measure: `clone` (a full clone) and/or `incremental` (a fetch 10 commits
-    /// behind).
+    /// What to measure: `clone` (a full clone), `incremental` (a fetch 10 commits behind),
+    /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
+    /// 10 commits) or `push` (both pushes).
     #[arg(value_enum, required = true)]
     scenarios: Vec<Scenario>,
     /// The fixture preset; it is built repacked without bitmaps (`git repack -ad`) and cached
@@ -55,7 +78,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Also measure git on a copy of the repository repacked with a bitmap index
-    /// (`git repack -adb`), as its own row.
+    /// (`git repack -adb`), as its own row (fetch scenarios only).
     #[arg(long)]
     bitmaps: bool,
     /// The git to run, as server and for the fixture.
@@ -75,6 +98,12 @@ enum Scenario {
     Clone,
     /// A fetch by a client 10 commits behind on the default branch.
     Incremental,
+    /// Both push scenarios.
+    Push,
+    /// `git push --mirror` into an empty bare repository.
+    PushMirror,
+    /// A push of 10 new commits on the default branch.
+    PushIncremental,
 }
 
 impl Scenario {
@@ -82,16 +111,36 @@ impl Scenario {
         match self {
             Scenario::Clone => "clone",
             Scenario::Incremental => "incremental",
+            Scenario::Push => "push",
+            Scenario::PushMirror => "push-mirror",
+            Scenario::PushIncremental => "push-incremental",
         }
     }
+
+    fn is_push(self) -> bool {
+        matches!(
+            self,
+            Scenario::Push | Scenario::PushMirror | Scenario::PushIncremental
+        )
+    }
+}
+
+/// How a server is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Service {
+    /// `<program> <args> --stateless-rpc <repo>` with `GIT_PROTOCOL=version=2`.
+    UploadPackV2,
+    /// `<program> <args> <repo>`, protocol v0: the advertisement, then the client's push.
+    ReceivePack,
 }
 
 /// One server under test.
 struct Server {
     label: String,
     program: PathBuf,
-    /// Arguments before `--stateless-rpc <repo>`.
+    /// Arguments before `--stateless-rpc <repo>` or `<repo>`.
     args: Vec<String>,
+    service: Service,
     is_packgate: bool,
     /// Serves the bitmapped copy of the fixture.
     bitmaps: bool,
@@ -125,6 +174,14 @@ struct Checked {
     pack_bytes: u64,
 }
 
+/// What one scenario gave.
+struct Outcome {
+    scenario: Scenario,
+    /// A line under the scenario's heading; may be empty.
+    note: String,
+    rows: Vec<Row>,
+}
+
 /// The row of a server in one scenario.
 struct Row {
     label: String,
@@ -135,6 +192,7 @@ struct Row {
 /// Runs `cargo xtask bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let load_before = load_average();
     ensure!(args.runs > 0, "--runs must be at least 1");
     check_gnu_time()?;
     let root = workspace_root();
@@ -160,7 +218,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("building fixture {}", spec.name))?;
     eprintln!("bench: {built} ({:.1?})", fixture_started.elapsed());
     let base = built.path.clone();
-    let bitmapped = if args.bitmaps {
+    let scenarios = expand(&args.scenarios);
+    let fetches = scenarios.iter().any(|scenario| !scenario.is_push());
+    let bitmapped = if args.bitmaps && fetches {
         Some(derived(&base, "bitmaps", |dir| {
             git.run(
                 Some(dir),
@@ -177,6 +237,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             label: "packgate".to_owned(),
             program: packgate.clone(),
             args: vec!["upload-pack".to_owned()],
+            service: Service::UploadPackV2,
             is_packgate: true,
             bitmaps: false,
         },
@@ -184,6 +245,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             label: "git upload-pack".to_owned(),
             program: args.git.clone(),
             args: vec!["upload-pack".to_owned()],
+            service: Service::UploadPackV2,
             is_packgate: false,
             bitmaps: false,
         },
@@ -193,17 +255,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             label: "git upload-pack, bitmaps".to_owned(),
             program: args.git.clone(),
             args: vec!["upload-pack".to_owned()],
+            service: Service::UploadPackV2,
             is_packgate: false,
             bitmaps: true,
         });
     }
+    let push_servers = [
+        Server {
+            label: "packgate".to_owned(),
+            program: packgate.clone(),
+            args: vec!["receive-pack".to_owned()],
+            service: Service::ReceivePack,
+            is_packgate: true,
+            bitmaps: false,
+        },
+        Server {
+            label: "git receive-pack".to_owned(),
+            program: args.git.clone(),
+            args: vec!["receive-pack".to_owned()],
+            service: Service::ReceivePack,
+            is_packgate: false,
+            bitmaps: false,
+        },
+    ];
 
     let work = target.join(format!("bench-work-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let result = (|| -> anyhow::Result<Vec<(Scenario, Vec<Row>)>> {
+    let result = (|| -> anyhow::Result<Vec<Outcome>> {
         let mut results = Vec::new();
-        for &scenario in &dedup(&args.scenarios) {
+        for &scenario in &scenarios {
             let request = match scenario {
                 Scenario::Clone => {
                     clone_request(&git, &work, &base, bitmapped.as_deref(), &servers)?
@@ -211,6 +292,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Scenario::Incremental => {
                     incremental_request(&git, &work, &args, &base, bitmapped.as_deref(), &servers)?
                 }
+                Scenario::PushMirror | Scenario::PushIncremental => {
+                    let push = push_request(&git, &work, &args, &base, scenario)?;
+                    eprintln!(
+                        "bench: {}: {} ref update(s), {} objects in a pack of {}",
+                        scenario.name(),
+                        push.commands.len(),
+                        push.pack_objects,
+                        human_size(push.pack_bytes)
+                    );
+                    let rows = measure_push(&git, &work, scenario, &push_servers, &push, args.runs);
+                    results.push(Outcome {
+                        scenario,
+                        note: push.note(scenario),
+                        rows,
+                    });
+                    continue;
+                }
+                // Replaced by its parts in `expand`.
+                Scenario::Push => continue,
             };
             eprintln!(
                 "bench: {}: {} wants, {} haves, {} objects needed",
@@ -220,21 +320,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 request.needed.len()
             );
             let rows = measure(&git, &work, scenario, &servers, &request, args.runs);
-            results.push((scenario, rows));
+            results.push(Outcome {
+                scenario,
+                note: String::new(),
+                rows,
+            });
         }
         Ok(results)
     })();
     let _ = fs::remove_dir_all(&work);
     let results = result?;
+    let load_after = load_average();
 
     let mut table = String::new();
-    for (scenario, rows) in &results {
-        table.push_str(&markdown_table(*scenario, rows));
+    for outcome in &results {
+        table.push_str(&markdown_table(
+            outcome.scenario,
+            &outcome.note,
+            &outcome.rows,
+        ));
     }
     println!("{table}");
+    eprintln!("bench: load average before {load_before}, after {load_after}");
 
     if !args.no_record {
-        let section = record_section(&git, &root, &built, &args, &table)?;
+        let load = format!("{load_before} before, {load_after} after");
+        let section = record_section(&git, &root, &built, &args, &load, &table)?;
         let results_file = root.join("benches").join("RESULTS.md");
         append_results(&results_file, &section)?;
         eprintln!("bench: appended to {}", results_file.display());
@@ -242,24 +353,47 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: done in {:.1?}", started.elapsed());
     let failed: Vec<String> = results
         .iter()
-        .flat_map(|(scenario, rows)| {
-            rows.iter()
+        .flat_map(|outcome| {
+            outcome
+                .rows
+                .iter()
                 .filter(|row| row.outcome.is_err())
-                .map(move |row| format!("{} ({})", row.label, scenario.name()))
+                .map(move |row| format!("{} ({})", row.label, outcome.scenario.name()))
         })
         .collect();
     ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
     Ok(())
 }
 
-fn dedup(scenarios: &[Scenario]) -> Vec<Scenario> {
+/// The scenarios in the order asked for, `push` replaced by its parts, each once.
+fn expand(scenarios: &[Scenario]) -> Vec<Scenario> {
     let mut out = Vec::new();
     for &scenario in scenarios {
-        if !out.contains(&scenario) {
-            out.push(scenario);
+        let parts: &[Scenario] = match scenario {
+            Scenario::Push => &[Scenario::PushMirror, Scenario::PushIncremental],
+            _ => std::slice::from_ref(&scenario),
+        };
+        for &part in parts {
+            if !out.contains(&part) {
+                out.push(part);
+            }
         }
     }
     out
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute load averages, as `uptime` prints them.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|load| !load.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn workspace_root() -> PathBuf {
@@ -392,23 +526,10 @@ fn incremental_request(
     bitmapped: Option<&Path>,
     servers: &[Server],
 ) -> anyhow::Result<Request> {
-    let head = git.run(Some(base), &["symbolic-ref", "--short", "HEAD"])?;
-    let append = Append {
-        branch: head.trim().to_owned(),
-        commits: BEHIND,
-        git: args.git.clone(),
-        ..Append::default()
-    };
-    let suffix = format!("ahead{BEHIND}");
-    let ahead = derived(base, &suffix, |dir| {
-        append_commits(dir, &append)?;
-        Ok(())
-    })?;
+    let append = ahead_append(git, args, base)?;
+    let ahead = ahead_copy(base, &append)?;
     let ahead_bitmapped = match bitmapped {
-        Some(bitmapped) => Some(derived(bitmapped, &suffix, |dir| {
-            append_commits(dir, &append)?;
-            Ok(())
-        })?),
+        Some(bitmapped) => Some(ahead_copy(bitmapped, &append)?),
         None => None,
     };
     let old: HashSet<String> = ref_values(git, base)?.into_iter().collect();
@@ -441,6 +562,25 @@ fn incremental_request(
         wants,
         haves,
         needed,
+    })
+}
+
+/// [`BEHIND`] commits on the default branch of `base`.
+fn ahead_append(git: &Git<'_>, args: &BenchArgs, base: &Path) -> anyhow::Result<Append> {
+    let head = git.run(Some(base), &["symbolic-ref", "--short", "HEAD"])?;
+    Ok(Append {
+        branch: head.trim().to_owned(),
+        commits: BEHIND,
+        git: args.git.clone(),
+        ..Append::default()
+    })
+}
+
+/// The cached copy of `repo` moved forward by `append` (`<repo>.ahead10.git`).
+fn ahead_copy(repo: &Path, append: &Append) -> anyhow::Result<PathBuf> {
+    derived(repo, &format!("ahead{BEHIND}"), |dir| {
+        append_commits(dir, append)?;
+        Ok(())
     })
 }
 
@@ -605,6 +745,524 @@ fn measure(
     rows
 }
 
+/// The all-zero object id: "no such ref" in a push command.
+const ZERO_OID: &str = "0000000000000000000000000000000000000000";
+
+/// One `<old> <new> <ref>` command of a push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PushCommand {
+    old: String,
+    new: String,
+    refname: String,
+}
+
+/// A recorded push and what every server must make of it.
+struct PushRequest {
+    /// The bytes `git push` sent to receive-pack: commands, flush, pack.
+    file: PathBuf,
+    /// The server's repository before the push; every run pushes into a fresh copy.
+    pristine: PathBuf,
+    commands: Vec<PushCommand>,
+    /// The capabilities on the first command.
+    capabilities: String,
+    /// Every ref of the server's repository after the push, name to value.
+    expected_refs: BTreeMap<String, String>,
+    pack_objects: u32,
+    pack_bytes: u64,
+}
+
+impl PushRequest {
+    /// The line under the scenario's heading.
+    fn note(&self, scenario: Scenario) -> String {
+        let what = match scenario {
+            Scenario::PushMirror => {
+                "`git push --mirror` of the fixture into an empty bare repository".to_owned()
+            }
+            _ => format!(
+                "`git push` of {BEHIND} new commits on the default branch (the fixture's \
+                 `ahead{BEHIND}` copy) into a copy of the fixture"
+            ),
+        };
+        format!(
+            "{what}: {} ref update{}, a pack of {} objects ({}); the client's capabilities: \
+             `{}`",
+            self.commands.len(),
+            if self.commands.len() == 1 { "" } else { "s" },
+            self.pack_objects,
+            human_size(self.pack_bytes),
+            self.capabilities
+        )
+    }
+}
+
+/// Records the push of `scenario` and works out what the servers must do with it.
+fn push_request(
+    git: &Git<'_>,
+    work: &Path,
+    args: &BenchArgs,
+    base: &Path,
+    scenario: Scenario,
+) -> anyhow::Result<PushRequest> {
+    let (client, pristine, refspecs) = match scenario {
+        Scenario::PushMirror => {
+            let empty = work.join("push-mirror.empty.git");
+            let _ = fs::remove_dir_all(&empty);
+            git.run(
+                None,
+                &[
+                    "-c",
+                    "init.defaultBranch=main",
+                    "init",
+                    "--quiet",
+                    "--bare",
+                    &path_str(&empty)?,
+                ],
+            )?;
+            (base.to_owned(), empty, vec!["--mirror".to_owned()])
+        }
+        _ => {
+            let append = ahead_append(git, args, base)?;
+            let ahead = ahead_copy(base, &append)?;
+            let refname = format!("refs/heads/{}", append.branch);
+            (ahead, base.to_owned(), vec![format!("{refname}:{refname}")])
+        }
+    };
+    eprintln!(
+        "bench: {}: recording `git push {}`…",
+        scenario.name(),
+        refspecs.join(" ")
+    );
+    let file = work.join(format!("{}.request", scenario.name()));
+    let pushed = capture_push(git, work, &client, &pristine, &refspecs, &file)?;
+
+    let request = fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let (commands, capabilities, pack) = parse_push_request(&request)?;
+    ensure!(!commands.is_empty(), "the recorded push has no commands");
+    ensure!(
+        pack.len() >= 32 && pack.starts_with(b"PACK"),
+        "the recorded push does not end in a pack"
+    );
+    let pack_objects = u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]]);
+    let pack_bytes = pack.len() as u64;
+
+    // What the push must leave: the server's refs with the commands applied, which must be
+    // the client's values of the pushed refs and what git itself made of the recorded push.
+    let mut expected_refs = all_refs(git, &pristine)?;
+    let client_refs = all_refs(git, &client)?;
+    for command in &commands {
+        let old = expected_refs
+            .get(&command.refname)
+            .map_or(ZERO_OID, String::as_str);
+        ensure!(
+            old == command.old,
+            "the recorded push expects {} at {}, the server has {old}",
+            command.refname,
+            command.old
+        );
+        ensure!(
+            client_refs.get(&command.refname) == Some(&command.new),
+            "the recorded push sets {} to {}, which is not the client's value",
+            command.refname,
+            command.new
+        );
+        expected_refs.insert(command.refname.clone(), command.new.clone());
+    }
+    if scenario == Scenario::PushMirror {
+        ensure!(
+            expected_refs == client_refs,
+            "the recorded mirror push does not update every ref of the client"
+        );
+    }
+    ensure!(
+        pushed == expected_refs,
+        "git receive-pack left other refs than the recorded commands say: {}",
+        ref_differences(&expected_refs, &pushed)
+    );
+    Ok(PushRequest {
+        file,
+        pristine,
+        commands,
+        capabilities,
+        expected_refs,
+        pack_objects,
+        pack_bytes,
+    })
+}
+
+/// Pushes from `client` into a copy of `pristine` with `git push <refspecs>` (options like
+/// `--mirror` among them go before the repository), through a
+/// wrapper that copies the client's side of the conversation into `file` before
+/// `git receive-pack` reads it. Returns the refs the copy has afterwards.
+fn capture_push(
+    git: &Git<'_>,
+    work: &Path,
+    client: &Path,
+    pristine: &Path,
+    refspecs: &[String],
+    file: &Path,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let target = work.join("capture.git");
+    copy_repo(pristine, &target)?;
+    let wrapper = work.join("receive-pack-tee");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\n\
+         # What the client sends goes to a file, and on to git receive-pack, whose answers\n\
+         # go straight back to the client.\n\
+         tee \"$PACKGATE_BENCH_CAPTURE\" | \"$PACKGATE_BENCH_GIT\" receive-pack \"$@\"\n",
+    )?;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))?;
+    // A path relative to us would not be one for the wrapper.
+    let git_program = if git.program.components().count() > 1 {
+        fs::canonicalize(git.program)
+            .with_context(|| format!("resolving {}", git.program.display()))?
+    } else {
+        git.program.to_owned()
+    };
+    let receive_pack = format!("--receive-pack={}", path_str(&wrapper)?);
+    let target_str = path_str(&target)?;
+    // `git push [<options>] <repository> [<refspec>…]`.
+    let (options, refspecs): (Vec<&String>, Vec<&String>) =
+        refspecs.iter().partition(|arg| arg.starts_with('-'));
+    let mut push_args = vec!["push", receive_pack.as_str()];
+    push_args.extend(options.iter().map(|arg| arg.as_str()));
+    push_args.push(&target_str);
+    push_args.extend(refspecs.iter().map(|arg| arg.as_str()));
+    let mut command = git.command(Some(client));
+    command
+        .args(&push_args)
+        .env("PACKGATE_BENCH_CAPTURE", file)
+        .env("PACKGATE_BENCH_GIT", &git_program);
+    git.finish(&mut command, &push_args, None)?;
+    let refs = all_refs(git, &target)?;
+    let _ = fs::remove_dir_all(&target);
+    Ok(refs)
+}
+
+/// `cp -a from to`, after removing `to`; then the copy is written out (`sync -f`), so that
+/// its dirty pages are not flushed while a server is timed.
+fn copy_repo(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(to);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    ensure!(
+        status.success(),
+        "`cp -a {} {}` failed",
+        from.display(),
+        to.display()
+    );
+    let status = Command::new("sync")
+        .arg("-f")
+        .arg(to)
+        .status()
+        .context("running sync")?;
+    ensure!(status.success(), "`sync -f {}` failed", to.display());
+    Ok(())
+}
+
+/// Every ref of `repo`, name to value.
+fn all_refs(git: &Git<'_>, repo: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let out = git.run(
+        Some(repo),
+        &["for-each-ref", "--format=%(refname) %(objectname)"],
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(name, oid)| (name.to_owned(), oid.to_owned()))
+        .collect())
+}
+
+/// A short account of how `got` differs from `expected`.
+fn ref_differences(expected: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> String {
+    let mut differences = Vec::new();
+    for (name, oid) in expected {
+        match got.get(name) {
+            None => differences.push(format!("{name} missing")),
+            Some(other) if other != oid => {
+                differences.push(format!("{name} at {other}, not {oid}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in got.keys().filter(|name| !expected.contains_key(*name)) {
+        differences.push(format!("unexpected {name}"));
+    }
+    let count = differences.len();
+    differences.truncate(5);
+    if count > differences.len() {
+        differences.push(format!("… {} more", count - differences.len()));
+    }
+    differences.join(", ")
+}
+
+/// One pkt-line.
+enum Pkt<'a> {
+    Flush,
+    /// A delimiter (`0001`) or response-end (`0002`) packet.
+    Special,
+    Data(&'a [u8]),
+}
+
+/// The pkt-line at `*position` in `data`, or `None` at its end.
+fn next_pkt<'a>(data: &'a [u8], position: &mut usize) -> anyhow::Result<Option<Pkt<'a>>> {
+    let rest = &data[*position..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    ensure!(rest.len() >= 4, "truncated pkt-line length");
+    let length = std::str::from_utf8(&rest[..4])
+        .ok()
+        .and_then(|text| usize::from_str_radix(text, 16).ok())
+        .with_context(|| {
+            format!(
+                "bad pkt-line length {:?}",
+                String::from_utf8_lossy(&rest[..4])
+            )
+        })?;
+    let pkt = match length {
+        0 => Pkt::Flush,
+        1 | 2 => Pkt::Special,
+        3 => bail!("bad pkt-line length 3"),
+        _ => {
+            ensure!(rest.len() >= length, "truncated pkt-line");
+            Pkt::Data(&rest[4..length])
+        }
+    };
+    *position += length.max(4);
+    Ok(Some(pkt))
+}
+
+/// A push as the client sends it: the commands, the capabilities of the first, and the pack.
+fn parse_push_request(request: &[u8]) -> anyhow::Result<(Vec<PushCommand>, String, &[u8])> {
+    let mut position = 0;
+    let mut commands = Vec::new();
+    let mut capabilities = String::new();
+    loop {
+        let line = match next_pkt(request, &mut position)? {
+            None => bail!("the recorded push ends before the flush after its commands"),
+            Some(Pkt::Flush) => break,
+            Some(Pkt::Special) => bail!("a special packet among the recorded push's commands"),
+            Some(Pkt::Data(line)) => line,
+        };
+        let line = String::from_utf8_lossy(line);
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        let (command, caps) = line.split_once('\0').unwrap_or((line, ""));
+        if commands.is_empty() {
+            caps.trim().clone_into(&mut capabilities);
+        }
+        let fields: Vec<&str> = command.split(' ').collect();
+        let [old, new, refname] = fields.as_slice() else {
+            bail!("a bad command in the recorded push: {command:?}");
+        };
+        commands.push(PushCommand {
+            old: (*old).to_owned(),
+            new: (*new).to_owned(),
+            refname: (*refname).to_owned(),
+        });
+    }
+    if capabilities.split(' ').any(|cap| cap == "push-options") {
+        while !matches!(next_pkt(request, &mut position)?, None | Some(Pkt::Flush)) {}
+    }
+    Ok((commands, capabilities, &request[position..]))
+}
+
+/// Checks a receive-pack response to `push`: the advertisement, then a report (on band 1 of
+/// the side band when the client asked for it) with `unpack ok` and `ok` for every command.
+fn check_push_response(response: &Path, push: &PushRequest) -> anyhow::Result<()> {
+    let data = fs::read(response)?;
+    let mut position = 0;
+    loop {
+        match next_pkt(&data, &mut position)? {
+            None => bail!("the response ends inside the advertisement"),
+            Some(Pkt::Flush) => break,
+            Some(Pkt::Data(line)) if line.starts_with(b"ERR ") => {
+                bail!("the server sent {}", String::from_utf8_lossy(line).trim());
+            }
+            Some(_) => {}
+        }
+    }
+    let sideband = push
+        .capabilities
+        .split(' ')
+        .any(|cap| cap == "side-band-64k" || cap == "side-band");
+    let report = if sideband {
+        let mut report = Vec::new();
+        while let Some(pkt) = next_pkt(&data, &mut position)? {
+            let Pkt::Data(payload) = pkt else { break };
+            match payload.first() {
+                Some(1) => report.extend_from_slice(&payload[1..]),
+                Some(2) => {}
+                Some(3) => bail!(
+                    "the server sent an error on band 3: {}",
+                    String::from_utf8_lossy(&payload[1..]).trim()
+                ),
+                _ => bail!("a response packet without a side-band byte"),
+            }
+        }
+        report
+    } else {
+        data[position..].to_vec()
+    };
+
+    let mut position = 0;
+    let mut unpack = None;
+    let mut accepted = HashSet::new();
+    loop {
+        let line = match next_pkt(&report, &mut position)? {
+            None => bail!("the report ends without a flush"),
+            Some(Pkt::Flush) => break,
+            Some(Pkt::Special) => bail!("a special packet in the report"),
+            Some(Pkt::Data(line)) => String::from_utf8_lossy(line).trim_end().to_owned(),
+        };
+        if let Some(status) = line.strip_prefix("unpack ") {
+            unpack = Some(status.to_owned());
+        } else if let Some(refname) = line.strip_prefix("ok ") {
+            accepted.insert(refname.to_owned());
+        } else if let Some(refused) = line.strip_prefix("ng ") {
+            bail!("the server refused {refused}");
+        } else if !line.starts_with("option ") {
+            bail!("an unexpected report line {line:?}");
+        }
+    }
+    ensure!(
+        unpack.as_deref() == Some("ok"),
+        "the report says unpack {}",
+        unpack.as_deref().unwrap_or("nothing")
+    );
+    let missing: Vec<&str> = push
+        .commands
+        .iter()
+        .filter(|command| !accepted.contains(&command.refname))
+        .map(|command| command.refname.as_str())
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the report has no `ok` for {} of {} refs, e.g. {}",
+        missing.len(),
+        push.commands.len(),
+        missing[0]
+    );
+    Ok(())
+}
+
+/// Checks the repository after a push: exactly the expected refs, no quarantine left behind
+/// and, with `fsck`, `git fsck` content.
+fn check_pushed_repo(
+    git: &Git<'_>,
+    repo: &Path,
+    push: &PushRequest,
+    fsck: bool,
+) -> anyhow::Result<()> {
+    let refs = all_refs(git, repo)?;
+    ensure!(
+        refs == push.expected_refs,
+        "wrong refs after the push: {}",
+        ref_differences(&push.expected_refs, &refs)
+    );
+    for entry in fs::read_dir(repo.join("objects"))? {
+        let name = entry?.file_name();
+        ensure!(
+            !name.to_string_lossy().starts_with("tmp_objdir"),
+            "a quarantine was left behind: objects/{}",
+            name.to_string_lossy()
+        );
+    }
+    if fsck {
+        git.run(Some(repo), &["fsck", "--no-progress"])
+            .context("the repository after the push")?;
+    }
+    Ok(())
+}
+
+/// Warm-up and check, then the interleaved timed runs, of one push.
+fn measure_push(
+    git: &Git<'_>,
+    work: &Path,
+    scenario: Scenario,
+    servers: &[Server],
+    push: &PushRequest,
+    runs: usize,
+) -> Vec<Row> {
+    let repo = work.join("push-target.git");
+    let response = work.join("push-response");
+    let checked = || Checked {
+        objects: push.pack_objects,
+        pack_bytes: push.pack_bytes,
+    };
+    let mut rows: Vec<Row> = servers
+        .iter()
+        .map(|server| {
+            eprintln!(
+                "bench: {}: warm-up and check of {}",
+                scenario.name(),
+                server.label
+            );
+            let outcome = push_once(git, work, server, push, &repo, &response, true)
+                .map(|_| (checked(), Vec::new()))
+                .map_err(|err| format!("{err:#}"));
+            if let Err(err) = &outcome {
+                eprintln!("bench: {} FAILED: {err}", server.label);
+            }
+            Row {
+                label: server.label.clone(),
+                is_packgate: server.is_packgate,
+                outcome,
+            }
+        })
+        .collect();
+    for run in 0..runs {
+        for (index, server) in servers.iter().enumerate() {
+            let Ok((_, samples)) = &mut rows[index].outcome else {
+                continue;
+            };
+            match push_once(git, work, server, push, &repo, &response, false) {
+                Ok(sample) => {
+                    eprintln!(
+                        "bench: {} run {}/{runs}: {} {:.3}s wall, {:.2}s CPU, {} MiB",
+                        scenario.name(),
+                        run + 1,
+                        server.label,
+                        sample.wall.as_secs_f64(),
+                        sample.cpu,
+                        sample.rss_kib / 1024
+                    );
+                    samples.push(sample);
+                }
+                Err(err) => {
+                    eprintln!("bench: {} FAILED: {err:#}", server.label);
+                    rows[index].outcome = Err(format!("run {}: {err:#}", run + 1));
+                }
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&repo);
+    let _ = fs::remove_file(&response);
+    rows
+}
+
+/// One push: a fresh copy of the server's repository (not timed), the timed server run, and
+/// the checks of its response and of the repository (not timed).
+fn push_once(
+    git: &Git<'_>,
+    work: &Path,
+    server: &Server,
+    push: &PushRequest,
+    repo: &Path,
+    response: &Path,
+    fsck: bool,
+) -> anyhow::Result<Sample> {
+    copy_repo(&push.pristine, repo)?;
+    let sample = run_server(server, repo, &push.file, Some(response), work)?;
+    check_push_response(response, push).context("the response")?;
+    check_pushed_repo(git, repo, push, fsck)?;
+    Ok(sample)
+}
+
 /// One run of `server` under GNU time, the response to `response` or `/dev/null`.
 fn run_server(
     server: &Server,
@@ -624,12 +1282,21 @@ fn run_server(
         .args(["-f", "%e %U %S %M", "-o"])
         .arg(&times)
         .arg(&server.program)
-        .args(&server.args)
-        .arg("--stateless-rpc")
-        .arg(repo);
+        .args(&server.args);
     isolate(&mut command);
+    match server.service {
+        Service::UploadPackV2 => {
+            command
+                .arg("--stateless-rpc")
+                .arg(repo)
+                .env("GIT_PROTOCOL", "version=2");
+        }
+        // `isolate` removed any `GIT_PROTOCOL`: protocol v0.
+        Service::ReceivePack => {
+            command.arg(repo);
+        }
+    }
     command
-        .env("GIT_PROTOCOL", "version=2")
         .stdin(File::open(request)?)
         .stdout(stdout)
         .stderr(File::create(&stderr_path)?);
@@ -849,9 +1516,12 @@ fn summarize(samples: &[Sample]) -> Summary {
     }
 }
 
-fn markdown_table(scenario: Scenario, rows: &[Row]) -> String {
+fn markdown_table(scenario: Scenario, note: &str, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "**{}**\n", scenario.name());
+    if !note.is_empty() {
+        let _ = writeln!(out, "{note}\n");
+    }
     out.push_str(
         "| server | objects | pack | wall median s | wall min–max s | CPU median s \
          | peak RSS MiB | wall git/pg | CPU git/pg | RSS git/pg |\n",
@@ -913,6 +1583,7 @@ fn record_section(
     root: &Path,
     built: &packgate_fixture::BuiltFixture,
     args: &BenchArgs,
+    load: &str,
     table: &str,
 ) -> anyhow::Result<String> {
     let date = Command::new("date")
@@ -956,7 +1627,10 @@ fn record_section(
         .unwrap_or_default();
 
     let mut out = String::new();
-    let scenarios: Vec<&str> = dedup(&args.scenarios).iter().map(|s| s.name()).collect();
+    let scenarios = expand(&args.scenarios);
+    let fetches = scenarios.iter().any(|scenario| !scenario.is_push());
+    let pushes = scenarios.iter().any(|scenario| scenario.is_push());
+    let scenarios: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
     let _ = writeln!(
         out,
         "## {date}: {} on `{}`\n",
@@ -970,7 +1644,7 @@ fn record_section(
         out,
         "- fixture: `{file_name}` (preset `{}`, `git repack -ad`{}), {} objects, {} refs",
         args.preset,
-        if args.bitmaps {
+        if args.bitmaps && fetches {
             "; bitmaps row: a copy after `git repack -adb`"
         } else {
             ""
@@ -978,6 +1652,18 @@ fn record_section(
         built.objects,
         built.refs
     );
+    if pushes {
+        let _ = writeln!(
+            out,
+            "- push: the bytes a real `git push` sent to receive-pack (commands, flush, pack) \
+             recorded once through a `tee` wrapper given as `--receive-pack`, then replayed \
+             as standard input of `<server> receive-pack <repo>` (protocol v0, response to a \
+             file); each run pushes into a fresh `cp -a` copy of the server's repository made \
+             outside the timed region. Every run's report (`unpack ok`, `ok` per ref) and refs \
+             are checked, and `git fsck` after each server's warm-up"
+        );
+    }
+    let _ = writeln!(out, "- load average (1/5/15 min, shared machine): {load}");
     let _ = writeln!(
         out,
         "- {} timed runs per server after one checked warm-up, interleaved; medians, max RSS; \
@@ -1002,7 +1688,8 @@ fn append_results(path: &Path, section: &str) -> anyhow::Result<()> {
              alone, same repository, same run. Wall time is measured around the server \
              process; CPU (user+sys) and peak RSS come from GNU time and include the \
              children the server waits for (git's `pack-objects`); peak RSS is that of the \
-             largest single process.\n\n",
+             largest single process. Push sections replay a recorded `git push` to \
+             `receive-pack` instead (see each section).\n\n",
         )?;
     }
     let mut file = fs::OpenOptions::new().append(true).open(path)?;
@@ -1129,6 +1816,95 @@ mod tests {
         assert!((cpu - 0.75).abs() < 1e-9);
         assert_eq!(rss, 2048);
         Ok(())
+    }
+
+    fn pkt(text: &[u8]) -> Vec<u8> {
+        let mut out = format!("{:04x}", text.len() + 4).into_bytes();
+        out.extend_from_slice(text);
+        out
+    }
+
+    #[test]
+    fn push_request_is_parsed() -> anyhow::Result<()> {
+        let new = "1111111111111111111111111111111111111111";
+        let mut request = pkt(format!(
+            "{ZERO_OID} {new} refs/heads/main\0 report-status-v2 side-band-64k\n"
+        )
+        .as_bytes());
+        request.extend(pkt(format!("{ZERO_OID} {new} refs/tags/v1\n").as_bytes()));
+        request.extend_from_slice(b"0000PACK\0\0\0\x02\0\0\0\x05");
+        let (commands, capabilities, pack) = parse_push_request(&request)?;
+        assert_eq!(capabilities, "report-status-v2 side-band-64k");
+        assert_eq!(commands.len(), 2);
+        assert_eq!(commands[1].refname, "refs/tags/v1");
+        assert_eq!(commands[0].new, new);
+        assert_eq!(pack, b"PACK\0\0\0\x02\0\0\0\x05");
+        Ok(())
+    }
+
+    #[test]
+    fn push_response_is_checked() -> anyhow::Result<()> {
+        let command = |refname: &str| PushCommand {
+            old: ZERO_OID.to_owned(),
+            new: ZERO_OID.replace('0', "1"),
+            refname: refname.to_owned(),
+        };
+        let push = PushRequest {
+            file: PathBuf::new(),
+            pristine: PathBuf::new(),
+            commands: vec![command("refs/heads/main"), command("refs/tags/v1")],
+            capabilities: "report-status side-band-64k".to_owned(),
+            expected_refs: BTreeMap::new(),
+            pack_objects: 0,
+            pack_bytes: 0,
+        };
+        let respond = |report: &[&[u8]]| -> anyhow::Result<()> {
+            let mut inner = Vec::new();
+            for line in report {
+                inner.extend(pkt(line));
+            }
+            inner.extend_from_slice(b"0000");
+            let mut response = pkt(b"0000... capabilities^{}\0report-status side-band-64k\n");
+            response.extend_from_slice(b"0000");
+            response.extend(pkt(b"\x02progress\n"));
+            for chunk in inner.chunks(10) {
+                let mut band = vec![1];
+                band.extend_from_slice(chunk);
+                response.extend(pkt(&band));
+            }
+            response.extend_from_slice(b"0000");
+            let path = input_file()?;
+            fs::write(&path, response)?;
+            let result = check_push_response(&path, &push);
+            let _ = fs::remove_file(&path);
+            result
+        };
+        respond(&[
+            b"unpack ok\n",
+            b"ok refs/heads/main\n",
+            b"ok refs/tags/v1\n",
+        ])?;
+        assert!(respond(&[b"unpack ok\n", b"ok refs/heads/main\n"]).is_err());
+        assert!(respond(&[
+            b"unpack ok\n",
+            b"ok refs/heads/main\n",
+            b"ng refs/tags/v1 no\n"
+        ])
+        .is_err());
+        assert!(respond(&[b"unpack index-pack failed\n"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn push_expands() {
+        assert_eq!(
+            expand(&[Scenario::PushIncremental, Scenario::Push, Scenario::Clone]),
+            [
+                Scenario::PushIncremental,
+                Scenario::PushMirror,
+                Scenario::Clone
+            ]
+        );
     }
 
     #[test]
