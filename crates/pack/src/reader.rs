@@ -16,9 +16,9 @@ use gix_hash::{oid, ObjectId};
 use gix_object::{Data, Kind};
 use gix_pack::{data::entry::Header, Find as _};
 
-/// How much decoded object data one reader keeps. git keeps 96 MiB (`core.deltaBaseCacheLimit`)
-/// per process; a reader is made per walking thread, so each keeps half of that.
-pub const DEFAULT_CACHE_BYTES: usize = 48 * 1024 * 1024;
+/// How much decoded object data one reader keeps by default: git's default
+/// `core.deltaBaseCacheLimit`. A reader is made per walking thread.
+pub const DEFAULT_CACHE_BYTES: usize = 96 * 1024 * 1024;
 
 /// Reads objects through a delta-base cache. Cloning gives a reader with an empty cache of
 /// the same size (one per thread).

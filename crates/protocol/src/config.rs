@@ -161,7 +161,7 @@ fn take_quoted(input: &str) -> Result<(String, &str), ConfigError> {
 }
 
 /// The settings upload-pack honours.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UploadPackConfig {
     /// `transfer.hideRefs` followed by `uploadpack.hideRefs`, in order.
     pub hide_refs: Vec<BString>,
@@ -173,6 +173,22 @@ pub struct UploadPackConfig {
     pub allow_any_sha1_in_want: bool,
     /// `pack.threads`: threads for pack generation; `None` (or 0) uses every core.
     pub pack_threads: Option<usize>,
+    /// `core.deltaBaseCacheLimit`: decoded objects each walking thread keeps while walking
+    /// trees (git's default, 96 MiB, unless configured).
+    pub delta_base_cache_limit: usize,
+}
+
+impl Default for UploadPackConfig {
+    fn default() -> Self {
+        UploadPackConfig {
+            hide_refs: Vec::new(),
+            allow_tip_sha1_in_want: false,
+            allow_reachable_sha1_in_want: false,
+            allow_any_sha1_in_want: false,
+            pack_threads: None,
+            delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
+        }
+    }
 }
 
 impl UploadPackConfig {
@@ -198,6 +214,14 @@ impl UploadPackConfig {
             })?
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n > 0);
+        let delta_base_cache_limit = config
+            .integer("core.deltaBaseCacheLimit")
+            .map_err(|source| ConfigError::Value {
+                key: "core.deltaBaseCacheLimit".into(),
+                source,
+            })?
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(packgate_pack::reader::DEFAULT_CACHE_BYTES);
         Ok(UploadPackConfig {
             hide_refs,
             allow_tip_sha1_in_want: allow_any || boolean("uploadpack.allowTipSHA1InWant")?,
@@ -205,6 +229,7 @@ impl UploadPackConfig {
                 || boolean("uploadpack.allowReachableSHA1InWant")?,
             allow_any_sha1_in_want: allow_any,
             pack_threads,
+            delta_base_cache_limit,
         })
     }
 
@@ -292,6 +317,13 @@ mod tests {
         .unwrap();
         let config = UploadPackConfig::from_config(&file).unwrap();
         assert!(config.allow_tip_sha1_in_want);
+        assert_eq!(
+            config.delta_base_cache_limit,
+            packgate_pack::reader::DEFAULT_CACHE_BYTES
+        );
+        let small = load(dir.path(), Some("'core.deltaBaseCacheLimit'='16m'")).unwrap();
+        let small = UploadPackConfig::from_config(&small).unwrap();
+        assert_eq!(small.delta_base_cache_limit, 16 * 1024 * 1024);
         assert_eq!(config.hide_refs, vec![BString::from("refs/x")]);
     }
 }

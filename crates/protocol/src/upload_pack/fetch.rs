@@ -207,7 +207,7 @@ fn send_pack<W: Write>(
     // Walks read trees along delta chains: resolve each chain step once, as git does.
     let reader = packgate_pack::reader::CachingReader::new(
         repo.objects().clone(),
-        packgate_pack::reader::DEFAULT_CACHE_BYTES,
+        upload_pack.config.delta_base_cache_limit,
     );
     let enumeration = match packgate_pack::enumerate::enumerate(
         &reader,
