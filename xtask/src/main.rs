@@ -26,7 +26,7 @@ struct Cli {
 enum Task {
     /// Build a deterministic bare repository from a named preset.
     Fixture(FixtureArgs),
-    /// Measure packgate against git upload-pack on the same repository.
+    /// Measure packgate against git (upload-pack, receive-pack) on the same repository.
     Bench(bench::BenchArgs),
 }
 
