@@ -3,7 +3,13 @@
 
 mod stdio;
 
-use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -144,21 +150,7 @@ fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
         out.get_mut().flush()?;
         return Ok(ExitCode::from(EXIT_FATAL));
     }
-    let lookup = if args.strict {
-        PathLookup::Strict
-    } else {
-        PathLookup::Lenient
-    };
-    let config_parameters = std::env::var("GIT_CONFIG_PARAMETERS").ok();
-    let repo = match Repository::open(&args.directory, lookup, config_parameters.as_deref()) {
-        Ok(repo) => repo,
-        Err(err) => {
-            let mut out = PacketWriter::new(std::io::stdout().lock());
-            out.error(format!("upload-pack: {err}"))?;
-            out.get_mut().flush()?;
-            return Err(err).context("could not open the repository");
-        }
-    };
+    let repo = open_for_session(&args.directory, args.strict, "upload-pack")?;
     let upload_pack = UploadPack::new(&repo)?;
     let options = SessionOptions {
         stateless: args.stateless_rpc,
@@ -180,21 +172,7 @@ fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
         Ok(value) if value.split(':').any(|entry| entry == "version=1") => ProtocolVersion::V1,
         _ => ProtocolVersion::V0,
     };
-    let lookup = if args.strict {
-        PathLookup::Strict
-    } else {
-        PathLookup::Lenient
-    };
-    let config_parameters = std::env::var("GIT_CONFIG_PARAMETERS").ok();
-    let repo = match Repository::open(&args.directory, lookup, config_parameters.as_deref()) {
-        Ok(repo) => repo,
-        Err(err) => {
-            let mut out = PacketWriter::new(std::io::stdout().lock());
-            out.error(format!("receive-pack: {err}"))?;
-            out.get_mut().flush()?;
-            return Err(err).context("could not open the repository");
-        }
-    };
+    let repo = open_for_session(&args.directory, args.strict, "receive-pack")?;
     let receive_pack = ReceivePack::new(&repo)?;
     let options = ReceivePackOptions {
         stateless: args.stateless_rpc,
@@ -211,6 +189,23 @@ fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
     } = session_io(args.timeout)?;
     let result = receive_pack.serve(input, output, &options).map(drop);
     session_end(result, timeout.as_ref())
+}
+
+/// Open the repository a stdio session serves, the way git finds it (`strict`: the path must
+/// be the git directory itself). A failure is told to the client as `ERR <service>: …`.
+fn open_for_session(directory: &Path, strict: bool, service: &str) -> anyhow::Result<Repository> {
+    let lookup = if strict {
+        PathLookup::Strict
+    } else {
+        PathLookup::Lenient
+    };
+    let config_parameters = std::env::var("GIT_CONFIG_PARAMETERS").ok();
+    Repository::open(directory, lookup, config_parameters.as_deref()).or_else(|err| {
+        let mut out = PacketWriter::new(std::io::stdout().lock());
+        out.error(format!("{service}: {err}"))?;
+        out.get_mut().flush()?;
+        Err(err).context("could not open the repository")
+    })
 }
 
 /// Standard input and output for a session, with `--timeout=N` (0: none).
