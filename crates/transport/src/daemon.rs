@@ -13,7 +13,8 @@ use std::{
 };
 
 use bstr::{BStr, BString, ByteSlice};
-use tokio::{io::AsyncReadExt, net::TcpListener, sync::Semaphore};
+use tokio::{io::AsyncReadExt, net::TcpListener};
+use tracing::Instrument;
 
 use crate::pkt_line::{self, Decoded, Packet};
 
@@ -175,37 +176,15 @@ pub async fn serve(
     options: DaemonOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(options.max_connections));
     let options = Arc::new(options);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; closing");
-            drop(stream);
-            continue;
-        };
+    let max_connections = options.max_connections;
+    crate::listener::accept_loop(listener, max_connections, shutdown, move |stream, peer| {
         let handler = Arc::clone(&handler);
         let options = Arc::clone(&options);
-        tokio::spawn(async move {
-            let span = tracing::info_span!("git", %peer);
-            let _entered = span.enter();
-            if let Err(err) = connection(stream, handler, &options).await {
-                tracing::debug!(%err, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
+        async move { connection(stream, handler, &options).await }
+            .instrument(tracing::info_span!("git", %peer))
+    })
+    .await
 }
 
 async fn connection(

@@ -53,7 +53,7 @@ use hyper::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
-    sync::{mpsc, oneshot, Semaphore},
+    sync::{mpsc, oneshot},
 };
 
 use tracing::Instrument;
@@ -365,36 +365,15 @@ pub async fn serve<H: SmartHttpHandler>(
     options: HttpOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(options.max_connections));
     let options = Arc::new(options);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; closing");
-            drop(stream);
-            continue;
-        };
+    let max_connections = options.max_connections;
+    crate::listener::accept_loop(listener, max_connections, shutdown, move |stream, peer| {
         let handler = Arc::clone(&handler);
         let options = Arc::clone(&options);
-        let connection = async move {
-            if let Err(err) = serve_connection(stream, handler, options).await {
-                tracing::debug!(%err, "connection ended with an error");
-            }
-            drop(permit);
-        };
-        tokio::spawn(connection.instrument(tracing::info_span!("http", %peer)));
-    }
+        async move { serve_connection(stream, handler, options).await }
+            .instrument(tracing::info_span!("http", %peer))
+    })
+    .await
 }
 
 /// Serve HTTP/1.1 (with keep-alive) on one connection until the client closes it, an error

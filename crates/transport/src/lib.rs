@@ -53,6 +53,7 @@
 
 pub mod daemon;
 pub mod http;
+pub mod listener;
 pub mod pkt_line;
 pub mod sideband;
 pub mod v2;
