@@ -17,8 +17,8 @@ use crate::util::{
 };
 
 /// A running `packgate serve` with both front-ends on ephemeral loopback ports, killed when
-/// dropped.
-struct Server {
+/// dropped. `serve` tests use it too.
+pub(crate) struct Server {
     child: Child,
     git_address: String,
     http_address: String,
@@ -26,14 +26,14 @@ struct Server {
 
 /// Whether the server accepts pushes over HTTP.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Push {
+pub(crate) enum Push {
     Refused,
     AllowedWithoutAuthentication,
 }
 
 impl Server {
     /// Serve `root` and wait (bounded) for the ready lines of both front-ends.
-    fn start(root: &Path, push: Push) -> Server {
+    pub(crate) fn start(root: &Path, push: Push) -> Server {
         let mut command = Command::new(PACKGATE);
         command.args(["serve", "--git", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
         if push == Push::AllowedWithoutAuthentication {
@@ -81,11 +81,11 @@ impl Server {
         }
     }
 
-    fn http_url(&self, path: &str) -> String {
+    pub(crate) fn http_url(&self, path: &str) -> String {
         format!("http://{}/{path}", self.http_address)
     }
 
-    fn git_url(&self, path: &str) -> String {
+    pub(crate) fn git_url(&self, path: &str) -> String {
         format!("git://{}/{path}", self.git_address)
     }
 

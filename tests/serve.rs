@@ -1,64 +1,9 @@
 //! `packgate serve`: the README's serve command, over git:// on loopback.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
+use crate::{
+    http::{Push, Server},
+    util::{assert_same_refs, fsck, refs, shared_fixture, Dir, Git},
 };
-
-use crate::util::{assert_same_refs, fsck, refs, shared_fixture, Dir, Git, PACKGATE};
-
-/// A running `packgate serve`, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    /// Serve `root` on an ephemeral loopback port and wait (bounded) for its ready line.
-    fn start(root: &std::path::Path) -> Server {
-        let mut child = Command::new(PACKGATE)
-            .args(["serve", "--git", "127.0.0.1:0"])
-            .arg(root)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start packgate serve: {error}"));
-        let stderr = child
-            .stderr
-            .take()
-            .unwrap_or_else(|| panic!("no stderr pipe"));
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let ready = receiver
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|error| panic!("packgate serve printed no ready line: {error}"));
-        let address = ready
-            .split("git://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected ready line: {ready}"))
-            .to_owned();
-        Server { child, address }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("git://{}/{path}", self.address)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn clone_over_git_protocol() {
@@ -67,12 +12,12 @@ fn clone_over_git_protocol() {
     let root = dir.join("repos");
     std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
     dir.copy_tree(&source.path, &root.join("small.git"));
-    let server = Server::start(&root);
+    let server = Server::start(&root, Push::Refused);
     for (n, git) in Git::all().into_iter().enumerate() {
         let destination = dir.join(&format!("clone-{n}"));
         dir.git(&git)
             .args(["-c", "protocol.version=2", "clone", "--mirror"])
-            .arg(server.url("small.git"))
+            .arg(server.git_url("small.git"))
             .arg(&destination)
             .run();
         fsck(&dir, &git, &destination);
@@ -95,13 +40,13 @@ fn refuses_paths_outside_the_root_and_unsupported_requests() {
     dir.copy_tree(&source.path, &root.join("tiny.git"));
     // A repository beside the root, reachable only by escaping it.
     dir.copy_tree(&source.path, &dir.join("outside.git"));
-    let server = Server::start(&root);
+    let server = Server::start(&root, Push::Refused);
     let git = Git::newest();
     for path in ["../outside.git", "%2e%2e/outside.git", "missing.git"] {
         let output = dir
             .git(&git)
             .args(["-c", "protocol.version=2", "ls-remote"])
-            .arg(server.url(path))
+            .arg(server.git_url(path))
             .output();
         assert!(!output.status.success(), "{path} must be refused: {output}");
         assert!(
@@ -114,7 +59,7 @@ fn refuses_paths_outside_the_root_and_unsupported_requests() {
     let output = dir
         .git(&git)
         .args(["-c", "protocol.version=0", "ls-remote"])
-        .arg(server.url("tiny.git"))
+        .arg(server.git_url("tiny.git"))
         .output();
     assert!(!output.status.success(), "v0 must be refused: {output}");
     assert!(
@@ -124,7 +69,7 @@ fn refuses_paths_outside_the_root_and_unsupported_requests() {
     let output = dir
         .git(&git)
         .args(["push", "--dry-run"])
-        .arg(server.url("tiny.git"))
+        .arg(server.git_url("tiny.git"))
         .arg("refs/heads/main:refs/heads/other")
         .current_dir(&source.path)
         .output();
@@ -135,6 +80,6 @@ fn refuses_paths_outside_the_root_and_unsupported_requests() {
     // The server is still serving after all of that.
     dir.git(&git)
         .args(["-c", "protocol.version=2", "ls-remote"])
-        .arg(server.url("tiny.git"))
+        .arg(server.git_url("tiny.git"))
         .run();
 }
