@@ -58,14 +58,14 @@ struct ServeArgs {
     /// Where the git:// front-end listens.
     #[arg(long = "git", value_name = "ADDR", default_value = "127.0.0.1:9418")]
     git_addr: std::net::SocketAddr,
-    /// Also serve smart HTTP here (fetch with protocol v2; push only with
-    /// --http-allow-push-without-auth).
-    #[arg(long = "http", value_name = "ADDR")]
-    http_addr: Option<std::net::SocketAddr>,
+    /// Where the smart HTTP front-end listens, or `off` (fetch with protocol v2; push only
+    /// with --http-allow-push-without-auth).
+    #[arg(long = "http", value_name = "ADDR|off", default_value = "127.0.0.1:8080", value_parser = parse_http_addr)]
+    http: HttpListen,
     /// DANGEROUS: accept pushes over HTTP from anyone who can reach --http, to every
     /// repository served, without authentication (packgate does not authenticate yet). Only
     /// for trusted networks or behind a proxy that authenticates.
-    #[arg(long, requires = "http_addr")]
+    #[arg(long)]
     http_allow_push_without_auth: bool,
     /// Tell refused clients why, instead of only "access denied or repository not exported".
     #[arg(long)]
@@ -251,6 +251,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ErrorDetail::Terse
     };
     let service = Arc::new(DaemonService::new(registry.clone(), errors));
+    if args.http_allow_push_without_auth && args.http.0.is_none() {
+        anyhow::bail!("--http-allow-push-without-auth needs the HTTP front-end (--http is off)");
+    }
     let push = if args.http_allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
     } else {
@@ -264,7 +267,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.git_addr)
             .await
             .with_context(|| format!("could not listen on {}", args.git_addr))?;
-        let http_listener = match args.http_addr {
+        let http_listener = match args.http.0 {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
                     .await
@@ -328,6 +331,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Where the HTTP front-end listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HttpListen(Option<std::net::SocketAddr>);
+
+/// `--http ADDR`, or `off` for no HTTP front-end.
+fn parse_http_addr(value: &str) -> Result<HttpListen, String> {
+    if value == "off" {
+        return Ok(HttpListen(None));
+    }
+    value
+        .parse()
+        .map(|addr| HttpListen(Some(addr)))
+        .map_err(|err| format!("{err} (an address like 127.0.0.1:8080, or off)"))
+}
+
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -345,4 +363,43 @@ async fn shutdown_signal() {
 /// `GIT_PROTOCOL` is a colon-separated list of `key=value` entries.
 fn asks_for_version_2(value: &str) -> bool {
     value.split(':').any(|entry| entry == "version=2")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_addresses() {
+        assert_eq!(parse_http_addr("off"), Ok(HttpListen(None)));
+        assert_eq!(
+            parse_http_addr("127.0.0.1:8080"),
+            Ok(HttpListen(Some(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                8080
+            )))))
+        );
+        assert!(parse_http_addr("8080").is_err());
+        assert!(parse_http_addr("").is_err());
+    }
+
+    #[test]
+    fn serve_defaults_to_both_front_ends_on_loopback() {
+        let cli = Cli::try_parse_from(["packgate", "serve"]).map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Serve(args),
+        }) = cli
+        else {
+            panic!("serve did not parse: {cli:?}", cli = cli.err());
+        };
+        assert_eq!(args.root, PathBuf::from("./repos"));
+        assert_eq!(
+            args.git_addr,
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9418))
+        );
+        assert_eq!(
+            args.http,
+            HttpListen(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))))
+        );
+    }
 }
