@@ -42,9 +42,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send objects to a git client: a drop-in for git-upload-pack (protocol v2).
-    UploadPack(UploadPackArgs),
+    UploadPack(StdioServiceArgs),
     /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
-    ReceivePack(ReceivePackArgs),
+    ReceivePack(StdioServiceArgs),
     /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2) and, with
     /// --http, smart HTTP.
     Serve(ServeArgs),
@@ -72,34 +72,13 @@ struct ServeArgs {
     informative_errors: bool,
 }
 
+/// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
 #[derive(Args)]
-struct UploadPackArgs {
+struct StdioServiceArgs {
     /// Serve exactly one request, without the advertisement unless asked for (smart HTTP).
     #[arg(long)]
     stateless_rpc: bool,
-    /// Only send the capability advertisement, then exit.
-    #[arg(long)]
-    advertise_refs: bool,
-    /// The same as --advertise-refs, as git-http-backend calls it.
-    #[arg(long)]
-    http_backend_info_refs: bool,
-    /// Do not try <directory>/.git or <directory>.git.
-    #[arg(long)]
-    strict: bool,
-    /// End the session when the client sends or takes nothing for this many seconds while
-    /// the server waits for it (time the server spends working does not count).
-    #[arg(long, value_name = "N")]
-    timeout: Option<u64>,
-    /// The repository: a bare repository or a work tree.
-    directory: PathBuf,
-}
-
-#[derive(Args)]
-struct ReceivePackArgs {
-    /// Serve exactly one push, without the advertisement unless asked for (smart HTTP).
-    #[arg(long)]
-    stateless_rpc: bool,
-    /// Only send the ref advertisement, then exit.
+    /// Only send the advertisement, then exit.
     #[arg(long)]
     advertise_refs: bool,
     /// The same as --advertise-refs, as git-http-backend calls it.
@@ -139,7 +118,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
+fn upload_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
     let version_2 = std::env::var("GIT_PROTOCOL").is_ok_and(|value| asks_for_version_2(&value));
     if !version_2 {
         // Refuse clearly rather than leave a v0/v1 client waiting for an advertisement.
@@ -166,7 +145,7 @@ fn upload_pack(args: UploadPackArgs) -> anyhow::Result<ExitCode> {
     session_end(result, timeout.as_ref())
 }
 
-fn receive_pack(args: ReceivePackArgs) -> anyhow::Result<ExitCode> {
+fn receive_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
     // Push has no protocol v2: a client asking for it gets v0, as from git.
     let version = match std::env::var("GIT_PROTOCOL") {
         Ok(value) if value.split(':').any(|entry| entry == "version=1") => ProtocolVersion::V1,
