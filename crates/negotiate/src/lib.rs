@@ -359,7 +359,7 @@ impl Graph {
         let mut result = None;
         for _ in 0..64 {
             match read(db, &current, &mut buf)? {
-                Some((Kind::Tag, range)) => match tag_target(&buf[range]) {
+                Some((Kind::Tag, range)) => match packgate_object::tag_target(&buf[range]) {
                     Some(target) => current = target,
                     None => break,
                 },
@@ -563,39 +563,10 @@ fn read(
     id: &oid,
     buf: &mut Vec<u8>,
 ) -> Result<Option<(Kind, Range<usize>)>, Error> {
-    let read_error = |source| Error::Read {
+    packgate_object::read(db, id, buf).map_err(|source| Error::Read {
         id: id.to_owned(),
         source,
-    };
-    let (kind, address, len) = match db.try_find(id, buf).map_err(read_error)? {
-        Some(data) => (data.kind, data.data.as_ptr() as usize, data.data.len()),
-        None => return Ok(None),
-    };
-    let base = buf.as_ptr() as usize;
-    if len == 0 {
-        return Ok(Some((kind, 0..0)));
-    }
-    if address >= base && address + len <= base + buf.len() {
-        let start = address - base;
-        return Ok(Some((kind, start..start + len)));
-    }
-    // The data lives in the database's own memory, not in `buf`: read it again and copy it.
-    let mut elsewhere = Vec::new();
-    match db.try_find(id, &mut elsewhere).map_err(read_error)? {
-        Some(data) => {
-            buf.clear();
-            buf.extend_from_slice(data.data);
-            Ok(Some((data.kind, 0..buf.len())))
-        }
-        None => Ok(None),
-    }
-}
-
-/// The target of a tag: its `object` header, as git's `parse_tag_buffer()` reads it.
-fn tag_target(data: &[u8]) -> Option<ObjectId> {
-    let rest = data.strip_prefix(b"object ")?;
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    ObjectId::from_hex(&rest[..end]).ok()
+    })
 }
 
 /// The committer date and parents of a commit, the way git's `parse_commit_buffer()` reads
@@ -621,39 +592,7 @@ fn parse_commit(data: &[u8], kind: gix_hash::Kind) -> Option<(u64, Vec<ObjectId>
         parents.push(ObjectId::from_hex(&line[7..7 + hex_len]).ok()?);
         end += parent_line_len;
     }
-    Some((commit_date(&data[end..]), parents))
-}
-
-/// git's `parse_commit_date()`, given the data after the `parent` lines: the committer time, 0
-/// if it can't be read.
-fn commit_date(data: &[u8]) -> u64 {
-    if !data.starts_with(b"author") {
-        return 0;
-    }
-    let Some(end_of_author) = data.iter().position(|&b| b == b'\n') else {
-        return 0;
-    };
-    let Some(line) = data[end_of_author + 1..].strip_prefix(b"committer") else {
-        return 0;
-    };
-    let line = match line.iter().position(|&b| b == b'\n') {
-        Some(end) => &line[..end],
-        None => line,
-    };
-    let Some(after_email) = line.iter().rposition(|&b| b == b'>') else {
-        return 0;
-    };
-    let after_email = &line[after_email + 1..];
-    let blanks = after_email
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    let digits = &after_email[blanks..];
-    let digits = &digits[..digits.iter().take_while(|b| b.is_ascii_digit()).count()];
-    digits.iter().fold(0u64, |date, &digit| {
-        date.saturating_mul(10)
-            .saturating_add(u64::from(digit - b'0'))
-    })
+    Some((packgate_object::commit_date(&data[end..]), parents))
 }
 
 #[cfg(test)]

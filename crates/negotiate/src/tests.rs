@@ -341,27 +341,6 @@ fn reachable() {
 }
 
 #[test]
-fn commit_dates() {
-    fn check(header: &str, expected: u64) {
-        assert_eq!(commit_date(header.as_bytes()), expected, "{header:?}");
-    }
-    check(
-        "author A <a> 1 +0000\ncommitter C <c> 1234567890 +0100\n",
-        1234567890,
-    );
-    check("author A <a> 1 +0000\ncommitter C <c> \t 42 +0100", 42);
-    check(
-        "author A <a> 1 +0000\ncommitter C <c> 99999999999999999999999 +0000\n",
-        u64::MAX,
-    );
-    check("author A <a> 1 +0000\ncommitter C <c> -5 +0000\n", 0);
-    check("author A <a> 1 +0000\ncommitter C <c>\n", 0);
-    check("author A <a> 1 +0000\ncommitter no email 5\n", 0);
-    check("author A <a> 1 +0000\n", 0);
-    check("", 0);
-}
-
-#[test]
 fn commits_parse_like_git() {
     let tree = "4b825dc642cb6eb9a060e54bf8d69288fbe4904b";
     let parent = "1111111111111111111111111111111111111111";

@@ -423,11 +423,13 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
                     let Some((_, range)) = read_object(self.db, &id, &mut self.commit_buf)? else {
                         return Err(EnumerateError::Missing { id });
                     };
-                    id = tag_target(&self.commit_buf[range]).ok_or(EnumerateError::Corrupt {
-                        id,
-                        kind,
-                        reason: "no valid 'object' line",
-                    })?;
+                    id = packgate_object::tag_target(&self.commit_buf[range]).ok_or(
+                        EnumerateError::Corrupt {
+                            id,
+                            kind,
+                            reason: "no valid 'object' line",
+                        },
+                    )?;
                 }
                 Kind::Commit => {
                     let node = self.graph.node(&id);
@@ -460,7 +462,7 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
                     let Some((_, range)) = read_object(self.db, &id, &mut self.commit_buf)? else {
                         return Ok(());
                     };
-                    match tag_target(&self.commit_buf[range]) {
+                    match packgate_object::tag_target(&self.commit_buf[range]) {
                         Some(target) => id = target,
                         None => return Ok(()),
                     }
@@ -1241,40 +1243,14 @@ fn read_object<Find: gix_object::Find>(
     id: &oid,
     buf: &mut Vec<u8>,
 ) -> Result<Option<(Kind, Range<usize>)>, EnumerateError> {
-    let read_error = |source| EnumerateError::Read {
+    let found = packgate_object::read(db, id, buf).map_err(|source| EnumerateError::Read {
         id: id.to_owned(),
         source,
-    };
-    let (kind, address, len) = match db.try_find(id, buf).map_err(read_error)? {
-        Some(data) => (data.kind, data.data.as_ptr() as usize, data.data.len()),
-        None if id.is_empty_tree() => return Ok(Some((Kind::Tree, 0..0))),
-        None => return Ok(None),
-    };
-    let base = buf.as_ptr() as usize;
-    if len == 0 {
-        return Ok(Some((kind, 0..0)));
-    }
-    if address >= base && address + len <= base + buf.len() {
-        let start = address - base;
-        return Ok(Some((kind, start..start + len)));
-    }
-    // The data lives in the database's own memory, not in `buf`: read it again and copy it.
-    let mut elsewhere = Vec::new();
-    match db.try_find(id, &mut elsewhere).map_err(read_error)? {
-        Some(data) => {
-            buf.clear();
-            buf.extend_from_slice(data.data);
-            Ok(Some((data.kind, 0..buf.len())))
-        }
-        None => Ok(None),
-    }
-}
-
-/// The target of a tag: its `object` header, as git's `parse_tag_buffer()` reads it.
-fn tag_target(data: &[u8]) -> Option<ObjectId> {
-    let rest = data.strip_prefix(b"object ")?;
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    ObjectId::from_hex(&rest[..end]).ok()
+    })?;
+    Ok(match found {
+        None if id.is_empty_tree() => Some((Kind::Tree, 0..0)),
+        found => found,
+    })
 }
 
 /// The parts of a commit the walk needs, parsed the way git's `parse_commit_buffer()` does.
@@ -1309,7 +1285,7 @@ impl CommitHeader {
         Ok(CommitHeader {
             tree,
             parents: tree_line_len..end,
-            date: commit_date(&data[end..]),
+            date: packgate_object::commit_date(&data[end..]),
         })
     }
 
@@ -1326,37 +1302,6 @@ impl CommitHeader {
                 ObjectId::from_hex(&line[7..7 + hex_len]).map_err(|_| "bad parents in commit")
             })
     }
-}
-
-/// Git's `parse_commit_date()`, given the data after the `parent` lines.
-fn commit_date(data: &[u8]) -> u64 {
-    if !data.starts_with(b"author") {
-        return 0;
-    }
-    let Some(end_of_author) = data.iter().position(|&b| b == b'\n') else {
-        return 0;
-    };
-    let Some(line) = data[end_of_author + 1..].strip_prefix(b"committer") else {
-        return 0;
-    };
-    let line = match line.iter().position(|&b| b == b'\n') {
-        Some(end) => &line[..end],
-        None => line,
-    };
-    let Some(after_email) = line.iter().rposition(|&b| b == b'>') else {
-        return 0;
-    };
-    let after_email = &line[after_email + 1..];
-    let blanks = after_email
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    let digits = &after_email[blanks..];
-    let digits = &digits[..digits.iter().take_while(|b| b.is_ascii_digit()).count()];
-    digits.iter().fold(0u64, |date, &digit| {
-        date.saturating_mul(10)
-            .saturating_add(u64::from(digit - b'0'))
-    })
 }
 
 enum EntryKind {
@@ -2100,28 +2045,6 @@ mod tests {
         let some = enumerate(&db, &[*good], &haves, &options, &AtomicBool::new(false)).unwrap();
         assert_eq!(some.objects(), &[*good]);
         assert!(some.client_has().contains(&blob));
-    }
-
-    #[test]
-    fn commit_dates() {
-        fn check(header: &str, expected: u64) {
-            assert_eq!(commit_date(header.as_bytes()), expected, "{header:?}");
-        }
-        check(
-            "author A <a> 1 +0000\ncommitter C <c> 1234567890 +0100\n",
-            1234567890,
-        );
-        check("author A <a> 1 +0000\ncommitter C <c> \t 42 +0100", 42);
-        check(
-            "author A <a> 1 +0000\ncommitter C <c> 99999999999999999999999 +0000\n",
-            u64::MAX,
-        );
-        check("author A <a> 1 +0000\ncommitter C <c> -5 +0000\n", 0);
-        check("author A <a> 1 +0000\ncommitter C <c>\n", 0);
-        check("author A <a> 1 +0000\ncommitter no email 5\n", 0);
-        check("author A <a> 1 +0000\n", 0);
-        check("committer C <c> 5 +0000\n", 0);
-        check("", 0);
     }
 
     #[test]
