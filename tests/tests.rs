@@ -18,6 +18,8 @@
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
+//! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
+//!   no thread.
 
 mod pkt;
 mod util;
@@ -31,3 +33,4 @@ mod large;
 mod ls_remote;
 mod receive_pack;
 mod serve;
+mod sessions;

@@ -7,19 +7,26 @@
 //! refused client is told `access denied or repository not exported: <path>` unless the
 //! operator asked for informative errors.
 
-use std::io::{Read, Write};
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+};
 
 use bstr::ByteSlice;
 use packgate_transport::{
-    daemon::{ConnectionHandler, RequestHead, Service},
+    daemon::{
+        CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead, Service, Session,
+        LOG_TARGET,
+    },
     pkt_line::PacketWriter,
+    v2,
 };
 
 use crate::{
     receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::{AccessError, Registry},
     repository::Repository,
-    upload_pack::{SessionOptions, UploadPack},
+    upload_pack::{Flow, ServeError, SessionOptions, UploadPack},
 };
 
 /// How much a refused client is told.
@@ -142,20 +149,23 @@ impl DaemonService {
 }
 
 impl ConnectionHandler for DaemonService {
-    fn handle(&self, head: RequestHead, input: &mut dyn Read, output: &mut dyn Write) {
+    fn open(&self, head: &RequestHead, _peer: SocketAddr) -> Session {
         let path = head.path.to_str_lossy().into_owned();
-        let refuse = |output: &mut dyn Write, message: String| {
-            let mut out = PacketWriter::new(output);
-            let _ = out.error(message).and_then(|()| out.get_mut().flush());
-        };
-        let repo = match self.open(&head) {
+        let service = head.service.as_str().trim_start_matches("git-");
+        tracing::info!(target: LOG_TARGET, "Request {service} for '{path}'");
+        let repo = match self.open(head) {
             Ok(repo) => repo,
             Err(refused) => {
-                tracing::info!(service = head.service.as_str(), %path, reason = %refused, "refused");
-                return refuse(output, self.refusal_message(&refused, &path));
+                match &refused {
+                    Refused::ServiceDisabled => {
+                        tracing::warn!(target: LOG_TARGET, "'{service}': service not enabled for '{path}'")
+                    }
+                    other => tracing::warn!(target: LOG_TARGET, "'{path}': {other}"),
+                }
+                return Session::Refused(self.refusal_message(&refused, &path));
             }
         };
-        let result = match head.service {
+        match head.service {
             Service::ReceivePack => {
                 // Push has no protocol v2: a client asking for it gets v0, as from git.
                 let version = if head.extra_parameters.iter().any(|p| p == "version=1") {
@@ -163,38 +173,109 @@ impl ConnectionHandler for DaemonService {
                 } else {
                     ProtocolVersion::V0
                 };
-                let receive_pack = match ReceivePack::new(&repo) {
-                    Ok(receive_pack) => receive_pack,
-                    Err(err) => return refuse(output, format!("receive-pack: {err}")),
-                };
-                let options = ReceivePackOptions {
-                    version,
-                    ..ReceivePackOptions::default()
-                };
-                receive_pack.serve(input, output, &options).map(drop)
+                if let Err(err) = ReceivePack::new(&repo) {
+                    return Session::Refused(format!("receive-pack: {err}"));
+                }
+                Session::Exchange(Box::new(PushSession { repo, version }))
             }
             _ => {
                 if !head.wants_version_2() {
-                    return refuse(
-                        output,
-                        "packgate serves fetches over protocol v2 only; use 'git -c \
-                         protocol.version=2'"
-                            .into(),
-                    );
+                    return Session::Refused(V2_ONLY.into());
                 }
-                let upload_pack = match UploadPack::new(&repo) {
-                    Ok(upload_pack) => upload_pack,
-                    Err(err) => return refuse(output, format!("upload-pack: {err}")),
-                };
-                upload_pack.serve(input, output, &SessionOptions::default())
-            }
-        };
-        if let Err(err) = result {
-            if err.is_disconnect() {
-                tracing::debug!(%err, "client went away");
-            } else {
-                tracing::info!(%err, "session ended with an error");
+                if let Err(err) = UploadPack::new(&repo) {
+                    return Session::Refused(format!("upload-pack: {err}"));
+                }
+                Session::Commands(Box::new(FetchSession { repo }))
             }
         }
+    }
+}
+
+/// What a client asking for upload-pack over v0/v1 is told.
+const V2_ONLY: &str =
+    "packgate serves fetches over protocol v2 only; use 'git -c protocol.version=2'";
+
+/// A fetch session: upload-pack's commands, one request at a time.
+struct FetchSession {
+    repo: Repository,
+}
+
+impl FetchSession {
+    fn upload_pack(&self) -> std::io::Result<UploadPack<'_>> {
+        // Checked when the session was opened; the configuration has not changed since.
+        UploadPack::new(&self.repo).map_err(std::io::Error::other)
+    }
+}
+
+impl CommandHandler for FetchSession {
+    fn advertise(&mut self, output: &mut dyn Write) -> std::io::Result<()> {
+        let mut out = PacketWriter::new(output);
+        self.upload_pack()?
+            .advertise(&mut out)
+            .map_err(std::io::Error::other)
+    }
+
+    fn limits(&self) -> v2::Limits {
+        SessionOptions::default().request_limits
+    }
+
+    fn handle(&mut self, request: v2::Request, output: &mut dyn Write) -> Next {
+        let mut out = PacketWriter::new(output);
+        let result = self
+            .upload_pack()
+            .map_err(ServeError::from)
+            .and_then(|upload_pack| upload_pack.handle(request, &mut out));
+        match result {
+            Ok(Flow::Continue) => Next::Continue,
+            Ok(Flow::End) => Next::Close,
+            Err(err) => {
+                log_session_error(&err);
+                Next::Close
+            }
+        }
+    }
+}
+
+/// A push: the advertisement, then the client's commands and pack.
+struct PushSession {
+    repo: Repository,
+    version: ProtocolVersion,
+}
+
+impl ExchangeHandler for PushSession {
+    fn advertise(&mut self, output: &mut dyn Write) -> std::io::Result<()> {
+        let receive_pack = ReceivePack::new(&self.repo).map_err(std::io::Error::other)?;
+        let mut out = PacketWriter::new(output);
+        if self.version == ProtocolVersion::V1 {
+            out.write_text("version 1").map_err(std::io::Error::other)?;
+        }
+        receive_pack
+            .advertise(&mut out)
+            .map_err(std::io::Error::other)
+    }
+
+    fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
+        let result = ReceivePack::new(&self.repo)
+            .map_err(|err| ServeError::Failed(err.to_string()))
+            .and_then(|receive_pack| {
+                // The advertisement is out; what follows is one stateless exchange.
+                let options = ReceivePackOptions {
+                    stateless: true,
+                    version: self.version,
+                    ..ReceivePackOptions::default()
+                };
+                receive_pack.serve(input, output, &options).map(drop)
+            });
+        if let Err(err) = result {
+            log_session_error(&err);
+        }
+    }
+}
+
+fn log_session_error(err: &ServeError) {
+    if err.is_disconnect() {
+        tracing::debug!(%err, "client went away");
+    } else {
+        tracing::info!(%err, "session ended with an error");
     }
 }

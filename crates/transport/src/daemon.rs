@@ -8,15 +8,22 @@
 
 use std::{
     io::{Read, Write},
+    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
 
 use bstr::{BStr, BString, ByteSlice};
-use tokio::{io::AsyncReadExt, net::TcpListener};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 use tracing::Instrument;
 
-use crate::pkt_line::{self, Decoded, Packet};
+use crate::{
+    pkt_line::{self, Decoded, Packet},
+    v2,
+};
 
 /// The service a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +141,77 @@ pub fn parse_request_head(data: &[u8]) -> Result<RequestHead, HeadError> {
     })
 }
 
-/// What runs a session once the head is read. Implemented by the protocol layer; it sees
-/// blocking streams only.
+/// What the front-end does with a connection once its head is read: decided by the
+/// [`ConnectionHandler`].
+pub enum Session {
+    /// Refuse: the client is sent `ERR <message>` and the connection is closed.
+    Refused(String),
+    /// A protocol v2 session. The front-end sends the handler's advertisement, then reads
+    /// each request itself — asynchronously, so a client that sits idle between commands
+    /// holds no thread — and hands it to the handler on the blocking pool.
+    Commands(Box<dyn CommandHandler>),
+    /// A session whose client speaks once after the advertisement (a push: its commands,
+    /// then the pack). The front-end sends the advertisement, waits without a thread until
+    /// the client sends something, then runs the exchange on the blocking pool.
+    Exchange(Box<dyn ExchangeHandler>),
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Session::Refused(message) => f.debug_tuple("Refused").field(message).finish(),
+            Session::Commands(_) => f.write_str("Commands"),
+            Session::Exchange(_) => f.write_str("Exchange"),
+        }
+    }
+}
+
+/// Whether a session goes on after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next request.
+    Continue,
+    /// Close the connection.
+    Close,
+}
+
+/// Answers the requests of a protocol v2 session. Its methods run on the blocking pool and
+/// write to the connection (with the idle timeout on every write).
+pub trait CommandHandler: Send + 'static {
+    /// Write the capability advertisement.
+    fn advertise(&mut self, output: &mut dyn Write) -> std::io::Result<()>;
+
+    /// How large a request may be.
+    fn limits(&self) -> v2::Limits {
+        v2::Limits::default()
+    }
+
+    /// Answer one request, completely or ending in an error the client is told about.
+    fn handle(&mut self, request: v2::Request, output: &mut dyn Write) -> Next;
+
+    /// Tell the client its request is malformed; the connection is closed afterwards.
+    fn reject(&mut self, error: &v2::RequestError, output: &mut dyn Write) {
+        let mut out = pkt_line::PacketWriter::new(output);
+        let _ = out.error(error.to_string());
+    }
+}
+
+/// Runs a session in which the client speaks once, after the advertisement. Its methods run
+/// on the blocking pool; reads and writes have the idle timeout.
+pub trait ExchangeHandler: Send + 'static {
+    /// Write the advertisement.
+    fn advertise(&mut self, output: &mut dyn Write) -> std::io::Result<()>;
+
+    /// Read the client's part and answer it. Errors are the handler's to report to the
+    /// client and to log; the connection is closed afterwards.
+    fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write);
+}
+
+/// What decides, per connection, what to run. Implemented by the protocol layer.
 pub trait ConnectionHandler: Send + Sync + 'static {
-    /// Serve the session `head` asks for over `input` and `output`. Errors are the handler's
-    /// to report to the client and to log; the connection is closed afterwards either way.
-    fn handle(&self, head: RequestHead, input: &mut dyn Read, output: &mut dyn Write);
+    /// Decide what to do with the session `head` asks for, from `peer`. Runs on the
+    /// blocking pool (it may open a repository).
+    fn open(&self, head: &RequestHead, peer: SocketAddr) -> Session;
 
     /// Tell a client whose head could not be parsed why (as an `ERR` line).
     fn reject(&self, error: &HeadError, output: &mut dyn Write) {
@@ -155,7 +227,7 @@ pub struct DaemonOptions {
     pub init_timeout: Duration,
     /// How long a session may go without traffic in either direction.
     pub idle_timeout: Duration,
-    /// The most connections served at once; more are closed on arrival.
+    /// The most connections served at once; more are refused on arrival.
     pub max_connections: usize,
 }
 
@@ -169,6 +241,13 @@ impl Default for DaemonOptions {
     }
 }
 
+/// The `tracing` target of the events an operator of a git daemon expects in its log
+/// (connections, their parameters, requests, refusals), worded as git daemon words them.
+pub const LOG_TARGET: &str = "packgate::daemon";
+
+/// What a client beyond `max_connections` is told before the connection is closed.
+const TOO_MANY_CONNECTIONS: &str = "too many connections; try again later";
+
 /// Accept connections on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -178,49 +257,278 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
     let max_connections = options.max_connections;
-    crate::listener::accept_loop(listener, max_connections, shutdown, move |stream, peer| {
-        let handler = Arc::clone(&handler);
-        let options = Arc::clone(&options);
-        async move { connection(stream, handler, &options).await }
+    crate::listener::accept_loop_refusing(
+        listener,
+        max_connections,
+        shutdown,
+        move |stream, peer| {
+            let handler = Arc::clone(&handler);
+            let options = Arc::clone(&options);
+            async move {
+                tracing::info!(target: LOG_TARGET, "Connection from {peer}");
+                let result = connection(stream, peer, handler, &options).await;
+                match &result {
+                    Ok(()) => tracing::info!(target: LOG_TARGET, "Disconnected"),
+                    Err(err) => {
+                        tracing::info!(target: LOG_TARGET, "Disconnected (with error: {err})")
+                    }
+                }
+                result
+            }
             .instrument(tracing::info_span!("git", %peer))
-    })
+        },
+        |stream, peer| async move {
+            tracing::warn!(target: LOG_TARGET, "Too many connections, refusing {peer}");
+            refuse_busy(stream).await;
+        },
+    )
     .await
 }
 
+/// Tell a client over the connection cap why it is turned away, without waiting for it.
+async fn refuse_busy(mut stream: TcpStream) {
+    let mut message = Vec::new();
+    pkt_line::encode_error(TOO_MANY_CONNECTIONS, &mut message);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&message)).await;
+}
+
 async fn connection(
-    mut stream: tokio::net::TcpStream,
+    mut stream: TcpStream,
+    peer: SocketAddr,
     handler: Arc<dyn ConnectionHandler>,
     options: &DaemonOptions,
 ) -> std::io::Result<()> {
     let head = tokio::time::timeout(options.init_timeout, read_head(&mut stream))
         .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "no request head in time")
-        })??;
+        .map_err(|_| timed_out("no request head in time"))??;
+    let head = match head {
+        Ok(head) => head,
+        Err(err) => {
+            tracing::info!(target: LOG_TARGET, "Bad request: {err}");
+            let handler = Arc::clone(&handler);
+            blocking(stream, options, move |_input, output| {
+                handler.reject(&err, output)
+            })
+            .await?;
+            return Ok(());
+        }
+    };
+    if let Some(host) = &head.host {
+        tracing::info!(target: LOG_TARGET, "Extended attribute \"host\": {}", BStr::new(host));
+    }
+    if !head.extra_parameters.is_empty() {
+        tracing::info!(target: LOG_TARGET, "Extended attribute \"protocol\": {}", head.git_protocol());
+    }
+    let session = {
+        let handler = Arc::clone(&handler);
+        let head = head.clone();
+        tokio::task::spawn_blocking(move || handler.open(&head, peer))
+            .await
+            .map_err(std::io::Error::other)?
+    };
+    match session {
+        Session::Refused(message) => {
+            let (stream, ()) = blocking(stream, options, move |_input, output| {
+                let mut out = pkt_line::PacketWriter::new(output);
+                let _ = out.error(message);
+            })
+            .await?;
+            drop(stream);
+            Ok(())
+        }
+        Session::Commands(handler) => commands(stream, handler, options).await,
+        Session::Exchange(handler) => exchange(stream, handler, options).await,
+    }
+}
+
+/// A protocol v2 session: the advertisement, then requests until the client ends it.
+async fn commands(
+    stream: TcpStream,
+    mut handler: Box<dyn CommandHandler>,
+    options: &DaemonOptions,
+) -> std::io::Result<()> {
+    let (mut stream, (returned, advertised)) = blocking(stream, options, move |_input, output| {
+        let result = handler.advertise(output);
+        (handler, result)
+    })
+    .await?;
+    advertised?;
+    handler = returned;
+    let mut parser = v2::RequestParser::new(handler.limits());
+    let mut buffer = Vec::new();
+    loop {
+        let read = tokio::time::timeout(
+            options.idle_timeout,
+            read_request(&mut stream, &mut parser, &mut buffer),
+        )
+        .await
+        .map_err(|_| timed_out("client idle for too long"))?;
+        let request = match read {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(RequestRead::Io(err)) => return Err(err),
+            Err(RequestRead::Invalid(err)) => {
+                tracing::info!(%err, "bad request");
+                blocking(stream, options, move |_input, output| {
+                    handler.reject(&err, output)
+                })
+                .await?;
+                return Ok(());
+            }
+        };
+        let (returned_stream, (returned, next)) =
+            blocking(stream, options, move |_input, output| {
+                let next = handler.handle(request, output);
+                (handler, next)
+            })
+            .await?;
+        stream = returned_stream;
+        handler = returned;
+        if next == Next::Close {
+            return Ok(());
+        }
+    }
+}
+
+/// A session in which the client speaks once after the advertisement.
+async fn exchange(
+    stream: TcpStream,
+    mut handler: Box<dyn ExchangeHandler>,
+    options: &DaemonOptions,
+) -> std::io::Result<()> {
+    let (stream, (handler, result)) = blocking(stream, options, move |_input, output| {
+        let result = handler.advertise(output);
+        (handler, result)
+    })
+    .await?;
+    result?;
+    // Wait for the client's first bytes (or its hang-up) without holding a thread.
+    tokio::time::timeout(options.idle_timeout, stream.readable())
+        .await
+        .map_err(|_| timed_out("client idle for too long"))??;
+    blocking(stream, options, move |input, output| {
+        handler.exchange(input, output)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Why no request could be read.
+enum RequestRead {
+    /// The connection failed.
+    Io(std::io::Error),
+    /// The client sent something that is not a valid request.
+    Invalid(v2::RequestError),
+}
+
+/// Read the next v2 request. `Ok(None)` when the client ends the session (a flush-pkt, or
+/// the connection closing between requests). `buffer` keeps bytes read past the request.
+async fn read_request(
+    stream: &mut TcpStream,
+    parser: &mut v2::RequestParser,
+    buffer: &mut Vec<u8>,
+) -> Result<Option<v2::Request>, RequestRead> {
+    loop {
+        // Take every whole packet already buffered.
+        let mut consumed = 0;
+        let outcome = loop {
+            match pkt_line::decode(&buffer[consumed..]) {
+                Ok(Decoded::Complete {
+                    packet,
+                    consumed: n,
+                }) => {
+                    consumed += n;
+                    match parser.push(packet) {
+                        Ok(v2::Parsed::NeedMorePackets) => {}
+                        Ok(v2::Parsed::Complete(request)) => break Some(Ok(Some(request))),
+                        Ok(v2::Parsed::SessionEnd) => break Some(Ok(None)),
+                        Err(err) => break Some(Err(RequestRead::Invalid(err))),
+                    }
+                }
+                Ok(Decoded::Incomplete { .. }) => break None,
+                Err(err) => {
+                    break Some(Err(RequestRead::Invalid(v2::RequestError::Read(
+                        pkt_line::ReadError::Decode(err),
+                    ))))
+                }
+            }
+        };
+        buffer.drain(..consumed);
+        if let Some(outcome) = outcome {
+            if buffer.capacity() > READ_CHUNK * 4 {
+                buffer.shrink_to(READ_CHUNK);
+            }
+            return outcome;
+        }
+        let start = buffer.len();
+        buffer.resize(start + READ_CHUNK, 0);
+        let read = stream.read(&mut buffer[start..]).await;
+        buffer.truncate(start + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) if buffer.is_empty() => {
+                return parser
+                    .end_of_input()
+                    .map(|()| None)
+                    .map_err(RequestRead::Invalid)
+            }
+            Ok(0) => {
+                return Err(RequestRead::Invalid(v2::RequestError::Read(
+                    pkt_line::ReadError::UnexpectedEof {
+                        expected: pkt_line::decode(buffer)
+                            .ok()
+                            .and_then(|decoded| match decoded {
+                                Decoded::Incomplete { needed } => Some(buffer.len() + needed),
+                                Decoded::Complete { .. } => None,
+                            })
+                            .unwrap_or(buffer.len()),
+                        received: buffer.len(),
+                    },
+                )))
+            }
+            Ok(_) => {}
+            Err(err) => return Err(RequestRead::Io(err)),
+        }
+    }
+}
+
+/// How much is read from a connection at once while waiting for a request.
+const READ_CHUNK: usize = 4096;
+
+/// Run `work` on the blocking pool over the connection, with the idle timeout on every read
+/// and write; hand the connection back afterwards with what `work` returned.
+async fn blocking<T: Send + 'static>(
+    stream: TcpStream,
+    options: &DaemonOptions,
+    work: impl FnOnce(&mut dyn Read, &mut dyn Write) -> T + Send + 'static,
+) -> std::io::Result<(TcpStream, T)> {
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(options.idle_timeout))?;
     stream.set_write_timeout(Some(options.idle_timeout))?;
-    tokio::task::spawn_blocking(move || {
-        let mut input = std::io::BufReader::new(&stream);
-        let mut output = std::io::BufWriter::new(&stream);
-        match head {
-            Ok(head) => {
-                tracing::info!(service = head.service.as_str(), path = %BStr::new(&head.path), "request");
-                handler.handle(head, &mut input, &mut output);
-            }
-            Err(err) => handler.reject(&err, &mut output),
-        }
-        let _ = output.flush();
+    let (stream, value) = tokio::task::spawn_blocking(move || {
+        let value = {
+            let mut input = std::io::BufReader::new(&stream);
+            let mut output = std::io::BufWriter::with_capacity(64 * 1024, &stream);
+            let value = work(&mut input, &mut output);
+            let flushed = output.flush();
+            (value, flushed)
+        };
+        (stream, value)
     })
     .await
-    .map_err(std::io::Error::other)
+    .map_err(std::io::Error::other)?;
+    let (value, flushed) = value;
+    flushed?;
+    stream.set_nonblocking(true)?;
+    Ok((TcpStream::from_std(stream)?, value))
+}
+
+fn timed_out(message: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, message)
 }
 
 /// Read exactly one pkt-line (the head) without reading past it.
-async fn read_head(
-    stream: &mut tokio::net::TcpStream,
-) -> std::io::Result<Result<RequestHead, HeadError>> {
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Result<RequestHead, HeadError>> {
     let mut length = [0u8; 4];
     stream.read_exact(&mut length).await?;
     let needed = match pkt_line::decode(&length) {

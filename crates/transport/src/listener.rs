@@ -23,6 +23,35 @@ where
     Connection: Future<Output = Result<(), Error>> + Send + 'static,
     Error: std::fmt::Display,
 {
+    accept_loop_refusing(
+        listener,
+        max_connections,
+        shutdown,
+        serve_one,
+        |stream, peer| async move {
+            tracing::warn!(%peer, "too many connections; closing");
+            drop(stream);
+        },
+    )
+    .await
+}
+
+/// [`accept_loop`], with `refuse_one` telling a connection beyond `max_connections` why it
+/// is turned away (in its own task; it should be quick and bounded in time).
+pub async fn accept_loop_refusing<Serve, Connection, Error, Refuse, Refusal>(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+    serve_one: Serve,
+    refuse_one: Refuse,
+) -> std::io::Result<()>
+where
+    Serve: Fn(TcpStream, SocketAddr) -> Connection,
+    Connection: Future<Output = Result<(), Error>> + Send + 'static,
+    Error: std::fmt::Display,
+    Refuse: Fn(TcpStream, SocketAddr) -> Refusal,
+    Refusal: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -39,8 +68,7 @@ where
             () = &mut shutdown => return Ok(()),
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; closing");
-            drop(stream);
+            tokio::spawn(refuse_one(stream, peer));
             continue;
         };
         let connection = serve_one(stream, peer);

@@ -1,0 +1,203 @@
+//! git:// sessions of `packgate serve`: push when a repository enables it, and what an idle
+//! connection costs (a task, not a thread).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    time::Duration,
+};
+
+use crate::{
+    http::{Push, Server},
+    util::{fsck, shared_fixture, Dir, Git},
+};
+
+/// A pkt-line with `payload`.
+fn pkt(payload: &[u8]) -> Vec<u8> {
+    let mut line = format!("{:04x}", payload.len() + 4).into_bytes();
+    line.extend_from_slice(payload);
+    line
+}
+
+/// Reads pkt-lines until a flush-pkt; returns the payloads. Panics on a timeout or EOF.
+fn read_until_flush(stream: &mut TcpStream) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
+    // Bounded: an advertisement or ls-refs response of a test repository is short.
+    for _ in 0..10_000 {
+        let mut length = [0u8; 4];
+        stream
+            .read_exact(&mut length)
+            .unwrap_or_else(|error| panic!("reading a pkt-line length: {error}"));
+        let length = std::str::from_utf8(&length)
+            .ok()
+            .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("bad pkt-line length {length:?}"));
+        if length == 0 {
+            return payloads;
+        }
+        let mut payload = vec![0; length.saturating_sub(4)];
+        stream
+            .read_exact(&mut payload)
+            .unwrap_or_else(|error| panic!("reading a pkt-line: {error}"));
+        payloads.push(payload);
+    }
+    panic!("no flush-pkt after 10000 packets");
+}
+
+/// Opens a git:// v2 upload-pack session and reads the capability advertisement.
+fn open_session(address: &str, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address)
+        .unwrap_or_else(|error| panic!("connecting to {address}: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+    let head = format!("git-upload-pack {path}\0host=127.0.0.1\0\0version=2\0");
+    stream
+        .write_all(&pkt(head.as_bytes()))
+        .unwrap_or_else(|error| panic!("sending the request head: {error}"));
+    let advertisement = read_until_flush(&mut stream);
+    assert_eq!(
+        advertisement.first().map(Vec::as_slice),
+        Some(&b"version 2\n"[..]),
+        "not a v2 advertisement: {advertisement:?}"
+    );
+    stream
+}
+
+/// Sends `ls-refs` for `refs/heads/` and returns the ref lines.
+fn ls_refs(stream: &mut TcpStream) -> Vec<String> {
+    let mut request = pkt(b"command=ls-refs\n");
+    request.extend_from_slice(b"0001");
+    request.extend_from_slice(&pkt(b"ref-prefix refs/heads/\n"));
+    request.extend_from_slice(b"0000");
+    stream
+        .write_all(&request)
+        .unwrap_or_else(|error| panic!("sending ls-refs: {error}"));
+    read_until_flush(stream)
+        .into_iter()
+        .map(|line| String::from_utf8_lossy(&line).trim_end().to_owned())
+        .collect()
+}
+
+/// The number of threads of the `packgate serve` process serving `root`.
+fn server_threads(root: &Path) -> usize {
+    let root = root.to_string_lossy().into_owned();
+    let entries = std::fs::read_dir("/proc").unwrap_or_else(|error| panic!("/proc: {error}"));
+    let pids: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+                let args: Vec<_> = cmdline.split(|byte| *byte == 0).collect();
+                args.first()
+                    .is_some_and(|program| program.ends_with(b"packgate"))
+                    && args.contains(&b"serve".as_slice())
+                    && args.iter().any(|arg| arg == &root.as_bytes())
+            })
+        })
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(pids.len(), 1, "expected one server for {root}: {pids:?}");
+    let status = std::fs::read_to_string(pids[0].join("status"))
+        .unwrap_or_else(|error| panic!("reading the server's status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no thread count in {status}"))
+}
+
+/// Idle v2 connections between commands hold no thread: 200 of them, opened one after the
+/// other, leave the server with a handful of threads, and each still answers afterwards.
+#[test]
+fn idle_connections_hold_no_threads() {
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("sessions-idle");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
+    dir.copy_tree(&source.path, &root.join("tiny.git"));
+    let server = Server::start(&root, Push::Refused);
+    let address = server
+        .git_url("")
+        .trim_start_matches("git://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut sessions: Vec<TcpStream> = (0..200)
+        .map(|_| open_session(&address, "/tiny.git"))
+        .collect();
+    let threads = server_threads(&root);
+    // The runtime's workers, the blocking pool's few reused threads, signal handling: far
+    // fewer than one per connection.
+    assert!(threads < 40, "{threads} threads with 200 idle connections");
+    let first = ls_refs(&mut sessions[0]);
+    assert!(
+        first
+            .iter()
+            .any(|line| line.ends_with("refs/heads/main") || line.contains(" refs/heads/")),
+        "no branches in {first:?}"
+    );
+    let last = sessions.len() - 1;
+    assert_eq!(ls_refs(&mut sessions[last]), first);
+    // A second command on the same connection.
+    assert_eq!(ls_refs(&mut sessions[0]), first);
+}
+
+/// Push over git:// runs when the repository enables it (`daemon.receivepack`, overridable
+/// as in git daemon), with both clients; the result passes `git fsck`.
+#[test]
+fn push_over_git_protocol_when_the_repository_enables_it() {
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("sessions-push");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
+    let served = root.join("tiny.git");
+    dir.copy_tree(&source.path, &served);
+    let server = Server::start(&root, Push::Refused);
+    let newest = Git::newest();
+    dir.git(&newest)
+        .arg("-C")
+        .arg(&served)
+        .args(["config", "daemon.receivepack", "true"])
+        .run();
+    for (n, git) in Git::all().into_iter().enumerate() {
+        let work = dir.join(&format!("work-{n}"));
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "-q"])
+            .arg(server.git_url("tiny.git"))
+            .arg(&work)
+            .run();
+        let branch = format!("pushed-{n}");
+        dir.git(&git)
+            .arg("-C")
+            .arg(&work)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(["commit", "-q", "--allow-empty", "-m", "over git://"])
+            .run();
+        let output = dir
+            .git(&git)
+            .arg("-C")
+            .arg(&work)
+            .arg("push")
+            .arg(server.git_url("tiny.git"))
+            .arg(format!("HEAD:refs/heads/{branch}"))
+            .output();
+        assert!(output.status.success(), "push with {git}: {output}");
+        let pushed = dir
+            .git(&git)
+            .arg("-C")
+            .arg(&work)
+            .args(["rev-parse", "HEAD"])
+            .run()
+            .stdout_text();
+        let served_ref = dir
+            .git(&git)
+            .arg("-C")
+            .arg(&served)
+            .args(["rev-parse", &format!("refs/heads/{branch}")])
+            .run()
+            .stdout_text();
+        assert_eq!(served_ref.trim(), pushed.trim(), "pushed ref with {git}");
+        fsck(&dir, &git, &served);
+    }
+}
