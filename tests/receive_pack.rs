@@ -24,15 +24,15 @@ fn receive_pack_option_with(prefix: &str, suffix: &str) -> String {
 }
 
 /// A bare server repository and a client work tree with one commit on `master`.
-struct Setup {
-    dir: Dir,
-    git: Git,
-    server: PathBuf,
-    client: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: Dir,
+    pub(crate) git: Git,
+    pub(crate) server: PathBuf,
+    pub(crate) client: PathBuf,
 }
 
 impl Setup {
-    fn new(name: &str, git: &Git) -> Setup {
+    pub(crate) fn new(name: &str, git: &Git) -> Setup {
         let dir = Dir::new(&format!("push-{name}"));
         let server = dir.join("server.git");
         let client = dir.join("client");
@@ -52,7 +52,7 @@ impl Setup {
     }
 
     /// A command for `git` in the client work tree.
-    fn client(&self) -> crate::util::Cmd {
+    pub(crate) fn client(&self) -> crate::util::Cmd {
         self.dir.git(&self.git).current_dir(&self.client)
     }
 
@@ -62,7 +62,7 @@ impl Setup {
     }
 
     /// Commits a new file in the client; returns the commit id.
-    fn commit(&self, message: &str) -> String {
+    pub(crate) fn commit(&self, message: &str) -> String {
         self.commit_in(&self.client, message)
     }
 
@@ -92,15 +92,15 @@ impl Setup {
     }
 
     /// The server's value of `name`, if it exists.
-    fn server_ref(&self, name: &str) -> Option<String> {
+    pub(crate) fn server_ref(&self, name: &str) -> Option<String> {
         refs(&self.dir, &self.git, &self.server, &[]).remove(name)
     }
 
-    fn server_config(&self, key: &str, value: &str) {
+    pub(crate) fn server_config(&self, key: &str, value: &str) {
         self.server().args(["config", key, value]).run();
     }
 
-    fn has_object(&self, repo: &Path, id: &str) -> bool {
+    pub(crate) fn has_object(&self, repo: &Path, id: &str) -> bool {
         self.dir
             .git_in(&self.git, repo)
             .args(["cat-file", "-e", id])
@@ -114,7 +114,7 @@ impl Setup {
         install_hook(&self.server.join("hooks"), name, script);
     }
 
-    fn fsck(&self) {
+    pub(crate) fn fsck(&self) {
         fsck(&self.dir, &self.git, &self.server);
         let incoming = std::fs::read_dir(self.server.join("objects"))
             .map(|entries| {
@@ -141,7 +141,7 @@ fn install_hook(hooks_dir: &Path, name: &str, script: &str) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
-fn rev_parse(cmd: crate::util::Cmd, revision: &str) -> String {
+pub(crate) fn rev_parse(cmd: crate::util::Cmd, revision: &str) -> String {
     cmd.args(["rev-parse", revision])
         .run()
         .stdout_text()
@@ -150,12 +150,12 @@ fn rev_parse(cmd: crate::util::Cmd, revision: &str) -> String {
 }
 
 #[track_caller]
-fn assert_pushed(output: &Output) {
+pub(crate) fn assert_pushed(output: &Output) {
     assert!(output.status.success(), "push failed: {output}");
 }
 
 #[track_caller]
-fn assert_rejected(output: &Output, reason: &str) {
+pub(crate) fn assert_rejected(output: &Output, reason: &str) {
     assert!(!output.status.success(), "push succeeded: {output}");
     assert!(
         output.stderr_text().contains(reason),
@@ -755,10 +755,10 @@ fn fsck_objects_refuses_malformed_objects() {
 // ---------------------------------------------------------------------------------------------
 
 /// How long a session may take to end once its client is gone or stalled.
-const END_LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const END_LIMIT: Duration = Duration::from_secs(20);
 
 /// The quarantine directories in a repository's object store.
-fn quarantines(repo: &Path) -> Vec<PathBuf> {
+pub(crate) fn quarantines(repo: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(repo.join("objects")) else {
         return Vec::new();
     };
@@ -775,7 +775,7 @@ fn quarantines(repo: &Path) -> Vec<PathBuf> {
 }
 
 /// The size of the temporary pack in a quarantine, once ingestion has read the pack header.
-fn temporary_pack_size(repo: &Path) -> Option<u64> {
+pub(crate) fn temporary_pack_size(repo: &Path) -> Option<u64> {
     quarantines(repo).iter().find_map(|quarantine| {
         std::fs::read_dir(quarantine.join("pack"))
             .ok()?
@@ -810,7 +810,7 @@ fn packgate_processes(repo: &Path) -> Vec<String> {
 
 /// Polls `condition` every 10 ms until it holds; fails the test after `limit`.
 #[track_caller]
-fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
         assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
@@ -820,13 +820,13 @@ fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) 
 
 /// What an abandoned push must leave alone.
 #[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     refs: BTreeMap<String, String>,
     packs: BTreeSet<String>,
 }
 
 impl Snapshot {
-    fn of(dir: &Dir, git: &Git, repo: &Path) -> Snapshot {
+    pub(crate) fn of(dir: &Dir, git: &Git, repo: &Path) -> Snapshot {
         let packs = std::fs::read_dir(repo.join("objects").join("pack"))
             .map(|entries| {
                 entries
@@ -844,7 +844,7 @@ impl Snapshot {
     /// Asserts the repository is as it was: no quarantine, no push lock, the same refs and
     /// packs, and `git fsck --strict` passes.
     #[track_caller]
-    fn assert_unchanged(&self, dir: &Dir, git: &Git, repo: &Path, context: &str) {
+    pub(crate) fn assert_unchanged(&self, dir: &Dir, git: &Git, repo: &Path, context: &str) {
         assert_eq!(
             quarantines(repo),
             Vec::<PathBuf>::new(),
@@ -862,7 +862,7 @@ impl Snapshot {
 }
 
 /// `len` bytes that do not compress, the same for the same `seed` (xorshift64*).
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
@@ -878,7 +878,7 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 /// A server with `master` pushed and a client with three more commits on it; returns the
 /// request for `packgate receive-pack` that creates `refs/heads/pushed` at the client's tip:
 /// the command, then only the first half of the pack.
-fn setup_with_partial_request(name: &str, git: &Git) -> (Setup, Vec<u8>) {
+pub(crate) fn setup_with_partial_request(name: &str, git: &Git) -> (Setup, Vec<u8>) {
     let setup = Setup::new(name, git);
     assert_pushed(&setup.push(&["master"]));
     for i in 0..3 {
