@@ -13,6 +13,7 @@
 //! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang;
 //!   a stalled client ends in `--timeout`.
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
+//! - `keepalive`: `receive.keepAlive` keepalive packets while a push's hooks run.
 //! - `large`: a clone of more than 100,000 objects.
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
@@ -29,6 +30,7 @@ mod bad_input;
 mod clone;
 mod fetch;
 mod http;
+mod keepalive;
 mod large;
 mod ls_remote;
 mod receive_pack;

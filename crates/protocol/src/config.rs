@@ -2,7 +2,7 @@
 //! global and `GIT_CONFIG_COUNT` sources) and then the `-c` overrides that git passes down in
 //! `GIT_CONFIG_PARAMETERS`.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use bstr::{BString, ByteSlice};
 
@@ -176,6 +176,32 @@ pub struct UploadPackConfig {
     /// `core.deltaBaseCacheLimit`: decoded objects each walking thread keeps while walking
     /// trees (git's default, 96 MiB, unless configured).
     pub delta_base_cache_limit: usize,
+    /// `uploadpack.keepAlive`: how long the pack may be silent (enumeration, the start of
+    /// generation) before an empty keepalive packet goes out; `None` (0 or negative in the
+    /// configuration) sends none. Git's default, 5 seconds, unless configured.
+    pub keepalive: Option<Duration>,
+}
+
+/// git's default for `uploadpack.keepAlive` and `receive.keepAlive`, in seconds.
+pub const DEFAULT_KEEPALIVE_SECONDS: u64 = 5;
+
+/// Read a keepalive interval in seconds (`uploadpack.keepAlive`, `receive.keepAlive`): git's
+/// default when unset, `None` when 0 or negative.
+pub(crate) fn keepalive(
+    config: &gix_config::File,
+    key: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let seconds = config
+        .integer(key)
+        .map_err(|source| ConfigError::Value {
+            key: key.to_owned(),
+            source,
+        })?
+        .unwrap_or(DEFAULT_KEEPALIVE_SECONDS as i64);
+    Ok(u64::try_from(seconds)
+        .ok()
+        .filter(|seconds| *seconds > 0)
+        .map(Duration::from_secs))
 }
 
 impl Default for UploadPackConfig {
@@ -187,6 +213,7 @@ impl Default for UploadPackConfig {
             allow_any_sha1_in_want: false,
             pack_threads: None,
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
+            keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
         }
     }
 }
@@ -230,6 +257,7 @@ impl UploadPackConfig {
             allow_any_sha1_in_want: allow_any,
             pack_threads,
             delta_base_cache_limit,
+            keepalive: keepalive(config, "uploadpack.keepAlive")?,
         })
     }
 
@@ -325,5 +353,27 @@ mod tests {
         let small = UploadPackConfig::from_config(&small).unwrap();
         assert_eq!(small.delta_base_cache_limit, 16 * 1024 * 1024);
         assert_eq!(config.hide_refs, vec![BString::from("refs/x")]);
+    }
+
+    #[test]
+    fn keepalive_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |parameters: Option<&str>, expected: Option<u64>| {
+            let file = load(dir.path(), parameters).unwrap();
+            assert_eq!(
+                keepalive(&file, "uploadpack.keepAlive").unwrap(),
+                expected.map(Duration::from_secs),
+                "{parameters:?}"
+            );
+        };
+        check(None, Some(5));
+        check(Some("'uploadpack.keepAlive'='1'"), Some(1));
+        check(Some("'uploadpack.keepAlive'='0'"), None);
+        check(Some("'uploadpack.keepAlive'='-1'"), None);
+        let file = load(dir.path(), Some("'uploadpack.keepAlive'='soon'")).unwrap();
+        assert!(UploadPackConfig::from_config(&file).is_err());
+        let file = load(dir.path(), Some("'uploadpack.keepAlive'='2'")).unwrap();
+        let config = UploadPackConfig::from_config(&file).unwrap();
+        assert_eq!(config.keepalive, Some(Duration::from_secs(2)));
     }
 }

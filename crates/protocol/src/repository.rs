@@ -94,6 +94,10 @@ pub enum Head {
 }
 
 /// An opened repository.
+///
+/// A clone shares the object store and ref store on disk but has its own caches: a
+/// repository can't be shared between threads, a clone can be sent to another one.
+#[derive(Clone)]
 pub struct Repository {
     git_dir: PathBuf,
     objects: gix_odb::Handle,

@@ -81,6 +81,10 @@ pub struct ReceivePackConfig {
     pub committer_email: BString,
     /// `pack.threads` (0 or unset: every core), for indexing the pack.
     pub threads: Option<usize>,
+    /// `receive.keepAlive`: once the pack is in, how long the response may be silent
+    /// (connectivity check, hooks, ref updates) before an empty keepalive packet goes out,
+    /// with `side-band-64k` only; `None` (0 or negative) sends none. Default 5 seconds.
+    pub keepalive: Option<std::time::Duration>,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -167,6 +171,7 @@ impl ReceivePackConfig {
             committer_name,
             committer_email,
             threads: positive(integer("pack.threads")?).and_then(|n| usize::try_from(n).ok()),
+            keepalive: crate::config::keepalive(config, "receive.keepAlive")?,
         })
     }
 

@@ -1,14 +1,20 @@
 //! What the server says back during and after a push: messages for the user (`remote: …`)
 //! and the status report (`unpack ok`, `ok <ref>` / `ng <ref> <reason>`).
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    time::Duration,
+};
 
 use bstr::BString;
 #[cfg(test)]
 use bstr::ByteSlice;
 use packgate_transport::{
     pkt_line,
-    sideband::{Band, SidebandMode, SidebandWriter},
+    sideband::{
+        keepalive::{self, KeepaliveWriter},
+        Band, SidebandMode, SidebandWriter,
+    },
 };
 
 /// The result of one command, as reported to the client.
@@ -150,6 +156,23 @@ impl<'d, W: Write> Channel<'d, W> {
             self.out.get_mut().write_all(&flush)?;
         }
         self.out.flush()
+    }
+
+    /// Run `work` on a thread of its own with a channel whose packets this thread writes,
+    /// adding a keepalive packet whenever nothing was sent for `interval`
+    /// ([`keepalive::run()`]). Only with sideband: without it there is no room for one.
+    pub(crate) fn with_keepalive<T: Send>(
+        &mut self,
+        interval: Duration,
+        work: impl FnOnce(&mut Channel<'_, &mut KeepaliveWriter<'_>>) -> T + Send,
+    ) -> T {
+        debug_assert!(self.sideband, "keepalives need sideband");
+        keepalive::run(self.out.get_mut(), interval, |writer| {
+            // With sideband, messages go to band 2: nothing reaches the diagnostics.
+            let mut unused = io::sink();
+            let mut channel = Channel::new(writer, true, &mut unused);
+            work(&mut channel)
+        })
     }
 
     /// A writer whose bytes become user messages (for hook output).

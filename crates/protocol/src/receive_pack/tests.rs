@@ -246,3 +246,87 @@ fn max_input_size_refuses_the_pack() {
     assert!(report.unwrap().unpack.is_err());
     assert_eq!(quarantines(&server), 0);
 }
+
+/// A pre-receive hook that thinks for a while, says so, and accepts.
+struct SlowHook;
+
+impl super::hooks::Hook for SlowHook {
+    fn pre_receive(
+        &self,
+        _ctx: &super::hooks::HookContext<'_>,
+        _updates: &[super::hooks::RefUpdate],
+        output: &mut dyn std::io::Write,
+    ) -> super::hooks::Verdict {
+        let _ = output.write_all(b"thinking\n");
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        let _ = output.write_all(b"done thinking\n");
+        super::hooks::Verdict::Accept
+    }
+}
+
+/// Push with a slow hook and a keepalive of a few milliseconds; returns the outer packets
+/// (band byte included) and the report.
+fn push_with_keepalive(
+    capabilities: &str,
+    keepalive: Option<std::time::Duration>,
+) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let (dir, commit, pack) = setup("content\n");
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let mut receive_pack = ReceivePack::new(&repo).unwrap().with_hook(SlowHook);
+    receive_pack.config.keepalive = keepalive;
+    let (report, output) = serve(&receive_pack, &request(&commit, capabilities, &pack));
+    assert!(report.unwrap().all_ok());
+    let tip = text(git(&server, &["rev-parse", "refs/heads/main"], None));
+    assert_eq!(tip, commit);
+    let mut raw = Vec::new();
+    let mut rest = &output[..];
+    while let Ok(Decoded::Complete { packet, consumed }) = decode(rest) {
+        raw.push(match packet {
+            Packet::Data(data) => data.to_vec(),
+            other => other.kind_name().as_bytes().to_vec(),
+        });
+        rest = &rest[consumed..];
+    }
+    assert!(rest.is_empty(), "not pkt-lines: {:?}", rest.as_bstr());
+    (raw, output)
+}
+
+#[test]
+fn keepalives_while_the_hooks_run_with_sideband() {
+    let interval = std::time::Duration::from_millis(5);
+    let (raw, output) = push_with_keepalive("report-status side-band-64k", Some(interval));
+    let keepalive = |p: &Vec<u8>| p.as_slice() == [1];
+    let thinking = raw.iter().position(|p| p == b"\x02thinking\n").unwrap();
+    let done = raw
+        .iter()
+        .position(|p| p == b"\x02done thinking\n")
+        .unwrap();
+    // 80 ms of silence in the hook: keepalives, all between two whole packets.
+    assert!(
+        raw[thinking..done].iter().filter(|p| keepalive(p)).count() >= 3,
+        "{raw:?}"
+    );
+    let bands = demux(&output, SidebandMode::SideBand64k).unwrap();
+    assert_eq!(
+        packets(&bands.data),
+        ["unpack ok\n", "ok refs/heads/main\n", "flush-pkt"]
+    );
+    assert_eq!(bands.consumed, output.len());
+}
+
+#[test]
+fn no_keepalives_without_sideband_or_when_disabled() {
+    let interval = std::time::Duration::from_millis(5);
+    let (plain, _) = push_with_keepalive("report-status", Some(interval));
+    assert_eq!(
+        plain,
+        [
+            b"unpack ok\n".to_vec(),
+            b"ok refs/heads/main\n".to_vec(),
+            b"flush-pkt".to_vec()
+        ]
+    );
+    let (disabled, _) = push_with_keepalive("report-status side-band-64k", None);
+    assert!(disabled.iter().all(|p| p.as_slice() != [1]), "{disabled:?}");
+}

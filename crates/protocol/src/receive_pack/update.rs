@@ -136,7 +136,7 @@ impl Push<'_, '_> {
         // delta-base cache, as fetches do.
         let cached =
             |handle| CachingReader::new(handle, packgate_pack::reader::DEFAULT_CACHE_BYTES);
-        let objects: Box<dyn ObjectsAccess> = match &quarantine {
+        let objects: Box<dyn ObjectsAccess + Send> = match &quarantine {
             Some(q) => match q.objects() {
                 Ok(objects) => Box::new(cached(objects)),
                 Err(err) => {
@@ -151,6 +151,41 @@ impl Push<'_, '_> {
             None => Box::new(cached(repo.objects().clone())),
         };
 
+        // The pack is in: what follows may be silent for long (connectivity, hooks), so with
+        // sideband it runs on a thread of its own while this one sends keepalives.
+        let keepalive = config
+            .keepalive
+            .filter(|_| self.list.capabilities.side_band_64k);
+        let Some(interval) = keepalive else {
+            self.decide_and_update(channel, pending, quarantine, quarantine_paths, objects);
+            return Ok(());
+        };
+        let detached = Detached::from(self.receive_pack);
+        let (list, push_options, options) = (self.list, self.push_options, self.options);
+        channel.with_keepalive(interval, move |channel| {
+            let receive_pack = detached.attach();
+            Push {
+                receive_pack: &receive_pack,
+                list,
+                push_options,
+                options,
+            }
+            .decide_and_update(channel, pending, quarantine, quarantine_paths, objects)
+        });
+        Ok(())
+    }
+
+    /// Everything after the pack is in: the checks, the hooks, migration and the ref updates.
+    fn decide_and_update<W: Write>(
+        &self,
+        channel: &mut Channel<'_, W>,
+        pending: &mut [Pending<'_>],
+        quarantine: Option<Quarantine>,
+        quarantine_paths: Option<QuarantinePaths>,
+        objects: Box<dyn ObjectsAccess + Send>,
+    ) {
+        let repo = self.receive_pack.repo;
+        let config = &self.receive_pack.config;
         // 2. From here on, one push at a time.
         let _lock = match gix_lock::Marker::acquire_to_hold_resource(
             repo.git_dir().join(PUSH_LOCK),
@@ -166,7 +201,7 @@ impl Push<'_, '_> {
                 for p in pending.iter_mut() {
                     p.refuse("another push is in progress");
                 }
-                return Ok(());
+                return;
             }
         };
 
@@ -194,7 +229,7 @@ impl Push<'_, '_> {
         self.check_connectivity(objects.as_ref(), pending, channel);
 
         if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
-            return Ok(());
+            return;
         }
 
         // 5. Hooks, with the objects still in quarantine.
@@ -216,7 +251,7 @@ impl Push<'_, '_> {
                 for p in pending.iter_mut() {
                     p.refuse(reason.clone());
                 }
-                return Ok(());
+                return;
             }
         }
         for p in pending.iter_mut().filter(|p| p.is_pending()) {
@@ -227,10 +262,10 @@ impl Push<'_, '_> {
             }
         }
         if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
-            return Ok(());
+            return;
         }
         if !pending.iter().any(Pending::is_pending) {
-            return Ok(());
+            return;
         }
 
         // 6. Accepted: the objects join the repository, then the refs move.
@@ -243,11 +278,10 @@ impl Push<'_, '_> {
                 for p in pending.iter_mut() {
                     p.refuse("unable to migrate objects to permanent storage");
                 }
-                return Ok(());
+                return;
             }
         }
         self.update_refs(pending, channel);
-        Ok(())
     }
 
     /// Read the pack into a new quarantine.
@@ -643,6 +677,38 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = err.source();
     }
     text
+}
+
+/// A push's receive-pack, owned, for the thread that finishes the push while the session's
+/// thread sends keepalives (a [`Repository`](crate::repository::Repository) can't be shared
+/// between threads; a clone can move to one).
+struct Detached {
+    repo: crate::repository::Repository,
+    config: super::ReceivePackConfig,
+    hooks: Vec<std::sync::Arc<dyn Hook>>,
+    run_scripts: bool,
+}
+
+impl From<&ReceivePack<'_>> for Detached {
+    fn from(receive_pack: &ReceivePack<'_>) -> Self {
+        Detached {
+            repo: receive_pack.repo.clone(),
+            config: receive_pack.config.clone(),
+            hooks: receive_pack.hooks.clone(),
+            run_scripts: receive_pack.run_scripts,
+        }
+    }
+}
+
+impl Detached {
+    fn attach(&self) -> ReceivePack<'_> {
+        ReceivePack {
+            repo: &self.repo,
+            config: self.config.clone(),
+            hooks: self.hooks.clone(),
+            run_scripts: self.run_scripts,
+        }
+    }
 }
 
 /// What a push needs of an object database (the quarantine with the repository behind it,

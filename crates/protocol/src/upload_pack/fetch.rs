@@ -7,7 +7,7 @@ use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
 use packgate_transport::{
     pkt_line::PacketWriter,
-    sideband::{SidebandMode, SidebandWriter},
+    sideband::{keepalive, SidebandMode, SidebandWriter},
 };
 
 use super::{reject, Flow, ServeError, UploadPack};
@@ -177,27 +177,56 @@ impl Tips {
     }
 }
 
-/// Write the packfile section: progress on band 2, the pack on band 1, errors on band 3.
+/// Write the packfile section: progress on band 2, the pack on band 1, errors on band 3,
+/// then the flush-pkt. With `uploadpack.keepAlive`, the pack is prepared on a thread of its
+/// own while this one sends a keepalive packet whenever the section has been silent for the
+/// interval, as git's upload-pack does while pack-objects works.
 fn send_pack<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &Arguments,
     common: &[ObjectId],
     out: &mut PacketWriter<W>,
 ) -> Result<(), ServeError> {
+    match upload_pack.config.keepalive {
+        Some(interval) => {
+            // The repository's object caches stay on this thread; the work gets its own.
+            let repo = upload_pack.repo.clone();
+            let config = upload_pack.config.clone();
+            keepalive::run(out.get_mut(), interval, move |writer| {
+                let upload_pack = UploadPack {
+                    repo: &repo,
+                    config,
+                };
+                write_pack_section(&upload_pack, arguments, common, writer)
+            })?;
+        }
+        None => write_pack_section(upload_pack, arguments, common, out.get_mut())?,
+    }
+    out.flush_pkt()?;
+    Ok(())
+}
+
+/// The sideband part of the packfile section.
+fn write_pack_section<W: Write>(
+    upload_pack: &UploadPack<'_>,
+    arguments: &Arguments,
+    common: &[ObjectId],
+    out: W,
+) -> Result<(), ServeError> {
     let repo = upload_pack.repo;
-    let mut sideband = SidebandWriter::new(out.get_mut(), SidebandMode::SideBand64k);
-    let progress = |sideband: &mut SidebandWriter<&mut W>, message: &str| -> std::io::Result<()> {
+    let mut sideband = SidebandWriter::new(out, SidebandMode::SideBand64k);
+    let progress = |sideband: &mut SidebandWriter<W>, message: &str| -> std::io::Result<()> {
         if arguments.no_progress {
             return Ok(());
         }
         sideband.progress(message.as_bytes())?;
-        sideband.get_mut().flush()
+        sideband.flush()
     };
-    let fail = |sideband: &mut SidebandWriter<&mut W>, message: String| -> ServeError {
+    let fail = |sideband: &mut SidebandWriter<W>, message: String| -> ServeError {
         tracing::warn!(%message, "fetch failed while sending the pack");
         let _ = sideband
             .error(format!("upload-pack: {message}\n").as_bytes())
-            .and_then(|()| sideband.get_mut().flush());
+            .and_then(|()| sideband.flush());
         ServeError::Failed(message)
     };
     let interrupt = AtomicBool::new(false);
@@ -278,8 +307,7 @@ fn send_pack<W: Write>(
         &mut sideband,
         &format!("Total {} (delta {})\n", outcome.objects, outcome.deltas),
     )?;
-    drop(sideband);
-    out.flush_pkt()?;
+    sideband.flush()?;
     Ok(())
 }
 

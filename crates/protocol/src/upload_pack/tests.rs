@@ -188,3 +188,121 @@ fn stateful_session_serves_several_commands() {
         ],
     );
 }
+
+/// A repository with `commits` commits on main, each adding a file, made with fast-import.
+fn repository_with_commits(commits: usize) -> (tempfile::TempDir, String) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "--bare", "-b", "main"]);
+    let mut stream = String::new();
+    for n in 0..commits {
+        let time = 1_700_000_000 + n;
+        stream.push_str(&format!(
+            "commit refs/heads/main\ncommitter A <a@example.com> {time} +0000\n\
+             data 2\nc\nM 644 inline file{n}\ndata 3\n{n:02}\n\n"
+        ));
+    }
+    let mut child = Command::new("git")
+        // Loose objects, as a repository that was pushed to in small steps has them.
+        .args([
+            "-c",
+            "fastimport.unpackLimit=100000",
+            "fast-import",
+            "--quiet",
+        ])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stream.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let tip = git(dir.path(), &["rev-parse", "main"]);
+    (dir, tip)
+}
+
+/// The raw packets of a fetch response: pkt-lines up to `packfile`, then sideband packets
+/// (band byte included) up to the flush.
+fn raw_packets(mut response: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Ok(Decoded::Complete { packet, consumed }) = decode(response) {
+        out.push(match packet {
+            Packet::Data(data) => data.to_vec(),
+            Packet::Flush => b"0000".to_vec(),
+            Packet::Delimiter => b"0001".to_vec(),
+            Packet::ResponseEnd => b"0002".to_vec(),
+        });
+        response = &response[consumed..];
+    }
+    assert!(
+        response.is_empty(),
+        "not pkt-lines: {:?}",
+        response.as_bstr()
+    );
+    out
+}
+
+fn fetch_with_keepalive(keepalive: Option<std::time::Duration>) -> Vec<Vec<u8>> {
+    let (dir, tip) = repository_with_commits(300);
+    let repo = Repository::open(dir.path(), PathLookup::Strict, None).unwrap();
+    let upload_pack = UploadPack {
+        repo: &repo,
+        config: crate::config::UploadPackConfig {
+            keepalive,
+            ..crate::config::UploadPackConfig::from_config(repo.config()).unwrap()
+        },
+    };
+    let input = request(
+        "fetch",
+        &[format!("want {tip}"), "done".into(), "no-progress".into()],
+    );
+    let mut output = Vec::new();
+    let options = SessionOptions {
+        stateless: true,
+        ..SessionOptions::default()
+    };
+    upload_pack
+        .serve(&input[..], &mut output, &options)
+        .unwrap();
+    let packets = raw_packets(&output);
+    assert_eq!(packets[0], b"packfile\n");
+    assert_eq!(packets.last().unwrap(), b"0000");
+    // The pack, with any keepalives dropped, is whole: git indexes it.
+    let pack: Vec<u8> = packets[1..packets.len() - 1]
+        .iter()
+        .inspect(|p| assert_eq!(p[0], 1, "only band 1 with no-progress"))
+        .flat_map(|p| p[1..].to_vec())
+        .collect();
+    assert!(pack.starts_with(b"PACK"));
+    let pack_file = dir.path().join("received.pack");
+    std::fs::write(&pack_file, &pack).unwrap();
+    git(dir.path(), &["index-pack", pack_file.to_str().unwrap()]);
+    packets
+}
+
+#[test]
+fn keepalives_fill_the_silence_while_the_pack_is_prepared() {
+    // 900 loose objects take far longer than a millisecond to enumerate, and nothing is
+    // sent meanwhile (no progress): keepalives come first, right after `packfile`.
+    let packets = fetch_with_keepalive(Some(std::time::Duration::from_millis(1)));
+    assert_eq!(packets[1], [1], "a keepalive before the pack");
+    let first_data = packets
+        .iter()
+        .position(|p| p.len() > 1 && p[0] == 1)
+        .unwrap();
+    assert!(packets[1..first_data].iter().all(|p| p == &[1]));
+    assert!(packets[first_data][1..].starts_with(b"PACK"));
+}
+
+#[test]
+fn no_keepalives_when_disabled() {
+    let packets = fetch_with_keepalive(None);
+    assert!(
+        packets.iter().all(|p| p != &[1]),
+        "an empty band-1 packet without keepalive"
+    );
+}

@@ -1,0 +1,242 @@
+//! Keepalive packets while the server works: an empty band-1 packet, `0005\x01`, whenever
+//! a response has been silent for an interval (git's `uploadpack.keepAlive` and
+//! `receive.keepAlive`), so clients and proxies do not give up on a busy server.
+//!
+//! [`run()`] runs the work on a scoped thread and keeps the output on the calling thread:
+//! the work writes into a [`KeepaliveWriter`], whose bytes travel over a bounded channel to
+//! the calling thread, which writes them out, or a keepalive packet when nothing came for
+//! the interval. The output stream therefore needs no `Send` bound (front-ends hand out
+//! `&mut dyn Write`), and only one thread ever writes to it.
+//!
+//! A keepalive goes out only between two packets: the calling thread follows the pkt-line
+//! framing of what passes through, so the work may write a packet in as many pieces as it
+//! likes. Should the bytes stop being pkt-lines, no keepalive is sent any more.
+//!
+//! ```
+//! use std::{io::Write, time::Duration};
+//! use packgate_transport::sideband::{keepalive, SidebandMode, SidebandWriter};
+//!
+//! let mut out = Vec::new();
+//! let written = keepalive::run(&mut out, Duration::from_millis(5), |writer| {
+//!     std::thread::sleep(Duration::from_millis(50)); // preparing the pack
+//!     let mut sideband = SidebandWriter::new(writer, SidebandMode::SideBand64k);
+//!     sideband.write_all(b"PACK")
+//! });
+//! written?;
+//! assert!(out.starts_with(b"0005\x01"));
+//! assert!(out.ends_with(b"0009\x01PACK"));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::{
+    io::{self, Write},
+    sync::{mpsc, OnceLock},
+    time::Duration,
+};
+
+use crate::pkt_line::LENGTH_PREFIX_LENGTH;
+
+/// The keepalive packet: an empty packet on band 1, which clients read and discard.
+pub const KEEPALIVE_PACKET: &[u8] = b"0005\x01";
+
+/// How many writes may wait for the output before the work blocks (back-pressure).
+const QUEUE_LENGTH: usize = 8;
+
+/// What the work sends to the thread that owns the output.
+enum Message {
+    /// Bytes to write.
+    Bytes(Vec<u8>),
+    /// Flush the output.
+    Flush,
+}
+
+/// Why the output failed, for the work's later writes.
+struct Failure {
+    kind: io::ErrorKind,
+    message: String,
+}
+
+/// Where the work writes while [`run()`] sends keepalives: each write is handed to the
+/// thread that owns the output.
+///
+/// Writing fails once the output has failed, with the kind of the original error (a client
+/// that went away shows as `BrokenPipe`, as it would without keepalives).
+pub struct KeepaliveWriter<'a> {
+    sender: Option<mpsc::SyncSender<Message>>,
+    failure: &'a OnceLock<Failure>,
+}
+
+impl std::fmt::Debug for KeepaliveWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepaliveWriter").finish_non_exhaustive()
+    }
+}
+
+impl KeepaliveWriter<'_> {
+    fn send(&mut self, message: Message) -> io::Result<()> {
+        let sent = match &self.sender {
+            Some(sender) => sender.send(message).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The output thread stopped reading: it failed.
+        self.sender = None;
+        Err(match self.failure.get() {
+            Some(failure) => io::Error::new(failure.kind, failure.message.clone()),
+            None => io::Error::new(io::ErrorKind::BrokenPipe, "the output is closed"),
+        })
+    }
+}
+
+impl Write for KeepaliveWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.send(Message::Bytes(data.to_vec()))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send(Message::Flush)
+    }
+}
+
+/// Run `work`, which writes a pkt-line response (sideband packets) into the
+/// [`KeepaliveWriter`] it is given, on a scoped thread, while the calling thread writes its
+/// output to `out` and a keepalive packet whenever `interval` passed without output.
+///
+/// Returns what `work` returns, once it has returned and everything it wrote is written and
+/// flushed. A failure of `out` reaches `work` as an error of its next write; from then on
+/// nothing more is written. A panic in `work` is resumed on the calling thread.
+///
+/// Call it only while the client reads sideband packets, and with a non-zero interval.
+pub fn run<W, T, F>(out: &mut W, interval: Duration, work: F) -> T
+where
+    W: Write + ?Sized,
+    T: Send,
+    F: FnOnce(&mut KeepaliveWriter<'_>) -> T + Send,
+{
+    let failure = OnceLock::new();
+    let (sender, receiver) = mpsc::sync_channel(QUEUE_LENGTH);
+    let span = tracing::Span::current();
+    std::thread::scope(|scope| {
+        let failure = &failure;
+        let worker = scope.spawn(move || {
+            let _entered = span.enter();
+            let mut writer = KeepaliveWriter {
+                sender: Some(sender),
+                failure,
+            };
+            work(&mut writer)
+        });
+        pump(out, interval, receiver, failure);
+        match worker.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Write what arrives on `receiver` to `out`, and keepalives in the silences, until the
+/// work drops its sender or `out` fails.
+fn pump<W: Write + ?Sized>(
+    out: &mut W,
+    interval: Duration,
+    receiver: mpsc::Receiver<Message>,
+    failure: &OnceLock<Failure>,
+) {
+    let mut framing = Framing::default();
+    let result = loop {
+        let written = match receiver.recv_timeout(interval) {
+            Ok(Message::Bytes(bytes)) => {
+                framing.advance(&bytes);
+                out.write_all(&bytes)
+            }
+            Ok(Message::Flush) => out.flush(),
+            Err(mpsc::RecvTimeoutError::Timeout) if framing.at_boundary() => {
+                tracing::trace!("sending a keepalive packet");
+                out.write_all(KEEPALIVE_PACKET).and_then(|()| out.flush())
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break out.flush(),
+        };
+        if let Err(err) = written {
+            break Err(err);
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, "writing the response failed while the server works");
+        let _ = failure.set(Failure {
+            kind: err.kind(),
+            message: err.to_string(),
+        });
+        // Dropping the receiver makes every later write of the work fail.
+        drop(receiver);
+    }
+}
+
+/// Where a stream of pkt-lines stands: inside a length prefix, inside a packet's payload,
+/// or no longer recognisable as pkt-lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `read` bytes of a length prefix seen (0: at a packet boundary); `value` so far.
+    Prefix { read: usize, value: usize },
+    /// This many payload bytes of the current packet are still to come.
+    Payload { remaining: usize },
+    /// Something that is not a pkt-line went through.
+    Lost,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing::Prefix { read: 0, value: 0 }
+    }
+}
+
+impl Framing {
+    /// Whether a packet may be written now without splitting another one.
+    fn at_boundary(self) -> bool {
+        self == Framing::Prefix { read: 0, value: 0 }
+    }
+
+    /// Follow `bytes` as they are written.
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while let Some((&byte, rest)) = bytes.split_first() {
+            match *self {
+                Framing::Lost => return,
+                Framing::Payload { remaining } => {
+                    let taken = remaining.min(bytes.len());
+                    bytes = &bytes[taken..];
+                    *self = match remaining - taken {
+                        0 => Framing::default(),
+                        remaining => Framing::Payload { remaining },
+                    };
+                }
+                Framing::Prefix { read, value } => {
+                    bytes = rest;
+                    let Some(digit) = char::from(byte).to_digit(16) else {
+                        *self = Framing::Lost;
+                        return;
+                    };
+                    let value = value * 16 + digit as usize;
+                    let read = read + 1;
+                    *self = match (read, value) {
+                        (LENGTH_PREFIX_LENGTH, 0..=2) => Framing::default(),
+                        (LENGTH_PREFIX_LENGTH, 3) => Framing::Lost,
+                        (LENGTH_PREFIX_LENGTH, LENGTH_PREFIX_LENGTH) => Framing::default(),
+                        (LENGTH_PREFIX_LENGTH, length) => Framing::Payload {
+                            remaining: length - LENGTH_PREFIX_LENGTH,
+                        },
+                        (read, value) => Framing::Prefix { read, value },
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
