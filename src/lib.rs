@@ -1,3 +1,10 @@
 //! packgate: a git server in pure Rust.
+//!
+//! The crates re-exported here are the embedding API: [`protocol`] (the services:
+//! `UploadPack`, `ReceivePack`, `HttpService`, the registry of repositories), [`transport`]
+//! (the git:// and smart HTTP front-ends, and `transport::http::respond` to mount the HTTP
+//! service in another application) and [`hooks`] (in-process push policies). See
+//! `examples/axum.rs`.
+pub use packgate_hooks as hooks;
 pub use packgate_protocol as protocol;
 pub use packgate_transport as transport;

@@ -1,6 +1,8 @@
 //! The `packgate` command line: parses arguments, opens what they name, runs the library's
 //! services and maps their errors to exit codes. No protocol logic lives here.
 
+mod daemon;
+mod passwd;
 mod serve;
 mod stdio;
 
@@ -41,6 +43,12 @@ pub(crate) enum Command {
     /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2) and, with
     /// --http, smart HTTP.
     Serve(serve::ServeArgs),
+    /// A drop-in for git daemon: serve repositories over git:// with git daemon's flags,
+    /// rules (git-daemon-export-ok, --base-path, whitelist) and log lines.
+    Daemon(Box<daemon::DaemonArgs>),
+    /// Add or replace USER in a credentials file for `serve --http-credentials`, with a
+    /// bcrypt hash of the password read from standard input.
+    Passwd(passwd::PasswdArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -67,18 +75,23 @@ struct StdioServiceArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PACKGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    // `packgate daemon` logs in git daemon's style and sets that up itself.
+    if !matches!(cli.command, Command::Daemon(_)) {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("PACKGATE_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .init();
+    }
     let result = match cli.command {
         Command::UploadPack(args) => upload_pack(args),
         Command::ReceivePack(args) => receive_pack(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Daemon(args) => daemon::daemon(*args),
+        Command::Passwd(args) => passwd::passwd(args),
     };
     match result {
         Ok(code) => code,

@@ -7,12 +7,12 @@ use clap::Args;
 use packgate::{
     protocol::{
         daemon::{DaemonConfig, DaemonService, ErrorDetail},
-        http::{HttpService, PushAccess},
+        http::{CredentialsFile, HttpService, PushAccess},
         registry::Registry,
     },
     transport::{
         daemon::{self, DaemonOptions},
-        http::{self, HttpOptions},
+        http::{self, tls, HttpOptions},
     },
 };
 
@@ -25,14 +25,30 @@ pub(crate) struct ServeArgs {
     #[arg(long = "git", value_name = "ADDR", default_value = "127.0.0.1:9418")]
     git_addr: std::net::SocketAddr,
     /// Where the smart HTTP front-end listens, or `off` (fetch with protocol v2; push only
-    /// with --http-allow-push-without-auth).
+    /// with --http-credentials or --http-allow-push-without-auth).
     #[arg(long = "http", value_name = "ADDR|off", default_value = "127.0.0.1:8080", value_parser = parse_http_addr)]
     http: HttpListen,
+    /// Accept pushes over HTTP from the users of FILE (HTTP Basic authentication): one
+    /// `user:hash` per line, bcrypt (`htpasswd -B`) or argon2; see `packgate passwd`. Use
+    /// with --tls-cert/--tls-key unless the network is trusted: Basic sends the password.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "http_allow_push_without_auth"
+    )]
+    http_credentials: Option<PathBuf>,
     /// DANGEROUS: accept pushes over HTTP from anyone who can reach --http, to every
-    /// repository served, without authentication (packgate does not authenticate yet). Only
-    /// for trusted networks or behind a proxy that authenticates.
+    /// repository served, without authentication. Only for trusted networks or behind a
+    /// proxy that authenticates.
     #[arg(long)]
     http_allow_push_without_auth: bool,
+    /// Serve HTTPS instead of HTTP with this PEM certificate chain (leaf first); needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Tell refused clients why, instead of only "access denied or repository not exported".
     #[arg(long)]
     informative_errors: bool,
@@ -55,14 +71,41 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..DaemonConfig::default()
         },
     ));
-    if args.http_allow_push_without_auth && args.http.0.is_none() {
-        anyhow::bail!("--http-allow-push-without-auth needs the HTTP front-end (--http is off)");
+    if args.http.0.is_none() {
+        for (given, flag) in [
+            (
+                args.http_allow_push_without_auth,
+                "--http-allow-push-without-auth",
+            ),
+            (args.http_credentials.is_some(), "--http-credentials"),
+            (args.tls_cert.is_some(), "--tls-cert"),
+        ] {
+            if given {
+                anyhow::bail!("{flag} needs the HTTP front-end (--http is off)");
+            }
+        }
     }
     let push = if args.http_allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
+    } else if let Some(path) = &args.http_credentials {
+        let credentials = CredentialsFile::load(path)?;
+        if credentials.is_empty() {
+            eprintln!(
+                "packgate: warning: {} names no user; nobody can push",
+                path.display()
+            );
+        }
+        PushAccess::authenticated(credentials)
     } else {
         PushAccess::Refused
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
+    let authenticated = matches!(push, PushAccess::Authenticated(_));
     let http_service = Arc::new(HttpService::new(registry.clone(), push));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,16 +130,22 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(http_listener) = &http_listener {
             eprintln!(
-                "packgate: serving {} on http://{} (pid {})",
+                "packgate: serving {} on {scheme}://{} (pid {})",
                 registry.root().display(),
                 http_listener.local_addr()?,
                 std::process::id()
             );
-            if push == PushAccess::AllowedWithoutAuthentication {
+            if allowed_without_authentication {
                 eprintln!(
-                    "packgate: warning: anyone who can reach http://{} may push, without \
+                    "packgate: warning: anyone who can reach {scheme}://{} may push, without \
                      authentication",
                     http_listener.local_addr()?
+                );
+            }
+            if authenticated && tls.is_none() && !http_listener.local_addr()?.ip().is_loopback() {
+                eprintln!(
+                    "packgate: warning: passwords cross the network in clear over http://; \
+                     use --tls-cert and --tls-key"
                 );
             }
         }
@@ -116,8 +165,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             until_stopped(stopped.clone()),
         );
         let smart_http = async {
-            match http_listener {
-                Some(http_listener) => {
+            match (http_listener, tls) {
+                (Some(http_listener), None) => {
                     http::serve(
                         http_listener,
                         http_service,
@@ -126,7 +175,17 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     )
                     .await
                 }
-                None => Ok(()),
+                (Some(http_listener), Some(tls)) => {
+                    tls::serve_tls(
+                        http_listener,
+                        http_service,
+                        HttpOptions::default(),
+                        tls,
+                        until_stopped(stopped),
+                    )
+                    .await
+                }
+                (None, _) => Ok(()),
             }
         };
         tokio::try_join!(git, smart_http)?;
@@ -182,6 +241,36 @@ mod tests {
         );
         assert!(parse_http_addr("8080").is_err());
         assert!(parse_http_addr("").is_err());
+    }
+
+    #[test]
+    fn push_and_tls_flags_go_together_or_not_at_all() {
+        let parses = |args: &[&str]| {
+            Cli::try_parse_from(["packgate", "serve"].iter().chain(args))
+                .map(drop)
+                .map_err(|err| err.kind())
+        };
+        assert_eq!(parses(&["--http-credentials", "users"]), Ok(()));
+        assert_eq!(
+            parses(&["--tls-cert", "cert.pem", "--tls-key", "key.pem"]),
+            Ok(())
+        );
+        assert_eq!(
+            parses(&["--tls-cert", "cert.pem"]),
+            Err(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            parses(&["--tls-key", "key.pem"]),
+            Err(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            parses(&[
+                "--http-credentials",
+                "users",
+                "--http-allow-push-without-auth"
+            ]),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
     }
 
     #[test]

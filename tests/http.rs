@@ -4,9 +4,10 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{mpsc, Arc, Mutex},
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -22,6 +23,11 @@ pub(crate) struct Server {
     child: Child,
     git_address: String,
     http_address: String,
+    /// `http` or `https`.
+    http_scheme: &'static str,
+    /// Everything the server wrote to stderr so far, line by line.
+    log: Arc<Mutex<Vec<String>>>,
+    log_reader: Option<JoinHandle<()>>,
 }
 
 /// Whether the server accepts pushes over HTTP.
@@ -31,13 +37,54 @@ pub(crate) enum Push {
     AllowedWithoutAuthentication,
 }
 
+/// How to start a [`Server`] beyond the defaults.
+#[derive(Clone)]
+pub(crate) struct ServerOptions {
+    pub(crate) push: Push,
+    /// `--http-credentials FILE`.
+    pub(crate) credentials: Option<PathBuf>,
+    /// `--tls-cert CERT --tls-key KEY`.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    /// `PACKGATE_LOG`.
+    pub(crate) log_filter: Option<&'static str>,
+}
+
+impl ServerOptions {
+    pub(crate) fn new(push: Push) -> ServerOptions {
+        ServerOptions {
+            push,
+            credentials: None,
+            tls: None,
+            log_filter: None,
+        }
+    }
+}
+
 impl Server {
     /// Serve `root` and wait (bounded) for the ready lines of both front-ends.
     pub(crate) fn start(root: &Path, push: Push) -> Server {
+        Server::start_with(root, &ServerOptions::new(push))
+    }
+
+    /// [`Server::start`] with more options.
+    pub(crate) fn start_with(root: &Path, options: &ServerOptions) -> Server {
         let mut command = Command::new(PACKGATE);
         command.args(["serve", "--git", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
-        if push == Push::AllowedWithoutAuthentication {
+        if options.push == Push::AllowedWithoutAuthentication {
             command.arg("--http-allow-push-without-auth");
+        }
+        if let Some(credentials) = &options.credentials {
+            command.arg("--http-credentials").arg(credentials);
+        }
+        if let Some((certificate, key)) = &options.tls {
+            command
+                .arg("--tls-cert")
+                .arg(certificate)
+                .arg("--tls-key")
+                .arg(key);
+        }
+        if let Some(filter) = options.log_filter {
+            command.env("PACKGATE_LOG", filter);
         }
         let mut child = command
             .arg(root)
@@ -51,11 +98,18 @@ impl Server {
             .take()
             .unwrap_or_else(|| panic!("no stderr pipe"));
         let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Later lines (logs) go to the test's output.
-                if sender.send(line.clone()).is_err() {
-                    eprintln!("{line}");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_reader = std::thread::spawn({
+            let log = Arc::clone(&log);
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(line.clone());
+                    // Later lines (logs) go to the test's output.
+                    if sender.send(line.clone()).is_err() {
+                        eprintln!("{line}");
+                    }
                 }
             }
         });
@@ -65,24 +119,56 @@ impl Server {
                 .and_then(|rest| rest.split_whitespace().next())
                 .map(str::to_owned)
         };
+        let http_scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let http_prefix = format!("{http_scheme}://");
         let (mut git_address, mut http_address) = (None, None);
         while git_address.is_none() || http_address.is_none() {
             let line = receiver
                 .recv_timeout(Duration::from_secs(20))
                 .unwrap_or_else(|error| panic!("packgate serve printed no ready line: {error}"));
             git_address = git_address.or_else(|| address_after(&line, "git://"));
-            http_address = http_address.or_else(|| address_after(&line, "http://"));
+            http_address = http_address.or_else(|| address_after(&line, &http_prefix));
         }
         drop(receiver);
         Server {
             child,
             git_address: git_address.unwrap_or_default(),
             http_address: http_address.unwrap_or_default(),
+            http_scheme,
+            log,
+            log_reader: Some(log_reader),
         }
     }
 
     pub(crate) fn http_url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.http_address)
+        format!("{}://{}/{path}", self.http_scheme, self.http_address)
+    }
+
+    /// The URL of `path` with `user:password@` in it.
+    pub(crate) fn http_url_as(&self, user: &str, password: &str, path: &str) -> String {
+        format!(
+            "{}://{user}:{password}@{}/{path}",
+            self.http_scheme, self.http_address
+        )
+    }
+
+    /// Stops the server and returns everything it wrote to stderr.
+    pub(crate) fn stop_and_read_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader ends with the server's stderr.
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        log.join("\n")
     }
 
     pub(crate) fn git_url(&self, path: &str) -> String {
@@ -90,7 +176,7 @@ impl Server {
     }
 
     /// Sends `request` as is (it should say `Connection: close`) and reads the response.
-    fn raw(&self, request: &[u8]) -> RawResponse {
+    pub(crate) fn raw(&self, request: &[u8]) -> RawResponse {
         let mut stream = TcpStream::connect(&self.http_address)
             .unwrap_or_else(|error| panic!("connecting to {}: {error}", self.http_address));
         stream
@@ -107,7 +193,7 @@ impl Server {
     }
 
     /// `GET <path>` (the path as sent, not normalised).
-    fn get(&self, path: &str, extra_headers: &str) -> RawResponse {
+    pub(crate) fn get(&self, path: &str, extra_headers: &str) -> RawResponse {
         self.raw(
             format!(
                 "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra_headers}Connection: close\r\n\r\n",
@@ -126,10 +212,10 @@ impl Drop for Server {
 }
 
 /// An HTTP response, read to the end.
-struct RawResponse {
-    status: u16,
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
     /// The header lines, lower-cased.
-    headers: String,
+    pub(crate) headers: String,
     /// The body, with chunked transfer coding undone.
     body: Vec<u8>,
 }
@@ -157,7 +243,7 @@ impl RawResponse {
         }
     }
 
-    fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -189,7 +275,7 @@ fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
 
 /// A root with a private copy of `preset` as `<preset>.git`, and a repository beside the
 /// root that can only be reached by escaping it.
-fn root_with(dir: &Dir, preset: &str) -> std::path::PathBuf {
+pub(crate) fn root_with(dir: &Dir, preset: &str) -> std::path::PathBuf {
     let source = shared_fixture(preset);
     let root = dir.join("repos");
     std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));

@@ -10,18 +10,12 @@ use std::{
 
 use crate::{
     http::{Push, Server},
+    pkt::{line, DELIM, FLUSH},
     util::{fsck, shared_fixture, Dir, Git},
 };
 
-/// A pkt-line with `payload`.
-fn pkt(payload: &[u8]) -> Vec<u8> {
-    let mut line = format!("{:04x}", payload.len() + 4).into_bytes();
-    line.extend_from_slice(payload);
-    line
-}
-
 /// Reads pkt-lines until a flush-pkt; returns the payloads. Panics on a timeout or EOF.
-fn read_until_flush(stream: &mut TcpStream) -> Vec<Vec<u8>> {
+pub(crate) fn read_until_flush(stream: &mut TcpStream) -> Vec<Vec<u8>> {
     let mut payloads = Vec::new();
     // Bounded: an advertisement or ls-refs response of a test repository is short.
     for _ in 0..10_000 {
@@ -46,7 +40,7 @@ fn read_until_flush(stream: &mut TcpStream) -> Vec<Vec<u8>> {
 }
 
 /// Opens a git:// v2 upload-pack session and reads the capability advertisement.
-fn open_session(address: &str, path: &str) -> TcpStream {
+pub(crate) fn open_session(address: &str, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(address)
         .unwrap_or_else(|error| panic!("connecting to {address}: {error}"));
     stream
@@ -54,7 +48,7 @@ fn open_session(address: &str, path: &str) -> TcpStream {
         .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
     let head = format!("git-upload-pack {path}\0host=127.0.0.1\0\0version=2\0");
     stream
-        .write_all(&pkt(head.as_bytes()))
+        .write_all(&line(head.as_bytes()))
         .unwrap_or_else(|error| panic!("sending the request head: {error}"));
     let advertisement = read_until_flush(&mut stream);
     assert_eq!(
@@ -67,10 +61,10 @@ fn open_session(address: &str, path: &str) -> TcpStream {
 
 /// Sends `ls-refs` for `refs/heads/` and returns the ref lines.
 fn ls_refs(stream: &mut TcpStream) -> Vec<String> {
-    let mut request = pkt(b"command=ls-refs\n");
-    request.extend_from_slice(b"0001");
-    request.extend_from_slice(&pkt(b"ref-prefix refs/heads/\n"));
-    request.extend_from_slice(b"0000");
+    let mut request = line(b"command=ls-refs\n");
+    request.extend_from_slice(DELIM);
+    request.extend_from_slice(&line(b"ref-prefix refs/heads/\n"));
+    request.extend_from_slice(FLUSH);
     stream
         .write_all(&request)
         .unwrap_or_else(|error| panic!("sending ls-refs: {error}"));

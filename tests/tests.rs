@@ -19,6 +19,11 @@
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
+//! - `http`: smart HTTP clones, fetches and pushes; `http_auth`: pushes with credentials
+//!   (`--http-credentials`, `packgate passwd`), over TLS, and the service embedded in an axum
+//!   application (`examples/axum.rs`).
+//! - `daemon`: `packgate daemon`, the drop-in for git daemon: its lookup rules, path attacks,
+//!   push switches, log lines, pid file and SIGTERM.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 
@@ -28,8 +33,10 @@ mod util;
 mod advertise;
 mod bad_input;
 mod clone;
+mod daemon;
 mod fetch;
 mod http;
+mod http_auth;
 mod keepalive;
 mod large;
 mod ls_remote;

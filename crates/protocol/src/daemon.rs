@@ -15,8 +15,8 @@ use std::{
 use bstr::ByteSlice;
 use packgate_transport::{
     daemon::{
-        CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead, Service, Session,
-        LOG_TARGET,
+        Addresses, CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead, Service,
+        Session, LOG_TARGET,
     },
     pkt_line::PacketWriter,
     v2,
@@ -24,7 +24,7 @@ use packgate_transport::{
 
 use crate::{
     receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
-    registry::{AccessError, Registry},
+    registry::{AccessError, Registry, RequestLocation},
     repository::Repository,
     upload_pack::{Flow, ServeError, SessionOptions, UploadPack},
 };
@@ -90,6 +90,8 @@ enum Refused {
     ServiceDisabled,
     #[error("no such repository")]
     NoRepository(#[source] AccessError),
+    #[error("repository not exported")]
+    NotExported(#[source] AccessError),
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -112,15 +114,25 @@ impl DaemonService {
     /// Look the repository up and decide whether `head`'s service runs for it, in git
     /// daemon's order: a service that is off and not overridable is refused before the path
     /// is looked at.
-    fn open(&self, head: &RequestHead) -> Result<Repository, Refused> {
+    fn open(&self, head: &RequestHead, local: SocketAddr) -> Result<Repository, Refused> {
         let switch = self.switch(head.service).ok_or(Refused::ServiceDisabled)?;
         if !switch.enabled && !switch.overridable {
             return Err(Refused::ServiceDisabled);
         }
+        let location = RequestLocation {
+            host: head.host.as_deref().map(Vec::as_slice),
+            server_address: Some(local.ip()),
+        };
         let repo = self
             .registry
-            .open(&head.path, None)
-            .map_err(Refused::NoRepository)?;
+            .open_for_request(&head.path, &location, None)
+            .map_err(|err| {
+                if err.is_not_exported() {
+                    Refused::NotExported(err)
+                } else {
+                    Refused::NoRepository(err)
+                }
+            })?;
         let mut enabled = switch.enabled;
         if switch.overridable {
             let key = match head.service {
@@ -149,11 +161,11 @@ impl DaemonService {
 }
 
 impl ConnectionHandler for DaemonService {
-    fn open(&self, head: &RequestHead, _peer: SocketAddr) -> Session {
+    fn open(&self, head: &RequestHead, addresses: Addresses) -> Session {
         let path = head.path.to_str_lossy().into_owned();
         let service = head.service.as_str().trim_start_matches("git-");
         tracing::info!(target: LOG_TARGET, "Request {service} for '{path}'");
-        let repo = match self.open(head) {
+        let repo = match self.open(head, addresses.local) {
             Ok(repo) => repo,
             Err(refused) => {
                 match &refused {

@@ -166,6 +166,15 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// The two ends of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The server's address the client connected to.
+    pub local: SocketAddr,
+}
+
 /// Whether a session goes on after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -209,9 +218,9 @@ pub trait ExchangeHandler: Send + 'static {
 
 /// What decides, per connection, what to run. Implemented by the protocol layer.
 pub trait ConnectionHandler: Send + Sync + 'static {
-    /// Decide what to do with the session `head` asks for, from `peer`. Runs on the
-    /// blocking pool (it may open a repository).
-    fn open(&self, head: &RequestHead, peer: SocketAddr) -> Session;
+    /// Decide what to do with the session `head` asks for. Runs on the blocking pool (it may
+    /// open a repository).
+    fn open(&self, head: &RequestHead, addresses: Addresses) -> Session;
 
     /// Tell a client whose head could not be parsed why (as an `ERR` line).
     fn reject(&self, error: &HeadError, output: &mut dyn Write) {
@@ -285,11 +294,18 @@ pub async fn serve(
     .await
 }
 
-/// Tell a client over the connection cap why it is turned away, without waiting for it.
+/// Tell a client over the connection cap why it is turned away, spending at most a moment
+/// on it. Its head is read first: closing a socket with unread input resets the connection,
+/// and the client would see the reset instead of the message.
 async fn refuse_busy(mut stream: TcpStream) {
     let mut message = Vec::new();
     pkt_line::encode_error(TOO_MANY_CONNECTIONS, &mut message);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&message)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = read_head(&mut stream).await;
+        stream.write_all(&message).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 async fn connection(
@@ -319,10 +335,14 @@ async fn connection(
     if !head.extra_parameters.is_empty() {
         tracing::info!(target: LOG_TARGET, "Extended attribute \"protocol\": {}", head.git_protocol());
     }
+    let addresses = Addresses {
+        peer,
+        local: stream.local_addr()?,
+    };
     let session = {
         let handler = Arc::clone(&handler);
         let head = head.clone();
-        tokio::task::spawn_blocking(move || handler.open(&head, peer))
+        tokio::task::spawn_blocking(move || handler.open(&head, addresses))
             .await
             .map_err(std::io::Error::other)?
     };

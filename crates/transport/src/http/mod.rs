@@ -28,6 +28,30 @@
 //! back-pressure to the session, and no pack is ever held in memory whole. Request bodies
 //! are limited in size (before and after decompression).
 //!
+//! # Authentication
+//!
+//! An `Authorization: Basic …` header is parsed into [`BasicCredentials`] on the
+//! [`GitRequest`] (never logged; their `Debug` hides the password); checking them is the
+//! handler's. A handler that wants credentials refuses with [`Refusal::Unauthorized`]:
+//! `401 Unauthorized` with `WWW-Authenticate: Basic realm="…"`, upon which git asks its
+//! credential helper (or uses the URL's `user:password@`) and retries. A front-end that has
+//! authenticated the user itself — a CGI front-end behind a web server, with `REMOTE_USER`
+//! — sets [`GitRequest::remote_user`] instead; [`route`] never sets it, so no header can
+//! claim it.
+//!
+//! # TLS
+//!
+//! [`tls::serve_tls`] is [`serve`] behind rustls; [`tls::server_config`] reads a PEM
+//! certificate and key.
+//!
+//! # Embedding
+//!
+//! [`respond`] answers one request of any body type (`Request<B>` where `B` is an
+//! `http_body::Body` of [`Bytes`]), so the service can be mounted in another application's
+//! router (axum, hyper) — under a path prefix ([`HttpOptions::path_prefix`]) if the router
+//! does not strip it. It needs a tokio runtime (multi-threaded: the session runs on its
+//! blocking pool). Connection limits and timeouts are then the application's.
+//!
 //! This module knows no repositories: what a path names and what to answer is the handler's.
 
 use std::{
@@ -44,9 +68,9 @@ use std::{
 
 use bstr::{BString, ByteSlice};
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::{
-    body::{Body, Frame, Incoming, SizeHint},
+    body::{Body, Frame, SizeHint},
     header::{self, HeaderMap, HeaderValue},
     Method, Request, Response, StatusCode,
 };
@@ -59,6 +83,14 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::daemon::Service;
+
+mod auth;
+pub mod tls;
+
+pub use auth::{basic_challenge, BasicCredentials};
+
+/// The error type of request bodies [`respond`] accepts.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How many chunks of a response body may wait for a slow client.
 const RESPONSE_CHUNKS_IN_FLIGHT: usize = 8;
@@ -85,6 +117,13 @@ pub struct GitRequest {
     pub repository: BString,
     /// The `Git-Protocol` header, e.g. `version=2`.
     pub git_protocol: Option<String>,
+    /// The credentials the client sent (`Authorization: Basic`), not yet checked. Never log
+    /// them; their `Debug` hides the password.
+    pub credentials: Option<BasicCredentials>,
+    /// A user the front-end has already authenticated, e.g. the web server's `REMOTE_USER`
+    /// for a CGI front-end. [`route`] leaves it `None` (no header can claim it); only a
+    /// front-end that did the authentication itself may set it.
+    pub remote_user: Option<String>,
 }
 
 impl GitRequest {
@@ -121,6 +160,13 @@ pub enum Refusal {
     /// `403 Forbidden`: the repository exists but the service is not enabled, with a message
     /// for the user (git shows it as `remote: …`).
     Forbidden(String),
+    /// `401 Unauthorized` with `WWW-Authenticate: Basic realm="<realm>"`: the request needs
+    /// credentials, and came without (git then asks its credential helper and retries) or
+    /// with ones that were not accepted (git then gives up: "Authentication failed").
+    Unauthorized {
+        /// The protection space the client's credentials belong to (shown by some clients).
+        realm: String,
+    },
 }
 
 /// What serves routed requests; implemented by the protocol layer. Both methods run on the
@@ -165,6 +211,10 @@ pub struct HttpOptions {
     pub max_push_request: u64,
     /// The largest request line plus headers.
     pub max_header_bytes: usize,
+    /// A path prefix every request path must start with (`/git` when the service is
+    /// mounted at `/git/` in another application whose router does not strip it); it is
+    /// removed before routing, and a path outside it is `404`. Empty by default.
+    pub path_prefix: String,
 }
 
 impl Default for HttpOptions {
@@ -176,6 +226,7 @@ impl Default for HttpOptions {
             max_fetch_request: 10 * 1024 * 1024,
             max_push_request: 4 * 1024 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
+            path_prefix: String::new(),
         }
     }
 }
@@ -186,6 +237,17 @@ impl HttpOptions {
             Service::ReceivePack => self.max_push_request,
             _ => self.max_fetch_request,
         }
+    }
+
+    /// `path` without [`path_prefix`](HttpOptions::path_prefix), or `None` if it is not
+    /// below it.
+    fn strip_prefix<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let prefix = self.path_prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(prefix)?;
+        rest.starts_with('/').then_some(rest)
     }
 }
 
@@ -299,12 +361,20 @@ pub fn route(
         .get("git-protocol")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
+    // Several Authorization headers are ambiguous: none is taken.
+    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
+    let credentials = match (authorization.next(), authorization.next()) {
+        (Some(value), None) => BasicCredentials::from_authorization(value.as_bytes()),
+        _ => None,
+    };
     Ok((
         GitRequest {
             service,
             kind,
             repository: repository.into(),
             git_protocol,
+            credentials,
+            remote_user: None,
         },
         encoding,
     ))
@@ -396,12 +466,13 @@ where
         let activity = activity.clone();
         let options = Arc::clone(&options);
         hyper::service::service_fn(move |request| {
-            respond(
+            let response = respond_tracked(
                 Arc::clone(&handler),
                 Arc::clone(&options),
                 activity.clone(),
                 request,
-            )
+            );
+            async move { Ok::<_, Infallible>(response.await) }
         })
     };
     let connection = hyper::server::conn::http1::Builder::new()
@@ -419,16 +490,46 @@ where
     }
 }
 
-/// One request: route it, let the handler decide on the blocking pool, then stream.
-async fn respond<H: SmartHttpHandler>(
+/// Answer one smart HTTP request: route it, let the handler decide on the blocking pool,
+/// then stream the session's output as the response body.
+///
+/// This is the entry point for mounting the service in another application: `request` may
+/// carry any body of [`Bytes`] (hyper's `Incoming`, axum's `Body`, …), and the response body
+/// is an `http_body::Body` too. Every outcome is a response (errors are `4xx`/`5xx` with a
+/// short `text/plain` message). Must be called within a multi-threaded tokio runtime. The
+/// idle timeout is not applied here (it belongs to the connection); the request body limits
+/// are.
+pub async fn respond<H, B>(
+    handler: Arc<H>,
+    options: Arc<HttpOptions>,
+    request: Request<B>,
+) -> Response<ResponseBody>
+where
+    H: SmartHttpHandler,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    respond_tracked(handler, options, Activity::new(), request).await
+}
+
+/// [`respond`], recording activity on a connection of ours.
+async fn respond_tracked<H, B>(
     handler: Arc<H>,
     options: Arc<HttpOptions>,
     activity: Activity,
-    request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+    request: Request<B>,
+) -> Response<ResponseBody>
+where
+    H: SmartHttpHandler,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let uri = request.uri().clone();
-    let routed = route(request.method(), uri.path(), uri.query(), request.headers()).and_then(
-        |(git, encoding)| {
+    let routed = options
+        .strip_prefix(uri.path())
+        .ok_or(RouteError::NotFound)
+        .and_then(|path| route(request.method(), path, uri.query(), request.headers()))
+        .and_then(|(git, encoding)| {
             let limit = options.max_request(git.service);
             match request
                 .headers()
@@ -439,8 +540,7 @@ async fn respond<H: SmartHttpHandler>(
                 Some(Ok(Ok(_))) | None => Ok((git, encoding, limit)),
                 Some(_) => Err(RouteError::BadRequest("malformed Content-Length".into())),
             }
-        },
-    );
+        });
     let (git, encoding, limit) = match routed {
         Ok(routed) => routed,
         Err(err) => {
@@ -451,7 +551,7 @@ async fn respond<H: SmartHttpHandler>(
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            return Ok(response);
+            return response;
         }
     };
     tracing::info!(
@@ -459,12 +559,13 @@ async fn respond<H: SmartHttpHandler>(
         kind = ?git.kind,
         repository = %git.repository.as_bstr(),
         protocol = git.git_protocol.as_deref().unwrap_or(""),
+        credentials = git.credentials.is_some(),
         "request"
     );
     let content_type = git.response_content_type();
     let (decision_sender, decision) = oneshot::channel();
     let (chunk_sender, chunks) = mpsc::channel(RESPONSE_CHUNKS_IN_FLIGHT);
-    let body = request.into_body();
+    let body = request.into_body().map_err(Into::into).boxed_unsync();
     let runtime = tokio::runtime::Handle::current();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
@@ -503,7 +604,7 @@ async fn respond<H: SmartHttpHandler>(
         handler.serve(session, &git, &mut input, &mut output);
         let _ = output.flush();
     });
-    let response = match decision.await {
+    match decision.await {
         Ok(Ok(())) => {
             let mut response = Response::new(ResponseBody::Channel(chunks));
             let headers = response.headers_mut();
@@ -515,9 +616,17 @@ async fn respond<H: SmartHttpHandler>(
         }
         Ok(Err(Refusal::NotFound)) => text_response(StatusCode::NOT_FOUND, "Repository not found"),
         Ok(Err(Refusal::Forbidden(message))) => text_response(StatusCode::FORBIDDEN, &message),
+        Ok(Err(Refusal::Unauthorized { realm })) => {
+            let mut response = text_response(StatusCode::UNAUTHORIZED, "Authentication required");
+            if let Ok(value) = HeaderValue::from_str(&basic_challenge(&realm)) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
         Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
-    };
-    Ok(response)
+    }
 }
 
 /// A small `text/plain` response.
@@ -630,7 +739,7 @@ impl Write for ChannelWriter {
 /// The session's side of a request body: a blocking [`Read`] that pulls frames from hyper,
 /// at most `limit` bytes.
 struct RequestBody {
-    body: Incoming,
+    body: UnsyncBoxBody<Bytes, BoxError>,
     runtime: tokio::runtime::Handle,
     pending: Bytes,
     remaining: u64,
@@ -955,6 +1064,9 @@ mod tests {
         fn open(&self, request: &GitRequest) -> Result<(), Refusal> {
             match (request.service, request.repository.as_slice()) {
                 (_, b"/missing") => Err(Refusal::NotFound),
+                (_, b"/private") if request.credentials.is_none() => Err(Refusal::Unauthorized {
+                    realm: "test \"realm\"".into(),
+                }),
                 (Service::ReceivePack, _) => Err(Refusal::Forbidden("no pushes here".into())),
                 _ => Ok(()),
             }
@@ -967,6 +1079,9 @@ mod tests {
             input: &mut dyn Read,
             output: &mut dyn Write,
         ) {
+            if let Some(credentials) = &request.credentials {
+                let _ = write!(output, "{}:", credentials.user());
+            }
             if request.repository == "/flood" {
                 while output.write_all(&[b'x'; 4096]).is_ok() {
                     self.written.fetch_add(4096, Ordering::Relaxed);
@@ -1134,6 +1249,107 @@ mod tests {
         assert_eq!(before, after, "the session kept writing");
         assert!(after < 4 * 1024 * 1024, "{after} bytes buffered");
         drop(client);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unauthorized_asks_for_basic_credentials() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut client = connect(&Arc::default());
+        client
+            .write_all(
+                b"GET /private/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+                  Connection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = String::from_utf8_lossy(&response).to_lowercase();
+        assert!(
+            response.starts_with("http/1.1 401 unauthorized"),
+            "{response}"
+        );
+        assert!(
+            response.contains("www-authenticate: basic realm=\"test realm\", charset=\"utf-8\""),
+            "{response}"
+        );
+        // With credentials ("u:p"), the handler serves and sees them.
+        let head = "GET /private/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+                    Authorization: Basic dTpw\r\n";
+        assert_eq!(exchange(head, b"").await, (200, b"u:".to_vec()));
+    }
+
+    #[test]
+    fn credentials_are_parsed_and_never_shown() {
+        let route_with = |pairs: &[(&'static str, &'static str)]| {
+            route(
+                &Method::GET,
+                "/r/info/refs",
+                Some("service=git-receive-pack"),
+                &headers(pairs),
+            )
+            .unwrap()
+            .0
+        };
+        // "alice:hunter2".
+        let git = route_with(&[("authorization", "Basic YWxpY2U6aHVudGVyMg==")]);
+        assert_eq!(
+            git.credentials,
+            Some(BasicCredentials::new("alice", "hunter2"))
+        );
+        assert_eq!(git.remote_user, None);
+        assert!(!format!("{git:?}").contains("hunter2"));
+        // Two Authorization headers: neither is taken.
+        let git = route_with(&[
+            ("authorization", "Basic YWxpY2U6aHVudGVyMg=="),
+            ("authorization", "Basic Ym9iOng="),
+        ]);
+        assert_eq!(git.credentials, None);
+        // Nor is a header claiming a user name.
+        let git = route_with(&[("remote-user", "alice"), ("x-remote-user", "alice")]);
+        assert_eq!((git.credentials, git.remote_user), (None, None));
+    }
+
+    /// [`respond`] as an embedding application calls it: another body type, a path prefix.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn respond_under_a_prefix_with_any_body() {
+        let handler = Arc::new(Echo {
+            written: Arc::default(),
+        });
+        let options = Arc::new(HttpOptions {
+            path_prefix: "/git/".into(),
+            ..HttpOptions::default()
+        });
+        let request = |path: &str, body: &'static [u8]| {
+            Request::post(path)
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/x-git-upload-pack-request",
+                )
+                .body(http_body_util::Full::new(Bytes::from_static(body)))
+                .unwrap()
+        };
+        let response = respond(
+            Arc::clone(&handler),
+            Arc::clone(&options),
+            request("/git/r/git-upload-pack", b"0000"),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), b"0000");
+        for outside in ["/r/git-upload-pack", "/gitr/git-upload-pack", "/git"] {
+            let response = respond(
+                Arc::clone(&handler),
+                Arc::clone(&options),
+                request(outside, b""),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{outside}");
+        }
     }
 
     #[test]

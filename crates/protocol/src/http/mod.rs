@@ -1,0 +1,514 @@
+//! The smart HTTP service: what runs once the front-end in `packgate-transport` has routed
+//! a request (`GET <repo>/info/refs?service=…` or `POST <repo>/git-…-pack`).
+//!
+//! * upload-pack speaks protocol v2 only. `GET info/refs` with `Git-Protocol: version=2`
+//!   gets the v2 capability advertisement — without the `# service=` header, as from git's
+//!   http-backend — and each `POST` is one stateless v2 request. A v0/v1 client gets the
+//!   `# service=git-upload-pack` header and then `ERR`, which git shows as
+//!   `fatal: remote error: …`.
+//! * receive-pack speaks v0 (v1 on request): `# service=git-receive-pack`, the ref
+//!   advertisement, then one stateless push per `POST`. Who may push is the operator's
+//!   [`PushAccess`]: nobody (the default, `403 Forbidden`), authenticated users
+//!   ([`PushAccess::Authenticated`]: HTTP Basic credentials checked by an
+//!   [`Authenticator`] such as a [`CredentialsFile`], or a user the front-end authenticated
+//!   itself, [`GitRequest::remote_user`]), only users the front-end authenticated
+//!   ([`PushAccess::RemoteUser`], git http-backend's rule behind a web server), or anyone
+//!   ([`PushAccess::AllowedWithoutAuthentication`]). A push without acceptable credentials
+//!   gets `401 Unauthorized` with a Basic challenge — on the advertisement already, so git
+//!   asks for credentials before it sends a pack. A repository can refuse pushes itself with
+//!   `http.receivepack=false` (`403`, whoever asks) and fetches with `http.uploadpack=false`;
+//!   unlike git's http-backend, `http.receivepack=true` does not open a repository to
+//!   anonymous pushes: a repository can close what the operator opened, not the reverse.
+//! * Fetches need no credentials; any sent are ignored.
+//! * In-process [`Hook`]s added with [`HttpService::with_hook`] judge every push over HTTP,
+//!   before the repository's hook scripts (a pre-receive policy of an embedding application).
+//!
+//! Repositories are found with the [`Registry`]; a path it refuses, or where no repository
+//! is, is `404 Not Found` with a fixed message, so the response says nothing about the
+//! server's files.
+
+use std::{
+    io::{Read, Write},
+    sync::Arc,
+};
+
+use bstr::ByteSlice;
+use packgate_hooks::Hook;
+use packgate_transport::{
+    daemon::Service,
+    http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
+    pkt_line::PacketWriter,
+};
+
+mod credentials;
+
+pub use credentials::{
+    check_user_name, hash_password, CredentialsError, CredentialsFile, HashError, HashScheme,
+};
+
+use crate::{
+    receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
+    registry::Registry,
+    repository::Repository,
+    upload_pack::{ServeError, SessionOptions, UploadPack},
+};
+
+/// What a v0/v1 client of upload-pack is told.
+const V2_ONLY: &str =
+    "packgate serves fetches over protocol v2 only; use 'git -c protocol.version=2'";
+
+/// What a push is told when the server serves none over HTTP.
+const PUSH_DISABLED: &str = "push over HTTP is disabled on this server";
+
+/// The realm of the Basic challenge unless [`HttpService::with_realm`] says otherwise.
+pub const DEFAULT_REALM: &str = "packgate";
+
+/// Checks a user's password: the pluggable half of [`PushAccess::Authenticated`].
+///
+/// Called on tokio's blocking pool, once per request that needs it (an HTTP push makes two
+/// or more), so it may be slow — a password hash is meant to be — but should remember what
+/// it recently accepted if it is very slow. [`CredentialsFile`] is the implementation the
+/// `packgate` binary uses; a closure `Fn(&str, &str) -> Option<String>` is one too.
+pub trait Authenticator: Send + Sync {
+    /// The name of the user `user` authenticates as, if `password` is right for them
+    /// (usually `user` itself); `None` refuses.
+    fn authenticate(&self, user: &str, password: &str) -> Option<String>;
+}
+
+impl<F> Authenticator for F
+where
+    F: Fn(&str, &str) -> Option<String> + Send + Sync,
+{
+    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+        self(user, password)
+    }
+}
+
+/// Who may push over HTTP. Whatever it says, a repository with `http.receivepack=false`
+/// refuses pushes.
+#[derive(Clone, Default)]
+pub enum PushAccess {
+    /// receive-pack is refused with `403 Forbidden`.
+    #[default]
+    Refused,
+    /// Anyone who can reach the server may push to every repository it serves. Only for
+    /// trusted networks, or behind a proxy that authenticates.
+    AllowedWithoutAuthentication,
+    /// Authenticated users only: the user the front-end vouches for
+    /// ([`GitRequest::remote_user`]) if there is one, else the user of the request's Basic
+    /// credentials if the authenticator accepts them. Anyone else gets `401 Unauthorized`.
+    Authenticated(Arc<dyn Authenticator>),
+    /// Only users the front-end authenticated itself ([`GitRequest::remote_user`]): what git
+    /// http-backend does behind a web server (push enabled iff `REMOTE_USER` is set).
+    /// Anyone else gets `403 Forbidden`, since asking them for credentials is the web
+    /// server's business.
+    RemoteUser,
+}
+
+impl std::fmt::Debug for PushAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PushAccess::Refused => "Refused",
+            PushAccess::AllowedWithoutAuthentication => "AllowedWithoutAuthentication",
+            PushAccess::Authenticated(_) => "Authenticated(..)",
+            PushAccess::RemoteUser => "RemoteUser",
+        })
+    }
+}
+
+impl PushAccess {
+    /// [`PushAccess::Authenticated`] with `authenticator`.
+    pub fn authenticated(authenticator: impl Authenticator + 'static) -> Self {
+        PushAccess::Authenticated(Arc::new(authenticator))
+    }
+}
+
+/// Serves smart HTTP for the repositories of a [`Registry`].
+pub struct HttpService {
+    registry: Registry,
+    push: PushAccess,
+    realm: String,
+    hooks: Vec<Arc<dyn Hook>>,
+    hook_scripts: bool,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("registry", &self.registry)
+            .field("push", &self.push)
+            .field("realm", &self.realm)
+            .field("hooks", &self.hooks.len())
+            .field("hook_scripts", &self.hook_scripts)
+            .finish()
+    }
+}
+
+impl HttpService {
+    /// Serve the repositories of `registry`; pushes as `push` says, with the repositories'
+    /// hook scripts and no in-process hooks.
+    pub fn new(registry: Registry, push: PushAccess) -> Self {
+        HttpService {
+            registry,
+            push,
+            realm: DEFAULT_REALM.to_owned(),
+            hooks: Vec::new(),
+            hook_scripts: true,
+        }
+    }
+
+    /// The realm named in the `401` challenge (git's credential helpers do not use it;
+    /// browsers and some clients show it). [`DEFAULT_REALM`] unless set.
+    pub fn with_realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = realm.into();
+        self
+    }
+
+    /// Add an in-process hook that judges every push over HTTP (see
+    /// [`ReceivePack::with_hook`]): hooks run in the order added, before the repository's
+    /// hook scripts, and what they write reaches the client as `remote: …` lines.
+    pub fn with_hook(mut self, hook: impl Hook + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Whether pushes run the repositories' hook scripts (`hooks/pre-receive`, …); on by
+    /// default.
+    pub fn with_hook_scripts(mut self, run: bool) -> Self {
+        self.hook_scripts = run;
+        self
+    }
+
+    /// Who may push, or the refusal: `Ok(None)` when anyone may and nobody is known.
+    fn authorize_push(&self, request: &GitRequest) -> Result<Option<String>, Refusal> {
+        let remote_user = request.remote_user.clone().filter(|user| !user.is_empty());
+        match &self.push {
+            PushAccess::Refused => Err(Refusal::Forbidden(PUSH_DISABLED.into())),
+            PushAccess::AllowedWithoutAuthentication => Ok(remote_user),
+            PushAccess::RemoteUser => match remote_user {
+                Some(user) => Ok(Some(user)),
+                None => {
+                    tracing::info!("push refused: no authenticated user");
+                    Err(Refusal::Forbidden(format!(
+                        "service not enabled: {}",
+                        request.service.as_str()
+                    )))
+                }
+            },
+            PushAccess::Authenticated(authenticator) => {
+                if let Some(user) = remote_user {
+                    return Ok(Some(user));
+                }
+                let unauthorized = Refusal::Unauthorized {
+                    realm: self.realm.clone(),
+                };
+                let Some(credentials) = &request.credentials else {
+                    tracing::info!("push needs credentials; asking for them");
+                    return Err(unauthorized);
+                };
+                match authenticator.authenticate(credentials.user(), credentials.password()) {
+                    Some(user) => Ok(Some(user)),
+                    None => {
+                        // Neither the password nor the claimed name is logged.
+                        tracing::info!("push refused: authentication failed");
+                        Err(unauthorized)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request [`HttpService`] decided to serve: the repository, and who pushes.
+#[derive(Debug)]
+pub struct HttpSession {
+    repo: Repository,
+    user: Option<String>,
+}
+
+impl HttpSession {
+    /// The repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The authenticated user, if there is one (pushes only).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+impl SmartHttpHandler for HttpService {
+    type Session = HttpSession;
+
+    fn open(&self, request: &GitRequest) -> Result<HttpSession, Refusal> {
+        let repo = match self.registry.open(&request.repository, None) {
+            Ok(repo) => repo,
+            Err(err) => {
+                tracing::info!(%err, "not found");
+                return Err(Refusal::NotFound);
+            }
+        };
+        let key = match request.service {
+            Service::UploadPack => "http.uploadpack",
+            Service::ReceivePack => {
+                if matches!(self.push, PushAccess::Refused) {
+                    tracing::info!("push refused: not enabled over HTTP");
+                    return Err(Refusal::Forbidden(PUSH_DISABLED.into()));
+                }
+                "http.receivepack"
+            }
+            Service::UploadArchive => {
+                return Err(Refusal::Forbidden(format!(
+                    "service not enabled: {}",
+                    request.service.as_str()
+                )))
+            }
+        };
+        let enabled = match repo.config().boolean(key) {
+            Ok(None) => true,
+            Ok(Some(enabled)) => enabled,
+            Err(err) => {
+                tracing::warn!(%err, key, "invalid boolean; service disabled");
+                false
+            }
+        };
+        if !enabled {
+            tracing::info!(key, "service disabled by the repository");
+            return Err(Refusal::Forbidden(format!(
+                "service not enabled: {}",
+                request.service.as_str()
+            )));
+        }
+        // Authentication last: a push the repository refuses anyway costs no password check.
+        let user = match request.service {
+            Service::ReceivePack => self.authorize_push(request)?,
+            _ => None,
+        };
+        if let Some(user) = &user {
+            tracing::info!(user, "authenticated");
+        }
+        Ok(HttpSession { repo, user })
+    }
+
+    fn serve(
+        &self,
+        session: HttpSession,
+        request: &GitRequest,
+        input: &mut dyn Read,
+        output: &mut dyn Write,
+    ) {
+        let repo = &session.repo;
+        let result = match request.service {
+            Service::UploadPack => upload_pack(repo, request, input, output),
+            Service::ReceivePack => self.receive_pack(repo, request, input, output),
+            Service::UploadArchive => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(err) if err.is_disconnect() => tracing::debug!(%err, "client went away"),
+            Err(err) => tracing::info!(
+                %err,
+                repository = %request.repository.as_bstr(),
+                "session ended with an error"
+            ),
+        }
+    }
+}
+
+fn upload_pack(
+    repo: &Repository,
+    request: &GitRequest,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<(), ServeError> {
+    let mut out = PacketWriter::new(output);
+    if !request.wants_version_2() {
+        if request.kind == RequestKind::Advertisement {
+            service_header(&mut out, request.service)?;
+        }
+        out.error(V2_ONLY)?;
+        out.get_mut().flush()?;
+        return Err(ServeError::BadRequest(V2_ONLY.into()));
+    }
+    let upload_pack = match UploadPack::new(repo) {
+        Ok(upload_pack) => upload_pack,
+        Err(err) => {
+            let message = format!("upload-pack: {err}");
+            out.error(&message)?;
+            out.get_mut().flush()?;
+            return Err(ServeError::Failed(message));
+        }
+    };
+    let options = SessionOptions {
+        stateless: true,
+        advertise_only: request.kind == RequestKind::Advertisement,
+        ..SessionOptions::default()
+    };
+    upload_pack.serve(input, out.into_inner(), &options)
+}
+
+impl HttpService {
+    fn receive_pack(
+        &self,
+        repo: &Repository,
+        request: &GitRequest,
+        input: &mut dyn Read,
+        output: &mut dyn Write,
+    ) -> Result<(), ServeError> {
+        let mut out = PacketWriter::new(output);
+        // Push has no protocol v2: a client asking for it gets v0, as from git.
+        let version = if request.wants_version_1() {
+            ProtocolVersion::V1
+        } else {
+            ProtocolVersion::V0
+        };
+        let receive_pack = match ReceivePack::new(repo) {
+            Ok(receive_pack) => self
+                .hooks
+                .iter()
+                .fold(receive_pack, |receive_pack, hook| {
+                    receive_pack.with_hook(Arc::clone(hook))
+                })
+                .with_hook_scripts(self.hook_scripts),
+            Err(err) => {
+                let message = format!("receive-pack: {err}");
+                if request.kind == RequestKind::Advertisement {
+                    service_header(&mut out, request.service)?;
+                }
+                out.error(&message)?;
+                out.get_mut().flush()?;
+                return Err(ServeError::Failed(message));
+            }
+        };
+        if request.kind == RequestKind::Advertisement {
+            service_header(&mut out, request.service)?;
+        }
+        let options = ReceivePackOptions {
+            stateless: true,
+            advertise_only: request.kind == RequestKind::Advertisement,
+            version,
+            ..ReceivePackOptions::default()
+        };
+        receive_pack
+            .serve(input, out.into_inner(), &options)
+            .map(|_report| ())
+    }
+}
+
+/// The `# service=<service>` packet and flush that open a v0/v1 advertisement over HTTP.
+fn service_header<W: Write>(out: &mut PacketWriter<W>, service: Service) -> Result<(), ServeError> {
+    out.write_text(format!("# service={}", service.as_str()))?;
+    out.flush_pkt()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use packgate_transport::http::BasicCredentials;
+
+    fn request(credentials: Option<(&str, &str)>, remote_user: Option<&str>) -> GitRequest {
+        GitRequest {
+            service: Service::ReceivePack,
+            kind: RequestKind::Advertisement,
+            repository: "/r.git".into(),
+            git_protocol: None,
+            credentials: credentials.map(|(user, password)| BasicCredentials::new(user, password)),
+            remote_user: remote_user.map(str::to_owned),
+        }
+    }
+
+    fn check(push: PushAccess, request: GitRequest, expected: Result<Option<&str>, Refusal>) {
+        let root = tempfile::tempdir().unwrap();
+        let service = HttpService::new(Registry::new(root.path()).unwrap(), push.clone());
+        let actual = service.authorize_push(&request);
+        assert_eq!(
+            actual,
+            expected.map(|user| user.map(str::to_owned)),
+            "{push:?} {request:?}"
+        );
+    }
+
+    #[test]
+    fn who_may_push() {
+        let unauthorized = || {
+            Err(Refusal::Unauthorized {
+                realm: DEFAULT_REALM.into(),
+            })
+        };
+        let not_enabled = || {
+            Err(Refusal::Forbidden(
+                "service not enabled: git-receive-pack".into(),
+            ))
+        };
+        let disabled = || Err(Refusal::Forbidden(PUSH_DISABLED.into()));
+        let alice = PushAccess::authenticated(|user: &str, password: &str| {
+            (user == "alice" && password == "secret").then(|| "Alice".to_owned())
+        });
+
+        check(PushAccess::Refused, request(None, None), disabled());
+        check(
+            PushAccess::Refused,
+            request(Some(("alice", "secret")), Some("carol")),
+            disabled(),
+        );
+
+        check(
+            PushAccess::AllowedWithoutAuthentication,
+            request(None, None),
+            Ok(None),
+        );
+        check(
+            PushAccess::AllowedWithoutAuthentication,
+            request(None, Some("carol")),
+            Ok(Some("carol")),
+        );
+
+        // As git http-backend: REMOTE_USER or nothing.
+        check(
+            PushAccess::RemoteUser,
+            request(None, Some("carol")),
+            Ok(Some("carol")),
+        );
+        check(
+            PushAccess::RemoteUser,
+            request(None, Some("")),
+            not_enabled(),
+        );
+        check(
+            PushAccess::RemoteUser,
+            request(Some(("alice", "secret")), None),
+            not_enabled(),
+        );
+
+        check(alice.clone(), request(None, None), unauthorized());
+        check(
+            alice.clone(),
+            request(Some(("alice", "wrong")), None),
+            unauthorized(),
+        );
+        check(
+            alice.clone(),
+            request(Some(("bob", "secret")), None),
+            unauthorized(),
+        );
+        // The authenticator names the user.
+        check(
+            alice.clone(),
+            request(Some(("alice", "secret")), None),
+            Ok(Some("Alice")),
+        );
+        // A user the front-end authenticated needs no credentials.
+        check(
+            alice.clone(),
+            request(None, Some("carol")),
+            Ok(Some("carol")),
+        );
+        check(
+            alice,
+            request(Some(("alice", "wrong")), Some("")),
+            unauthorized(),
+        );
+    }
+}
