@@ -1,7 +1,9 @@
 //! The `packgate` command line: parses arguments, opens what they name, runs the library's
 //! services and maps their errors to exit codes. No protocol logic lives here.
 
+mod config;
 mod daemon;
+mod http_backend;
 mod passwd;
 mod serve;
 mod stdio;
@@ -49,6 +51,9 @@ pub(crate) enum Command {
     /// Add or replace USER in a credentials file for `serve --http-credentials`, with a
     /// bcrypt hash of the password read from standard input.
     Passwd(passwd::PasswdArgs),
+    /// A CGI program for a web server (Apache, nginx with fcgiwrap): a drop-in for
+    /// git-http-backend, configured by GIT_PROJECT_ROOT, GIT_HTTP_EXPORT_ALL and REMOTE_USER.
+    HttpBackend(http_backend::HttpBackendArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Daemon(args) => daemon::daemon(*args),
         Command::Passwd(args) => passwd::passwd(args),
+        Command::HttpBackend(args) => http_backend::http_backend(args),
     };
     match result {
         Ok(code) => code,

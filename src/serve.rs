@@ -1,7 +1,14 @@
 //! `packgate serve`: both network front-ends (git:// and smart HTTP) in one process.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
+use crate::config::{ConfigFile, Listen};
 use anyhow::Context;
 use clap::Args;
 use packgate::{
@@ -18,16 +25,19 @@ use packgate::{
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The directory of repositories to serve; created if missing.
-    #[arg(default_value = "./repos")]
-    root: PathBuf,
-    /// Where the git:// front-end listens.
-    #[arg(long = "git", value_name = "ADDR", default_value = "127.0.0.1:9418")]
-    git_addr: std::net::SocketAddr,
+    /// The directory of repositories to serve; created if missing [default: ./repos].
+    root: Option<PathBuf>,
+    /// A TOML file with these settings and more (timeouts, connection caps, body limits,
+    /// push over git://); a flag wins over the file. See README.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the git:// front-end listens, or `off` [default: 127.0.0.1:9418].
+    #[arg(long = "git", value_name = "ADDR|off")]
+    git: Option<Listen>,
     /// Where the smart HTTP front-end listens, or `off` (fetch with protocol v2; push only
-    /// with --http-credentials or --http-allow-push-without-auth).
-    #[arg(long = "http", value_name = "ADDR|off", default_value = "127.0.0.1:8080", value_parser = parse_http_addr)]
-    http: HttpListen,
+    /// with --http-credentials or --http-allow-push-without-auth) [default: 127.0.0.1:8080].
+    #[arg(long = "http", value_name = "ADDR|off")]
+    http: Option<Listen>,
     /// Accept pushes over HTTP from the users of FILE (HTTP Basic authentication): one
     /// `user:hash` per line, bcrypt (`htpasswd -B`) or argon2; see `packgate passwd`. Use
     /// with --tls-cert/--tls-key unless the network is trusted: Basic sends the password.
@@ -54,40 +64,153 @@ pub(crate) struct ServeArgs {
     informative_errors: bool,
 }
 
-pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.root)
-        .with_context(|| format!("could not create {}", args.root.display()))?;
-    let registry = Registry::new(&args.root)
-        .with_context(|| format!("could not open {}", args.root.display()))?;
-    let errors = if args.informative_errors {
-        ErrorDetail::Informative
-    } else {
-        ErrorDetail::Terse
-    };
-    let service = Arc::new(DaemonService::new(
-        registry.clone(),
-        DaemonConfig {
-            errors,
-            ..DaemonConfig::default()
-        },
-    ));
-    if args.http.0.is_none() {
-        for (given, flag) in [
-            (
-                args.http_allow_push_without_auth,
-                "--http-allow-push-without-auth",
-            ),
-            (args.http_credentials.is_some(), "--http-credentials"),
-            (args.tls_cert.is_some(), "--tls-cert"),
-        ] {
-            if given {
-                anyhow::bail!("{flag} needs the HTTP front-end (--http is off)");
+/// What `serve` runs with: the flags, then the configuration file, then the defaults.
+#[derive(Debug)]
+struct Settings {
+    root: PathBuf,
+    git: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    credentials: Option<PathBuf>,
+    allow_push_without_auth: bool,
+    tls: Option<(PathBuf, PathBuf)>,
+    daemon: DaemonConfig,
+    daemon_options: DaemonOptions,
+    http_options: HttpOptions,
+}
+
+impl Settings {
+    fn new(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        // Paths in the file are relative to the file.
+        let base = args
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
+        let (git, http) = (file.git, file.http);
+        let root = args
+            .root
+            .or_else(|| from_file(file.root))
+            .unwrap_or_else(|| PathBuf::from("./repos"));
+        let listen = |flag: Option<Listen>, file: Option<Listen>, default: SocketAddr| {
+            flag.or(file).map_or(Some(default), |listen| listen.0)
+        };
+        let git_addr = listen(
+            args.git,
+            git.listen,
+            SocketAddr::from(([127, 0, 0, 1], 9418)),
+        );
+        let http_addr = listen(
+            args.http,
+            http.listen,
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        );
+        let credentials = args
+            .http_credentials
+            .or_else(|| from_file(http.credentials));
+        let allow_push_without_auth =
+            args.http_allow_push_without_auth || http.allow_push_without_auth == Some(true);
+        if credentials.is_some() && allow_push_without_auth {
+            anyhow::bail!("HTTP credentials and allow-push-without-auth exclude each other");
+        }
+        let tls = match (
+            args.tls_cert.or_else(|| from_file(http.tls_cert)),
+            args.tls_key.or_else(|| from_file(http.tls_key)),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("a TLS certificate needs its key, and a key its certificate"),
+        };
+        if git_addr.is_none() && http_addr.is_none() {
+            anyhow::bail!("both front-ends are off: nothing to serve");
+        }
+        if http_addr.is_none() {
+            for (given, what) in [
+                (allow_push_without_auth, "allow-push-without-auth"),
+                (credentials.is_some(), "HTTP credentials"),
+                (tls.is_some(), "TLS"),
+            ] {
+                if given {
+                    anyhow::bail!("{what} needs the HTTP front-end (it is off)");
+                }
             }
         }
+        let informative_errors = args.informative_errors || git.informative_errors == Some(true);
+        let mut daemon = DaemonConfig {
+            errors: if informative_errors {
+                ErrorDetail::Informative
+            } else {
+                ErrorDetail::Terse
+            },
+            ..DaemonConfig::default()
+        };
+        if let Some(enabled) = git.receive_pack {
+            daemon.receive_pack.enabled = enabled;
+        }
+        let defaults = DaemonOptions::default();
+        let daemon_options = DaemonOptions {
+            init_timeout: git
+                .init_timeout
+                .map_or(defaults.init_timeout, Duration::from_secs),
+            idle_timeout: git
+                .timeout
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            max_connections: git.max_connections.unwrap_or(defaults.max_connections),
+        };
+        let defaults = HttpOptions::default();
+        let http_options = HttpOptions {
+            header_timeout: http
+                .header_timeout
+                .map_or(defaults.header_timeout, Duration::from_secs),
+            idle_timeout: http
+                .timeout
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            max_connections: http.max_connections.unwrap_or(defaults.max_connections),
+            max_fetch_request: http.max_fetch_request.unwrap_or(defaults.max_fetch_request),
+            max_push_request: http.max_push_request.unwrap_or(defaults.max_push_request),
+            ..defaults
+        };
+        for (name, value) in [
+            ("git.max-connections", daemon_options.max_connections),
+            ("http.max-connections", http_options.max_connections),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{name} must be at least 1");
+            }
+        }
+        Ok(Settings {
+            root,
+            git: git_addr,
+            http: http_addr,
+            credentials,
+            allow_push_without_auth,
+            tls,
+            daemon,
+            daemon_options,
+            http_options,
+        })
     }
-    let push = if args.http_allow_push_without_auth {
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::new(args)?;
+    let root = &settings.root;
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("could not create {}", root.display()))?;
+    let registry =
+        Registry::new(root).with_context(|| format!("could not open {}", root.display()))?;
+    let service = Arc::new(DaemonService::new(
+        registry.clone(),
+        settings.daemon.clone(),
+    ));
+    let push = if settings.allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
-    } else if let Some(path) = &args.http_credentials {
+    } else if let Some(path) = &settings.credentials {
         let credentials = CredentialsFile::load(path)?;
         if credentials.is_empty() {
             eprintln!(
@@ -99,9 +222,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         PushAccess::Refused
     };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-        _ => None,
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
@@ -111,23 +234,32 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.git_addr)
-            .await
-            .with_context(|| format!("could not listen on {}", args.git_addr))?;
-        let http_listener = match args.http.0 {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
+        let bind = |addr: Option<SocketAddr>| async move {
+            match addr {
+                Some(addr) => tokio::net::TcpListener::bind(addr)
                     .await
-                    .with_context(|| format!("could not listen on {addr}"))?,
-            ),
-            None => None,
+                    .map(Some)
+                    .with_context(|| format!("could not listen on {addr}")),
+                None => Ok(None),
+            }
         };
-        eprintln!(
-            "packgate: serving {} on git://{} (pid {})",
-            registry.root().display(),
-            listener.local_addr()?,
-            std::process::id()
-        );
+        let git_listener = bind(settings.git).await?;
+        let http_listener = bind(settings.http).await?;
+        if let Some(listener) = &git_listener {
+            eprintln!(
+                "packgate: serving {} on git://{} (pid {})",
+                registry.root().display(),
+                listener.local_addr()?,
+                std::process::id()
+            );
+            if settings.daemon.receive_pack.enabled {
+                eprintln!(
+                    "packgate: warning: anyone who can reach git://{} may push, without \
+                     authentication",
+                    listener.local_addr()?
+                );
+            }
+        }
         if let Some(http_listener) = &http_listener {
             eprintln!(
                 "packgate: serving {} on {scheme}://{} (pid {})",
@@ -158,20 +290,28 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let git = daemon::serve(
-            listener,
-            service,
-            DaemonOptions::default(),
-            until_stopped(stopped.clone()),
-        );
+        let git = async {
+            match git_listener {
+                Some(listener) => {
+                    daemon::serve(
+                        listener,
+                        service,
+                        settings.daemon_options,
+                        until_stopped(stopped.clone()),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
         let smart_http = async {
             match (http_listener, tls) {
                 (Some(http_listener), None) => {
                     http::serve(
                         http_listener,
                         http_service,
-                        HttpOptions::default(),
-                        until_stopped(stopped),
+                        settings.http_options,
+                        until_stopped(stopped.clone()),
                     )
                     .await
                 }
@@ -179,9 +319,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     tls::serve_tls(
                         http_listener,
                         http_service,
-                        HttpOptions::default(),
+                        settings.http_options,
                         tls,
-                        until_stopped(stopped),
+                        until_stopped(stopped.clone()),
                     )
                     .await
                 }
@@ -192,21 +332,6 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("packgate: shutting down");
         anyhow::Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Where the HTTP front-end listens, if anywhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct HttpListen(Option<std::net::SocketAddr>);
-
-/// `--http ADDR`, or `off` for no HTTP front-end.
-fn parse_http_addr(value: &str) -> Result<HttpListen, String> {
-    if value == "off" {
-        return Ok(HttpListen(None));
-    }
-    value
-        .parse()
-        .map(|addr| HttpListen(Some(addr)))
-        .map_err(|err| format!("{err} (an address like 127.0.0.1:8080, or off)"))
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -228,20 +353,6 @@ mod tests {
     use super::*;
     use crate::{Cli, Command};
     use clap::Parser;
-
-    #[test]
-    fn http_addresses() {
-        assert_eq!(parse_http_addr("off"), Ok(HttpListen(None)));
-        assert_eq!(
-            parse_http_addr("127.0.0.1:8080"),
-            Ok(HttpListen(Some(std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                8080
-            )))))
-        );
-        assert!(parse_http_addr("8080").is_err());
-        assert!(parse_http_addr("").is_err());
-    }
 
     #[test]
     fn push_and_tls_flags_go_together_or_not_at_all() {
@@ -273,23 +384,70 @@ mod tests {
         );
     }
 
+    /// `packgate serve <args>`'s settings.
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(["packgate", "serve"].iter().chain(args))
+            .map_err(|err| err.to_string())?;
+        let Command::Serve(args) = cli.command else {
+            return Err("not serve".into());
+        };
+        Settings::new(args).map_err(|err| format!("{err:#}"))
+    }
+
     #[test]
     fn serve_defaults_to_both_front_ends_on_loopback() {
-        let cli = Cli::try_parse_from(["packgate", "serve"]).map_err(|e| e.to_string());
-        let Ok(Cli {
-            command: Command::Serve(args),
-        }) = cli
-        else {
-            panic!("serve did not parse: {cli:?}", cli = cli.err());
+        let settings = settings(&[]);
+        let Ok(settings) = settings else {
+            panic!("{settings:?}");
         };
-        assert_eq!(args.root, PathBuf::from("./repos"));
+        assert_eq!(settings.root, PathBuf::from("./repos"));
+        assert_eq!(settings.git, Some(SocketAddr::from(([127, 0, 0, 1], 9418))));
         assert_eq!(
-            args.git_addr,
-            std::net::SocketAddr::from(([127, 0, 0, 1], 9418))
+            settings.http,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
         );
+        assert!(!settings.daemon.receive_pack.enabled);
         assert_eq!(
-            args.http,
-            HttpListen(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))))
+            settings.daemon_options.idle_timeout,
+            DaemonOptions::default().idle_timeout
         );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let file = dir.path().join("packgate.toml");
+        std::fs::write(
+            &file,
+            "root = \"repos\"\n[git]\nlisten = \"127.0.0.1:1\"\ntimeout = 7\nreceive-pack = true\n\
+             [http]\nlisten = \"off\"\n",
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        let config = file.to_string_lossy().into_owned();
+        let from_file = settings(&["--config", &config]).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(from_file.root, dir.path().join("repos"));
+        assert_eq!(from_file.git, Some(SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert_eq!(from_file.http, None);
+        assert_eq!(
+            from_file.daemon_options.idle_timeout,
+            Duration::from_secs(7)
+        );
+        assert!(from_file.daemon.receive_pack.enabled);
+        let flags = settings(&[
+            "--config",
+            &config,
+            "--git",
+            "127.0.0.1:2",
+            "--http",
+            "127.0.0.1:3",
+            "/srv",
+        ])
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(flags.root, PathBuf::from("/srv"));
+        assert_eq!(flags.git, Some(SocketAddr::from(([127, 0, 0, 1], 2))));
+        assert_eq!(flags.http, Some(SocketAddr::from(([127, 0, 0, 1], 3))));
+        assert!(settings(&["--git", "off", "--http", "off"]).is_err());
+        assert!(settings(&["--http", "off", "--http-allow-push-without-auth"]).is_err());
+        assert!(settings(&["--http", "8080"]).is_err());
     }
 }

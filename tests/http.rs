@@ -47,6 +47,8 @@ pub(crate) struct ServerOptions {
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// `PACKGATE_LOG`.
     pub(crate) log_filter: Option<&'static str>,
+    /// `--config FILE` (the harness's listen flags win over the file's).
+    pub(crate) config: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -56,6 +58,7 @@ impl ServerOptions {
             credentials: None,
             tls: None,
             log_filter: None,
+            config: None,
         }
     }
 }
@@ -82,6 +85,9 @@ impl Server {
                 .arg(certificate)
                 .arg("--tls-key")
                 .arg(key);
+        }
+        if let Some(config) = &options.config {
+            command.arg("--config").arg(config);
         }
         if let Some(filter) = options.log_filter {
             command.env("PACKGATE_LOG", filter);

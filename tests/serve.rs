@@ -1,8 +1,10 @@
 //! `packgate serve`: the README's serve command, over git:// on loopback.
 
+use std::{io::Write, time::Duration};
+
 use crate::{
-    http::{Push, Server},
-    util::{assert_same_refs, fsck, refs, shared_fixture, Dir, Git},
+    http::{Push, Server, ServerOptions},
+    util::{assert_same_refs, fsck, refs, shared_fixture, write_file, Dir, Git},
 };
 
 #[test]
@@ -82,4 +84,79 @@ fn refuses_paths_outside_the_root_and_unsupported_requests() {
         .args(["-c", "protocol.version=2", "ls-remote"])
         .arg(server.git_url("tiny.git"))
         .run();
+}
+
+/// `--config FILE`: push over git:// for every repository and the idle timeout come from the
+/// file; a typo in it stops the server with the key's name.
+#[test]
+fn config_file_settings() {
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("serve-config");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
+    let served = root.join("tiny.git");
+    dir.copy_tree(&source.path, &served);
+    let config = dir.join("packgate.toml");
+    write_file(&config, b"[git]\nreceive-pack = true\ntimeout = 2\n");
+    let server = Server::start_with(
+        &root,
+        &ServerOptions {
+            config: Some(config),
+            ..ServerOptions::new(Push::Refused)
+        },
+    );
+    for (n, git) in Git::all().into_iter().enumerate() {
+        let work = dir.join(&format!("work-{n}"));
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "-q"])
+            .arg(server.git_url("tiny.git"))
+            .arg(&work)
+            .run();
+        let output = dir
+            .git(&git)
+            .arg("-C")
+            .arg(&work)
+            .arg("push")
+            .arg(server.git_url("tiny.git"))
+            .arg(format!("HEAD:refs/heads/from-config-{n}"))
+            .output();
+        assert!(output.status.success(), "push with {git}: {output}");
+        fsck(&dir, &git, &served);
+    }
+    // A client that stops in the middle of a request is cut off after `timeout`.
+    let address = server
+        .git_url("")
+        .trim_start_matches("git://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stalled = crate::sessions::open_session(&address, "/tiny.git");
+    stalled
+        .write_all(&crate::pkt::line(b"command=ls-refs\n"))
+        .unwrap_or_else(|error| panic!("sending half a request: {error}"));
+    let started = std::time::Instant::now();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut stalled, &mut rest);
+    assert!(
+        read.is_ok() || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "not closed: {read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+
+    let bad = dir.join("bad.toml");
+    write_file(&bad, b"[git]\ntimeuot = 2\n");
+    let output = dir
+        .packgate()
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .arg(&root)
+        .output();
+    assert!(!output.status.success(), "{output}");
+    assert!(output.stderr_text().contains("timeuot"), "{output}");
 }

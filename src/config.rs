@@ -1,0 +1,179 @@
+//! `packgate serve --config FILE`: the settings the command line does not carry, as TOML.
+//!
+//! ```toml
+//! root = "/srv/git"
+//!
+//! [git]
+//! listen = "127.0.0.1:9418"    # or "off"
+//! init-timeout = 30            # seconds until the request head
+//! timeout = 600                # seconds a session may go without traffic
+//! max-connections = 256
+//! informative-errors = false
+//! receive-pack = false         # push over git:// to every repository (else per repository:
+//!                              # daemon.receivepack)
+//!
+//! [http]
+//! listen = "127.0.0.1:8080"    # or "off"
+//! credentials = "/etc/packgate/users"   # `packgate passwd` entries: push for these users
+//! allow-push-without-auth = false
+//! tls-cert = "/etc/packgate/cert.pem"
+//! tls-key = "/etc/packgate/key.pem"
+//! header-timeout = 30
+//! timeout = 600
+//! max-connections = 256
+//! max-fetch-request = 10485760
+//! max-push-request = 4294967296
+//! ```
+//!
+//! Every key is optional; a flag on the command line wins over the file, and the file over
+//! the built-in defaults. Unknown keys are errors, so a typo does not go unnoticed.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct ConfigFile {
+    /// The directory of repositories.
+    pub(crate) root: Option<PathBuf>,
+    /// The git:// front-end.
+    #[serde(default)]
+    pub(crate) git: GitSection,
+    /// The smart HTTP front-end.
+    #[serde(default)]
+    pub(crate) http: HttpSection,
+}
+
+/// `[git]`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct GitSection {
+    pub(crate) listen: Option<Listen>,
+    pub(crate) init_timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) informative_errors: Option<bool>,
+    pub(crate) receive_pack: Option<bool>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct HttpSection {
+    pub(crate) listen: Option<Listen>,
+    pub(crate) credentials: Option<PathBuf>,
+    pub(crate) allow_push_without_auth: Option<bool>,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) header_timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_fetch_request: Option<u64>,
+    pub(crate) max_push_request: Option<u64>,
+}
+
+/// Where a front-end listens, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listen(pub(crate) Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        if value == "off" {
+            return Ok(Listen(None));
+        }
+        value
+            .parse()
+            .map(|addr| Listen(Some(addr)))
+            .map_err(|err| format!("{err} (an address like 127.0.0.1:8080, or off)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl ConfigFile {
+    /// Read and check `path`.
+    pub(crate) fn load(path: &std::path::Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    fn parse(text: &str) -> anyhow::Result<ConfigFile> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_parses() {
+        let config = ConfigFile::parse(
+            r#"
+            root = "/srv/git"
+            [git]
+            listen = "off"
+            init-timeout = 5
+            timeout = 60
+            max-connections = 1000
+            informative-errors = true
+            receive-pack = true
+            [http]
+            listen = "127.0.0.1:8443"
+            credentials = "users"
+            allow-push-without-auth = false
+            tls-cert = "cert.pem"
+            tls-key = "key.pem"
+            header-timeout = 10
+            timeout = 120
+            max-connections = 50
+            max-fetch-request = 1024
+            max-push-request = 2048
+            "#,
+        )
+        .map_err(|err| format!("{err:#}"));
+        let Ok(config) = config else {
+            panic!("{config:?}");
+        };
+        assert_eq!(config.root, Some(PathBuf::from("/srv/git")));
+        assert_eq!(config.git.listen, Some(Listen(None)));
+        assert_eq!(config.git.receive_pack, Some(true));
+        assert_eq!(
+            config.http.listen,
+            Some(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 8443)))))
+        );
+        assert_eq!(config.http.max_push_request, Some(2048));
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(
+            ConfigFile::parse("").map_err(|err| err.to_string()),
+            Ok(ConfigFile::default())
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        for bad in [
+            "rooot = \"x\"",
+            "[git]\nlisten = \"9418\"",
+            "[http]\nmax-connections = -1",
+            "[gti]\nlisten = \"off\"",
+            "[git]\ntimeout = \"ten\"",
+        ] {
+            assert!(ConfigFile::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}
