@@ -39,6 +39,11 @@
 //! and peak RSS as GNU time reports them. GNU time takes them from `wait4`, so CPU includes
 //! the children the server waited for (git's `pack-objects`, `index-pack`, `rev-list`…) and
 //! the peak RSS is that of the largest single process of the server's tree, not their sum.
+//!
+//! # Connections (`connections`)
+//!
+//! Idle git:// connections and short `ls-refs` sessions against `git daemon`: see
+//! [`connections`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -51,7 +56,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use clap::ValueEnum;
-use packgate_fixture::{append_commits, Append, Packing};
+use packgate_fixture::{append_commits, Append, BuiltFixture, Packing};
+
+mod connections;
 
 /// GNU time; its `-f` and `-o` options are what we need.
 const GNU_TIME: &str = "/usr/bin/time";
@@ -67,13 +74,14 @@ const AGENT: &str = "agent=git/2.47.3";
 pub struct BenchArgs {
     /// What to measure: `clone` (a full clone), `incremental` (a fetch 10 commits behind),
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
-    /// 10 commits) or `push` (both pushes).
+    /// 10 commits), `push` (both pushes) or `connections` (idle git:// connections and
+    /// `ls-refs` sessions against `git daemon`; runs alone).
     #[arg(value_enum, required = true)]
     scenarios: Vec<Scenario>,
     /// The fixture preset; it is built repacked without bitmaps (`git repack -ad`) and cached
-    /// under `target/bench-fixtures`.
-    #[arg(long, default_value = "large")]
-    preset: String,
+    /// under `target/bench-fixtures`. Default: `large`, or `many-refs` for `connections`.
+    #[arg(long)]
+    preset: Option<String>,
     /// Timed runs per server, after one warm-up run each.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -90,6 +98,19 @@ pub struct BenchArgs {
     /// Print the table only; do not append it to `benches/RESULTS.md`.
     #[arg(long)]
     no_record: bool,
+    #[command(flatten)]
+    connections: connections::ConnectionArgs,
+}
+
+impl BenchArgs {
+    /// `--preset`, or the default of the scenarios asked for.
+    fn preset(&self) -> &str {
+        match &self.preset {
+            Some(preset) => preset,
+            None if self.scenarios.contains(&Scenario::Connections) => "many-refs",
+            None => "large",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -104,6 +125,8 @@ enum Scenario {
     PushMirror,
     /// A push of 10 new commits on the default branch.
     PushIncremental,
+    /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
+    Connections,
 }
 
 impl Scenario {
@@ -114,6 +137,7 @@ impl Scenario {
             Scenario::Push => "push",
             Scenario::PushMirror => "push-mirror",
             Scenario::PushIncremental => "push-incremental",
+            Scenario::Connections => "connections",
         }
     }
 
@@ -194,11 +218,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let load_before = load_average();
     ensure!(args.runs > 0, "--runs must be at least 1");
+    if args.scenarios.contains(&Scenario::Connections) {
+        ensure!(
+            args.scenarios.iter().all(|&s| s == Scenario::Connections),
+            "`connections` runs alone: `cargo xtask bench connections`"
+        );
+        return connections::run(&args);
+    }
     check_gnu_time()?;
     let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let target = target_dir(&root);
     let git = Git { program: &args.git };
 
     let packgate = match &args.packgate {
@@ -206,17 +235,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => build_packgate(&root, &target)?,
     };
 
-    let mut spec = packgate_fixture::preset_or_error(&args.preset)?;
-    spec.name = format!("{}-repacked", args.preset);
-    spec.packing = Packing::Repacked;
-    spec.git = args.git.clone();
-    let cache = target.join("bench-fixtures");
-    eprintln!("bench: fixture {} (repacked, no bitmaps)…", spec.name);
-    let fixture_started = Instant::now();
-    let built = spec
-        .build_cached(&cache)
-        .with_context(|| format!("building fixture {}", spec.name))?;
-    eprintln!("bench: {built} ({:.1?})", fixture_started.elapsed());
+    let built = build_fixture(&args, &target)?;
     let base = built.path.clone();
     let scenarios = expand(&args.scenarios);
     let fetches = scenarios.iter().any(|scenario| !scenario.is_push());
@@ -309,8 +328,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     });
                     continue;
                 }
-                // Replaced by its parts in `expand`.
-                Scenario::Push => continue,
+                // Replaced by its parts in `expand`; run alone, above.
+                Scenario::Push | Scenario::Connections => continue,
             };
             eprintln!(
                 "bench: {}: {} wants, {} haves, {} objects needed",
@@ -399,6 +418,30 @@ fn load_average() -> String {
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_owned()
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` or `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// The preset's fixture, repacked without bitmaps, cached under `<target>/bench-fixtures`.
+fn build_fixture(args: &BenchArgs, target: &Path) -> anyhow::Result<BuiltFixture> {
+    let preset = args.preset();
+    let mut spec = packgate_fixture::preset_or_error(preset)?;
+    spec.name = format!("{preset}-repacked");
+    spec.packing = Packing::Repacked;
+    spec.git = args.git.clone();
+    let cache = target.join("bench-fixtures");
+    eprintln!("bench: fixture {} (repacked, no bitmaps)…", spec.name);
+    let fixture_started = Instant::now();
+    let built = spec
+        .build_cached(&cache)
+        .with_context(|| format!("building fixture {}", spec.name))?;
+    eprintln!("bench: {built} ({:.1?})", fixture_started.elapsed());
+    Ok(built)
 }
 
 fn check_gnu_time() -> anyhow::Result<()> {
@@ -1578,6 +1621,74 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
+/// What every section of `benches/RESULTS.md` says about the run.
+struct SectionHeader {
+    /// `YYYY-MM-DD HH:MM UTC`.
+    date: String,
+    /// `N CPUs (model), M GiB RAM`.
+    machine: String,
+    /// `git version …`.
+    git_version: String,
+    /// `git describe --always --dirty` of the source tree.
+    revision: String,
+    /// The arguments after `cargo xtask`.
+    command: String,
+}
+
+impl SectionHeader {
+    fn new(git: &Git<'_>, root: &Path) -> anyhow::Result<SectionHeader> {
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+        let cpu_model = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_owned());
+        let memory = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|line| line.starts_with("MemTotal:"))
+                    .and_then(|line| line.split_whitespace().nth(1))
+                    .and_then(|kib| kib.parse::<u64>().ok())
+            })
+            .map_or_else(String::new, |kib| {
+                format!(", {:.0} GiB RAM", kib as f64 / (1024.0 * 1024.0))
+            });
+        let git_version = git.run(None, &["--version"])?.trim().to_owned();
+        let revision = Git {
+            program: Path::new("git"),
+        }
+        .run_in(root, &["describe", "--always", "--dirty"])
+        .map(|rev| rev.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+        let command: Vec<String> = std::env::args().skip(1).collect();
+        Ok(SectionHeader {
+            date,
+            machine: format!("{nproc} CPUs ({cpu_model}){memory}"),
+            git_version,
+            revision,
+            command: command.join(" "),
+        })
+    }
+
+    /// The command, machine, and versions lines.
+    fn lines(&self) -> String {
+        format!(
+            "- command: `cargo xtask {}`\n- machine: {}\n- {}; packgate at `{}`\n",
+            self.command, self.machine, self.git_version, self.revision
+        )
+    }
+}
+
 fn record_section(
     git: &Git<'_>,
     root: &Path,
@@ -1586,40 +1697,7 @@ fn record_section(
     load: &str,
     table: &str,
 ) -> anyhow::Result<String> {
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let nproc = std::thread::available_parallelism().map_or(0, usize::from);
-    let cpu_model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let memory = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<u64>().ok())
-        })
-        .map_or_else(String::new, |kib| {
-            format!(", {:.0} GiB RAM", kib as f64 / (1024.0 * 1024.0))
-        });
-    let git_version = git.run(None, &["--version"])?.trim().to_owned();
-    let revision = Git {
-        program: Path::new("git"),
-    }
-    .run_in(root, &["describe", "--always", "--dirty"])
-    .map(|rev| rev.trim().to_owned())
-    .unwrap_or_else(|_| "unknown".to_owned());
-    let command: Vec<String> = std::env::args().skip(1).collect();
+    let header = SectionHeader::new(git, root)?;
     let file_name = built
         .path
         .file_name()
@@ -1633,17 +1711,16 @@ fn record_section(
     let scenarios: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
     let _ = writeln!(
         out,
-        "## {date}: {} on `{}`\n",
+        "## {}: {} on `{}`\n",
+        header.date,
         scenarios.join(", "),
-        args.preset
+        args.preset()
     );
-    let _ = writeln!(out, "- command: `cargo xtask {}`", command.join(" "));
-    let _ = writeln!(out, "- machine: {nproc} CPUs ({cpu_model}){memory}");
-    let _ = writeln!(out, "- {git_version}; packgate at `{revision}`");
+    out.push_str(&header.lines());
     let _ = writeln!(
         out,
         "- fixture: `{file_name}` (preset `{}`, `git repack -ad`{}), {} objects, {} refs",
-        args.preset,
+        args.preset(),
         if args.bitmaps && fetches {
             "; bitmaps row: a copy after `git repack -adb`"
         } else {
