@@ -195,15 +195,31 @@ impl Repository {
                 }
             }
             Some(prefixes) => {
+                let packed = self.refs.cached_packed_buffer().map_err(RefsError::Read)?;
                 for prefix in minimal_prefixes(prefixes) {
-                    let Ok(relative) = <&gix_path::RelativePath>::try_from(prefix.as_bstr()) else {
-                        continue;
-                    };
-                    for reference in platform.prefixed(relative).map_err(RefsError::List)? {
-                        let reference = reference.map_err(RefsError::Read)?;
-                        if reference.name.as_bstr().starts_with(prefix.as_slice()) {
-                            self.push_resolved(reference, &mut out)?;
+                    // Loose refs win over packed ones of the same name.
+                    let mut found = std::collections::BTreeMap::new();
+                    if let Some(packed) = &packed {
+                        let iter = packed
+                            .iter_prefixed(prefix.clone())
+                            .map_err(RefsError::Read)?;
+                        for reference in iter {
+                            let reference: gix_ref::Reference =
+                                reference.map_err(RefsError::Read)?.into();
+                            found.insert(reference.name.as_bstr().to_owned(), reference);
                         }
+                    }
+                    for name in loose_ref_names(&self.git_dir, prefix).map_err(RefsError::List)? {
+                        let Ok(full_name) = gix_ref::FullName::try_from(name.clone()) else {
+                            continue;
+                        };
+                        // Gone since the directory was read, or not a ref: skip it.
+                        if let Ok(Some(reference)) = self.refs.try_find_loose(full_name.as_ref()) {
+                            found.insert(name, reference.into());
+                        }
+                    }
+                    for reference in found.into_values() {
+                        self.push_resolved(reference, &mut out)?;
                     }
                 }
                 out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -260,6 +276,19 @@ impl Repository {
         let mut peeled = None;
         // Bound the chain: a tag of a tag of … cannot be longer than this in practice.
         for _ in 0..64 {
+            // Most refs point at commits: their type is in the pack entry's header, and
+            // nothing needs inflating to tell they are not tags.
+            let header =
+                gix_object::FindHeader::try_header(&self.objects, &current).map_err(|source| {
+                    RefsError::Object {
+                        id: current,
+                        source,
+                    }
+                })?;
+            match header {
+                Some(header) if header.kind == gix_object::Kind::Tag => {}
+                _ => return Ok(peeled),
+            }
             let data = self
                 .objects
                 .try_find(&current, &mut buf)
@@ -310,6 +339,111 @@ fn minimal_prefixes(prefixes: &[BString]) -> Vec<&BString> {
     out
 }
 
+/// The names of the loose refs in `git_dir` that start with `prefix` (`refs/…`).
+///
+/// Only the directory that holds the prefix's last component is listed, and only its
+/// entries that match are looked into: `refs/heads/team/a` reads `refs/heads/team/` and
+/// descends into nothing but `a*`. (gix-ref's prefixed iteration walks and sorts the whole
+/// parent directory, which dominated the cost of a prefixed `ls-refs` on repositories with
+/// thousands of loose refs.) Large directories are listed through [`dir_listing`]'s cache.
+fn loose_ref_names(git_dir: &Path, prefix: &[u8]) -> std::io::Result<Vec<BString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let (directory, partial) = match prefix.rfind_byte(b'/') {
+        Some(slash) => (&prefix[..slash], &prefix[slash + 1..]),
+        None => return Ok(Vec::new()),
+    };
+    let mut names = Vec::new();
+    // Directories to list, as ref-name prefixes, with the start their entries must have.
+    let mut pending: Vec<(BString, &[u8])> = vec![(directory.into(), partial)];
+    while let Some((directory, partial)) = pending.pop() {
+        let path = git_dir.join(std::ffi::OsStr::from_bytes(&directory));
+        let Some(listing) = dir_listing(&path)? else {
+            continue;
+        };
+        for (file_name, is_dir) in listing.iter() {
+            if !file_name.starts_with(partial) {
+                continue;
+            }
+            let mut name = directory.clone();
+            name.push(b'/');
+            name.extend_from_slice(file_name);
+            if *is_dir {
+                pending.push((name, b""));
+            } else {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// A directory's entries: name, and whether it is a directory (otherwise a regular file;
+/// anything else is left out).
+type Listing = std::sync::Arc<Vec<(BString, bool)>>;
+
+/// Listings of large loose-ref directories, shared by every repository this process opens:
+/// a prefixed `ls-refs` on a repository with thousands of loose refs in one directory would
+/// otherwise read that directory on every request.
+///
+/// An entry is used only while the directory's modification time is what it was when the
+/// entry was made — adding, removing or renaming a ref file changes it — and an entry is
+/// made only if that time lies well in the past, so two changes within one tick of the
+/// file system's clock cannot hide each other (git's "racy" rule for its index).
+static LISTINGS: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<PathBuf, (std::time::SystemTime, Listing)>>,
+> = std::sync::OnceLock::new();
+
+/// Directories with fewer entries are read every time.
+const CACHED_LISTING_MIN_ENTRIES: usize = 256;
+/// The most directories remembered; the cache starts over when it is full.
+const CACHED_LISTINGS_MAX: usize = 4096;
+/// How far in the past a modification time must lie for its listing to be remembered.
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The entries of the directory at `path`, `None` if there is none.
+fn dir_listing(path: &Path) -> std::io::Result<Option<Listing>> {
+    use std::os::unix::ffi::OsStrExt;
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => metadata,
+        Ok(_) => return Ok(None),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let modified = metadata.modified()?;
+    let cache = LISTINGS.get_or_init(Default::default);
+    if let Ok(cache) = cache.lock() {
+        if let Some((when, listing)) = cache.get(path) {
+            if *when == modified {
+                return Ok(Some(listing.clone()));
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() || file_type.is_file() {
+            entries.push((
+                BString::from(entry.file_name().as_bytes()),
+                file_type.is_dir(),
+            ));
+        }
+    }
+    let listing = Listing::new(entries);
+    let settled = std::time::SystemTime::now()
+        .duration_since(modified)
+        .is_ok_and(|age| age >= RACY_WINDOW);
+    if settled && listing.len() >= CACHED_LISTING_MIN_ENTRIES {
+        if let Ok(mut cache) = cache.lock() {
+            if cache.len() >= CACHED_LISTINGS_MAX {
+                cache.clear();
+            }
+            cache.insert(path.to_owned(), (modified, listing.clone()));
+        }
+    }
+    Ok(Some(listing))
+}
+
 /// git's repository discovery for a server: no walking up, a fixed list of candidates.
 fn find_git_dir(path: &Path, lookup: PathLookup) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = match lookup {
@@ -351,4 +485,132 @@ fn follow_gitfile(path: &Path) -> Option<PathBuf> {
 /// git's test: `objects/` and `refs/` directories and a `HEAD` file.
 fn is_git_dir(path: &Path) -> bool {
     path.join("objects").is_dir() && path.join("refs").is_dir() && path.join("HEAD").is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("git {args:?}: {err}"));
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Prefixed listing (own loose-ref walk + packed-refs) agrees with the full listing
+    /// filtered by prefix, with loose refs overriding packed ones.
+    #[test]
+    fn prefixed_refs_match_the_filtered_full_listing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let path = dir.path();
+        git(path, &["init", "-q"]);
+        git(path, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let one = git(path, &["rev-parse", "HEAD"]);
+        for name in [
+            "refs/heads/team/a",
+            "refs/heads/team/ab",
+            "refs/heads/team/b/c",
+            "refs/heads/teamx",
+            "refs/tags/v1",
+        ] {
+            git(path, &["update-ref", name, &one]);
+        }
+        git(path, &["pack-refs", "--all"]);
+        git(path, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let two = git(path, &["rev-parse", "HEAD"]);
+        // Loose refs: one overrides a packed ref, one is new, one is nested.
+        for name in [
+            "refs/heads/team/a",
+            "refs/heads/team/new",
+            "refs/heads/team/b/d/e",
+        ] {
+            git(path, &["update-ref", name, &two]);
+        }
+        let repo =
+            Repository::open(path, PathLookup::Lenient, None).unwrap_or_else(|err| panic!("{err}"));
+        let all = repo.refs(None).unwrap_or_else(|err| panic!("{err}"));
+        assert!(all.iter().any(|r| r.name == "refs/heads/team/a"
+            && ObjectId::from_hex(two.as_bytes()).is_ok_and(|two| r.id == two)));
+        for prefix in [
+            "refs/heads/team/a",
+            "refs/heads/team",
+            "refs/heads/team/",
+            "refs/heads/team/b/",
+            "refs/heads/team/b/d",
+            "refs/heads/",
+            "refs/",
+            "refs/tags/v",
+            "refs/nothing/",
+            "refs/heads/team/a/",
+        ] {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|r| r.name.starts_with(prefix.as_bytes()))
+                .cloned()
+                .collect();
+            let actual = repo
+                .refs(Some(&[BString::from(prefix)]))
+                .unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(actual, expected, "prefix {prefix}");
+        }
+    }
+
+    /// The listing cache of a large ref directory never hides a change: refs added or
+    /// deleted after the directory was listed (and cached) show up at once.
+    #[test]
+    fn cached_directory_listings_follow_changes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let path = dir.path();
+        git(path, &["init", "-q", "--bare"]);
+        let blob = {
+            let output = std::process::Command::new("git")
+                .arg("-C")
+                .arg(path)
+                .args(["hash-object", "-w", "--stdin"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap_or_else(|err| panic!("{err}"));
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        };
+        let many = path.join("refs/tags/many");
+        std::fs::create_dir_all(&many).unwrap_or_else(|err| panic!("{err}"));
+        for n in 0..300 {
+            std::fs::write(many.join(format!("{n:04}")), format!("{blob}\n"))
+                .unwrap_or_else(|err| panic!("{err}"));
+        }
+        // Settled: last modified an hour ago, so its listing is cached.
+        let touch = std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(&many)
+            .status()
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(touch.success());
+        let repo =
+            Repository::open(path, PathLookup::Strict, None).unwrap_or_else(|err| panic!("{err}"));
+        let names = |prefix: &str| -> Vec<String> {
+            repo.refs(Some(&[BString::from(prefix)]))
+                .unwrap_or_else(|err| panic!("{err}"))
+                .into_iter()
+                .map(|r| r.name.to_string())
+                .collect()
+        };
+        assert_eq!(names("refs/tags/many/029").len(), 10);
+        let cached = LISTINGS
+            .get()
+            .and_then(|cache| cache.lock().ok())
+            .is_some_and(|cache| cache.contains_key(&many));
+        assert!(cached, "the settled directory's listing is not cached");
+        git(path, &["update-ref", "refs/tags/many/0299x", &blob]);
+        git(path, &["update-ref", "-d", "refs/tags/many/0291"]);
+        let after = names("refs/tags/many/029");
+        assert_eq!(after.len(), 10, "{after:?}");
+        assert!(after.contains(&"refs/tags/many/0299x".to_owned()));
+        assert!(!after.contains(&"refs/tags/many/0291".to_owned()));
+    }
 }
