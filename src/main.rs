@@ -85,6 +85,8 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Daemon(_)) {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            // No colour codes in web servers' logs or files.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("PACKGATE_LOG")
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -5,6 +5,8 @@
 //!   version), subprocesses with a time limit (or in the background, to be killed), shared
 //!   fixtures, ref comparison.
 //! - `pkt`: pkt-lines written and read by hand.
+//! - `cgi_host`: a minimal web server that runs `packgate http-backend` as a CGI program
+//!   (and plays Apache's `Require valid-user` on push URLs).
 //!
 //! Tests:
 //! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
@@ -24,9 +26,13 @@
 //!   application (`examples/axum.rs`).
 //! - `daemon`: `packgate daemon`, the drop-in for git daemon: its lookup rules, path attacks,
 //!   push switches, log lines, pid file and SIGTERM.
+//! - `http_backend`: `packgate http-backend`, the CGI drop-in for git-http-backend: CGI
+//!   variables in, CGI response out (export-ok, REMOTE_USER, path attacks, methods), and
+//!   clone, fetch and push with git through `cgi_host`.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 
+mod cgi_host;
 mod pkt;
 mod util;
 
@@ -37,6 +43,7 @@ mod daemon;
 mod fetch;
 mod http;
 mod http_auth;
+mod http_backend;
 mod keepalive;
 mod large;
 mod ls_remote;

@@ -71,8 +71,8 @@ use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::{
     body::{Body, Frame, SizeHint},
-    header::{self, HeaderMap, HeaderValue},
-    Method, Request, Response, StatusCode,
+    header::{HeaderMap, HeaderValue},
+    Request, Response,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -88,6 +88,9 @@ mod auth;
 pub mod tls;
 
 pub use auth::{basic_challenge, BasicCredentials};
+/// The `http` types of [`route`]'s signature, for front-ends that build a request themselves
+/// (a CGI program from its environment).
+pub use hyper::{header, Method, StatusCode};
 
 /// The error type of request bodies [`respond`] accepts.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -588,14 +591,7 @@ where
             limit,
             activity: activity.clone(),
         };
-        let mut input: Box<dyn Read> = match encoding {
-            BodyEncoding::Identity => Box::new(body),
-            BodyEncoding::Gzip => Box::new(Limited {
-                inner: flate2::read::MultiGzDecoder::new(std::io::BufReader::new(body)),
-                remaining: limit,
-                limit,
-            }),
-        };
+        let mut input = request_body_reader(body, encoding, limit);
         let mut output = ChannelWriter {
             sender: chunk_sender,
             buffer: Vec::with_capacity(RESPONSE_CHUNK),
@@ -768,6 +764,30 @@ impl Read for RequestBody {
         let n = buf.len().min(self.pending.len());
         buf[..n].copy_from_slice(&self.pending.split_to(n));
         Ok(n)
+    }
+}
+
+/// A request body as a session reads it: `encoding` undone, and failing with an
+/// `InvalidData` error ("request body larger than `limit` bytes") once more than `limit`
+/// bytes came in, or came out of the decompression. For front-ends that get the body as a
+/// blocking [`Read`] (a CGI program's standard input); [`respond`] uses it too.
+pub fn request_body_reader<'a, R: Read + 'a>(
+    body: R,
+    encoding: BodyEncoding,
+    limit: u64,
+) -> Box<dyn Read + 'a> {
+    let body = Limited {
+        inner: body,
+        remaining: limit,
+        limit,
+    };
+    match encoding {
+        BodyEncoding::Identity => Box::new(body),
+        BodyEncoding::Gzip => Box::new(Limited {
+            inner: flate2::read::MultiGzDecoder::new(std::io::BufReader::new(body)),
+            remaining: limit,
+            limit,
+        }),
     }
 }
 
