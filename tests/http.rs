@@ -177,6 +177,11 @@ impl Server {
         log.join("\n")
     }
 
+    /// The HTTP front-end's `host:port`.
+    pub(crate) fn http_address(&self) -> &str {
+        &self.http_address
+    }
+
     pub(crate) fn git_url(&self, path: &str) -> String {
         format!("git://{}/{path}", self.git_address)
     }
@@ -592,6 +597,10 @@ fn unknown_repositories_and_escapes_are_not_found() {
     assert!(output.stderr_text().contains("not found"), "{output}");
 
     let outside = dir.join("outside.git");
+    // A real repository beside the root, and a symlink to it inside the root.
+    dir.copy_tree(&shared_fixture("tiny").path, &outside);
+    std::os::unix::fs::symlink(&outside, root.join("link.git"))
+        .unwrap_or_else(|error| panic!("symlink: {error}"));
     let absolute = outside.display().to_string();
     let encoded_absolute = absolute.replace('/', "%2f");
     for path in [
@@ -605,6 +614,8 @@ fn unknown_repositories_and_escapes_are_not_found() {
         "/tiny.git%00".to_owned(),
         "/tiny.git%00/x".to_owned(),
         "/~/outside.git".to_owned(),
+        "/link.git".to_owned(),
+        "/link".to_owned(),
     ] {
         for (method, target, headers) in [
             (

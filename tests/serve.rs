@@ -42,9 +42,18 @@ fn refuses_paths_outside_the_root_and_unsupported_requests() {
     dir.copy_tree(&source.path, &root.join("tiny.git"));
     // A repository beside the root, reachable only by escaping it.
     dir.copy_tree(&source.path, &dir.join("outside.git"));
+    std::os::unix::fs::symlink(dir.join("outside.git"), root.join("link.git"))
+        .unwrap_or_else(|error| panic!("symlink: {error}"));
     let server = Server::start(&root, Push::Refused);
     let git = Git::newest();
-    for path in ["../outside.git", "%2e%2e/outside.git", "missing.git"] {
+    let absolute = dir.join("outside.git").display().to_string();
+    for path in [
+        "../outside.git",
+        "%2e%2e/outside.git",
+        "missing.git",
+        "link.git",
+        absolute.trim_start_matches('/'),
+    ] {
         let output = dir
             .git(&git)
             .args(["-c", "protocol.version=2", "ls-remote"])

@@ -195,3 +195,99 @@ fn push_over_git_protocol_when_the_repository_enables_it() {
         fsck(&dir, &git, &served);
     }
 }
+
+/// Smart HTTP: a client that stalls in its request head or in the middle of a push's body is
+/// cut off after the configured timeouts (nothing of the push stays), and a client beyond
+/// the connection cap is answered `503` instead of being dropped.
+#[test]
+fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
+    use crate::receive_pack::{
+        quarantines, setup_with_partial_request, temporary_pack_size, wait_until, Snapshot,
+        END_LIMIT,
+    };
+    let git = Git::newest();
+    let (setup, request) = setup_with_partial_request("http-stall", &git);
+    let config = setup.dir.join("packgate.toml");
+    crate::util::write_file(
+        &config,
+        b"[http]\nheader-timeout = 1\ntimeout = 2\nmax-connections = 1\n",
+    );
+    let server = Server::start_with(
+        setup.dir.path(),
+        &crate::http::ServerOptions {
+            config: Some(config),
+            ..crate::http::ServerOptions::new(Push::AllowedWithoutAuthentication)
+        },
+    );
+    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    let connect = || {
+        let stream = TcpStream::connect(server.http_address())
+            .unwrap_or_else(|error| panic!("connecting: {error}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+        stream
+    };
+    let closed_within = |stream: &mut TcpStream, limit: Duration| {
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(
+            read.is_ok()
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "not closed: {read:?}"
+        );
+        assert!(
+            started.elapsed() < limit,
+            "closed only after {:?}",
+            started.elapsed()
+        );
+        rest
+    };
+
+    // Half a request head, then nothing: it holds the only slot until the header timeout.
+    let mut half_head = connect();
+    half_head
+        .write_all(b"GET /server.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n")
+        .unwrap_or_else(|error| panic!("sending half a head: {error}"));
+    // Meanwhile a client over the cap is told so.
+    let output = setup
+        .dir
+        .git(&git)
+        .args(["ls-remote", &server.http_url("server.git")])
+        .output();
+    assert!(!output.status.success(), "over the cap: {output}");
+    assert!(
+        output.stderr_text().contains("503"),
+        "over the cap: {output}"
+    );
+    closed_within(&mut half_head, Duration::from_secs(15));
+
+    // Half a push: the whole head, the commands and half of the pack.
+    let mut half_push = connect();
+    let mut post = format!(
+        "POST /server.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\n\
+         Content-Length: {}\r\n\r\n",
+        request.len() * 2
+    )
+    .into_bytes();
+    post.extend_from_slice(&request);
+    half_push
+        .write_all(&post)
+        .unwrap_or_else(|error| panic!("sending half a push: {error}"));
+    wait_until(END_LIMIT, "the pack to arrive", || {
+        temporary_pack_size(&setup.server).is_some()
+    });
+    closed_within(&mut half_push, Duration::from_secs(15));
+    wait_until(END_LIMIT, "the quarantine to go", || {
+        quarantines(&setup.server).is_empty()
+    });
+    before.assert_unchanged(&setup.dir, &git, &setup.server, "stalled push over HTTP");
+    // And the server serves again.
+    setup
+        .dir
+        .git(&git)
+        .args(["ls-remote", &server.http_url("server.git")])
+        .run();
+}

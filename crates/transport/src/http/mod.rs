@@ -440,13 +440,57 @@ pub async fn serve<H: SmartHttpHandler>(
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
     let max_connections = options.max_connections;
-    crate::listener::accept_loop(listener, max_connections, shutdown, move |stream, peer| {
-        let handler = Arc::clone(&handler);
-        let options = Arc::clone(&options);
-        async move { serve_connection(stream, handler, options).await }
-            .instrument(tracing::info_span!("http", %peer))
-    })
+    crate::listener::accept_loop_refusing(
+        listener,
+        max_connections,
+        shutdown,
+        move |stream, peer| {
+            let handler = Arc::clone(&handler);
+            let options = Arc::clone(&options);
+            async move { serve_connection(stream, handler, options).await }
+                .instrument(tracing::info_span!("http", %peer))
+        },
+        |stream, peer| async move {
+            tracing::warn!(%peer, "too many connections; answering 503");
+            refuse_busy(stream).await;
+        },
+    )
     .await
+}
+
+/// Answer a connection beyond the cap with `503 Service Unavailable`, spending at most a
+/// moment on it. The request head is read first (and a little of any body afterwards):
+/// closing a socket with unread input resets the connection, and the client would see the
+/// reset instead of the answer.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; \
+        charset=utf-8\r\nContent-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+        too many connections; try again later\n";
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buffer[..n]);
+        }
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        // Whatever body follows, up to a bound, so the close is not a reset.
+        let mut drained = 0;
+        while drained < 1 << 20 {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 /// Serve HTTP/1.1 (with keep-alive) on one connection until the client closes it, an error
