@@ -814,8 +814,7 @@ fn stalled_clients_are_reaped() {
 #[test]
 fn killing_a_push_over_git_protocol_mid_pack_leaves_nothing() {
     use crate::receive_pack::{
-        assert_pushed, quarantines, random_bytes, rev_parse, temporary_pack_size, wait_until,
-        Setup, Snapshot, END_LIMIT,
+        assert_pushed, quarantines, temporary_pack_size, wait_until, Setup, Snapshot, END_LIMIT,
     };
     for git in Git::all() {
         let setup = Setup::new("daemon-kill", &git);
@@ -834,19 +833,7 @@ fn killing_a_push_over_git_protocol_mid_pack_leaves_nothing() {
             .arg("master")
             .output();
         assert_pushed(&first);
-        // 32 MiB that do not compress: sending them takes a moment.
-        for i in 0..8 {
-            crate::util::write_file(
-                &setup.client.join(format!("random-{i}.bin")),
-                &random_bytes(i, 4 << 20),
-            );
-        }
-        setup
-            .client()
-            .args(["-c", "core.looseCompression=0", "add", "."])
-            .run();
-        setup.client().args(["commit", "-q", "-m", "big"]).run();
-        let big = rev_parse(setup.client(), "HEAD");
+        let big = setup.commit_incompressible();
         let before = Snapshot::of(&setup.dir, &git, &setup.server);
         let context = format!("killed push over git:// with {git}");
         let mut push = setup

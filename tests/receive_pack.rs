@@ -56,6 +56,22 @@ impl Setup {
         self.dir.git(&self.git).current_dir(&self.client)
     }
 
+    /// Commits 32 MiB that do not compress (sending them takes a moment); returns the
+    /// commit id.
+    pub(crate) fn commit_incompressible(&self) -> String {
+        for i in 0..8 {
+            crate::util::write_file(
+                &self.client.join(format!("random-{i}.bin")),
+                &random_bytes(i, 4 << 20),
+            );
+        }
+        self.client()
+            .args(["-c", "core.looseCompression=0", "add", "."])
+            .run();
+        self.client().args(["commit", "-q", "-m", "big"]).run();
+        rev_parse(self.client(), "HEAD")
+    }
+
     /// A command for `git` on the server repository.
     fn server(&self) -> crate::util::Cmd {
         self.dir.git_in(&self.git, &self.server)
@@ -913,19 +929,7 @@ fn killing_the_pushing_client_mid_pack_leaves_nothing() {
     for git in Git::all() {
         let setup = Setup::new("kill-client", &git);
         assert_pushed(&setup.push(&["master"]));
-        // 32 MiB that do not compress: sending them takes a moment.
-        for i in 0..8 {
-            crate::util::write_file(
-                &setup.client.join(format!("random-{i}.bin")),
-                &random_bytes(i, 4 << 20),
-            );
-        }
-        setup
-            .client()
-            .args(["-c", "core.looseCompression=0", "add", "."])
-            .run();
-        setup.client().args(["commit", "-q", "-m", "big"]).run();
-        let big = rev_parse(setup.client(), "HEAD");
+        let big = setup.commit_incompressible();
         let before = Snapshot::of(&setup.dir, &git, &setup.server);
         let context = format!("killed push with {git}");
 

@@ -115,22 +115,13 @@ fn config_file_settings() {
         },
     );
     for (n, git) in Git::all().into_iter().enumerate() {
-        let work = dir.join(&format!("work-{n}"));
-        dir.git(&git)
-            .args(["-c", "protocol.version=2", "clone", "-q"])
-            .arg(server.git_url("tiny.git"))
-            .arg(&work)
-            .run();
-        let output = dir
-            .git(&git)
-            .arg("-C")
-            .arg(&work)
-            .arg("push")
-            .arg(server.git_url("tiny.git"))
-            .arg(format!("HEAD:refs/heads/from-config-{n}"))
-            .output();
-        assert!(output.status.success(), "push with {git}: {output}");
-        fsck(&dir, &git, &served);
+        crate::sessions::clone_commit_and_push(
+            &dir,
+            &git,
+            &server.git_url("tiny.git"),
+            &served,
+            &format!("from-config-{n}"),
+        );
     }
     // A client that stops in the middle of a request is cut off after `timeout`.
     let address = server

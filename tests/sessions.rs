@@ -155,45 +155,54 @@ fn push_over_git_protocol_when_the_repository_enables_it() {
         .args(["config", "daemon.receivepack", "true"])
         .run();
     for (n, git) in Git::all().into_iter().enumerate() {
-        let work = dir.join(&format!("work-{n}"));
-        dir.git(&git)
-            .args(["-c", "protocol.version=2", "clone", "-q"])
-            .arg(server.git_url("tiny.git"))
-            .arg(&work)
-            .run();
-        let branch = format!("pushed-{n}");
-        dir.git(&git)
-            .arg("-C")
-            .arg(&work)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(["commit", "-q", "--allow-empty", "-m", "over git://"])
-            .run();
-        let output = dir
-            .git(&git)
-            .arg("-C")
-            .arg(&work)
-            .arg("push")
-            .arg(server.git_url("tiny.git"))
-            .arg(format!("HEAD:refs/heads/{branch}"))
-            .output();
-        assert!(output.status.success(), "push with {git}: {output}");
-        let pushed = dir
-            .git(&git)
-            .arg("-C")
-            .arg(&work)
-            .args(["rev-parse", "HEAD"])
-            .run()
-            .stdout_text();
-        let served_ref = dir
-            .git(&git)
-            .arg("-C")
-            .arg(&served)
-            .args(["rev-parse", &format!("refs/heads/{branch}")])
-            .run()
-            .stdout_text();
-        assert_eq!(served_ref.trim(), pushed.trim(), "pushed ref with {git}");
-        fsck(&dir, &git, &served);
+        clone_commit_and_push(
+            &dir,
+            &git,
+            &server.git_url("tiny.git"),
+            &served,
+            &format!("pushed-{n}"),
+        );
     }
+}
+
+/// Clones `url` with `git`, commits, pushes to `branch` over `url`, and checks the served
+/// repository `served` has the commit there and passes `git fsck`.
+pub(crate) fn clone_commit_and_push(dir: &Dir, git: &Git, url: &str, served: &Path, branch: &str) {
+    let work = dir.join(&format!("work-{branch}"));
+    dir.git(git)
+        .args(["-c", "protocol.version=2", "clone", "-q", url])
+        .arg(&work)
+        .run();
+    dir.git(git)
+        .arg("-C")
+        .arg(&work)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(["commit", "-q", "--allow-empty", "-m", "pushed"])
+        .run();
+    let output = dir
+        .git(git)
+        .arg("-C")
+        .arg(&work)
+        .args(["push", url])
+        .arg(format!("HEAD:refs/heads/{branch}"))
+        .output();
+    assert!(output.status.success(), "push with {git}: {output}");
+    let pushed = dir
+        .git(git)
+        .arg("-C")
+        .arg(&work)
+        .args(["rev-parse", "HEAD"])
+        .run()
+        .stdout_text();
+    let served_ref = dir
+        .git(git)
+        .arg("-C")
+        .arg(served)
+        .args(["rev-parse", &format!("refs/heads/{branch}")])
+        .run()
+        .stdout_text();
+    assert_eq!(served_ref.trim(), pushed.trim(), "pushed ref with {git}");
+    fsck(dir, git, served);
 }
 
 /// Smart HTTP: a client that stalls in its request head or in the middle of a push's body is
