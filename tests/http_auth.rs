@@ -595,3 +595,50 @@ fn large_authenticated_push_is_streamed() {
         );
     }
 }
+
+/// The authenticated user reaches the hooks: a pre-receive script sees `REMOTE_USER`, as
+/// behind git http-backend.
+#[test]
+fn hooks_see_the_authenticated_user() {
+    let dir = Dir::new("http-auth-remote-user");
+    let root = root_with(&dir, "tiny");
+    let served = root.join("tiny.git");
+    let hook = served.join("hooks/pre-receive");
+    std::fs::create_dir_all(served.join("hooks")).unwrap_or_else(|error| panic!("{error}"));
+    write_file(
+        &hook,
+        b"#!/bin/sh\ncat >/dev/null\necho \"pushed by ${REMOTE_USER:-nobody}\" >&2\n",
+    );
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|error| panic!("chmod: {error}"));
+    let credentials = credentials_file(&dir, &[(USER, PASSWORD)], 4);
+    let server = Server::start_with(
+        &root,
+        &ServerOptions {
+            credentials: Some(credentials),
+            ..ServerOptions::new(Push::Refused)
+        },
+    );
+    for (n, git) in Git::all().into_iter().enumerate() {
+        let clone = clone_with_a_commit(
+            &dir,
+            &git,
+            &server.http_url("tiny.git"),
+            &format!("clone-{n}"),
+            &[],
+        );
+        let output = push(
+            &dir,
+            &git,
+            &clone,
+            &server.http_url_as(USER, PASSWORD, "tiny.git"),
+            &format!("HEAD:refs/heads/by-{n}"),
+            &[],
+        );
+        assert!(output.status.success(), "{output}");
+        assert!(
+            output.stderr_text().contains("remote: pushed by alice"),
+            "the hook did not see the user: {output}"
+        );
+    }
+}

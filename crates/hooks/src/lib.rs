@@ -71,6 +71,7 @@
 //!     quarantine: None,
 //!     objects: &gix_object::find::Never,
 //!     push_options: None,
+//!     remote_user: None,
 //! };
 //! let null = gix_hash::ObjectId::null(gix_hash::Kind::Sha1);
 //! let delete_main = RefUpdate::new(
@@ -166,6 +167,10 @@ pub struct HookContext<'a> {
     /// `push-options` capability. Scripts see the difference, as in git:
     /// `GIT_PUSH_OPTION_COUNT=0` versus no such variable.
     pub push_options: Option<&'a [BString]>,
+    /// The user the front-end authenticated (HTTP Basic, or the web server's `REMOTE_USER`
+    /// behind `packgate http-backend`), if any. Scripts see it as `REMOTE_USER`, as behind
+    /// git http-backend.
+    pub remote_user: Option<&'a str>,
 }
 
 impl std::fmt::Debug for HookContext<'_> {
@@ -174,6 +179,7 @@ impl std::fmt::Debug for HookContext<'_> {
             .field("git_dir", &self.git_dir)
             .field("quarantine", &self.quarantine)
             .field("push_options", &self.push_options)
+            .field("remote_user", &self.remote_user)
             .finish_non_exhaustive()
     }
 }

@@ -233,6 +233,9 @@ impl ScriptHooks {
                 command.env_remove("GIT_QUARANTINE_PATH");
             }
         }
+        if let Some(user) = ctx.remote_user {
+            command.env("REMOTE_USER", user);
+        }
         if invocation.push_options {
             match ctx.push_options {
                 Some(options) => {

@@ -24,6 +24,7 @@ fn ctx() -> HookContext<'static> {
         quarantine: None,
         objects: &gix_object::find::Never,
         push_options: None,
+        remote_user: None,
     }
 }
 
@@ -351,6 +352,7 @@ fn secret_scanner_as_pre_receive_hook() {
         quarantine: None,
         objects: &db,
         push_options: None,
+        remote_user: None,
     };
     let scanner = SecretScanner::new(SECRET);
     let key = history.repo.id(&format!("{}:dir/sub/key", history.leak));

@@ -63,6 +63,7 @@ impl Repo {
             quarantine: Some(&self.quarantine),
             objects: &gix_object::find::Never,
             push_options,
+            remote_user: None,
         }
     }
 

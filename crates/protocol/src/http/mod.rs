@@ -301,7 +301,7 @@ impl SmartHttpHandler for HttpService {
         let repo = &session.repo;
         let result = match request.service {
             Service::UploadPack => upload_pack(repo, request, input, output),
-            Service::ReceivePack => self.receive_pack(repo, request, input, output),
+            Service::ReceivePack => self.receive_pack(repo, session.user(), request, input, output),
             Service::UploadArchive => Ok(()),
         };
         match result {
@@ -352,6 +352,7 @@ impl HttpService {
     fn receive_pack(
         &self,
         repo: &Repository,
+        user: Option<&str>,
         request: &GitRequest,
         input: &mut dyn Read,
         output: &mut dyn Write,
@@ -370,7 +371,8 @@ impl HttpService {
                 .fold(receive_pack, |receive_pack, hook| {
                     receive_pack.with_hook(Arc::clone(hook))
                 })
-                .with_hook_scripts(self.hook_scripts),
+                .with_hook_scripts(self.hook_scripts)
+                .with_remote_user(user.map(str::to_owned)),
             Err(err) => {
                 let message = format!("receive-pack: {err}");
                 if request.kind == RequestKind::Advertisement {

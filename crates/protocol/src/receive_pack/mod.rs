@@ -86,6 +86,7 @@ pub struct ReceivePack<'repo> {
     config: ReceivePackConfig,
     hooks: Vec<Arc<dyn Hook>>,
     run_scripts: bool,
+    remote_user: Option<String>,
 }
 
 impl std::fmt::Debug for ReceivePack<'_> {
@@ -108,6 +109,7 @@ impl<'repo> ReceivePack<'repo> {
             config: ReceivePackConfig::from_config(repo.config(), repo.git_dir())?,
             hooks: Vec::new(),
             run_scripts: true,
+            remote_user: None,
         })
     }
 
@@ -122,6 +124,13 @@ impl<'repo> ReceivePack<'repo> {
     /// `core.hooksPath`); on by default.
     pub fn with_hook_scripts(mut self, run: bool) -> Self {
         self.run_scripts = run;
+        self
+    }
+
+    /// The user the front-end authenticated, for the hooks (`HookContext::remote_user`;
+    /// `REMOTE_USER` for scripts).
+    pub fn with_remote_user(mut self, user: Option<String>) -> Self {
+        self.remote_user = user;
         self
     }
 

@@ -239,6 +239,7 @@ impl Push<'_, '_> {
             quarantine: quarantine_paths.as_ref(),
             objects: objects.as_find(),
             push_options: self.push_options,
+            remote_user: self.receive_pack.remote_user.as_deref(),
         };
         let updates: Vec<RefUpdate> = pending
             .iter()
@@ -632,6 +633,7 @@ impl Push<'_, '_> {
             quarantine: None,
             objects: repo.objects(),
             push_options: self.push_options,
+            remote_user: self.receive_pack.remote_user.as_deref(),
         };
         hooks.post_receive(&context, accepted, &mut channel.messages());
         let names: Vec<BString> = accepted.iter().map(|u| u.name.clone()).collect();
@@ -687,6 +689,7 @@ struct Detached {
     config: super::ReceivePackConfig,
     hooks: Vec<std::sync::Arc<dyn Hook>>,
     run_scripts: bool,
+    remote_user: Option<String>,
 }
 
 impl From<&ReceivePack<'_>> for Detached {
@@ -696,6 +699,7 @@ impl From<&ReceivePack<'_>> for Detached {
             config: receive_pack.config.clone(),
             hooks: receive_pack.hooks.clone(),
             run_scripts: receive_pack.run_scripts,
+            remote_user: receive_pack.remote_user.clone(),
         }
     }
 }
@@ -707,6 +711,7 @@ impl Detached {
             config: self.config.clone(),
             hooks: self.hooks.clone(),
             run_scripts: self.run_scripts,
+            remote_user: self.remote_user.clone(),
         }
     }
 }
