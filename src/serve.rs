@@ -152,6 +152,17 @@ impl Settings {
         if let Some(enabled) = git.receive_pack {
             daemon.receive_pack.enabled = enabled;
         }
+        for (name, value) in [
+            ("git.init-timeout", git.init_timeout),
+            ("git.timeout", git.timeout),
+            ("http.header-timeout", http.header_timeout),
+            ("http.timeout", http.timeout),
+        ] {
+            // No "0 means none": a session without a bound is what these settings prevent.
+            if value == Some(0) {
+                anyhow::bail!("{name} must be at least 1 (seconds)");
+            }
+        }
         let defaults = DaemonOptions::default();
         let daemon_options = DaemonOptions {
             init_timeout: git
@@ -233,7 +244,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let bind = |addr: Option<SocketAddr>| async move {
             match addr {
                 Some(addr) => tokio::net::TcpListener::bind(addr)
@@ -331,7 +342,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::try_join!(git, smart_http)?;
         eprintln!("packgate: shutting down");
         anyhow::Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Sessions still in flight (a push writing its pack, say) get a moment to end through
+    // their own error paths; after that the process ends without waiting for them.
+    runtime.shutdown_timeout(crate::daemon::SHUTDOWN_GRACE);
+    result
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -449,5 +464,11 @@ mod tests {
         assert!(settings(&["--git", "off", "--http", "off"]).is_err());
         assert!(settings(&["--http", "off", "--http-allow-push-without-auth"]).is_err());
         assert!(settings(&["--http", "8080"]).is_err());
+        std::fs::write(&file, "[git]\ntimeout = 0\n").unwrap_or_else(|err| panic!("{err}"));
+        let zero = settings(&["--config", &config]).map(drop);
+        assert!(
+            zero.as_ref().is_err_and(|err| err.contains("git.timeout")),
+            "{zero:?}"
+        );
     }
 }

@@ -177,6 +177,36 @@ impl Server {
         log.join("\n")
     }
 
+    /// Sends SIGTERM and waits (at most `limit`) for the server to end; returns its exit
+    /// status and everything it wrote to stderr.
+    pub(crate) fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|error| panic!("kill: {error}"));
+        assert!(status.success(), "kill -TERM failed");
+        let started = std::time::Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() < limit => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => panic!("packgate serve still runs {limit:?} after SIGTERM"),
+                Err(error) => panic!("waiting for packgate serve: {error}"),
+            }
+        };
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .join("\n");
+        (status, log)
+    }
+
     /// The HTTP front-end's `host:port`.
     pub(crate) fn http_address(&self) -> &str {
         &self.http_address
@@ -702,4 +732,37 @@ fn git_protocol_and_http_from_one_server() {
             &format!("clone of {url}"),
         );
     }
+}
+
+/// Keep-alive: two requests on one connection get two responses (the second closes it).
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let dir = Dir::new("http-keep-alive");
+    let root = root_with(&dir, "tiny");
+    let server = Server::start(&root, Push::Refused);
+    let request = |connection: &str| {
+        format!(
+            "GET /tiny.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+             Git-Protocol: version=2\r\nConnection: {connection}\r\n\r\n"
+        )
+    };
+    let mut stream = TcpStream::connect(server.http_address())
+        .unwrap_or_else(|error| panic!("connecting: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+    stream
+        .write_all(format!("{}{}", request("keep-alive"), request("close")).as_bytes())
+        .unwrap_or_else(|error| panic!("sending: {error}"));
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|error| panic!("reading: {error}"));
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(
+        text.matches("HTTP/1.1 200 OK\r\n").count(),
+        2,
+        "two responses on one connection: {text}"
+    );
+    assert_eq!(text.matches("version 2\n").count(), 2, "{text}");
 }

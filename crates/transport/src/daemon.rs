@@ -377,12 +377,7 @@ async fn commands(
     let mut parser = v2::RequestParser::new(handler.limits());
     let mut buffer = Vec::new();
     loop {
-        let read = tokio::time::timeout(
-            options.idle_timeout,
-            read_request(&mut stream, &mut parser, &mut buffer),
-        )
-        .await
-        .map_err(|_| timed_out("client idle for too long"))?;
+        let read = read_request(&mut stream, &mut parser, &mut buffer, options.idle_timeout).await;
         let request = match read {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
@@ -443,10 +438,12 @@ enum RequestRead {
 
 /// Read the next v2 request. `Ok(None)` when the client ends the session (a flush-pkt, or
 /// the connection closing between requests). `buffer` keeps bytes read past the request.
+/// Each read may wait `idle` for the client.
 async fn read_request(
     stream: &mut TcpStream,
     parser: &mut v2::RequestParser,
     buffer: &mut Vec<u8>,
+    idle: Duration,
 ) -> Result<Option<v2::Request>, RequestRead> {
     loop {
         // Take every whole packet already buffered.
@@ -482,7 +479,10 @@ async fn read_request(
         }
         let start = buffer.len();
         buffer.resize(start + READ_CHUNK, 0);
-        let read = stream.read(&mut buffer[start..]).await;
+        let read = match tokio::time::timeout(idle, stream.read(&mut buffer[start..])).await {
+            Ok(read) => read,
+            Err(_) => Err(timed_out("client idle for too long")),
+        };
         buffer.truncate(start + *read.as_ref().unwrap_or(&0));
         match read {
             Ok(0) if buffer.is_empty() => {

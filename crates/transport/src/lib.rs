@@ -11,8 +11,16 @@
 //!
 //! This crate deliberately knows no repositories and no protocol semantics: it does not know
 //! which commands or capabilities exist, what a `want` means, or what to answer. That lives
-//! in `packgate-protocol`. It opens no sockets and starts no runtime either; callers hand it
-//! streams. Parsers of client input do no I/O, so they can be fed from any source.
+//! in `packgate-protocol`. Parsers of client input do no I/O, so they can be fed from any
+//! source.
+//!
+//! The network front-ends live here too, as adapters between sockets and the blocking
+//! sessions of `packgate-protocol`:
+//!
+//! * [`listener`]: the accept loop both share (connection cap, refusal, shutdown).
+//! * [`daemon`]: the git:// front-end (request head, async v2 requests, sessions on the
+//!   blocking pool, timeouts).
+//! * [`http`]: the smart HTTP front-end on hyper (routing, bodies, Basic credentials, TLS).
 //!
 //! # Example
 //!

@@ -81,7 +81,9 @@ pub fn server_config(
 
 /// Accept connections on `listener` until `shutdown` completes; each one does a TLS
 /// handshake (within the header timeout) and is then served with
-/// [`serve_connection`].
+/// [`serve_connection`]. A connection beyond the cap is closed without an answer (unlike
+/// plain HTTP's `503`: answering would cost a handshake per refused client, which is what
+/// the cap is there to spare).
 pub async fn serve_tls<H: SmartHttpHandler>(
     listener: TcpListener,
     handler: Arc<H>,
