@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::pkt::{self, line};
 use crate::receive_pack::rev_parse;
-use crate::sessions::{open_session, read_until_flush};
+use crate::sessions::{open_session, read_until_flush, wait_for_close};
 use crate::util::{
     assert_same_refs, fsck, refs, shared_fixture, write_file, Dir, Git, Output, PACKGATE,
 };
@@ -718,28 +718,6 @@ fn unsupported_and_invalid_options_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // Bounded sessions: stalled and killed clients, the connection cap.
 
-/// Waits (at most `limit`) for the server to close `stream`; returns how long that took.
-#[track_caller]
-fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Duration {
-    let started = std::time::Instant::now();
-    stream
-        .set_read_timeout(Some(limit))
-        .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
-    let mut buffer = [0u8; 65536];
-    // Bounded by `limit`: every read either returns data, ends, or times out.
-    while started.elapsed() < limit {
-        match stream.read(&mut buffer) {
-            Ok(0) => return started.elapsed(),
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
-                return started.elapsed()
-            }
-            Err(error) => panic!("the server did not close the connection: {error}"),
-        }
-    }
-    panic!("the server did not close the connection within {limit:?}");
-}
-
 /// Clients that stall — in the middle of a v2 request, in the middle of a push's pack — are
 /// cut off after the timeouts, the push leaves nothing in the
 /// repository, and other clients are served all the while.
@@ -845,6 +823,11 @@ fn killing_a_push_over_git_protocol_mid_pack_leaves_nothing() {
         wait_until(END_LIMIT, "the pack to stream", || {
             temporary_pack_size(&setup.server).is_some_and(|size| size > 0) || push.has_exited()
         });
+        // Other clients are served while the push streams.
+        assert_served(
+            &ls_remote(&setup.dir, &git, &daemon.url("/server.git")),
+            "/server.git",
+        );
         assert!(
             !push.has_exited(),
             "{context}: the push ended before it could be killed: {}",

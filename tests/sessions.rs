@@ -219,7 +219,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     let config = setup.dir.join("packgate.toml");
     crate::util::write_file(
         &config,
-        b"[http]\nheader-timeout = 1\ntimeout = 2\nmax-connections = 1\n",
+        b"[http]\nheader-timeout = 3\ntimeout = 2\nmax-connections = 2\n",
     );
     let server = Server::start_with(
         setup.dir.path(),
@@ -237,29 +237,25 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
             .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
         stream
     };
-    let closed_within = |stream: &mut TcpStream, limit: Duration| {
-        let started = std::time::Instant::now();
-        let mut rest = Vec::new();
-        let read = stream.read_to_end(&mut rest);
-        assert!(
-            read.is_ok()
-                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "not closed: {read:?}"
-        );
-        assert!(
-            started.elapsed() < limit,
-            "closed only after {:?}",
-            started.elapsed()
-        );
-        rest
-    };
 
-    // Half a request head, then nothing: it holds the only slot until the header timeout.
+    // Half a request head, then nothing: it holds a slot until the header timeout.
+    let half_head_request =
+        b"GET /server.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n";
     let mut half_head = connect();
     half_head
-        .write_all(b"GET /server.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n")
+        .write_all(half_head_request)
         .unwrap_or_else(|error| panic!("sending half a head: {error}"));
-    // Meanwhile a client over the cap is told so.
+    // Others are served meanwhile.
+    setup
+        .dir
+        .git(&git)
+        .args(["ls-remote", &server.http_url("server.git")])
+        .run();
+    // A second stalled client takes the last slot; a client over the cap is told so.
+    let mut second_half_head = connect();
+    second_half_head
+        .write_all(half_head_request)
+        .unwrap_or_else(|error| panic!("sending half a head: {error}"));
     let output = setup
         .dir
         .git(&git)
@@ -270,7 +266,8 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
         output.stderr_text().contains("503"),
         "over the cap: {output}"
     );
-    closed_within(&mut half_head, Duration::from_secs(15));
+    wait_for_close(&mut half_head, Duration::from_secs(15));
+    wait_for_close(&mut second_half_head, Duration::from_secs(15));
 
     // Half a push: the whole head, the commands and half of the pack.
     let mut half_push = connect();
@@ -288,7 +285,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     wait_until(END_LIMIT, "the pack to arrive", || {
         temporary_pack_size(&setup.server).is_some()
     });
-    closed_within(&mut half_push, Duration::from_secs(15));
+    wait_for_close(&mut half_push, Duration::from_secs(15));
     wait_until(END_LIMIT, "the quarantine to go", || {
         quarantines(&setup.server).is_empty()
     });
@@ -299,4 +296,26 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
         .git(&git)
         .args(["ls-remote", &server.http_url("server.git")])
         .run();
+}
+
+/// Waits (at most `limit`) for the server to close `stream`; returns how long that took.
+#[track_caller]
+pub(crate) fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(limit))
+        .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+    let mut buffer = [0u8; 65536];
+    // Bounded by `limit`: every read either returns data, ends, or times out.
+    while started.elapsed() < limit {
+        match stream.read(&mut buffer) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return started.elapsed()
+            }
+            Err(error) => panic!("the server did not close the connection: {error}"),
+        }
+    }
+    panic!("the server did not close the connection within {limit:?}");
 }
