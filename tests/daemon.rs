@@ -900,3 +900,50 @@ fn connections_beyond_the_cap_are_told_why() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `--disable=upload-pack` turns fetching off, and a repository may turn it back on with
+/// `daemon.uploadpack` unless `--forbid-override=upload-pack`.
+#[test]
+fn upload_pack_switches() {
+    let dir = Dir::new("daemon-upload-switch");
+    let root = repos_with_tiny(&dir, &["off.git", "on.git"]);
+    let base = format!("--base-path={}", root.display());
+    let git = Git::newest();
+    dir.git_in(&git, &root.join("on.git"))
+        .args(["config", "daemon.uploadpack", "true"])
+        .run();
+    let disabled = Daemon::start(
+        &dir,
+        &[
+            "--export-all",
+            "--informative-errors",
+            "--disable=upload-pack",
+            &base,
+        ],
+    );
+    assert_refused(
+        &ls_remote(&dir, &git, &disabled.url("/off.git")),
+        "service not enabled: /off.git",
+        "--disable=upload-pack",
+    );
+    assert_served(
+        &ls_remote(&dir, &git, &disabled.url("/on.git")),
+        "daemon.uploadpack=true overrides --disable",
+    );
+    drop(disabled);
+    let forbidden = Daemon::start(
+        &dir,
+        &[
+            "--export-all",
+            "--informative-errors",
+            "--disable=upload-pack",
+            "--forbid-override=upload-pack",
+            &base,
+        ],
+    );
+    assert_refused(
+        &ls_remote(&dir, &git, &forbidden.url("/on.git")),
+        "service not enabled: /on.git",
+        "--forbid-override=upload-pack",
+    );
+}
