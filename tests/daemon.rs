@@ -772,9 +772,8 @@ fn stalled_clients_are_reaped() {
     );
 
     let limit = Duration::from_secs(15);
-    let request_after = wait_for_close(&mut half_request, limit);
-    let push_after = wait_for_close(&mut half_push, limit);
-    eprintln!("closed after {request_after:?} and {push_after:?}");
+    wait_for_close(&mut half_request, limit);
+    wait_for_close(&mut half_push, limit);
     crate::receive_pack::wait_until(
         crate::receive_pack::END_LIMIT,
         "the quarantine to go",

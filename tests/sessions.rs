@@ -269,6 +269,20 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     wait_for_close(&mut half_head, Duration::from_secs(15));
     wait_for_close(&mut second_half_head, Duration::from_secs(15));
 
+    // Half a fetch request: it is read without a thread, and answered 400 after the timeout.
+    let mut half_fetch = connect();
+    half_fetch
+        .write_all(
+            b"POST /server.git/git-upload-pack HTTP/1.1\r\nHost: x\r\nGit-Protocol: version=2\r\n\
+              Content-Type: application/x-git-upload-pack-request\r\nContent-Length: 100\r\n\r\n\
+              0014command=ls-refs\n",
+        )
+        .unwrap_or_else(|error| panic!("sending half a fetch: {error}"));
+    let answer = wait_for_close(&mut half_fetch, Duration::from_secs(15));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("stalled"), "{answer}");
+
     // Half a push: the whole head, the commands and half of the pack.
     let mut half_push = connect();
     let mut post = format!(
@@ -298,22 +312,21 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
         .run();
 }
 
-/// Waits (at most `limit`) for the server to close `stream`; returns how long that took.
+/// Waits (at most `limit`) for the server to close `stream`; returns what it sent meanwhile.
 #[track_caller]
-pub(crate) fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Duration {
+pub(crate) fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
     let started = std::time::Instant::now();
     stream
         .set_read_timeout(Some(limit))
         .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+    let mut received = Vec::new();
     let mut buffer = [0u8; 65536];
     // Bounded by `limit`: every read either returns data, ends, or times out.
     while started.elapsed() < limit {
         match stream.read(&mut buffer) {
-            Ok(0) => return started.elapsed(),
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
-                return started.elapsed()
-            }
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return received,
             Err(error) => panic!("the server did not close the connection: {error}"),
         }
     }

@@ -613,6 +613,25 @@ where
     let (decision_sender, decision) = oneshot::channel();
     let (chunk_sender, chunks) = mpsc::channel(RESPONSE_CHUNKS_IN_FLIGHT);
     let body = request.into_body().map_err(Into::into).boxed_unsync();
+    // A fetch request is small (`max_fetch_request`): it is read here, asynchronously, so a
+    // client that stalls in the middle of it holds no thread. A push streams its pack into
+    // the session instead.
+    let body = if git.kind == RequestKind::Rpc && git.service != Service::ReceivePack {
+        match read_whole_body(body, limit, options.idle_timeout, &activity).await {
+            Ok(bytes) => Source::Buffered(bytes),
+            Err(err) => {
+                tracing::info!(%err, "request body not read");
+                let status = if err.kind() == std::io::ErrorKind::InvalidData {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                return text_response(status, &err.to_string());
+            }
+        }
+    } else {
+        Source::Streaming(body)
+    };
     let runtime = tokio::runtime::Handle::current();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
@@ -627,15 +646,23 @@ where
         if decision_sender.send(Ok(())).is_err() {
             return;
         }
-        let body = RequestBody {
-            body,
-            runtime,
-            pending: Bytes::new(),
-            remaining: limit,
-            limit,
-            activity: activity.clone(),
+        let mut input = match body {
+            Source::Buffered(bytes) => {
+                request_body_reader(std::io::Cursor::new(bytes), encoding, limit)
+            }
+            Source::Streaming(body) => request_body_reader(
+                RequestBody {
+                    body,
+                    runtime,
+                    pending: Bytes::new(),
+                    remaining: limit,
+                    limit,
+                    activity: activity.clone(),
+                },
+                encoding,
+                limit,
+            ),
         };
-        let mut input = request_body_reader(body, encoding, limit);
         let mut output = ChannelWriter {
             sender: chunk_sender,
             buffer: Vec::with_capacity(RESPONSE_CHUNK),
@@ -808,6 +835,45 @@ impl Read for RequestBody {
         let n = buf.len().min(self.pending.len());
         buf[..n].copy_from_slice(&self.pending.split_to(n));
         Ok(n)
+    }
+}
+
+/// Where a session's request body comes from.
+enum Source {
+    /// Read whole before the session started.
+    Buffered(Bytes),
+    /// Pulled from the connection as the session reads.
+    Streaming(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
+}
+
+/// Read a whole request body of at most `limit` bytes, waiting at most `idle` for each
+/// frame. Too large is an `InvalidData` error, a stall `TimedOut`.
+async fn read_whole_body(
+    mut body: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
+    limit: u64,
+    idle: Duration,
+    activity: &Activity,
+) -> std::io::Result<Bytes> {
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body stalled",
+                ))
+            }
+            Ok(None) => return Ok(collected.freeze()),
+            Ok(Some(Err(err))) => return Err(std::io::Error::other(err)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        activity.touch();
+        if let Ok(data) = frame.into_data() {
+            if collected.len() as u64 + data.len() as u64 > limit {
+                return Err(too_large(limit));
+            }
+            collected.extend_from_slice(&data);
+        }
     }
 }
 
@@ -1247,7 +1313,8 @@ mod tests {
         let head = format!("{POST_HEAD}Content-Length: 2000\r\n");
         assert_eq!(exchange(&head, &[b'0'; 2000]).await.0, 413);
 
-        // Chunked, too large: cut off at the limit.
+        // Chunked, too large: a fetch request is read whole before the session, so it is
+        // refused with 413 at the limit.
         let head = format!("{POST_HEAD}Transfer-Encoding: chunked\r\n");
         let chunked = b"3e8\r\n"
             .iter()
@@ -1256,7 +1323,7 @@ mod tests {
         let (status, body) = exchange(&head, &chunked.copied().collect::<Vec<_>>()).await;
         assert_eq!(
             (status, body.as_slice()),
-            (200, &b"error: request body larger than 1000 bytes"[..])
+            (413, &b"request body larger than 1000 bytes\n"[..])
         );
     }
 
