@@ -617,7 +617,10 @@ where
     // client that stalls in the middle of it holds no thread. A push streams its pack into
     // the session instead.
     let body = if git.kind == RequestKind::Rpc && git.service != Service::ReceivePack {
-        match read_whole_body(body, limit, options.idle_timeout, &activity).await {
+        // A little under the idle timeout, so the client is answered before the
+        // connection's own watchdog would close it without a word.
+        let patience = options.idle_timeout - options.idle_timeout / 8;
+        match read_whole_body(body, limit, patience, &activity).await {
             Ok(bytes) => Source::Buffered(bytes),
             Err(err) => {
                 tracing::info!(%err, "request body not read");
