@@ -1067,3 +1067,56 @@ fn timeout_does_not_count_a_slow_hook() {
         setup.fsck();
     }
 }
+
+/// `git count-objects -v` of a repository: (loose objects, packs).
+fn object_layout(setup: &Setup) -> (u64, u64) {
+    let text = setup
+        .server()
+        .args(["count-objects", "-v"])
+        .run()
+        .stdout_text();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    (value("count:"), value("packs:"))
+}
+
+/// As git's receive-pack: a push of fewer objects than `receive.unpackLimit` (100 unless
+/// configured, also through `transfer.unpackLimit`) is stored as loose objects — including
+/// a thin one, whose bases are not copied — and a larger one (or any, with a limit of 1)
+/// as a pack.
+#[test]
+fn small_pushes_become_loose_objects() {
+    for git in Git::all() {
+        let setup = Setup::new("unpack-limit", &git);
+        assert_pushed(&setup.push(&["master"]));
+        assert_eq!(object_layout(&setup), (3, 0), "the first push with {git}");
+        // A thin push on top: its new objects only.
+        let tip = setup.commit("second");
+        assert_pushed(&setup.push(&["master"]));
+        assert_eq!(object_layout(&setup), (6, 0), "a thin push with {git}");
+        assert_eq!(setup.server_ref("refs/heads/master"), Some(tip));
+        setup.fsck();
+
+        setup.server_config("receive.unpackLimit", "1");
+        setup.commit("third");
+        assert_pushed(&setup.push(&["master"]));
+        assert_eq!(object_layout(&setup), (6, 1), "unpackLimit=1 with {git}");
+        setup
+            .server()
+            .args(["config", "--unset", "receive.unpackLimit"])
+            .run();
+        setup.server_config("transfer.unpackLimit", "2");
+        setup.commit("fourth");
+        assert_pushed(&setup.push(&["master"]));
+        assert_eq!(
+            object_layout(&setup),
+            (6, 2),
+            "transfer.unpackLimit=2 with {git}"
+        );
+        setup.fsck();
+    }
+}

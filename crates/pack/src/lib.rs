@@ -3,7 +3,8 @@
 //! * [`enumerate`](mod@enumerate) finds every object reachable from the wants and not from the common haves.
 //! * [`generate`] writes those objects as a pack stream, reusing the repository's deltas.
 //! * [`ingest`] receives a pushed pack into a quarantine: indexing, thin-pack completion,
-//!   fsck, connectivity, and migration into the repository once the push is accepted.
+//!   fsck, connectivity, and migration into the repository once the push is accepted;
+//!   [`explode`](mod@explode) turns a small one into loose objects first.
 //!
 //! This crate knows nothing about the wire: it reads an object database and writes bytes into
 //! a [`std::io::Write`]. Framing (sideband, pkt-lines) is the caller's business.
@@ -12,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod enumerate;
+pub mod explode;
 pub mod generate;
 pub mod ingest;
 pub mod reader;

@@ -64,6 +64,9 @@ pub struct ReceivePackConfig {
     pub max_input_size: Option<u64>,
     /// `receive.maxObjects` (packgate's own): the most objects a pack may have.
     pub max_objects: Option<u32>,
+    /// `receive.unpackLimit`, falling back to `transfer.unpackLimit`, 100 by default: a push
+    /// of fewer objects is stored as loose objects rather than as a pack of its own.
+    pub unpack_limit: u32,
     /// `core.hooksPath`, or `<git dir>/hooks`.
     pub hooks_dir: PathBuf,
     /// `receive.hookTimeout` (packgate's own), in seconds: how long one hook script may run.
@@ -163,6 +166,14 @@ impl ReceivePackConfig {
             max_input_size: positive(integer("receive.maxInputSize")?),
             max_objects: positive(integer("receive.maxObjects")?)
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            unpack_limit: match integer("receive.unpackLimit")? {
+                Some(limit) if limit >= 0 => limit,
+                _ => integer("transfer.unpackLimit")?
+                    .filter(|limit| *limit >= 0)
+                    .unwrap_or(100),
+            }
+            .try_into()
+            .unwrap_or(u32::MAX),
             hooks_dir,
             hook_timeout_seconds: positive(integer("receive.hookTimeout")?),
             lock_timeout_millis: positive(integer("receive.lockTimeout")?).unwrap_or(60_000),

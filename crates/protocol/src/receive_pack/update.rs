@@ -320,6 +320,13 @@ impl Push<'_, '_> {
             bytes = outcome.bytes_read,
             "pack received"
         );
+        // As git: a push of fewer objects than receive.unpackLimit becomes loose objects.
+        let received = outcome.objects - outcome.completed_bases;
+        if received < config.unpack_limit {
+            let loose = packgate_pack::explode::explode(&quarantine, &outcome)
+                .map_err(|err| error_chain(&err))?;
+            tracing::debug!(loose, "pack exploded into loose objects");
+        }
         if !self.list.capabilities.quiet && outcome.objects > 0 {
             channel.message(
                 format!(
