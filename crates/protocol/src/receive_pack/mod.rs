@@ -50,7 +50,7 @@ use crate::{
     repository::{RefRecord, Repository},
     upload_pack::AGENT,
 };
-/// The hook crate, whose [`Hook`](packgate_hooks::Hook) trait in-process hooks implement.
+/// The hook crate, whose [`Hook`] trait in-process hooks implement.
 pub use packgate_hooks as hooks;
 
 /// The capabilities receive-pack advertises, in git's order (without the agent).
