@@ -611,6 +611,9 @@ fn hooks_see_the_authenticated_user() {
     );
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .unwrap_or_else(|error| panic!("chmod: {error}"));
+    dir.git_in(&Git::newest(), &served)
+        .args(["config", "core.logAllRefUpdates", "always"])
+        .run();
     let credentials = credentials_file(&dir, &[(USER, PASSWORD)], 4);
     let server = Server::start_with(
         &root,
@@ -639,6 +642,22 @@ fn hooks_see_the_authenticated_user() {
         assert!(
             output.stderr_text().contains("remote: pushed by alice"),
             "the hook did not see the user: {output}"
+        );
+        // The reflog entry names the pusher too.
+        let who = dir
+            .git_in(&git, &served)
+            .args([
+                "log",
+                "-g",
+                "--format=%gn <%ge>",
+                &format!("refs/heads/by-{n}"),
+            ])
+            .run()
+            .stdout_text();
+        assert_eq!(
+            who.trim(),
+            "alice <alice@http>",
+            "reflog identity with {git}"
         );
     }
 }

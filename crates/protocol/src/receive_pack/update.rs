@@ -521,9 +521,17 @@ impl Push<'_, '_> {
             Default::default(),
         );
         store.write_reflog = config.write_reflog();
+        // As behind git http-backend, reflog entries name the authenticated pusher.
+        let (name, email) = match &self.receive_pack.remote_user {
+            Some(user) => (user.as_str().into(), format!("{user}@http").into()),
+            None => (
+                config.committer_name.clone(),
+                config.committer_email.clone(),
+            ),
+        };
         let committer = gix_actor::Signature {
-            name: config.committer_name.clone(),
-            email: config.committer_email.clone(),
+            name,
+            email,
             time: gix_date::Time::now_local_or_utc(),
         };
         let mut time = gix_date::parse::TimeBuf::default();
