@@ -269,6 +269,10 @@ fn write_pack_section<W: Write>(
         client_has: arguments.thin_pack.then(|| enumeration.client_has()),
         ofs_delta: arguments.ofs_delta,
         thread_limit: upload_pack.config.pack_threads,
+        // `objects` starts with the enumeration's commits, most recent first.
+        delta_search: Some(packgate_pack::DeltaSearch::new(
+            &objects[..enumeration.counts().commits],
+        )),
     };
     let written = {
         // Fill whole sideband packets instead of sending one per small write.
@@ -299,6 +303,7 @@ fn write_pack_section<W: Write>(
         objects = outcome.objects,
         deltas = outcome.deltas,
         recompressed = outcome.recompressed_for_thin_pack,
+        computed_deltas = outcome.computed_deltas,
         bytes = outcome.bytes,
         elapsed = ?started.elapsed(),
         "pack written"
