@@ -169,7 +169,10 @@ pub fn write_pack<W: Write>(
     .map_err(WriteError::Read)?;
 
     let searcher = options.delta_search.and_then(|search| {
-        let reader = crate::reader::CachingReader::new(db.clone(), SEARCH_CACHE_BYTES);
+        // Not a `CachingReader`: its first ofs-delta in a pack sorts all of the pack's offsets,
+        // which costs more than the few chains resolved here. The handle's pack cache (if the
+        // caller gave it one) serves them.
+        let reader = db.clone();
         let started = std::time::Instant::now();
         let paths = PathVersions::collect(
             &reader,
@@ -179,7 +182,12 @@ pub fn write_pack<W: Write>(
                 trees: search.max_trees,
             },
         );
-        tracing::debug!(elapsed = ?started.elapsed(), "collected path versions");
+        tracing::debug!(
+            trees_read = paths.trees_read(),
+            objects = paths.len(),
+            elapsed = ?started.elapsed(),
+            "collected path versions"
+        );
         (!paths.is_empty()).then(|| DeltaSearcher {
             options: search,
             paths,
@@ -283,9 +291,6 @@ struct EntryFixer<'a> {
     searcher: Option<DeltaSearcher<'a>>,
 }
 
-/// How much decoded object data the delta search keeps cached.
-const SEARCH_CACHE_BYTES: usize = 32 << 20;
-
 /// The depth of an entry whose chain can't be followed: never a base for a computed delta.
 const UNKNOWN_DEPTH: u16 = u16::MAX;
 
@@ -296,7 +301,7 @@ const MIN_DELTA_TARGET: usize = 50;
 struct DeltaSearcher<'a> {
     options: DeltaSearch<'a>,
     paths: PathVersions,
-    reader: crate::reader::CachingReader,
+    reader: gix_odb::Handle,
     attempts: usize,
     /// Of the entries written so far, those with a recorded path: their index.
     written: HashMap<ObjectId, usize>,
@@ -310,16 +315,24 @@ struct Found {
 }
 
 impl DeltaSearcher<'_> {
-    /// The smallest delta for the whole object `id` (a tree or blob whose entry compresses to
-    /// `whole_size` bytes) against other versions of its path.
+    /// The smallest delta for the whole-object `entry` (a tree or blob) against other
+    /// versions of its path, smaller than half the object and than the entry itself.
     fn search(
         &mut self,
-        id: &ObjectId,
-        whole_size: usize,
+        entry: &output::Entry,
         client_has: Option<&HashSet<ObjectId>>,
         depths: &[u16],
         ofs_delta: bool,
     ) -> Option<Found> {
+        let (id, whole_size) = (&entry.id, entry.compressed_data.len());
+        let Kind::Base(target_kind) = entry.kind else {
+            return None;
+        };
+        if entry.decompressed_size < MIN_DELTA_TARGET
+            || entry.decompressed_size > self.options.max_object_size
+        {
+            return None;
+        }
         if self.attempts >= self.options.max_attempts || !self.paths.contains(id) {
             return None;
         }
@@ -348,46 +361,36 @@ impl DeltaSearcher<'_> {
         if bases.is_empty() {
             return None;
         }
-        let target = self.read(id)?;
-        let target_kind = target.0;
-        if target.1.len() < MIN_DELTA_TARGET || target.1.len() > self.options.max_object_size {
-            return None;
-        }
+        // The entry holds the object whole: inflating it beats looking it up again.
+        let target = match self.paths.cached_tree(id) {
+            Some(tree) => std::borrow::Cow::Borrowed(tree),
+            None => std::borrow::Cow::Owned(inflate(entry)?),
+        };
         let mut best: Option<Found> = None;
         for (base_id, kind, depth) in bases {
             if self.attempts >= self.options.max_attempts {
                 break;
             }
-            let Some(base) = self.read(&base_id) else {
+            let Some(base) = read_version(&self.paths, &self.reader, &base_id) else {
                 continue;
             };
             if base.0 != target_kind
                 || base.1.len() > self.options.max_object_size
-                || target.1.len() < base.1.len() / 32
+                || target.len() < base.1.len() / 32
             {
                 continue;
             }
             // Smaller than half the object, than the entry as it would be written, and than
             // the best so far.
-            let limit = (target.1.len() / 2)
+            let limit = (target.len() / 2)
                 .min(whole_size)
                 .min(best.as_ref().map_or(usize::MAX, |best| best.data.len() - 1));
             self.attempts += 1;
-            if let Some(data) = DeltaIndex::new(&base.1).delta(&target.1, limit) {
+            if let Some(data) = DeltaIndex::new(&base.1).delta(&target, limit) {
                 best = Some(Found { kind, depth, data });
             }
         }
         best
-    }
-
-    /// Object `id` in full; `None` if it can't be read, which only means no delta.
-    fn read(&self, id: &ObjectId) -> Option<(gix_object::Kind, Vec<u8>)> {
-        use gix_object::Find as _;
-        let mut buf = Vec::new();
-        match self.reader.try_find(id, &mut buf) {
-            Ok(Some(data)) => Some((data.kind, data.data.to_vec())),
-            _ => None,
-        }
     }
 }
 
@@ -453,13 +456,7 @@ impl EntryFixer<'_> {
     /// if so.
     fn try_delta(&mut self, entry: &mut output::Entry) -> Option<u16> {
         let searcher = self.searcher.as_mut()?;
-        let found = searcher.search(
-            &entry.id,
-            entry.compressed_data.len(),
-            self.client_has,
-            &self.depths,
-            self.ofs_delta,
-        )?;
+        let found = searcher.search(entry, self.client_has, &self.depths, self.ofs_delta)?;
         let compressed = deflate(&found.data).ok()?;
         if compressed.len() >= entry.compressed_data.len() {
             return None;
@@ -484,6 +481,35 @@ impl EntryFixer<'_> {
         self.recompressed += 1;
         Ok(())
     }
+}
+
+/// Object `id` in full, from the trees `paths` kept or through `reader`; `None` if it can't
+/// be read, which only means no delta.
+fn read_version<'a>(
+    paths: &'a PathVersions,
+    reader: &gix_odb::Handle,
+    id: &ObjectId,
+) -> Option<(gix_object::Kind, std::borrow::Cow<'a, [u8]>)> {
+    use gix_object::Find as _;
+    if let Some(tree) = paths.cached_tree(id) {
+        return Some((gix_object::Kind::Tree, std::borrow::Cow::Borrowed(tree)));
+    }
+    let mut buf = Vec::new();
+    match reader.try_find(id, &mut buf) {
+        Ok(Some(data)) => Some((data.kind, std::borrow::Cow::Owned(data.data.to_vec()))),
+        _ => None,
+    }
+}
+
+/// The object a whole-object `entry` holds; `None` if its data doesn't inflate to its size.
+fn inflate(entry: &output::Entry) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = Vec::with_capacity(entry.decompressed_size);
+    flate2::read::ZlibDecoder::new(&entry.compressed_data[..])
+        .take(entry.decompressed_size as u64 + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() == entry.decompressed_size).then_some(out)
 }
 
 /// `data` compressed as a pack entry's data is, at git's default level.

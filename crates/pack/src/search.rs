@@ -27,6 +27,12 @@ pub(crate) struct CollectLimits {
 pub(crate) struct PathVersions {
     /// The path (hash) each recorded object was first found at.
     path_of: HashMap<ObjectId, u64>,
+    /// Trees read.
+    trees_read: usize,
+    /// The trees read, while they fit into [`TREE_CACHE_BYTES`]: most are targets or bases of
+    /// the delta search that follows.
+    trees: HashMap<ObjectId, Vec<u8>>,
+    tree_bytes: usize,
     /// Per path (hash): the versions found there, in the order found (newest commits first).
     /// (gix-hashtable's hasher takes object ids only.)
     versions: std::collections::HashMap<u64, Vec<ObjectId>>,
@@ -46,7 +52,6 @@ impl PathVersions {
         let mut parent_buf = Vec::new();
         let mut seen_pairs: HashSet<(ObjectId, ObjectId)> = HashSet::default();
         let mut pending: Vec<(ObjectId, ObjectId, u64)> = Vec::new();
-        let mut trees_read = 0;
         for commit in commits.iter().take(limits.commits) {
             let Some((tree, parents)) = read_commit(db, commit, &mut buf) else {
                 continue;
@@ -63,10 +68,10 @@ impl PathVersions {
                 }
                 out.record(new, path);
                 out.record(old, path);
-                if trees_read + 2 > limits.trees {
+                if out.trees_read + 2 > limits.trees {
                     return out;
                 }
-                trees_read += 2;
+                out.trees_read += 2;
                 out.compare_trees(
                     db,
                     &new,
@@ -101,6 +106,12 @@ impl PathVersions {
         ) else {
             return;
         };
+        for (id, data) in [(new, new_data), (old, old_data)] {
+            if self.tree_bytes + data.len() <= TREE_CACHE_BYTES {
+                self.tree_bytes += data.len();
+                self.trees.insert(id.to_owned(), data.to_vec());
+            }
+        }
         // Names hash poorly with gix-hashtable's hasher, which expects object ids.
         let old_entries: std::collections::HashMap<&[u8], (bool, &oid)> =
             TreeRefIter::from_bytes(old_data, hash_kind)
@@ -138,6 +149,21 @@ impl PathVersions {
         }
     }
 
+    /// How many trees were read.
+    pub(crate) fn trees_read(&self) -> usize {
+        self.trees_read
+    }
+
+    /// How many objects were recorded.
+    pub(crate) fn len(&self) -> usize {
+        self.path_of.len()
+    }
+
+    /// Tree `id` if it was read and kept.
+    pub(crate) fn cached_tree(&self, id: &oid) -> Option<&[u8]> {
+        self.trees.get(id).map(Vec::as_slice)
+    }
+
     /// Whether nothing was recorded.
     pub(crate) fn is_empty(&self) -> bool {
         self.path_of.is_empty()
@@ -158,6 +184,9 @@ impl PathVersions {
             .filter(move |version| version.as_ref() != id)
     }
 }
+
+/// How many bytes of trees [`PathVersions`] keeps.
+const TREE_CACHE_BYTES: usize = 16 << 20;
 
 /// The path hash of the root tree.
 const ROOT: u64 = 0xcbf2_9ce4_8422_2325;
