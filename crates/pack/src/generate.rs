@@ -72,11 +72,11 @@ impl<'a> DeltaSearch<'a> {
     pub fn new(commits: &'a [ObjectId]) -> Self {
         DeltaSearch {
             commits,
-            max_commits: 200,
-            max_trees: 20_000,
+            max_commits: 100,
+            max_trees: 1_000,
             window: 10,
             max_object_size: 16 << 20,
-            max_attempts: 20_000,
+            max_attempts: 2_000,
             max_depth: 50,
         }
     }
