@@ -71,7 +71,6 @@ impl PathVersions {
                 if out.trees_read + 2 > limits.trees {
                     return out;
                 }
-                out.trees_read += 2;
                 out.compare_trees(
                     db,
                     &new,
@@ -100,18 +99,10 @@ impl PathVersions {
         pending: &mut Vec<(ObjectId, ObjectId, u64)>,
     ) {
         let hash_kind = new.kind();
-        let (Some(new_data), Some(old_data)) = (
-            read_kind(db, new, Kind::Tree, buf),
-            read_kind(db, old, Kind::Tree, old_buf),
-        ) else {
+        if !self.load_tree(db, new, buf) || !self.load_tree(db, old, old_buf) {
             return;
-        };
-        for (id, data) in [(new, new_data), (old, old_data)] {
-            if self.tree_bytes + data.len() <= TREE_CACHE_BYTES {
-                self.tree_bytes += data.len();
-                self.trees.insert(id.to_owned(), data.to_vec());
-            }
         }
+        let (new_data, old_data) = (&buf[..], &old_buf[..]);
         // Names hash poorly with gix-hashtable's hasher, which expects object ids.
         let old_entries: std::collections::HashMap<&[u8], (bool, &oid)> =
             TreeRefIter::from_bytes(old_data, hash_kind)
@@ -139,6 +130,32 @@ impl PathVersions {
                 self.record(old_id.to_owned(), child_path);
             }
         }
+    }
+
+    /// Tree `id` into `buf`, from the trees kept if it is there (in a line of commits, each
+    /// tree is compared as the newer and then as the older side); `false` if it can't be read.
+    fn load_tree<Find: gix_object::Find>(
+        &mut self,
+        db: &Find,
+        id: &oid,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        buf.clear();
+        if let Some(data) = self.trees.get(id) {
+            buf.extend_from_slice(data);
+            return true;
+        }
+        self.trees_read += 1;
+        let mut read = Vec::new();
+        let Some(data) = read_kind(db, id, Kind::Tree, &mut read) else {
+            return false;
+        };
+        buf.extend_from_slice(data);
+        if self.tree_bytes + buf.len() <= TREE_CACHE_BYTES {
+            self.tree_bytes += buf.len();
+            self.trees.insert(id.to_owned(), buf.clone());
+        }
+        true
     }
 
     fn record(&mut self, id: ObjectId, path: u64) {
