@@ -111,9 +111,19 @@ fn pack_indexes(repo: &Path) -> BTreeSet<String> {
 }
 
 /// Fetches into `repo` through `upload_pack` keeping the received pack, and returns how many
-/// objects that pack holds.
+/// objects the server sent: the objects the pack holds, less the thin-pack bases that
+/// `index-pack --fix-thin` appended from `repo` (objects `repo` had before, written whole, that
+/// another entry of the pack is a delta of).
 fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> usize {
     let before = pack_indexes(repo);
+    let had: BTreeSet<String> = dir
+        .git_in(git, repo)
+        .args(["rev-list", "--objects", "--all"])
+        .run()
+        .stdout_text()
+        .lines()
+        .filter_map(|line| line.split(' ').next().map(str::to_owned))
+        .collect();
     dir.git_in(git, repo)
         .args(["-c", "protocol.version=2"])
         .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"])
@@ -124,11 +134,33 @@ fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> us
     let new: Vec<String> = pack_indexes(repo).difference(&before).cloned().collect();
     assert_eq!(new.len(), 1, "one new pack in {}: {new:?}", repo.display());
     let index_path = repo.join("objects/pack").join(&new[0]);
-    let index = std::fs::read(&index_path)
-        .unwrap_or_else(|error| panic!("reading {}: {error}", index_path.display()));
-    // (git 2.47's show-index crashes outside a repository.)
-    let listing = dir.git_in(git, repo).arg("show-index").stdin(index).run();
-    listing.stdout_text().lines().count()
+    // Per entry: `<id> <type> <size> <size in pack> <offset> [<depth> <base id>]`.
+    let listing = dir
+        .git_in(git, repo)
+        .arg("verify-pack")
+        .arg("-v")
+        .arg(&index_path)
+        .run()
+        .stdout_text();
+    let entries: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() >= 5 && fields[0].len() == 40)
+        .collect();
+    assert!(
+        !entries.is_empty(),
+        "no entries in {}: {listing}",
+        index_path.display()
+    );
+    let bases: BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|fields| fields.get(6).copied())
+        .collect();
+    let appended = entries
+        .iter()
+        .filter(|fields| fields.len() == 5 && had.contains(fields[0]) && bases.contains(fields[0]))
+        .count();
+    entries.len() - appended
 }
 
 #[test]

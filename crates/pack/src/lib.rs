@@ -1,7 +1,8 @@
 //! Packs for packgate: which objects a fetch must send, and the pack that carries them.
 //!
 //! * [`enumerate`](mod@enumerate) finds every object reachable from the wants and not from the common haves.
-//! * [`generate`] writes those objects as a pack stream, reusing the repository's deltas.
+//! * [`generate`] writes those objects as a pack stream, reusing the repository's deltas and
+//!   computing new ones ([`delta`]) for objects that would otherwise be sent whole.
 //! * [`ingest`] receives a pushed pack into a quarantine: indexing, thin-pack completion,
 //!   fsck, connectivity, and migration into the repository once the push is accepted;
 //!   [`explode`](mod@explode) turns a small one into loose objects first.
@@ -12,15 +13,17 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod delta;
 pub mod enumerate;
 pub mod explode;
 pub mod generate;
 pub mod ingest;
 pub mod reader;
+mod search;
 pub use enumerate::{
     enumerate, Counts, EnumerateError, EnumerateOptions, Enumeration, TreeExclusion,
 };
-pub use generate::{write_pack, WriteError, WriteOptions, WriteOutcome};
+pub use generate::{write_pack, DeltaSearch, WriteError, WriteOptions, WriteOutcome};
 pub use ingest::{
     check_connectivity, ingest_pack, ConnectivityError, ConnectivityOutcome, FsckObjects,
     FsckProblem, IngestError, IngestOptions, IngestOutcome, Quarantine,

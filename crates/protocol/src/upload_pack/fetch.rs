@@ -269,6 +269,11 @@ fn write_pack_section<W: Write>(
         client_has: arguments.thin_pack.then(|| enumeration.client_has()),
         ofs_delta: arguments.ofs_delta,
         thread_limit: upload_pack.config.pack_threads,
+        // `objects` starts with the enumeration's commits, most recent first.
+        delta_search: Some(delta_search(
+            &objects[..enumeration.counts().commits],
+            common,
+        )),
     };
     let written = {
         // Fill whole sideband packets instead of sending one per small write.
@@ -299,6 +304,7 @@ fn write_pack_section<W: Write>(
         objects = outcome.objects,
         deltas = outcome.deltas,
         recompressed = outcome.recompressed_for_thin_pack,
+        computed_deltas = outcome.computed_deltas,
         bytes = outcome.bytes,
         elapsed = ?started.elapsed(),
         "pack written"
@@ -310,6 +316,29 @@ fn write_pack_section<W: Write>(
     sideband.flush()?;
     Ok(())
 }
+
+/// How hard to look for deltas gix-pack can't reuse. Without common commits (a clone) there
+/// are no client versions to delta against and the repository's own deltas cover nearly
+/// everything: on a 112k-object repository, comparing its newest 100 commits with their
+/// parents cost ~10 % of the clone's time for 0.5 % of its size. Search only the newest
+/// commits of a clone.
+fn delta_search<'a>(
+    commits: &'a [ObjectId],
+    common: &[ObjectId],
+) -> packgate_pack::DeltaSearch<'a> {
+    let search = packgate_pack::DeltaSearch::new(commits);
+    if common.is_empty() {
+        packgate_pack::DeltaSearch {
+            max_commits: CLONE_DELTA_SEARCH_COMMITS,
+            ..search
+        }
+    } else {
+        search
+    }
+}
+
+/// How many of a clone's newest commits [`delta_search()`] compares with their parents.
+const CLONE_DELTA_SEARCH_COMMITS: usize = 10;
 
 /// `include-tag`: annotated tags under `refs/tags/` whose target is being sent, but which
 /// are not themselves, together with the tags they point through.

@@ -1,0 +1,242 @@
+//! Which objects share a path: the candidates for a computed delta's base.
+//!
+//! git's `pack-objects` sorts objects by a hash of the path they were found at and tries each
+//! against its neighbours, and adds the client's versions of the changed paths as *preferred
+//! bases* for thin packs. [`PathVersions::collect()`] finds the same relationships directly:
+//! it compares each commit's tree with its parents' trees, descending only where they differ,
+//! and records, per path, every version met on either side. The versions of a path that the
+//! client has are bases a thin pack may use; the ones written earlier in the pack are bases any
+//! pack may use.
+
+use gix_hash::{oid, ObjectId};
+use gix_hashtable::{HashMap, HashSet};
+use gix_object::{CommitRefIter, Kind, TreeRefIter};
+
+/// How much [`PathVersions::collect()`] may read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CollectLimits {
+    /// Commits compared with their parents, most recent first.
+    pub commits: usize,
+    /// Trees read in all.
+    pub trees: usize,
+}
+
+/// Per path, the versions of it that commits and their parents have, and for each version its
+/// path.
+#[derive(Debug, Default)]
+pub(crate) struct PathVersions {
+    /// The path (hash) each recorded object was first found at.
+    path_of: HashMap<ObjectId, u64>,
+    /// Trees read.
+    trees_read: usize,
+    /// The trees read, while they fit into [`TREE_CACHE_BYTES`]: most are targets or bases of
+    /// the delta search that follows.
+    trees: HashMap<ObjectId, Vec<u8>>,
+    tree_bytes: usize,
+    /// Per path (hash): the versions found there, in the order found (newest commits first).
+    /// (gix-hashtable's hasher takes object ids only.)
+    versions: std::collections::HashMap<u64, Vec<ObjectId>>,
+}
+
+impl PathVersions {
+    /// Compare the trees of `commits` (most recent first) with their parents' trees, within
+    /// `limits`. Objects that cannot be read are skipped: this only finds candidates, and a
+    /// missing object is reported by whoever needs it.
+    pub(crate) fn collect<Find: gix_object::Find>(
+        db: &Find,
+        commits: &[ObjectId],
+        limits: CollectLimits,
+    ) -> Self {
+        let mut out = PathVersions::default();
+        let mut buf = Vec::new();
+        let mut parent_buf = Vec::new();
+        let mut seen_pairs: HashSet<(ObjectId, ObjectId)> = HashSet::default();
+        let mut pending: Vec<(ObjectId, ObjectId, u64)> = Vec::new();
+        for commit in commits.iter().take(limits.commits) {
+            let Some((tree, parents)) = read_commit(db, commit, &mut buf) else {
+                continue;
+            };
+            for parent in parents {
+                let Some((parent_tree, _)) = read_commit(db, &parent, &mut parent_buf) else {
+                    continue;
+                };
+                pending.push((tree, parent_tree, ROOT));
+            }
+            while let Some((new, old, path)) = pending.pop() {
+                if new == old || !seen_pairs.insert((new, old)) {
+                    continue;
+                }
+                out.record(new, path);
+                out.record(old, path);
+                if out.trees_read + 2 > limits.trees {
+                    return out;
+                }
+                out.compare_trees(
+                    db,
+                    &new,
+                    &old,
+                    path,
+                    &mut buf,
+                    &mut parent_buf,
+                    &mut pending,
+                );
+            }
+        }
+        out
+    }
+
+    /// Record the entries of trees `new` and `old` at `path` that differ; queue changed
+    /// subtrees.
+    #[allow(clippy::too_many_arguments)]
+    fn compare_trees<Find: gix_object::Find>(
+        &mut self,
+        db: &Find,
+        new: &oid,
+        old: &oid,
+        path: u64,
+        buf: &mut Vec<u8>,
+        old_buf: &mut Vec<u8>,
+        pending: &mut Vec<(ObjectId, ObjectId, u64)>,
+    ) {
+        let hash_kind = new.kind();
+        if !self.load_tree(db, new, buf) || !self.load_tree(db, old, old_buf) {
+            return;
+        }
+        let (new_data, old_data) = (&buf[..], &old_buf[..]);
+        // Names hash poorly with gix-hashtable's hasher, which expects object ids.
+        let old_entries: std::collections::HashMap<&[u8], (bool, &oid)> =
+            TreeRefIter::from_bytes(old_data, hash_kind)
+                .map_while(Result::ok)
+                .filter(|entry| !entry.mode.is_commit())
+                .map(|entry| (entry.filename.as_ref(), (entry.mode.is_tree(), entry.oid)))
+                .collect();
+        for entry in TreeRefIter::from_bytes(new_data, hash_kind).map_while(Result::ok) {
+            if entry.mode.is_commit() {
+                continue;
+            }
+            let is_tree = entry.mode.is_tree();
+            let Some(&(old_is_tree, old_id)) = old_entries.get(entry.filename.as_ref() as &[u8])
+            else {
+                continue;
+            };
+            if old_is_tree != is_tree || old_id == entry.oid {
+                continue;
+            }
+            let child_path = path_hash(path, entry.filename);
+            if is_tree {
+                pending.push((entry.oid.to_owned(), old_id.to_owned(), child_path));
+            } else {
+                self.record(entry.oid.to_owned(), child_path);
+                self.record(old_id.to_owned(), child_path);
+            }
+        }
+    }
+
+    /// Tree `id` into `buf`, from the trees kept if it is there (in a line of commits, each
+    /// tree is compared as the newer and then as the older side); `false` if it can't be read.
+    fn load_tree<Find: gix_object::Find>(
+        &mut self,
+        db: &Find,
+        id: &oid,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        buf.clear();
+        if let Some(data) = self.trees.get(id) {
+            buf.extend_from_slice(data);
+            return true;
+        }
+        self.trees_read += 1;
+        let mut read = Vec::new();
+        let Some(data) = read_kind(db, id, Kind::Tree, &mut read) else {
+            return false;
+        };
+        buf.extend_from_slice(data);
+        if self.tree_bytes + buf.len() <= TREE_CACHE_BYTES {
+            self.tree_bytes += buf.len();
+            self.trees.insert(id.to_owned(), buf.clone());
+        }
+        true
+    }
+
+    fn record(&mut self, id: ObjectId, path: u64) {
+        self.path_of.entry(id).or_insert(path);
+        let versions = self.versions.entry(path).or_default();
+        if !versions.contains(&id) {
+            versions.push(id);
+        }
+    }
+
+    /// How many trees were read.
+    pub(crate) fn trees_read(&self) -> usize {
+        self.trees_read
+    }
+
+    /// How many objects were recorded.
+    pub(crate) fn len(&self) -> usize {
+        self.path_of.len()
+    }
+
+    /// Tree `id` if it was read and kept.
+    pub(crate) fn cached_tree(&self, id: &oid) -> Option<&[u8]> {
+        self.trees.get(id).map(Vec::as_slice)
+    }
+
+    /// Whether nothing was recorded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.path_of.is_empty()
+    }
+
+    /// Whether `id` was recorded at some path.
+    pub(crate) fn contains(&self, id: &oid) -> bool {
+        self.path_of.contains_key(id)
+    }
+
+    /// The other versions of the path `id` was found at, in the order found.
+    pub(crate) fn other_versions<'a>(&'a self, id: &'a oid) -> impl Iterator<Item = &'a ObjectId> {
+        self.path_of
+            .get(id)
+            .and_then(|path| self.versions.get(path))
+            .into_iter()
+            .flatten()
+            .filter(move |version| version.as_ref() != id)
+    }
+}
+
+/// How many bytes of trees [`PathVersions`] keeps.
+const TREE_CACHE_BYTES: usize = 16 << 20;
+
+/// The path hash of the root tree.
+const ROOT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `name` after `parent`'s hash and a separator.
+fn path_hash(parent: u64, name: &[u8]) -> u64 {
+    let mut hash = parent;
+    for &byte in std::iter::once(&b'/').chain(name) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn read_kind<'a, Find: gix_object::Find>(
+    db: &Find,
+    id: &oid,
+    kind: Kind,
+    buf: &'a mut Vec<u8>,
+) -> Option<&'a [u8]> {
+    match db.try_find(id, buf) {
+        Ok(Some(data)) if data.kind == kind => Some(data.data),
+        _ => None,
+    }
+}
+
+fn read_commit<Find: gix_object::Find>(
+    db: &Find,
+    id: &oid,
+    buf: &mut Vec<u8>,
+) -> Option<(ObjectId, Vec<ObjectId>)> {
+    let data = read_kind(db, id, Kind::Commit, buf)?;
+    let mut commit = CommitRefIter::from_bytes(data, id.kind());
+    let tree = commit.tree_id().ok()?;
+    Some((tree, commit.parent_ids().collect()))
+}
