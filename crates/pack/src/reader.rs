@@ -21,20 +21,27 @@ use gix_pack::{data::entry::Header, Find as _};
 pub const DEFAULT_CACHE_BYTES: usize = 96 * 1024 * 1024;
 
 /// Reads objects through a delta-base cache. Cloning gives a reader with an empty cache of
-/// the same size (one per thread).
+/// the same size (one per thread); clones share the per-pack offset tables.
 pub struct CachingReader {
     handle: gix_odb::Handle,
     cache_bytes: usize,
     state: RefCell<State>,
+    offsets: SharedOffsets,
 }
+
+/// Per pack: entry offsets and object ids, sorted by offset (to name ofs-delta bases). Built
+/// on first use — sorting a large pack's entries costs milliseconds — and shared by a
+/// reader's clones, so the threads of one request build it once.
+type SharedOffsets =
+    Arc<std::sync::Mutex<std::collections::HashMap<u32, Arc<Vec<(u64, ObjectId)>>>>>;
 
 /// A decoded object, shared between the cache and readers of it.
 type Decoded = Arc<(Kind, Vec<u8>)>;
 
 struct State {
     cache: clru::CLruCache<ObjectId, Decoded, std::collections::hash_map::RandomState, Weight>,
-    /// Per pack: entry offsets and object ids, sorted by offset (to name ofs-delta bases).
-    offsets: std::collections::HashMap<u32, Vec<(u64, ObjectId)>>,
+    /// The offset tables this reader already took from the shared ones (no lock per delta).
+    offsets: std::collections::HashMap<u32, Arc<Vec<(u64, ObjectId)>>>,
     entry_buf: Vec<u8>,
     inflater: flate2::Decompress,
 }
@@ -49,7 +56,10 @@ impl clru::WeightScale<ObjectId, Decoded> for Weight {
 
 impl Clone for CachingReader {
     fn clone(&self) -> Self {
-        CachingReader::new(self.handle.clone(), self.cache_bytes)
+        CachingReader {
+            offsets: Arc::clone(&self.offsets),
+            ..CachingReader::new(self.handle.clone(), self.cache_bytes)
+        }
     }
 }
 
@@ -70,7 +80,27 @@ impl CachingReader {
                 entry_buf: Vec::new(),
                 inflater: flate2::Decompress::new(true),
             }),
+            offsets: SharedOffsets::default(),
         }
+    }
+
+    /// The offset table of pack `pack_id`, built by the first of the clones to need it.
+    fn offsets_of(&self, pack_id: u32) -> Result<Arc<Vec<(u64, ObjectId)>>, gix_error::Error> {
+        let mut tables = self
+            .offsets
+            .lock()
+            .map_err(|_| gix_error::Error::from(gix_error::message("offset table poisoned")))?;
+        if let Some(table) = tables.get(&pack_id) {
+            return Ok(Arc::clone(table));
+        }
+        let mut list = self
+            .handle
+            .pack_offsets_and_oid(pack_id)?
+            .ok_or_else(|| gix_error::Error::from(gix_error::message("pack went away")))?;
+        list.sort_unstable_by_key(|(offset, _)| *offset);
+        let table = Arc::new(list);
+        tables.insert(pack_id, Arc::clone(&table));
+        Ok(table)
     }
 
     /// Decode `id`, resolving its delta chain through the cache. `None` when the object is
@@ -128,17 +158,12 @@ impl CachingReader {
                                     "ofs-delta before pack start",
                                 ))
                             })?;
-                    let offsets = match state.offsets.entry(location.pack_id) {
-                        std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            let mut list = self
-                                .handle
-                                .pack_offsets_and_oid(location.pack_id)?
-                                .ok_or_else(|| {
-                                    gix_error::Error::from(gix_error::message("pack went away"))
-                                })?;
-                            list.sort_unstable_by_key(|(offset, _)| *offset);
-                            slot.insert(list)
+                    let offsets = match state.offsets.get(&location.pack_id) {
+                        Some(table) => Arc::clone(table),
+                        None => {
+                            let table = self.offsets_of(location.pack_id)?;
+                            state.offsets.insert(location.pack_id, Arc::clone(&table));
+                            table
                         }
                     };
                     let index = offsets
