@@ -1367,7 +1367,6 @@ mod tests {
         collections::BTreeSet,
         io::Write as _,
         path::{Path, PathBuf},
-        process::{Command, Stdio},
         sync::OnceLock,
     };
 
@@ -1393,34 +1392,7 @@ mod tests {
         }
 
         fn git_in(&self, cwd: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
-            let mut child = Command::new("git")
-                .args(args)
-                .current_dir(cwd)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "A U Thor")
-                .env("GIT_AUTHOR_EMAIL", "author@example.com")
-                .env("GIT_COMMITTER_NAME", "C O Mitter")
-                .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-                .stdin(if stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            if let Some(input) = stdin {
-                child.stdin.take().unwrap().write_all(input).unwrap();
-            }
-            let output = child.wait_with_output().unwrap();
-            assert!(
-                output.status.success(),
-                "git {args:?} in {cwd:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8(output.stdout).unwrap()
+            crate::test_git::git_text(cwd, args, stdin)
         }
 
         fn git(&self, args: &[&str]) -> String {

@@ -524,50 +524,12 @@ fn deflate(data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::Write as _,
-        path::Path,
-        process::{Command, Stdio},
-    };
+    use std::path::Path;
 
     use super::*;
     use crate::enumerate::{enumerate, EnumerateOptions};
 
-    fn git(cwd: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let mut child = Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "A U Thor")
-            .env("GIT_AUTHOR_EMAIL", "author@example.com")
-            .env("GIT_COMMITTER_NAME", "C O Mitter")
-            .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let writer = stdin.map(|input| {
-            let mut pipe = child.stdin.take().unwrap();
-            let input = input.to_vec();
-            std::thread::spawn(move || pipe.write_all(&input).unwrap())
-        });
-        let output = child.wait_with_output().unwrap();
-        if let Some(writer) = writer {
-            writer.join().unwrap();
-        }
-        assert!(
-            output.status.success(),
-            "git {args:?} in {cwd:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
+    use crate::test_git::git_text as git;
 
     fn file(version: usize) -> String {
         (0..400)

@@ -20,6 +20,8 @@ pub mod generate;
 pub mod ingest;
 pub mod reader;
 mod search;
+#[cfg(test)]
+mod test_git;
 pub use enumerate::{
     enumerate, Counts, EnumerateError, EnumerateOptions, Enumeration, TreeExclusion,
 };
