@@ -50,7 +50,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-use std::{cmp::Ordering, collections::BinaryHeap, ops::Range};
+use std::{collections::BinaryHeap, ops::Range};
+
+use packgate_object::QueueEntry;
 
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::{HashMap, HashSet};
@@ -441,29 +443,6 @@ struct LimitedWalk {
     queue: BinaryHeap<QueueEntry>,
     next_seq: u64,
     interesting_in_queue: usize,
-}
-
-/// Newest first, first come first served among equal dates (git's
-/// `commit_list_insert_by_date()`).
-#[derive(PartialEq, Eq)]
-struct QueueEntry {
-    date: u64,
-    seq: u64,
-    node: u32,
-}
-
-impl Ord for QueueEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.date
-            .cmp(&other.date)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for QueueEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
 }
 
 impl LimitedWalk {

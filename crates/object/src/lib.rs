@@ -57,6 +57,33 @@ pub fn tag_target(data: &[u8]) -> Option<ObjectId> {
     ObjectId::from_hex(&rest[..end]).ok()
 }
 
+/// An entry of a date-ordered commit queue (a `BinaryHeap`): newest first, first come first
+/// served among equal dates, like git's `commit_list_insert_by_date()`. `node` is the
+/// walker's own handle for the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The commit date, as [`commit_date`] reads it.
+    pub date: u64,
+    /// The order of insertion, to break ties.
+    pub seq: u64,
+    /// The commit, in the walker's numbering.
+    pub node: u32,
+}
+
+impl Ord for QueueEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.date
+            .cmp(&other.date)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for QueueEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// git's `parse_commit_date()`, given a commit's data after its `tree` and `parent` lines: the
 /// committer time, 0 if it can't be read.
 pub fn commit_date(data: &[u8]) -> u64 {

@@ -71,7 +71,6 @@
 //! ```
 
 use std::{
-    cmp::Ordering,
     collections::BinaryHeap,
     ops::Range,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering},
@@ -80,6 +79,7 @@ use std::{
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::{HashMap, HashSet};
 use gix_object::Kind;
+use packgate_object::QueueEntry;
 
 /// Which uninteresting commits lend their trees to the set of objects the client has.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -351,29 +351,6 @@ impl Graph {
 
     fn parent(&self, position: u32) -> u32 {
         self.parents[position as usize]
-    }
-}
-
-/// An entry of the date-ordered commit queue: newest first, first come first served among equal
-/// dates, like git's `commit_list_insert_by_date`.
-#[derive(PartialEq, Eq)]
-struct QueueEntry {
-    date: u64,
-    seq: u64,
-    node: u32,
-}
-
-impl Ord for QueueEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.date
-            .cmp(&other.date)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for QueueEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
     }
 }
 
