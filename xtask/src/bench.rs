@@ -207,6 +207,31 @@ struct Outcome {
 }
 
 /// The row of a server in one scenario.
+/// Adds the sample of run `run` (0-based) of `runs` to `row`, or marks the row failed; says
+/// which on stderr.
+fn record(row: &mut Row, scenario: &str, run: usize, runs: usize, result: anyhow::Result<Sample>) {
+    let Ok((_, samples)) = &mut row.outcome else {
+        return;
+    };
+    match result {
+        Ok(sample) => {
+            eprintln!(
+                "bench: {scenario} run {}/{runs}: {} {:.3}s wall, {:.2}s CPU, {} MiB",
+                run + 1,
+                row.label,
+                sample.wall.as_secs_f64(),
+                sample.cpu,
+                sample.rss_kib / 1024
+            );
+            samples.push(sample);
+        }
+        Err(err) => {
+            eprintln!("bench: {} FAILED: {err:#}", row.label);
+            row.outcome = Err(format!("run {}: {err:#}", run + 1));
+        }
+    }
+}
+
 struct Row {
     label: String,
     is_packgate: bool,
@@ -762,27 +787,11 @@ fn measure(
         .collect();
     for run in 0..runs {
         for (index, server) in servers.iter().enumerate() {
-            let Ok((_, samples)) = &mut rows[index].outcome else {
+            if rows[index].outcome.is_err() {
                 continue;
-            };
-            match run_server(server, &request.repos[index], &request.file, None, work) {
-                Ok(sample) => {
-                    eprintln!(
-                        "bench: {} run {}/{runs}: {} {:.3}s wall, {:.2}s CPU, {} MiB",
-                        scenario.name(),
-                        run + 1,
-                        server.label,
-                        sample.wall.as_secs_f64(),
-                        sample.cpu,
-                        sample.rss_kib / 1024
-                    );
-                    samples.push(sample);
-                }
-                Err(err) => {
-                    eprintln!("bench: {} FAILED: {err:#}", server.label);
-                    rows[index].outcome = Err(format!("run {}: {err:#}", run + 1));
-                }
             }
+            let result = run_server(server, &request.repos[index], &request.file, None, work);
+            record(&mut rows[index], scenario.name(), run, runs, result);
         }
     }
     rows
@@ -1260,27 +1269,11 @@ fn measure_push(
         .collect();
     for run in 0..runs {
         for (index, server) in servers.iter().enumerate() {
-            let Ok((_, samples)) = &mut rows[index].outcome else {
+            if rows[index].outcome.is_err() {
                 continue;
-            };
-            match push_once(git, work, server, push, &repo, &response, false) {
-                Ok(sample) => {
-                    eprintln!(
-                        "bench: {} run {}/{runs}: {} {:.3}s wall, {:.2}s CPU, {} MiB",
-                        scenario.name(),
-                        run + 1,
-                        server.label,
-                        sample.wall.as_secs_f64(),
-                        sample.cpu,
-                        sample.rss_kib / 1024
-                    );
-                    samples.push(sample);
-                }
-                Err(err) => {
-                    eprintln!("bench: {} FAILED: {err:#}", server.label);
-                    rows[index].outcome = Err(format!("run {}: {err:#}", run + 1));
-                }
             }
+            let result = push_once(git, work, server, push, &repo, &response, false);
+            record(&mut rows[index], scenario.name(), run, runs, result);
         }
     }
     let _ = fs::remove_dir_all(&repo);
