@@ -246,7 +246,10 @@ pub fn remove_stale_quarantines(objects_dir: &Path, expiry: Duration) -> io::Res
     for entry in fs::read_dir(objects_dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if !name.as_encoded_bytes().starts_with(QUARANTINE_PREFIX.as_bytes()) {
+        if !name
+            .as_encoded_bytes()
+            .starts_with(QUARANTINE_PREFIX.as_bytes())
+        {
             continue;
         }
         let path = entry.path();

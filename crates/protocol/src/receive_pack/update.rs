@@ -109,8 +109,7 @@ impl Push<'_, '_> {
         let config = &self.receive_pack.config;
         // 0. What killed pushes left behind goes first (no lock stays behind: see step 2).
         let objects_dir = repo.git_dir().join("objects");
-        if let Err(err) = ingest::remove_stale_quarantines(&objects_dir, config.quarantine_expiry)
-        {
+        if let Err(err) = ingest::remove_stale_quarantines(&objects_dir, config.quarantine_expiry) {
             tracing::warn!(%err, dir = %objects_dir.display(), "could not look for stale quarantines");
         }
         // 1. The pack, into a quarantine that is deleted on drop unless migrated.
