@@ -3169,4 +3169,55 @@ mod tests {
             assert!(!is_ntfs_dotgitmodules(name.as_bytes()), "{name}");
         }
     }
+
+    /// A quarantine is stale when nothing in it changed for longer than the expiry: one that
+    /// is still receiving a pack (a fresh file in `pack/`) stays, and so do other directories
+    /// and what a symlink with a quarantine's name points to.
+    #[test]
+    fn stale_quarantines_are_judged_by_their_newest_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        let elsewhere = dir.path().join("elsewhere");
+        let old = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        let make = |path: &Path, age: Option<SystemTime>| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"data").unwrap();
+            let mut chain = vec![path.to_owned()];
+            chain.extend(path.ancestors().skip(1).take(2).map(Path::to_owned));
+            for path in chain.iter().filter(|_| age.is_some()) {
+                File::open(path)
+                    .unwrap()
+                    .set_modified(age.unwrap())
+                    .unwrap();
+            }
+        };
+        let dead = objects.join(format!("{QUARANTINE_PREFIX}dead"));
+        make(&dead.join("pack").join("tmp_pack_1"), Some(old));
+        let busy = objects.join(format!("{QUARANTINE_PREFIX}busy"));
+        make(&busy.join("pack").join("tmp_pack_2"), Some(old));
+        File::options()
+            .append(true)
+            .open(busy.join("pack").join("tmp_pack_2"))
+            .unwrap()
+            .set_modified(SystemTime::now())
+            .unwrap();
+        make(&objects.join("pack").join("pack-1.pack"), Some(old));
+        make(&elsewhere.join("pack").join("keep"), Some(old));
+        std::os::unix::fs::symlink(&elsewhere, objects.join(format!("{QUARANTINE_PREFIX}link")))
+            .unwrap();
+
+        let removed = remove_stale_quarantines(&objects, Duration::from_secs(86_400)).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!dead.exists());
+        assert!(busy.join("pack").join("tmp_pack_2").exists());
+        assert!(objects.join("pack").join("pack-1.pack").exists());
+        assert!(elsewhere.join("pack").join("keep").exists());
+
+        // With a shorter expiry than the busy one's age, it goes too.
+        assert_eq!(
+            remove_stale_quarantines(&objects, Duration::ZERO).unwrap(),
+            1
+        );
+        assert!(!busy.exists());
+    }
 }
