@@ -97,7 +97,7 @@ pub struct ReceivePackConfig {
     pub packed_refs_timeout: gix_lock::acquire::Fail,
     /// `receive.quarantineExpiry` (packgate's own), in seconds: a push removes quarantine
     /// directories (`objects/tmp_objdir-incoming-*`) last changed longer ago than this, left
-    /// behind by a server that was killed. One day by default.
+    /// behind by a server that was killed. One day by default (also for 0 or less).
     pub quarantine_expiry: std::time::Duration,
     /// Whether the repository has a work tree (`core.bare`, else the git dir's name).
     pub bare: bool,
@@ -204,8 +204,8 @@ impl ReceivePackConfig {
             ref_lock_timeout: lock_timeout(integer("core.filesRefLockTimeout")?, 100),
             packed_refs_timeout: lock_timeout(integer("core.packedRefsTimeout")?, 1000),
             quarantine_expiry: std::time::Duration::from_secs(
-                integer("receive.quarantineExpiry")?
-                    .and_then(|seconds| u64::try_from(seconds).ok())
+                // 0 would remove the quarantines of pushes in progress: the default instead.
+                positive(integer("receive.quarantineExpiry")?)
                     .unwrap_or(DEFAULT_QUARANTINE_EXPIRY_SECONDS),
             ),
             bare,
@@ -240,6 +240,33 @@ impl ReceivePackConfig {
             },
             None if self.bare => WriteReflog::Disable,
             None => WriteReflog::Normal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gix_lock::acquire::Fail;
+
+    use super::lock_timeout;
+
+    #[test]
+    fn lock_timeouts_as_git_reads_them() {
+        let check = |configured, expected| assert_eq!(lock_timeout(configured, 100), expected);
+        check(
+            None,
+            Fail::AfterDurationWithBackoff(Duration::from_millis(100)),
+        );
+        check(
+            Some(250),
+            Fail::AfterDurationWithBackoff(Duration::from_millis(250)),
+        );
+        check(Some(0), Fail::Immediately);
+        match lock_timeout(Some(-1), 100) {
+            Fail::AfterDurationWithBackoff(wait) => assert!(wait > Duration::from_secs(86_400)),
+            Fail::Immediately => panic!("a negative timeout waits"),
         }
     }
 }
