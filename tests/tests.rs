@@ -20,6 +20,9 @@
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
+//! - `crash`: a push whose server is killed (SIGKILL) during pack receipt, each hook or
+//!   between migration and ref update blocks no later push; pushes to different refs
+//!   overlap; stale quarantines expire; a stale ref lock fails only its ref, as in git.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 //! - `http`: smart HTTP clones, fetches and pushes; `http_auth`: pushes with credentials
 //!   (`--http-credentials`, `packgate passwd`), over TLS, and the service embedded in an axum
@@ -39,6 +42,7 @@ mod util;
 mod advertise;
 mod bad_input;
 mod clone;
+mod crash;
 mod daemon;
 mod fetch;
 mod http;

@@ -28,7 +28,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Mutex,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use gix_hash::{oid, ObjectId};
@@ -228,6 +228,84 @@ impl Drop for Quarantine {
             }
         }
     }
+}
+
+/// Remove the quarantine directories in `objects_dir` (a repository's `objects`) that nothing
+/// changed for longer than `expiry`: what pushes left behind when their server was killed
+/// (SIGKILL, the OOM killer, a power cut) before it could delete them. A quarantine's last
+/// change is the newest modification time of the directory, its entries and their entries
+/// (a pack being received grows in `pack/`), so a push that is still receiving or writing is
+/// not taken for dead. Returns how many directories were removed; one that cannot be
+/// examined or removed is logged and left.
+///
+/// A push's quarantine that is merely waiting (a hook running for longer than `expiry`)
+/// looks the same as a dead one: choose `expiry` longer than any push may take.
+pub fn remove_stale_quarantines(objects_dir: &Path, expiry: Duration) -> io::Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in fs::read_dir(objects_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !name
+            .as_encoded_bytes()
+            .starts_with(QUARANTINE_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        // Not following symlinks: only a real directory is one of ours.
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => {}
+            _ => continue,
+        }
+        let last_change = match newest_change(&path, 2) {
+            Ok(time) => time,
+            Err(err) => {
+                tracing::debug!(path = %path.display(), %err, "could not examine a quarantine");
+                continue;
+            }
+        };
+        // A time in the future is not old.
+        let stale = now
+            .duration_since(last_change)
+            .is_ok_and(|age| age > expiry);
+        if !stale {
+            continue;
+        }
+        match fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a stale quarantine");
+                removed += 1;
+            }
+            // Another push removed it first.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "could not remove a stale quarantine");
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The newest modification time of `path` and, for a directory, of what is in it, `depth`
+/// levels down (symlinks are not followed).
+fn newest_change(path: &Path, depth: u32) -> io::Result<SystemTime> {
+    let metadata = fs::symlink_metadata(path)?;
+    let mut newest = metadata.modified()?;
+    if depth > 0 && metadata.is_dir() {
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            match newest_change(&entry.path(), depth - 1) {
+                Ok(time) => newest = newest.max(time),
+                // Removed meanwhile (a temporary file renamed, say): it changed just now.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    newest = newest.max(SystemTime::now());
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// Git's `pack_copy_priority()`: the order in which pack files become visible.
@@ -3090,5 +3168,56 @@ mod tests {
         for name in [".gitmodulesx", "gitmod~5", "gi7ebb~1", "gitmodules"] {
             assert!(!is_ntfs_dotgitmodules(name.as_bytes()), "{name}");
         }
+    }
+
+    /// A quarantine is stale when nothing in it changed for longer than the expiry: one that
+    /// is still receiving a pack (a fresh file in `pack/`) stays, and so do other directories
+    /// and what a symlink with a quarantine's name points to.
+    #[test]
+    fn stale_quarantines_are_judged_by_their_newest_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        let elsewhere = dir.path().join("elsewhere");
+        let old = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        let make = |path: &Path, age: Option<SystemTime>| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"data").unwrap();
+            let mut chain = vec![path.to_owned()];
+            chain.extend(path.ancestors().skip(1).take(2).map(Path::to_owned));
+            for path in chain.iter().filter(|_| age.is_some()) {
+                File::open(path)
+                    .unwrap()
+                    .set_modified(age.unwrap())
+                    .unwrap();
+            }
+        };
+        let dead = objects.join(format!("{QUARANTINE_PREFIX}dead"));
+        make(&dead.join("pack").join("tmp_pack_1"), Some(old));
+        let busy = objects.join(format!("{QUARANTINE_PREFIX}busy"));
+        make(&busy.join("pack").join("tmp_pack_2"), Some(old));
+        File::options()
+            .append(true)
+            .open(busy.join("pack").join("tmp_pack_2"))
+            .unwrap()
+            .set_modified(SystemTime::now())
+            .unwrap();
+        make(&objects.join("pack").join("pack-1.pack"), Some(old));
+        make(&elsewhere.join("pack").join("keep"), Some(old));
+        std::os::unix::fs::symlink(&elsewhere, objects.join(format!("{QUARANTINE_PREFIX}link")))
+            .unwrap();
+
+        let removed = remove_stale_quarantines(&objects, Duration::from_secs(86_400)).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!dead.exists());
+        assert!(busy.join("pack").join("tmp_pack_2").exists());
+        assert!(objects.join("pack").join("pack-1.pack").exists());
+        assert!(elsewhere.join("pack").join("keep").exists());
+
+        // With a shorter expiry than the busy one's age, it goes too.
+        assert_eq!(
+            remove_stale_quarantines(&objects, Duration::ZERO).unwrap(),
+            1
+        );
+        assert!(!busy.exists());
     }
 }

@@ -47,6 +47,23 @@ impl Deny {
     }
 }
 
+/// How long a quarantine directory may stay unchanged before a push removes it: one day.
+pub const DEFAULT_QUARANTINE_EXPIRY_SECONDS: u64 = 24 * 60 * 60;
+
+/// git's lock timeouts in milliseconds (`core.filesRefLockTimeout`, `core.packedRefsTimeout`):
+/// 0 fails at once, a negative value waits (practically) forever.
+fn lock_timeout(configured: Option<i64>, default_millis: u64) -> gix_lock::acquire::Fail {
+    /// "Forever": a year.
+    const FOREVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 60 * 60);
+    match configured {
+        None => std::time::Duration::from_millis(default_millis).into(),
+        Some(millis) => match u64::try_from(millis) {
+            Ok(millis) => std::time::Duration::from_millis(millis).into(),
+            Err(_) => FOREVER.into(),
+        },
+    }
+}
+
 /// The settings receive-pack honours.
 #[derive(Debug, Clone)]
 pub struct ReceivePackConfig {
@@ -71,9 +88,17 @@ pub struct ReceivePackConfig {
     pub hooks_dir: PathBuf,
     /// `receive.hookTimeout` (packgate's own), in seconds: how long one hook script may run.
     pub hook_timeout_seconds: Option<u64>,
-    /// `receive.lockTimeout` (packgate's own), in milliseconds: how long a push waits for
-    /// another push to the same repository to finish. Default 60 s.
-    pub lock_timeout_millis: u64,
+    /// `core.filesRefLockTimeout`: how long a ref update waits for another process's lock
+    /// on that ref (`<ref>.lock`) before the ref fails. git's default, 100 ms; negative: wait
+    /// (practically) forever.
+    pub ref_lock_timeout: gix_lock::acquire::Fail,
+    /// `core.packedRefsTimeout`: the same for `packed-refs.lock` (deleting a packed ref).
+    /// git's default, 1 s.
+    pub packed_refs_timeout: gix_lock::acquire::Fail,
+    /// `receive.quarantineExpiry` (packgate's own), in seconds: a push removes quarantine
+    /// directories (`objects/tmp_objdir-incoming-*`) last changed longer ago than this, left
+    /// behind by a server that was killed. One day by default (also for 0 or less).
+    pub quarantine_expiry: std::time::Duration,
     /// Whether the repository has a work tree (`core.bare`, else the git dir's name).
     pub bare: bool,
     /// `core.logAllRefUpdates`: `None` when unset.
@@ -176,7 +201,13 @@ impl ReceivePackConfig {
             .unwrap_or(u32::MAX),
             hooks_dir,
             hook_timeout_seconds: positive(integer("receive.hookTimeout")?),
-            lock_timeout_millis: positive(integer("receive.lockTimeout")?).unwrap_or(60_000),
+            ref_lock_timeout: lock_timeout(integer("core.filesRefLockTimeout")?, 100),
+            packed_refs_timeout: lock_timeout(integer("core.packedRefsTimeout")?, 1000),
+            quarantine_expiry: std::time::Duration::from_secs(
+                // 0 would remove the quarantines of pushes in progress: the default instead.
+                positive(integer("receive.quarantineExpiry")?)
+                    .unwrap_or(DEFAULT_QUARANTINE_EXPIRY_SECONDS),
+            ),
             bare,
             log_all_ref_updates: config.string("core.logAllRefUpdates").map(|v| v.to_owned()),
             committer_name,
@@ -209,6 +240,33 @@ impl ReceivePackConfig {
             },
             None if self.bare => WriteReflog::Disable,
             None => WriteReflog::Normal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gix_lock::acquire::Fail;
+
+    use super::lock_timeout;
+
+    #[test]
+    fn lock_timeouts_as_git_reads_them() {
+        let check = |configured, expected| assert_eq!(lock_timeout(configured, 100), expected);
+        check(
+            None,
+            Fail::AfterDurationWithBackoff(Duration::from_millis(100)),
+        );
+        check(
+            Some(250),
+            Fail::AfterDurationWithBackoff(Duration::from_millis(250)),
+        );
+        check(Some(0), Fail::Immediately);
+        match lock_timeout(Some(-1), 100) {
+            Fail::AfterDurationWithBackoff(wait) => assert!(wait > Duration::from_secs(86_400)),
+            Fail::Immediately => panic!("a negative timeout waits"),
         }
     }
 }

@@ -17,10 +17,12 @@
 //! 6. the client gets a status report (`unpack ok`, `ok <ref>` / `ng <ref> <reason>`), then
 //!    `post-receive` and `post-update` hooks run.
 //!
-//! Pushes to one repository are serialised by a lock file (`packgate-receive.lock` in the git
-//! directory), held from the ref checks to the ref updates; ingesting packs runs in parallel.
-//! A push that is refused or fails before step 5 leaves nothing behind: the quarantine is
-//! deleted when it is dropped.
+//! Pushes to one repository run side by side, as git's do: no repository-wide lock, only
+//! each ref's own lock for the moment of its compare-and-swap, so a push to one ref never
+//! waits for another's hooks, and a server killed at any point leaves nothing that blocks
+//! the next push. A push that is refused or fails before step 5 leaves nothing behind: the
+//! quarantine is deleted when it is dropped; one whose process was killed is removed by a
+//! later push once it is older than `receive.quarantineExpiry`.
 //!
 //! With `side-band-64k` the report travels in band 1 and messages for the user (hook output,
 //! refusals, explained as `remote: error: …`) in band 2; without it messages go to standard

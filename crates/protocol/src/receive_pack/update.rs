@@ -1,10 +1,7 @@
 //! One push from the pack to the ref updates: quarantine, checks, hooks, migration, the ref
 //! transaction(s), and the hooks that follow.
 
-use std::{
-    io::{BufRead, Write},
-    time::Duration,
-};
+use std::io::{BufRead, Write};
 
 use bstr::{BString, ByteSlice};
 use gix_hash::ObjectId;
@@ -26,9 +23,6 @@ use crate::repository::Head;
 
 /// The reflog message of a pushed update, as git writes it.
 const REFLOG_MESSAGE: &str = "push";
-
-/// The name of the lock that serialises pushes, in the git directory (`.lock` is appended).
-const PUSH_LOCK: &str = "packgate-receive";
 
 /// A push in progress.
 pub(super) struct Push<'a, 'repo> {
@@ -113,6 +107,11 @@ impl Push<'_, '_> {
     ) -> Result<(), String> {
         let repo = self.receive_pack.repo;
         let config = &self.receive_pack.config;
+        // 0. What killed pushes left behind goes first (no lock stays behind: see step 2).
+        let objects_dir = repo.git_dir().join("objects");
+        if let Err(err) = ingest::remove_stale_quarantines(&objects_dir, config.quarantine_expiry) {
+            tracing::warn!(%err, dir = %objects_dir.display(), "could not look for stale quarantines");
+        }
         // 1. The pack, into a quarantine that is deleted on drop unless migrated.
         let quarantine = if self.list.expects_pack() {
             match self.ingest(input, channel) {
@@ -185,25 +184,10 @@ impl Push<'_, '_> {
         objects: Box<dyn ObjectsAccess + Send>,
     ) {
         let repo = self.receive_pack.repo;
-        let config = &self.receive_pack.config;
-        // 2. From here on, one push at a time.
-        let _lock = match gix_lock::Marker::acquire_to_hold_resource(
-            repo.git_dir().join(PUSH_LOCK),
-            gix_lock::acquire::Fail::AfterDurationWithBackoff(Duration::from_millis(
-                config.lock_timeout_millis,
-            )),
-            None,
-            0,
-        ) {
-            Ok(lock) => lock,
-            Err(err) => {
-                channel.error(format!("could not lock the repository for the push: {err}"));
-                for p in pending.iter_mut() {
-                    p.refuse("another push is in progress");
-                }
-                return;
-            }
-        };
+        // 2. No repository-wide lock: pushes run side by side, as git's do. Each ref update
+        //    is a compare-and-swap under that ref's own lock, migration only adds files whose
+        //    names are content hashes, and a process killed at any point leaves nothing
+        //    that stops the next push (a stale quarantine is removed once it is old).
 
         // 3. receive-pack's own checks, per ref.
         let head = match repo.head() {
@@ -282,6 +266,7 @@ impl Push<'_, '_> {
                 return;
             }
         }
+        pause_for_tests(PAUSE_AFTER_MIGRATION);
         self.update_refs(pending, channel);
     }
 
@@ -432,8 +417,9 @@ impl Push<'_, '_> {
         Ok(())
     }
 
-    /// Refuse the commands whose ref no longer has the value the client saw. Pushes through
-    /// packgate are serialised, so this holds until the transaction.
+    /// Refuse the commands whose ref no longer has the value the client saw, before hooks
+    /// run. Only an early answer: a concurrent push may still move the ref before this one's
+    /// transaction, whose compare-and-swap then fails the ref, as in git.
     fn check_current_values<W: Write>(
         &self,
         pending: &mut [Pending<'_>],
@@ -548,7 +534,7 @@ impl Push<'_, '_> {
             if refuse_rest_if_any_failed(pending) {
                 return;
             }
-            if let Err(err) = commit(&store, edits, committer) {
+            if let Err(err) = self.commit(&store, edits, committer) {
                 channel.error(error_chain(&err));
                 for p in pending.iter_mut() {
                     p.refuse("atomic transaction failed");
@@ -565,7 +551,7 @@ impl Push<'_, '_> {
                     continue;
                 }
             };
-            if let Err(err) = commit(&store, vec![edit], committer) {
+            if let Err(err) = self.commit(&store, vec![edit], committer) {
                 channel.error(format!(
                     "failed to update ref {}: {}",
                     p.command.name,
@@ -574,6 +560,23 @@ impl Push<'_, '_> {
                 p.refuse("failed to update ref");
             }
         }
+    }
+
+    /// Apply `edits` in one transaction. Each ref is locked (`<ref>.lock`, and `packed-refs.lock`
+    /// for a deletion) for as long as git would wait; a lock another process holds, or one a
+    /// killed process left behind, fails the transaction with the lock file's name, as in git.
+    fn commit(
+        &self,
+        store: &gix_ref::file::Store,
+        edits: Vec<RefEdit>,
+        committer: gix_actor::SignatureRef<'_>,
+    ) -> Result<(), gix_error::Error> {
+        let config = &self.receive_pack.config;
+        store
+            .transaction()
+            .prepare(edits, config.ref_lock_timeout, config.packed_refs_timeout)?
+            .commit(committer)?;
+        Ok(())
     }
 
     /// The ref edit for `command`, with compare-and-swap on the value the client saw;
@@ -668,17 +671,33 @@ fn refuse_rest_if_any_failed(pending: &mut [Pending<'_>]) -> bool {
     true
 }
 
-fn commit(
-    store: &gix_ref::file::Store,
-    edits: Vec<RefEdit>,
-    committer: gix_actor::SignatureRef<'_>,
-) -> Result<(), gix_error::Error> {
-    let lock_timeout = gix_lock::acquire::Fail::AfterDurationWithBackoff(Duration::from_secs(10));
-    store
-        .transaction()
-        .prepare(edits, lock_timeout, lock_timeout)?
-        .commit(committer)?;
-    Ok(())
+/// For tests only (`tests/crash.rs`): while this environment variable names a file, a push
+/// stops between moving its objects into the repository and updating its refs, so that a
+/// test can kill the server exactly there. The server writes its process id to the file and
+/// waits until the file is gone, a minute at most. Nothing else reads it; never set it in
+/// production.
+const PAUSE_AFTER_MIGRATION: &str = "PACKGATE_TEST_PAUSE_AFTER_MIGRATION";
+
+/// Stop at a test's pause point if the environment asks for it (see [`PAUSE_AFTER_MIGRATION`]).
+fn pause_for_tests(variable: &str) {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let Some(marker) = std::env::var_os(variable).map(std::path::PathBuf::from) else {
+        return;
+    };
+    // Written under another name and renamed, so the test never reads half a line.
+    let mut partial = marker.clone().into_os_string();
+    partial.push(".partial");
+    let written = std::fs::write(&partial, std::process::id().to_string())
+        .and_then(|()| std::fs::rename(&partial, &marker));
+    if let Err(err) = written {
+        tracing::warn!(%err, variable, "could not write the pause marker");
+        return;
+    }
+    tracing::warn!(variable, "paused for a test");
+    let started = std::time::Instant::now();
+    while marker.exists() && started.elapsed() < LIMIT {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// An error with its sources, on one line.
