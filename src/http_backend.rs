@@ -12,8 +12,9 @@
 //!   its git directory holds `git-daemon-export-ok`, unless `GIT_HTTP_EXPORT_ALL` is set;
 //!   paths with `..`, or leading out of the root through a symlink, are `404`;
 //! * upload-pack is served unless the repository says `http.uploadpack=false`;
-//!   receive-pack only to a user the web server authenticated (`REMOTE_USER`, non-empty:
-//!   [`PushAccess::RemoteUser`]) and unless the repository says `http.receivepack=false`;
+//!   receive-pack to a user the web server authenticated (`REMOTE_USER`, non-empty) unless
+//!   the repository says `http.receivepack=false`, and to anyone if it says
+//!   `http.receivepack=true` ([`PushAccess::RemoteUser`], git's rules);
 //! * `HTTP_GIT_PROTOCOL` is the client's `Git-Protocol` header, `HTTP_CONTENT_ENCODING: gzip`
 //!   a compressed body; `CONTENT_LENGTH` bounds what is read from standard input (without
 //!   it the body ends with standard input);
