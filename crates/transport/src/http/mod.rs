@@ -13,6 +13,9 @@
 //! bodies may be chunked and gzip-compressed (`Content-Encoding: gzip`); this module undoes
 //! both, so the handler reads plain pkt-lines. Every other path is `404 Not Found`, a wrong
 //! method `405`, a missing or unknown `service` `400`, a wrong content type or encoding `415`.
+//! A fetch request is read and decompressed whole before its session starts, so one larger
+//! than the limit either way (a gzip bomb too) is `413`. A client that shuts down its
+//! sending side after the request is still answered (hyper's half-close).
 //!
 //! [`serve_connection`] serves one connection over any `AsyncRead + AsyncWrite`; [`serve`]
 //! is an accept loop around it with a connection cap, like the git:// daemon. Parsing the
@@ -67,7 +70,6 @@ use std::{
 };
 
 use bstr::{BString, ByteSlice};
-use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::{
     body::{Body, Frame, SizeHint},
@@ -90,6 +92,7 @@ pub mod tls;
 pub use auth::{basic_challenge, BasicCredentials};
 /// The `http` types of [`route`]'s signature, for front-ends that build a request themselves
 /// (a CGI program from its environment).
+pub use bytes::Bytes;
 pub use hyper::{header, Method, StatusCode};
 
 /// The error type of request bodies [`respond`] accepts.
@@ -527,6 +530,9 @@ where
         .header_read_timeout(options.header_timeout)
         .max_buf_size(options.max_header_bytes.max(8192))
         .keep_alive(true)
+        // A client (or proxy) may shut down its sending side once the request is out; it
+        // still waits for the answer. Without this, hyper drops the connection unanswered.
+        .half_close(true)
         .serve_connection(io, service);
     tokio::select! {
         result = connection => result,
@@ -620,7 +626,10 @@ where
         // A little under the idle timeout, so the client is answered before the
         // connection's own watchdog would close it without a word.
         let patience = options.idle_timeout - options.idle_timeout / 8;
-        match read_whole_body(body, limit, patience, &activity).await {
+        match read_whole_body(body, limit, patience, &activity)
+            .await
+            .and_then(|bytes| decode_whole_body(bytes, encoding, limit))
+        {
             Ok(bytes) => Source::Buffered(bytes),
             Err(err) => {
                 tracing::info!(%err, "request body not read");
@@ -650,8 +659,9 @@ where
             return;
         }
         let mut input = match body {
+            // Decoded already.
             Source::Buffered(bytes) => {
-                request_body_reader(std::io::Cursor::new(bytes), encoding, limit)
+                request_body_reader(std::io::Cursor::new(bytes), BodyEncoding::Identity, limit)
             }
             Source::Streaming(body) => request_body_reader(
                 RequestBody {
@@ -876,6 +886,26 @@ async fn read_whole_body(
                 return Err(too_large(limit));
             }
             collected.extend_from_slice(&data);
+        }
+    }
+}
+
+/// A whole request body with `encoding` undone, before any session sees it: more than
+/// `limit` bytes after decompression (a gzip bomb) is the `InvalidData` error of
+/// [`request_body_reader`], so the front-end answers `413` instead of starting a session
+/// that would read an error. Corrupt compressed data is an error of another kind.
+pub fn decode_whole_body(
+    body: Bytes,
+    encoding: BodyEncoding,
+    limit: u64,
+) -> std::io::Result<Bytes> {
+    match encoding {
+        BodyEncoding::Identity => Ok(body),
+        BodyEncoding::Gzip => {
+            let mut decoded = Vec::new();
+            request_body_reader(std::io::Cursor::new(body), encoding, limit)
+                .read_to_end(&mut decoded)?;
+            Ok(Bytes::from(decoded))
         }
     }
 }
@@ -1302,15 +1332,20 @@ mod tests {
         );
         assert_eq!(exchange(&head, &gzipped).await, (200, body));
 
-        // Small when compressed, too large when not: the session reads an error.
+        // Small when compressed, too large when not: refused before the session starts.
         let bomb = gzip(&[b'0'; 5000]);
         let head = format!(
             "{POST_HEAD}Content-Encoding: gzip\r\nContent-Length: {}\r\n",
             bomb.len()
         );
         let (status, body) = exchange(&head, &bomb).await;
-        assert_eq!(status, 200);
-        assert_eq!(body, b"error: request body larger than 1000 bytes");
+        assert_eq!(
+            (status, body.as_slice()),
+            (413, &b"request body larger than 1000 bytes\n"[..])
+        );
+        // Not gzip at all: 400.
+        let head = format!("{POST_HEAD}Content-Encoding: gzip\r\nContent-Length: 4\r\n");
+        assert_eq!(exchange(&head, b"0000").await.0, 400);
 
         // Too large by its Content-Length: refused before the handler runs.
         let head = format!("{POST_HEAD}Content-Length: 2000\r\n");
