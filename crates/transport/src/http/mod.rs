@@ -84,7 +84,10 @@ use tokio::{
 
 use tracing::Instrument;
 
-use crate::daemon::Service;
+use crate::{
+    daemon::Service,
+    listener::{Admission, ConnectionLimits},
+};
 
 mod auth;
 pub mod tls;
@@ -207,8 +210,14 @@ pub struct HttpOptions {
     /// How long a connection may go without traffic in either direction (and without the
     /// session producing or consuming data) before it is closed.
     pub idle_timeout: Duration,
-    /// The most connections served at once; more are closed on arrival.
+    /// The most connections with a request in (active sessions) at once; a request beyond
+    /// that is answered `503` and its connection closed.
     pub max_connections: usize,
+    /// The most connections still waiting for their first request (see
+    /// [`crate::listener`]: the longest-waiting one is closed to make room).
+    pub max_waiting_connections: usize,
+    /// The same, from one client address.
+    pub max_waiting_per_address: usize,
     /// The largest upload-pack request body, compressed and decompressed (git's
     /// http-backend allows 10 MiB).
     pub max_fetch_request: u64,
@@ -229,6 +238,8 @@ impl Default for HttpOptions {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_connections: 256,
+            max_waiting_connections: ConnectionLimits::DEFAULT_MAX_WAITING,
+            max_waiting_per_address: ConnectionLimits::DEFAULT_MAX_WAITING_PER_ADDRESS,
             max_fetch_request: 10 * 1024 * 1024,
             max_push_request: 4 * 1024 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
@@ -238,6 +249,15 @@ impl Default for HttpOptions {
 }
 
 impl HttpOptions {
+    /// The accept loop's caps.
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_active: self.max_connections,
+            max_waiting: self.max_waiting_connections,
+            max_waiting_per_address: self.max_waiting_per_address,
+        }
+    }
+
     fn max_request(&self, service: Service) -> u64 {
         match service {
             Service::ReceivePack => self.max_push_request,
@@ -442,58 +462,31 @@ pub async fn serve<H: SmartHttpHandler>(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
-    let max_connections = options.max_connections;
-    crate::listener::accept_loop_refusing(
+    crate::listener::accept_loop(
         listener,
-        max_connections,
+        options.connection_limits(),
         shutdown,
-        move |stream, peer| {
+        move |stream, peer, admission| {
             let handler = Arc::clone(&handler);
             let options = Arc::clone(&options);
-            async move { serve_connection(stream, handler, options).await }
+            async move { serve_admitted(stream, handler, options, Some(admission)).await }
                 .instrument(tracing::info_span!("http", %peer))
-        },
-        |stream, peer| async move {
-            tracing::warn!(%peer, "too many connections; answering 503");
-            refuse_busy(stream).await;
         },
     )
     .await
 }
 
-/// Answer a connection beyond the cap with `503 Service Unavailable`, spending at most a
-/// moment on it. The request head is read first (and a little of any body afterwards):
-/// closing a socket with unread input resets the connection, and the client would see the
-/// reset instead of the answer.
-async fn refuse_busy(mut stream: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; \
-        charset=utf-8\r\nContent-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
-        too many connections; try again later\n";
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut head = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-            let n = stream.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buffer[..n]);
-        }
-        stream.write_all(BUSY).await?;
-        stream.shutdown().await?;
-        // Whatever body follows, up to a bound, so the close is not a reset.
-        let mut drained = 0;
-        while drained < 1 << 20 {
-            let n = stream.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            drained += n;
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
+/// What a request beyond the session cap is answered: `503`, and the connection closes.
+fn busy() -> Response<ResponseBody> {
+    tracing::warn!("too many connections; answering 503");
+    let mut response = text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections; try again later",
+    );
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Serve HTTP/1.1 (with keep-alive) on one connection until the client closes it, an error
@@ -502,6 +495,21 @@ pub async fn serve_connection<H, I>(
     io: I,
     handler: Arc<H>,
     options: Arc<HttpOptions>,
+) -> Result<(), hyper::Error>
+where
+    H: SmartHttpHandler,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_admitted(io, handler, options, None).await
+}
+
+/// [`serve_connection`] for our accept loop: the first request makes the connection an
+/// active session, or is answered `503` if the session cap is reached.
+pub(crate) async fn serve_admitted<H, I>(
+    io: I,
+    handler: Arc<H>,
+    options: Arc<HttpOptions>,
+    admission: Option<Arc<Admission>>,
 ) -> Result<(), hyper::Error>
 where
     H: SmartHttpHandler,
@@ -516,13 +524,21 @@ where
         let activity = activity.clone();
         let options = Arc::clone(&options);
         hyper::service::service_fn(move |request| {
+            let admitted = admission
+                .as_ref()
+                .is_none_or(|admission| admission.activate());
             let response = respond_tracked(
                 Arc::clone(&handler),
                 Arc::clone(&options),
                 activity.clone(),
                 request,
             );
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                if !admitted {
+                    return Ok::<_, Infallible>(busy());
+                }
+                Ok(response.await)
+            }
         })
     };
     let connection = hyper::server::conn::http1::Builder::new()
