@@ -141,8 +141,12 @@ impl Admission {
             Stage::Waiting => {}
         }
         let mut state = self.shared.state();
-        // Dropping the sender (not sending) tells the connection's task it stays.
-        drop(state.remove_waiting(self.id));
+        // Dropping the sender (not sending) tells the connection's task it stays. No sender
+        // left: it was closed to make room just now, and its task is on its way out.
+        if state.remove_waiting(self.id).is_none() {
+            *stage = Stage::Gone;
+            return false;
+        }
         if state.active >= self.shared.limits.max_active {
             *stage = Stage::Gone;
             return false;
