@@ -8,6 +8,8 @@
 //! init-timeout = 30            # seconds until the request head
 //! timeout = 600                # seconds a session may go without traffic
 //! max-connections = 256
+//! max-waiting-connections = 4096
+//! max-waiting-per-address = 64
 //! informative-errors = false
 //! receive-pack = false         # push over git:// to every repository (else per repository:
 //!                              # daemon.receivepack)
@@ -21,6 +23,8 @@
 //! header-timeout = 30
 //! timeout = 600
 //! max-connections = 256
+//! max-waiting-connections = 4096
+//! max-waiting-per-address = 64
 //! max-fetch-request = 10485760
 //! max-push-request = 4294967296
 //! ```
@@ -55,6 +59,8 @@ pub(crate) struct GitSection {
     pub(crate) init_timeout: Option<u64>,
     pub(crate) timeout: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_waiting_connections: Option<usize>,
+    pub(crate) max_waiting_per_address: Option<usize>,
     pub(crate) informative_errors: Option<bool>,
     pub(crate) receive_pack: Option<bool>,
 }
@@ -71,6 +77,8 @@ pub(crate) struct HttpSection {
     pub(crate) header_timeout: Option<u64>,
     pub(crate) timeout: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_waiting_connections: Option<usize>,
+    pub(crate) max_waiting_per_address: Option<usize>,
     pub(crate) max_fetch_request: Option<u64>,
     pub(crate) max_push_request: Option<u64>,
 }

@@ -236,6 +236,7 @@ impl Settings {
                 init_timeout,
                 idle_timeout,
                 max_connections,
+                ..DaemonOptions::default()
             },
             listen: args
                 .listen

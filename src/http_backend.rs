@@ -12,8 +12,9 @@
 //!   its git directory holds `git-daemon-export-ok`, unless `GIT_HTTP_EXPORT_ALL` is set;
 //!   paths with `..`, or leading out of the root through a symlink, are `404`;
 //! * upload-pack is served unless the repository says `http.uploadpack=false`;
-//!   receive-pack only to a user the web server authenticated (`REMOTE_USER`, non-empty:
-//!   [`PushAccess::RemoteUser`]) and unless the repository says `http.receivepack=false`;
+//!   receive-pack to a user the web server authenticated (`REMOTE_USER`, non-empty) unless
+//!   the repository says `http.receivepack=false`, and to anyone if it says
+//!   `http.receivepack=true` ([`PushAccess::RemoteUser`], git's rules);
 //! * `HTTP_GIT_PROTOCOL` is the client's `Git-Protocol` header, `HTTP_CONTENT_ENCODING: gzip`
 //!   a compressed body; `CONTENT_LENGTH` bounds what is read from standard input (without
 //!   it the body ends with standard input);
@@ -39,7 +40,9 @@ use packgate::{
     transport::http::{
         self, basic_challenge,
         header::{self, HeaderMap, HeaderName, HeaderValue},
-        GitRequest, HttpOptions, Method, Refusal, RouteError, SmartHttpHandler, StatusCode,
+        BodyEncoding::Identity,
+        GitRequest, HttpOptions, Method, Refusal, RequestKind, RouteError, SmartHttpHandler,
+        StatusCode,
     },
 };
 
@@ -297,6 +300,22 @@ fn serve(prepared: Prepared, stdin: impl Read, output: &mut impl Write) -> std::
         limit,
         content_length,
     } = prepared;
+    // The body is exactly CONTENT_LENGTH bytes; without it, it ends with standard input.
+    let body: Box<dyn Read> = match content_length {
+        Some(length) => Box::new(stdin.take(length)),
+        None => Box::new(stdin),
+    };
+    // A fetch request is small: read and decoded whole before the answer starts, so one
+    // that is too large once decompressed (a gzip bomb) is a `413`, not a session's `ERR`.
+    // A push streams its pack into the session.
+    let mut input = if git.kind == RequestKind::Rpc && git.service != Service::ReceivePack {
+        match read_fetch_request(body, encoding, limit) {
+            Ok(bytes) => http::request_body_reader(std::io::Cursor::new(bytes), Identity, limit),
+            Err(response) => return response.write(output),
+        }
+    } else {
+        http::request_body_reader(body, encoding, limit)
+    };
     write!(
         output,
         "Status: 200 OK\r\nContent-Type: {}\r\n",
@@ -304,14 +323,30 @@ fn serve(prepared: Prepared, stdin: impl Read, output: &mut impl Write) -> std::
     )?;
     write_no_cache(output)?;
     output.write_all(b"\r\n")?;
-    // The body is exactly CONTENT_LENGTH bytes; without it, it ends with standard input.
-    let body: Box<dyn Read> = match content_length {
-        Some(length) => Box::new(stdin.take(length)),
-        None => Box::new(stdin),
-    };
-    let mut input = http::request_body_reader(body, encoding, limit);
     service.serve(session, &git, &mut input, output);
     Ok(())
+}
+
+/// A whole fetch request of at most `limit` bytes, before and after decompression, or the
+/// response that refuses it.
+fn read_fetch_request(
+    body: impl Read,
+    encoding: http::BodyEncoding,
+    limit: u64,
+) -> Result<http::Bytes, SmallResponse> {
+    let refuse = |err: std::io::Error| {
+        tracing::info!(%err, "request body not read");
+        if err.kind() == std::io::ErrorKind::InvalidData {
+            SmallResponse::from_route_error(&RouteError::TooLarge { limit })
+        } else {
+            SmallResponse::text(StatusCode::BAD_REQUEST, &err.to_string())
+        }
+    };
+    let mut raw = Vec::new();
+    http::request_body_reader(body, http::BodyEncoding::Identity, limit)
+        .read_to_end(&mut raw)
+        .map_err(refuse)?;
+    http::decode_whole_body(raw.into(), encoding, limit).map_err(refuse)
 }
 
 /// A response without a session: a status, a short `text/plain` message and maybe a header.

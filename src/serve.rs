@@ -172,6 +172,12 @@ impl Settings {
                 .timeout
                 .map_or(defaults.idle_timeout, Duration::from_secs),
             max_connections: git.max_connections.unwrap_or(defaults.max_connections),
+            max_waiting_connections: git
+                .max_waiting_connections
+                .unwrap_or(defaults.max_waiting_connections),
+            max_waiting_per_address: git
+                .max_waiting_per_address
+                .unwrap_or(defaults.max_waiting_per_address),
         };
         let defaults = HttpOptions::default();
         let http_options = HttpOptions {
@@ -182,13 +188,35 @@ impl Settings {
                 .timeout
                 .map_or(defaults.idle_timeout, Duration::from_secs),
             max_connections: http.max_connections.unwrap_or(defaults.max_connections),
+            max_waiting_connections: http
+                .max_waiting_connections
+                .unwrap_or(defaults.max_waiting_connections),
+            max_waiting_per_address: http
+                .max_waiting_per_address
+                .unwrap_or(defaults.max_waiting_per_address),
             max_fetch_request: http.max_fetch_request.unwrap_or(defaults.max_fetch_request),
             max_push_request: http.max_push_request.unwrap_or(defaults.max_push_request),
             ..defaults
         };
         for (name, value) in [
             ("git.max-connections", daemon_options.max_connections),
+            (
+                "git.max-waiting-connections",
+                daemon_options.max_waiting_connections,
+            ),
+            (
+                "git.max-waiting-per-address",
+                daemon_options.max_waiting_per_address,
+            ),
             ("http.max-connections", http_options.max_connections),
+            (
+                "http.max-waiting-connections",
+                http_options.max_waiting_connections,
+            ),
+            (
+                "http.max-waiting-per-address",
+                http_options.max_waiting_per_address,
+            ),
         ] {
             if value == 0 {
                 anyhow::bail!("{name} must be at least 1");

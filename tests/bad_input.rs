@@ -183,21 +183,6 @@ fn want_that_is_not_an_object_id() {
 }
 
 #[test]
-fn want_of_a_commit_that_is_not_a_tip() {
-    let source = shared_fixture("small");
-    let dir = Dir::new("bad-want");
-    let (_, older) = tip_and_older_commit(&dir, &source.path);
-    let request = concat([
-        line("command=fetch\n"),
-        DELIM.to_vec(),
-        line(format!("want {older}\n")),
-        line("done\n"),
-        FLUSH.to_vec(),
-    ]);
-    expect_error(&BOTH, &request, "not our ref");
-}
-
-#[test]
 fn want_of_a_missing_object() {
     let request = concat([
         line("command=fetch\n"),

@@ -53,6 +53,9 @@ pub(crate) struct CgiHostOptions {
     pub(crate) export_all: bool,
     /// Users and passwords the host accepts on push URLs.
     pub(crate) users: Vec<(String, String)>,
+    /// Push URLs need no credentials (a web server without `Require valid-user` on them);
+    /// credentials sent anyway still set `REMOTE_USER`.
+    pub(crate) anonymous_push: bool,
 }
 
 /// One request the host answered: method, target and status.
@@ -279,7 +282,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             })
             .map(|(user, _)| user.clone())
     });
-    if push && remote_user.is_none() {
+    if push && remote_user.is_none() && !shared.options.anonymous_push {
         let challenge = format!("Basic realm=\"{REALM}\"");
         write_simple(
             &writer,

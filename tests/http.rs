@@ -450,6 +450,91 @@ fn gzip_and_chunked_request_by_hand() {
     );
 }
 
+/// A fetch request that is a few KiB on the wire and 11 MiB once inflated: past the default
+/// `max-fetch-request` (and `GIT_HTTP_MAX_REQUEST_BUFFER`) of 10 MiB.
+fn gzip_bomb() -> Vec<u8> {
+    let mut request = b"0014command=ls-refs\n0001".to_vec();
+    request.resize(11 << 20, b'0');
+    let bomb = Cmd::new(Path::new("gzip"))
+        .args(["-c", "-n"])
+        .stdin(request)
+        .run()
+        .stdout;
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    bomb
+}
+
+/// A gzip body that inflates past the limit is refused with `413` before a session starts,
+/// not answered `200` with an `ERR` from the session.
+#[test]
+fn gzip_bomb_is_413() {
+    let dir = Dir::new("http-gzip-bomb");
+    let root = root_with(&dir, "tiny");
+    let server = Server::start(&root, Push::Refused);
+    let bomb = gzip_bomb();
+    let mut http = format!(
+        "POST /tiny.git/git-upload-pack HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\n\
+         Content-Encoding: gzip\r\nGit-Protocol: version=2\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        server.http_address,
+        bomb.len()
+    )
+    .into_bytes();
+    http.extend_from_slice(&bomb);
+    let response = server.raw(&http);
+    assert_eq!(response.status, 413, "{response}");
+    assert!(
+        response.body_text().contains("request body larger than"),
+        "{response}"
+    );
+}
+
+/// A client that shuts down its sending side right after a complete POST (as some proxies
+/// and tools do) still gets the whole answer.
+#[test]
+fn half_closed_client_is_answered() {
+    let dir = Dir::new("http-half-close");
+    let root = root_with(&dir, "tiny");
+    let server = Server::start(&root, Push::Refused);
+    let request = b"0014command=ls-refs\n0001000bunborn\n0009peel\n0000";
+    for connection in ["keep-alive", "close"] {
+        let mut http = format!(
+            "POST /tiny.git/git-upload-pack HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/x-git-upload-pack-request\r\n\
+             Git-Protocol: version=2\r\nContent-Length: {}\r\n\
+             Connection: {connection}\r\n\r\n",
+            server.http_address,
+            request.len()
+        )
+        .into_bytes();
+        http.extend_from_slice(request);
+        let mut stream = TcpStream::connect(&server.http_address)
+            .unwrap_or_else(|error| panic!("connecting: {error}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+        stream
+            .write_all(&http)
+            .unwrap_or_else(|error| panic!("sending the request: {error}"));
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap_or_else(|error| panic!("shutdown: {error}"));
+        let mut bytes = Vec::new();
+        stream
+            .read_to_end(&mut bytes)
+            .unwrap_or_else(|error| panic!("reading the response: {error}"));
+        assert!(!bytes.is_empty(), "no response at all ({connection})");
+        let response = RawResponse::parse(&bytes);
+        assert_eq!(response.status, 200, "{response}");
+        assert!(
+            response.body_text().contains(" refs/heads/main")
+                && response.body_text().ends_with("0000"),
+            "{connection}: {response}"
+        );
+    }
+}
+
 #[test]
 fn push_over_http_when_allowed() {
     let dir = Dir::new("http-push");

@@ -240,25 +240,30 @@ fn ls_refs_plain_gzip_and_content_length() {
         &request,
     );
     response.assert_status(413);
-    // A gzip bomb: small on the wire, too large decompressed — the session reads an error.
+    // A gzip bomb: small on the wire, too large decompressed — 413 before any session,
+    // with CONTENT_LENGTH or without.
     let bomb = Cmd::new(Path::new("gzip"))
         .args(["-c", "-n"])
         .stdin(vec![b'0'; 64 * 1024])
         .run()
         .stdout;
-    let response = post(
-        &[
+    let bomb_length = bomb.len().to_string();
+    for content_length in [None, Some(("CONTENT_LENGTH", bomb_length.as_str()))] {
+        let mut extra = vec![
             ("HTTP_CONTENT_ENCODING", "gzip"),
             ("GIT_HTTP_MAX_REQUEST_BUFFER", "4k"),
-        ],
-        &bomb,
-    );
-    response.assert_status(200);
-    assert!(
-        !response.body_text().contains("refs/heads/main"),
-        "{}",
-        response.output
-    );
+        ];
+        extra.extend(content_length);
+        let response = post(&extra, &bomb);
+        response.assert_status(413);
+        assert!(
+            response
+                .body_text()
+                .contains("request body larger than 4096 bytes"),
+            "{}",
+            response.output
+        );
+    }
     // A wrong content type: 415.
     let response = post(&[("CONTENT_TYPE", "text/plain")], &request);
     response.assert_status(415);
@@ -338,11 +343,11 @@ fn push_needs_remote_user_and_the_repository_switch() {
         .args(["config", "http.receivepack", "false"])
         .run();
     check(Some("alice"), RECEIVE, 403, not_enabled);
-    // Unlike git's http-backend, http.receivepack=true does not open it to anonymous pushes.
+    // As git's http-backend, http.receivepack=true opens it to anonymous pushes.
     dir.git_in(&git, &repo)
         .args(["config", "http.receivepack", "true"])
         .run();
-    check(None, RECEIVE, 403, not_enabled);
+    check(None, RECEIVE, 200, "# service=git-receive-pack");
     check(Some("alice"), RECEIVE, 200, "# service=git-receive-pack");
     // http.uploadpack=false closes fetches.
     dir.git_in(&git, &repo)
@@ -499,6 +504,7 @@ fn host_for(dir: &Dir, preset: &str, export_all: bool) -> (std::path::PathBuf, C
         project_root: root.clone(),
         export_all,
         users: vec![("alice".into(), "secret".into())],
+        anonymous_push: false,
     });
     (root, host)
 }
@@ -650,6 +656,68 @@ fn chunked_push_through_a_cgi_host() {
         &refs(&dir, &git, &source, &[]),
         "mirror push through the CGI host",
     );
+}
+
+/// Behind a web server that asks for no credentials on push URLs, a repository with
+/// `http.receivepack=true` takes anonymous pushes, as from git's http-backend; without the
+/// switch, the same push is refused.
+#[test]
+fn http_receivepack_true_opens_anonymous_push_through_a_cgi_host() {
+    let dir = Dir::new("cgi-host-anonymous-push");
+    let root = root_with(&dir, "tiny");
+    let host = CgiHost::start(CgiHostOptions {
+        project_root: root.clone(),
+        export_all: true,
+        users: Vec::new(),
+        anonymous_push: true,
+    });
+    let served = root.join("tiny.git");
+    for (n, git) in Git::all().into_iter().enumerate() {
+        let clone = dir.join(&format!("clone-{n}"));
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "--quiet"])
+            .arg(host.url("tiny.git"))
+            .arg(&clone)
+            .run();
+        write_file(&clone.join(format!("anonymous-{n}.txt")), b"no user\n");
+        dir.git(&git).current_dir(&clone).args(["add", "."]).run();
+        dir.git(&git)
+            .current_dir(&clone)
+            .args(["commit", "--quiet", "-m", "anonymous"])
+            .run();
+        let branch = format!("refs/heads/anonymous-{n}");
+        let push = || {
+            dir.git(&git)
+                .current_dir(&clone)
+                .args(["push", "origin"])
+                .arg(format!("HEAD:{branch}"))
+        };
+
+        // No REMOTE_USER and no switch: refused.
+        dir.git_in(&git, &served)
+            .args(["config", "--unset-all", "http.receivepack"])
+            .output();
+        let output = push().output();
+        assert!(!output.status.success(), "{output}");
+        assert_eq!(
+            host.access_log().pop().map(|logged| logged.status),
+            Some(403),
+            "{output}"
+        );
+        assert!(!refs(&dir, &git, &served, &[]).contains_key(&branch));
+
+        dir.git_in(&git, &served)
+            .args(["config", "http.receivepack", "true"])
+            .run();
+        push().run();
+        fsck(&dir, &git, &served);
+        assert_eq!(
+            refs(&dir, &git, &served, &[&branch]).get(&branch),
+            refs(&dir, &git, &clone.join(".git"), &["refs/heads/main"]).get("refs/heads/main"),
+            "anonymous push with {git}: {}",
+            host.error_log()
+        );
+    }
 }
 
 #[test]

@@ -209,3 +209,110 @@ fn sigterm_shuts_down_promptly() {
         "a push cut off by shutdown changed the repository"
     );
 }
+
+/// How many connections wait in the accept queue of the loopback listener on `port`
+/// (`/proc/net/tcp`: a listening socket's `rx_queue`), if it is found.
+fn accept_queue(port: u16) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
+        let local_port = u16::from_str_radix(local.split(':').nth(1)?, 16).ok()?;
+        if local_port != port || *state != "0A" {
+            return None;
+        }
+        usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
+/// The port of `host:port`.
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address}"))
+}
+
+/// 1,000 connections from one address that never send a request (one idle connection costs
+/// the server a few KiB) do not stop another client's clone, over git:// or HTTP: with the
+/// default caps (the server closes the longest-waiting connections of that address to make
+/// room), and with caps so large that the server keeps them all (waiting connections do not
+/// count against the cap on sessions).
+#[test]
+fn idle_connections_do_not_stop_clones() {
+    const IDLE: usize = 1000;
+    let source = shared_fixture("tiny");
+    let dir = Dir::new("serve-idle-flood");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
+    dir.copy_tree(&source.path, &root.join("tiny.git"));
+    let roomy = dir.join("roomy.toml");
+    let section = "max-connections = 8\nmax-waiting-connections = 5000\n\
+                   max-waiting-per-address = 5000\n";
+    write_file(
+        &roomy,
+        format!("[git]\n{section}[http]\n{section}").as_bytes(),
+    );
+    let mut clones = 0;
+    for config in [None, Some(roomy)] {
+        let server = Server::start_with(
+            &root,
+            &ServerOptions {
+                config: config.clone(),
+                ..ServerOptions::new(Push::Refused)
+            },
+        );
+        let git_address = server
+            .git_url("")
+            .trim_start_matches("git://")
+            .trim_end_matches('/')
+            .to_owned();
+        let http_address = server.http_address().to_owned();
+        let mut idle = Vec::with_capacity(2 * IDLE);
+        for address in [&git_address, &http_address] {
+            for _ in 0..IDLE {
+                idle.push(
+                    std::net::TcpStream::connect(address).unwrap_or_else(|error| {
+                        panic!("idle connection {} to {address}: {error}", idle.len())
+                    }),
+                );
+            }
+            // Until the server has accepted every one of them (bounded).
+            let port = port_of(address);
+            let started = std::time::Instant::now();
+            while accept_queue(port) != Some(0) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{address}: connections still unaccepted: {:?}",
+                    accept_queue(port)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for git in Git::all() {
+            for url in [server.git_url("tiny.git"), server.http_url("tiny.git")] {
+                clones += 1;
+                let destination = dir.join(&format!("clone-{clones}"));
+                let output = dir
+                    .git(&git)
+                    .args(["-c", "protocol.version=2", "clone", "--bare", "--quiet"])
+                    .arg(&url)
+                    .arg(&destination)
+                    .timeout(Duration::from_secs(60))
+                    .output();
+                assert!(
+                    output.status.success(),
+                    "clone of {url} with {git} beside {IDLE} idle connections \
+                     (config {config:?}): {output}"
+                );
+                assert_same_refs(
+                    &refs(&dir, &git, &source.path, &[]),
+                    &refs(&dir, &git, &destination, &[]),
+                    &format!("clone of {url} with {git}"),
+                );
+            }
+        }
+        drop(idle);
+    }
+}

@@ -207,7 +207,7 @@ pub(crate) fn clone_commit_and_push(dir: &Dir, git: &Git, url: &str, served: &Pa
 
 /// Smart HTTP: a client that stalls in its request head or in the middle of a push's body is
 /// cut off after the configured timeouts (nothing of the push stays), and a client beyond
-/// the connection cap is answered `503` instead of being dropped.
+/// the session cap is answered `503` instead of being dropped.
 #[test]
 fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     use crate::receive_pack::{
@@ -251,11 +251,17 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
         .git(&git)
         .args(["ls-remote", &server.http_url("server.git")])
         .run();
-    // A second stalled client takes the last slot; a client over the cap is told so.
-    let mut second_half_head = connect();
-    second_half_head
-        .write_all(half_head_request)
-        .unwrap_or_else(|error| panic!("sending half a head: {error}"));
+    // A stalled head is a waiting connection, not a session: two clients stalled in the
+    // body of a request take both session slots; a client over the cap is told so.
+    let half_body_request = b"POST /server.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+        Git-Protocol: version=2\r\nContent-Type: application/x-git-upload-pack-request\r\n\
+        Content-Length: 100\r\n\r\n0014command=ls-refs\n";
+    let mut half_bodies = [connect(), connect()];
+    for stream in &mut half_bodies {
+        stream
+            .write_all(half_body_request)
+            .unwrap_or_else(|error| panic!("sending half a body: {error}"));
+    }
     let output = setup
         .dir
         .git(&git)
@@ -267,7 +273,9 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
         "over the cap: {output}"
     );
     wait_for_close(&mut half_head, Duration::from_secs(15));
-    wait_for_close(&mut second_half_head, Duration::from_secs(15));
+    for stream in &mut half_bodies {
+        wait_for_close(stream, Duration::from_secs(15));
+    }
 
     // Half a fetch request: it is read without a thread, and answered 400 after the timeout.
     let mut half_fetch = connect();

@@ -11,6 +11,8 @@
 //! Tests:
 //! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
 //! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git.
+//! - `wants`: wants of objects that are not ref tips (git's v2 default, and
+//!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
 //! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang;
 //!   a stalled client ends in `--timeout`.
@@ -54,3 +56,4 @@ mod ls_remote;
 mod receive_pack;
 mod serve;
 mod sessions;
+mod wants;

@@ -160,6 +160,9 @@ fn take_quoted(input: &str) -> Result<(String, &str), ConfigError> {
     }
 }
 
+/// The configuration key of [`UploadPackConfig::restrict_v2_wants`].
+pub const RESTRICT_V2_WANTS: &str = "packgate.restrictV2Wants";
+
 /// The settings upload-pack honours.
 #[derive(Debug, Clone)]
 pub struct UploadPackConfig {
@@ -171,6 +174,13 @@ pub struct UploadPackConfig {
     pub allow_reachable_sha1_in_want: bool,
     /// `uploadpack.allowAnySHA1InWant`: wants may name any object in the repository.
     pub allow_any_sha1_in_want: bool,
+    /// `packgate.restrictV2Wants` (packgate's own key, off by default): hold protocol v2
+    /// wants to the rules git applies to v0/v1 — a visible ref tip (or what a visible tag
+    /// peels to), and beyond that only what the three `allow*SHA1InWant` settings allow — so
+    /// objects of hidden refs stay unreachable by id. Off, a v2 want may name any object the
+    /// repository has, as with git 2.47 (which applies the `allow*` settings to v0/v1 only;
+    /// packgate serves no v0/v1 upload-pack yet).
+    pub restrict_v2_wants: bool,
     /// `pack.threads`: threads for pack generation; `None` (or 0) uses every core.
     pub pack_threads: Option<usize>,
     /// `core.deltaBaseCacheLimit`: decoded objects each walking thread keeps while walking
@@ -211,6 +221,7 @@ impl Default for UploadPackConfig {
             allow_tip_sha1_in_want: false,
             allow_reachable_sha1_in_want: false,
             allow_any_sha1_in_want: false,
+            restrict_v2_wants: false,
             pack_threads: None,
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
             keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
@@ -255,6 +266,7 @@ impl UploadPackConfig {
             allow_reachable_sha1_in_want: allow_any
                 || boolean("uploadpack.allowReachableSHA1InWant")?,
             allow_any_sha1_in_want: allow_any,
+            restrict_v2_wants: boolean(RESTRICT_V2_WANTS)?,
             pack_threads,
             delta_base_cache_limit,
             keepalive: keepalive(config, "uploadpack.keepAlive")?,

@@ -21,6 +21,7 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
+    listener::{Admission, ConnectionLimits},
     pkt_line::{self, Decoded, Packet},
     v2,
 };
@@ -236,8 +237,14 @@ pub struct DaemonOptions {
     pub init_timeout: Duration,
     /// How long a session may go without traffic in either direction.
     pub idle_timeout: Duration,
-    /// The most connections served at once; more are refused on arrival.
+    /// The most sessions (request head received) served at once; more are refused with
+    /// `ERR too many connections…`.
     pub max_connections: usize,
+    /// The most connections still waiting for their request head (see
+    /// [`crate::listener`]: the longest-waiting one is closed to make room).
+    pub max_waiting_connections: usize,
+    /// The same, from one client address.
+    pub max_waiting_per_address: usize,
 }
 
 impl Default for DaemonOptions {
@@ -246,6 +253,8 @@ impl Default for DaemonOptions {
             init_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_connections: 256,
+            max_waiting_connections: ConnectionLimits::DEFAULT_MAX_WAITING,
+            max_waiting_per_address: ConnectionLimits::DEFAULT_MAX_WAITING_PER_ADDRESS,
         }
     }
 }
@@ -265,17 +274,21 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
-    let max_connections = options.max_connections;
-    crate::listener::accept_loop_refusing(
+    let limits = ConnectionLimits {
+        max_active: options.max_connections,
+        max_waiting: options.max_waiting_connections,
+        max_waiting_per_address: options.max_waiting_per_address,
+    };
+    crate::listener::accept_loop(
         listener,
-        max_connections,
+        limits,
         shutdown,
-        move |stream, peer| {
+        move |stream, peer, admission| {
             let handler = Arc::clone(&handler);
             let options = Arc::clone(&options);
             async move {
                 tracing::info!(target: LOG_TARGET, "Connection from {peer}");
-                let result = connection(stream, peer, handler, &options).await;
+                let result = connection(stream, peer, handler, &options, &admission).await;
                 match &result {
                     Ok(()) => tracing::info!(target: LOG_TARGET, "Disconnected"),
                     Err(err) => {
@@ -286,22 +299,17 @@ pub async fn serve(
             }
             .instrument(tracing::info_span!("git", %peer))
         },
-        |stream, peer| async move {
-            tracing::warn!(target: LOG_TARGET, "Too many connections, refusing {peer}");
-            refuse_busy(stream).await;
-        },
     )
     .await
 }
 
-/// Tell a client over the connection cap why it is turned away, spending at most a moment
-/// on it. Its head is read first: closing a socket with unread input resets the connection,
-/// and the client would see the reset instead of the message.
-async fn refuse_busy(mut stream: TcpStream) {
+/// Tell a client over the session cap why it is turned away (its head has been read, so
+/// closing the socket is no reset), spending at most a moment on it.
+async fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
+    tracing::warn!(target: LOG_TARGET, "Too many connections, refusing {peer}");
     let mut message = Vec::new();
     pkt_line::encode_error(TOO_MANY_CONNECTIONS, &mut message);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = read_head(&mut stream).await;
         stream.write_all(&message).await?;
         stream.shutdown().await
     })
@@ -313,10 +321,15 @@ async fn connection(
     peer: SocketAddr,
     handler: Arc<dyn ConnectionHandler>,
     options: &DaemonOptions,
+    admission: &Admission,
 ) -> std::io::Result<()> {
     let head = tokio::time::timeout(options.init_timeout, read_head(&mut stream))
         .await
         .map_err(|_| timed_out("no request head in time"))??;
+    if !admission.activate() {
+        refuse_busy(stream, peer).await;
+        return Ok(());
+    }
     let head = match head {
         Ok(head) => head,
         Err(err) => {

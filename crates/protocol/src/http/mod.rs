@@ -16,9 +16,10 @@
 //!   ([`PushAccess::AllowedWithoutAuthentication`]). A push without acceptable credentials
 //!   gets `401 Unauthorized` with a Basic challenge — on the advertisement already, so git
 //!   asks for credentials before it sends a pack. A repository can refuse pushes itself with
-//!   `http.receivepack=false` (`403`, whoever asks) and fetches with `http.uploadpack=false`;
-//!   unlike git's http-backend, `http.receivepack=true` does not open a repository to
-//!   anonymous pushes: a repository can close what the operator opened, not the reverse.
+//!   `http.receivepack=false` (`403`, whoever asks) and fetches with `http.uploadpack=false`.
+//!   Under [`PushAccess::RemoteUser`] (git http-backend's rules) `http.receivepack=true`
+//!   opens the repository to anonymous pushes, as in git; under the other kinds of access
+//!   a repository can close what the operator opened, not the reverse.
 //! * Fetches need no credentials; any sent are ignored.
 //! * In-process [`Hook`]s added with [`HttpService::with_hook`] judge every push over HTTP,
 //!   before the repository's hook scripts (a pre-receive policy of an embedding application).
@@ -98,10 +99,11 @@ pub enum PushAccess {
     /// ([`GitRequest::remote_user`]) if there is one, else the user of the request's Basic
     /// credentials if the authenticator accepts them. Anyone else gets `401 Unauthorized`.
     Authenticated(Arc<dyn Authenticator>),
-    /// Only users the front-end authenticated itself ([`GitRequest::remote_user`]): what git
-    /// http-backend does behind a web server (push enabled iff `REMOTE_USER` is set).
-    /// Anyone else gets `403 Forbidden`, since asking them for credentials is the web
-    /// server's business.
+    /// git http-backend's rule behind a web server: users the front-end authenticated
+    /// itself ([`GitRequest::remote_user`]) may push, and so may anyone to a repository that
+    /// sets `http.receivepack=true` (authentication is the web server's business; the
+    /// repository's explicit setting says it has none to do). Anyone else gets
+    /// `403 Forbidden`, since asking them for credentials is the web server's business too.
     RemoteUser,
 }
 
@@ -180,13 +182,24 @@ impl HttpService {
     }
 
     /// Who may push, or the refusal: `Ok(None)` when anyone may and nobody is known.
-    fn authorize_push(&self, request: &GitRequest) -> Result<Option<String>, Refusal> {
+    /// `repository_enabled` is the repository's `http.receivepack=true`, set explicitly.
+    fn authorize_push(
+        &self,
+        request: &GitRequest,
+        repository_enabled: bool,
+    ) -> Result<Option<String>, Refusal> {
         let remote_user = request.remote_user.clone().filter(|user| !user.is_empty());
         match &self.push {
             PushAccess::Refused => Err(Refusal::Forbidden(PUSH_DISABLED.into())),
             PushAccess::AllowedWithoutAuthentication => Ok(remote_user),
             PushAccess::RemoteUser => match remote_user {
                 Some(user) => Ok(Some(user)),
+                // As git's http-backend: the repository's explicit switch enables pushes
+                // whoever asks.
+                None if repository_enabled => {
+                    tracing::info!("anonymous push: the repository sets http.receivepack=true");
+                    Ok(None)
+                }
                 None => {
                     tracing::info!("push refused: no authenticated user");
                     Err(Refusal::Forbidden(format!(
@@ -265,15 +278,14 @@ impl SmartHttpHandler for HttpService {
                 )))
             }
         };
-        let enabled = match repo.config().boolean(key) {
-            Ok(None) => true,
-            Ok(Some(enabled)) => enabled,
+        let explicit = match repo.config().boolean(key) {
+            Ok(explicit) => explicit,
             Err(err) => {
                 tracing::warn!(%err, key, "invalid boolean; service disabled");
-                false
+                Some(false)
             }
         };
-        if !enabled {
+        if explicit == Some(false) {
             tracing::info!(key, "service disabled by the repository");
             return Err(Refusal::Forbidden(format!(
                 "service not enabled: {}",
@@ -282,7 +294,7 @@ impl SmartHttpHandler for HttpService {
         }
         // Authentication last: a push the repository refuses anyway costs no password check.
         let user = match request.service {
-            Service::ReceivePack => self.authorize_push(request)?,
+            Service::ReceivePack => self.authorize_push(request, explicit == Some(true))?,
             _ => None,
         };
         if let Some(user) = &user {
@@ -422,13 +434,22 @@ mod tests {
     }
 
     fn check(push: PushAccess, request: GitRequest, expected: Result<Option<&str>, Refusal>) {
+        check_with(push, request, false, expected);
+    }
+
+    fn check_with(
+        push: PushAccess,
+        request: GitRequest,
+        repository_enabled: bool,
+        expected: Result<Option<&str>, Refusal>,
+    ) {
         let root = tempfile::tempdir().unwrap();
         let service = HttpService::new(Registry::new(root.path()).unwrap(), push.clone());
-        let actual = service.authorize_push(&request);
+        let actual = service.authorize_push(&request, repository_enabled);
         assert_eq!(
             actual,
             expected.map(|user| user.map(str::to_owned)),
-            "{push:?} {request:?}"
+            "{push:?} {request:?} {repository_enabled}"
         );
     }
 
@@ -483,6 +504,17 @@ mod tests {
             request(Some(("alice", "secret")), None),
             not_enabled(),
         );
+        // ... unless the repository sets http.receivepack=true: then anyone.
+        check_with(PushAccess::RemoteUser, request(None, None), true, Ok(None));
+        check_with(
+            PushAccess::RemoteUser,
+            request(None, Some("carol")),
+            true,
+            Ok(Some("carol")),
+        );
+        // The repository's switch opens nothing under the other kinds of access.
+        check_with(PushAccess::Refused, request(None, None), true, disabled());
+        check_with(alice.clone(), request(None, None), true, unauthorized());
 
         check(alice.clone(), request(None, None), unauthorized());
         check(

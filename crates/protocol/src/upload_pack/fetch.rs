@@ -101,7 +101,9 @@ pub(super) fn handle<W: Write>(
     Ok(Flow::Continue)
 }
 
-/// A want must name a visible ref tip unless configuration allows more, as in git.
+/// A want must name an object the repository has: git 2.47's only rule for protocol v2.
+/// With `packgate.restrictV2Wants` it must also name a visible ref tip unless the
+/// `uploadpack.allow*SHA1InWant` settings allow more, git's rules for v0/v1.
 fn check_wants(upload_pack: &UploadPack<'_>, wants: &[ObjectId]) -> Result<(), String> {
     let not_our_ref = |id: &ObjectId| format!("upload-pack: not our ref {id}");
     let repo = upload_pack.repo;
@@ -109,7 +111,7 @@ fn check_wants(upload_pack: &UploadPack<'_>, wants: &[ObjectId]) -> Result<(), S
         return Err(not_our_ref(missing));
     }
     let config = &upload_pack.config;
-    if wants.is_empty() || config.allow_any_sha1_in_want {
+    if wants.is_empty() || !config.restrict_v2_wants || config.allow_any_sha1_in_want {
         return Ok(());
     }
     let tips = Tips::collect(upload_pack).map_err(|err| format!("upload-pack: {err}"))?;

@@ -13,6 +13,9 @@
 //! bodies may be chunked and gzip-compressed (`Content-Encoding: gzip`); this module undoes
 //! both, so the handler reads plain pkt-lines. Every other path is `404 Not Found`, a wrong
 //! method `405`, a missing or unknown `service` `400`, a wrong content type or encoding `415`.
+//! A fetch request is read and decompressed whole before its session starts, so one larger
+//! than the limit either way (a gzip bomb too) is `413`. A client that shuts down its
+//! sending side after the request is still answered (hyper's half-close).
 //!
 //! [`serve_connection`] serves one connection over any `AsyncRead + AsyncWrite`; [`serve`]
 //! is an accept loop around it with a connection cap, like the git:// daemon. Parsing the
@@ -67,7 +70,6 @@ use std::{
 };
 
 use bstr::{BString, ByteSlice};
-use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::{
     body::{Body, Frame, SizeHint},
@@ -82,7 +84,10 @@ use tokio::{
 
 use tracing::Instrument;
 
-use crate::daemon::Service;
+use crate::{
+    daemon::Service,
+    listener::{Admission, ConnectionLimits},
+};
 
 mod auth;
 pub mod tls;
@@ -90,6 +95,7 @@ pub mod tls;
 pub use auth::{basic_challenge, BasicCredentials};
 /// The `http` types of [`route`]'s signature, for front-ends that build a request themselves
 /// (a CGI program from its environment).
+pub use bytes::Bytes;
 pub use hyper::{header, Method, StatusCode};
 
 /// The error type of request bodies [`respond`] accepts.
@@ -204,8 +210,14 @@ pub struct HttpOptions {
     /// How long a connection may go without traffic in either direction (and without the
     /// session producing or consuming data) before it is closed.
     pub idle_timeout: Duration,
-    /// The most connections served at once; more are closed on arrival.
+    /// The most connections with a request in (active sessions) at once; a request beyond
+    /// that is answered `503` and its connection closed.
     pub max_connections: usize,
+    /// The most connections still waiting for their first request (see
+    /// [`crate::listener`]: the longest-waiting one is closed to make room).
+    pub max_waiting_connections: usize,
+    /// The same, from one client address.
+    pub max_waiting_per_address: usize,
     /// The largest upload-pack request body, compressed and decompressed (git's
     /// http-backend allows 10 MiB).
     pub max_fetch_request: u64,
@@ -226,6 +238,8 @@ impl Default for HttpOptions {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_connections: 256,
+            max_waiting_connections: ConnectionLimits::DEFAULT_MAX_WAITING,
+            max_waiting_per_address: ConnectionLimits::DEFAULT_MAX_WAITING_PER_ADDRESS,
             max_fetch_request: 10 * 1024 * 1024,
             max_push_request: 4 * 1024 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
@@ -235,6 +249,15 @@ impl Default for HttpOptions {
 }
 
 impl HttpOptions {
+    /// The accept loop's caps.
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_active: self.max_connections,
+            max_waiting: self.max_waiting_connections,
+            max_waiting_per_address: self.max_waiting_per_address,
+        }
+    }
+
     fn max_request(&self, service: Service) -> u64 {
         match service {
             Service::ReceivePack => self.max_push_request,
@@ -439,58 +462,31 @@ pub async fn serve<H: SmartHttpHandler>(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
-    let max_connections = options.max_connections;
-    crate::listener::accept_loop_refusing(
+    crate::listener::accept_loop(
         listener,
-        max_connections,
+        options.connection_limits(),
         shutdown,
-        move |stream, peer| {
+        move |stream, peer, admission| {
             let handler = Arc::clone(&handler);
             let options = Arc::clone(&options);
-            async move { serve_connection(stream, handler, options).await }
+            async move { serve_admitted(stream, handler, options, Some(admission)).await }
                 .instrument(tracing::info_span!("http", %peer))
-        },
-        |stream, peer| async move {
-            tracing::warn!(%peer, "too many connections; answering 503");
-            refuse_busy(stream).await;
         },
     )
     .await
 }
 
-/// Answer a connection beyond the cap with `503 Service Unavailable`, spending at most a
-/// moment on it. The request head is read first (and a little of any body afterwards):
-/// closing a socket with unread input resets the connection, and the client would see the
-/// reset instead of the answer.
-async fn refuse_busy(mut stream: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; \
-        charset=utf-8\r\nContent-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
-        too many connections; try again later\n";
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut head = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-            let n = stream.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buffer[..n]);
-        }
-        stream.write_all(BUSY).await?;
-        stream.shutdown().await?;
-        // Whatever body follows, up to a bound, so the close is not a reset.
-        let mut drained = 0;
-        while drained < 1 << 20 {
-            let n = stream.read(&mut buffer).await?;
-            if n == 0 {
-                break;
-            }
-            drained += n;
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
+/// What a request beyond the session cap is answered: `503`, and the connection closes.
+fn busy() -> Response<ResponseBody> {
+    tracing::warn!("too many connections; answering 503");
+    let mut response = text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections; try again later",
+    );
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Serve HTTP/1.1 (with keep-alive) on one connection until the client closes it, an error
@@ -499,6 +495,21 @@ pub async fn serve_connection<H, I>(
     io: I,
     handler: Arc<H>,
     options: Arc<HttpOptions>,
+) -> Result<(), hyper::Error>
+where
+    H: SmartHttpHandler,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_admitted(io, handler, options, None).await
+}
+
+/// [`serve_connection`] for our accept loop: the first request makes the connection an
+/// active session, or is answered `503` if the session cap is reached.
+pub(crate) async fn serve_admitted<H, I>(
+    io: I,
+    handler: Arc<H>,
+    options: Arc<HttpOptions>,
+    admission: Option<Arc<Admission>>,
 ) -> Result<(), hyper::Error>
 where
     H: SmartHttpHandler,
@@ -513,13 +524,21 @@ where
         let activity = activity.clone();
         let options = Arc::clone(&options);
         hyper::service::service_fn(move |request| {
+            let admitted = admission
+                .as_ref()
+                .is_none_or(|admission| admission.activate());
             let response = respond_tracked(
                 Arc::clone(&handler),
                 Arc::clone(&options),
                 activity.clone(),
                 request,
             );
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                if !admitted {
+                    return Ok::<_, Infallible>(busy());
+                }
+                Ok(response.await)
+            }
         })
     };
     let connection = hyper::server::conn::http1::Builder::new()
@@ -527,6 +546,9 @@ where
         .header_read_timeout(options.header_timeout)
         .max_buf_size(options.max_header_bytes.max(8192))
         .keep_alive(true)
+        // A client (or proxy) may shut down its sending side once the request is out; it
+        // still waits for the answer. Without this, hyper drops the connection unanswered.
+        .half_close(true)
         .serve_connection(io, service);
     tokio::select! {
         result = connection => result,
@@ -620,7 +642,10 @@ where
         // A little under the idle timeout, so the client is answered before the
         // connection's own watchdog would close it without a word.
         let patience = options.idle_timeout - options.idle_timeout / 8;
-        match read_whole_body(body, limit, patience, &activity).await {
+        match read_whole_body(body, limit, patience, &activity)
+            .await
+            .and_then(|bytes| decode_whole_body(bytes, encoding, limit))
+        {
             Ok(bytes) => Source::Buffered(bytes),
             Err(err) => {
                 tracing::info!(%err, "request body not read");
@@ -650,8 +675,9 @@ where
             return;
         }
         let mut input = match body {
+            // Decoded already.
             Source::Buffered(bytes) => {
-                request_body_reader(std::io::Cursor::new(bytes), encoding, limit)
+                request_body_reader(std::io::Cursor::new(bytes), BodyEncoding::Identity, limit)
             }
             Source::Streaming(body) => request_body_reader(
                 RequestBody {
@@ -876,6 +902,26 @@ async fn read_whole_body(
                 return Err(too_large(limit));
             }
             collected.extend_from_slice(&data);
+        }
+    }
+}
+
+/// A whole request body with `encoding` undone, before any session sees it: more than
+/// `limit` bytes after decompression (a gzip bomb) is the `InvalidData` error of
+/// [`request_body_reader`], so the front-end answers `413` instead of starting a session
+/// that would read an error. Corrupt compressed data is an error of another kind.
+pub fn decode_whole_body(
+    body: Bytes,
+    encoding: BodyEncoding,
+    limit: u64,
+) -> std::io::Result<Bytes> {
+    match encoding {
+        BodyEncoding::Identity => Ok(body),
+        BodyEncoding::Gzip => {
+            let mut decoded = Vec::new();
+            request_body_reader(std::io::Cursor::new(body), encoding, limit)
+                .read_to_end(&mut decoded)?;
+            Ok(Bytes::from(decoded))
         }
     }
 }
@@ -1302,15 +1348,20 @@ mod tests {
         );
         assert_eq!(exchange(&head, &gzipped).await, (200, body));
 
-        // Small when compressed, too large when not: the session reads an error.
+        // Small when compressed, too large when not: refused before the session starts.
         let bomb = gzip(&[b'0'; 5000]);
         let head = format!(
             "{POST_HEAD}Content-Encoding: gzip\r\nContent-Length: {}\r\n",
             bomb.len()
         );
         let (status, body) = exchange(&head, &bomb).await;
-        assert_eq!(status, 200);
-        assert_eq!(body, b"error: request body larger than 1000 bytes");
+        assert_eq!(
+            (status, body.as_slice()),
+            (413, &b"request body larger than 1000 bytes\n"[..])
+        );
+        // Not gzip at all: 400.
+        let head = format!("{POST_HEAD}Content-Encoding: gzip\r\nContent-Length: 4\r\n");
+        assert_eq!(exchange(&head, b"0000").await.0, 400);
 
         // Too large by its Content-Length: refused before the handler runs.
         let head = format!("{POST_HEAD}Content-Length: 2000\r\n");

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 pub use tokio_rustls::rustls;
 
-use super::{serve_connection, HttpOptions, SmartHttpHandler};
+use super::{HttpOptions, SmartHttpHandler};
 
 /// Why a certificate and key could not be made into a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +81,8 @@ pub fn server_config(
 
 /// Accept connections on `listener` until `shutdown` completes; each one does a TLS
 /// handshake (within the header timeout) and is then served with
-/// [`serve_connection`]. A connection beyond the cap is closed without an answer (unlike
-/// plain HTTP's `503`: answering would cost a handshake per refused client, which is what
-/// the cap is there to spare).
+/// [`serve_connection`](super::serve_connection), under the same caps as plain HTTP (a handshake in progress is a
+/// waiting connection; a request beyond the session cap is answered `503`).
 pub async fn serve_tls<H: SmartHttpHandler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -93,28 +92,35 @@ pub async fn serve_tls<H: SmartHttpHandler>(
 ) -> std::io::Result<()> {
     let options = Arc::new(options);
     let acceptor = TlsAcceptor::from(tls);
-    let max_connections = options.max_connections;
-    crate::listener::accept_loop(listener, max_connections, shutdown, move |stream, peer| {
-        let handler = Arc::clone(&handler);
-        let options = Arc::clone(&options);
-        let acceptor = acceptor.clone();
-        async move {
-            let stream =
-                match tokio::time::timeout(options.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%err, "TLS handshake failed");
-                        return Ok(());
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return Ok(());
-                    }
-                };
-            serve_connection(stream, handler, options).await
-        }
-        .instrument(tracing::info_span!("https", %peer))
-    })
+    let limits = options.connection_limits();
+    crate::listener::accept_loop(
+        listener,
+        limits,
+        shutdown,
+        move |stream, peer, admission| {
+            let handler = Arc::clone(&handler);
+            let options = Arc::clone(&options);
+            let acceptor = acceptor.clone();
+            async move {
+                let stream =
+                    match tokio::time::timeout(options.header_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%err, "TLS handshake failed");
+                            return Ok(());
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return Ok(());
+                        }
+                    };
+                crate::http::serve_admitted(stream, handler, options, Some(admission)).await
+            }
+            .instrument(tracing::info_span!("https", %peer))
+        },
+    )
     .await
 }
 
