@@ -219,7 +219,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     let config = setup.dir.join("packgate.toml");
     crate::util::write_file(
         &config,
-        b"[http]\nheader-timeout = 3\ntimeout = 2\nmax-connections = 2\n",
+        b"[http]\nheader-timeout = 3\ntimeout = 4\nmax-connections = 2\n",
     );
     let server = Server::start_with(
         setup.dir.path(),
@@ -262,6 +262,18 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
             .write_all(half_body_request)
             .unwrap_or_else(|error| panic!("sending half a body: {error}"));
     }
+    // Both are sessions once the server has read their heads: until then a probe may still
+    // get a slot, so wait for the first probe that is turned away.
+    wait_until(Duration::from_secs(10), "both session slots taken", || {
+        let mut probe = connect();
+        probe
+            .write_all(
+                b"GET /server.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+                  Connection: close\r\n\r\n",
+            )
+            .unwrap_or_else(|error| panic!("sending a probe: {error}"));
+        wait_for_close(&mut probe, Duration::from_secs(10)).starts_with(b"HTTP/1.1 503")
+    });
     let output = setup
         .dir
         .git(&git)
