@@ -53,6 +53,8 @@ pub(crate) struct CgiHostOptions {
     pub(crate) export_all: bool,
     /// Users and passwords the host accepts on push URLs.
     pub(crate) users: Vec<(String, String)>,
+    /// The programs' `PATH` instead of the host's own.
+    pub(crate) path: Option<std::ffi::OsString>,
 }
 
 /// One request the host answered: method, target and status.
@@ -313,7 +315,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     command
         .arg("http-backend")
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "PATH",
+            (shared.options.path.clone())
+                .or_else(|| std::env::var_os("PATH"))
+                .unwrap_or_default(),
+        )
         .env("GATEWAY_INTERFACE", "CGI/1.1")
         .env("SERVER_PROTOCOL", "HTTP/1.1")
         .env("SERVER_SOFTWARE", "packgate-test-cgi-host")

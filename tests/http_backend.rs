@@ -499,6 +499,7 @@ fn host_for(dir: &Dir, preset: &str, export_all: bool) -> (std::path::PathBuf, C
         project_root: root.clone(),
         export_all,
         users: vec![("alice".into(), "secret".into())],
+        ..CgiHostOptions::default()
     });
     (root, host)
 }
