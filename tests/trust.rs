@@ -296,7 +296,13 @@ impl FakeGit {
 /// repository's hooks, run with a `PATH` whose first `git` records its runs: it never runs.
 #[test]
 fn every_entry_point_runs_hooks_and_never_git() {
-    let git = Git::newest();
+    for git in Git::all() {
+        entry_points_run_hooks_and_never_git(&git);
+    }
+}
+
+fn entry_points_run_hooks_and_never_git(git: &Git) {
+    let git = git.clone();
     let dir = Dir::new("trust-no-git");
     let fake = FakeGit::new(&dir);
     let work = client(&dir, &git, "client");
@@ -417,6 +423,6 @@ fn every_entry_point_runs_hooks_and_never_git() {
     assert_eq!(
         fake.runs(),
         "",
-        "packgate ran git (a line per run: its arguments)"
+        "packgate ran git (a line per run: its arguments) with {git}"
     );
 }
