@@ -56,6 +56,8 @@ pub(crate) struct CgiHostOptions {
     /// Push URLs need no credentials (a web server without `Require valid-user` on them);
     /// credentials sent anyway still set `REMOTE_USER`.
     pub(crate) anonymous_push: bool,
+    /// The programs' `PATH` instead of the host's own.
+    pub(crate) path: Option<std::ffi::OsString>,
 }
 
 /// One request the host answered: method, target and status.
@@ -316,7 +318,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     command
         .arg("http-backend")
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "PATH",
+            (shared.options.path.clone())
+                .or_else(|| std::env::var_os("PATH"))
+                .unwrap_or_default(),
+        )
         .env("GATEWAY_INTERFACE", "CGI/1.1")
         .env("SERVER_PROTOCOL", "HTTP/1.1")
         .env("SERVER_SOFTWARE", "packgate-test-cgi-host")

@@ -24,7 +24,7 @@ const TERSE: &str = "access denied or repository not exported";
 const START_LIMIT: Duration = Duration::from_secs(30);
 
 /// A `packgate daemon` on 127.0.0.1, killed on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
@@ -35,9 +35,20 @@ impl Daemon {
     /// Starts `packgate daemon --verbose --listen=127.0.0.1 --port=<free port> <args>` and
     /// waits for its ready line.
     fn start(dir: &Dir, args: &[&str]) -> Daemon {
+        Daemon::start_with_env(dir, args, &[])
+    }
+
+    /// [`Daemon::start`] with environment variables set (`Some`) or removed (`None`) after
+    /// the harness's own.
+    pub(crate) fn start_with_env(
+        dir: &Dir,
+        args: &[&str],
+        env: &[(&str, Option<&std::ffi::OsStr>)],
+    ) -> Daemon {
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(PACKGATE)
+            let mut command = Command::new(PACKGATE);
+            command
                 .arg("daemon")
                 .arg("--verbose")
                 .arg("--listen=127.0.0.1")
@@ -46,7 +57,14 @@ impl Daemon {
                 .env("HOME", dir.join("home"))
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", dir.join("home/.gitconfig"))
-                .env_remove("PACKGATE_LOG")
+                .env_remove("PACKGATE_LOG");
+            for (name, value) in env {
+                match value {
+                    Some(value) => command.env(name, value),
+                    None => command.env_remove(name),
+                };
+            }
+            let mut child = command
                 .current_dir(dir.path())
                 .process_group(0)
                 .stdin(Stdio::null())
@@ -97,7 +115,7 @@ impl Daemon {
     }
 
     /// `git://127.0.0.1:<port><path>`; `path` starts with `/`.
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("git://127.0.0.1:{}{path}", self.port)
     }
 

@@ -49,6 +49,8 @@ pub(crate) struct ServerOptions {
     pub(crate) log_filter: Option<&'static str>,
     /// `--config FILE` (the harness's listen flags win over the file's).
     pub(crate) config: Option<PathBuf>,
+    /// Environment variables set (`Some`) or removed (`None`) for the server only.
+    pub(crate) env: Vec<(&'static str, Option<std::ffi::OsString>)>,
 }
 
 impl ServerOptions {
@@ -59,6 +61,7 @@ impl ServerOptions {
             tls: None,
             log_filter: None,
             config: None,
+            env: Vec::new(),
         }
     }
 }
@@ -91,6 +94,12 @@ impl Server {
         }
         if let Some(filter) = options.log_filter {
             command.env("PACKGATE_LOG", filter);
+        }
+        for (name, value) in &options.env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
         }
         let mut child = command
             .arg(root)

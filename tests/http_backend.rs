@@ -504,7 +504,7 @@ fn host_for(dir: &Dir, preset: &str, export_all: bool) -> (std::path::PathBuf, C
         project_root: root.clone(),
         export_all,
         users: vec![("alice".into(), "secret".into())],
-        anonymous_push: false,
+        ..CgiHostOptions::default()
     });
     (root, host)
 }
@@ -670,6 +670,7 @@ fn http_receivepack_true_opens_anonymous_push_through_a_cgi_host() {
         export_all: true,
         users: Vec::new(),
         anonymous_push: true,
+        ..CgiHostOptions::default()
     });
     let served = root.join("tiny.git");
     for (n, git) in Git::all().into_iter().enumerate() {

@@ -36,6 +36,8 @@
 //!   clone, fetch and push with git through `cgi_host`.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
+//! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
+//!   every front-end); no entry point runs `git`.
 
 mod cgi_host;
 mod pkt;
@@ -56,4 +58,5 @@ mod ls_remote;
 mod receive_pack;
 mod serve;
 mod sessions;
+mod trust;
 mod wants;

@@ -71,8 +71,12 @@ impl ScriptHooks {
     }
 
     /// Run the scripts in `<git_dir>/hooks`, git's default place.
+    ///
+    /// A relative `git_dir` is taken relative to the working directory now, like the
+    /// [`HookContext::git_dir`] the scripts run in, and made absolute here: kept relative, it
+    /// would be taken relative to the git directory once more (`<dir>/<dir>/hooks`).
     pub fn for_repository(git_dir: &Path) -> Self {
-        Self::new(git_dir.join("hooks"))
+        Self::new(absolute(&git_dir.join("hooks")))
     }
 
     /// The same scripts, each given at most `timeout` to run.

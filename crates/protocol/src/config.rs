@@ -1,26 +1,61 @@
-//! Configuration, read the way git reads it: the repository's configuration (with git's
-//! global and `GIT_CONFIG_COUNT` sources) and then the `-c` overrides that git passes down in
-//! `GIT_CONFIG_PARAMETERS`.
+//! Configuration, read the way git reads it, without running any program: the system file,
+//! the global files, the repository's file (and `config.worktree` with
+//! `extensions.worktreeConfig`), then the overrides git passes down in `GIT_CONFIG_COUNT` /
+//! `GIT_CONFIG_KEY_<n>` / `GIT_CONFIG_VALUE_<n>` and `GIT_CONFIG_PARAMETERS` (`git -c`).
+//!
+//! | source | file | switched by |
+//! |--------|------|-------------|
+//! | system | `/etc/gitconfig` | `GIT_CONFIG_SYSTEM` names another file, `GIT_CONFIG_NOSYSTEM` skips it |
+//! | global | `$XDG_CONFIG_HOME/git/config` (else `$HOME/.config/git/config`), then `$HOME/.gitconfig` | `GIT_CONFIG_GLOBAL` names the one file instead |
+//! | local  | `<git dir>/config`, `<git dir>/config.worktree` | |
+//!
+//! git's system file lives below its installation prefix (`/usr/local/etc/gitconfig` for a
+//! git built with `prefix=/usr/local`); packgate has no installation of git to ask (gitoxide
+//! would run `git config -l` to find it), so it takes git's documented default,
+//! `/etc/gitconfig`. Missing files are skipped, as git does. `include.path` and
+//! `includeIf.gitdir:` are followed in the files (`~/` is `$HOME`).
 
-use std::{path::Path, time::Duration};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use bstr::{BString, ByteSlice};
 
 /// The error returned by [`load()`].
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A configuration file could not be read or parsed.
-    #[error("could not read the configuration of {path}")]
+    /// A configuration file could not be parsed, or its includes not followed.
+    #[error("could not read the configuration file {path}")]
     Read {
-        /// The repository's git directory.
-        path: std::path::PathBuf,
+        /// The configuration file.
+        path: PathBuf,
         /// What went wrong.
         #[source]
         source: gix_error::Error,
     },
+    /// A configuration file exists but could not be read.
+    #[error("could not read the configuration file {path}")]
+    Io {
+        /// The configuration file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// `GIT_CONFIG_PARAMETERS` is not in git's quoting format.
     #[error("GIT_CONFIG_PARAMETERS is malformed: {reason}")]
     Parameters {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration environment variable (`GIT_CONFIG_COUNT`, `GIT_CONFIG_KEY_<n>`,
+    /// `GIT_CONFIG_NOSYSTEM`, …) is malformed or missing.
+    #[error("{variable}: {reason}")]
+    Environment {
+        /// The variable.
+        variable: String,
         /// What is wrong with it.
         reason: String,
     },
@@ -35,28 +70,214 @@ pub enum ConfigError {
     },
 }
 
-/// Load the configuration of the repository at `git_dir`, then apply `config_parameters`
-/// (the value of `GIT_CONFIG_PARAMETERS`, if any) on top.
+/// git's system configuration file unless `GIT_CONFIG_SYSTEM` names another.
+pub const SYSTEM_CONFIG: &str = "/etc/gitconfig";
+
+/// Load the configuration of the repository at `git_dir` (absolute) as git would with this
+/// process's environment, then apply `config_parameters` (the value of
+/// `GIT_CONFIG_PARAMETERS`, if any) on top.
 pub fn load(
     git_dir: &Path,
     config_parameters: Option<&str>,
 ) -> Result<gix_config::File, ConfigError> {
-    let read_error = |source| ConfigError::Read {
-        path: git_dir.to_owned(),
-        source,
+    load_with(git_dir, &|name| std::env::var_os(name), config_parameters)
+}
+
+/// [`load()`] with the environment variables from `var`.
+fn load_with(
+    git_dir: &Path,
+    var: &dyn Fn(&str) -> Option<OsString>,
+    config_parameters: Option<&str>,
+) -> Result<gix_config::File, ConfigError> {
+    use gix_config::file::{includes, init};
+    let home = var("HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from);
+    let options = init::Options {
+        includes: includes::Options::follow(
+            gix_config::path::interpolate::Context {
+                home_dir: home.as_deref(),
+                // git's installation prefix (`%(prefix)/`) is unknown without asking git; and
+                // `~user/` would need the non-reentrant `getpwnam`: such includes are skipped.
+                git_install_dir: None,
+                home_for_user: None,
+            },
+            includes::conditional::Context {
+                git_dir: Some(git_dir),
+                branch_name: None,
+            },
+        ),
+        ..Default::default()
     };
-    // git serves a repository without a config file; so do we, with the overrides alone.
-    let mut file = if git_dir.join("config").is_file() {
-        gix_config::File::from_git_dir(git_dir.to_owned()).map_err(read_error)?
-    } else {
-        gix_config::File::from_environment_overrides().map_err(read_error)?
-    };
+    let mut file = gix_config::File::new(gix_config::file::Metadata::api());
+    for (path, source, gentle) in file_sources(var, home.as_deref())? {
+        if let Some(loaded) = load_file(&path, source, gentle, options)? {
+            append(&mut file, loaded, &path)?;
+        }
+    }
+    let local = git_dir.join("config");
+    if let Some(loaded) = load_file(&local, gix_config::Source::Local, false, options)? {
+        let worktree_config = loaded
+            .boolean("extensions.worktreeConfig")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        append(&mut file, loaded, &local)?;
+        if worktree_config {
+            let path = git_dir.join("config.worktree");
+            if let Some(loaded) = load_file(&path, gix_config::Source::Worktree, false, options)? {
+                append(&mut file, loaded, &path)?;
+            }
+        }
+    }
+    for (key, value) in environment_parameters(var)? {
+        apply_parameter(&mut file, &key, Some(&value))?;
+    }
     if let Some(parameters) = config_parameters {
         for (key, value) in parse_config_parameters(parameters)? {
             apply_parameter(&mut file, &key, value.as_deref())?;
         }
     }
     Ok(file)
+}
+
+/// The system and global files to read, in git's order, with whether a file that can't be
+/// read for lack of permission is skipped (git is gentle with the global files only).
+fn file_sources(
+    var: &dyn Fn(&str) -> Option<OsString>,
+    home: Option<&Path>,
+) -> Result<Vec<(PathBuf, gix_config::Source, bool)>, ConfigError> {
+    let mut sources = Vec::new();
+    let no_system = match var("GIT_CONFIG_NOSYSTEM") {
+        None => false,
+        Some(value) => {
+            let value = gix_path::os_str_into_bstr(&value)
+                .ok()
+                .map(|v| v.to_owned());
+            match value
+                .as_ref()
+                .map(|v| gix_config::Boolean::try_from(v.as_bstr()))
+            {
+                Some(Ok(boolean)) => boolean.0,
+                _ => {
+                    return Err(ConfigError::Environment {
+                        variable: "GIT_CONFIG_NOSYSTEM".into(),
+                        reason: "not a boolean".into(),
+                    })
+                }
+            }
+        }
+    };
+    if !no_system {
+        let system = var("GIT_CONFIG_SYSTEM").unwrap_or_else(|| SYSTEM_CONFIG.into());
+        sources.push((PathBuf::from(system), gix_config::Source::System, false));
+    }
+    match var("GIT_CONFIG_GLOBAL") {
+        Some(global) => sources.push((PathBuf::from(global), gix_config::Source::User, true)),
+        None => {
+            let xdg = var("XDG_CONFIG_HOME")
+                .filter(|xdg| !xdg.is_empty())
+                .map(|xdg| PathBuf::from(xdg).join("git"))
+                .or_else(|| home.map(|home| home.join(".config").join("git")));
+            if let Some(xdg) = xdg {
+                sources.push((xdg.join("config"), gix_config::Source::Git, true));
+            }
+            if let Some(home) = home {
+                sources.push((home.join(".gitconfig"), gix_config::Source::User, true));
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// One configuration file with its includes, or `None` if there is none at `path`.
+fn load_file(
+    path: &Path,
+    source: gix_config::Source,
+    gentle: bool,
+    options: gix_config::file::init::Options<'_>,
+) -> Result<Option<gix_config::File>, ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let mut bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(err) if gentle && err.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!(path = %path.display(), %err, "configuration file skipped");
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let metadata = gix_config::file::Metadata::from(source).at(path);
+    gix_config::File::from_bytes_owned(&mut bytes, metadata, options)
+        .map(Some)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn append(
+    file: &mut gix_config::File,
+    other: gix_config::File,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    file.append(other)
+        .map(drop)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// git's `GIT_CONFIG_COUNT` with `GIT_CONFIG_KEY_<n>` and `GIT_CONFIG_VALUE_<n>`.
+fn environment_parameters(
+    var: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = |variable: String| -> Result<String, ConfigError> {
+        var(&variable)
+            .ok_or_else(|| ConfigError::Environment {
+                variable: variable.clone(),
+                reason: "missing".into(),
+            })?
+            .into_string()
+            .map_err(|_| ConfigError::Environment {
+                variable,
+                reason: "not UTF-8".into(),
+            })
+    };
+    let Some(count) = var("GIT_CONFIG_COUNT") else {
+        return Ok(Vec::new());
+    };
+    let count: u32 = count
+        .to_str()
+        .and_then(|count| count.parse().ok())
+        .filter(|count| *count <= i32::MAX as u32)
+        .ok_or_else(|| ConfigError::Environment {
+            variable: "GIT_CONFIG_COUNT".into(),
+            reason: "bogus count".into(),
+        })?;
+    let mut out = Vec::new();
+    for index in 0..count {
+        out.push((
+            text(format!("GIT_CONFIG_KEY_{index}"))?,
+            text(format!("GIT_CONFIG_VALUE_{index}"))?,
+        ));
+    }
+    Ok(out)
 }
 
 fn apply_parameter(
@@ -365,6 +586,103 @@ mod tests {
         let small = UploadPackConfig::from_config(&small).unwrap();
         assert_eq!(small.delta_base_cache_limit, 16 * 1024 * 1024);
         assert_eq!(config.hide_refs, vec![BString::from("refs/x")]);
+    }
+
+    /// The files and variables git reads, in git's order of precedence, found from the
+    /// environment alone.
+    #[test]
+    fn sources_in_gits_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |relative: &str, text: &str| {
+            let path = root.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // Each file sets its own key and overrides `t.order`.
+        write("etc/gitconfig", "[t]\n\torder = system\n\tsystem = yes\n");
+        write("xdg/git/config", "[t]\n\torder = xdg\n\txdg = yes\n");
+        write(
+            "home/.gitconfig",
+            "[t]\n\torder = user\n\tuser = yes\n[include]\n\tpath = ~/included\n",
+        );
+        write("home/included", "[t]\n\tincluded = yes\n");
+        write("global", "[t]\n\torder = global\n\tglobal = yes\n");
+        write("repo.git/config", "[t]\n\torder = local\n\tlocal = yes\n");
+        let git_dir = root.join("repo.git");
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, OsString)> {
+            pairs
+                .iter()
+                .map(|(name, value)| {
+                    let value = value.replace("ROOT", &root.to_string_lossy());
+                    (name.to_string(), OsString::from(value))
+                })
+                .collect()
+        };
+        let load = |env: &[(String, OsString)], parameters: Option<&str>| {
+            let var = |name: &str| {
+                env.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, value)| value.clone())
+            };
+            load_with(&git_dir, &var, parameters).unwrap()
+        };
+        let value = |file: &gix_config::File, key: &str| file.string(key).map(|v| v.to_string());
+        let base = vars(&[
+            ("HOME", "ROOT/home"),
+            ("XDG_CONFIG_HOME", "ROOT/xdg"),
+            ("GIT_CONFIG_SYSTEM", "ROOT/etc/gitconfig"),
+        ]);
+        let file = load(&base, None);
+        for key in ["system", "xdg", "user", "included", "local"] {
+            assert_eq!(
+                value(&file, &format!("t.{key}")).as_deref(),
+                Some("yes"),
+                "{key}"
+            );
+        }
+        assert_eq!(value(&file, "t.order").as_deref(), Some("local"));
+        assert_eq!(value(&file, "t.global"), None);
+
+        let mut overridden = base.clone();
+        overridden.extend(vars(&[
+            ("GIT_CONFIG_COUNT", "2"),
+            ("GIT_CONFIG_KEY_0", "t.order"),
+            ("GIT_CONFIG_VALUE_0", "count"),
+            ("GIT_CONFIG_KEY_1", "t.count"),
+            ("GIT_CONFIG_VALUE_1", "yes"),
+        ]));
+        let file = load(&overridden, None);
+        assert_eq!(value(&file, "t.order").as_deref(), Some("count"));
+        assert_eq!(value(&file, "t.count").as_deref(), Some("yes"));
+        let file = load(&overridden, Some("'t.order'='parameters'"));
+        assert_eq!(value(&file, "t.order").as_deref(), Some("parameters"));
+
+        // GIT_CONFIG_GLOBAL replaces both global files; GIT_CONFIG_NOSYSTEM drops the system one.
+        let mut replaced = base.clone();
+        replaced.extend(vars(&[
+            ("GIT_CONFIG_GLOBAL", "ROOT/global"),
+            ("GIT_CONFIG_NOSYSTEM", "true"),
+        ]));
+        let file = load(&replaced, None);
+        assert_eq!(value(&file, "t.global").as_deref(), Some("yes"));
+        for key in ["system", "xdg", "user"] {
+            assert_eq!(value(&file, &format!("t.{key}")), None, "{key}");
+        }
+        // Without XDG_CONFIG_HOME, the XDG file is below $HOME/.config.
+        write("home/.config/git/config", "[t]\n\thomexdg = yes\n");
+        let file = load(
+            &vars(&[("HOME", "ROOT/home"), ("GIT_CONFIG_NOSYSTEM", "1")]),
+            None,
+        );
+        assert_eq!(value(&file, "t.homexdg").as_deref(), Some("yes"));
+        assert_eq!(value(&file, "t.system"), None);
+
+        let var = |name: &str| (name == "GIT_CONFIG_COUNT").then(|| OsString::from("1"));
+        assert!(matches!(
+            load_with(&git_dir, &var, None),
+            Err(ConfigError::Environment { .. })
+        ));
     }
 
     #[test]

@@ -34,6 +34,15 @@ pub enum OpenError {
         /// The git directory.
         path: PathBuf,
     },
+    /// The git directory found at the path could not be resolved to an absolute path.
+    #[error("could not resolve the git directory '{path}'")]
+    Resolve {
+        /// The git directory as found.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// The object database could not be opened.
     #[error("could not open the object database of '{path}'")]
     Objects {
@@ -116,13 +125,22 @@ impl std::fmt::Debug for Repository {
 impl Repository {
     /// Open the repository at `path` (a bare repository or a work tree), then read its
     /// configuration followed by `config_parameters` (git's `GIT_CONFIG_PARAMETERS`).
+    ///
+    /// `path` may be relative (to the process's working directory). The git directory found
+    /// is resolved here, once, to an absolute path with symlinks followed — what git's
+    /// `enter_repo()` gets by changing into it — and every other path (configuration, hooks,
+    /// quarantine, lock) is derived from [`Repository::git_dir()`].
     pub fn open(
         path: &Path,
         lookup: PathLookup,
         config_parameters: Option<&str>,
     ) -> Result<Self, OpenError> {
-        let git_dir = find_git_dir(path, lookup).ok_or_else(|| OpenError::NotARepository {
+        let found = find_git_dir(path, lookup).ok_or_else(|| OpenError::NotARepository {
             path: path.to_owned(),
+        })?;
+        let git_dir = found.canonicalize().map_err(|source| OpenError::Resolve {
+            path: found.clone(),
+            source,
         })?;
         let config = config::load(&git_dir, config_parameters)?;
         let object_format = config.string("extensions.objectFormat");
@@ -148,7 +166,7 @@ impl Repository {
         })
     }
 
-    /// The git directory.
+    /// The git directory: absolute, symlinks resolved.
     pub fn git_dir(&self) -> &Path {
         &self.git_dir
     }

@@ -687,3 +687,27 @@ fn ref_names_and_push_options_end_at_nul_like_git() {
     assert_eq!(verdict, Verdict::Accept);
     assert_eq!(text(&output), "refs/heads/a\nopt\n");
 }
+
+/// A repository named by a relative path, as a server started with `receive-pack ../x.git`
+/// has it: its hooks are found (not looked for at `<dir>/<dir>/hooks`) and judge the push.
+#[test]
+fn hooks_of_a_repository_named_by_a_relative_path_run() {
+    let cwd = std::env::current_dir().unwrap();
+    let dir = tempfile::tempdir_in(&cwd).unwrap();
+    let relative = dir.path().strip_prefix(&cwd).unwrap().join("repo.git");
+    fs::create_dir_all(relative.join("hooks")).unwrap();
+    let path = relative.join("hooks/pre-receive");
+    fs::write(&path, "#!/bin/sh\necho refused; exit 1\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = HookContext {
+        git_dir: &relative,
+        quarantine: None,
+        objects: &gix_object::find::Never,
+        push_options: None,
+        remote_user: None,
+    };
+    let mut output = Vec::new();
+    let verdict = ScriptHooks::for_repository(&relative).pre_receive(&ctx, &updates(), &mut output);
+    assert_eq!(verdict, Verdict::refuse("pre-receive hook declined"));
+    assert_eq!(text(&output), "refused\n");
+}

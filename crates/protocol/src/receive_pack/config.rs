@@ -148,21 +148,23 @@ impl ReceivePackConfig {
             Some(value) => value,
             None => boolean("transfer.fsckObjects")?.unwrap_or(false),
         };
+        // `git_dir` is absolute (`Repository::open`), and so is every hooks directory made
+        // from it: `ScriptHooks` would take a relative one relative to the git directory again.
         let hooks_dir = match config.path("core.hooksPath") {
             Some(path) => {
+                let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
                 let path = path
-                    .interpolate(gix_config::path::interpolate::Context::default())
+                    .interpolate(gix_config::path::interpolate::Context {
+                        home_dir: home.as_deref(),
+                        ..Default::default()
+                    })
                     .map_err(|source| ConfigError::Value {
                         key: "core.hooksPath".into(),
                         source,
                     })?;
-                if path.is_relative() {
-                    // git resolves a relative hooksPath against where hooks run: the work
-                    // tree for a non-bare repository, the git dir for a bare one.
-                    git_dir.join(path)
-                } else {
-                    path
-                }
+                // git resolves a relative hooksPath against where the hooks run, and a push's
+                // hooks run in the git directory (bare or not).
+                git_dir.join(path)
             }
             None => git_dir.join("hooks"),
         };
