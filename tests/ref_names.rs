@@ -169,3 +169,233 @@ fn ls_refs_prefix_out_of_the_repository_reads_nothing() {
         );
     }
 }
+
+/// `--receive-pack=…`: packgate's, or the git client's own (the reference).
+fn receive_pack_option(server: Server, git: &Git) -> String {
+    let program = match server {
+        Server::Packgate => crate::util::PACKGATE.to_owned(),
+        Server::Git => git.program.to_string_lossy().into_owned(),
+    };
+    format!(
+        "--receive-pack='{}' receive-pack",
+        program.replace('\'', r"'\''")
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    Packgate,
+    Git,
+}
+
+/// Every ref of `repo` as `<name> <object id> <symref target>` lines: a symbolic ref that
+/// stayed symbolic shows its target.
+fn ref_state(dir: &Dir, git: &Git, repo: &Path) -> String {
+    dir.git_in(git, repo)
+        .args([
+            "for-each-ref",
+            "--format=%(refname) %(objectname) %(symref)",
+        ])
+        .run()
+        .stdout_text()
+}
+
+fn rev_parse(dir: &Dir, git: &Git, repo: &Path, revision: &str) -> String {
+    dir.git_in(git, repo)
+        .args(["rev-parse", revision])
+        .run()
+        .stdout_text()
+        .trim()
+        .to_owned()
+}
+
+/// A client with commits `c0` ← `c1` ← `c2` ← `c3` on `master`, and a bare server holding
+/// `c1` as `refs/heads/main`, `refs/heads/x` at `c2` and the symbolic ref
+/// `refs/heads/alias` → `refs/heads/main`. Returns the client and the commits.
+fn push_setup(dir: &Dir, git: &Git, server: &Path) -> (std::path::PathBuf, Vec<String>) {
+    let client = dir.join("client");
+    dir.git(git).args(["init", "-q"]).arg(&client).run();
+    let mut commits = Vec::new();
+    for n in 0..4 {
+        let file = format!("c{n}.txt");
+        write_file(&client.join(&file), file.as_bytes());
+        dir.git(git).current_dir(&client).args(["add", &file]).run();
+        dir.git(git)
+            .current_dir(&client)
+            .args(["commit", "-q", "-m", &file])
+            .run();
+        commits.push(rev_parse(dir, git, &client.join(".git"), "HEAD"));
+    }
+    dir.git(git)
+        .args(["init", "-q", "--bare"])
+        .arg(server)
+        .run();
+    dir.git(git)
+        .current_dir(&client)
+        .arg("push")
+        .arg(crate::util::file_url(server))
+        .arg(format!("{}:refs/heads/main", commits[1]))
+        .arg(format!("{}:refs/heads/x", commits[2]))
+        .run();
+    dir.git_in(git, server)
+        .args(["symbolic-ref", "refs/heads/alias", "refs/heads/main"])
+        .run();
+    (client, commits)
+}
+
+/// Pushes with the real git client whose refspecs reach one ref through a symbolic ref end
+/// as through git's own receive-pack (same per-ref results, same refs after): a push to the
+/// symbolic ref moves the ref it points to and leaves it symbolic; the symbolic ref and its
+/// target set alike in one push are both done once; set differently, both are refused as an
+/// inconsistent aliased update.
+#[test]
+fn pushes_through_a_symbolic_ref_end_as_with_git() {
+    for git in Git::all() {
+        let dir = Dir::new("push-symref");
+        let template = dir.join("template.git");
+        let (client, c) = push_setup(&dir, &git, &template);
+        let scenarios: Vec<(&str, Vec<String>)> = vec![
+            (
+                "to the symbolic ref",
+                vec![format!("{}:refs/heads/alias", c[2])],
+            ),
+            (
+                "alike to both",
+                vec![
+                    format!("{}:refs/heads/main", c[2]),
+                    format!("{}:refs/heads/alias", c[2]),
+                ],
+            ),
+            (
+                "alike to both, atomic",
+                vec![
+                    "--atomic".into(),
+                    format!("{}:refs/heads/alias", c[3]),
+                    format!("{}:refs/heads/main", c[3]),
+                ],
+            ),
+            (
+                "differently to both",
+                vec![
+                    format!("{}:refs/heads/main", c[2]),
+                    format!("{}:refs/heads/alias", c[3]),
+                ],
+            ),
+        ];
+        for (n, (scenario, args)) in scenarios.iter().enumerate() {
+            let mut results = Vec::new();
+            for server in [Server::Git, Server::Packgate] {
+                let repo = dir.join(&format!("{n}-{server:?}.git"));
+                dir.copy_tree(&template, &repo);
+                let output = dir
+                    .git(&git)
+                    .current_dir(&client)
+                    .args(["push", "--porcelain"])
+                    .arg(receive_pack_option(server, &git))
+                    .arg(crate::util::file_url(&repo))
+                    .args(args)
+                    .output();
+                // The per-ref lines: flag, refspec, summary (the `To <url>` line differs).
+                let lines: Vec<String> = output
+                    .stdout_text()
+                    .lines()
+                    .filter(|line| line.contains('\t'))
+                    .map(str::to_owned)
+                    .collect();
+                assert!(!lines.is_empty(), "{scenario} with {server:?}: {output}");
+                results.push((output.status.success(), lines, ref_state(&dir, &git, &repo)));
+                if server == Server::Packgate {
+                    crate::util::fsck(&dir, &git, &repo);
+                    let state = ref_state(&dir, &git, &repo);
+                    assert!(
+                        state.contains("refs/heads/alias ") && state.contains(" refs/heads/main\n"),
+                        "{scenario}: the symbolic ref is gone: {state}"
+                    );
+                    if *scenario == "differently to both" {
+                        assert!(
+                            output
+                                .stderr_text()
+                                .contains("refusing inconsistent update between symref"),
+                            "{scenario}: {output}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(
+                results[1], results[0],
+                "{scenario} with {git}: packgate (right) differs from git (left)"
+            );
+        }
+    }
+}
+
+/// A push command: old value, new value, ref.
+type Command<'a> = (&'a str, &'a str, &'a str);
+
+/// Raw commands that name one ref twice (no git client sends them) end as with git's own
+/// receive-pack: same report, same refs after. git carries the commands out in turn, each
+/// checked against the value the ref has by then; an atomic push of them fails whole.
+#[test]
+fn the_same_ref_twice_in_one_push_ends_as_with_git() {
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+    for git in Git::all() {
+        let dir = Dir::new("push-twice");
+        let template = dir.join("template.git");
+        let (client, c) = push_setup(&dir, &git, &template);
+        // The commands only name objects the server has: an empty pack follows them.
+        let empty_pack = dir
+            .git(&git)
+            .current_dir(&client)
+            .args(["pack-objects", "--stdout"])
+            .run()
+            .stdout;
+        let x = "refs/heads/x";
+        let y = "refs/heads/y";
+        let (c0, c1, c2) = (c[0].as_str(), c[1].as_str(), c[2].as_str());
+        let scenarios: Vec<(&str, bool, Vec<Command>)> = vec![
+            ("conflicting", false, vec![(c2, c1, x), (c2, c0, x)]),
+            ("in turn", false, vec![(c2, c1, x), (c1, c0, x)]),
+            ("identical", false, vec![(c2, c1, x), (c2, c1, x)]),
+            ("created twice", false, vec![(ZERO, c1, y), (ZERO, c0, y)]),
+            ("in turn, atomic", true, vec![(c2, c1, x), (c1, c0, x)]),
+        ];
+        for (n, (scenario, atomic, commands)) in scenarios.iter().enumerate() {
+            let mut pieces = Vec::new();
+            for (index, (old, new, name)) in commands.iter().enumerate() {
+                let capabilities = match (index, atomic) {
+                    (0, false) => "\0report-status",
+                    (0, true) => "\0report-status atomic",
+                    _ => "",
+                };
+                pieces.push(line(format!("{old} {new} {name}{capabilities}")));
+            }
+            pieces.push(FLUSH.to_vec());
+            pieces.push(empty_pack.clone());
+            let input = concat(pieces);
+            let mut results = Vec::new();
+            for server in [Server::Git, Server::Packgate] {
+                let repo = dir.join(&format!("{n}-{server:?}.git"));
+                dir.copy_tree(&template, &repo);
+                let program = match server {
+                    Server::Git => dir.git(&git),
+                    Server::Packgate => dir.packgate(),
+                };
+                let output = program
+                    .args(["receive-pack", "--stateless-rpc"])
+                    .arg(&repo)
+                    .stdin(input.clone())
+                    .output();
+                let report = crate::pkt::lines(&crate::pkt::decode(&output.stdout).0);
+                assert!(
+                    report.first().is_some_and(|l| l == "unpack ok"),
+                    "{scenario} with {server:?}: {output}"
+                );
+                results.push((report, ref_state(&dir, &git, &repo)));
+            }
+            assert_eq!(
+                results[1], results[0],
+                "{scenario} with {git}: packgate (right) differs from git (left)"
+            );
+        }
+    }
+}
