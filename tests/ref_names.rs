@@ -170,11 +170,11 @@ fn ls_refs_prefix_out_of_the_repository_reads_nothing() {
     }
 }
 
-/// `--receive-pack=…`: packgate's, or the git client's own (the reference).
-fn receive_pack_option(server: Server, git: &Git) -> String {
+/// `--receive-pack=…`: packgate's, or git 2.47's (the reference, the newest client).
+fn receive_pack_option(server: Server) -> String {
     let program = match server {
         Server::Packgate => crate::util::PACKGATE.to_owned(),
-        Server::Git => git.program.to_string_lossy().into_owned(),
+        Server::Git => Git::newest().program.to_string_lossy().into_owned(),
     };
     format!(
         "--receive-pack='{}' receive-pack",
@@ -291,7 +291,7 @@ fn pushes_through_a_symbolic_ref_end_as_with_git() {
                     .git(&git)
                     .current_dir(&client)
                     .args(["push", "--porcelain"])
-                    .arg(receive_pack_option(server, &git))
+                    .arg(receive_pack_option(server))
                     .arg(crate::util::file_url(&repo))
                     .args(args)
                     .output();
@@ -323,7 +323,7 @@ fn pushes_through_a_symbolic_ref_end_as_with_git() {
             }
             assert_eq!(
                 results[1], results[0],
-                "{scenario} with {git}: packgate (right) differs from git (left)"
+                "{scenario} with {git}: packgate (left) differs from git 2.47's receive-pack (right)"
             );
         }
     }
@@ -332,70 +332,127 @@ fn pushes_through_a_symbolic_ref_end_as_with_git() {
 /// A push command: old value, new value, ref.
 type Command<'a> = (&'a str, &'a str, &'a str);
 
-/// Raw commands that name one ref twice (no git client sends them) end as with git's own
-/// receive-pack: same report, same refs after. git carries the commands out in turn, each
-/// checked against the value the ref has by then; an atomic push of them fails whole.
-#[test]
-fn the_same_ref_twice_in_one_push_ends_as_with_git() {
-    const ZERO: &str = "0000000000000000000000000000000000000000";
-    for git in Git::all() {
-        let dir = Dir::new("push-twice");
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// A server template from [`push_setup`] for raw pushes, with its commits and the empty
+/// pack that follows commands naming only objects the server has.
+struct RawPushes {
+    dir: Dir,
+    git: Git,
+    template: std::path::PathBuf,
+    commits: Vec<String>,
+    empty_pack: Vec<u8>,
+    runs: usize,
+}
+
+impl RawPushes {
+    fn new(name: &str, git: &Git) -> RawPushes {
+        let dir = Dir::new(name);
         let template = dir.join("template.git");
-        let (client, c) = push_setup(&dir, &git, &template);
-        // The commands only name objects the server has: an empty pack follows them.
+        let (client, commits) = push_setup(&dir, git, &template);
         let empty_pack = dir
-            .git(&git)
+            .git(git)
             .current_dir(&client)
             .args(["pack-objects", "--stdout"])
             .run()
             .stdout;
-        let x = "refs/heads/x";
-        let y = "refs/heads/y";
-        let (c0, c1, c2) = (c[0].as_str(), c[1].as_str(), c[2].as_str());
-        let scenarios: Vec<(&str, bool, Vec<Command>)> = vec![
-            ("conflicting", false, vec![(c2, c1, x), (c2, c0, x)]),
-            ("in turn", false, vec![(c2, c1, x), (c1, c0, x)]),
-            ("identical", false, vec![(c2, c1, x), (c2, c1, x)]),
-            ("created twice", false, vec![(ZERO, c1, y), (ZERO, c0, y)]),
-            ("in turn, atomic", true, vec![(c2, c1, x), (c1, c0, x)]),
-        ];
-        for (n, (scenario, atomic, commands)) in scenarios.iter().enumerate() {
-            let mut pieces = Vec::new();
-            for (index, (old, new, name)) in commands.iter().enumerate() {
-                let capabilities = match (index, atomic) {
-                    (0, false) => "\0report-status",
-                    (0, true) => "\0report-status atomic",
-                    _ => "",
-                };
-                pieces.push(line(format!("{old} {new} {name}{capabilities}")));
-            }
-            pieces.push(FLUSH.to_vec());
-            pieces.push(empty_pack.clone());
-            let input = concat(pieces);
-            let mut results = Vec::new();
-            for server in [Server::Git, Server::Packgate] {
-                let repo = dir.join(&format!("{n}-{server:?}.git"));
-                dir.copy_tree(&template, &repo);
-                let program = match server {
-                    Server::Git => dir.git(&git),
-                    Server::Packgate => dir.packgate(),
-                };
-                let output = program
-                    .args(["receive-pack", "--stateless-rpc"])
-                    .arg(&repo)
-                    .stdin(input.clone())
-                    .output();
-                let report = crate::pkt::lines(&crate::pkt::decode(&output.stdout).0);
-                assert!(
-                    report.first().is_some_and(|l| l == "unpack ok"),
-                    "{scenario} with {server:?}: {output}"
-                );
-                results.push((report, ref_state(&dir, &git, &repo)));
-            }
-            assert_eq!(
-                results[1], results[0],
-                "{scenario} with {git}: packgate (right) differs from git (left)"
-            );
+        RawPushes {
+            dir,
+            git: git.clone(),
+            template,
+            commits,
+            empty_pack,
+            runs: 0,
         }
     }
+
+    /// Sends `commands` (with `report-status`, and `atomic` if asked) to git's
+    /// receive-pack and to packgate's, each on its own copy of the template; asserts both
+    /// report the same and leave the same refs, and returns the report.
+    #[track_caller]
+    fn compare(&mut self, scenario: &str, atomic: bool, commands: &[Command<'_>]) -> Vec<String> {
+        let mut pieces = Vec::new();
+        for (index, (old, new, name)) in commands.iter().enumerate() {
+            let capabilities = match (index, atomic) {
+                (0, false) => "\0report-status",
+                (0, true) => "\0report-status atomic",
+                _ => "",
+            };
+            pieces.push(line(format!("{old} {new} {name}{capabilities}")));
+        }
+        pieces.push(FLUSH.to_vec());
+        pieces.push(self.empty_pack.clone());
+        let input = concat(pieces);
+        self.runs += 1;
+        let mut results = Vec::new();
+        for server in [Server::Git, Server::Packgate] {
+            let repo = self.dir.join(&format!("{}-{server:?}.git", self.runs));
+            self.dir.copy_tree(&self.template, &repo);
+            let program = match server {
+                Server::Git => self.dir.git(&self.git),
+                Server::Packgate => self.dir.packgate(),
+            };
+            let output = program
+                .args(["receive-pack", "--stateless-rpc"])
+                .arg(&repo)
+                .stdin(input.clone())
+                .output();
+            let report = crate::pkt::lines(&crate::pkt::decode(&output.stdout).0);
+            assert!(
+                report.first().is_some_and(|l| l == "unpack ok"),
+                "{scenario} with {server:?}: {output}"
+            );
+            results.push((report, ref_state(&self.dir, &self.git, &repo)));
+        }
+        assert_eq!(
+            results[1], results[0],
+            "{scenario}: packgate (left) differs from {} (right)",
+            self.git
+        );
+        results.swap_remove(1).0
+    }
+}
+
+/// Raw commands that name one ref twice (no git client sends them) end as with git 2.47's
+/// receive-pack (no git client takes part): same report, same refs after. git carries the
+/// commands out in turn, each checked against the value the ref has by then; an atomic push
+/// of them fails whole.
+#[test]
+fn the_same_ref_twice_in_one_push_ends_as_with_git() {
+    let mut pushes = RawPushes::new("push-twice", &Git::newest());
+    let c = pushes.commits.clone();
+    let (x, y) = ("refs/heads/x", "refs/heads/y");
+    let (c0, c1, c2) = (c[0].as_str(), c[1].as_str(), c[2].as_str());
+    let report = pushes.compare("in turn", false, &[(c2, c1, x), (c1, c0, x)]);
+    assert_eq!(report, ["unpack ok", "ok refs/heads/x", "ok refs/heads/x"]);
+    let report = pushes.compare("conflicting", false, &[(c2, c1, x), (c2, c0, x)]);
+    assert_eq!(report.get(1).map(String::as_str), Some("ok refs/heads/x"));
+    pushes.compare("identical", false, &[(c2, c1, x), (c2, c1, x)]);
+    pushes.compare("created twice", false, &[(ZERO, c1, y), (ZERO, c0, y)]);
+    pushes.compare("in turn, atomic", true, &[(c2, c1, x), (c1, c0, x)]);
+}
+
+/// Ref names git 2.47 refuses to update remotely ("funny refname") are refused by packgate
+/// the same way, among them a one-level name below `refs/`, which only a deletion may use.
+#[test]
+fn funny_ref_names_are_refused_as_by_git() {
+    let mut pushes = RawPushes::new("push-funny", &Git::newest());
+    let c1 = pushes.commits[1].clone();
+    for name in [
+        "refs/one-level",
+        "refs/heads/../../outside",
+        "refs/heads/x.lock",
+        "refs/heads/.hidden",
+        "refs/heads/a..b",
+        "HEAD",
+        "heads/main",
+    ] {
+        let commands = [
+            (ZERO, c1.as_str(), name),
+            (ZERO, c1.as_str(), "refs/heads/ok"),
+        ];
+        let report = pushes.compare(name, false, &commands);
+        assert_eq!(report.get(2).map(String::as_str), Some("ok refs/heads/ok"));
+    }
+    pushes.compare("delete one level", false, &[(ZERO, ZERO, "refs/one-level")]);
 }
