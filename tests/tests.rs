@@ -34,6 +34,8 @@
 //! - `http_backend`: `packgate http-backend`, the CGI drop-in for git-http-backend: CGI
 //!   variables in, CGI response out (export-ok, REMOTE_USER, path attacks, methods), and
 //!   clone, fetch and push with git through `cgi_host`.
+//! - `ref_names`: ref names and prefixes from clients: `ref-prefix`es that climb out of the
+//!   repository read nothing; pushes to symbolic refs and to the same ref twice.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
@@ -56,6 +58,7 @@ mod keepalive;
 mod large;
 mod ls_remote;
 mod receive_pack;
+mod ref_names;
 mod serve;
 mod sessions;
 mod trust;

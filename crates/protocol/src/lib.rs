@@ -5,6 +5,8 @@
 //!   object database and configuration ([`config`]).
 //! * [`upload_pack`]: protocol v2 — capability advertisement, `ls-refs`, `fetch`.
 //! * [`receive_pack`]: push (protocol v0/v1) — quarantine, checks, hooks, atomic ref updates.
+//! * [`refname`]: ref names and `ref-prefix`es from clients, validated before any file
+//!   system access.
 //! * [`registry`]: which repositories below a root a network front-end may serve, and
 //!   [`daemon`]: the git:// service on top of it.
 //!
@@ -28,6 +30,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod receive_pack;
+pub mod refname;
 pub mod registry;
 pub mod repository;
 pub mod upload_pack;

@@ -8,6 +8,7 @@ use gix_hash::ObjectId;
 use gix_object::Find;
 
 use crate::config::{self, ConfigError};
+use crate::refname::{PrefixScope, RefPrefix};
 
 /// How strictly [`Repository::open()`] interprets the directory it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -202,8 +203,15 @@ impl Repository {
 
     /// Every reference below `refs/` whose name starts with one of `prefixes` (all of them
     /// when `prefixes` is `None`), sorted by name, with symbolic references resolved.
-    /// Dangling symbolic references are left out.
-    pub fn refs(&self, prefixes: Option<&[BString]>) -> Result<Vec<RefRecord>, RefsError> {
+    /// Dangling symbolic references are left out. Only prefixes that can begin a ref name
+    /// ([`PrefixScope::Loose`]) lead to directories read; the others match nothing below
+    /// `refs/` unless one is a prefix of `refs/` itself, which matches everything.
+    pub fn refs(&self, prefixes: Option<&[RefPrefix]>) -> Result<Vec<RefRecord>, RefsError> {
+        let prefixes = prefixes.filter(|prefixes| {
+            !prefixes
+                .iter()
+                .any(|prefix| prefix.scope() == PrefixScope::AllRefs)
+        });
         let platform = self.refs.iter().map_err(RefsError::Read)?;
         let mut out = Vec::new();
         match prefixes {
@@ -219,7 +227,7 @@ impl Repository {
                     let mut found = std::collections::BTreeMap::new();
                     if let Some(packed) = &packed {
                         let iter = packed
-                            .iter_prefixed(prefix.clone())
+                            .iter_prefixed(prefix.as_bstr().to_owned())
                             .map_err(RefsError::Read)?;
                         for reference in iter {
                             let reference: gix_ref::Reference =
@@ -337,18 +345,19 @@ impl Repository {
     }
 }
 
-/// Reduce `prefixes` to the ones not covered by a shorter one, so each ref is listed once.
-fn minimal_prefixes(prefixes: &[BString]) -> Vec<&BString> {
-    let mut sorted: Vec<&BString> = prefixes
+/// Reduce `prefixes` to the ones that can begin a ref name below `refs/` and are not covered
+/// by a shorter one, so each ref is listed once.
+fn minimal_prefixes(prefixes: &[RefPrefix]) -> Vec<&RefPrefix> {
+    let mut sorted: Vec<&RefPrefix> = prefixes
         .iter()
-        .filter(|p| p.starts_with(b"refs/"))
+        .filter(|p| p.scope() == PrefixScope::Loose)
         .collect();
-    sorted.sort();
-    let mut out: Vec<&BString> = Vec::new();
+    sorted.sort_by(|a, b| a.as_bstr().cmp(b.as_bstr()));
+    let mut out: Vec<&RefPrefix> = Vec::new();
     for prefix in sorted {
         if out
             .last()
-            .is_some_and(|last| prefix.starts_with(last.as_slice()))
+            .is_some_and(|last| last.matches(prefix.as_bstr()))
         {
             continue;
         }
@@ -357,15 +366,20 @@ fn minimal_prefixes(prefixes: &[BString]) -> Vec<&BString> {
     out
 }
 
-/// The names of the loose refs in `git_dir` that start with `prefix` (`refs/…`).
+/// The names of the loose refs in `git_dir` that start with `prefix` (`refs/…`); nothing,
+/// and no directory read, for a prefix that cannot begin a ref name below `refs/`.
 ///
 /// Only the directory that holds the prefix's last component is listed, and only its
 /// entries that match are looked into: `refs/heads/team/a` reads `refs/heads/team/` and
 /// descends into nothing but `a*`. (gix-ref's prefixed iteration walks and sorts the whole
 /// parent directory, which dominated the cost of a prefixed `ls-refs` on repositories with
 /// thousands of loose refs.) Large directories are listed through [`dir_listing`]'s cache.
-fn loose_ref_names(git_dir: &Path, prefix: &[u8]) -> std::io::Result<Vec<BString>> {
+fn loose_ref_names(git_dir: &Path, prefix: &RefPrefix) -> std::io::Result<Vec<BString>> {
     use std::os::unix::ffi::OsStrExt;
+    if prefix.scope() != PrefixScope::Loose {
+        return Ok(Vec::new());
+    }
+    let prefix = prefix.as_bstr();
     let (directory, partial) = match prefix.rfind_byte(b'/') {
         Some(slash) => (&prefix[..slash], &prefix[slash + 1..]),
         None => return Ok(Vec::new()),
@@ -573,7 +587,7 @@ mod tests {
                 .cloned()
                 .collect();
             let actual = repo
-                .refs(Some(&[BString::from(prefix)]))
+                .refs(Some(&[RefPrefix::new(prefix)]))
                 .unwrap_or_else(|err| panic!("{err}"));
             assert_eq!(actual, expected, "prefix {prefix}");
         }
@@ -612,7 +626,7 @@ mod tests {
         let repo =
             Repository::open(path, PathLookup::Strict, None).unwrap_or_else(|err| panic!("{err}"));
         let names = |prefix: &str| -> Vec<String> {
-            repo.refs(Some(&[BString::from(prefix)]))
+            repo.refs(Some(&[RefPrefix::new(prefix)]))
                 .unwrap_or_else(|err| panic!("{err}"))
                 .into_iter()
                 .map(|r| r.name.to_string())

@@ -37,11 +37,20 @@ struct Pending<'a> {
     command: &'a Command,
     /// Set once the command is refused or failed: the `ng` reason.
     error: Option<String>,
+    /// A command on a symbolic ref whose target another command of the push updates the
+    /// same way: reported as done, but only the other one runs (git's aliased update).
+    skip: bool,
 }
 
 impl Pending<'_> {
+    /// Whether the command has not failed (so far).
     fn is_pending(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// Whether the command is still to be carried out: not failed, not skipped.
+    fn is_to_run(&self) -> bool {
+        self.error.is_none() && !self.skip
     }
 
     fn refuse(&mut self, reason: impl Into<String>) {
@@ -74,6 +83,7 @@ impl Push<'_, '_> {
             .map(|command| Pending {
                 command,
                 error: None,
+                skip: false,
             })
             .collect();
         let unpack = self.process(input, channel, &mut pending);
@@ -239,7 +249,9 @@ impl Push<'_, '_> {
                 return;
             }
         }
-        for p in pending.iter_mut().filter(|p| p.is_pending()) {
+        // As git, after pre-receive: a symbolic ref and its target in one push.
+        self.check_aliased_updates(pending, channel);
+        for p in pending.iter_mut().filter(|p| p.is_to_run()) {
             let verdict = hooks.update(&context, &p.as_update(), &mut channel.messages());
             if let Verdict::Refuse { reason } = verdict {
                 channel.error(format!("hook declined to update {}", p.command.name));
@@ -249,7 +261,7 @@ impl Push<'_, '_> {
         if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
             return;
         }
-        if !pending.iter().any(Pending::is_pending) {
+        if !pending.iter().any(Pending::is_to_run) {
             return;
         }
 
@@ -334,11 +346,11 @@ impl Push<'_, '_> {
         channel: &mut Channel<'_, W>,
     ) -> Result<(), String> {
         let config = &self.receive_pack.config;
-        let name = command.name.as_bstr();
-        if !name.starts_with(b"refs/") || FullName::try_from(name).is_err() {
-            channel.error(format!("refusing to update funny ref '{name}' remotely"));
+        if let Err(funny) = &command.ref_name {
+            channel.error(funny.to_string());
             return Err("funny refname".into());
         }
+        let name = command.name.as_bstr();
         if config.is_hidden(name) {
             return Err("deny updating a hidden ref".into());
         }
@@ -429,12 +441,21 @@ impl Push<'_, '_> {
             self.receive_pack.repo.git_dir().to_owned(),
             Default::default(),
         );
+        // A ref named by several commands may move between them (git carries them out in
+        // turn): the transactions judge those.
+        let repeated = self.list.repeated_names();
         for p in pending.iter_mut().filter(|p| p.is_pending()) {
             // Deleting with a null old value deletes whatever is there, as in git.
             if p.command.is_delete() && p.command.is_create() {
                 continue;
             }
-            let current = match store.try_find(p.command.name.as_bstr()) {
+            if repeated.contains(p.command.name.as_bstr()) {
+                continue;
+            }
+            let Ok(name) = &p.command.ref_name else {
+                continue;
+            };
+            let current = match store.try_find(name.as_ref()) {
                 Ok(Some(reference)) => match reference.target {
                     Target::Object(id) => Some(id),
                     // A symbolic ref: leave it to the transaction.
@@ -459,6 +480,66 @@ impl Push<'_, '_> {
                 ));
                 p.refuse("failed to update ref");
             }
+        }
+    }
+
+    /// git's `check_aliased_updates()`: a command on a symbolic ref whose target another
+    /// command of the push names is not carried out itself. If both would set the same old
+    /// and new values it is reported as done; otherwise both fail. A symbolic ref that leads
+    /// nowhere (a loop, too deep) fails.
+    fn check_aliased_updates<W: Write>(
+        &self,
+        pending: &mut [Pending<'_>],
+        channel: &mut Channel<'_, W>,
+    ) {
+        let store = gix_ref::file::Store::at(
+            self.receive_pack.repo.git_dir().to_owned(),
+            Default::default(),
+        );
+        let by_name = self.list.first_by_name();
+        for index in 0..pending.len() {
+            if !pending[index].is_pending() {
+                continue;
+            }
+            let command = pending[index].command;
+            let Ok(name) = &command.ref_name else {
+                continue;
+            };
+            let destination = match symref_destination(&store, name) {
+                Ok(Some(destination)) => destination,
+                Ok(None) => continue,
+                Err(()) => {
+                    channel.error(format!(
+                        "refusing update to broken symref '{}'",
+                        command.name
+                    ));
+                    pending[index].skip = true;
+                    pending[index].refuse("broken symref");
+                    continue;
+                }
+            };
+            let Some(&target) = by_name.get(destination.as_bstr()) else {
+                continue;
+            };
+            pending[index].skip = true;
+            let other = pending[target].command;
+            if command.old == other.old && command.new == other.new {
+                continue;
+            }
+            pending[target].skip = true;
+            let short = |id: &ObjectId| id.to_hex_with_len(7).to_string();
+            channel.error(format!(
+                "refusing inconsistent update between symref '{}' ({}..{}) and its target \
+                 '{}' ({}..{})",
+                command.name,
+                short(&command.old),
+                short(&command.new),
+                other.name,
+                short(&other.old),
+                short(&other.new)
+            ));
+            pending[index].refuse("inconsistent aliased update");
+            pending[target].refuse("inconsistent aliased update");
         }
     }
 
@@ -524,7 +605,7 @@ impl Push<'_, '_> {
         let committer = committer.to_ref(&mut time);
         if self.list.capabilities.atomic {
             let mut edits = Vec::new();
-            for p in pending.iter_mut().filter(|p| p.is_pending()) {
+            for p in pending.iter_mut().filter(|p| p.is_to_run()) {
                 match self.edit(&store, p.command, channel) {
                     Ok(Some(edit)) => edits.push(edit),
                     Ok(None) => {}
@@ -542,7 +623,7 @@ impl Push<'_, '_> {
             }
             return;
         }
-        for p in pending.iter_mut().filter(|p| p.is_pending()) {
+        for p in pending.iter_mut().filter(|p| p.is_to_run()) {
             let edit = match self.edit(&store, p.command, channel) {
                 Ok(Some(edit)) => edit,
                 Ok(None) => continue,
@@ -587,7 +668,7 @@ impl Push<'_, '_> {
         command: &Command,
         channel: &mut Channel<'_, W>,
     ) -> Result<Option<RefEdit>, String> {
-        let name = FullName::try_from(command.name.as_bstr()).map_err(|_| "funny refname")?;
+        let name = command.ref_name.clone().map_err(|_| "funny refname")?;
         let expected = if command.is_create() {
             PreviousValue::MustNotExist
         } else {
@@ -604,7 +685,7 @@ impl Push<'_, '_> {
                     }
                     Err(err) => return Err(format!("failed to read ref: {err}")),
                 }
-                return Ok(Some(RefEdit::new(
+                return Ok(Some(ref_edit(
                     name,
                     Change::Delete {
                         expected: PreviousValue::MustExist,
@@ -612,7 +693,7 @@ impl Push<'_, '_> {
                     },
                 )));
             }
-            return Ok(Some(RefEdit::new(
+            return Ok(Some(ref_edit(
                 name,
                 Change::Delete {
                     expected,
@@ -620,7 +701,7 @@ impl Push<'_, '_> {
                 },
             )));
         }
-        Ok(Some(RefEdit::new(
+        Ok(Some(ref_edit(
             name,
             Change::Update {
                 log: LogChange {
@@ -657,6 +738,42 @@ impl Push<'_, '_> {
         let names: Vec<BString> = accepted.iter().map(|u| u.name.clone()).collect();
         hooks.post_update(&context, &names, &mut channel.messages());
     }
+}
+
+/// An edit of the ref `name` that, if `name` is a symbolic ref, changes the ref it points to
+/// (and records the change in both reflogs), as git's ref updates without `REF_NO_DEREF`.
+fn ref_edit(name: FullName, change: Change) -> RefEdit {
+    RefEdit::new(name, change).with_deref(true)
+}
+
+/// Where the symbolic ref `name` leads after following every symbolic ref on the way (the
+/// last name, whether that ref exists or not); `None` if `name` is not a symbolic ref, an
+/// error if the chain does not end within git's five reads.
+fn symref_destination(
+    store: &gix_ref::file::Store,
+    name: &FullName,
+) -> Result<Option<FullName>, ()> {
+    const MAX_READS: usize = 5;
+    let mut current = name.clone();
+    let mut is_symref = false;
+    for _ in 0..MAX_READS {
+        match store.try_find(current.as_ref()) {
+            Ok(Some(gix_ref::Reference {
+                target: Target::Symbolic(next),
+                ..
+            })) => {
+                is_symref = true;
+                current = next;
+            }
+            Ok(_) => return Ok(is_symref.then_some(current)),
+            Err(err) if is_symref => {
+                tracing::debug!(%err, name = %current, "could not read the target of a symbolic ref");
+                return Err(());
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+    Err(())
 }
 
 /// For an atomic push: if any command failed, every other one fails too. Returns whether

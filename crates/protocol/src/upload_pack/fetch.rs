@@ -352,7 +352,7 @@ fn tags_to_include(
     let repo = upload_pack.repo;
     let mut added: HashSet<ObjectId> = HashSet::default();
     let mut out = Vec::new();
-    let prefixes = [BString::from("refs/tags/")];
+    let prefixes = [crate::refname::RefPrefix::new("refs/tags/")];
     let mut buf = Vec::new();
     for record in repo.refs(Some(&prefixes))? {
         if upload_pack.config.is_hidden(&record.name) || enumeration.contains(&record.id) {

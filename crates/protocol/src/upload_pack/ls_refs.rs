@@ -6,6 +6,7 @@ use bstr::{BString, ByteSlice};
 use packgate_transport::pkt_line::PacketWriter;
 
 use super::{reject, Flow, ServeError, UploadPack};
+use crate::refname::RefPrefix;
 use crate::repository::{Head, RefRecord};
 
 /// More prefixes than this and git lists everything instead; so do we.
@@ -17,7 +18,8 @@ struct Arguments {
     symrefs: bool,
     peel: bool,
     unborn: bool,
-    prefixes: Vec<BString>,
+    /// Validated here, before anything reads the file system.
+    prefixes: Vec<RefPrefix>,
 }
 
 fn parse(arguments: &[BString]) -> Result<Arguments, String> {
@@ -28,7 +30,7 @@ fn parse(arguments: &[BString]) -> Result<Arguments, String> {
             b"peel" => parsed.peel = true,
             b"unborn" => parsed.unborn = true,
             other => match other.strip_prefix(b"ref-prefix ") {
-                Some(prefix) => parsed.prefixes.push(prefix.into()),
+                Some(prefix) => parsed.prefixes.push(RefPrefix::new(prefix)),
                 None => return Err(format!("unexpected line: '{}'", argument.as_bstr())),
             },
         }
@@ -51,7 +53,7 @@ pub(super) fn handle<W: Write>(
     let repo = upload_pack.repo;
     let prefixes = (!arguments.prefixes.is_empty()).then_some(arguments.prefixes.as_slice());
     let matches =
-        |name: &[u8]| prefixes.is_none_or(|prefixes| prefixes.iter().any(|p| name.starts_with(p)));
+        |name: &[u8]| prefixes.is_none_or(|prefixes| prefixes.iter().any(|p| p.matches(name)));
     let failed = |out: &mut PacketWriter<W>, err: &dyn std::error::Error| {
         reject(out, format!("ls-refs: {err}"))
     };
@@ -150,7 +152,7 @@ mod tests {
                 symrefs: true,
                 peel: true,
                 unborn: true,
-                prefixes: vec!["refs/heads/".into(), "HEAD".into()],
+                prefixes: vec![RefPrefix::new("refs/heads/"), RefPrefix::new("HEAD")],
             }),
         );
         check(&["frobnicate"], Err("unexpected line: 'frobnicate'"));
