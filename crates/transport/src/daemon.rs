@@ -20,11 +20,12 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use crate::{
-    listener::{Admission, ConnectionLimits},
+use packgate_wire::{
     pkt_line::{self, Decoded, Packet},
     v2,
 };
+
+use crate::listener::{Admission, ConnectionLimits};
 
 /// The service a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

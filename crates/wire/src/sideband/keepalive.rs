@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use std::{io::Write, time::Duration};
-//! use packgate_transport::sideband::{keepalive, SidebandMode, SidebandWriter};
+//! use packgate_wire::sideband::{keepalive, SidebandMode, SidebandWriter};
 //!
 //! let mut out = Vec::new();
 //! let written = keepalive::run(&mut out, Duration::from_millis(5), |writer| {
