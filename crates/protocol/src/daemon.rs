@@ -13,14 +13,11 @@ use std::{
 };
 
 use bstr::ByteSlice;
-use packgate_transport::{
-    daemon::{
-        Addresses, CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead, Service,
-        Session, LOG_TARGET,
-    },
-    pkt_line::PacketWriter,
-    v2,
+use packgate_transport::daemon::{
+    Addresses, CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead, Service,
+    Session, LOG_TARGET,
 };
+use packgate_wire::{pkt_line::PacketWriter, v2};
 
 use crate::{
     receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},

@@ -27,6 +27,7 @@
 pub mod config;
 pub mod daemon;
 pub mod http;
+mod keepalive;
 pub mod receive_pack;
 pub mod registry;
 pub mod repository;

@@ -19,7 +19,3 @@
 pub mod daemon;
 pub mod http;
 pub mod listener;
-
-// Until every user imports them from `packgate-wire`.
-#[doc(hidden)]
-pub use packgate_wire::{pkt_line, sideband, v2};

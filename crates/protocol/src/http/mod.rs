@@ -38,8 +38,8 @@ use packgate_hooks::Hook;
 use packgate_transport::{
     daemon::Service,
     http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
-    pkt_line::PacketWriter,
 };
+use packgate_wire::pkt_line::PacketWriter;
 
 mod credentials;
 

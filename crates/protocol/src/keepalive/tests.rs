@@ -3,11 +3,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::*;
-use crate::{
+use packgate_wire::{
     pkt_line::{decode, Decoded, Packet},
     sideband::{demux, Band, SidebandMode, SidebandWriter},
 };
+
+use super::*;
 
 /// The packets of `stream`, which must be whole pkt-lines and nothing else.
 fn packets(stream: &[u8]) -> Vec<Vec<u8>> {

@@ -11,22 +11,6 @@
 //! A keepalive goes out only between two packets: the calling thread follows the pkt-line
 //! framing of what passes through, so the work may write a packet in as many pieces as it
 //! likes. Should the bytes stop being pkt-lines, no keepalive is sent any more.
-//!
-//! ```
-//! use std::{io::Write, time::Duration};
-//! use packgate_wire::sideband::{keepalive, SidebandMode, SidebandWriter};
-//!
-//! let mut out = Vec::new();
-//! let written = keepalive::run(&mut out, Duration::from_millis(5), |writer| {
-//!     std::thread::sleep(Duration::from_millis(50)); // preparing the pack
-//!     let mut sideband = SidebandWriter::new(writer, SidebandMode::SideBand64k);
-//!     sideband.write_all(b"PACK")
-//! });
-//! written?;
-//! assert!(out.starts_with(b"0005\x01"));
-//! assert!(out.ends_with(b"0009\x01PACK"));
-//! # Ok::<(), std::io::Error>(())
-//! ```
 
 use std::{
     io::{self, Write},
@@ -34,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use crate::pkt_line::LENGTH_PREFIX_LENGTH;
+use packgate_wire::pkt_line::LENGTH_PREFIX_LENGTH;
 
 /// The keepalive packet: an empty packet on band 1, which clients read and discard.
 pub const KEEPALIVE_PACKET: &[u8] = b"0005\x01";
