@@ -9,6 +9,7 @@
 
 use std::io::{self, Write};
 
+pub mod keepalive;
 
 use crate::pkt_line::{
     self, decode, push_length_prefix, DecodeError, Decoded, Packet, LENGTH_PREFIX_LENGTH,
