@@ -58,5 +58,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod pkt_line;
+pub mod service;
 pub mod sideband;
 pub mod v2;

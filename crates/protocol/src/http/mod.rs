@@ -35,11 +35,13 @@ use std::{
 
 use bstr::ByteSlice;
 use packgate_hooks::Hook;
-use packgate_transport::{
-    daemon::Service,
-    http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
+use packgate_wire::{
+    pkt_line::PacketWriter,
+    service::{
+        http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
+        Service,
+    },
 };
-use packgate_wire::pkt_line::PacketWriter;
 
 mod credentials;
 
@@ -420,7 +422,7 @@ fn service_header<W: Write>(out: &mut PacketWriter<W>, service: Service) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use packgate_transport::http::BasicCredentials;
+    use packgate_wire::service::http::BasicCredentials;
 
     fn request(credentials: Option<(&str, &str)>, remote_user: Option<&str>) -> GitRequest {
         GitRequest {
