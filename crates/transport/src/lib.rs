@@ -5,6 +5,9 @@
 //! * [`daemon`]: the git:// front-end (request head, async v2 requests, sessions on the
 //!   blocking pool, timeouts).
 //! * [`http`]: the smart HTTP front-end on hyper (routing, bodies, Basic credentials, TLS).
+//! * [`credentials`]: authentication of HTTP users: a credentials file of bcrypt and argon2
+//!   hashes, an [`Authenticator`](packgate_wire::service::http::Authenticator), and
+//!   [`hash_password`](credentials::hash_password) for new entries.
 //!
 //! This crate knows no repositories and no protocol semantics: what a request means and
 //! what to answer is the handler's (implemented by `packgate-protocol`).
@@ -16,6 +19,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod credentials;
 pub mod daemon;
 pub mod http;
 pub mod listener;

@@ -105,3 +105,26 @@ pub trait SmartHttpHandler: Send + Sync + 'static {
         output: &mut dyn Write,
     );
 }
+
+/// Checks a user's password: the pluggable half of a handler that requires authentication
+/// (`packgate-protocol`'s `PushAccess::Authenticated`).
+///
+/// Called on tokio's blocking pool, once per request that needs it (an HTTP push makes two
+/// or more), so it may be slow — a password hash is meant to be — but should remember what
+/// it recently accepted if it is very slow. `packgate-transport`'s `CredentialsFile` is the
+/// implementation the `packgate` binary uses; a closure `Fn(&str, &str) -> Option<String>`
+/// is one too.
+pub trait Authenticator: Send + Sync {
+    /// The name of the user `user` authenticates as, if `password` is right for them
+    /// (usually `user` itself); `None` refuses.
+    fn authenticate(&self, user: &str, password: &str) -> Option<String>;
+}
+
+impl<F> Authenticator for F
+where
+    F: Fn(&str, &str) -> Option<String> + Send + Sync,
+{
+    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+        self(user, password)
+    }
+}
