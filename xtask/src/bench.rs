@@ -1858,14 +1858,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_is_pkt_lines() {
+    fn request_is_pkt_lines() -> anyhow::Result<()> {
         let oid = "0123456789012345678901234567890123456789".to_owned();
-        let request = fetch_request(std::slice::from_ref(&oid), &[]).unwrap();
+        let request = fetch_request(std::slice::from_ref(&oid), &[])?;
         let text = String::from_utf8_lossy(&request);
         assert!(text.starts_with("0012command=fetch\n0015agent=git/2.47.3\n"));
         assert!(text.contains("0001000ethin-pack\n"));
         assert!(text.contains(&format!("0032want {oid}\n")));
         assert!(text.ends_with("0009done\n0000"));
+        Ok(())
     }
 
     #[test]
@@ -1877,10 +1878,10 @@ mod tests {
         Ok(())
     }
 
-    fn pkt(text: &[u8]) -> Vec<u8> {
+    fn pkt(text: &[u8]) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
-        pkt_line::encode_data(text, &mut out).unwrap();
-        out
+        pkt_line::encode_data(text, &mut out)?;
+        Ok(out)
     }
 
     #[test]
@@ -1889,8 +1890,8 @@ mod tests {
         let mut request = pkt(format!(
             "{ZERO_OID} {new} refs/heads/main\0 report-status-v2 side-band-64k\n"
         )
-        .as_bytes());
-        request.extend(pkt(format!("{ZERO_OID} {new} refs/tags/v1\n").as_bytes()));
+        .as_bytes())?;
+        request.extend(pkt(format!("{ZERO_OID} {new} refs/tags/v1\n").as_bytes())?);
         request.extend_from_slice(b"0000PACK\0\0\0\x02\0\0\0\x05");
         let (commands, capabilities, pack) = parse_push_request(&request)?;
         assert_eq!(capabilities, "report-status-v2 side-band-64k");
@@ -1920,16 +1921,16 @@ mod tests {
         let respond = |report: &[&[u8]]| -> anyhow::Result<()> {
             let mut inner = Vec::new();
             for line in report {
-                inner.extend(pkt(line));
+                inner.extend(pkt(line)?);
             }
             inner.extend_from_slice(b"0000");
-            let mut response = pkt(b"0000... capabilities^{}\0report-status side-band-64k\n");
+            let mut response = pkt(b"0000... capabilities^{}\0report-status side-band-64k\n")?;
             response.extend_from_slice(b"0000");
-            response.extend(pkt(b"\x02progress\n"));
+            response.extend(pkt(b"\x02progress\n")?);
             for chunk in inner.chunks(10) {
                 let mut band = vec![1];
                 band.extend_from_slice(chunk);
-                response.extend(pkt(&band));
+                response.extend(pkt(&band)?);
             }
             response.extend_from_slice(b"0000");
             let path = input_file()?;

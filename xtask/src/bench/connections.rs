@@ -1237,13 +1237,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_head_is_one_pkt_line() {
-        let head = request_head().unwrap();
+    fn request_head_is_one_pkt_line() -> anyhow::Result<()> {
+        let head = request_head()?;
         let text = String::from_utf8_lossy(&head);
         assert_eq!(
             text,
             "003dgit-upload-pack /many-refs.git\0host=127.0.0.1\0\0version=2\0"
         );
+        Ok(())
     }
 
     #[test]
