@@ -23,7 +23,7 @@ use packgate::{
         repository::{PathLookup, Repository},
         upload_pack::{ServeError, SessionOptions, UploadPack},
     },
-    transport::pkt_line::PacketWriter,
+    wire::pkt_line::PacketWriter,
 };
 
 /// Exit status for a session that ended in an error, as git's `die()` uses.

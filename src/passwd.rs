@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use packgate::protocol::http::{check_user_name, hash_password, HashScheme};
+use packgate::transport::credentials::{check_user_name, hash_password, HashScheme};
 
 /// The longest password line read from standard input.
 const MAX_PASSWORD: u64 = 4096;

@@ -14,10 +14,11 @@ use clap::Args;
 use packgate::{
     protocol::{
         daemon::{DaemonConfig, DaemonService, ErrorDetail},
-        http::{CredentialsFile, HttpService, PushAccess},
+        http::{HttpService, PushAccess},
         registry::Registry,
     },
     transport::{
+        credentials::CredentialsFile,
         daemon::{self, DaemonOptions},
         http::{self, tls, HttpOptions},
     },

@@ -1,4 +1,7 @@
-//! Pkt-lines, written and read by hand so the tests stay black-box (no packgate crate).
+//! Pkt-lines for requests written by hand and responses read back, on `packgate-wire`'s
+//! codec (the tests stay black-box otherwise: they talk to the binary, not the library).
+
+use packgate::wire::pkt_line::{self, Decoded};
 
 /// A flush packet.
 pub const FLUSH: &[u8] = b"0000";
@@ -7,9 +10,9 @@ pub const DELIM: &[u8] = b"0001";
 
 /// One data pkt-line holding `payload`.
 pub fn line(payload: impl AsRef<[u8]>) -> Vec<u8> {
-    let payload = payload.as_ref();
-    let mut packet = format!("{:04x}", payload.len() + 4).into_bytes();
-    packet.extend_from_slice(payload);
+    let mut packet = Vec::new();
+    let encoded = pkt_line::encode_data(payload.as_ref(), &mut packet);
+    assert!(encoded.is_ok(), "a test's payload is too long: {encoded:?}");
     packet
 }
 
@@ -48,27 +51,32 @@ impl Packet {
     }
 }
 
+impl From<pkt_line::Packet<'_>> for Packet {
+    fn from(packet: pkt_line::Packet<'_>) -> Self {
+        match packet {
+            pkt_line::Packet::Data(payload) => Packet::Data(payload.to_vec()),
+            pkt_line::Packet::Flush => Packet::Flush,
+            pkt_line::Packet::Delimiter => Packet::Delim,
+            pkt_line::Packet::ResponseEnd => Packet::ResponseEnd,
+        }
+    }
+}
+
+/// The first packet of `bytes` and the bytes after it, if it starts with a whole valid one.
+fn next_packet(bytes: &[u8]) -> Option<(Packet, &[u8])> {
+    match pkt_line::decode(bytes) {
+        Ok(Decoded::Complete { packet, consumed }) => Some((packet.into(), &bytes[consumed..])),
+        Ok(Decoded::Incomplete { .. }) | Err(_) => None,
+    }
+}
+
 /// Decodes packets from the start of `bytes` until the end or until something is not a valid
 /// packet; returns the packets and the bytes left over.
 pub fn decode(mut bytes: &[u8]) -> (Vec<Packet>, &[u8]) {
     let mut packets = Vec::new();
-    while bytes.len() >= 4 {
-        let Some(length) = std::str::from_utf8(&bytes[..4])
-            .ok()
-            .and_then(|hex| usize::from_str_radix(hex, 16).ok())
-        else {
-            break;
-        };
-        let packet = match length {
-            0 => Packet::Flush,
-            1 => Packet::Delim,
-            2 => Packet::ResponseEnd,
-            3 => break,
-            _ if length > bytes.len() => break,
-            _ => Packet::Data(bytes[4..length].to_vec()),
-        };
-        bytes = &bytes[length.max(4)..];
+    while let Some((packet, rest)) = next_packet(bytes) {
         packets.push(packet);
+        bytes = rest;
     }
     (packets, bytes)
 }
@@ -79,17 +87,8 @@ pub fn split_advertisement(output: &[u8]) -> Option<(Vec<Packet>, &[u8])> {
     let mut rest = output;
     let mut advertisement = Vec::new();
     loop {
-        let (mut packets, _) = decode(rest);
-        if packets.is_empty() {
-            return None;
-        }
-        // Take one packet at a time, to know where the first flush ends.
-        let packet = packets.remove(0);
-        let length = match &packet {
-            Packet::Data(payload) => payload.len() + 4,
-            _ => 4,
-        };
-        rest = &rest[length..];
+        let (packet, after) = next_packet(rest)?;
+        rest = after;
         let flush = packet == Packet::Flush;
         advertisement.push(packet);
         if flush {
@@ -146,6 +145,10 @@ fn round_trip() {
         b"zz".to_vec(),
     ]);
     assert_eq!(bytes, b"0006a\n00010005b0000zz");
+    let (mut flush, mut delim) = (Vec::new(), Vec::new());
+    pkt_line::encode_flush(&mut flush);
+    pkt_line::encode_delimiter(&mut delim);
+    assert_eq!((flush.as_slice(), delim.as_slice()), (FLUSH, DELIM));
     let (packets, rest) = decode(&bytes);
     assert_eq!(
         packets,

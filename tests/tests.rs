@@ -19,6 +19,8 @@
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
 //! - `keepalive`: `receive.keepAlive` keepalive packets while a push's hooks run.
 //! - `large`: a clone of more than 100,000 objects.
+//! - `layers`: protocol, negotiate, pack, object, hooks and wire never depend on tokio,
+//!   hyper or rustls (`cargo tree`).
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
@@ -56,6 +58,7 @@ mod http_auth;
 mod http_backend;
 mod keepalive;
 mod large;
+mod layers;
 mod ls_remote;
 mod receive_pack;
 mod ref_names;

@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use clap::ValueEnum;
 use packgate_fixture::{append_commits, Append, BuiltFixture, Packing};
+use packgate_wire::pkt_line::{self, Decoded, Packet};
 
 mod connections;
 
@@ -575,7 +576,7 @@ fn clone_request(
     let wants = ref_values(git, base)?;
     let needed = needed_objects(git, base, &wants, &[])?;
     let file = work.join("clone.request");
-    fs::write(&file, fetch_request(&wants, &[]))?;
+    fs::write(&file, fetch_request(&wants, &[])?)?;
     Ok(Request {
         file,
         repos: repos_for(servers, base, bitmapped),
@@ -622,7 +623,7 @@ fn incremental_request(
     let haves = have_commits(git, base)?;
     let needed = needed_objects(git, &ahead, &wants, &haves)?;
     let file = work.join("incremental.request");
-    fs::write(&file, fetch_request(&wants, &haves))?;
+    fs::write(&file, fetch_request(&wants, &haves)?)?;
     Ok(Request {
         file,
         repos: repos_for(servers, &ahead, ahead_bitmapped.as_deref()),
@@ -726,28 +727,27 @@ fn needed_objects(
 }
 
 /// A protocol-v2 fetch as `git clone`/`git fetch` 2.47 send it.
-fn fetch_request(wants: &[String], haves: &[String]) -> Vec<u8> {
-    fn line(out: &mut Vec<u8>, text: &str) {
-        out.extend_from_slice(format!("{:04x}", text.len() + 4).as_bytes());
-        out.extend_from_slice(text.as_bytes());
+fn fetch_request(wants: &[String], haves: &[String]) -> anyhow::Result<Vec<u8>> {
+    fn line(out: &mut Vec<u8>, text: &str) -> anyhow::Result<()> {
+        Ok(pkt_line::encode_data(text.as_bytes(), out)?)
     }
     let mut out = Vec::new();
-    line(&mut out, "command=fetch\n");
-    line(&mut out, &format!("{AGENT}\n"));
-    line(&mut out, "object-format=sha1\n");
-    out.extend_from_slice(b"0001");
+    line(&mut out, "command=fetch\n")?;
+    line(&mut out, &format!("{AGENT}\n"))?;
+    line(&mut out, "object-format=sha1\n")?;
+    pkt_line::encode_delimiter(&mut out);
     for capability in ["thin-pack", "ofs-delta", "no-progress", "include-tag"] {
-        line(&mut out, &format!("{capability}\n"));
+        line(&mut out, &format!("{capability}\n"))?;
     }
     for oid in wants {
-        line(&mut out, &format!("want {oid}\n"));
+        line(&mut out, &format!("want {oid}\n"))?;
     }
     for oid in haves {
-        line(&mut out, &format!("have {oid}\n"));
+        line(&mut out, &format!("have {oid}\n"))?;
     }
-    line(&mut out, "done\n");
-    out.extend_from_slice(b"0000");
-    out
+    line(&mut out, "done\n")?;
+    pkt_line::encode_flush(&mut out);
+    Ok(out)
 }
 
 /// Warm-up and check, then the interleaved timed runs.
@@ -1066,27 +1066,16 @@ fn next_pkt<'a>(data: &'a [u8], position: &mut usize) -> anyhow::Result<Option<P
     if rest.is_empty() {
         return Ok(None);
     }
-    ensure!(rest.len() >= 4, "truncated pkt-line length");
-    let length = std::str::from_utf8(&rest[..4])
-        .ok()
-        .and_then(|text| usize::from_str_radix(text, 16).ok())
-        .with_context(|| {
-            format!(
-                "bad pkt-line length {:?}",
-                String::from_utf8_lossy(&rest[..4])
-            )
-        })?;
-    let pkt = match length {
-        0 => Pkt::Flush,
-        1 | 2 => Pkt::Special,
-        3 => bail!("bad pkt-line length 3"),
-        _ => {
-            ensure!(rest.len() >= length, "truncated pkt-line");
-            Pkt::Data(&rest[4..length])
-        }
+    let (packet, consumed) = match pkt_line::decode(rest)? {
+        Decoded::Complete { packet, consumed } => (packet, consumed),
+        Decoded::Incomplete { .. } => bail!("truncated pkt-line"),
     };
-    *position += length.max(4);
-    Ok(Some(pkt))
+    *position += consumed;
+    Ok(Some(match packet {
+        Packet::Flush => Pkt::Flush,
+        Packet::Delimiter | Packet::ResponseEnd => Pkt::Special,
+        Packet::Data(payload) => Pkt::Data(payload),
+    }))
 }
 
 /// A push as the client sends it: the commands, the capabilities of the first, and the pack.
@@ -1869,14 +1858,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_is_pkt_lines() {
+    fn request_is_pkt_lines() -> anyhow::Result<()> {
         let oid = "0123456789012345678901234567890123456789".to_owned();
-        let request = fetch_request(std::slice::from_ref(&oid), &[]);
+        let request = fetch_request(std::slice::from_ref(&oid), &[])?;
         let text = String::from_utf8_lossy(&request);
         assert!(text.starts_with("0012command=fetch\n0015agent=git/2.47.3\n"));
         assert!(text.contains("0001000ethin-pack\n"));
         assert!(text.contains(&format!("0032want {oid}\n")));
         assert!(text.ends_with("0009done\n0000"));
+        Ok(())
     }
 
     #[test]
@@ -1888,10 +1878,10 @@ mod tests {
         Ok(())
     }
 
-    fn pkt(text: &[u8]) -> Vec<u8> {
-        let mut out = format!("{:04x}", text.len() + 4).into_bytes();
-        out.extend_from_slice(text);
-        out
+    fn pkt(text: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        pkt_line::encode_data(text, &mut out)?;
+        Ok(out)
     }
 
     #[test]
@@ -1900,8 +1890,8 @@ mod tests {
         let mut request = pkt(format!(
             "{ZERO_OID} {new} refs/heads/main\0 report-status-v2 side-band-64k\n"
         )
-        .as_bytes());
-        request.extend(pkt(format!("{ZERO_OID} {new} refs/tags/v1\n").as_bytes()));
+        .as_bytes())?;
+        request.extend(pkt(format!("{ZERO_OID} {new} refs/tags/v1\n").as_bytes())?);
         request.extend_from_slice(b"0000PACK\0\0\0\x02\0\0\0\x05");
         let (commands, capabilities, pack) = parse_push_request(&request)?;
         assert_eq!(capabilities, "report-status-v2 side-band-64k");
@@ -1931,16 +1921,16 @@ mod tests {
         let respond = |report: &[&[u8]]| -> anyhow::Result<()> {
             let mut inner = Vec::new();
             for line in report {
-                inner.extend(pkt(line));
+                inner.extend(pkt(line)?);
             }
             inner.extend_from_slice(b"0000");
-            let mut response = pkt(b"0000... capabilities^{}\0report-status side-band-64k\n");
+            let mut response = pkt(b"0000... capabilities^{}\0report-status side-band-64k\n")?;
             response.extend_from_slice(b"0000");
-            response.extend(pkt(b"\x02progress\n"));
+            response.extend(pkt(b"\x02progress\n")?);
             for chunk in inner.chunks(10) {
                 let mut band = vec![1];
                 band.extend_from_slice(chunk);
-                response.extend(pkt(&band));
+                response.extend(pkt(&band)?);
             }
             response.extend_from_slice(b"0000");
             let path = input_file()?;

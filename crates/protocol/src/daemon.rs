@@ -1,5 +1,5 @@
 //! The git:// service: what runs once the front-end in `packgate-transport` has read a
-//! request head.
+//! request head (the contract is `packgate_wire::service::daemon`).
 //!
 //! Which services run follows git daemon: upload-pack is enabled and receive-pack is not,
 //! unless the operator says otherwise ([`DaemonConfig`]); a service the operator left
@@ -13,12 +13,15 @@ use std::{
 };
 
 use bstr::ByteSlice;
-use packgate_transport::{
-    daemon::{
-        Addresses, CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead, Service,
-        Session, LOG_TARGET,
-    },
+use packgate_wire::{
     pkt_line::PacketWriter,
+    service::{
+        daemon::{
+            Addresses, CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead,
+            Session, LOG_TARGET,
+        },
+        Service,
+    },
     v2,
 };
 

@@ -29,6 +29,7 @@
 pub mod config;
 pub mod daemon;
 pub mod http;
+mod keepalive;
 pub mod receive_pack;
 pub mod refname;
 pub mod registry;

@@ -1,67 +1,25 @@
-//! The wire layer of packgate: git's pkt-line framing, sideband multiplexing and the
-//! assembly of protocol v2 requests, over any blocking byte stream.
-//!
-//! * [`pkt_line`]: the sans-IO [`decode`](pkt_line::decode)r, [`PacketReader`] and
-//!   [`PacketWriter`] over [`std::io::Read`] and [`std::io::Write`].
-//! * [`sideband`]: [`SidebandWriter`](sideband::SidebandWriter) to interleave pack data,
-//!   progress and errors, and [`demux`](sideband::demux) to split them again in tests.
-//! * [`v2`]: the sans-IO [`RequestParser`](v2::RequestParser) and
-//!   [`read_request`](v2::read_request), which turn packets into a
-//!   [`Request`](v2::Request): a command with its capability and argument lines.
-//!
-//! This crate deliberately knows no repositories and no protocol semantics: it does not know
-//! which commands or capabilities exist, what a `want` means, or what to answer. That lives
-//! in `packgate-protocol`. Parsers of client input do no I/O, so they can be fed from any
-//! source.
-//!
-//! The network front-ends live here too, as adapters between sockets and the blocking
-//! sessions of `packgate-protocol`:
+//! The network front-ends of packgate: adapters between sockets and the blocking sessions
+//! of `packgate-protocol`, over the wire formats of `packgate-wire`.
 //!
 //! * [`listener`]: the accept loop both share (connection cap, refusal, shutdown).
 //! * [`daemon`]: the git:// front-end (request head, async v2 requests, sessions on the
 //!   blocking pool, timeouts).
 //! * [`http`]: the smart HTTP front-end on hyper (routing, bodies, Basic credentials, TLS).
+//! * [`credentials`]: authentication of HTTP users: a credentials file of bcrypt and argon2
+//!   hashes, an [`Authenticator`](packgate_wire::service::http::Authenticator), and
+//!   [`hash_password`](credentials::hash_password) for new entries.
 //!
-//! # Example
-//!
-//! A client's `ls-refs` request followed by the flush-pkt that ends its session, as the
-//! server reads them:
-//!
-//! ```
-//! use packgate_transport::pkt_line::{PacketReader, PacketWriter};
-//! use packgate_transport::v2::{read_request, Limits};
-//!
-//! let mut client = PacketWriter::new(Vec::new());
-//! client.write_text("command=ls-refs")?;
-//! client.write_text("agent=git/2.47.0")?;
-//! client.delim()?;
-//! client.write_text("peel")?;
-//! client.flush_pkt()?;
-//! client.flush_pkt()?;
-//! let sent = client.into_inner();
-//!
-//! let mut server = PacketReader::new(sent.as_slice());
-//! let request = read_request(&mut server, &Limits::default())?.ok_or("no request")?;
-//! assert_eq!(request.command, "ls-refs");
-//! assert_eq!(request.capabilities, ["agent=git/2.47.0"]);
-//! assert_eq!(request.arguments, ["peel"]);
-//! assert_eq!(read_request(&mut server, &Limits::default())?, None);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! This crate knows no repositories and no protocol semantics: what a request means and
+//! what to answer is the handler's (implemented by `packgate-protocol`).
 //!
 //! # Feature flags
 //!
 //! None.
-//!
-//! [`PacketReader`]: pkt_line::PacketReader
-//! [`PacketWriter`]: pkt_line::PacketWriter
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod credentials;
 pub mod daemon;
 pub mod http;
 pub mod listener;
-pub mod pkt_line;
-pub mod sideband;
-pub mod v2;

@@ -56,6 +56,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
+use packgate_wire::pkt_line::{self, PacketReader};
 
 use super::{
     append_results, build_fixture, build_packgate, copy_dir, isolate, load_average, median,
@@ -80,9 +81,6 @@ const BATCH: usize = 4;
 
 /// After this many failed sessions a rate client thread gives up.
 const MAX_FAILURES_PER_THREAD: usize = 50;
-
-/// The largest pkt-line.
-const MAX_PKT: usize = 65520;
 
 /// Options of `cargo xtask bench connections`.
 #[derive(clap::Args)]
@@ -313,7 +311,7 @@ fn measure(
             "bench: connections: {}: opening {} idle connections…",
             target.label, options.idle_connections
         );
-        let result = hold_idle(target, options.idle_connections);
+        let result = hold_idle(target, options.idle_connections, &request_head()?);
         settle(&target.server);
         idle.push(result);
     }
@@ -637,19 +635,18 @@ fn settle(server: &RunningServer) {
 // The client side.
 
 /// Appends `text` as one pkt-line.
-fn pkt(out: &mut Vec<u8>, text: &[u8]) {
-    out.extend_from_slice(format!("{:04x}", text.len() + 4).as_bytes());
-    out.extend_from_slice(text);
+fn pkt(out: &mut Vec<u8>, text: &[u8]) -> anyhow::Result<()> {
+    Ok(pkt_line::encode_data(text, out)?)
 }
 
 /// The git:// request head of a protocol-v2 upload-pack of [`REPO`].
-fn request_head() -> Vec<u8> {
+fn request_head() -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     pkt(
         &mut out,
         format!("git-upload-pack /{REPO}\0host=127.0.0.1\0\0version=2\0").as_bytes(),
-    );
-    out
+    )?;
+    Ok(out)
 }
 
 /// What one pkt-line was.
@@ -664,24 +661,20 @@ enum Packet {
 
 /// Reads one pkt-line; a data line's payload goes to `buf`.
 fn read_packet(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Packet> {
-    let mut length = [0u8; 4];
-    reader.read_exact(&mut length)?;
-    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "bad pkt-line length");
-    let length = std::str::from_utf8(&length)
-        .ok()
-        .and_then(|hex| usize::from_str_radix(hex, 16).ok())
-        .ok_or_else(invalid)?;
-    match length {
-        0 => Ok(Packet::Flush),
-        1 => Ok(Packet::Delim),
-        2 => Ok(Packet::ResponseEnd),
-        4..=MAX_PKT => {
-            buf.resize(length - 4, 0);
-            reader.read_exact(buf)?;
-            Ok(Packet::Data)
+    // The reader takes exactly one packet's bytes from the stream, never more.
+    let mut reader = PacketReader::new(reader);
+    let packet = match reader.read_packet().map_err(io::Error::other)? {
+        None => return Err(io::ErrorKind::UnexpectedEof.into()),
+        Some(pkt_line::Packet::Flush) => Packet::Flush,
+        Some(pkt_line::Packet::Delimiter) => Packet::Delim,
+        Some(pkt_line::Packet::ResponseEnd) => Packet::ResponseEnd,
+        Some(pkt_line::Packet::Data(payload)) => {
+            buf.clear();
+            buf.extend_from_slice(payload);
+            Packet::Data
         }
-        _ => Err(invalid()),
-    }
+    };
+    Ok(packet)
 }
 
 /// Reads data lines up to a flush, each without its newline; `ERR` lines fail.
@@ -729,7 +722,7 @@ fn read_advertisement(reader: &mut impl Read) -> anyhow::Result<Vec<String>> {
 /// One connection's advertisement.
 fn advertisement(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
     let mut stream = connect(addr)?;
-    stream.write_all(&request_head())?;
+    stream.write_all(&request_head()?)?;
     let capabilities = read_advertisement(&mut BufReader::new(&stream))?;
     stream.write_all(b"0000")?;
     Ok(capabilities)
@@ -744,18 +737,18 @@ fn ls_refs_request(capabilities: &[String], prefix: &str) -> anyhow::Result<Vec<
         "ls-refs is not advertised"
     );
     let mut out = Vec::new();
-    pkt(&mut out, b"command=ls-refs\n");
+    pkt(&mut out, b"command=ls-refs\n")?;
     if capabilities.iter().any(|c| c.starts_with("agent=")) {
-        pkt(&mut out, format!("{AGENT}\n").as_bytes());
+        pkt(&mut out, format!("{AGENT}\n").as_bytes())?;
     }
     if capabilities.iter().any(|c| c == "object-format=sha1") {
-        pkt(&mut out, b"object-format=sha1\n");
+        pkt(&mut out, b"object-format=sha1\n")?;
     }
-    out.extend_from_slice(b"0001");
-    pkt(&mut out, b"peel\n");
-    pkt(&mut out, b"symrefs\n");
-    pkt(&mut out, format!("ref-prefix {prefix}\n").as_bytes());
-    out.extend_from_slice(b"0000");
+    pkt_line::encode_delimiter(&mut out);
+    pkt(&mut out, b"peel\n")?;
+    pkt(&mut out, b"symrefs\n")?;
+    pkt(&mut out, format!("ref-prefix {prefix}\n").as_bytes())?;
+    pkt_line::encode_flush(&mut out);
     Ok(out)
 }
 
@@ -763,7 +756,7 @@ fn ls_refs_request(capabilities: &[String], prefix: &str) -> anyhow::Result<Vec<
 /// `expected`, a flush, and the server's close.
 fn ls_refs_session(addr: SocketAddr, request: &[u8], expected: &[String]) -> anyhow::Result<()> {
     let stream = connect(addr)?;
-    (&stream).write_all(&request_head())?;
+    (&stream).write_all(&request_head()?)?;
     let mut reader = BufReader::new(&stream);
     read_advertisement(&mut reader)?;
     (&stream).write_all(request)?;
@@ -815,13 +808,12 @@ struct IdleResult {
 
 /// Opens up to `count` connections to `target`, reads the server's memory with them idle,
 /// then closes them.
-fn hold_idle(target: &Target, count: usize) -> IdleResult {
+fn hold_idle(target: &Target, count: usize, head: &[u8]) -> IdleResult {
     let server = &target.server;
     let before = memory(server.pid);
     let started = Instant::now();
     // Generous: git daemon forks two processes per connection.
     let deadline = started + Duration::from_secs(60) + Duration::from_millis(20) * count as u32;
-    let head = request_head();
     let mut open: Vec<TcpStream> = Vec::with_capacity(count);
     let mut result = IdleResult {
         requested: count,
@@ -849,7 +841,7 @@ fn hold_idle(target: &Target, count: usize) -> IdleResult {
         let mut pending = Vec::with_capacity(batch);
         for _ in 0..batch {
             match connect(server.addr).and_then(|mut stream| {
-                stream.write_all(&head)?;
+                stream.write_all(head)?;
                 Ok(stream)
             }) {
                 Ok(stream) => pending.push(stream),
@@ -1245,13 +1237,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_head_is_one_pkt_line() {
-        let head = request_head();
+    fn request_head_is_one_pkt_line() -> anyhow::Result<()> {
+        let head = request_head()?;
         let text = String::from_utf8_lossy(&head);
         assert_eq!(
             text,
             "003dgit-upload-pack /many-refs.git\0host=127.0.0.1\0\0version=2\0"
         );
+        Ok(())
     }
 
     #[test]

@@ -10,9 +10,10 @@
 //!   advertisement, then one stateless push per `POST`. Who may push is the operator's
 //!   [`PushAccess`]: nobody (the default, `403 Forbidden`), authenticated users
 //!   ([`PushAccess::Authenticated`]: HTTP Basic credentials checked by an
-//!   [`Authenticator`] such as a [`CredentialsFile`], or a user the front-end authenticated
-//!   itself, [`GitRequest::remote_user`]), only users the front-end authenticated
-//!   ([`PushAccess::RemoteUser`], git http-backend's rule behind a web server), or anyone
+//!   [`Authenticator`] such as transport's `CredentialsFile`, or a user the front-end
+//!   authenticated itself, [`GitRequest::remote_user`]), only users the front-end
+//!   authenticated ([`PushAccess::RemoteUser`], git http-backend's rule behind a web
+//!   server), or anyone
 //!   ([`PushAccess::AllowedWithoutAuthentication`]). A push without acceptable credentials
 //!   gets `401 Unauthorized` with a Basic challenge — on the advertisement already, so git
 //!   asks for credentials before it sends a pack. A repository can refuse pushes itself with
@@ -35,17 +36,16 @@ use std::{
 
 use bstr::ByteSlice;
 use packgate_hooks::Hook;
-use packgate_transport::{
-    daemon::Service,
-    http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
+use packgate_wire::{
     pkt_line::PacketWriter,
+    service::{
+        http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
+        Service,
+    },
 };
 
-mod credentials;
-
-pub use credentials::{
-    check_user_name, hash_password, CredentialsError, CredentialsFile, HashError, HashScheme,
-};
+/// Checks a user's password; defined with the other front-end contracts in `packgate-wire`.
+pub use packgate_wire::service::http::Authenticator;
 
 use crate::{
     receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
@@ -63,27 +63,6 @@ const PUSH_DISABLED: &str = "push over HTTP is disabled on this server";
 
 /// The realm of the Basic challenge unless [`HttpService::with_realm`] says otherwise.
 pub const DEFAULT_REALM: &str = "packgate";
-
-/// Checks a user's password: the pluggable half of [`PushAccess::Authenticated`].
-///
-/// Called on tokio's blocking pool, once per request that needs it (an HTTP push makes two
-/// or more), so it may be slow — a password hash is meant to be — but should remember what
-/// it recently accepted if it is very slow. [`CredentialsFile`] is the implementation the
-/// `packgate` binary uses; a closure `Fn(&str, &str) -> Option<String>` is one too.
-pub trait Authenticator: Send + Sync {
-    /// The name of the user `user` authenticates as, if `password` is right for them
-    /// (usually `user` itself); `None` refuses.
-    fn authenticate(&self, user: &str, password: &str) -> Option<String>;
-}
-
-impl<F> Authenticator for F
-where
-    F: Fn(&str, &str) -> Option<String> + Send + Sync,
-{
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
-        self(user, password)
-    }
-}
 
 /// Who may push over HTTP. Whatever it says, a repository with `http.receivepack=false`
 /// refuses pushes.
@@ -420,7 +399,7 @@ fn service_header<W: Write>(out: &mut PacketWriter<W>, service: Service) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use packgate_transport::http::BasicCredentials;
+    use packgate_wire::service::http::BasicCredentials;
 
     fn request(credentials: Option<(&str, &str)>, remote_user: Option<&str>) -> GitRequest {
         GitRequest {

@@ -41,7 +41,7 @@ use std::{
 use bstr::{BString, ByteSlice};
 use gix_hash::ObjectId;
 use packgate_hooks::Hook;
-use packgate_transport::pkt_line::{Packet, PacketReader, PacketWriter, ReadError};
+use packgate_wire::pkt_line::{Packet, PacketReader, PacketWriter, ReadError};
 
 pub use self::commands::{ClientCapabilities, Command, CommandError, CommandList};
 pub use self::config::{Deny, ReceivePackConfig};

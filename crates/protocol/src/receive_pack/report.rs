@@ -9,13 +9,12 @@ use std::{
 use bstr::BString;
 #[cfg(test)]
 use bstr::ByteSlice;
-use packgate_transport::{
+use packgate_wire::{
     pkt_line,
-    sideband::{
-        keepalive::{self, KeepaliveWriter},
-        Band, SidebandMode, SidebandWriter,
-    },
+    sideband::{Band, SidebandMode, SidebandWriter},
 };
+
+use crate::keepalive::{self, KeepaliveWriter};
 
 /// The result of one command, as reported to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]

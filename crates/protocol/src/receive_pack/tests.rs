@@ -4,7 +4,7 @@
 use std::{path::Path, process::Command};
 
 use bstr::ByteSlice;
-use packgate_transport::{
+use packgate_wire::{
     pkt_line::{self, decode, Decoded, Packet},
     sideband::{demux, SidebandMode},
 };

@@ -5,12 +5,13 @@ use std::{io::Write, sync::atomic::AtomicBool};
 use bstr::{BString, ByteSlice};
 use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
-use packgate_transport::{
+use packgate_wire::{
     pkt_line::PacketWriter,
-    sideband::{keepalive, SidebandMode, SidebandWriter},
+    sideband::{SidebandMode, SidebandWriter},
 };
 
 use super::{reject, Flow, ServeError, UploadPack};
+use crate::keepalive;
 
 /// The arguments of one `fetch` request.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use bstr::{BString, ByteSlice};
-use packgate_transport::pkt_line::PacketWriter;
+use packgate_wire::pkt_line::PacketWriter;
 
 use super::{reject, Flow, ServeError, UploadPack};
 use crate::refname::RefPrefix;

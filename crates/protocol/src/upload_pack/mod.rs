@@ -15,7 +15,7 @@ mod ls_refs;
 use std::io::{Read, Write};
 
 use bstr::{BString, ByteSlice};
-use packgate_transport::{
+use packgate_wire::{
     pkt_line::{PacketReader, PacketWriter},
     v2,
 };
@@ -45,7 +45,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     /// Writing a pkt-line to the client failed.
     #[error("could not write to the client")]
-    Write(#[from] packgate_transport::pkt_line::WriteError),
+    Write(#[from] packgate_wire::pkt_line::WriteError),
     /// The client sent a request that is not valid; it was answered with `ERR`.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -60,7 +60,7 @@ impl ServeError {
     pub fn is_disconnect(&self) -> bool {
         let io = match self {
             ServeError::Io(err) => err,
-            ServeError::Write(packgate_transport::pkt_line::WriteError::Io(err)) => err,
+            ServeError::Write(packgate_wire::pkt_line::WriteError::Io(err)) => err,
             _ => return false,
         };
         matches!(

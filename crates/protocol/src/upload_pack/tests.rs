@@ -4,7 +4,7 @@
 use std::{path::Path, process::Command};
 
 use bstr::{BString, ByteSlice};
-use packgate_transport::{
+use packgate_wire::{
     pkt_line::{decode, Decoded, Packet},
     v2::Request,
 };

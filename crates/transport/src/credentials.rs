@@ -27,7 +27,7 @@ use password_hash::{
 };
 use sha2::{Digest, Sha256};
 
-use super::Authenticator;
+use packgate_wire::service::http::Authenticator;
 
 /// How long an accepted (user, password) pair is remembered.
 const VERIFIED_FOR: Duration = Duration::from_secs(5 * 60);

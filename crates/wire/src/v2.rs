@@ -183,7 +183,7 @@ enum State {
 /// is rarely worth reading on.
 ///
 /// ```
-/// use packgate_transport::{pkt_line::Packet, v2::{Limits, Parsed, RequestParser}};
+/// use packgate_wire::{pkt_line::Packet, v2::{Limits, Parsed, RequestParser}};
 ///
 /// let mut parser = RequestParser::new(Limits::default());
 /// assert_eq!(parser.push(Packet::Data(b"command=ls-refs\n"))?, Parsed::NeedMorePackets);
@@ -193,7 +193,7 @@ enum State {
 /// assert_eq!(request.command, "ls-refs");
 /// assert_eq!(request.arguments, ["peel"]);
 /// assert_eq!(parser.push(Packet::Flush)?, Parsed::SessionEnd);
-/// # Ok::<(), packgate_transport::v2::RequestError>(())
+/// # Ok::<(), packgate_wire::v2::RequestError>(())
 /// ```
 #[derive(Debug, Default)]
 pub struct RequestParser {

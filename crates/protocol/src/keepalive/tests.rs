@@ -3,11 +3,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::*;
-use crate::{
+use packgate_wire::{
     pkt_line::{decode, Decoded, Packet},
     sideband::{demux, Band, SidebandMode, SidebandWriter},
 };
+
+use super::*;
 
 /// The packets of `stream`, which must be whole pkt-lines and nothing else.
 fn packets(stream: &[u8]) -> Vec<Vec<u8>> {
@@ -191,37 +192,4 @@ fn a_panic_in_the_work_reaches_the_caller() {
     }));
     let message = result.unwrap_err();
     assert_eq!(message.downcast_ref::<&str>(), Some(&"work failed"));
-}
-
-#[track_caller]
-fn check(pieces: &[&[u8]], expected: Framing) {
-    let mut framing = Framing::default();
-    for piece in pieces {
-        framing.advance(piece);
-    }
-    assert_eq!(framing, expected, "pieces: {pieces:?}");
-}
-
-#[test]
-fn framing() {
-    let boundary = Framing::default();
-    check(&[], boundary);
-    check(&[b"0009\x01PACK"], boundary);
-    check(&[b"00", b"09", b"\x01PA", b"CK"], boundary);
-    check(&[b"0000", b"0001", b"0002", b"0004"], boundary);
-    check(&[b"0009\x01PA"], Framing::Payload { remaining: 2 });
-    check(&[b"000"], Framing::Prefix { read: 3, value: 0 });
-    check(
-        &[b"fff0"],
-        Framing::Payload {
-            remaining: 0xfff0 - 4,
-        },
-    );
-    check(
-        &[b"0009\x01PACK00", b"0a"],
-        Framing::Payload { remaining: 6 },
-    );
-    check(&[b"0003"], Framing::Lost);
-    check(&[b"PACK"], Framing::Lost);
-    check(&[b"00x9", b"0000"], Framing::Lost);
 }

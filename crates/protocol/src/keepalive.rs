@@ -9,24 +9,8 @@
 //! `&mut dyn Write`), and only one thread ever writes to it.
 //!
 //! A keepalive goes out only between two packets: the calling thread follows the pkt-line
-//! framing of what passes through, so the work may write a packet in as many pieces as it
-//! likes. Should the bytes stop being pkt-lines, no keepalive is sent any more.
-//!
-//! ```
-//! use std::{io::Write, time::Duration};
-//! use packgate_transport::sideband::{keepalive, SidebandMode, SidebandWriter};
-//!
-//! let mut out = Vec::new();
-//! let written = keepalive::run(&mut out, Duration::from_millis(5), |writer| {
-//!     std::thread::sleep(Duration::from_millis(50)); // preparing the pack
-//!     let mut sideband = SidebandWriter::new(writer, SidebandMode::SideBand64k);
-//!     sideband.write_all(b"PACK")
-//! });
-//! written?;
-//! assert!(out.starts_with(b"0005\x01"));
-//! assert!(out.ends_with(b"0009\x01PACK"));
-//! # Ok::<(), std::io::Error>(())
-//! ```
+//! framing of what passes through ([`Framing`]), so the work may write a packet in as many
+//! pieces as it likes. Should the bytes stop being pkt-lines, no keepalive is sent any more.
 
 use std::{
     io::{self, Write},
@@ -34,10 +18,7 @@ use std::{
     time::Duration,
 };
 
-use crate::pkt_line::LENGTH_PREFIX_LENGTH;
-
-/// The keepalive packet: an empty packet on band 1, which clients read and discard.
-pub const KEEPALIVE_PACKET: &[u8] = b"0005\x01";
+use packgate_wire::sideband::keepalive::{Framing, KEEPALIVE_PACKET};
 
 /// How many writes may wait for the output before the work blocks (back-pressure).
 const QUEUE_LENGTH: usize = 8;
@@ -175,66 +156,6 @@ fn pump<W: Write + ?Sized>(
         });
         // Dropping the receiver makes every later write of the work fail.
         drop(receiver);
-    }
-}
-
-/// Where a stream of pkt-lines stands: inside a length prefix, inside a packet's payload,
-/// or no longer recognisable as pkt-lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// `read` bytes of a length prefix seen (0: at a packet boundary); `value` so far.
-    Prefix { read: usize, value: usize },
-    /// This many payload bytes of the current packet are still to come.
-    Payload { remaining: usize },
-    /// Something that is not a pkt-line went through.
-    Lost,
-}
-
-impl Default for Framing {
-    fn default() -> Self {
-        Framing::Prefix { read: 0, value: 0 }
-    }
-}
-
-impl Framing {
-    /// Whether a packet may be written now without splitting another one.
-    fn at_boundary(self) -> bool {
-        self == Framing::Prefix { read: 0, value: 0 }
-    }
-
-    /// Follow `bytes` as they are written.
-    fn advance(&mut self, mut bytes: &[u8]) {
-        while let Some((&byte, rest)) = bytes.split_first() {
-            match *self {
-                Framing::Lost => return,
-                Framing::Payload { remaining } => {
-                    let taken = remaining.min(bytes.len());
-                    bytes = &bytes[taken..];
-                    *self = match remaining - taken {
-                        0 => Framing::default(),
-                        remaining => Framing::Payload { remaining },
-                    };
-                }
-                Framing::Prefix { read, value } => {
-                    bytes = rest;
-                    let Some(digit) = char::from(byte).to_digit(16) else {
-                        *self = Framing::Lost;
-                        return;
-                    };
-                    let value = value * 16 + digit as usize;
-                    let read = read + 1;
-                    *self = match (read, value) {
-                        (LENGTH_PREFIX_LENGTH, 0..=2) => Framing::default(),
-                        (LENGTH_PREFIX_LENGTH, 3) => Framing::Lost,
-                        (LENGTH_PREFIX_LENGTH, LENGTH_PREFIX_LENGTH) => Framing::default(),
-                        (LENGTH_PREFIX_LENGTH, length) => Framing::Payload {
-                            remaining: length - LENGTH_PREFIX_LENGTH,
-                        },
-                        (read, value) => Framing::Prefix { read, value },
-                    };
-                }
-            }
-        }
     }
 }
 

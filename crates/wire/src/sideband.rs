@@ -239,7 +239,7 @@ pub enum DemuxError {
 /// [`Demultiplexed::consumed`] says where it starts.
 ///
 /// ```
-/// use packgate_transport::sideband::{demux, SidebandMode, SidebandWriter};
+/// use packgate_wire::sideband::{demux, SidebandMode, SidebandWriter};
 /// use std::io::Write;
 ///
 /// let mut writer = SidebandWriter::new(Vec::new(), SidebandMode::SideBand64k);

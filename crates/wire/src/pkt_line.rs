@@ -181,14 +181,14 @@ fn decode_length_prefix(prefix: [u8; LENGTH_PREFIX_LENGTH]) -> Result<Header, De
 /// payload is not.
 ///
 /// ```
-/// use packgate_transport::pkt_line::{decode, Decoded, Packet};
+/// use packgate_wire::pkt_line::{decode, Decoded, Packet};
 ///
 /// assert_eq!(
 ///     decode(b"0009done\n0000")?,
 ///     Decoded::Complete { packet: Packet::Data(b"done\n"), consumed: 9 }
 /// );
 /// assert_eq!(decode(b"0009do")?, Decoded::Incomplete { needed: 3 });
-/// # Ok::<(), packgate_transport::pkt_line::DecodeError>(())
+/// # Ok::<(), packgate_wire::pkt_line::DecodeError>(())
 /// ```
 pub fn decode(buffer: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let Some((prefix, rest)) = buffer.split_first_chunk::<LENGTH_PREFIX_LENGTH>() else {
