@@ -1,6 +1,7 @@
 //! `packgate daemon`, the drop-in for `git daemon`: real daemons on 127.0.0.1 and real git
 //! clients — lookup rules (base path, `git-daemon-export-ok`, whitelist, strict and
-//! interpolated paths), path attacks, push switches, log lines, pid file and SIGTERM.
+//! interpolated paths), path attacks, push switches, log lines (and hook output of a push
+//! without sideband), pid file and SIGTERM.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
