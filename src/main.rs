@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use packgate::{
     protocol::{
-        receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
+        receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
         repository::{PathLookup, Repository},
         upload_pack::{ServeError, SessionOptions, UploadPack},
     },
@@ -149,6 +149,9 @@ fn receive_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
         stateless: args.stateless_rpc,
         advertise_only: args.advertise_refs || args.http_backend_info_refs,
         version,
+        // Without sideband, messages go to standard error, which reaches the user's terminal
+        // (over ssh too), as git's receive-pack's does.
+        messages: MessageSink::writer(std::io::stderr()),
         ..ReceivePackOptions::default()
     };
     // With --timeout, a push that waits too long for the client fails like any other: its

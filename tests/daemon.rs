@@ -1,6 +1,7 @@
 //! `packgate daemon`, the drop-in for `git daemon`: real daemons on 127.0.0.1 and real git
 //! clients — lookup rules (base path, `git-daemon-export-ok`, whitelist, strict and
-//! interpolated paths), path attacks, push switches, log lines, pid file and SIGTERM.
+//! interpolated paths), path attacks, push switches, log lines (and hook output of a push
+//! without sideband), pid file and SIGTERM.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -962,5 +963,227 @@ fn upload_pack_switches() {
         &ls_remote(&dir, &git, &forbidden.url("/on.git")),
         "service not enabled: /on.git",
         "--forbid-override=upload-pack",
+    );
+}
+
+/// A relay on 127.0.0.1 for one git:// connection to `upstream_port` that takes
+/// ` side-band-64k` out of the advertisement's capability line: real git clients always ask
+/// for sideband when it is offered, and this makes one push without it. The thread returns
+/// whether it found the capability to take out.
+fn sideband_stripping_relay(upstream_port: u16) -> (u16, std::thread::JoinHandle<bool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|error| panic!("binding the relay: {error}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("the relay's address: {error}"))
+        .port();
+    let relay = std::thread::spawn(move || {
+        let (client, _) = listener
+            .accept()
+            .unwrap_or_else(|error| panic!("the relay's accept: {error}"));
+        let server = TcpStream::connect(("127.0.0.1", upstream_port))
+            .unwrap_or_else(|error| panic!("the relay's connection to the daemon: {error}"));
+        for stream in [&client, &server] {
+            stream
+                .set_read_timeout(Some(START_LIMIT))
+                .unwrap_or_else(|error| panic!("set_read_timeout: {error}"));
+        }
+        let clone = |stream: &TcpStream| {
+            stream
+                .try_clone()
+                .unwrap_or_else(|error| panic!("cloning a socket: {error}"))
+        };
+        let (mut from_client, mut to_server) = (clone(&client), clone(&server));
+        let upstream = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_client, &mut to_server);
+            let _ = to_server.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut from_server, mut to_client) = (BufReader::new(server), client);
+        let mut stripped = false;
+        // Relay pkt-lines up to the first one with capabilities (after a NUL), rewritten.
+        loop {
+            let mut length = [0u8; 4];
+            if from_server.read_exact(&mut length).is_err() {
+                break;
+            }
+            let size = std::str::from_utf8(&length)
+                .ok()
+                .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+                .unwrap_or_else(|| panic!("not a pkt-line length: {length:?}"));
+            let mut payload = vec![0u8; size.saturating_sub(4)];
+            from_server
+                .read_exact(&mut payload)
+                .unwrap_or_else(|error| panic!("reading the advertisement: {error}"));
+            if !payload.contains(&0) {
+                let _ = to_client.write_all(&length);
+                let _ = to_client.write_all(&payload);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            let rewritten = text.replace(" side-band-64k", "");
+            stripped = rewritten != text;
+            let _ = to_client.write_all(&line(rewritten.as_bytes()));
+            break;
+        }
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Write);
+        let _ = upstream.join();
+        stripped
+    });
+    (port, relay)
+}
+
+/// A pre-receive hook that says something on both of its output streams.
+fn talkative_pre_receive(server: &Path, words: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let hook = server.join("hooks/pre-receive");
+    write_file(
+        &hook,
+        format!("#!/bin/sh\necho '{words} (stdout)'\necho '{words} (stderr)' >&2\n").as_bytes(),
+    );
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|error| panic!("chmod {}: {error}", hook.display()));
+}
+
+/// Without sideband, git daemon's receive-pack writes hook output to the daemon's standard
+/// error, its log, and never to the client: packgate daemon logs it as log lines
+/// (`[<pid>] …`) and the client is not told. With sideband it is the client's (`remote: `).
+#[test]
+fn hook_output_without_sideband_goes_to_the_daemon_log() {
+    for git in Git::all() {
+        let setup = PushSetup::new("daemon-hook-log", &git);
+        talkative_pre_receive(&setup.server, "hook says hello");
+        let daemon = setup.daemon(&["--enable=receive-pack"]);
+        let prefix = format!("[{}] ", daemon.pid());
+
+        let with_sideband = setup.push(&git, &daemon, "master:refs/heads/banded");
+        assert!(with_sideband.status.success(), "{with_sideband}");
+        for stream in ["stdout", "stderr"] {
+            assert!(
+                with_sideband
+                    .stderr_text()
+                    .contains(&format!("remote: hook says hello ({stream})")),
+                "{git}: the hook's {stream} did not reach the client: {with_sideband}"
+            );
+        }
+
+        let (relay_port, relay) = sideband_stripping_relay(daemon.port);
+        let plain = setup
+            .dir
+            .git(&git)
+            .current_dir(&setup.client)
+            .arg("push")
+            .arg(format!("git://127.0.0.1:{relay_port}/server.git"))
+            .arg("master:refs/heads/plain")
+            .output();
+        assert!(
+            relay.join().unwrap_or(false),
+            "{git}: no side-band-64k to take out"
+        );
+        assert!(plain.status.success(), "{git}: {plain}");
+        assert!(
+            refs(&setup.dir, &git, &setup.server, &[]).contains_key("refs/heads/plain"),
+            "{git}: the push without sideband did not arrive"
+        );
+        assert!(
+            !plain.stderr_text().contains("hook says hello")
+                && !plain.stdout_text().contains("hook says hello"),
+            "{git}: without sideband the client is not told, as with git daemon: {plain}"
+        );
+        daemon.wait_for_log(&[
+            &format!("{prefix}hook says hello (stdout)"),
+            &format!("{prefix}hook says hello (stderr)"),
+        ]);
+        let log = daemon.log_text();
+        for line in log.lines() {
+            assert!(
+                line.starts_with(&prefix),
+                "{git}: hook output outside the log's lines: {line:?}\n{log}"
+            );
+        }
+    }
+}
+
+/// With `--log-destination=none` git daemon's standard error is /dev/null, and with it the
+/// hook output of pushes without sideband: packgate daemon writes nothing either.
+#[test]
+fn hook_output_without_sideband_follows_log_destination_none() {
+    let git = Git::newest();
+    let setup = PushSetup::new("daemon-hook-quiet", &git);
+    talkative_pre_receive(&setup.server, "hook says hello");
+    let stderr_path = setup.dir.join("daemon.stderr");
+    let mut started = None;
+    for _ in 0..5 {
+        let port = free_port();
+        let stderr = std::fs::File::create(&stderr_path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", stderr_path.display()));
+        let mut child = Command::new(PACKGATE)
+            .arg("daemon")
+            .arg("--log-destination=none")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg("--export-all")
+            .arg(format!("--base-path={}", setup.root.display()))
+            .arg("--enable=receive-pack")
+            .env("HOME", setup.dir.join("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", setup.dir.join("home/.gitconfig"))
+            .env("PACKGATE_LOG", "info")
+            .current_dir(setup.dir.path())
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start packgate daemon: {error}"));
+        let since = Instant::now();
+        // Without a log there is no ready line: ready is when the port takes connections.
+        let ready = loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if child.try_wait().ok().flatten().is_some() || since.elapsed() > START_LIMIT {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if ready {
+            started = Some((child, port));
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (mut child, port) = started.unwrap_or_else(|| panic!("packgate daemon did not start"));
+
+    let (relay_port, relay) = sideband_stripping_relay(port);
+    let plain = setup
+        .dir
+        .git(&git)
+        .current_dir(&setup.client)
+        .arg("push")
+        .arg(format!("git://127.0.0.1:{relay_port}/server.git"))
+        .arg("master:refs/heads/plain")
+        .output();
+    let stripped = relay.join().unwrap_or(false);
+    // The hook ran before the client got its report: whatever the daemon wrote of it is in
+    // the file once the daemon is gone.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(stripped, "no side-band-64k to take out");
+    assert!(plain.status.success(), "{plain}");
+    assert!(
+        refs(&setup.dir, &git, &setup.server, &[]).contains_key("refs/heads/plain"),
+        "the push without sideband did not arrive"
+    );
+    let written = std::fs::read_to_string(&stderr_path)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", stderr_path.display()));
+    assert!(
+        !written.contains("hook says hello"),
+        "packgate daemon --log-destination=none wrote hook output to its stderr:\n{written}"
+    );
+    assert!(
+        !plain.stderr_text().contains("hook says hello"),
+        "without sideband the client is not told, as with git daemon: {plain}"
     );
 }

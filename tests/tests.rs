@@ -32,7 +32,7 @@
 //!   (`--http-credentials`, `packgate passwd`), over TLS, and the service embedded in an axum
 //!   application (`examples/axum.rs`).
 //! - `daemon`: `packgate daemon`, the drop-in for git daemon: its lookup rules, path attacks,
-//!   push switches, log lines, pid file and SIGTERM.
+//!   push switches, log lines (hook output without sideband), pid file and SIGTERM.
 //! - `http_backend`: `packgate http-backend`, the CGI drop-in for git-http-backend: CGI
 //!   variables in, CGI response out (export-ok, REMOTE_USER, path attacks, methods), and
 //!   clone, fetch and push with git through `cgi_host`.

@@ -26,7 +26,7 @@ use packgate_wire::{
 };
 
 use crate::{
-    receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
+    receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::{AccessError, Registry, RequestLocation},
     repository::Repository,
     upload_pack::{Flow, ServeError, SessionOptions, UploadPack},
@@ -277,6 +277,9 @@ impl ExchangeHandler for PushSession {
                 let options = ReceivePackOptions {
                     stateless: true,
                     version: self.version,
+                    // Without sideband, messages go to the log: git daemon's receive-pack
+                    // writes them to the daemon's standard error, never to the client.
+                    messages: MessageSink::Log,
                     ..ReceivePackOptions::default()
                 };
                 receive_pack.serve(input, output, &options).map(drop)

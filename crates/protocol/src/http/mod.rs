@@ -48,7 +48,7 @@ use packgate_wire::{
 pub use packgate_wire::service::http::Authenticator;
 
 use crate::{
-    receive_pack::{ProtocolVersion, ReceivePack, ReceivePackOptions},
+    receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::Registry,
     repository::Repository,
     upload_pack::{ServeError, SessionOptions, UploadPack},
@@ -381,6 +381,9 @@ impl HttpService {
             stateless: true,
             advertise_only: request.kind == RequestKind::Advertisement,
             version,
+            // Without sideband, messages go to the log: git http-backend's receive-pack
+            // writes them to the web server's error log, never to the client.
+            messages: MessageSink::Log,
             ..ReceivePackOptions::default()
         };
         receive_pack

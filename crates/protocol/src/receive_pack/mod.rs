@@ -25,11 +25,15 @@
 //! later push once it is older than `receive.quarantineExpiry`.
 //!
 //! With `side-band-64k` the report travels in band 1 and messages for the user (hook output,
-//! refusals, explained as `remote: error: …`) in band 2; without it messages go to standard
-//! error, which for a stdio session reaches the user's terminal as it does with git.
+//! refusals, explained as `remote: error: …`) in band 2; without it messages go where the
+//! caller's [`ReceivePackOptions::messages`] says: standard error for a stdio session (the
+//! user's terminal, as with git), the log for a network session (as git daemon's and git
+//! http-backend's receive-pack write them to the daemon's or web server's log). The library
+//! itself never writes to the process's standard streams.
 
 mod commands;
 mod config;
+mod messages;
 mod report;
 mod update;
 
@@ -45,6 +49,7 @@ use packgate_wire::pkt_line::{Packet, PacketReader, PacketWriter, ReadError};
 
 pub use self::commands::{ClientCapabilities, Command, CommandError, CommandList};
 pub use self::config::{Deny, ReceivePackConfig};
+pub use self::messages::{MessageSink, MESSAGE_LOG_TARGET};
 use self::report::Channel;
 pub use self::report::{PushReport, RefStatus};
 pub use crate::upload_pack::ServeError;
@@ -80,6 +85,9 @@ pub struct ReceivePackOptions {
     pub version: ProtocolVersion,
     /// Set from another thread to abandon pack ingestion (the push then fails cleanly).
     pub interrupt: Arc<AtomicBool>,
+    /// Where messages for the user go if the client has no sideband (with it they go to the
+    /// client, in band 2): the log unless the caller says otherwise.
+    pub messages: MessageSink,
 }
 
 /// receive-pack for one repository, with the in-process hooks of the embedding application.
@@ -204,14 +212,14 @@ impl<'repo> ReceivePack<'repo> {
                 return Ok(None);
             }
             Err(message) => {
-                let mut stderr = std::io::stderr();
-                let mut channel = Channel::new(out.into_inner(), false, &mut stderr);
+                let mut messages = options.messages.open();
+                let mut channel = Channel::new(out.into_inner(), false, &mut messages);
                 return Err(fail(&mut channel, message));
             }
         };
         let capabilities = list.capabilities.clone();
-        let mut stderr = std::io::stderr();
-        let mut channel = Channel::new(out.into_inner(), capabilities.side_band_64k, &mut stderr);
+        let mut messages = options.messages.open();
+        let mut channel = Channel::new(out.into_inner(), capabilities.side_band_64k, &mut messages);
         let push_options = if capabilities.push_options {
             match read_push_options(&mut reader) {
                 Ok(options) => Some(options),

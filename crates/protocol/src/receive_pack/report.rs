@@ -70,7 +70,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// The way back to the client: sideband-multiplexed or plain, with messages for the user going
-/// to band 2 or to `diagnostics` (standard error for a stdio session).
+/// to band 2 or to `diagnostics` (the caller's [`super::MessageSink`]).
 pub(crate) struct Channel<'d, W: Write> {
     out: SidebandWriter<W>,
     sideband: bool,

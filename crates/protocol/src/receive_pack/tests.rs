@@ -330,3 +330,53 @@ fn no_keepalives_without_sideband_or_when_disabled() {
     let (disabled, _) = push_with_keepalive("report-status side-band-64k", None);
     assert!(disabled.iter().all(|p| p.as_slice() != [1]), "{disabled:?}");
 }
+
+/// Without sideband, a refusal's explanation goes to the caller's message sink, and the
+/// client's stream holds nothing but the report.
+#[test]
+fn messages_without_sideband_go_to_the_callers_sink() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let (dir, commit, pack) = setup("-----BEGIN PRIVATE KEY-----\nabc\n");
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo)
+        .unwrap()
+        .with_hook(SecretScanner::new("BEGIN PRIVATE KEY"));
+    let sink = Shared::default();
+    let options = ReceivePackOptions {
+        stateless: true,
+        messages: super::MessageSink::writer(sink.clone()),
+        ..ReceivePackOptions::default()
+    };
+    let mut output = Vec::new();
+    let input = request(&commit, "report-status", &pack);
+    let report = receive_pack
+        .serve(&input[..], &mut output, &options)
+        .unwrap()
+        .unwrap();
+    assert!(report.refs[0].result.is_err(), "{report:?}");
+    let lines = packets(&output);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[1].starts_with("ng refs/heads/main "), "{lines:?}");
+    let messages = sink.0.lock().unwrap().clone();
+    assert!(
+        messages
+            .lines()
+            .any(|line| line.starts_with(b"error: ") && line.ends_with(b"contains a secret")),
+        "{:?}",
+        messages.as_bstr()
+    );
+}
