@@ -20,6 +20,8 @@
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
+//! - `memory`: what one push may allocate: `receive.maxObjectSize` and huge deltas refused,
+//!   blobs above `core.bigFileThreshold` streamed.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 //! - `http`: smart HTTP clones, fetches and pushes; `http_auth`: pushes with credentials
 //!   (`--http-credentials`, `packgate passwd`), over TLS, and the service embedded in an axum
@@ -47,6 +49,7 @@ mod http_backend;
 mod keepalive;
 mod large;
 mod ls_remote;
+mod memory;
 mod receive_pack;
 mod serve;
 mod sessions;

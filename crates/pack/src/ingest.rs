@@ -304,9 +304,14 @@ pub struct IngestOptions {
     pub fsck: FsckObjects,
     /// The most threads to use for resolving deltas; `None` uses every core.
     pub thread_limit: Option<usize>,
-    /// Refuse an object (or delta) that inflates to more than this many bytes instead of trying
-    /// to allocate for it. Git has no such limit; `None` means none.
-    pub max_object_bytes: Option<usize>,
+    /// Refuse a pack with an object larger than this many bytes: an entry whose header
+    /// declares more, or a delta whose header claims a larger result, is refused as it is
+    /// received, before anything is allocated for it. Git has no such limit; `None` means none.
+    pub max_object_bytes: Option<u64>,
+    /// Blobs (whole, not deltas) larger than this many bytes are hashed while they are
+    /// inflated, never held in memory (git's `core.bigFileThreshold`); `None` holds every
+    /// object in memory once while its id is computed.
+    pub big_file_threshold: Option<u64>,
 }
 
 /// What [`ingest_pack()`] wrote into the quarantine.
@@ -357,6 +362,26 @@ pub enum IngestError {
         announced: u32,
         /// The limit.
         limit: u32,
+    },
+    /// An object is larger than [`IngestOptions::max_object_bytes`].
+    #[error("the pack entry at offset {offset} is an object of {size} bytes, more than the {limit} allowed")]
+    ObjectTooLarge {
+        /// Where the entry starts in the received pack.
+        offset: u64,
+        /// The size its header declares.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A delta claims a result larger than [`IngestOptions::max_object_bytes`].
+    #[error("the delta at offset {offset} of the pack claims a result of {size} bytes, more than the {limit} allowed")]
+    DeltaTooLarge {
+        /// Where the entry starts in the received pack.
+        offset: u64,
+        /// The result size the delta declares.
+        size: u64,
+        /// The limit.
+        limit: u64,
     },
     /// An entry header encodes its size with more bytes than needed.
     #[error("the pack entry at offset {offset} has a non-canonical header")]
@@ -565,6 +590,7 @@ fn ingest(
             inner: entries,
             problem: &mut stream_problem,
             should_interrupt,
+            max_object_bytes: options.max_object_bytes,
         };
         let entries = pack_input::LookupRefDeltaObjectsIter::new(
             entries,
@@ -587,7 +613,7 @@ fn ingest(
             &mut index_file,
             should_interrupt,
             OBJECT_HASH,
-            options.max_object_bytes,
+            allocation_limit(options),
             version,
         )
     };
@@ -642,6 +668,18 @@ fn ingest(
         index: Some(index_path),
         checksum: indexed.data_hash,
         bytes_read: input.consumed,
+    })
+}
+
+/// gitoxide's limit for one allocation while it resolves objects: a second line of defence
+/// behind the size checks of [`CheckedEntries`], so never below what its delta tree reserves
+/// up front.
+fn allocation_limit(options: &IngestOptions) -> Option<usize> {
+    const DELTA_TREE_RESERVATION: usize = RESERVED_ENTRIES_LIMIT * 128;
+    options.max_object_bytes.map(|limit| {
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .max(DELTA_TREE_RESERVATION)
     })
 }
 
@@ -752,6 +790,8 @@ struct CheckedEntries<'a, I> {
     inner: I,
     problem: &'a mut Option<IngestError>,
     should_interrupt: &'a AtomicBool,
+    /// [`IngestOptions::max_object_bytes`].
+    max_object_bytes: Option<u64>,
 }
 
 impl<I> CheckedEntries<'_, I> {
@@ -784,12 +824,71 @@ where
                 offset: entry.pack_offset,
             });
         }
+        if let Some(limit) = self.max_object_bytes {
+            let offset = entry.pack_offset;
+            if entry.header.is_delta() {
+                // Its result is what would be allocated when the delta is applied.
+                let claimed = entry.compressed.as_deref().and_then(delta_result_size);
+                if let Some(size) = claimed.filter(|size| *size > limit) {
+                    return self.fail(IngestError::DeltaTooLarge {
+                        offset,
+                        size,
+                        limit,
+                    });
+                }
+            } else if entry.decompressed_size > limit {
+                return self.fail(IngestError::ObjectTooLarge {
+                    offset,
+                    size: entry.decompressed_size,
+                    limit,
+                });
+            }
+        }
         Some(Ok(entry))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.inner.size_hint().0.min(RESERVED_ENTRIES_LIMIT), None)
     }
+}
+
+/// The result size a delta declares (its second header varint, after the base size), read by
+/// inflating only the start of the compressed delta. `None` if the data is too broken to say:
+/// resolving the delta fails on it later.
+fn delta_result_size(compressed: &[u8]) -> Option<u64> {
+    // Two varints of at most 10 bytes each.
+    let mut header = [0u8; 20];
+    let mut inflate = flate2::Decompress::new(true);
+    let mut produced = 0;
+    for _ in 0..4 {
+        let consumed = usize::try_from(inflate.total_in()).ok()?;
+        let status = inflate
+            .decompress(
+                compressed.get(consumed..)?,
+                &mut header[produced..],
+                flate2::FlushDecompress::None,
+            )
+            .ok()?;
+        produced = usize::try_from(inflate.total_out()).ok()?;
+        if produced == header.len() || status == flate2::Status::StreamEnd {
+            break;
+        }
+    }
+    let header = &header[..produced];
+    let (_base_size, rest) = decode_varint(header)?;
+    decode_varint(rest).map(|(size, _)| size)
+}
+
+/// A delta header's size: 7 bits per byte, least significant first, high bit for "more".
+fn decode_varint(data: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u128;
+    for (index, &byte) in data.iter().enumerate().take(10) {
+        value |= u128::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((u64::try_from(value).unwrap_or(u64::MAX), &data[index + 1..]));
+        }
+    }
+    None
 }
 
 /// The repository, as seen by thin-pack completion: remembers which bases it supplied, and
@@ -864,7 +963,7 @@ fn fsck_pack(
     let index = gix_pack::index::File::at(index_path, OBJECT_HASH).map_err(invalid)?;
     let pack = gix_pack::data::File::at(pack_path, OBJECT_HASH)
         .map_err(invalid)?
-        .with_alloc_limit_bytes(options.max_object_bytes);
+        .with_alloc_limit_bytes(allocation_limit(options));
     let failure: Mutex<Option<(ObjectId, Kind, FsckProblem)>> = Mutex::new(None);
     let processor = |kind: Kind,
                      data: &[u8],
@@ -891,7 +990,7 @@ fn fsck_pack(
             traversal: gix_pack::index::traverse::Algorithm::DeltaTreeLookup,
             thread_limit: options.thread_limit,
             check: gix_pack::index::traverse::SafetyCheck::SkipFileAndObjectChecksumVerification,
-            alloc_limit_bytes: options.max_object_bytes,
+            alloc_limit_bytes: allocation_limit(options),
             make_pack_lookup_cache: || gix_pack::cache::Never,
         },
     );
@@ -3050,6 +3149,27 @@ mod tests {
         ] {
             check(Kind::Tree, broken, Some("badTree"));
         }
+    }
+
+    #[test]
+    fn delta_result_size_reads_the_second_header_varint() {
+        let deflate = |data: &[u8]| {
+            let mut encoder =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        // Base 4, result 3 GiB (0xc0000000), then an instruction.
+        let header = [0x04, 0x80, 0x80, 0x80, 0x80, 0x0c, 0x90, 0x04];
+        assert_eq!(delta_result_size(&deflate(&header)), Some(3 << 30));
+        assert_eq!(delta_result_size(&deflate(&[0x7f, 0x01])), Some(1));
+        // Ten bytes of continuation: saturates rather than wrapping to a small size.
+        let mut overlong = vec![0x01];
+        overlong.extend([0xff; 9]);
+        overlong.push(0x7f);
+        assert_eq!(delta_result_size(&deflate(&overlong)), Some(u64::MAX));
+        assert_eq!(delta_result_size(&deflate(&[0x80])), None);
+        assert_eq!(delta_result_size(b"not zlib"), None);
     }
 
     #[test]
