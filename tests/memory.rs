@@ -71,13 +71,14 @@ fn object_above_max_object_size_is_refused() {
 }
 
 /// A pack entry header: type and size (git's `encode_in_pack_object_header`).
-fn entry_header(kind: u8, mut size: u64) -> Vec<u8> {
+fn entry_header(kind: u8, size: u64) -> Vec<u8> {
     let mut header = vec![(kind << 4) | (size & 0x0f) as u8];
-    size >>= 4;
-    while size > 0 {
-        *header.last_mut().unwrap() |= 0x80;
-        header.push((size & 0x7f) as u8);
-        size >>= 7;
+    let mut rest = size >> 4;
+    while rest > 0 {
+        let last = header.len() - 1;
+        header[last] |= 0x80;
+        header.push((rest & 0x7f) as u8);
+        rest >>= 7;
     }
     header
 }
@@ -98,8 +99,10 @@ fn varint(mut value: u64) -> Vec<u8> {
 
 fn zlib(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap()
+    encoder
+        .write_all(data)
+        .and_then(|()| encoder.finish())
+        .unwrap_or_else(|error| panic!("compressing: {error}"))
 }
 
 /// A pack of a 4-byte blob and an ofs-delta against it whose header claims a result of
@@ -175,4 +178,93 @@ fn delta_claiming_a_huge_result_is_refused_before_allocating() {
         "{output}"
     );
     before.assert_unchanged(&setup.dir, &git, &setup.server, "huge delta");
+}
+
+/// A blob above `core.bigFileThreshold` is pushed intact, whether the push is kept as a pack
+/// (here with `receive.fsckObjects`) or exploded into loose objects, and `git fsck` agrees.
+/// It is hashed while it streams in: the receiving process's peak RSS (GNU time) stays below
+/// half the blob's size, where holding it would take all of it.
+#[test]
+fn blob_above_big_file_threshold_streams_through() {
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "the test needs GNU time"
+    );
+    const SIZE: usize = 128 << 20;
+    for git in Git::all() {
+        let setup = Setup::new("big-file-threshold", &git);
+        assert_pushed(&push(&setup, &[], "", "master"));
+        // Zeros: 128 MiB that compress to a few hundred KiB.
+        let (commit, blob) = commit_file(&setup, "zeros.bin", &vec![0u8; SIZE]);
+        for (mode, config) in [
+            ("exploded", &[][..]),
+            (
+                "kept as a pack",
+                &[
+                    ("receive.unpackLimit", "1"),
+                    ("receive.fsckObjects", "true"),
+                ][..],
+            ),
+        ] {
+            let context = format!("{mode}, with {git}");
+            // A server of its own for each mode, at `master` before the push.
+            let server = setup.dir.join(&format!("server-{}.git", mode.len()));
+            setup.dir.copy_tree(&setup.server, &server);
+            let server_git = || setup.dir.git_in(&git, &server);
+            server_git()
+                .args(["config", "core.bigFileThreshold", "1m"])
+                .run();
+            for (key, value) in config {
+                server_git().args(["config", key, value]).run();
+            }
+            let peak_file = setup.dir.join("peak-rss");
+            let output = setup
+                .dir
+                .git(&git)
+                .current_dir(&setup.client)
+                .arg("push")
+                .arg(format!(
+                    "--receive-pack=/usr/bin/time -f %M -o '{}' '{}' receive-pack",
+                    peak_file.display(),
+                    PACKGATE
+                ))
+                .arg(file_url(&server))
+                .arg("master")
+                .output();
+            assert_pushed(&output);
+            assert_eq!(
+                crate::util::refs(&setup.dir, &git, &server, &[]).get("refs/heads/master"),
+                Some(&commit),
+                "{context}"
+            );
+            assert_eq!(
+                server_git()
+                    .args(["cat-file", "-s", &blob])
+                    .run()
+                    .stdout_text()
+                    .trim(),
+                SIZE.to_string(),
+                "{context}"
+            );
+            let loose = server.join("objects").join(&blob[..2]).join(&blob[2..]);
+            assert_eq!(
+                loose.exists(),
+                mode == "exploded",
+                "{context}: {}",
+                loose.display()
+            );
+            crate::util::fsck(&setup.dir, &git, &server);
+            let peak_kib: u64 = std::fs::read_to_string(&peak_file)
+                .unwrap_or_default()
+                .trim()
+                .lines()
+                .last()
+                .and_then(|line| line.parse().ok())
+                .unwrap_or_else(|| panic!("{context}: no peak RSS in {}", peak_file.display()));
+            assert!(
+                peak_kib * 1024 < SIZE as u64 / 2,
+                "{context}: packgate's peak RSS was {peak_kib} KiB for a blob of {SIZE} bytes"
+            );
+        }
+    }
 }
