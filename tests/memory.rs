@@ -196,7 +196,7 @@ fn blob_above_big_file_threshold_streams_through() {
         assert_pushed(&push(&setup, &[], "", "master"));
         // Zeros: 128 MiB that compress to a few hundred KiB.
         let (commit, blob) = commit_file(&setup, "zeros.bin", &vec![0u8; SIZE]);
-        for (mode, config) in [
+        for (index, (mode, config)) in [
             ("exploded", &[][..]),
             (
                 "kept as a pack",
@@ -205,10 +205,13 @@ fn blob_above_big_file_threshold_streams_through() {
                     ("receive.fsckObjects", "true"),
                 ][..],
             ),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let context = format!("{mode}, with {git}");
             // A server of its own for each mode, at `master` before the push.
-            let server = setup.dir.join(&format!("server-{}.git", mode.len()));
+            let server = setup.dir.join(&format!("server-{index}.git"));
             setup.dir.copy_tree(&setup.server, &server);
             let server_git = || setup.dir.git_in(&git, &server);
             server_git()

@@ -730,8 +730,11 @@ fn allocation_limit(options: &IngestOptions) -> Option<usize> {
 /// ([`correct_index()`]), and fsck skips blobs.
 struct PackWithStreamedBlobs {
     pack: gix_pack::data::File,
-    streamed: std::collections::HashMap<u64, ObjectId>,
+    streamed: ByOffset<ObjectId>,
 }
+
+/// Pack offsets to what is known about the entry there (gix-hashtable's maps only take ids).
+type ByOffset<V> = std::collections::HashMap<u64, V, RandomState>;
 
 /// A pack entry: an empty blob (header, then an empty zlib stream).
 const EMPTY_BLOB_ENTRY: &[u8] = &[0x30, 0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -751,9 +754,9 @@ struct LargeBlobs {
     /// [`IngestOptions::big_file_threshold`].
     threshold: Option<u64>,
     /// Offset in the written pack → id.
-    streamed: std::collections::HashMap<u64, ObjectId>,
+    streamed: ByOffset<ObjectId>,
     /// Streamed blobs an ofs-delta is based on.
-    ofs_bases: std::collections::HashSet<u64>,
+    ofs_bases: std::collections::HashSet<u64, RandomState>,
     /// The bases of ref-deltas left after thin-pack completion (in-pack bases).
     ref_bases: HashSet<ObjectId>,
 }
@@ -790,7 +793,7 @@ impl LargeBlobs {
 
     /// The streamed blobs that gitoxide need not read: a delta's base is held in memory to
     /// apply the delta (git does the same), within [`IngestOptions::max_object_bytes`].
-    fn not_needed_as_bases(&mut self) -> std::collections::HashMap<u64, ObjectId> {
+    fn not_needed_as_bases(&mut self) -> ByOffset<ObjectId> {
         let (ofs_bases, ref_bases) = (&self.ofs_bases, &self.ref_bases);
         self.streamed
             .retain(|offset, id| !ofs_bases.contains(offset) && !ref_bases.contains(id));
@@ -857,11 +860,7 @@ where
 
 /// Rewrite the index at `from` into `to` with the ids of `streamed` (by pack offset) in place
 /// of those gitoxide computed for them.
-fn correct_index(
-    from: &Path,
-    to: &Path,
-    streamed: &std::collections::HashMap<u64, ObjectId>,
-) -> Result<(), IngestError> {
+fn correct_index(from: &Path, to: &Path, streamed: &ByOffset<ObjectId>) -> Result<(), IngestError> {
     let index = gix_pack::index::File::at(from, OBJECT_HASH)
         .map_err(|source| IngestError::InvalidPack { source })?;
     let mut entries: Vec<(ObjectId, u64, u32)> = index
@@ -1221,7 +1220,7 @@ fn fsck_pack(
     index_path: &Path,
     pack_path: &Path,
     skip: &HashSet<ObjectId>,
-    streamed: &std::collections::HashMap<u64, ObjectId>,
+    streamed: &ByOffset<ObjectId>,
     options: &IngestOptions,
     should_interrupt: &AtomicBool,
 ) -> Result<(), IngestError> {
