@@ -27,6 +27,8 @@
 //! - `crash`: a push whose server is killed (SIGKILL) during pack receipt, each hook or
 //!   between migration and ref update blocks no later push; pushes to different refs
 //!   overlap; stale quarantines expire; a stale ref lock fails only its ref, as in git.
+//! - `memory`: what one push may allocate: `receive.maxObjectSize` and huge deltas refused,
+//!   blobs above `core.bigFileThreshold` streamed.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 //! - `http`: smart HTTP clones, fetches and pushes; `http_auth`: pushes with credentials
 //!   (`--http-credentials`, `packgate passwd`), over TLS, and the service embedded in an axum
@@ -60,6 +62,7 @@ mod keepalive;
 mod large;
 mod layers;
 mod ls_remote;
+mod memory;
 mod receive_pack;
 mod ref_names;
 mod serve;

@@ -33,6 +33,9 @@
 //! - `push-incremental`: the fixture's copy moved forward by [`BEHIND`] commits pushes its
 //!   default branch into a copy of the fixture (a thin pack).
 //!
+//! - `push-large`, `push-large-x4`: a push of a 1 GiB blob of zeros into an empty
+//!   repository, one at a time and four at once: see [`large_push`].
+//!
 //! # Measurements
 //!
 //! What is measured per run: wall time (our own clock around the process), user+system CPU
@@ -60,6 +63,7 @@ use packgate_fixture::{append_commits, Append, BuiltFixture, Packing};
 use packgate_wire::pkt_line::{self, Decoded, Packet};
 
 mod connections;
+mod large_push;
 
 /// GNU time; its `-f` and `-o` options are what we need.
 const GNU_TIME: &str = "/usr/bin/time";
@@ -75,12 +79,14 @@ const AGENT: &str = "agent=git/2.47.3";
 pub struct BenchArgs {
     /// What to measure: `clone` (a full clone), `incremental` (a fetch 10 commits behind),
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
-    /// 10 commits), `push` (both pushes) or `connections` (idle git:// connections and
+    /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
+    /// zeros, one push and four at once) or `connections` (idle git:// connections and
     /// `ls-refs` sessions against `git daemon`; runs alone).
     #[arg(value_enum, required = true)]
     scenarios: Vec<Scenario>,
     /// The fixture preset; it is built repacked without bitmaps (`git repack -ad`) and cached
-    /// under `target/bench-fixtures`. Default: `large`, or `many-refs` for `connections`.
+    /// under `target/bench-fixtures`. Default: `large`, or `many-refs` for `connections`, or
+    /// `empty` (unused) for `push-large` and `push-large-x4` alone.
     #[arg(long)]
     preset: Option<String>,
     /// Timed runs per server, after one warm-up run each.
@@ -109,6 +115,13 @@ impl BenchArgs {
         match &self.preset {
             Some(preset) => preset,
             None if self.scenarios.contains(&Scenario::Connections) => "many-refs",
+            None if self
+                .scenarios
+                .iter()
+                .all(|scenario| scenario.is_large_push()) =>
+            {
+                "empty"
+            }
             None => "large",
         }
     }
@@ -126,6 +139,10 @@ enum Scenario {
     PushMirror,
     /// A push of 10 new commits on the default branch.
     PushIncremental,
+    /// A push of a 1 GiB blob of zeros into an empty repository.
+    PushLarge,
+    /// Four such pushes at once.
+    PushLargeX4,
     /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
     Connections,
 }
@@ -138,6 +155,8 @@ impl Scenario {
             Scenario::Push => "push",
             Scenario::PushMirror => "push-mirror",
             Scenario::PushIncremental => "push-incremental",
+            Scenario::PushLarge => "push-large",
+            Scenario::PushLargeX4 => "push-large-x4",
             Scenario::Connections => "connections",
         }
     }
@@ -146,7 +165,11 @@ impl Scenario {
         matches!(
             self,
             Scenario::Push | Scenario::PushMirror | Scenario::PushIncremental
-        )
+        ) || self.is_large_push()
+    }
+
+    fn is_large_push(self) -> bool {
+        matches!(self, Scenario::PushLarge | Scenario::PushLargeX4)
     }
 }
 
@@ -329,6 +352,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let result = (|| -> anyhow::Result<Vec<Outcome>> {
         let mut results = Vec::new();
+        // Recorded once for both large-push scenarios.
+        let mut large_push: Option<PushRequest> = None;
         for &scenario in &scenarios {
             let request = match scenario {
                 Scenario::Clone => {
@@ -336,6 +361,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 Scenario::Incremental => {
                     incremental_request(&git, &work, &args, &base, bitmapped.as_deref(), &servers)?
+                }
+                Scenario::PushLarge | Scenario::PushLargeX4 => {
+                    let push = match &mut large_push {
+                        Some(push) => push,
+                        None => large_push.insert(push_request(
+                            &git,
+                            &work,
+                            &args,
+                            &base,
+                            Scenario::PushLarge,
+                        )?),
+                    };
+                    let rows = if scenario == Scenario::PushLargeX4 {
+                        large_push::measure_concurrent(
+                            &git,
+                            &work,
+                            scenario,
+                            &push_servers,
+                            push,
+                            args.runs,
+                        )
+                    } else {
+                        measure_push(&git, &work, scenario, &push_servers, push, args.runs)
+                    };
+                    results.push(Outcome {
+                        scenario,
+                        note: push.note(scenario),
+                        rows,
+                    });
+                    continue;
                 }
                 Scenario::PushMirror | Scenario::PushIncremental => {
                     let push = push_request(&git, &work, &args, &base, scenario)?;
@@ -830,6 +885,18 @@ impl PushRequest {
             Scenario::PushMirror => {
                 "`git push --mirror` of the fixture into an empty bare repository".to_owned()
             }
+            Scenario::PushLarge => format!(
+                "`git push` of one commit with a {} blob of zeros into an empty bare \
+                 repository (the fixture is not used)",
+                human_size(large_push::BLOB_BYTES)
+            ),
+            Scenario::PushLargeX4 => format!(
+                "{} such pushes of a {} blob started at once, each into its own empty \
+                 repository; peak RSS is the sum of the {0} processes' peaks, CPU their sum, \
+                 wall time until the last ended",
+                large_push::AT_ONCE,
+                human_size(large_push::BLOB_BYTES)
+            ),
             _ => format!(
                 "`git push` of {BEHIND} new commits on the default branch (the fixture's \
                  `ahead{BEHIND}` copy) into a copy of the fixture"
@@ -871,6 +938,10 @@ fn push_request(
                 ],
             )?;
             (base.to_owned(), empty, vec!["--mirror".to_owned()])
+        }
+        Scenario::PushLarge | Scenario::PushLargeX4 => {
+            let (client, pristine, refspec) = large_push::client(git, work)?;
+            (client, pristine, vec![refspec])
         }
         _ => {
             let append = ahead_append(git, args, base)?;

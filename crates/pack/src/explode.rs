@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use gix_hash::ObjectId;
-use gix_object::{Exists, Find, Write};
+use gix_object::{Exists, Find, Kind, Write};
 
 use crate::ingest::{IngestOutcome, Quarantine};
 
@@ -60,6 +60,43 @@ pub enum ExplodeError {
     },
 }
 
+/// Copy the whole (not deltified) blob `id` at `offset` of `pack` into `loose`, inflating it
+/// a buffer at a time.
+fn stream_blob(
+    pack: &gix_pack::data::File,
+    offset: u64,
+    id: ObjectId,
+    loose: &gix_odb::loose::Store,
+) -> Result<(), ExplodeError> {
+    let read_error = |source| ExplodeError::Read { id, source };
+    let entry = pack.entry(offset).map_err(read_error)?;
+    if entry.header != gix_pack::data::entry::Header::Blob {
+        return Err(read_error(
+            gix_error::message("not a whole blob in the pack").into(),
+        ));
+    }
+    let end = pack.pack_end() as u64;
+    let compressed = pack
+        .entry_slice(entry.data_offset..end)
+        .ok_or_else(|| read_error(gix_error::message("the entry is not in the pack").into()))?;
+    let size = entry.decompressed_size;
+    let mut inflate = flate2::bufread::ZlibDecoder::new(compressed);
+    let written = loose
+        .write_stream(
+            Kind::Blob,
+            size,
+            &mut std::io::Read::take(&mut inflate, size),
+        )
+        .map_err(|source| ExplodeError::Write { id, source })?;
+    if written != id {
+        return Err(ExplodeError::Write {
+            id,
+            source: gix_error::message!("the streamed blob hashed to {written}").into(),
+        });
+    }
+    Ok(())
+}
+
 /// Write every object of the pack [`ingest_pack`](crate::ingest_pack) put into `quarantine`
 /// as a loose object of the quarantine, then delete the pack and its index. Objects the
 /// repository already has (the bases copied in to complete a thin pack, or objects the
@@ -80,11 +117,28 @@ pub fn explode(quarantine: &Quarantine, outcome: &IngestOutcome) -> Result<u32, 
     let repository =
         gix_odb::at(quarantine.objects_dir(), OBJECT_HASH).map_err(ExplodeError::Open)?;
     let loose = gix_odb::loose::Store::at(quarantine.path(), OBJECT_HASH);
+    let mut pack_file = None;
     let mut buffer = Vec::new();
     let mut written = 0;
     for entry in index_file.iter() {
         let id = entry.oid;
         if repository.exists(&id) {
+            continue;
+        }
+        if outcome.large_blobs.binary_search(&id).is_ok() {
+            // As git's unpack-objects: inflated from the pack into the loose object a
+            // buffer at a time, never whole.
+            let pack_file = match &mut pack_file {
+                Some(pack_file) => pack_file,
+                None => pack_file.insert(gix_pack::data::File::at(pack, OBJECT_HASH).map_err(
+                    |source| ExplodeError::Index {
+                        path: pack.clone(),
+                        source,
+                    },
+                )?),
+            };
+            stream_blob(pack_file, entry.pack_offset, id, &loose)?;
+            written += 1;
             continue;
         }
         let object = received

@@ -382,9 +382,14 @@ pub struct IngestOptions {
     pub fsck: FsckObjects,
     /// The most threads to use for resolving deltas; `None` uses every core.
     pub thread_limit: Option<usize>,
-    /// Refuse an object (or delta) that inflates to more than this many bytes instead of trying
-    /// to allocate for it. Git has no such limit; `None` means none.
-    pub max_object_bytes: Option<usize>,
+    /// Refuse a pack with an object larger than this many bytes: an entry whose header
+    /// declares more, or a delta whose header claims a larger result, is refused as it is
+    /// received, before anything is allocated for it. Git has no such limit; `None` means none.
+    pub max_object_bytes: Option<u64>,
+    /// Blobs (whole, not deltas) larger than this many bytes are hashed while they are
+    /// inflated, never held in memory (git's `core.bigFileThreshold`); `None` holds every
+    /// object in memory once while its id is computed.
+    pub big_file_threshold: Option<u64>,
 }
 
 /// What [`ingest_pack()`] wrote into the quarantine.
@@ -404,6 +409,9 @@ pub struct IngestOutcome {
     pub checksum: ObjectId,
     /// Bytes read from the input: exactly the received pack.
     pub bytes_read: u64,
+    /// Blobs above [`IngestOptions::big_file_threshold`] that were hashed while streaming and
+    /// never held in memory, sorted: whoever reads them should stream them too.
+    pub large_blobs: Vec<ObjectId>,
 }
 
 /// The error returned by [`ingest_pack()`] and [`Quarantine::migrate()`].
@@ -435,6 +443,26 @@ pub enum IngestError {
         announced: u32,
         /// The limit.
         limit: u32,
+    },
+    /// An object is larger than [`IngestOptions::max_object_bytes`].
+    #[error("the pack entry at offset {offset} is an object of {size} bytes, more than the {limit} allowed")]
+    ObjectTooLarge {
+        /// Where the entry starts in the received pack.
+        offset: u64,
+        /// The size its header declares.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A delta claims a result larger than [`IngestOptions::max_object_bytes`].
+    #[error("the delta at offset {offset} of the pack claims a result of {size} bytes, more than the {limit} allowed")]
+    DeltaTooLarge {
+        /// Where the entry starts in the received pack.
+        offset: u64,
+        /// The result size the delta declares.
+        size: u64,
+        /// The limit.
+        limit: u64,
     },
     /// An entry header encodes its size with more bytes than needed.
     #[error("the pack entry at offset {offset} has a non-canonical header")]
@@ -600,6 +628,7 @@ fn ingest(
             index: None,
             checksum: trailer,
             bytes_read: input.consumed,
+            large_blobs: Vec::new(),
         });
     }
 
@@ -631,6 +660,10 @@ fn ingest(
         missing: RefCell::default(),
     };
     let mut stream_problem = None;
+    let large_blobs = RefCell::new(LargeBlobs {
+        threshold: options.big_file_threshold,
+        ..LargeBlobs::default()
+    });
     let indexed = {
         let entries = pack_input::BytesToEntriesIter::new_from_header(
             io::Cursor::new(header).chain(&mut *input),
@@ -643,21 +676,31 @@ fn ingest(
             inner: entries,
             problem: &mut stream_problem,
             should_interrupt,
+            max_object_bytes: options.max_object_bytes,
         };
         let entries = pack_input::LookupRefDeltaObjectsIter::new(
             entries,
             &lookup,
             gix_zlib::Compression::BEST_SPEED,
         );
-        let mut entries =
+        let entries =
             pack_input::EntriesToBytesIter::new(entries, &mut pack_file, version, OBJECT_HASH);
+        // After the rewrite, so that offsets are those of the written pack.
+        let mut entries = StreamLargeBlobs {
+            inner: entries,
+            blobs: &large_blobs,
+        };
         let resolver_path = temporary_pack.clone();
+        let large_blobs = &large_blobs;
         gix_pack::index::write_data_iter_to_stream(
             gix_pack::index::Version::V2,
             move || {
                 let pack = gix_pack::data::File::at(&resolver_path, OBJECT_HASH)
                     .map_err(io::Error::other)?;
-                Ok((entry_bytes, pack))
+                // Called once every entry went by: which blobs are still needed as bases
+                // is known now.
+                let streamed = large_blobs.borrow_mut().not_needed_as_bases();
+                Ok((entry_bytes, PackWithStreamedBlobs { pack, streamed }))
             },
             &mut entries,
             options.thread_limit,
@@ -665,7 +708,7 @@ fn ingest(
             &mut index_file,
             should_interrupt,
             OBJECT_HASH,
-            options.max_object_bytes,
+            allocation_limit(options),
             version,
         )
     };
@@ -693,6 +736,18 @@ fn ingest(
     drop(pack_file);
     drop(index_file);
 
+    // gitoxide indexed each streamed blob as an empty one: give them their ids.
+    let streamed = large_blobs.into_inner().streamed;
+    if !streamed.is_empty() {
+        let corrected = pack_dir.join(format!("tmp_idx_{suffix}_large"));
+        files.0.push(corrected.clone());
+        correct_index(&temporary_index, &corrected, &streamed)?;
+        fs::rename(&corrected, &temporary_index).map_err(|source| IngestError::Write {
+            path: temporary_index.clone(),
+            source,
+        })?;
+    }
+
     let pack_path = pack_dir.join(format!("pack-{}.pack", indexed.data_hash.to_hex()));
     let index_path = pack_path.with_extension("idx");
     for (from, to) in [
@@ -710,7 +765,14 @@ fn ingest(
     if options.fsck == FsckObjects::On {
         // Bases copied from the repository were accepted before; git does not check them either.
         let skip: HashSet<ObjectId> = completed_bases.iter().copied().collect();
-        fsck_pack(&index_path, &pack_path, &skip, options, should_interrupt)?;
+        fsck_pack(
+            &index_path,
+            &pack_path,
+            &skip,
+            &streamed,
+            options,
+            should_interrupt,
+        )?;
     }
 
     Ok(IngestOutcome {
@@ -720,12 +782,252 @@ fn ingest(
         index: Some(index_path),
         checksum: indexed.data_hash,
         bytes_read: input.consumed,
+        large_blobs: {
+            let mut ids: Vec<ObjectId> = streamed.into_values().collect();
+            ids.sort();
+            ids
+        },
     })
 }
 
+/// gitoxide's limit for one allocation while it resolves objects: a second line of defence
+/// behind the size checks of [`CheckedEntries`], so never below what its delta tree reserves
+/// up front.
+fn allocation_limit(options: &IngestOptions) -> Option<usize> {
+    const DELTA_TREE_RESERVATION: usize = RESERVED_ENTRIES_LIMIT * 128;
+    options.max_object_bytes.map(|limit| {
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .max(DELTA_TREE_RESERVATION)
+    })
+}
+
+/// The written pack, as gitoxide's delta resolution reads it: blobs that were hashed while
+/// streaming read as empty blobs, so that resolving them allocates nothing. Only blobs no
+/// delta is based on are among them; the ids computed for them are replaced afterwards
+/// ([`correct_index()`]), and fsck skips blobs.
+struct PackWithStreamedBlobs {
+    pack: gix_pack::data::File,
+    streamed: ByOffset<ObjectId>,
+}
+
+/// Pack offsets to what is known about the entry there (gix-hashtable's maps only take ids).
+type ByOffset<V> = std::collections::HashMap<u64, V, RandomState>;
+
+/// A pack entry: an empty blob (header, then an empty zlib stream).
+const EMPTY_BLOB_ENTRY: &[u8] = &[0x30, 0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+
 /// The pack entry at `range` of the freshly written pack.
-fn entry_bytes(range: gix_pack::data::EntryRange, pack: &gix_pack::data::File) -> Option<&[u8]> {
-    pack.entry_slice(range)
+fn entry_bytes(range: gix_pack::data::EntryRange, data: &PackWithStreamedBlobs) -> Option<&[u8]> {
+    if data.streamed.contains_key(&range.start) {
+        return Some(EMPTY_BLOB_ENTRY);
+    }
+    data.pack.entry_slice(range)
+}
+
+/// Blobs above the big-file threshold, hashed as they go by on their way into the pack
+/// (git's index-pack does the same), and what deltas are based on.
+#[derive(Default)]
+struct LargeBlobs {
+    /// [`IngestOptions::big_file_threshold`].
+    threshold: Option<u64>,
+    /// Offset in the written pack → id.
+    streamed: ByOffset<ObjectId>,
+    /// Streamed blobs an ofs-delta is based on.
+    ofs_bases: std::collections::HashSet<u64, RandomState>,
+    /// The bases of ref-deltas left after thin-pack completion (in-pack bases).
+    ref_bases: HashSet<ObjectId>,
+}
+
+impl LargeBlobs {
+    fn observe(&mut self, entry: &pack_input::Entry) -> io::Result<()> {
+        use gix_pack::data::entry::Header;
+        match entry.header {
+            Header::Blob
+                if self
+                    .threshold
+                    .is_some_and(|threshold| entry.decompressed_size > threshold) =>
+            {
+                let compressed = entry.compressed.as_deref().ok_or_else(|| {
+                    io::Error::other("the compressed bytes of a pack entry were not kept")
+                })?;
+                let id = hash_while_inflating(Kind::Blob, entry.decompressed_size, compressed)?;
+                self.streamed.insert(entry.pack_offset, id);
+            }
+            Header::OfsDelta { base_distance } => {
+                if let Some(base) = entry.pack_offset.checked_sub(base_distance) {
+                    if self.streamed.contains_key(&base) {
+                        self.ofs_bases.insert(base);
+                    }
+                }
+            }
+            Header::RefDelta { base_id } => {
+                self.ref_bases.insert(base_id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The streamed blobs that gitoxide need not read: a delta's base is held in memory to
+    /// apply the delta (git does the same), within [`IngestOptions::max_object_bytes`].
+    fn not_needed_as_bases(&mut self) -> ByOffset<ObjectId> {
+        let (ofs_bases, ref_bases) = (&self.ofs_bases, &self.ref_bases);
+        self.streamed
+            .retain(|offset, id| !ofs_bases.contains(offset) && !ref_bases.contains(id));
+        self.streamed.clone()
+    }
+}
+
+/// The id of an object of `kind` and `size` whose zlib stream is `compressed`, computed while
+/// inflating it a buffer at a time.
+fn hash_while_inflating(kind: Kind, size: u64, compressed: &[u8]) -> io::Result<ObjectId> {
+    let mut hasher = gix_hash::hasher(OBJECT_HASH);
+    hasher.update(&gix_object::encode::loose_header(kind, size));
+    let mut inflate = flate2::bufread::ZlibDecoder::new(compressed);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let read = inflate.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        total += read as u64;
+    }
+    if total != size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the object inflates to {total} bytes, not the {size} its header declares"),
+        ));
+    }
+    hasher.try_finalize().map_err(io::Error::other)
+}
+
+/// The entries as gitoxide's indexer sees them, after each went by [`LargeBlobs`].
+struct StreamLargeBlobs<'a, I> {
+    inner: I,
+    blobs: &'a RefCell<LargeBlobs>,
+}
+
+impl<I> Iterator for StreamLargeBlobs<'_, I>
+where
+    I: Iterator<Item = gix_error::Result<pack_input::Entry>>,
+{
+    type Item = gix_error::Result<pack_input::Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = match self.inner.next()? {
+            Ok(entry) => entry,
+            Err(err) => return Some(Err(err)),
+        };
+        if let Err(err) = self.blobs.borrow_mut().observe(&entry) {
+            let offset = entry.pack_offset;
+            return Some(Err(gix_error::message!(
+                "the large blob at offset {offset} could not be hashed: {err}"
+            )
+            .into()));
+        }
+        Some(Ok(entry))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+/// Rewrite the index at `from` into `to` with the ids of `streamed` (by pack offset) in place
+/// of those gitoxide computed for them.
+fn correct_index(from: &Path, to: &Path, streamed: &ByOffset<ObjectId>) -> Result<(), IngestError> {
+    let index = gix_pack::index::File::at(from, OBJECT_HASH)
+        .map_err(|source| IngestError::InvalidPack { source })?;
+    let mut entries: Vec<(ObjectId, u64, u32)> = index
+        .iter()
+        .map(|entry| {
+            let id = streamed
+                .get(&entry.pack_offset)
+                .copied()
+                .unwrap_or(entry.oid);
+            (id, entry.pack_offset, entry.crc32.unwrap_or_default())
+        })
+        .collect();
+    entries.sort_unstable();
+    let write_error = |source| IngestError::Write {
+        path: to.to_owned(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(write_error)?;
+    let mut out = io::BufWriter::new(file);
+    write_index_v2(&mut out, &entries, &index.pack_checksum()).map_err(write_error)?;
+    let file = out
+        .into_inner()
+        .map_err(|err| write_error(err.into_error()))?;
+    file.sync_all().map_err(write_error)
+}
+
+/// A version 2 pack index of `entries` (id, pack offset, CRC32), sorted by id.
+fn write_index_v2(
+    out: &mut dyn Write,
+    entries: &[(ObjectId, u64, u32)],
+    pack_checksum: &oid,
+) -> io::Result<()> {
+    struct Hashing<'a> {
+        out: &'a mut dyn Write,
+        hasher: gix_hash::Hasher,
+    }
+    impl Hashing<'_> {
+        fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+            self.hasher.update(bytes);
+            self.out.write_all(bytes)
+        }
+    }
+    let mut out = Hashing {
+        out,
+        hasher: gix_hash::hasher(OBJECT_HASH),
+    };
+    out.put(b"\xfftOc")?;
+    out.put(&2u32.to_be_bytes())?;
+    let mut fanout = [0u32; 256];
+    for (id, _, _) in entries {
+        fanout[usize::from(id.as_slice()[0])] += 1;
+    }
+    let mut total = 0u32;
+    for count in fanout {
+        total += count;
+        out.put(&total.to_be_bytes())?;
+    }
+    for (id, _, _) in entries {
+        out.put(id.as_slice())?;
+    }
+    for (_, _, crc32) in entries {
+        out.put(&crc32.to_be_bytes())?;
+    }
+    let mut large_offsets = Vec::new();
+    for (_, offset, _) in entries {
+        match u32::try_from(*offset)
+            .ok()
+            .filter(|small| small & 0x8000_0000 == 0)
+        {
+            Some(small) => out.put(&small.to_be_bytes())?,
+            None => {
+                let position = u32::try_from(large_offsets.len())
+                    .map_err(|_| io::Error::other("too many large offsets"))?;
+                out.put(&(0x8000_0000 | position).to_be_bytes())?;
+                large_offsets.push(*offset);
+            }
+        }
+    }
+    for offset in large_offsets {
+        out.put(&offset.to_be_bytes())?;
+    }
+    out.put(pack_checksum.as_bytes())?;
+    let checksum = out.hasher.try_finalize().map_err(io::Error::other)?;
+    out.out.write_all(checksum.as_slice())?;
+    out.out.flush()
 }
 
 /// Files to delete unless ingestion succeeds.
@@ -830,6 +1132,8 @@ struct CheckedEntries<'a, I> {
     inner: I,
     problem: &'a mut Option<IngestError>,
     should_interrupt: &'a AtomicBool,
+    /// [`IngestOptions::max_object_bytes`].
+    max_object_bytes: Option<u64>,
 }
 
 impl<I> CheckedEntries<'_, I> {
@@ -862,12 +1166,71 @@ where
                 offset: entry.pack_offset,
             });
         }
+        if let Some(limit) = self.max_object_bytes {
+            let offset = entry.pack_offset;
+            if entry.header.is_delta() {
+                // Its result is what would be allocated when the delta is applied.
+                let claimed = entry.compressed.as_deref().and_then(delta_result_size);
+                if let Some(size) = claimed.filter(|size| *size > limit) {
+                    return self.fail(IngestError::DeltaTooLarge {
+                        offset,
+                        size,
+                        limit,
+                    });
+                }
+            } else if entry.decompressed_size > limit {
+                return self.fail(IngestError::ObjectTooLarge {
+                    offset,
+                    size: entry.decompressed_size,
+                    limit,
+                });
+            }
+        }
         Some(Ok(entry))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.inner.size_hint().0.min(RESERVED_ENTRIES_LIMIT), None)
     }
+}
+
+/// The result size a delta declares (its second header varint, after the base size), read by
+/// inflating only the start of the compressed delta. `None` if the data is too broken to say:
+/// resolving the delta fails on it later.
+fn delta_result_size(compressed: &[u8]) -> Option<u64> {
+    // Two varints of at most 10 bytes each.
+    let mut header = [0u8; 20];
+    let mut inflate = flate2::Decompress::new(true);
+    let mut produced = 0;
+    for _ in 0..4 {
+        let consumed = usize::try_from(inflate.total_in()).ok()?;
+        let status = inflate
+            .decompress(
+                compressed.get(consumed..)?,
+                &mut header[produced..],
+                flate2::FlushDecompress::None,
+            )
+            .ok()?;
+        produced = usize::try_from(inflate.total_out()).ok()?;
+        if produced == header.len() || status == flate2::Status::StreamEnd {
+            break;
+        }
+    }
+    let header = &header[..produced];
+    let (_base_size, rest) = decode_varint(header)?;
+    decode_varint(rest).map(|(size, _)| size)
+}
+
+/// A delta header's size: 7 bits per byte, least significant first, high bit for "more".
+fn decode_varint(data: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u128;
+    for (index, &byte) in data.iter().enumerate().take(10) {
+        value |= u128::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((u64::try_from(value).unwrap_or(u64::MAX), &data[index + 1..]));
+        }
+    }
+    None
 }
 
 /// The repository, as seen by thin-pack completion: remembers which bases it supplied, and
@@ -935,6 +1298,7 @@ fn fsck_pack(
     index_path: &Path,
     pack_path: &Path,
     skip: &HashSet<ObjectId>,
+    streamed: &ByOffset<ObjectId>,
     options: &IngestOptions,
     should_interrupt: &AtomicBool,
 ) -> Result<(), IngestError> {
@@ -942,17 +1306,19 @@ fn fsck_pack(
     let index = gix_pack::index::File::at(index_path, OBJECT_HASH).map_err(invalid)?;
     let pack = gix_pack::data::File::at(pack_path, OBJECT_HASH)
         .map_err(invalid)?
-        .with_alloc_limit_bytes(options.max_object_bytes);
+        .with_alloc_limit_bytes(allocation_limit(options));
     let failure: Mutex<Option<(ObjectId, Kind, FsckProblem)>> = Mutex::new(None);
-    let processor = |kind: Kind,
-                     data: &[u8],
-                     entry: &gix_pack::index::Entry,
-                     _progress: &dyn gix_utils::progress::Progress|
+    let processor = |entry: &mut gix_pack::index::Entry,
+                     _progress: &dyn gix_utils::progress::Progress,
+                     context: gix_pack::cache::delta::traverse::Context<'_>|
      -> gix_error::Result {
+        let Some(kind) = context.entry.header.as_kind() else {
+            return Err(gix_error::message("a resolved object is still a delta").into());
+        };
         if kind == Kind::Blob || skip.contains(&entry.oid) {
             return Ok(());
         }
-        let Err(problem) = fsck_object(kind, data) else {
+        let Err(problem) = fsck_object(kind, context.decompressed) else {
             return Ok(());
         };
         if let Ok(mut failure) = failure.lock() {
@@ -960,17 +1326,41 @@ fn fsck_pack(
         }
         Err(gix_error::message("object failed fsck").into())
     };
-    let traversed = index.traverse(
-        &pack,
+    // gitoxide's `index::File::traverse()` without its pack lookups, so that blobs hashed
+    // while streaming are not inflated here either.
+    let mut entries: Vec<gix_pack::index::Entry> = index.iter().collect();
+    entries.sort_by_key(|entry| entry.pack_offset);
+    let tree = gix_pack::cache::delta::Tree::from_offsets_in_pack(
+        pack_path,
+        entries.into_iter(),
+        &|entry: &gix_pack::index::Entry| entry.pack_offset,
+        &|id| {
+            Ok(index
+                .lookup(id)
+                .map(|position| index.pack_offset_at_index(position)))
+        },
         &mut gix_utils::progress::Discard,
         should_interrupt,
+        OBJECT_HASH,
+    )
+    .map_err(invalid)?;
+    let pack_end = pack.pack_end() as u64;
+    let data = PackWithStreamedBlobs {
+        pack,
+        streamed: streamed.clone(),
+    };
+    let traversed = tree.traverse(
+        entry_bytes,
+        &data,
+        pack_end,
         processor,
-        gix_pack::index::traverse::Options {
-            traversal: gix_pack::index::traverse::Algorithm::DeltaTreeLookup,
+        gix_pack::cache::delta::traverse::Options {
+            object_progress: Box::new(gix_utils::progress::Discard),
+            size_progress: &mut gix_utils::progress::Discard,
             thread_limit: options.thread_limit,
-            check: gix_pack::index::traverse::SafetyCheck::SkipFileAndObjectChecksumVerification,
-            alloc_limit_bytes: options.max_object_bytes,
-            make_pack_lookup_cache: || gix_pack::cache::Never,
+            should_interrupt,
+            object_hash: OBJECT_HASH,
+            alloc_limit_bytes: allocation_limit(options),
         },
     );
     if let Some((id, kind, problem)) = failure.into_inner().ok().flatten() {
@@ -3128,6 +3518,101 @@ mod tests {
         ] {
             check(Kind::Tree, broken, Some("badTree"));
         }
+    }
+
+    /// Blobs above the threshold: the one no delta needs is hashed while streaming (and
+    /// fsck does not inflate it either); the one a delta is based on is resolved in memory.
+    /// Both paths give the ids git gives, in a pack and exploded into loose objects.
+    #[test]
+    fn blobs_above_the_big_file_threshold_are_hashed_while_streaming() {
+        let text = |seed: &str, lines: usize| -> String {
+            (0..lines)
+                .map(|line| format!("{seed} line {line}\n"))
+                .collect()
+        };
+        for explode in [false, true] {
+            let fixture = Fixture::new();
+            let first = fixture.commit(
+                &[("based.txt", &text("based", 10_000)), ("small", "small\n")],
+                "first",
+            );
+            let mut changed = text("based", 10_000);
+            changed.push_str("one more line\n");
+            let second = fixture.commit(
+                &[
+                    ("based.txt", &changed),
+                    ("alone.txt", &text("alone", 10_000)),
+                ],
+                "second",
+            );
+            let alone = id(&fixture.client(&["rev-parse", "HEAD:alone.txt"]));
+            let pack = fixture.pack(&["--revs"], &format!("{second}\n"));
+            let options = IngestOptions {
+                big_file_threshold: Some(100_000),
+                ..fsck_on()
+            };
+            let (quarantine, outcome) = fixture.ingest(&pack, &options);
+            let outcome = outcome.unwrap();
+            assert_eq!(
+                outcome.large_blobs,
+                vec![alone],
+                "only the blob no delta needs"
+            );
+            let index =
+                gix_pack::index::File::at(outcome.index.as_ref().unwrap(), OBJECT_HASH).unwrap();
+            let mut indexed: Vec<ObjectId> = index.iter().map(|entry| entry.oid).collect();
+            indexed.sort();
+            let mut expected = fixture.objects(&[&second.to_string()]);
+            expected.sort();
+            assert_eq!(indexed, expected);
+            if explode {
+                let written = crate::explode::explode(&quarantine, &outcome).unwrap();
+                assert_eq!(written as usize, expected.len());
+            }
+            quarantine.migrate().unwrap();
+            fixture.server(&["update-ref", "refs/heads/main", &second.to_string()]);
+            fixture.server(&["update-ref", "refs/heads/first", &first.to_string()]);
+            fixture.fsck();
+            assert_eq!(
+                fixture
+                    .server(&["cat-file", "-s", &alone.to_string()])
+                    .trim(),
+                text("alone", 10_000).len().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn empty_blob_entry_is_the_empty_blob() {
+        let data = gix_pack::data::Entry::from_bytes(EMPTY_BLOB_ENTRY, 0, OBJECT_HASH).unwrap();
+        assert_eq!(data.header, gix_pack::data::entry::Header::Blob);
+        assert_eq!(data.decompressed_size, 0);
+        let compressed = &EMPTY_BLOB_ENTRY[data.header_size()..];
+        assert_eq!(
+            hash_while_inflating(Kind::Blob, 0, compressed).unwrap(),
+            ObjectId::empty_blob(OBJECT_HASH)
+        );
+    }
+
+    #[test]
+    fn delta_result_size_reads_the_second_header_varint() {
+        let deflate = |data: &[u8]| {
+            let mut encoder =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        // Base 4, result 3 GiB (0xc0000000), then an instruction.
+        let header = [0x04, 0x80, 0x80, 0x80, 0x80, 0x0c, 0x90, 0x04];
+        assert_eq!(delta_result_size(&deflate(&header)), Some(3 << 30));
+        assert_eq!(delta_result_size(&deflate(&[0x7f, 0x01])), Some(1));
+        // Ten bytes of continuation: saturates rather than wrapping to a small size.
+        let mut overlong = vec![0x01];
+        overlong.extend([0xff; 9]);
+        overlong.push(0x7f);
+        assert_eq!(delta_result_size(&deflate(&overlong)), Some(u64::MAX));
+        assert_eq!(delta_result_size(&deflate(&[0x80])), None);
+        assert_eq!(delta_result_size(b"not zlib"), None);
     }
 
     #[test]

@@ -64,6 +64,13 @@ fn lock_timeout(configured: Option<i64>, default_millis: u64) -> gix_lock::acqui
     }
 }
 
+/// The default of `receive.maxObjectSize`: 2 GiB, twice the largest object git's
+/// `core.bigFileThreshold` default lets a client deltify, and more than most hosts accept.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 2 << 30;
+
+/// The default of `core.bigFileThreshold`, git's.
+pub const DEFAULT_BIG_FILE_THRESHOLD: u64 = 512 << 20;
+
 /// The settings receive-pack honours.
 #[derive(Debug, Clone)]
 pub struct ReceivePackConfig {
@@ -81,6 +88,12 @@ pub struct ReceivePackConfig {
     pub max_input_size: Option<u64>,
     /// `receive.maxObjects` (packgate's own): the most objects a pack may have.
     pub max_objects: Option<u32>,
+    /// `receive.maxObjectSize` (packgate's own): the largest object a push may bring, as its
+    /// pack entry or a delta's result declares it. Default [`DEFAULT_MAX_OBJECT_SIZE`].
+    pub max_object_size: u64,
+    /// `core.bigFileThreshold`: larger blobs are hashed while they stream in, never held in
+    /// memory. Default 512 MiB, as git's.
+    pub big_file_threshold: u64,
     /// `receive.unpackLimit`, falling back to `transfer.unpackLimit`, 100 by default: a push
     /// of fewer objects is stored as loose objects rather than as a pack of its own.
     pub unpack_limit: u32,
@@ -193,6 +206,10 @@ impl ReceivePackConfig {
             max_input_size: positive(integer("receive.maxInputSize")?),
             max_objects: positive(integer("receive.maxObjects")?)
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            max_object_size: positive(integer("receive.maxObjectSize")?)
+                .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
+            big_file_threshold: positive(integer("core.bigFileThreshold")?)
+                .unwrap_or(DEFAULT_BIG_FILE_THRESHOLD),
             unpack_limit: match integer("receive.unpackLimit")? {
                 Some(limit) if limit >= 0 => limit,
                 _ => integer("transfer.unpackLimit")?

@@ -301,7 +301,8 @@ impl Push<'_, '_> {
                 FsckObjects::Off
             },
             thread_limit: config.threads,
-            max_object_bytes: None,
+            max_object_bytes: Some(config.max_object_size),
+            big_file_threshold: Some(config.big_file_threshold),
         };
         let outcome = ingest::ingest_pack(
             input,
