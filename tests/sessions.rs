@@ -346,8 +346,18 @@ pub(crate) fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Vec<u8>
         match stream.read(&mut buffer) {
             Ok(0) => return received,
             Ok(n) => received.extend_from_slice(&buffer[..n]),
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return received,
-            Err(error) => panic!("the server did not close the connection: {error}"),
+            // A read that waited out its time: the connection is still open.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the server did not close the connection: {error}")
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            // Reset, aborted: the server closed it with our bytes unread.
+            Err(_) => return received,
         }
     }
     panic!("the server did not close the connection within {limit:?}");
