@@ -21,7 +21,5 @@
 
 pub mod credentials;
 pub mod daemon;
-// Moved whole; the next commit splits it into http/mod.rs and its parts.
-#[path = "http/server.rs"]
 pub mod http;
 pub mod listener;
