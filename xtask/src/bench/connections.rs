@@ -59,8 +59,11 @@ use anyhow::{bail, ensure, Context as _};
 use packgate_wire::pkt_line::{self, PacketReader};
 
 use super::{
-    append_results, build_fixture, build_packgate, copy_dir, isolate, load_average, median,
-    target_dir, workspace_root, BenchArgs, Git, SectionHeader, AGENT,
+    build_fixture, build_packgate, copy_dir,
+    git::{isolate, path_str, Git},
+    measure::median,
+    results::{append_results, load_average, SectionHeader},
+    target_dir, workspace_root, BenchArgs, AGENT,
 };
 
 /// The name the fixture is served under, below the root.
@@ -248,7 +251,7 @@ fn measure(
     expected: &[String],
 ) -> anyhow::Result<(String, Vec<String>)> {
     let options = &args.connections;
-    let repos_str = super::path_str(repos)?;
+    let repos_str = path_str(repos)?;
     let mut targets = Vec::new();
     for is_packgate in [true, false] {
         let port = free_port()?;
