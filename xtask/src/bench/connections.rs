@@ -43,6 +43,14 @@
 //!
 //! The client runs on the same machine as the servers and takes its own share of the CPUs,
 //! alike for both.
+//!
+//! # Why one file
+//!
+//! It is over 800 lines, and stays whole for now: everything in it serves this one scenario
+//! and nothing else in `bench` uses it — the long-running servers and their process tree,
+//! memory and CPU read from `/proc`, a minimal blocking git:// client, the idle and rate runs
+//! and their two tables. Should a second network scenario come, the client and the `/proc`
+//! accounting are the parts to move into modules of their own.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
