@@ -2,6 +2,13 @@
 //! clients — lookup rules (base path, `git-daemon-export-ok`, whitelist, strict and
 //! interpolated paths), path attacks, push switches, log lines (and hook output of a push
 //! without sideband), pid file and SIGTERM.
+//!
+//! # Why one file
+//!
+//! It is over 800 lines, and stays whole: every test starts the same `Daemon` (a real `packgate
+//! daemon` on a free port, with its log captured), and they group by flag of the same command;
+//! the harness and its helpers (`raw_request`, `ls_remote`, `assert_refused`) are this file's
+//! first 250 lines, and a split would only move them into a shared submodule.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;

@@ -1,5 +1,12 @@
 //! `packgate serve --http`: git's smart HTTP on loopback — clone, fetch and push with the
 //! real git clients, and what the server refuses (checked with hand-written requests too).
+//!
+//! # Why one file
+//!
+//! It is a little over 800 lines, and stays whole: the tests share one `Server` harness
+//! (`packgate serve --http` on a free port, `RawResponse` for hand-written requests,
+//! `dechunk`; `http_auth`, `serve` and `sessions` use it too), and the
+//! hand-written-request tests check the same server the git clients use.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

@@ -1,5 +1,12 @@
 //! `git push` through `packgate receive-pack`: ref updates, config switches, hooks, atomic
 //! pushes and concurrent pushers, each result checked with `git fsck` on the server.
+//!
+//! # Why one file
+//!
+//! It is over 800 lines, and stays whole: every test pushes with the real git clients through
+//! the same `Setup` (a server repository, a client, hooks installed by `install_hook`) and
+//! checks the result the same way (`git fsck`, the server's refs); the groups (switches, hooks,
+//! interrupted pushes, object layout) share that harness, which a split would only move.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -28,6 +28,14 @@
 //!   placeholders are refused when the registry is built; git daemon leaves unknown ones as
 //!   they are. `%IP` is the address the connection came in on (the server's address, as
 //!   git's documentation says; git daemon looks the host name up instead).
+//!
+//! # Why one file
+//!
+//! It is over 800 lines, and stays whole: the code is about 540 lines of one idea — a request
+//! path to a repository the operator exposes — and the rest its unit tests, which check both
+//! policies through the same `check` helper. The parts (path components, the whitelist,
+//! interpolation of `--interpolated-path`) are steps of resolving one request
+//! ([`Registry::resolve`], [`Registry::open_for_request`]) and make sense only in that order.
 
 use std::{
     net::IpAddr,

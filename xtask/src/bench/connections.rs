@@ -43,6 +43,14 @@
 //!
 //! The client runs on the same machine as the servers and takes its own share of the CPUs,
 //! alike for both.
+//!
+//! # Why one file
+//!
+//! It is over 800 lines, and stays whole for now: everything in it serves this one scenario
+//! and nothing else in `bench` uses it — the long-running servers and their process tree,
+//! memory and CPU read from `/proc`, a minimal blocking git:// client, the idle and rate runs
+//! and their two tables. Should a second network scenario come, the client and the `/proc`
+//! accounting are the parts to move into modules of their own.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -59,8 +67,11 @@ use anyhow::{bail, ensure, Context as _};
 use packgate_wire::pkt_line::{self, PacketReader};
 
 use super::{
-    append_results, build_fixture, build_packgate, copy_dir, isolate, load_average, median,
-    target_dir, workspace_root, BenchArgs, Git, SectionHeader, AGENT,
+    build_fixture, build_packgate, copy_dir,
+    git::{isolate, path_str, Git},
+    measure::median,
+    results::{append_results, load_average, SectionHeader},
+    target_dir, workspace_root, BenchArgs, AGENT,
 };
 
 /// The name the fixture is served under, below the root.
@@ -248,7 +259,7 @@ fn measure(
     expected: &[String],
 ) -> anyhow::Result<(String, Vec<String>)> {
     let options = &args.connections;
-    let repos_str = super::path_str(repos)?;
+    let repos_str = path_str(repos)?;
     let mut targets = Vec::new();
     for is_packgate in [true, false] {
         let port = free_port()?;

@@ -24,8 +24,10 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 
 use super::{
-    check_push_response, check_pushed_repo, copy_repo, isolate, parse_time_line, path_str, record,
-    Checked, Git, PushRequest, Row, Sample, Scenario, Server, GNU_TIME,
+    git::{isolate, path_str, Git},
+    measure::{parse_time_line, record, Checked, Row, Sample, Server, GNU_TIME},
+    push::{check_push_response, check_pushed_repo, copy_repo, PushRequest},
+    Scenario,
 };
 
 /// The size of the pushed blob: 1 GiB.
@@ -67,7 +69,7 @@ pub(super) fn client(git: &Git<'_>, work: &Path) -> anyhow::Result<(PathBuf, Pat
     let file = client.join("zeros.bin");
     eprintln!(
         "bench: push-large: writing {} of zeros…",
-        super::human_size(BLOB_BYTES)
+        super::results::human_size(BLOB_BYTES)
     );
     {
         let mut out =

@@ -1,5 +1,14 @@
 //! One push from the pack to the ref updates: quarantine, checks, hooks, migration, the ref
 //! transaction(s), and the hooks that follow.
+//!
+//! # Why one file
+//!
+//! It is over 800 lines, and stays whole: it is one sequence — ingest, per-ref checks, hooks,
+//! migration, ref transaction, post-hooks — as methods of one `Push` over one list of
+//! `Pending` commands, in the order git's receive-pack runs them. The steps share that
+//! state and each one's refusals depend on the ones before; split across files, the order
+//! would be harder to read, not easier. Its siblings hold what is separate already (commands,
+//! configuration, report, messages).
 
 use std::io::{BufRead, Write};
 

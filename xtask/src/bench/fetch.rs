@@ -1,0 +1,327 @@
+//! What the fetch scenarios (`clone`, `incremental`) share: a protocol-v2 fetch request as
+//! git sends it, the objects a correct pack must give, and the measurement of an
+//! `upload-pack` whose every warm-up response is checked with `git index-pack`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context as _};
+use packgate_wire::pkt_line;
+
+use super::{
+    git::{path_str, Git},
+    measure::{record, run_server, Checked, Row, Server},
+    Scenario, AGENT,
+};
+
+/// One request for every server: the repository each serves and what the client has.
+pub(super) struct Request {
+    /// The request's pkt-lines.
+    pub(super) file: PathBuf,
+    /// Repository per server, in the order of the servers.
+    pub(super) repos: Vec<PathBuf>,
+    /// The repository the client already has (its objects are the thin pack's bases).
+    pub(super) client_has: Option<PathBuf>,
+    pub(super) wants: Vec<String>,
+    pub(super) haves: Vec<String>,
+    /// `git rev-list --objects <wants> --not <haves>` on the server's repository.
+    pub(super) needed: Vec<String>,
+}
+
+/// The repository each server serves: the base, or its bitmapped copy.
+pub(super) fn repos_for(servers: &[Server], base: &Path, bitmapped: Option<&Path>) -> Vec<PathBuf> {
+    servers
+        .iter()
+        .map(|server| match (server.bitmaps, bitmapped) {
+            (true, Some(bitmapped)) => bitmapped.to_owned(),
+            _ => base.to_owned(),
+        })
+        .collect()
+}
+
+/// The distinct values of the refs under `refs/heads` and `refs/tags`: what a clone wants.
+pub(super) fn ref_values(git: &Git<'_>, repo: &Path) -> anyhow::Result<Vec<String>> {
+    let out = git.run(
+        Some(repo),
+        &[
+            "for-each-ref",
+            "--format=%(objectname)",
+            "refs/heads",
+            "refs/tags",
+        ],
+    )?;
+    let mut seen = HashSet::new();
+    Ok(out
+        .lines()
+        .map(str::to_owned)
+        .filter(|oid| seen.insert(oid.clone()))
+        .collect())
+}
+
+/// `git rev-list --objects <wants> --not <haves>`: the object ids a correct pack must give.
+pub(super) fn needed_objects(
+    git: &Git<'_>,
+    repo: &Path,
+    wants: &[String],
+    haves: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut input = String::new();
+    for want in wants {
+        writeln!(input, "{want}")?;
+    }
+    input.push_str("--not\n");
+    for have in haves {
+        writeln!(input, "{have}")?;
+    }
+    let out = git.run_with_input(
+        Some(repo),
+        &["rev-list", "--objects", "--stdin"],
+        input.as_bytes(),
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A protocol-v2 fetch as `git clone`/`git fetch` 2.47 send it.
+pub(super) fn fetch_request(wants: &[String], haves: &[String]) -> anyhow::Result<Vec<u8>> {
+    fn line(out: &mut Vec<u8>, text: &str) -> anyhow::Result<()> {
+        Ok(pkt_line::encode_data(text.as_bytes(), out)?)
+    }
+    let mut out = Vec::new();
+    line(&mut out, "command=fetch\n")?;
+    line(&mut out, &format!("{AGENT}\n"))?;
+    line(&mut out, "object-format=sha1\n")?;
+    pkt_line::encode_delimiter(&mut out);
+    for capability in ["thin-pack", "ofs-delta", "no-progress", "include-tag"] {
+        line(&mut out, &format!("{capability}\n"))?;
+    }
+    for oid in wants {
+        line(&mut out, &format!("want {oid}\n"))?;
+    }
+    for oid in haves {
+        line(&mut out, &format!("have {oid}\n"))?;
+    }
+    line(&mut out, "done\n")?;
+    pkt_line::encode_flush(&mut out);
+    Ok(out)
+}
+
+/// Warm-up and check, then the interleaved timed runs.
+pub(super) fn measure_fetch(
+    git: &Git<'_>,
+    work: &Path,
+    scenario: Scenario,
+    servers: &[Server],
+    request: &Request,
+    runs: usize,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = servers
+        .iter()
+        .enumerate()
+        .map(|(index, server)| {
+            eprintln!(
+                "bench: {}: warm-up and check of {}",
+                scenario.name(),
+                server.label
+            );
+            let repo = &request.repos[index];
+            let response = work.join(format!("response-{index}"));
+            let outcome = run_server(server, repo, &request.file, Some(&response), work)
+                .and_then(|_| check_response(git, work, &response, request))
+                .map(|checked| (checked, Vec::new()))
+                .map_err(|err| format!("{err:#}"));
+            let _ = fs::remove_file(&response);
+            if let Err(err) = &outcome {
+                eprintln!("bench: {} FAILED: {err}", server.label);
+            }
+            Row {
+                label: server.label.clone(),
+                is_packgate: server.is_packgate,
+                outcome,
+            }
+        })
+        .collect();
+    for run in 0..runs {
+        for (index, server) in servers.iter().enumerate() {
+            if rows[index].outcome.is_err() {
+                continue;
+            }
+            let result = run_server(server, &request.repos[index], &request.file, None, work);
+            record(&mut rows[index], scenario.name(), run, runs, result);
+        }
+    }
+    rows
+}
+
+/// Checks a response: a `packfile` section whose pack `git index-pack` accepts and which,
+/// with what the client has, holds every needed object (for a clone: exactly those).
+pub(super) fn check_response(
+    git: &Git<'_>,
+    work: &Path,
+    response: &Path,
+    request: &Request,
+) -> anyhow::Result<Checked> {
+    let pack = work.join("response.pack");
+    let pack_bytes = demultiplex(response, &pack)?;
+    let mut header = [0u8; 12];
+    File::open(&pack)?
+        .read_exact(&mut header)
+        .context("the pack is shorter than its header")?;
+    ensure!(&header[..4] == b"PACK", "the pack does not start with PACK");
+    let objects = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+
+    let verify = work.join("verify.git");
+    let _ = fs::remove_dir_all(&verify);
+    git.run(None, &["init", "--quiet", "--bare", &path_str(&verify)?])?;
+    if let Some(client_has) = &request.client_has {
+        let objects_dir = fs::canonicalize(client_has.join("objects"))?;
+        fs::write(
+            verify.join("objects").join("info").join("alternates"),
+            format!("{}\n", path_str(&objects_dir)?),
+        )?;
+    }
+    let mut command = git.command(Some(&verify));
+    command
+        .args(["index-pack", "--stdin", "--fix-thin"])
+        .stdin(File::open(&pack)?);
+    let output = command.output().context("running git index-pack")?;
+    ensure!(
+        output.status.success(),
+        "git index-pack rejected the pack: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let _ = fs::remove_file(&pack);
+
+    if request.client_has.is_none() {
+        // A clone: the pack alone must be exactly the reachable objects.
+        let listed = git.run(
+            Some(&verify),
+            &[
+                "cat-file",
+                "--batch-check=%(objectname)",
+                "--batch-all-objects",
+            ],
+        )?;
+        let got: BTreeSet<&str> = listed.lines().collect();
+        let needed: BTreeSet<&str> = request.needed.iter().map(String::as_str).collect();
+        let missing = needed.difference(&got).count();
+        let extra = got.difference(&needed).count();
+        ensure!(
+            missing == 0 && extra == 0,
+            "the pack has {} objects: {missing} needed ones missing, {extra} unneeded ones",
+            got.len()
+        );
+        ensure!(
+            objects as usize == needed.len(),
+            "the pack header counts {objects} objects, the clone needs {}",
+            needed.len()
+        );
+    } else {
+        // A fetch: with what the client has, nothing may be missing.
+        let mut input = request.needed.join("\n");
+        input.push('\n');
+        let checked = git.run_with_input(
+            Some(&verify),
+            &["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            input.as_bytes(),
+        )?;
+        let missing = checked
+            .lines()
+            .filter(|line| line.ends_with(" missing"))
+            .count();
+        ensure!(
+            missing == 0,
+            "{missing} needed objects are neither in the pack nor on the client"
+        );
+    }
+    let _ = fs::remove_dir_all(&verify);
+    Ok(Checked {
+        objects,
+        pack_bytes,
+    })
+}
+
+/// Reads a v2 fetch response, writes band 1 of its `packfile` section to `pack` and returns
+/// its length.
+pub(super) fn demultiplex(response: &Path, pack: &Path) -> anyhow::Result<u64> {
+    let mut input = BufReader::with_capacity(1 << 16, File::open(response)?);
+    let mut output = std::io::BufWriter::new(File::create(pack)?);
+    let mut in_packfile = false;
+    let mut pack_bytes = 0u64;
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let mut length = [0u8; 4];
+        if input.fill_buf()?.is_empty() {
+            bail!("the response ended without a flush packet");
+        }
+        input
+            .read_exact(&mut length)
+            .context("truncated pkt-line length")?;
+        let length = std::str::from_utf8(&length)
+            .ok()
+            .and_then(|text| usize::from_str_radix(text, 16).ok())
+            .with_context(|| {
+                format!("bad pkt-line length {:?}", String::from_utf8_lossy(&length))
+            })?;
+        match length {
+            0 if in_packfile => break,
+            0 => bail!("the response ended without a packfile section"),
+            1 | 2 => {
+                ensure!(!in_packfile, "a delimiter inside the packfile section");
+                continue;
+            }
+            3 => bail!("bad pkt-line length 3"),
+            _ => {}
+        }
+        let payload = &mut buffer[..length - 4];
+        input.read_exact(payload).context("truncated pkt-line")?;
+        if payload.starts_with(b"ERR ") {
+            bail!(
+                "the server sent {}",
+                String::from_utf8_lossy(payload).trim()
+            );
+        }
+        if !in_packfile {
+            in_packfile = payload == b"packfile\n" || payload == b"packfile";
+            continue;
+        }
+        match payload.first() {
+            Some(1) => {
+                output.write_all(&payload[1..])?;
+                pack_bytes += (payload.len() - 1) as u64;
+            }
+            Some(2) => {}
+            Some(3) => bail!(
+                "the server sent an error on band 3: {}",
+                String::from_utf8_lossy(&payload[1..]).trim()
+            ),
+            _ => bail!("a packfile packet without a sideband byte"),
+        }
+    }
+    output.flush()?;
+    ensure!(pack_bytes > 0, "the packfile section holds no pack data");
+    Ok(pack_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_is_pkt_lines() -> anyhow::Result<()> {
+        let oid = "0123456789012345678901234567890123456789".to_owned();
+        let request = fetch_request(std::slice::from_ref(&oid), &[])?;
+        let text = String::from_utf8_lossy(&request);
+        assert!(text.starts_with("0012command=fetch\n0015agent=git/2.47.3\n"));
+        assert!(text.contains("0001000ethin-pack\n"));
+        assert!(text.contains(&format!("0032want {oid}\n")));
+        assert!(text.ends_with("0009done\n0000"));
+        Ok(())
+    }
+}

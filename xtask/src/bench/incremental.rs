@@ -1,0 +1,111 @@
+//! The `incremental` scenario: the repository is a copy moved forward by [`BEHIND`] commits
+//! on its default branch; the client has every ref of the original and wants what changed.
+//! The moved-forward copy is also the client of the `push-incremental` scenario.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::ensure;
+use packgate_fixture::{append_commits, Append};
+
+use super::{
+    derived,
+    fetch::{fetch_request, needed_objects, ref_values, repos_for, Request},
+    git::Git,
+    measure::Server,
+    BenchArgs, BEHIND,
+};
+
+pub(super) fn incremental_request(
+    git: &Git<'_>,
+    work: &Path,
+    args: &BenchArgs,
+    base: &Path,
+    bitmapped: Option<&Path>,
+    servers: &[Server],
+) -> anyhow::Result<Request> {
+    let append = ahead_append(git, args, base)?;
+    let ahead = ahead_copy(base, &append)?;
+    let ahead_bitmapped = match bitmapped {
+        Some(bitmapped) => Some(ahead_copy(bitmapped, &append)?),
+        None => None,
+    };
+    let old: HashSet<String> = ref_values(git, base)?.into_iter().collect();
+    let wants: Vec<String> = ref_values(git, &ahead)?
+        .into_iter()
+        .filter(|oid| !old.contains(oid))
+        .collect();
+    ensure!(
+        !wants.is_empty(),
+        "{} has no new ref values",
+        ahead.display()
+    );
+    if let Some(ahead_bitmapped) = &ahead_bitmapped {
+        ensure!(
+            ref_values(git, ahead_bitmapped)? == ref_values(git, &ahead)?,
+            "{} and {} differ",
+            ahead.display(),
+            ahead_bitmapped.display()
+        );
+    }
+    // A fetching client sends the commits its refs point at, tags peeled.
+    let haves = have_commits(git, base)?;
+    let needed = needed_objects(git, &ahead, &wants, &haves)?;
+    let file = work.join("incremental.request");
+    fs::write(&file, fetch_request(&wants, &haves)?)?;
+    Ok(Request {
+        file,
+        repos: repos_for(servers, &ahead, ahead_bitmapped.as_deref()),
+        client_has: Some(base.to_owned()),
+        wants,
+        haves,
+        needed,
+    })
+}
+
+/// [`BEHIND`] commits on the default branch of `base`.
+pub(super) fn ahead_append(git: &Git<'_>, args: &BenchArgs, base: &Path) -> anyhow::Result<Append> {
+    let head = git.run(Some(base), &["symbolic-ref", "--short", "HEAD"])?;
+    Ok(Append {
+        branch: head.trim().to_owned(),
+        commits: BEHIND,
+        git: args.git.clone(),
+        ..Append::default()
+    })
+}
+
+/// The cached copy of `repo` moved forward by `append` (`<repo>.ahead10.git`).
+pub(super) fn ahead_copy(repo: &Path, append: &Append) -> anyhow::Result<PathBuf> {
+    derived(repo, &format!("ahead{BEHIND}"), |dir| {
+        append_commits(dir, append)?;
+        Ok(())
+    })
+}
+
+/// The distinct commits the refs of `repo` point at, through one level of tag.
+pub(super) fn have_commits(git: &Git<'_>, repo: &Path) -> anyhow::Result<Vec<String>> {
+    let out = git.run(
+        Some(repo),
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(objecttype) %(*objectname) %(*objecttype)",
+            "refs/heads",
+            "refs/tags",
+        ],
+    )?;
+    let mut seen = HashSet::new();
+    let mut haves = Vec::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let commit = match fields.as_slice() {
+            [oid, "commit", ..] => *oid,
+            [_, "tag", peeled, "commit"] => *peeled,
+            _ => continue,
+        };
+        if seen.insert(commit.to_owned()) {
+            haves.push(commit.to_owned());
+        }
+    }
+    Ok(haves)
+}
