@@ -70,11 +70,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::{collections::BinaryHeap, ops::Range, sync::atomic::AtomicBool};
+use std::{ops::Range, sync::atomic::AtomicBool};
 
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::HashSet;
 use gix_object::Kind;
+use packgate_object::{CommitGraph, LimitedWalk};
 
 mod trees;
 mod walk;
@@ -246,10 +247,8 @@ where
     let mut state = State {
         db,
         should_interrupt,
-        graph: Graph::default(),
-        queue: BinaryHeap::new(),
-        next_seq: 0,
-        interesting_in_queue: 0,
+        graph: CommitGraph::default(),
+        walk: LimitedWalk::default(),
         commit_buf: Vec::new(),
         trees: TreeBuffers::default(),
         pending: Vec::new(),
@@ -266,7 +265,7 @@ where
         state.add_have(have, &mut starts)?;
     }
     for node in starts {
-        state.enqueue(node);
+        state.walk.push(&mut state.graph, node);
     }
 
     let threads = match options.thread_limit {
@@ -322,114 +321,6 @@ fn read_object<Find: gix_object::Find>(
         None if id.is_empty_tree() => Some((Kind::Tree, 0..0)),
         found => found,
     })
-}
-
-/// The parts of a commit the walk needs, parsed the way git's `parse_commit_buffer()` does.
-struct CommitHeader {
-    tree: ObjectId,
-    /// The `parent` lines.
-    parents: Range<usize>,
-    /// Git's `parse_commit_date()`: the committer time, 0 if it can't be read.
-    date: u64,
-}
-
-impl CommitHeader {
-    fn parse(data: &[u8], kind: gix_hash::Kind) -> Result<Self, &'static str> {
-        let hex_len = kind.len_in_hex();
-        let tree_line_len = b"tree ".len() + hex_len + 1;
-        let tree_line = data.get(..tree_line_len).ok_or("bogus commit object")?;
-        if !tree_line.starts_with(b"tree ") || tree_line[tree_line_len - 1] != b'\n' {
-            return Err("bogus commit object");
-        }
-        let tree = ObjectId::from_hex(&tree_line[5..5 + hex_len]).map_err(|_| "bad tree id")?;
-        let parent_line_len = b"parent ".len() + hex_len + 1;
-        let mut end = tree_line_len;
-        while let Some(line) = data.get(end..end + parent_line_len) {
-            if !line.starts_with(b"parent ") {
-                break;
-            }
-            if line[parent_line_len - 1] != b'\n' {
-                return Err("bad parents in commit");
-            }
-            end += parent_line_len;
-        }
-        Ok(CommitHeader {
-            tree,
-            parents: tree_line_len..end,
-            date: packgate_object::commit_date(&data[end..]),
-        })
-    }
-
-    /// The parent ids, in order.
-    fn parents<'a>(
-        &self,
-        data: &'a [u8],
-        kind: gix_hash::Kind,
-    ) -> impl Iterator<Item = Result<ObjectId, &'static str>> + 'a {
-        let hex_len = kind.len_in_hex();
-        data[self.parents.clone()]
-            .chunks_exact(b"parent ".len() + hex_len + 1)
-            .map(move |line| {
-                ObjectId::from_hex(&line[7..7 + hex_len]).map_err(|_| "bad parents in commit")
-            })
-    }
-}
-
-enum EntryKind {
-    Tree,
-    Blob,
-    Gitlink,
-}
-
-/// Parse the tree entry at the start of `data` like git's `decode_tree_entry()`: its kind (git's
-/// `canon_mode()`: directories are trees, files and symlinks blobs, anything else a gitlink),
-/// name, id, and length.
-#[inline]
-fn next_entry(data: &[u8], hash_len: usize) -> Result<TreeEntry<'_>, &'static str> {
-    let mut mode: u32 = 0;
-    let mut position = 0;
-    loop {
-        match data.get(position) {
-            Some(b' ') => break,
-            Some(&digit @ b'0'..=b'7') if position < 7 => {
-                mode = (mode << 3) | u32::from(digit - b'0')
-            }
-            _ => return Err("malformed mode in tree entry"),
-        }
-        position += 1;
-    }
-    let name_start = position + 1;
-    let name_len = data[name_start..]
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or("truncated tree entry")?;
-    if name_len == 0 {
-        return Err("empty filename in tree entry");
-    }
-    let hash_start = name_start + name_len + 1;
-    let end = hash_start + hash_len;
-    let hash = data.get(hash_start..end).ok_or("truncated tree entry")?;
-    let id = oid::try_from_bytes(hash).map_err(|_| "bad hash in tree entry")?;
-    let kind = match mode & 0o170000 {
-        0o040000 => EntryKind::Tree,
-        0o100000 | 0o120000 => EntryKind::Blob,
-        _ => EntryKind::Gitlink,
-    };
-    Ok(TreeEntry {
-        kind,
-        name: &data[name_start..name_start + name_len],
-        id,
-        len: end,
-    })
-}
-
-/// One entry of a tree, as [`next_entry()`] parses it.
-struct TreeEntry<'a> {
-    kind: EntryKind,
-    name: &'a [u8],
-    id: &'a oid,
-    /// The bytes the entry takes.
-    len: usize,
 }
 
 #[cfg(test)]

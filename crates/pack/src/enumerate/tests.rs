@@ -658,45 +658,6 @@ fn corrupt_and_missing_objects() {
 }
 
 #[test]
-fn tree_entries() {
-    fn check(mode: &str, expected: Option<&str>) {
-        let id = ObjectId::empty_blob(gix_hash::Kind::Sha1);
-        let entry = tree_entry(mode, "name", &id);
-        let actual = match next_entry(&entry, 20) {
-            Ok(parsed) => {
-                assert_eq!(
-                    (parsed.name, parsed.id, parsed.len),
-                    (&b"name"[..], id.as_ref(), entry.len())
-                );
-                Some(match parsed.kind {
-                    EntryKind::Tree => "tree",
-                    EntryKind::Blob => "blob",
-                    EntryKind::Gitlink => "gitlink",
-                })
-            }
-            Err(_) => None,
-        };
-        assert_eq!(actual, expected, "{mode:?}");
-    }
-    check("40000", Some("tree"));
-    check("040000", Some("tree"));
-    check("100644", Some("blob"));
-    check("100755", Some("blob"));
-    check("100664", Some("blob"));
-    check("120000", Some("blob"));
-    check("160000", Some("gitlink"));
-    check("0", Some("gitlink"));
-    check("10064x", None);
-    check("", Some("gitlink"));
-    assert!(
-        next_entry(b"100644 \0aaaaaaaaaaaaaaaaaaaa", 20).is_err(),
-        "empty name"
-    );
-    assert!(next_entry(b"100644 name\0short", 20).is_err());
-    assert!(next_entry(b"100644 name", 20).is_err());
-}
-
-#[test]
 fn interrupted() {
     let repo = fixture();
     for threads in [1, 4] {

@@ -6,10 +6,11 @@ use std::{
     sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering},
 };
 
-use super::{next_entry, read_object, Counts, EntryKind, EnumerateError, Enumeration};
+use super::{read_object, Counts, EnumerateError, Enumeration};
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::HashSet;
 use gix_object::Kind;
+use packgate_object::tree::{self, EntryKind};
 
 /// Everything reachable from the trees `roots`, as one set per thread: each thread walks its
 /// [`Partition`] of every root.
@@ -415,19 +416,20 @@ impl TreeBuffers {
                 continue;
             }
             let data = &self.buffers[depth][range.clone()];
-            let entry = match next_entry(data, hash_len) {
-                Ok(entry) => entry,
-                Err(reason) => {
+            let (entry, rest) = match tree::next_entry(data, hash_len) {
+                Ok(parsed) => parsed,
+                Err(err) => {
                     return Err(EnumerateError::Corrupt {
                         id: *id,
                         kind: Kind::Tree,
-                        reason,
+                        reason: err.as_str(),
                     })
                 }
             };
-            range.start += entry.len;
+            range.start = range.end - rest.len();
+            let kind = entry.kind();
             if let Some(partition) = partition {
-                let owned = match (depth, &entry.kind) {
+                let owned = match (depth, kind) {
                     (0, EntryKind::Tree) => {
                         branch = name_hash(0, entry.name);
                         true
@@ -440,7 +442,7 @@ impl TreeBuffers {
                     continue;
                 }
             }
-            match entry.kind {
+            match kind {
                 EntryKind::Tree => {
                     if visit.tree(entry.id) {
                         let child = entry.id.to_owned();
