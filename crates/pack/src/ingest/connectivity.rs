@@ -1,10 +1,13 @@
 //! The connectivity check of a push: every object reachable from the new tips is in the
 //! quarantine or the repository.
 
-use super::{
-    fsck::{hex_line, next_tree_entry, S_IFDIR, S_IFLNK, S_IFMT},
-    OBJECT_HASH,
+use packgate_object::{
+    tag_target,
+    tree::{self, EntryKind},
+    CommitHeader, QueueEntry,
 };
+
+use super::OBJECT_HASH;
 
 use std::collections::BinaryHeap;
 
@@ -171,8 +174,8 @@ pub(super) struct Walk<'a, O> {
     pub(super) commits: Vec<Commit>,
     pub(super) parents: Vec<ObjectId>,
     pub(super) by_id: HashMap<ObjectId, Slot>,
-    /// (commit time, insertion order reversed, commit index): newest first.
-    pub(super) queue: BinaryHeap<(u64, std::cmp::Reverse<u64>, usize)>,
+    /// Newest first; `node` is the index in `commits`.
+    pub(super) queue: BinaryHeap<QueueEntry>,
     pub(super) sequence: u64,
     /// Queue entries whose commit is not (yet) old; the walk ends when this is zero.
     pub(super) new_in_queue: usize,
@@ -319,14 +322,19 @@ where
             self.new_in_queue += 1;
         }
         self.sequence += 1;
-        self.queue
-            .push((commit.time, std::cmp::Reverse(self.sequence), index));
+        self.queue.push(QueueEntry {
+            date: commit.time,
+            seq: self.sequence,
+            // `load()` numbers no more commits than `u32` holds.
+            node: u32::try_from(index).unwrap_or(u32::MAX),
+        });
         Ok(())
     }
 
     pub(super) fn load(&mut self, id: ObjectId, tip: ObjectId) -> Result<usize, ConnectivityError> {
-        let (kind, data) = match self.read(&id) {
-            Ok(Some(found)) => found,
+        // The fields, not `self.read()`: the header borrows the buffer while `parents` grows.
+        let (kind, data) = match self.objects.try_find(&id, &mut self.buffer) {
+            Ok(Some(found)) => (found.kind, found.data),
             Ok(None) => {
                 return Err(ConnectivityError::Missing {
                     id,
@@ -343,18 +351,26 @@ where
                 reason: "expected a commit",
             });
         }
-        let header = parse_commit(data).ok_or(ConnectivityError::Malformed {
-            id,
-            tip,
-            reason: "the commit cannot be parsed",
-        })?;
-        let start = self.parents.len();
-        self.parents.extend(header.parents);
+        let header =
+            CommitHeader::parse(data, OBJECT_HASH).map_err(|_| ConnectivityError::Malformed {
+                id,
+                tip,
+                reason: "the commit cannot be parsed",
+            })?;
         let index = self.commits.len();
+        if u32::try_from(index).is_err() {
+            return Err(ConnectivityError::Malformed {
+                id,
+                tip,
+                reason: "too many commits",
+            });
+        }
+        let start = self.parents.len();
+        self.parents.extend(header.parents());
         self.commits.push(Commit {
             tree: header.tree,
             parents: start..self.parents.len(),
-            time: header.time,
+            time: header.date,
             flags: 0,
             queued: 0,
             expanded_as_new: false,
@@ -371,9 +387,10 @@ where
     pub(super) fn walk_commits(&mut self) -> Result<Vec<usize>, ConnectivityError> {
         let mut new_commits = Vec::new();
         while self.new_in_queue > 0 {
-            let Some((_, _, index)) = self.queue.pop() else {
+            let Some(QueueEntry { node, .. }) = self.queue.pop() else {
                 break;
             };
+            let index = node as usize;
             let commit = &mut self.commits[index];
             commit.queued -= 1;
             let parents = commit.parents.clone();
@@ -411,6 +428,7 @@ where
         bases: Vec<ObjectId>,
         tip: ObjectId,
     ) -> Result<(), ConnectivityError> {
+        let hash_len = OBJECT_HASH.len_in_bytes();
         let mut stack = vec![(root, bases)];
         let mut base_data: Vec<Vec<u8>> = Vec::new();
         while let Some((tree, bases)) = stack.pop() {
@@ -455,10 +473,10 @@ where
                 Default::default();
             for data in &base_data {
                 let mut rest = data.as_slice();
-                while let Some((entry, after)) = next_tree_entry(rest) {
+                while let Ok((entry, after)) = tree::next_entry(rest, hash_len) {
                     rest = after;
                     base_ids.insert(entry.id);
-                    if entry.mode & S_IFMT == S_IFDIR {
+                    if entry.kind() == EntryKind::Tree {
                         base_subtrees
                             .entry(entry.name)
                             .or_default()
@@ -469,11 +487,12 @@ where
 
             let mut rest = data.as_slice();
             while !rest.is_empty() {
-                let (entry, after) = next_tree_entry(rest).ok_or(ConnectivityError::Malformed {
-                    id: tree,
-                    tip,
-                    reason: "the tree cannot be parsed",
-                })?;
+                let (entry, after) =
+                    tree::next_entry(rest, hash_len).map_err(|_| ConnectivityError::Malformed {
+                        id: tree,
+                        tip,
+                        reason: "the tree cannot be parsed",
+                    })?;
                 rest = after;
                 if self.complete.contains(entry.id) {
                     continue;
@@ -482,12 +501,12 @@ where
                     self.complete.insert(entry.id.to_owned());
                     continue;
                 }
-                match entry.mode & S_IFMT {
-                    S_IFDIR => stack.push((
+                match entry.kind() {
+                    EntryKind::Tree => stack.push((
                         entry.id.to_owned(),
                         base_subtrees.get(entry.name).cloned().unwrap_or_default(),
                     )),
-                    0o100000 | S_IFLNK => {
+                    EntryKind::Blob => {
                         self.objects_checked += 1;
                         if !self.objects.exists(entry.id) {
                             return Err(ConnectivityError::Missing {
@@ -499,61 +518,10 @@ where
                         self.complete.insert(entry.id.to_owned());
                     }
                     // Gitlinks name commits of other repositories.
-                    _ => {}
+                    EntryKind::Gitlink => {}
                 }
             }
         }
         Ok(())
     }
-}
-
-pub(super) struct CommitHeader {
-    pub(super) tree: ObjectId,
-    pub(super) parents: Vec<ObjectId>,
-    pub(super) time: u64,
-}
-
-/// The tree, parents and committer time of a commit, read like git's `parse_commit_buffer()`.
-pub(super) fn parse_commit(data: &[u8]) -> Option<CommitHeader> {
-    let hex_len = OBJECT_HASH.len_in_hex();
-    let rest = data.strip_prefix(b"tree ")?;
-    let tree = ObjectId::from_hex(rest.get(..hex_len)?).ok()?;
-    let mut rest = hex_line(rest)?;
-    let mut parents = Vec::new();
-    while let Some(parent) = rest.strip_prefix(b"parent ") {
-        parents.push(ObjectId::from_hex(parent.get(..hex_len)?).ok()?);
-        rest = hex_line(parent)?;
-    }
-    let time = committer_time(rest);
-    Some(CommitHeader {
-        tree,
-        parents,
-        time,
-    })
-}
-
-/// The committer time, or 0 if there is none (git's `parse_commit_date()`).
-pub(super) fn committer_time(header: &[u8]) -> u64 {
-    let mut lines = header.split(|&b| b == b'\n');
-    let Some(committer) = lines.find_map(|line| line.strip_prefix(b"committer ")) else {
-        return 0;
-    };
-    let Some(after_email) = committer.iter().rposition(|&b| b == b'>') else {
-        return 0;
-    };
-    committer[after_email + 1..]
-        .iter()
-        .skip_while(|&&b| b == b' ')
-        .take_while(|b| b.is_ascii_digit())
-        .fold(0u64, |time, &digit| {
-            time.saturating_mul(10)
-                .saturating_add(u64::from(digit - b'0'))
-        })
-}
-
-/// The object a tag points at.
-pub(super) fn tag_target(data: &[u8]) -> Option<ObjectId> {
-    let rest = data.strip_prefix(b"object ")?;
-    hex_line(rest)?;
-    ObjectId::from_hex(&rest[..OBJECT_HASH.len_in_hex()]).ok()
 }

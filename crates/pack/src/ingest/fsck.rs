@@ -14,9 +14,10 @@ use std::{
     sync::{atomic::AtomicBool, Mutex},
 };
 
-use gix_hash::{oid, ObjectId};
+use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
 use gix_object::Kind;
+use packgate_object::tree;
 
 /// Why an object was refused: git's fsck message id (`missingTree`, `treeNotSorted`, …) and
 /// git's explanation.
@@ -355,52 +356,14 @@ pub(super) fn fsck_ident(line: &[u8]) -> Result<&[u8], FsckProblem> {
     Ok(rest)
 }
 
-pub(super) const S_IFMT: u32 = 0o170000;
-pub(super) const S_IFDIR: u32 = 0o040000;
-pub(super) const S_IFLNK: u32 = 0o120000;
-
-/// One raw tree entry.
-pub(super) struct RawEntry<'a> {
-    pub(super) mode_bytes: &'a [u8],
-    pub(super) mode: u32,
-    pub(super) name: &'a [u8],
-    pub(super) id: &'a oid,
-}
-
-/// Git's `decode_tree_entry()` at the start of `data`: the entry and what follows it, or
-/// `None` if the tree cannot be parsed.
-pub(super) fn next_tree_entry(data: &[u8]) -> Option<(RawEntry<'_>, &[u8])> {
-    let hash_len = OBJECT_HASH.len_in_bytes();
-    if data.len() < hash_len + 3 || data[data.len() - (hash_len + 1)] != 0 {
-        return None;
-    }
-    let mode_end = data.iter().position(|&b| b == b' ')?;
-    let mode_bytes = &data[..mode_end];
-    if mode_bytes.is_empty() || !mode_bytes.iter().all(|b| (b'0'..=b'7').contains(b)) {
-        return None;
-    }
-    let mode = mode_bytes.iter().fold(0u32, |mode, &digit| {
-        mode.wrapping_shl(3).wrapping_add(u32::from(digit - b'0'))
-    });
-    let name_start = mode_end + 1;
-    let name_len = data[name_start..].iter().position(|&b| b == 0)?;
-    if name_len == 0 {
-        return None;
-    }
-    let id_start = name_start + name_len + 1;
-    let id = data.get(id_start..id_start + hash_len)?;
-    let entry = RawEntry {
-        mode_bytes,
-        mode,
-        name: &data[name_start..name_start + name_len],
-        id: oid::try_from_bytes(id).ok()?,
-    };
-    Some((entry, &data[id_start + hash_len..]))
-}
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFLNK: u32 = 0o120000;
 
 /// Git's `fsck_tree()` in strict mode.
 pub(super) fn fsck_tree(data: &[u8]) -> Result<(), FsckProblem> {
     let bad_tree = problem("badTree", "cannot be parsed as a tree");
+    let hash_len = OBJECT_HASH.len_in_bytes();
     let mut has_null_id = false;
     let mut has_full_path = false;
     let mut has_dot = false;
@@ -414,7 +377,11 @@ pub(super) fn fsck_tree(data: &[u8]) -> Result<(), FsckProblem> {
     let mut candidates: Vec<&[u8]> = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        let (entry, after) = next_tree_entry(rest).ok_or(bad_tree)?;
+        let (entry, after) = tree::next_entry(rest, hash_len).map_err(|_| bad_tree)?;
+        // git's `decode_tree_entry()` takes an empty mode for 0; fsck refuses the tree.
+        if entry.mode_bytes.is_empty() {
+            return Err(bad_tree);
+        }
         rest = after;
         let name = entry.name;
         has_null_id |= entry.id.is_null();
