@@ -50,12 +50,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-use std::{collections::BinaryHeap, ops::Range};
+use std::ops::Range;
 
-use packgate_object::QueueEntry;
+use packgate_object::{flag, CommitGraph, LimitedWalk};
 
 use gix_hash::{oid, ObjectId};
-use gix_hashtable::{HashMap, HashSet};
+use gix_hashtable::HashSet;
 use gix_object::Kind;
 
 /// The error of negotiation: reading the commit graph failed.
@@ -70,6 +70,15 @@ pub enum Error {
         #[source]
         source: gix_error::Error,
     },
+}
+
+impl From<packgate_object::ReadError> for Error {
+    fn from(err: packgate_object::ReadError) -> Self {
+        Error::Read {
+            id: err.id,
+            source: err.source,
+        }
+    }
 }
 
 /// The answer to one round of haves.
@@ -94,7 +103,9 @@ pub struct Negotiation {
     found_any: bool,
     /// The oldest committer date of a common have commit, 0 while there is none.
     oldest_have: u64,
-    graph: Graph,
+    graph: CommitGraph,
+    /// For reading tags.
+    buf: Vec<u8>,
 }
 
 impl Negotiation {
@@ -106,7 +117,8 @@ impl Negotiation {
             common_set: HashSet::default(),
             found_any: false,
             oldest_have: 0,
-            graph: Graph::default(),
+            graph: CommitGraph::default(),
+            buf: Vec::new(),
         }
     }
 
@@ -152,7 +164,7 @@ impl Negotiation {
                 continue;
             }
             let node = self.graph.node(have);
-            if !self.graph.parse(db, node)? {
+            if !parse(&mut self.graph, db, node)? {
                 continue;
             }
             // git treats 0 as "no have yet", even after a commit dated 0.
@@ -160,10 +172,10 @@ impl Negotiation {
             if self.oldest_have == 0 || date < self.oldest_have {
                 self.oldest_have = date;
             }
-            self.graph.nodes[node as usize].they_have = true;
-            for position in self.graph.nodes[node as usize].parents.clone() {
-                let parent = self.graph.parents[position as usize];
-                self.graph.nodes[parent as usize].they_have = true;
+            self.graph.nodes[node as usize].flags |= THEY_HAVE;
+            for position in self.graph.get(node).parents.clone() {
+                let parent = self.graph.parent(position);
+                self.graph.nodes[parent as usize].flags |= THEY_HAVE;
             }
         }
         let ready = self.ok_to_give_up(db)?;
@@ -180,18 +192,17 @@ impl Negotiation {
         }
         let mut starts = Vec::with_capacity(self.wants.len());
         for want in &self.wants {
-            let Some(commit) = self.graph.peel_to_commit(db, want)? else {
+            let Some(commit) = peel_to_commit(db, want, &mut self.buf)? else {
                 // Not a commit: ancestry can't tell, so it doesn't count against `ready`.
                 continue;
             };
             let node = self.graph.node(&commit);
-            if !self.graph.parse(db, node)? {
+            if !parse(&mut self.graph, db, node)? {
                 return Ok(false);
             }
             starts.push(node);
         }
-        self.graph
-            .all_reach_they_have(db, &starts, self.oldest_have)
+        all_reach_they_have(&mut self.graph, db, &starts, self.oldest_have)
     }
 }
 
@@ -214,7 +225,8 @@ pub fn reachable_from(
         .filter(|id| tip_set.contains(*id))
         .copied()
         .collect();
-    let mut graph = Graph::default();
+    let mut graph = CommitGraph::default();
+    let mut buf = Vec::new();
     let mut walk = LimitedWalk::default();
     let mut target_nodes = Vec::new();
     for target in targets.iter().filter(|id| !found.contains(*id)) {
@@ -226,314 +238,131 @@ pub fn reachable_from(
             continue;
         }
         let node = graph.node(target);
-        if graph.parse(db, node)? {
+        if parse(&mut graph, db, node)? {
             target_nodes.push((node, *target));
-            walk.start(&mut graph, node);
+            walk.push(&mut graph, node);
         }
     }
     if target_nodes.is_empty() {
         return Ok(found);
     }
     for tip in tips {
-        let Some(commit) = graph.peel_to_commit(db, tip)? else {
+        let Some(commit) = peel_to_commit(db, tip, &mut buf)? else {
             continue;
         };
         let node = graph.node(&commit);
-        if graph.parse(db, node)? {
+        if parse(&mut graph, db, node)? {
             walk.set_uninteresting(&mut graph, node);
             walk.mark_parents_uninteresting(&mut graph, node);
-            walk.start(&mut graph, node);
+            walk.push(&mut graph, node);
         }
     }
-    walk.run(db, &mut graph)?;
+    // Unlike `git rev-list`, a missing parent is not fatal here: that history just can't
+    // make anything reachable.
+    walk.run(
+        &mut graph,
+        |graph, node, _| parse(graph, db, node),
+        |_, _| Ok(()),
+    )?;
     found.extend(
         target_nodes
             .into_iter()
-            .filter(|(node, _)| graph.nodes[*node as usize].flags & UNINTERESTING != 0)
+            .filter(|(node, _)| graph.flags(*node) & flag::UNINTERESTING != 0)
             .map(|(_, id)| id),
     );
     Ok(found)
 }
 
-/// A commit met during a walk; `date` and `parents` are only set once it is parsed.
-#[derive(Debug, Clone)]
-struct Node {
-    id: ObjectId,
-    date: u64,
-    parents: Range<u32>,
-    state: State,
-    /// git's `THEY_HAVE`: a have commit or a parent of one.
-    they_have: bool,
-    /// Flags of the current walk.
-    flags: u8,
+/// [`all_reach_they_have()`]: visited (git's `COMMON_KNOWN` assign flag).
+const ASSIGNED: u16 = flag::FIRST_FREE;
+/// [`all_reach_they_have()`]: reaches a commit the client has (git's `RESULT`).
+const REACHES: u16 = flag::FIRST_FREE << 1;
+/// git's `THEY_HAVE`: a have commit or a parent of one.
+const THEY_HAVE: u16 = flag::FIRST_FREE << 2;
+
+/// Read the commit at `node` unless that happened already; `false` if it can't be parsed.
+///
+/// Like git, a commit is usable with a tree line and well-formed parent lines, and a
+/// committer date that can't be read is 0.
+fn parse(graph: &mut CommitGraph, db: &impl gix_object::Find, node: u32) -> Result<bool, Error> {
+    graph.parse_gently(db, node).map_err(Error::from)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Unparsed,
-    Parsed,
-    /// Missing, not a commit, or without a valid tree and parents.
-    Unparsable,
+/// Follow annotated tags from `id`; the commit at the end, if it is one.
+fn peel_to_commit(
+    db: &impl gix_object::Find,
+    id: &ObjectId,
+    buf: &mut Vec<u8>,
+) -> Result<Option<ObjectId>, Error> {
+    let mut current = *id;
+    // Tags can't form cycles, but the input is not trusted to be sound.
+    for _ in 0..64 {
+        match read(db, &current, buf)? {
+            Some((Kind::Tag, range)) => match packgate_object::tag_target(&buf[range]) {
+                Some(target) => current = target,
+                None => return Ok(None),
+            },
+            Some((Kind::Commit, _)) => return Ok(Some(current)),
+            Some(_) | None => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
-/// [`Graph::all_reach_they_have()`]: visited (git's `COMMON_KNOWN` assign flag).
-const ASSIGNED: u8 = 1 << 0;
-/// [`Graph::all_reach_they_have()`]: reaches a commit the client has (git's `RESULT`).
-const REACHES: u8 = 1 << 1;
-/// [`LimitedWalk`]: reachable from a tip.
-const UNINTERESTING: u8 = 1 << 2;
-/// [`LimitedWalk`]: was put into the queue.
-const SEEN: u8 = 1 << 3;
-/// [`LimitedWalk`]: is in the queue now.
-const IN_QUEUE: u8 = 1 << 4;
-
-/// The commits read so far, as nodes with parent indices.
-#[derive(Debug, Default)]
-struct Graph {
-    nodes: Vec<Node>,
-    index: HashMap<ObjectId, u32>,
-    parents: Vec<u32>,
-    buf: Vec<u8>,
-}
-
-impl Graph {
-    fn node(&mut self, id: &oid) -> u32 {
-        if let Some(node) = self.index.get(id) {
-            return *node;
-        }
-        let node = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
-        self.nodes.push(Node {
-            id: id.to_owned(),
-            date: 0,
-            parents: 0..0,
-            state: State::Unparsed,
-            they_have: false,
-            flags: 0,
-        });
-        self.index.insert(id.to_owned(), node);
-        node
+/// git's `can_all_from_reach_with_flag()`: does every commit in `starts` reach a commit
+/// the client has, walking parents depth first but not onto commits older than `cutoff`?
+///
+/// What a start's walk learns (a commit reaches, or was explored and does not) holds for
+/// the next start too, so shared history is walked once.
+fn all_reach_they_have(
+    graph: &mut CommitGraph,
+    db: &impl gix_object::Find,
+    starts: &[u32],
+    cutoff: u64,
+) -> Result<bool, Error> {
+    for node in &mut graph.nodes {
+        node.flags &= !(ASSIGNED | REACHES);
     }
-
-    /// Read the commit at `node` unless that happened already; `false` if it can't be parsed.
-    ///
-    /// Like git, a commit is usable with a tree line and well-formed parent lines, and a
-    /// committer date that can't be read is 0.
-    fn parse(&mut self, db: &impl gix_object::Find, node: u32) -> Result<bool, Error> {
-        match self.nodes[node as usize].state {
-            State::Parsed => return Ok(true),
-            State::Unparsable => return Ok(false),
-            State::Unparsed => {}
-        }
-        let id = self.nodes[node as usize].id;
-        let mut buf = std::mem::take(&mut self.buf);
-        let parsed = match read(db, &id, &mut buf)? {
-            Some((Kind::Commit, range)) => parse_commit(&buf[range], id.kind()),
-            _ => None,
-        };
-        let Some((date, parents)) = parsed else {
-            self.buf = buf;
-            self.nodes[node as usize].state = State::Unparsable;
-            return Ok(false);
-        };
-        let start = u32::try_from(self.parents.len()).unwrap_or(u32::MAX);
-        for parent in parents {
-            let parent = self.node(&parent);
-            self.parents.push(parent);
-        }
-        let end = u32::try_from(self.parents.len()).unwrap_or(u32::MAX);
-        self.buf = buf;
-        let node = &mut self.nodes[node as usize];
-        node.date = date;
-        node.parents = start..end;
-        node.state = State::Parsed;
-        Ok(true)
-    }
-
-    /// Follow annotated tags from `id`; the commit at the end, if it is one.
-    fn peel_to_commit(
-        &mut self,
-        db: &impl gix_object::Find,
-        id: &ObjectId,
-    ) -> Result<Option<ObjectId>, Error> {
-        let mut current = *id;
-        let mut buf = std::mem::take(&mut self.buf);
-        // Tags can't form cycles, but the input is not trusted to be sound.
-        let mut result = None;
-        for _ in 0..64 {
-            match read(db, &current, &mut buf)? {
-                Some((Kind::Tag, range)) => match packgate_object::tag_target(&buf[range]) {
-                    Some(target) => current = target,
-                    None => break,
-                },
-                Some((Kind::Commit, _)) => {
-                    result = Some(current);
-                    break;
-                }
-                Some(_) | None => break,
-            }
-        }
-        self.buf = buf;
-        Ok(result)
-    }
-
-    /// git's `can_all_from_reach_with_flag()`: does every commit in `starts` reach a commit
-    /// the client has, walking parents depth first but not onto commits older than `cutoff`?
-    ///
-    /// What a start's walk learns (a commit reaches, or was explored and does not) holds for
-    /// the next start too, so shared history is walked once.
-    fn all_reach_they_have(
-        &mut self,
-        db: &impl gix_object::Find,
-        starts: &[u32],
-        cutoff: u64,
-    ) -> Result<bool, Error> {
-        for node in &mut self.nodes {
-            node.flags &= !(ASSIGNED | REACHES);
-        }
-        let reaches = |node: &Node| node.they_have || node.flags & REACHES != 0;
-        let mut stack: Vec<u32> = Vec::new();
-        for &start in starts {
-            stack.clear();
-            stack.push(start);
-            while let Some(&top) = stack.last() {
-                if reaches(&self.nodes[top as usize]) {
-                    stack.pop();
-                    if let Some(&below) = stack.last() {
-                        self.nodes[below as usize].flags |= REACHES;
-                    }
-                    continue;
-                }
-                let mut descended = false;
-                for position in self.nodes[top as usize].parents.clone() {
-                    let parent = self.parents[position as usize];
-                    if reaches(&self.nodes[parent as usize]) {
-                        self.nodes[top as usize].flags |= REACHES;
-                        break;
-                    }
-                    if self.nodes[parent as usize].flags & ASSIGNED != 0 {
-                        continue;
-                    }
-                    self.nodes[parent as usize].flags |= ASSIGNED;
-                    if !self.parse(db, parent)? || self.nodes[parent as usize].date < cutoff {
-                        continue;
-                    }
-                    stack.push(parent);
-                    descended = true;
-                    break;
-                }
-                if !descended && !reaches(&self.nodes[top as usize]) {
-                    stack.pop();
-                }
-            }
-            if !reaches(&self.nodes[start as usize]) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// git's `SLOP`: how many uninteresting commits to take after the walk could stop.
-const SLOP: u8 = 5;
-
-/// git's `limit_list()`: walk newest first from interesting and uninteresting commits, spread
-/// the uninteresting mark to parents, and stop once only uninteresting commits are left.
-#[derive(Default)]
-struct LimitedWalk {
-    queue: BinaryHeap<QueueEntry>,
-    next_seq: u64,
-    interesting_in_queue: usize,
-}
-
-impl LimitedWalk {
-    /// Queue the parsed commit `node` unless it was queued before.
-    fn start(&mut self, graph: &mut Graph, node: u32) {
-        let entry = &mut graph.nodes[node as usize];
-        if entry.flags & SEEN != 0 {
-            return;
-        }
-        entry.flags |= SEEN | IN_QUEUE;
-        if entry.flags & UNINTERESTING == 0 {
-            self.interesting_in_queue += 1;
-        }
-        self.queue.push(QueueEntry {
-            date: entry.date,
-            seq: self.next_seq,
-            node,
-        });
-        self.next_seq += 1;
-    }
-
-    fn set_uninteresting(&mut self, graph: &mut Graph, node: u32) -> bool {
-        let entry = &mut graph.nodes[node as usize];
-        if entry.flags & UNINTERESTING != 0 {
-            return false;
-        }
-        entry.flags |= UNINTERESTING;
-        if entry.flags & IN_QUEUE != 0 {
-            self.interesting_in_queue -= 1;
-        }
-        true
-    }
-
-    /// Spread the uninteresting mark from `node` through every ancestor parsed so far.
-    fn mark_parents_uninteresting(&mut self, graph: &mut Graph, node: u32) {
-        let mut stack: Vec<u32> = Vec::new();
-        let parents = graph.nodes[node as usize].parents.clone();
-        stack.extend(parents.map(|position| graph.parents[position as usize]));
-        while let Some(node) = stack.pop() {
-            if self.set_uninteresting(graph, node) {
-                let parents = graph.nodes[node as usize].parents.clone();
-                stack.extend(parents.map(|position| graph.parents[position as usize]));
-            }
-        }
-    }
-
-    fn run(&mut self, db: &impl gix_object::Find, graph: &mut Graph) -> Result<(), Error> {
-        let mut last_interesting_date = u64::MAX;
-        let mut slop = SLOP;
-        while let Some(QueueEntry { node, .. }) = self.queue.pop() {
-            let entry = &mut graph.nodes[node as usize];
-            entry.flags &= !IN_QUEUE;
-            let uninteresting = entry.flags & UNINTERESTING != 0;
-            if !uninteresting {
-                self.interesting_in_queue -= 1;
-            }
-            for position in graph.nodes[node as usize].parents.clone() {
-                let parent = graph.parents[position as usize];
-                if uninteresting {
-                    self.set_uninteresting(graph, parent);
-                }
-                // Unlike `git rev-list`, a missing parent is not fatal here: that history
-                // just can't make anything reachable.
-                if !graph.parse(db, parent)? {
-                    continue;
-                }
-                if uninteresting {
-                    self.mark_parents_uninteresting(graph, parent);
-                }
-                self.start(graph, parent);
-            }
-            if graph.nodes[node as usize].flags & UNINTERESTING != 0 {
-                self.mark_parents_uninteresting(graph, node);
-                slop = match self.queue.peek() {
-                    None => 0,
-                    Some(head)
-                        if last_interesting_date <= head.date || self.interesting_in_queue > 0 =>
-                    {
-                        SLOP
-                    }
-                    Some(_) => slop - 1,
-                };
-                if slop == 0 {
-                    break;
+    let reaches = |graph: &CommitGraph, node: u32| graph.flags(node) & (THEY_HAVE | REACHES) != 0;
+    let mut stack: Vec<u32> = Vec::new();
+    for &start in starts {
+        stack.clear();
+        stack.push(start);
+        while let Some(&top) = stack.last() {
+            if reaches(graph, top) {
+                stack.pop();
+                if let Some(&below) = stack.last() {
+                    graph.nodes[below as usize].flags |= REACHES;
                 }
                 continue;
             }
-            last_interesting_date = graph.nodes[node as usize].date;
+            let mut descended = false;
+            for position in graph.get(top).parents.clone() {
+                let parent = graph.parent(position);
+                if reaches(graph, parent) {
+                    graph.nodes[top as usize].flags |= REACHES;
+                    break;
+                }
+                if graph.flags(parent) & ASSIGNED != 0 {
+                    continue;
+                }
+                graph.nodes[parent as usize].flags |= ASSIGNED;
+                if !parse(graph, db, parent)? || graph.get(parent).date < cutoff {
+                    continue;
+                }
+                stack.push(parent);
+                descended = true;
+                break;
+            }
+            if !descended && !reaches(graph, top) {
+                stack.pop();
+            }
         }
-        Ok(())
+        if !reaches(graph, start) {
+            return Ok(false);
+        }
     }
+    Ok(true)
 }
 
 /// Read `id` into `buf`; its kind and where in `buf` its data is.
@@ -546,32 +375,6 @@ fn read(
         id: id.to_owned(),
         source,
     })
-}
-
-/// The committer date and parents of a commit, the way git's `parse_commit_buffer()` reads
-/// them: `None` without a tree line or with a malformed parent line.
-fn parse_commit(data: &[u8], kind: gix_hash::Kind) -> Option<(u64, Vec<ObjectId>)> {
-    let hex_len = kind.len_in_hex();
-    let tree_line_len = b"tree ".len() + hex_len + 1;
-    let tree_line = data.get(..tree_line_len)?;
-    if !tree_line.starts_with(b"tree ") || tree_line[tree_line_len - 1] != b'\n' {
-        return None;
-    }
-    ObjectId::from_hex(&tree_line[5..5 + hex_len]).ok()?;
-    let parent_line_len = b"parent ".len() + hex_len + 1;
-    let mut end = tree_line_len;
-    let mut parents = Vec::new();
-    while let Some(line) = data.get(end..end + parent_line_len) {
-        if !line.starts_with(b"parent ") {
-            break;
-        }
-        if line[parent_line_len - 1] != b'\n' {
-            return None;
-        }
-        parents.push(ObjectId::from_hex(&line[7..7 + hex_len]).ok()?);
-        end += parent_line_len;
-    }
-    Some((packgate_object::commit_date(&data[end..]), parents))
 }
 
 #[cfg(test)]

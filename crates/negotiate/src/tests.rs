@@ -339,26 +339,3 @@ fn reachable() {
         &["skewed~3", "main~7", "main~8"],
     );
 }
-
-#[test]
-fn commits_parse_like_git() {
-    let tree = "4b825dc642cb6eb9a060e54bf8d69288fbe4904b";
-    let parent = "1111111111111111111111111111111111111111";
-    let check = |commit: String, expected: Option<(u64, usize)>| {
-        let parsed = parse_commit(commit.as_bytes(), gix_hash::Kind::Sha1);
-        let parsed = parsed.map(|(date, parents)| (date, parents.len()));
-        assert_eq!(parsed, expected, "{commit:?}");
-    };
-    check(format!("tree {tree}\nparent {parent}\nparent {parent}\nauthor A <a> 1 +0000\ncommitter C <c> 7 +0000\n\nm"), Some((7, 2)));
-    check(
-        format!("tree {tree}\nauthor A <a> 1 +0000\ncommitter without a date\n"),
-        Some((0, 0)),
-    );
-    check(format!("tree {tree}\n"), Some((0, 0)));
-    check(
-        format!("tree {tree}\nparent {parent}x\nauthor A <a> 1 +0000\n"),
-        None,
-    );
-    check(format!("tree {}\nparent {parent}\n", &tree[..39]), None);
-    check("parent first\n".to_string(), None);
-}

@@ -1,9 +1,12 @@
-//! Reading git objects the way git's walks read them: lenient header parsing for the commit
-//! and tag fields that history walks need, and reading an object into a caller's buffer.
+//! Reading git objects the way git's walks read them: reading an object into a caller's
+//! buffer, lenient parsing of commit headers ([`CommitHeader`]), tree entries ([`tree`]) and
+//! tag targets, and git's date-ordered commit walk ([`CommitGraph`], [`LimitedWalk`]).
 //!
-//! The walks in `packgate-negotiate` and `packgate-pack` share these so that both judge
-//! commits exactly as git's `parse_commit_buffer()` and `parse_tag_buffer()` do. Strict
-//! validation (fsck) is not here: `packgate-pack`'s ingestion has its own, git's `fsck.c` rules.
+//! Negotiation (`packgate-negotiate`), enumeration, ingestion's connectivity check and fsck
+//! (`packgate-pack`) share these so that all of them judge objects exactly as git's
+//! `parse_commit_buffer()`, `decode_tree_entry()` and `parse_tag_buffer()` do. Strict
+//! validation is not here: `packgate-pack`'s fsck has git's `fsck.c` rules, and must refuse
+//! what these tolerate.
 //!
 //! ```
 //! let header = b"author A <a> 1 +0000\ncommitter C <c> 1234567890 +0100\n";
@@ -11,8 +14,16 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::ops::Range;
+
+mod commit;
+pub mod tree;
+mod walk;
+
+pub use commit::{commit_date, CommitError, CommitHeader};
+pub use walk::{flag, CommitGraph, LimitedWalk, Node, QueueEntry, ReadError, Unparsable};
 
 use gix_hash::{oid, ObjectId};
 use gix_object::Kind;
@@ -57,90 +68,9 @@ pub fn tag_target(data: &[u8]) -> Option<ObjectId> {
     ObjectId::from_hex(&rest[..end]).ok()
 }
 
-/// An entry of a date-ordered commit queue (a `BinaryHeap`): newest first, first come first
-/// served among equal dates, like git's `commit_list_insert_by_date()`. `node` is the
-/// walker's own handle for the commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueEntry {
-    /// The commit date, as [`commit_date`] reads it.
-    pub date: u64,
-    /// The order of insertion, to break ties.
-    pub seq: u64,
-    /// The commit, in the walker's numbering.
-    pub node: u32,
-}
-
-impl Ord for QueueEntry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.date
-            .cmp(&other.date)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for QueueEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// git's `parse_commit_date()`, given a commit's data after its `tree` and `parent` lines: the
-/// committer time, 0 if it can't be read.
-pub fn commit_date(data: &[u8]) -> u64 {
-    if !data.starts_with(b"author") {
-        return 0;
-    }
-    let Some(end_of_author) = data.iter().position(|&b| b == b'\n') else {
-        return 0;
-    };
-    let Some(line) = data[end_of_author + 1..].strip_prefix(b"committer") else {
-        return 0;
-    };
-    let line = match line.iter().position(|&b| b == b'\n') {
-        Some(end) => &line[..end],
-        None => line,
-    };
-    let Some(after_email) = line.iter().rposition(|&b| b == b'>') else {
-        return 0;
-    };
-    let after_email = &line[after_email + 1..];
-    let blanks = after_email
-        .iter()
-        .take_while(|&&b| b == b' ' || b == b'\t')
-        .count();
-    let digits = &after_email[blanks..];
-    let digits = &digits[..digits.iter().take_while(|b| b.is_ascii_digit()).count()];
-    digits.iter().fold(0u64, |date, &digit| {
-        date.saturating_mul(10)
-            .saturating_add(u64::from(digit - b'0'))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commit_dates() {
-        fn check(header: &str, expected: u64) {
-            assert_eq!(commit_date(header.as_bytes()), expected, "{header:?}");
-        }
-        check(
-            "author A <a> 1 +0000\ncommitter C <c> 1234567890 +0100\n",
-            1234567890,
-        );
-        check("author A <a> 1 +0000\ncommitter C <c> \t 42 +0100", 42);
-        check(
-            "author A <a> 1 +0000\ncommitter C <c> 99999999999999999999999 +0000\n",
-            u64::MAX,
-        );
-        check("author A <a> 1 +0000\ncommitter C <c> -5 +0000\n", 0);
-        check("author A <a> 1 +0000\ncommitter C <c>\n", 0);
-        check("author A <a> 1 +0000\ncommitter no email 5\n", 0);
-        check("author A <a> 1 +0000\n", 0);
-        check("committer C <c> 5 +0000\n", 0);
-        check("", 0);
-    }
 
     #[test]
     fn tag_targets() {

@@ -10,7 +10,11 @@
 
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::{HashMap, HashSet};
-use gix_object::{CommitRefIter, Kind, TreeRefIter};
+use gix_object::Kind;
+use packgate_object::{
+    tree::{self, EntryKind},
+    CommitHeader,
+};
 
 /// How much [`PathVersions::collect()`] may read.
 #[derive(Debug, Clone, Copy)]
@@ -98,35 +102,34 @@ impl PathVersions {
         old_buf: &mut Vec<u8>,
         pending: &mut Vec<(ObjectId, ObjectId, u64)>,
     ) {
-        let hash_kind = new.kind();
+        let hash_len = new.kind().len_in_bytes();
         if !self.load_tree(db, new, buf) || !self.load_tree(db, old, old_buf) {
             return;
         }
         let (new_data, old_data) = (&buf[..], &old_buf[..]);
         // Names hash poorly with gix-hashtable's hasher, which expects object ids.
         let old_entries: std::collections::HashMap<&[u8], (bool, &oid)> =
-            TreeRefIter::from_bytes(old_data, hash_kind)
+            tree::entries(old_data, hash_len)
                 .map_while(Result::ok)
-                .filter(|entry| !entry.mode.is_commit())
-                .map(|entry| (entry.filename.as_ref(), (entry.mode.is_tree(), entry.oid)))
+                .filter(|entry| entry.kind() != EntryKind::Gitlink)
+                .map(|entry| (entry.name, (entry.kind() == EntryKind::Tree, entry.id)))
                 .collect();
-        for entry in TreeRefIter::from_bytes(new_data, hash_kind).map_while(Result::ok) {
-            if entry.mode.is_commit() {
-                continue;
-            }
-            let is_tree = entry.mode.is_tree();
-            let Some(&(old_is_tree, old_id)) = old_entries.get(entry.filename.as_ref() as &[u8])
-            else {
+        for entry in tree::entries(new_data, hash_len).map_while(Result::ok) {
+            let is_tree = match entry.kind() {
+                EntryKind::Gitlink => continue,
+                kind => kind == EntryKind::Tree,
+            };
+            let Some(&(old_is_tree, old_id)) = old_entries.get(entry.name) else {
                 continue;
             };
-            if old_is_tree != is_tree || old_id == entry.oid {
+            if old_is_tree != is_tree || old_id == entry.id {
                 continue;
             }
-            let child_path = path_hash(path, entry.filename);
+            let child_path = path_hash(path, entry.name);
             if is_tree {
-                pending.push((entry.oid.to_owned(), old_id.to_owned(), child_path));
+                pending.push((entry.id.to_owned(), old_id.to_owned(), child_path));
             } else {
-                self.record(entry.oid.to_owned(), child_path);
+                self.record(entry.id.to_owned(), child_path);
                 self.record(old_id.to_owned(), child_path);
             }
         }
@@ -236,7 +239,6 @@ fn read_commit<Find: gix_object::Find>(
     buf: &mut Vec<u8>,
 ) -> Option<(ObjectId, Vec<ObjectId>)> {
     let data = read_kind(db, id, Kind::Commit, buf)?;
-    let mut commit = CommitRefIter::from_bytes(data, id.kind());
-    let tree = commit.tree_id().ok()?;
-    Some((tree, commit.parent_ids().collect()))
+    let commit = CommitHeader::parse(data, id.kind()).ok()?;
+    Some((commit.tree, commit.parents().collect()))
 }

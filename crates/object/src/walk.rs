@@ -1,0 +1,349 @@
+//! The commit graph as history walks see it, and git's date-ordered walk over it
+//! (`limit_list()`): newest first from interesting and uninteresting commits, spreading the
+//! uninteresting mark to parents, until only uninteresting commits are left (plus git's slop
+//! for clock skew). Negotiation and enumeration both walk this way.
+
+use std::{collections::BinaryHeap, ops::Range};
+
+use gix_hash::{oid, ObjectId};
+use gix_hashtable::HashMap;
+use gix_object::Kind;
+
+use crate::{CommitError, CommitHeader};
+
+/// The flags of a [`Node`] that the graph and the walk set. Bits from [`flag::FIRST_FREE`] up
+/// are the caller's.
+pub mod flag {
+    /// Tree, parents and date are known.
+    pub const PARSED: u16 = 1 << 0;
+    /// Reading it failed once (missing, not a commit, or a header that can't be read).
+    pub const UNPARSABLE: u16 = 1 << 1;
+    /// [`LimitedWalk`](super::LimitedWalk): put into the queue (at most once).
+    pub const SEEN: u16 = 1 << 2;
+    /// [`LimitedWalk`](super::LimitedWalk): in the queue now.
+    pub const IN_QUEUE: u16 = 1 << 3;
+    /// [`LimitedWalk`](super::LimitedWalk): reachable from an uninteresting commit.
+    pub const UNINTERESTING: u16 = 1 << 4;
+    /// The lowest bit the caller may use for its own marks.
+    pub const FIRST_FREE: u16 = 1 << 8;
+}
+
+/// A commit met during a walk; `tree`, `date` and `parents` are set once it is
+/// [parsed](flag::PARSED).
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The commit.
+    pub id: ObjectId,
+    /// Its root tree.
+    pub tree: ObjectId,
+    /// Its committer date, as [`commit_date()`](crate::commit_date) reads it.
+    pub date: u64,
+    /// Its parents: positions in [`CommitGraph::parents`].
+    pub parents: Range<u32>,
+    /// [`flag`]s, and the caller's own from [`flag::FIRST_FREE`] up.
+    pub flags: u16,
+}
+
+/// Why a commit could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unparsable {
+    /// The database does not have it.
+    Missing,
+    /// It is not a commit.
+    NotACommit(Kind),
+    /// Its header can't be read.
+    Corrupt(CommitError),
+    /// More commits than a walk can number.
+    TooManyCommits,
+}
+
+/// Reading a commit from the database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("could not read object {id}")]
+pub struct ReadError {
+    /// The object.
+    pub id: ObjectId,
+    /// What went wrong.
+    #[source]
+    pub source: gix_error::Error,
+}
+
+/// The commits a walk has met, numbered in the order met, with their parents as numbers.
+#[derive(Debug, Default)]
+pub struct CommitGraph {
+    /// Every commit met, by number.
+    pub nodes: Vec<Node>,
+    index: HashMap<ObjectId, u32>,
+    /// The parents of all parsed nodes, as node numbers, referred to by [`Node::parents`].
+    pub parents: Vec<u32>,
+    buf: Vec<u8>,
+}
+
+impl CommitGraph {
+    /// The number of `id`, which is added (unparsed) if it was not met before.
+    pub fn node(&mut self, id: &oid) -> u32 {
+        if let Some(node) = self.index.get(id) {
+            return *node;
+        }
+        let node = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX);
+        self.nodes.push(Node {
+            id: id.to_owned(),
+            tree: id.kind().null(),
+            date: 0,
+            parents: 0..0,
+            flags: 0,
+        });
+        self.index.insert(id.to_owned(), node);
+        node
+    }
+
+    /// The commit numbered `node`.
+    pub fn get(&self, node: u32) -> &Node {
+        &self.nodes[node as usize]
+    }
+
+    /// The flags of `node`.
+    pub fn flags(&self, node: u32) -> u16 {
+        self.nodes[node as usize].flags
+    }
+
+    /// The parent at `position` of [`Self::parents`].
+    pub fn parent(&self, position: u32) -> u32 {
+        self.parents[position as usize]
+    }
+
+    /// Read and parse the commit `node` from `db` unless it is [parsed](flag::PARSED) already.
+    /// A failure marks it [`flag::UNPARSABLE`], but a later call reads it again: use
+    /// [`Self::parse_gently()`] to remember failures.
+    pub fn parse(
+        &mut self,
+        db: &impl gix_object::Find,
+        node: u32,
+    ) -> Result<Result<(), Unparsable>, ReadError> {
+        if self.flags(node) & flag::PARSED != 0 {
+            return Ok(Ok(()));
+        }
+        let id = self.nodes[node as usize].id;
+        let mut buf = std::mem::take(&mut self.buf);
+        let found = crate::read(db, &id, &mut buf).map_err(|source| ReadError { id, source });
+        let parsed = match found {
+            Ok(Some((Kind::Commit, range))) => Ok(self.add_parsed(node, &buf[range])),
+            Ok(Some((kind, _))) => Ok(Err(Unparsable::NotACommit(kind))),
+            Ok(None) => Ok(Err(Unparsable::Missing)),
+            Err(err) => Err(err),
+        };
+        self.buf = buf;
+        if let Ok(Err(_)) = parsed {
+            self.nodes[node as usize].flags |= flag::UNPARSABLE;
+        }
+        parsed
+    }
+
+    /// [`Self::parse()`], with failures as `false` and remembered: git's walks below
+    /// uninteresting commits, and negotiation everywhere.
+    pub fn parse_gently(
+        &mut self,
+        db: &impl gix_object::Find,
+        node: u32,
+    ) -> Result<bool, ReadError> {
+        let flags = self.flags(node);
+        if flags & flag::PARSED != 0 {
+            return Ok(true);
+        }
+        if flags & flag::UNPARSABLE != 0 {
+            return Ok(false);
+        }
+        Ok(self.parse(db, node)?.is_ok())
+    }
+
+    fn add_parsed(&mut self, node: u32, data: &[u8]) -> Result<(), Unparsable> {
+        let id = self.nodes[node as usize].id;
+        let header = CommitHeader::parse(data, id.kind()).map_err(Unparsable::Corrupt)?;
+        let start = u32::try_from(self.parents.len()).map_err(|_| Unparsable::TooManyCommits)?;
+        for parent in header.parents() {
+            let parent = self.node(&parent);
+            self.parents.push(parent);
+        }
+        let end = u32::try_from(self.parents.len()).map_err(|_| Unparsable::TooManyCommits)?;
+        let node = &mut self.nodes[node as usize];
+        node.tree = header.tree;
+        node.date = header.date;
+        node.parents = start..end;
+        node.flags |= flag::PARSED;
+        Ok(())
+    }
+}
+
+/// An entry of a date-ordered commit queue (a `BinaryHeap`): newest first, first come first
+/// served among equal dates, like git's `commit_list_insert_by_date()`. `node` is the
+/// walker's own handle for the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The commit date, as [`commit_date`](crate::commit_date) reads it.
+    pub date: u64,
+    /// The order of insertion, to break ties.
+    pub seq: u64,
+    /// The commit, in the walker's numbering.
+    pub node: u32,
+}
+
+impl Ord for QueueEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.date
+            .cmp(&other.date)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for QueueEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// git's `SLOP`: how many uninteresting commits to take after the walk could stop.
+const SLOP: u8 = 5;
+
+/// git's `limit_list()` over a [`CommitGraph`]: queue the starting commits (the
+/// uninteresting ones marked with [`Self::set_uninteresting()`] and
+/// [`Self::mark_parents_uninteresting()`]), then [`Self::run()`].
+#[derive(Debug, Default)]
+pub struct LimitedWalk {
+    queue: BinaryHeap<QueueEntry>,
+    next_seq: u64,
+    /// How many queued commits are not uninteresting (git's `everybody_uninteresting()`).
+    interesting_in_queue: usize,
+}
+
+impl LimitedWalk {
+    /// Queue the parsed commit `node` unless it was queued before.
+    pub fn push(&mut self, graph: &mut CommitGraph, node: u32) {
+        let entry = &mut graph.nodes[node as usize];
+        if entry.flags & flag::SEEN != 0 {
+            return;
+        }
+        entry.flags |= flag::SEEN | flag::IN_QUEUE;
+        if entry.flags & flag::UNINTERESTING == 0 {
+            self.interesting_in_queue += 1;
+        }
+        self.queue.push(QueueEntry {
+            date: entry.date,
+            seq: self.next_seq,
+            node,
+        });
+        self.next_seq += 1;
+    }
+
+    /// Mark `node` uninteresting; `true` if it wasn't before.
+    pub fn set_uninteresting(&mut self, graph: &mut CommitGraph, node: u32) -> bool {
+        let entry = &mut graph.nodes[node as usize];
+        if entry.flags & flag::UNINTERESTING != 0 {
+            return false;
+        }
+        entry.flags |= flag::UNINTERESTING;
+        if entry.flags & flag::IN_QUEUE != 0 {
+            self.interesting_in_queue -= 1;
+        }
+        true
+    }
+
+    /// Spread the uninteresting mark from `node` through every ancestor parsed so far.
+    pub fn mark_parents_uninteresting(&mut self, graph: &mut CommitGraph, node: u32) {
+        let mut stack: Vec<u32> = Vec::new();
+        let parents = graph.nodes[node as usize].parents.clone();
+        stack.extend(parents.map(|position| graph.parents[position as usize]));
+        while let Some(node) = stack.pop() {
+            if self.set_uninteresting(graph, node) {
+                let parents = graph.nodes[node as usize].parents.clone();
+                stack.extend(parents.map(|position| graph.parents[position as usize]));
+            }
+        }
+    }
+
+    /// Walk newest first until only uninteresting commits are left; return the commits that
+    /// were interesting when taken from the queue, in that order (a later one can have made
+    /// an earlier one uninteresting).
+    ///
+    /// `parse(graph, node, gently)` parses a parent before it is queued: `gently` below an
+    /// uninteresting commit, where `Ok(false)` skips the parent; below an interesting one
+    /// the caller chooses between skipping and failing. `popped(graph, node)` is called for
+    /// every commit taken from the queue, before its parents are looked at.
+    pub fn run<E>(
+        &mut self,
+        graph: &mut CommitGraph,
+        mut parse: impl FnMut(&mut CommitGraph, u32, bool) -> Result<bool, E>,
+        mut popped: impl FnMut(&CommitGraph, u32) -> Result<(), E>,
+    ) -> Result<Vec<u32>, E> {
+        let mut interesting = Vec::new();
+        let mut last_interesting_date = u64::MAX;
+        let mut slop = SLOP;
+        while let Some(QueueEntry { node, .. }) = self.queue.pop() {
+            popped(graph, node)?;
+            let entry = &mut graph.nodes[node as usize];
+            entry.flags &= !flag::IN_QUEUE;
+            let uninteresting = entry.flags & flag::UNINTERESTING != 0;
+            if !uninteresting {
+                self.interesting_in_queue -= 1;
+            }
+            // git's `process_parents()`.
+            for position in graph.nodes[node as usize].parents.clone() {
+                let parent = graph.parents[position as usize];
+                if uninteresting {
+                    self.set_uninteresting(graph, parent);
+                }
+                if !parse(graph, parent, uninteresting)? {
+                    continue;
+                }
+                if uninteresting {
+                    self.mark_parents_uninteresting(graph, parent);
+                }
+                self.push(graph, parent);
+            }
+            if graph.nodes[node as usize].flags & flag::UNINTERESTING != 0 {
+                self.mark_parents_uninteresting(graph, node);
+                // git's `still_interesting()`.
+                slop = match self.queue.peek() {
+                    None => 0,
+                    Some(head)
+                        if last_interesting_date <= head.date || self.interesting_in_queue > 0 =>
+                    {
+                        SLOP
+                    }
+                    Some(_) => slop - 1,
+                };
+                if slop == 0 {
+                    break;
+                }
+                continue;
+            }
+            last_interesting_date = graph.nodes[node as usize].date;
+            interesting.push(node);
+        }
+        Ok(interesting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_order() {
+        let entry = |date, seq, node| QueueEntry { date, seq, node };
+        let mut queue: BinaryHeap<QueueEntry> = [
+            entry(5, 0, 0),
+            entry(7, 1, 1),
+            entry(5, 2, 2),
+            entry(9, 3, 3),
+            entry(7, 4, 4),
+        ]
+        .into_iter()
+        .collect();
+        let order: Vec<u32> = std::iter::from_fn(|| queue.pop().map(|entry| entry.node)).collect();
+        assert_eq!(
+            order,
+            [3, 1, 4, 0, 2],
+            "newest first, first come first served"
+        );
+    }
+}
