@@ -13,7 +13,7 @@ use packgate_wire::pkt_line;
 
 use super::{
     git::{path_str, Git},
-    measure::{record, run_server, Checked, Row, Server},
+    measure::{run_server, warm_up_then_time, Checked, Row, Server},
     Scenario, AGENT,
 };
 
@@ -121,42 +121,25 @@ pub(super) fn measure_fetch(
     request: &Request,
     runs: usize,
 ) -> Vec<Row> {
-    let mut rows: Vec<Row> = servers
-        .iter()
-        .enumerate()
-        .map(|(index, server)| {
-            eprintln!(
-                "bench: {}: warm-up and check of {}",
-                scenario.name(),
-                server.label
-            );
-            let repo = &request.repos[index];
+    warm_up_then_time(
+        scenario.name(),
+        servers,
+        runs,
+        |index, server| {
             let response = work.join(format!("response-{index}"));
-            let outcome = run_server(server, repo, &request.file, Some(&response), work)
-                .and_then(|_| check_response(git, work, &response, request))
-                .map(|checked| (checked, Vec::new()))
-                .map_err(|err| format!("{err:#}"));
+            let checked = run_server(
+                server,
+                &request.repos[index],
+                &request.file,
+                Some(&response),
+                work,
+            )
+            .and_then(|_| check_response(git, work, &response, request));
             let _ = fs::remove_file(&response);
-            if let Err(err) = &outcome {
-                eprintln!("bench: {} FAILED: {err}", server.label);
-            }
-            Row {
-                label: server.label.clone(),
-                is_packgate: server.is_packgate,
-                outcome,
-            }
-        })
-        .collect();
-    for run in 0..runs {
-        for (index, server) in servers.iter().enumerate() {
-            if rows[index].outcome.is_err() {
-                continue;
-            }
-            let result = run_server(server, &request.repos[index], &request.file, None, work);
-            record(&mut rows[index], scenario.name(), run, runs, result);
-        }
-    }
-    rows
+            checked
+        },
+        |index, server| run_server(server, &request.repos[index], &request.file, None, work),
+    )
 }
 
 /// Checks a response: a `packfile` section whose pack `git index-pack` accepts and which,

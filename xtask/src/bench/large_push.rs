@@ -25,7 +25,7 @@ use anyhow::{bail, Context as _};
 
 use super::{
     git::{isolate, path_str, Git},
-    measure::{parse_time_line, record, Checked, Row, Sample, Server, GNU_TIME},
+    measure::{parse_time_line, warm_up_then_time, Checked, Row, Sample, Server, GNU_TIME},
     push::{check_push_response, check_pushed_repo, copy_repo, PushRequest},
     Scenario,
 };
@@ -120,37 +120,13 @@ pub(super) fn measure_concurrent(
         objects: push.pack_objects,
         pack_bytes: push.pack_bytes,
     };
-    let mut rows: Vec<Row> = servers
-        .iter()
-        .map(|server| {
-            eprintln!(
-                "bench: {}: warm-up and check of {}",
-                scenario.name(),
-                server.label
-            );
-            let outcome = push_at_once(git, work, server, push, true)
-                .map(|_| (checked(), Vec::new()))
-                .map_err(|err| format!("{err:#}"));
-            if let Err(err) = &outcome {
-                eprintln!("bench: {} FAILED: {err}", server.label);
-            }
-            Row {
-                label: server.label.clone(),
-                is_packgate: server.is_packgate,
-                outcome,
-            }
-        })
-        .collect();
-    for run in 0..runs {
-        for (index, server) in servers.iter().enumerate() {
-            if rows[index].outcome.is_err() {
-                continue;
-            }
-            let result = push_at_once(git, work, server, push, false);
-            record(&mut rows[index], scenario.name(), run, runs, result);
-        }
-    }
-    rows
+    warm_up_then_time(
+        scenario.name(),
+        servers,
+        runs,
+        |_, server| push_at_once(git, work, server, push, true).map(|_| checked()),
+        |_, server| push_at_once(git, work, server, push, false),
+    )
 }
 
 /// One run: [`AT_ONCE`] fresh copies of the server's repository (not timed), the pushes

@@ -86,6 +86,46 @@ pub(super) fn record(
     }
 }
 
+/// Every server's warm-up, which checks what it served (`warm_up`), then `runs` timed runs
+/// interleaved across the servers (`timed`); a server whose warm-up failed is not timed.
+/// Both closures get the server's index and the server.
+pub(super) fn warm_up_then_time(
+    scenario: &str,
+    servers: &[Server],
+    runs: usize,
+    mut warm_up: impl FnMut(usize, &Server) -> anyhow::Result<Checked>,
+    mut timed: impl FnMut(usize, &Server) -> anyhow::Result<Sample>,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = servers
+        .iter()
+        .enumerate()
+        .map(|(index, server)| {
+            eprintln!("bench: {scenario}: warm-up and check of {}", server.label);
+            let outcome = warm_up(index, server)
+                .map(|checked| (checked, Vec::new()))
+                .map_err(|err| format!("{err:#}"));
+            if let Err(err) = &outcome {
+                eprintln!("bench: {} FAILED: {err}", server.label);
+            }
+            Row {
+                label: server.label.clone(),
+                is_packgate: server.is_packgate,
+                outcome,
+            }
+        })
+        .collect();
+    for run in 0..runs {
+        for (index, server) in servers.iter().enumerate() {
+            if rows[index].outcome.is_err() {
+                continue;
+            }
+            let result = timed(index, server);
+            record(&mut rows[index], scenario, run, runs, result);
+        }
+    }
+    rows
+}
+
 pub(super) fn check_gnu_time() -> anyhow::Result<()> {
     let output = Command::new(GNU_TIME)
         .args(["-f", "%e %U %S %M", "true"])

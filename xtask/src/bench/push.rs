@@ -15,7 +15,7 @@ use super::{
     git::{path_str, Git},
     incremental::{ahead_append, ahead_copy},
     large_push,
-    measure::{record, run_server, Checked, Row, Sample, Server},
+    measure::{run_server, warm_up_then_time, Checked, Row, Sample, Server},
     results::human_size,
     BenchArgs, Scenario, BEHIND,
 };
@@ -482,36 +482,13 @@ pub(super) fn measure_push(
         objects: push.pack_objects,
         pack_bytes: push.pack_bytes,
     };
-    let mut rows: Vec<Row> = servers
-        .iter()
-        .map(|server| {
-            eprintln!(
-                "bench: {}: warm-up and check of {}",
-                scenario.name(),
-                server.label
-            );
-            let outcome = push_once(git, work, server, push, &repo, &response, true)
-                .map(|_| (checked(), Vec::new()))
-                .map_err(|err| format!("{err:#}"));
-            if let Err(err) = &outcome {
-                eprintln!("bench: {} FAILED: {err}", server.label);
-            }
-            Row {
-                label: server.label.clone(),
-                is_packgate: server.is_packgate,
-                outcome,
-            }
-        })
-        .collect();
-    for run in 0..runs {
-        for (index, server) in servers.iter().enumerate() {
-            if rows[index].outcome.is_err() {
-                continue;
-            }
-            let result = push_once(git, work, server, push, &repo, &response, false);
-            record(&mut rows[index], scenario.name(), run, runs, result);
-        }
-    }
+    let rows = warm_up_then_time(
+        scenario.name(),
+        servers,
+        runs,
+        |_, server| push_once(git, work, server, push, &repo, &response, true).map(|_| checked()),
+        |_, server| push_once(git, work, server, push, &repo, &response, false),
+    );
     let _ = fs::remove_dir_all(&repo);
     let _ = fs::remove_file(&response);
     rows
