@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::receive_pack::{
     assert_pushed, quarantines, receive_pack_option, rev_parse, setup_with_partial_request,
-    temporary_pack_size, wait_until, Setup, END_LIMIT,
+    stalled_mid_pack, wait_until, Setup, END_LIMIT,
 };
 use crate::util::{file_url, fsck, Cmd, Git, Output};
 
@@ -141,22 +141,7 @@ fn killed_during_each_hook_and_after_migration() {
 fn killed_during_pack_receipt() {
     for git in Git::all() {
         let (setup, request) = setup_with_partial_request("crash-pack", &git);
-        let request_file = setup.dir.join("request");
-        crate::util::write_file(&request_file, &request);
-        let (writer, pipe) = Cmd::new(Path::new("/bin/sh"))
-            .args(["-c", "cat \"$0\" && exec sleep 300"])
-            .arg(&request_file)
-            .spawn_with_stdout();
-        let server = setup
-            .dir
-            .packgate()
-            .arg("receive-pack")
-            .arg(&setup.server)
-            .stdin_from(pipe)
-            .spawn();
-        wait_until(END_LIMIT, "the pack to arrive", || {
-            temporary_pack_size(&setup.server).is_some()
-        });
+        let (writer, server) = stalled_mid_pack(&setup, &request);
         let killed = server.kill_group();
         assert_eq!(killed.signalled(), Some(9), "{killed}");
         writer.kill_group();

@@ -994,14 +994,15 @@ fn end_of_input_mid_pack_leaves_nothing() {
     before.assert_unchanged(&setup.dir, &git, &setup.server, "input ended mid-pack");
 }
 
-/// The process writing the push is killed while packgate waits for the rest of the pack.
-#[test]
-fn killing_the_writer_mid_pack_leaves_nothing() {
-    let git = Git::newest();
-    let (setup, request) = setup_with_partial_request("kill-writer", &git);
+/// `packgate receive-pack` fed the commands and part of the pack of `request` by a writer
+/// that then waits: returns once packgate has read into the pack, with the writer and the
+/// server to kill.
+pub(crate) fn stalled_mid_pack(
+    setup: &Setup,
+    request: &[u8],
+) -> (crate::util::Background, crate::util::Background) {
     let request_file = setup.dir.join("request");
-    crate::util::write_file(&request_file, &request);
-    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    crate::util::write_file(&request_file, request);
     let (writer, pipe) = Cmd::new(Path::new("/bin/sh"))
         .args(["-c", "cat \"$0\" && exec sleep 600"])
         .arg(&request_file)
@@ -1013,10 +1014,19 @@ fn killing_the_writer_mid_pack_leaves_nothing() {
         .arg(&setup.server)
         .stdin_from(pipe)
         .spawn();
-    // packgate has read the header and waits inside the pack.
     wait_until(END_LIMIT, "the pack to arrive", || {
         temporary_pack_size(&setup.server).is_some()
     });
+    (writer, server)
+}
+
+/// The process writing the push is killed while packgate waits for the rest of the pack.
+#[test]
+fn killing_the_writer_mid_pack_leaves_nothing() {
+    let git = Git::newest();
+    let (setup, request) = setup_with_partial_request("kill-writer", &git);
+    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    let (writer, server) = stalled_mid_pack(&setup, &request);
     let killed = writer.kill_group();
     assert_eq!(killed.signalled(), Some(9), "{killed}");
     let output = server.wait(END_LIMIT);
