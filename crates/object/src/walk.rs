@@ -178,7 +178,7 @@ impl CommitGraph {
 /// served among equal dates, like git's `commit_list_insert_by_date()`. `node` is the
 /// walker's own handle for the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueEntry {
+pub(crate) struct QueueEntry {
     /// The commit date, as [`commit_date`](crate::commit_date) reads it.
     pub date: u64,
     /// The order of insertion, to break ties.
