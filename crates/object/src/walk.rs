@@ -1,7 +1,8 @@
 //! The commit graph as history walks see it, and git's date-ordered walk over it
 //! (`limit_list()`): newest first from interesting and uninteresting commits, spreading the
 //! uninteresting mark to parents, until only uninteresting commits are left (plus git's slop
-//! for clock skew). Negotiation and enumeration both walk this way.
+//! for clock skew, which a check can do without: [`Stop`]). Negotiation, enumeration and
+//! connectivity all walk this way.
 
 use std::{collections::BinaryHeap, ops::Range};
 

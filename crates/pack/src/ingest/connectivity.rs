@@ -80,7 +80,7 @@ pub struct ConnectivityOutcome {
 /// Check that every object reachable from `new_tips` is in `objects`, assuming (as git does)
 /// that everything reachable from `existing_tips` is.
 ///
-/// `objects` is usually [`Quarantine::objects()`]; `new_tips` are the non-null new values of
+/// `objects` is usually [`Quarantine::objects()`](super::Quarantine::objects); `new_tips` are the non-null new values of
 /// the push's ref updates, `existing_tips` the values of all refs before the push (tags are
 /// peeled here; tips that cannot be read are ignored).
 ///
