@@ -261,7 +261,7 @@ pub fn reachable_from(
     // make anything reachable.
     walk.run(
         &mut graph,
-        |graph, node, _| parse(graph, db, node),
+        |graph, edge| parse(graph, db, edge.parent),
         |_, _| Ok(()),
     )?;
     found.extend(

@@ -1,7 +1,8 @@
 //! The commit graph as history walks see it, and git's date-ordered walk over it
 //! (`limit_list()`): newest first from interesting and uninteresting commits, spreading the
 //! uninteresting mark to parents, until only uninteresting commits are left (plus git's slop
-//! for clock skew). Negotiation and enumeration both walk this way.
+//! for clock skew, which a check can do without: [`Stop`]). Negotiation, enumeration and
+//! connectivity all walk this way.
 
 use std::{collections::BinaryHeap, ops::Range};
 
@@ -178,7 +179,7 @@ impl CommitGraph {
 /// served among equal dates, like git's `commit_list_insert_by_date()`. `node` is the
 /// walker's own handle for the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueEntry {
+pub(crate) struct QueueEntry {
     /// The commit date, as [`commit_date`](crate::commit_date) reads it.
     pub date: u64,
     /// The order of insertion, to break ties.
@@ -204,18 +205,62 @@ impl PartialOrd for QueueEntry {
 /// git's `SLOP`: how many uninteresting commits to take after the walk could stop.
 const SLOP: u8 = 5;
 
+/// When [`LimitedWalk::run()`] stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stop {
+    /// git's `limit_list()`: once only uninteresting commits are queued, after a few more of
+    /// them (git's slop), and not while they are as new as the last interesting commit taken.
+    /// A clock skew can delay an uninteresting mark; the slop lets it arrive, so the commits
+    /// the walk returns are (nearly always) exactly those not reachable from uninteresting
+    /// ones. What to send, and what is reachable, depend on that.
+    #[default]
+    AfterSlop,
+    /// As soon as no interesting commit is queued. Every commit reached from an interesting
+    /// start is then uninteresting or was taken with all its parents parsed, which is all a
+    /// check of the interesting side needs (connectivity); a delayed mark only leaves a few
+    /// commits interesting that are not. Cheaper: the slop's commits are not read, nor
+    /// (in histories with equal commit dates) every uninteresting commit as new as the last
+    /// interesting one.
+    NothingInteresting,
+}
+
 /// git's `limit_list()` over a [`CommitGraph`]: queue the starting commits (the
 /// uninteresting ones marked with [`Self::set_uninteresting()`] and
-/// [`Self::mark_parents_uninteresting()`]), then [`Self::run()`].
+/// [`Self::mark_parents_uninteresting()`]), then [`Self::run()`]; it stops as its [`Stop`]
+/// says ([`Stop::AfterSlop`] unless made with [`Self::new()`]).
 #[derive(Debug, Default)]
 pub struct LimitedWalk {
+    stop: Stop,
     queue: BinaryHeap<QueueEntry>,
     next_seq: u64,
     /// How many queued commits are not uninteresting (git's `everybody_uninteresting()`).
     interesting_in_queue: usize,
+    /// [`Self::mark_parents_uninteresting()`]'s stack, kept to spare an allocation per call.
+    stack: Vec<u32>,
+}
+
+/// A parent that [`LimitedWalk::run()`] is about to parse and queue, and the commit it was
+/// reached from: what a caller needs to say which walk start a broken parent came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// The commit just taken from the queue.
+    pub child: u32,
+    /// One of its parents.
+    pub parent: u32,
+    /// `child` is uninteresting: parse `parent` gently (git ignores what it can't read
+    /// there); below an interesting commit the caller chooses between skipping and failing.
+    pub gently: bool,
 }
 
 impl LimitedWalk {
+    /// A walk that stops as `stop` says.
+    pub fn new(stop: Stop) -> Self {
+        LimitedWalk {
+            stop,
+            ..LimitedWalk::default()
+        }
+    }
+
     /// Queue the parsed commit `node` unless it was queued before.
     pub fn push(&mut self, graph: &mut CommitGraph, node: u32) {
         let entry = &mut graph.nodes[node as usize];
@@ -249,7 +294,8 @@ impl LimitedWalk {
 
     /// Spread the uninteresting mark from `node` through every ancestor parsed so far.
     pub fn mark_parents_uninteresting(&mut self, graph: &mut CommitGraph, node: u32) {
-        let mut stack: Vec<u32> = Vec::new();
+        let mut stack = std::mem::take(&mut self.stack);
+        stack.clear();
         let parents = graph.nodes[node as usize].parents.clone();
         stack.extend(parents.map(|position| graph.parents[position as usize]));
         while let Some(node) = stack.pop() {
@@ -258,26 +304,34 @@ impl LimitedWalk {
                 stack.extend(parents.map(|position| graph.parents[position as usize]));
             }
         }
+        self.stack = stack;
     }
 
-    /// Walk newest first until only uninteresting commits are left; return the commits that
+    /// Walk newest first until only uninteresting commits are left (see [`Stop`]); return the commits that
     /// were interesting when taken from the queue, in that order (a later one can have made
     /// an earlier one uninteresting).
     ///
-    /// `parse(graph, node, gently)` parses a parent before it is queued: `gently` below an
-    /// uninteresting commit, where `Ok(false)` skips the parent; below an interesting one
-    /// the caller chooses between skipping and failing. `popped(graph, node)` is called for
-    /// every commit taken from the queue, before its parents are looked at.
+    /// `parse(graph, edge)` parses [`Edge::parent`] before it is queued; `Ok(false)` skips
+    /// that parent. It is called for every parent of every commit taken from the queue, in
+    /// the order taken and then in parent order, so the first edge to a commit that is not a
+    /// start is the one the walk reached it by. `popped(graph, node)` is called for every
+    /// commit taken from the queue, before its parents are looked at.
     pub fn run<E>(
         &mut self,
         graph: &mut CommitGraph,
-        mut parse: impl FnMut(&mut CommitGraph, u32, bool) -> Result<bool, E>,
+        mut parse: impl FnMut(&mut CommitGraph, Edge) -> Result<bool, E>,
         mut popped: impl FnMut(&CommitGraph, u32) -> Result<(), E>,
     ) -> Result<Vec<u32>, E> {
         let mut interesting = Vec::new();
         let mut last_interesting_date = u64::MAX;
         let mut slop = SLOP;
-        while let Some(QueueEntry { node, .. }) = self.queue.pop() {
+        loop {
+            if self.stop == Stop::NothingInteresting && self.interesting_in_queue == 0 {
+                break;
+            }
+            let Some(QueueEntry { node, .. }) = self.queue.pop() else {
+                break;
+            };
             popped(graph, node)?;
             let entry = &mut graph.nodes[node as usize];
             entry.flags &= !flag::IN_QUEUE;
@@ -291,7 +345,12 @@ impl LimitedWalk {
                 if uninteresting {
                     self.set_uninteresting(graph, parent);
                 }
-                if !parse(graph, parent, uninteresting)? {
+                let edge = Edge {
+                    child: node,
+                    parent,
+                    gently: uninteresting,
+                };
+                if !parse(graph, edge)? {
                     continue;
                 }
                 if uninteresting {
@@ -326,6 +385,214 @@ impl LimitedWalk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Commits in memory, named by number; a number with no commit is missing.
+    #[derive(Default)]
+    struct Db(HashMap<ObjectId, Vec<u8>>);
+
+    fn id(n: u32) -> ObjectId {
+        ObjectId::from_hex(format!("{n:040x}").as_bytes()).unwrap()
+    }
+
+    impl Db {
+        fn commit(&mut self, n: u32, parents: &[u32], date: u64) {
+            let mut data = format!("tree {}\n", id(0));
+            for parent in parents {
+                data += &format!("parent {}\n", id(*parent));
+            }
+            data += &format!("author A <a> 1 +0000\ncommitter C <c> {date} +0000\n\n{n}\n");
+            self.0.insert(id(n), data.into_bytes());
+        }
+    }
+
+    impl gix_object::Find for Db {
+        fn try_find<'a>(
+            &self,
+            id: &oid,
+            buffer: &'a mut Vec<u8>,
+        ) -> Result<Option<gix_object::Data<'a>>, gix_error::Error> {
+            let Some(data) = self.0.get(id) else {
+                return Ok(None);
+            };
+            buffer.clear();
+            buffer.extend_from_slice(data);
+            Ok(Some(gix_object::Data::new(
+                buffer,
+                Kind::Commit,
+                gix_hash::Kind::Sha1,
+            )))
+        }
+    }
+
+    /// A walk from `interesting` and `uninteresting` (numbers), parsed as enumeration does.
+    fn start(
+        db: &Db,
+        interesting: &[u32],
+        uninteresting: &[u32],
+        stop: Stop,
+    ) -> (CommitGraph, LimitedWalk) {
+        let mut graph = CommitGraph::default();
+        let mut walk = LimitedWalk::new(stop);
+        for &n in uninteresting {
+            let node = graph.node(&id(n));
+            walk.set_uninteresting(&mut graph, node);
+            assert!(graph.parse_gently(db, node).unwrap());
+            walk.mark_parents_uninteresting(&mut graph, node);
+            walk.push(&mut graph, node);
+        }
+        for &n in interesting {
+            let node = graph.node(&id(n));
+            assert_eq!(graph.parse(db, node).unwrap(), Ok(()));
+            walk.push(&mut graph, node);
+        }
+        (graph, walk)
+    }
+
+    /// The number a node's commit was made with.
+    fn name(graph: &CommitGraph, node: u32) -> u32 {
+        let hex = graph.get(node).id.to_string();
+        u32::from_str_radix(&hex, 16).unwrap()
+    }
+
+    #[test]
+    fn run_reports_each_parent_with_the_commit_it_was_reached_from() {
+        let mut db = Db::default();
+        db.commit(1, &[], 1);
+        db.commit(2, &[1], 2);
+        db.commit(3, &[2], 3);
+        db.commit(4, &[3], 4);
+        db.commit(5, &[4, 2], 5);
+        let (mut graph, mut walk) = start(&db, &[5], &[2], Stop::AfterSlop);
+        let mut edges = Vec::new();
+        let mut popped = Vec::new();
+        let interesting = walk
+            .run(
+                &mut graph,
+                |graph, edge| {
+                    let named = (name(graph, edge.child), name(graph, edge.parent));
+                    edges.push((named, edge.gently));
+                    graph.parse_gently(&db, edge.parent)
+                },
+                |graph, node| {
+                    popped.push(name(graph, node));
+                    Ok::<_, ReadError>(())
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            edges,
+            [
+                ((5, 4), false),
+                ((5, 2), false),
+                ((4, 3), false),
+                ((3, 2), false),
+                ((2, 1), true)
+            ],
+            "every parent of every commit taken, in the order taken, with its child"
+        );
+        assert_eq!(popped, [5, 4, 3, 2, 1]);
+        let interesting: Vec<u32> = interesting.iter().map(|&node| name(&graph, node)).collect();
+        assert_eq!(interesting, [5, 4, 3]);
+    }
+
+    #[test]
+    fn run_skips_or_fails_on_unparsable_parents_as_the_caller_says() {
+        let mut db = Db::default();
+        // 8 and 9 are missing.
+        db.commit(3, &[8], 3);
+        db.commit(5, &[9], 5);
+        let (mut graph, mut walk) = start(&db, &[3], &[5], Stop::AfterSlop);
+        let mut gentle = Vec::new();
+        let result = walk.run(
+            &mut graph,
+            |graph, edge| {
+                if edge.gently {
+                    gentle.push(name(graph, edge.parent));
+                    return Ok(graph.parse_gently(&db, edge.parent).unwrap());
+                }
+                match graph.parse(&db, edge.parent).unwrap() {
+                    Ok(()) => Ok(true),
+                    Err(why) => Err((name(graph, edge.child), name(graph, edge.parent), why)),
+                }
+            },
+            |_, _| Ok(()),
+        );
+        assert_eq!(gentle, [9], "skipped below the uninteresting commit");
+        assert_eq!(
+            result,
+            Err((3, 8, Unparsable::Missing)),
+            "the caller's error names the commit the missing parent was reached from"
+        );
+    }
+
+    #[test]
+    fn run_stops_a_few_commits_after_only_uninteresting_ones_are_left() {
+        let mut db = Db::default();
+        db.commit(1, &[], 1);
+        for n in 2..=20 {
+            db.commit(n, &[n - 1], u64::from(n));
+        }
+        db.commit(100, &[20], 100);
+        let walk = |stop| {
+            let (mut graph, mut walk) = start(&db, &[100], &[20], stop);
+            let mut popped = Vec::new();
+            let interesting = walk
+                .run(
+                    &mut graph,
+                    |graph, edge| graph.parse_gently(&db, edge.parent),
+                    |graph, node| {
+                        popped.push(name(graph, node));
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            let interesting: Vec<u32> =
+                interesting.iter().map(|&node| name(&graph, node)).collect();
+            (interesting, popped)
+        };
+        assert_eq!(
+            walk(Stop::AfterSlop),
+            (vec![100], vec![100, 20, 19, 18, 17, 16]),
+            "git's slop: five more uninteresting commits"
+        );
+        assert_eq!(
+            walk(Stop::NothingInteresting),
+            (vec![100], vec![100]),
+            "nothing after the last interesting commit"
+        );
+    }
+
+    #[test]
+    fn slop_lets_a_late_uninteresting_mark_arrive_and_nothing_interesting_does_not_wait() {
+        // 3 is reachable from the uninteresting 10 only through 2 and 1, older than 3.
+        let mut db = Db::default();
+        db.commit(3, &[], 3);
+        db.commit(1, &[3], 1);
+        db.commit(2, &[1], 2);
+        db.commit(10, &[2], 10);
+        db.commit(5, &[3], 5);
+        let walk = |stop| {
+            let (mut graph, mut walk) = start(&db, &[5], &[10], stop);
+            let interesting = walk
+                .run(
+                    &mut graph,
+                    |graph, edge| graph.parse_gently(&db, edge.parent),
+                    |_, _| Ok(()),
+                )
+                .unwrap();
+            interesting
+                .iter()
+                .filter(|&&node| graph.flags(node) & flag::UNINTERESTING == 0)
+                .map(|&node| name(&graph, node))
+                .collect::<Vec<u32>>()
+        };
+        assert_eq!(walk(Stop::AfterSlop), [5], "3 is reachable from 10");
+        assert_eq!(
+            walk(Stop::NothingInteresting),
+            [5, 3],
+            "3 is left interesting: the walk stopped before 2 was taken"
+        );
+    }
 
     #[test]
     fn queue_order() {

@@ -132,7 +132,7 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
         let (db, should_interrupt) = (self.db, self.should_interrupt);
         self.walk.run(
             &mut self.graph,
-            |graph, node, gently| parse(db, graph, node, gently),
+            |graph, edge| parse(db, graph, edge.parent, edge.gently),
             |_, _| {
                 if should_interrupt.load(AtomicOrdering::Relaxed) {
                     Err(EnumerateError::Interrupted)

@@ -1,18 +1,26 @@
 //! The connectivity check of a push: every object reachable from the new tips is in the
 //! quarantine or the repository.
+//!
+//! The commit walk is `packgate-object`'s [`LimitedWalk`] over a [`CommitGraph`], the walk of
+//! negotiation and enumeration (git's `limit_list()`, as in git's own check, `rev-list
+//! --objects <new> --not --all`): existing tips are its uninteresting starts, new tips its
+//! interesting ones. It stops as soon as no interesting commit is queued
+//! ([`Stop::NothingInteresting`], without git's slop): the check needs every new commit
+//! walked, not an exact set of them. What is particular to connectivity stays here: which new
+//! tip each commit was first reached from (for the error message, from the walk's [`Edge`]s),
+//! the strictness (a parent of a new commit must be there; below existing history nothing is
+//! required), and the tree check.
 
 use packgate_object::{
-    tag_target,
+    flag, tag_target,
     tree::{self, EntryKind},
-    CommitHeader, QueueEntry,
+    CommitGraph, Edge, LimitedWalk, Stop, Unparsable,
 };
 
 use super::OBJECT_HASH;
 
-use std::collections::BinaryHeap;
-
 use gix_hash::{oid, ObjectId};
-use gix_hashtable::{HashMap, HashSet};
+use gix_hashtable::HashSet;
 use gix_object::Kind;
 
 /// The error returned by [`check_connectivity()`].
@@ -49,7 +57,7 @@ pub enum ConnectivityError {
     },
 }
 
-pub(super) fn kind_name(kind: Option<Kind>) -> &'static str {
+fn kind_name(kind: Option<Kind>) -> &'static str {
     match kind {
         Some(Kind::Commit) => "commit",
         Some(Kind::Tree) => "tree",
@@ -72,16 +80,18 @@ pub struct ConnectivityOutcome {
 /// Check that every object reachable from `new_tips` is in `objects`, assuming (as git does)
 /// that everything reachable from `existing_tips` is.
 ///
-/// `objects` is usually [`Quarantine::objects()`]; `new_tips` are the non-null new values of
+/// `objects` is usually [`Quarantine::objects()`](super::Quarantine::objects); `new_tips` are the non-null new values of
 /// the push's ref updates, `existing_tips` the values of all refs before the push (tags are
 /// peeled here; tips that cannot be read are ignored).
 ///
 /// The walk, and why it is sound:
 /// * Commits are walked newest first from both sides, existing tips painting their ancestors
-///   "old", like `git rev-list <new> --not <existing>`. The walk stops once only old commits are
-///   queued, so every commit reached from a new tip is either old (reachable from an existing
-///   tip, hence complete) or walked as new, with all its parents classified. A clock skew only
-///   makes the walk longer, never wrong: "old" is only ever painted from existing tips.
+///   uninteresting, like `git rev-list <new> --not <existing>` ([`LimitedWalk`]). The walk
+///   stops once only uninteresting commits are queued, so every commit reached from a new tip
+///   is either uninteresting (reachable from an existing tip, hence complete) or walked as
+///   interesting, with all its parents read. A clock skew only makes the check longer (a
+///   commit whose uninteresting mark is late has its tree checked), never wrong: the
+///   uninteresting mark is only ever spread from existing tips.
 /// * New commits are checked oldest first; every tree read and blob found is remembered as
 ///   complete, so what a commit shares with its new parents is not looked at again. What it
 ///   shares with its old parents is found by comparing its trees with theirs, level by level:
@@ -97,141 +107,220 @@ pub fn check_connectivity(
     new_tips: &[ObjectId],
     existing_tips: &[ObjectId],
 ) -> Result<ConnectivityOutcome, ConnectivityError> {
-    let mut walk = Walk {
+    let mut check = Check {
         objects,
-        commits: Vec::new(),
-        parents: Vec::new(),
-        by_id: HashMap::default(),
-        queue: BinaryHeap::new(),
-        sequence: 0,
-        new_in_queue: 0,
         complete: HashSet::default(),
         buffer: Vec::new(),
         objects_checked: 0,
     };
+    let mut graph = CommitGraph::default();
+    let mut walk = LimitedWalk::new(Stop::NothingInteresting);
+    let mut reached = ReachedFrom::default();
     for &tip in existing_tips {
-        walk.add_existing_tip(tip);
+        let Some(commit) = check.peel_existing_tip(tip) else {
+            continue;
+        };
+        let node = graph.node(&commit);
+        walk.set_uninteresting(&mut graph, node);
+        if parse_gently(&mut graph, objects, node) {
+            walk.mark_parents_uninteresting(&mut graph, node);
+            walk.push(&mut graph, node);
+        }
     }
     let mut tree_tips = Vec::new();
-    for &tip in new_tips {
-        walk.add_new_tip(tip, &mut tree_tips)?;
+    for (index, &tip) in new_tips.iter().enumerate() {
+        match check.peel_new_tip(tip)? {
+            Peeled::Commit(commit) => {
+                let node = graph.node(&commit);
+                parse(&mut graph, objects, node, tip)?;
+                reached.first(node, index);
+                walk.push(&mut graph, node);
+            }
+            Peeled::Tree(tree) => tree_tips.push((tree, tip)),
+            Peeled::Complete => {}
+        }
     }
-    let new_commits = walk.walk_commits()?;
+    let walked = walk.run(
+        &mut graph,
+        |graph, edge: Edge| {
+            if edge.gently {
+                return Ok(parse_gently(graph, objects, edge.parent));
+            }
+            let tip = reached.tip(new_tips, graph, edge.child);
+            reached.inherit(edge.parent, edge.child);
+            parse(graph, objects, edge.parent, tip).map(|()| true)
+        },
+        |_, _| Ok(()),
+    )?;
     let mut checked_commits = 0;
     // Oldest first: what a commit shares with its parents has mostly been seen already.
-    for index in new_commits.into_iter().rev() {
-        let commit = &walk.commits[index];
-        if commit.flags & OLD != 0 {
+    for &node in walked.iter().rev() {
+        let commit = graph.get(node);
+        if commit.flags & flag::UNINTERESTING != 0 {
             continue;
         }
         checked_commits += 1;
-        let (tree, tip) = (commit.tree, commit.tip);
-        let bases = walk.parents[commit.parents.clone()]
-            .iter()
-            .filter_map(|parent| match walk.by_id.get(parent) {
-                // What this commit shares with new parents is known complete by now (mostly:
-                // commit dates decide the order).
-                Some(Slot::Commit(parent)) if walk.commits[*parent].flags & OLD != 0 => {
-                    Some(walk.commits[*parent].tree)
-                }
-                _ => None,
-            })
+        // What this commit shares with interesting parents is known complete by now (mostly:
+        // commit dates decide the order); what it shares with uninteresting ones is complete.
+        let bases = commit
+            .parents
+            .clone()
+            .map(|position| graph.get(graph.parent(position)))
+            .filter(|parent| parent.flags & OLD == OLD)
+            .map(|parent| parent.tree)
             .collect();
-        walk.check_tree(tree, bases, tip)?;
+        let tip = reached.tip(new_tips, &graph, node);
+        check.check_tree(commit.tree, bases, tip)?;
     }
     for (tree, tip) in tree_tips {
-        walk.check_tree(tree, Vec::new(), tip)?;
+        check.check_tree(tree, Vec::new(), tip)?;
     }
+    let commits_read = graph
+        .nodes
+        .iter()
+        .filter(|node| node.flags & flag::PARSED != 0)
+        .count();
     Ok(ConnectivityOutcome {
         new_commits: checked_commits,
-        objects_checked: walk.objects_checked,
+        objects_checked: check.objects_checked + commits_read,
     })
 }
 
-pub(super) const NEW: u8 = 1;
-pub(super) const OLD: u8 = 2;
+/// The flags of a commit of existing history whose tree is known.
+const OLD: u16 = flag::PARSED | flag::UNINTERESTING;
 
-pub(super) struct Commit {
-    pub(super) tree: ObjectId,
-    pub(super) parents: std::ops::Range<usize>,
-    pub(super) time: u64,
-    pub(super) flags: u8,
-    /// Queue entries for this commit.
-    pub(super) queued: u32,
-    pub(super) expanded_as_new: bool,
-    pub(super) expanded_as_old: bool,
-    /// The first new tip it was reached from.
-    pub(super) tip: ObjectId,
+/// Parse `node` below existing history: what can't be read there (even a read error) only
+/// ends that line of history, as in git.
+fn parse_gently(graph: &mut CommitGraph, objects: &impl gix_object::Find, node: u32) -> bool {
+    graph.parse_gently(objects, node).unwrap_or(false)
 }
 
-pub(super) enum Slot {
-    Commit(usize),
-    Missing,
+/// Parse `node`, reached from the new tip `tip`: it must be a readable commit.
+fn parse(
+    graph: &mut CommitGraph,
+    objects: &impl gix_object::Find,
+    node: u32,
+    tip: ObjectId,
+) -> Result<(), ConnectivityError> {
+    let id = graph.get(node).id;
+    let malformed = |reason| ConnectivityError::Malformed { id, tip, reason };
+    match graph.parse(objects, node) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Unparsable::Missing)) => Err(ConnectivityError::Missing {
+            id,
+            kind: Some(Kind::Commit),
+            tip,
+        }),
+        Ok(Err(Unparsable::NotACommit(_))) => Err(malformed("expected a commit")),
+        Ok(Err(Unparsable::Corrupt(_))) => Err(malformed("the commit cannot be parsed")),
+        Ok(Err(Unparsable::TooManyCommits)) => Err(malformed("too many commits")),
+        Err(err) => Err(ConnectivityError::Read {
+            id: err.id,
+            source: err.source,
+        }),
+    }
 }
 
-pub(super) struct Walk<'a, O> {
-    pub(super) objects: &'a O,
-    pub(super) commits: Vec<Commit>,
-    pub(super) parents: Vec<ObjectId>,
-    pub(super) by_id: HashMap<ObjectId, Slot>,
-    /// Newest first; `node` is the index in `commits`.
-    pub(super) queue: BinaryHeap<QueueEntry>,
-    pub(super) sequence: u64,
-    /// Queue entries whose commit is not (yet) old; the walk ends when this is zero.
-    pub(super) new_in_queue: usize,
+/// For each commit of the graph (by node number), the new tip it was first reached from, as
+/// an index into the new tips; grown as the graph grows, so a commit costs four bytes here.
+#[derive(Default)]
+struct ReachedFrom(Vec<u32>);
+
+impl ReachedFrom {
+    const NONE: u32 = u32::MAX;
+
+    /// Record that `node` was reached from new tip number `tip` unless it was reached before.
+    fn first(&mut self, node: u32, tip: usize) {
+        let node = node as usize;
+        if self.0.len() <= node {
+            self.0.resize(node + 1, Self::NONE);
+        }
+        if self.0[node] == Self::NONE {
+            self.0[node] = u32::try_from(tip).unwrap_or(Self::NONE);
+        }
+    }
+
+    /// `parent` was reached from `child`: it was reached from `child`'s tip, unless earlier.
+    fn inherit(&mut self, parent: u32, child: u32) {
+        if let Some(&tip) = self.0.get(child as usize) {
+            if tip != Self::NONE {
+                self.first(parent, tip as usize);
+            }
+        }
+    }
+
+    /// The new tip `node` was first reached from. Every commit walked as new was reached from
+    /// one; the commit itself stands in should that ever not hold.
+    fn tip(&self, new_tips: &[ObjectId], graph: &CommitGraph, node: u32) -> ObjectId {
+        self.0
+            .get(node as usize)
+            .and_then(|&tip| new_tips.get(tip as usize))
+            .copied()
+            .unwrap_or(graph.get(node).id)
+    }
+}
+
+/// What a new tip peels to.
+enum Peeled {
+    /// A commit: walk it.
+    Commit(ObjectId),
+    /// A tree: check it.
+    Tree(ObjectId),
+    /// Nothing more to check.
+    Complete,
+}
+
+/// The tree check's state: what is known complete, and the counts.
+struct Check<'a, O> {
+    objects: &'a O,
     /// Trees and blobs known to be complete (and tags of existing tips).
-    pub(super) complete: HashSet<ObjectId>,
-    pub(super) buffer: Vec<u8>,
-    pub(super) objects_checked: usize,
+    complete: HashSet<ObjectId>,
+    buffer: Vec<u8>,
+    objects_checked: usize,
 }
 
-impl<O> Walk<'_, O>
+impl<O> Check<'_, O>
 where
     O: gix_object::Find + gix_object::Exists,
 {
-    pub(super) fn read(&mut self, id: &oid) -> Result<Option<(Kind, &[u8])>, gix_error::Error> {
+    fn read(&mut self, id: &oid) -> Result<Option<(Kind, &[u8])>, gix_error::Error> {
         Ok(self
             .objects
             .try_find(id, &mut self.buffer)?
             .map(|data| (data.kind, data.data)))
     }
 
-    pub(super) fn add_existing_tip(&mut self, tip: ObjectId) {
+    /// The commit an existing tip peels to, remembering its tags (and a tree or blob) as
+    /// complete; `None` if there is none or it can't be read.
+    fn peel_existing_tip(&mut self, tip: ObjectId) -> Option<ObjectId> {
         let mut id = tip;
         // Peel tags, with a bound against cycles.
         for _ in 0..64 {
             let Ok(Some((kind, data))) = self.read(&id) else {
-                return;
+                return None;
             };
             match kind {
                 Kind::Tag => {
-                    let Some(target) = tag_target(data) else {
-                        return;
-                    };
+                    let target = tag_target(data)?;
                     self.complete.insert(id);
                     id = target;
                 }
-                Kind::Commit => {
-                    self.add(id, OLD, tip).ok();
-                    return;
-                }
+                Kind::Commit => return Some(id),
                 Kind::Tree | Kind::Blob => {
                     self.complete.insert(id);
-                    return;
+                    return None;
                 }
             }
         }
+        None
     }
 
-    pub(super) fn add_new_tip(
-        &mut self,
-        tip: ObjectId,
-        tree_tips: &mut Vec<(ObjectId, ObjectId)>,
-    ) -> Result<(), ConnectivityError> {
+    /// Peel a new tip: its tags must be readable and lead to an object that is there.
+    fn peel_new_tip(&mut self, tip: ObjectId) -> Result<Peeled, ConnectivityError> {
         let mut id = tip;
         for _ in 0..64 {
             if self.complete.contains(&id) {
-                return Ok(());
+                return Ok(Peeled::Complete);
             }
             let kind = match self.read(&id) {
                 Ok(Some((kind, data))) => {
@@ -256,16 +345,16 @@ where
                 }
                 Err(source) => return Err(ConnectivityError::Read { id, source }),
             };
-            match kind {
-                Kind::Commit => return self.add(id, NEW, tip),
-                Kind::Tree => tree_tips.push((id, tip)),
+            return Ok(match kind {
+                Kind::Commit => Peeled::Commit(id),
+                Kind::Tree => Peeled::Tree(id),
                 Kind::Blob => {
                     self.objects_checked += 1;
                     self.complete.insert(id);
+                    Peeled::Complete
                 }
-                Kind::Tag => {}
-            }
-            return Ok(());
+                Kind::Tag => Peeled::Complete,
+            });
         }
         Err(ConnectivityError::Malformed {
             id,
@@ -274,155 +363,10 @@ where
         })
     }
 
-    /// Give commit `id` the `flag`, loading it first if needed, and queue it if that changed
-    /// anything. A missing commit is an error only when reached from a new tip.
-    pub(super) fn add(
-        &mut self,
-        id: ObjectId,
-        flag: u8,
-        tip: ObjectId,
-    ) -> Result<(), ConnectivityError> {
-        let index = match self.by_id.get(&id) {
-            Some(Slot::Commit(index)) => *index,
-            Some(Slot::Missing) if flag == OLD => return Ok(()),
-            Some(Slot::Missing) => {
-                return Err(ConnectivityError::Missing {
-                    id,
-                    kind: Some(Kind::Commit),
-                    tip,
-                })
-            }
-            None => match self.load(id, tip) {
-                Ok(index) => index,
-                Err(_) if flag == OLD => {
-                    self.by_id.insert(id, Slot::Missing);
-                    return Ok(());
-                }
-                Err(err) => {
-                    if matches!(err, ConnectivityError::Missing { .. }) {
-                        self.by_id.insert(id, Slot::Missing);
-                    }
-                    return Err(err);
-                }
-            },
-        };
-        let commit = &mut self.commits[index];
-        if commit.flags & (flag | OLD) != 0 {
-            return Ok(());
-        }
-        if flag == OLD {
-            // Its queue entries no longer count as new.
-            self.new_in_queue -= commit.queued as usize;
-        } else {
-            commit.tip = tip;
-        }
-        commit.flags |= flag;
-        commit.queued += 1;
-        if commit.flags & OLD == 0 {
-            self.new_in_queue += 1;
-        }
-        self.sequence += 1;
-        self.queue.push(QueueEntry {
-            date: commit.time,
-            seq: self.sequence,
-            // `load()` numbers no more commits than `u32` holds.
-            node: u32::try_from(index).unwrap_or(u32::MAX),
-        });
-        Ok(())
-    }
-
-    pub(super) fn load(&mut self, id: ObjectId, tip: ObjectId) -> Result<usize, ConnectivityError> {
-        // The fields, not `self.read()`: the header borrows the buffer while `parents` grows.
-        let (kind, data) = match self.objects.try_find(&id, &mut self.buffer) {
-            Ok(Some(found)) => (found.kind, found.data),
-            Ok(None) => {
-                return Err(ConnectivityError::Missing {
-                    id,
-                    kind: Some(Kind::Commit),
-                    tip,
-                })
-            }
-            Err(source) => return Err(ConnectivityError::Read { id, source }),
-        };
-        if kind != Kind::Commit {
-            return Err(ConnectivityError::Malformed {
-                id,
-                tip,
-                reason: "expected a commit",
-            });
-        }
-        let header =
-            CommitHeader::parse(data, OBJECT_HASH).map_err(|_| ConnectivityError::Malformed {
-                id,
-                tip,
-                reason: "the commit cannot be parsed",
-            })?;
-        let index = self.commits.len();
-        if u32::try_from(index).is_err() {
-            return Err(ConnectivityError::Malformed {
-                id,
-                tip,
-                reason: "too many commits",
-            });
-        }
-        let start = self.parents.len();
-        self.parents.extend(header.parents());
-        self.commits.push(Commit {
-            tree: header.tree,
-            parents: start..self.parents.len(),
-            time: header.date,
-            flags: 0,
-            queued: 0,
-            expanded_as_new: false,
-            expanded_as_old: false,
-            tip,
-        });
-        self.by_id.insert(id, Slot::Commit(index));
-        self.objects_checked += 1;
-        Ok(index)
-    }
-
-    /// Walk until only old commits are queued; returns the commits walked as new, newest first
-    /// (some may have turned out old later).
-    pub(super) fn walk_commits(&mut self) -> Result<Vec<usize>, ConnectivityError> {
-        let mut new_commits = Vec::new();
-        while self.new_in_queue > 0 {
-            let Some(QueueEntry { node, .. }) = self.queue.pop() else {
-                break;
-            };
-            let index = node as usize;
-            let commit = &mut self.commits[index];
-            commit.queued -= 1;
-            let parents = commit.parents.clone();
-            if commit.flags & OLD == 0 {
-                self.new_in_queue -= 1;
-                if commit.expanded_as_new {
-                    continue;
-                }
-                commit.expanded_as_new = true;
-                let tip = commit.tip;
-                new_commits.push(index);
-                for position in parents {
-                    self.add(self.parents[position], NEW, tip)?;
-                }
-            } else {
-                if commit.expanded_as_old {
-                    continue;
-                }
-                commit.expanded_as_old = true;
-                let tip = commit.tip;
-                for position in parents {
-                    self.add(self.parents[position], OLD, tip)?;
-                }
-            }
-        }
-        Ok(new_commits)
-    }
-
     /// Check that `root` and everything below it exists, skipping what is known complete or
     /// also appears at the same place in one of the `bases`: the trees of the commit's old
     /// parents, complete by assumption (and remembered as complete).
-    pub(super) fn check_tree(
+    fn check_tree(
         &mut self,
         root: ObjectId,
         bases: Vec<ObjectId>,
