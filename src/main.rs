@@ -6,7 +6,6 @@ mod daemon;
 mod http_backend;
 mod passwd;
 mod serve;
-mod stdio;
 
 use std::{
     io::Write,
@@ -23,6 +22,7 @@ use packgate::{
         repository::{PathLookup, Repository},
         upload_pack::{ServeError, SessionOptions, UploadPack},
     },
+    transport::stdio,
     wire::pkt_line::PacketWriter,
 };
 

@@ -8,6 +8,9 @@
 //! * [`credentials`]: authentication of HTTP users: a credentials file of bcrypt and argon2
 //!   hashes, an [`Authenticator`](packgate_wire::service::http::Authenticator), and
 //!   [`hash_password`](credentials::hash_password) for new entries.
+//! * [`stdio`]: standard input and output of a stdio session (`packgate upload-pack` /
+//!   `receive-pack` run by a client over file:// or ssh), with `--timeout`'s bound on every
+//!   wait for the client.
 //!
 //! This crate knows no repositories and no protocol semantics: what a request means and
 //! what to answer is the handler's (implemented by `packgate-protocol`).
@@ -23,3 +26,4 @@ pub mod credentials;
 pub mod daemon;
 pub mod http;
 pub mod listener;
+pub mod stdio;

@@ -4,8 +4,7 @@
 //! `--timeout=N` bounds every wait for the client: a read that gets no byte for N seconds, or
 //! a write of which the client takes no byte for N seconds, fails with
 //! [`io::ErrorKind::TimedOut`]. The session then ends through its ordinary error path, so
-//! whatever it holds is released as usual (a push's quarantine is deleted, the push lock
-//! removed); the process is never ended under it. Time the server spends working (finding
+//! whatever it holds is released as usual (a push's quarantine is deleted); the process is never ended under it. Time the server spends working (finding
 //! objects, indexing a pack, running hooks) is not waiting for the client and does not count.
 //!
 //! Blocking pipes have no time limit of their own, so standard input and output are served by
