@@ -347,10 +347,8 @@ impl Registry {
             PathLookup::Lenient
         };
         let repo = Repository::open(&path, lookup, config_parameters)?;
-        let git_dir = repo
-            .git_dir()
-            .canonicalize()
-            .map_err(|_| AccessError::BadPath { path: shown() })?;
+        // Already absolute with symlinks resolved (`Repository::open`).
+        let git_dir = repo.git_dir().to_owned();
         if !git_dir.starts_with(&self.root) {
             return Err(AccessError::OutsideRoot { path: shown() });
         }
