@@ -219,7 +219,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     let config = setup.dir.join("packgate.toml");
     crate::util::write_file(
         &config,
-        b"[http]\nheader-timeout = 3\ntimeout = 4\nmax-connections = 2\n",
+        b"[http]\nheader-timeout = 3\ntimeout = 8\nmax-connections = 2\n",
     );
     let server = Server::start_with(
         setup.dir.path(),
@@ -264,7 +264,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     }
     // Both are sessions once the server has read their heads: until then a probe may still
     // get a slot, so wait for the first probe that is turned away.
-    wait_until(Duration::from_secs(10), "both session slots taken", || {
+    wait_until(Duration::from_secs(15), "both session slots taken", || {
         let mut probe = connect();
         probe
             .write_all(
