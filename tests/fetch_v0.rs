@@ -165,3 +165,63 @@ fn empty_repository() {
         }
     }
 }
+
+/// The v0/v1 reference advertisement is git's, line for line (peeled tags, `symref=`,
+/// `version 1`, `no-done` only for `--advertise-refs`), except for the capabilities packgate
+/// does not implement (shallow, deepen-*) and the agent.
+#[test]
+fn advertisement_matches_git() {
+    let git = Git::newest();
+    let dir = Dir::new("v0-advertisement");
+    let source = dir.fixture(&preset_spec("small"));
+    dir.git_in(&git, &source.path)
+        .args(["tag", "-a", "-m", "Release", "v9", "main"])
+        .run();
+    let empty = dir.join("empty.git");
+    dir.git(&git)
+        .args(["init", "--quiet", "--bare"])
+        .arg(&empty)
+        .run();
+    let normalize = |stdout: &[u8]| -> String {
+        let text = String::from_utf8_lossy(stdout)
+            .replace(" shallow deepen-since deepen-not deepen-relative", "");
+        match text.find(" agent=") {
+            Some(start) => {
+                let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+                format!("{}{}", &text[..start], &text[end..])
+            }
+            None => text,
+        }
+    };
+    for repo in [&source.path, &empty] {
+        for protocol in [None, Some("version=1")] {
+            for options in [&["--advertise-refs"][..], &[]] {
+                let run = |mut command: crate::util::Cmd| {
+                    if let Some(protocol) = protocol {
+                        command = command.env("GIT_PROTOCOL", protocol);
+                    }
+                    command
+                        .args(options)
+                        .arg(repo)
+                        .stdin(b"0000".to_vec())
+                        .run()
+                };
+                let ours = run(dir.packgate().arg("upload-pack"));
+                let theirs = run(dir.git(&git).arg("upload-pack"));
+                let context = format!("{}, {protocol:?}, {options:?}", repo.display());
+                assert!(ours.stdout.len() > 50, "{context}: {ours}");
+                // Lengths differ with the capabilities: compare the text only.
+                let strip = |text: String| -> Vec<String> {
+                    text.split('\n')
+                        .map(|line| line.get(4..).unwrap_or_default().to_owned())
+                        .collect()
+                };
+                assert_eq!(
+                    strip(normalize(&ours.stdout)),
+                    strip(normalize(&theirs.stdout)),
+                    "{context}"
+                );
+            }
+        }
+    }
+}
