@@ -121,6 +121,17 @@ pub(crate) fn fetch_and_count(
     upload_pack: String,
     protocol: &str,
 ) -> usize {
+    fetch_and_count_traced(dir, git, repo, upload_pack, protocol).0
+}
+
+/// [`fetch_and_count`], and the fetch's output with curl's headers traced (for HTTP).
+pub(crate) fn fetch_and_count_traced(
+    dir: &Dir,
+    git: &Git,
+    repo: &Path,
+    upload_pack: String,
+    protocol: &str,
+) -> (usize, crate::util::Output) {
     let before = pack_indexes(repo);
     let had: BTreeSet<String> = dir
         .git_in(git, repo)
@@ -130,7 +141,11 @@ pub(crate) fn fetch_and_count(
         .lines()
         .filter_map(|line| line.split(' ').next().map(str::to_owned))
         .collect();
-    dir.git_in(git, repo)
+    let output = dir
+        .git_in(git, repo)
+        .env("GIT_TRACE_CURL", "1")
+        .env("GIT_TRACE_CURL_NO_DATA", "1")
+        .env("GIT_TRACE_PACKET", "1")
         .args(["-c", &format!("protocol.version={protocol}")])
         .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"])
         .args(["fetch", "--prune"])
@@ -166,7 +181,7 @@ pub(crate) fn fetch_and_count(
         .iter()
         .filter(|fields| fields.len() == 5 && had.contains(fields[0]) && bases.contains(fields[0]))
         .count();
-    entries.len() - appended
+    (entries.len() - appended, output)
 }
 
 #[test]

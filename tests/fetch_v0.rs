@@ -1,16 +1,69 @@
-//! Protocol v0 and v1 fetches through `packgate upload-pack` over stdio (file://): clones,
-//! incremental fetches (tags included), a fork far ahead of its parent and an empty
-//! repository, with every git and `protocol.version=0` and `=1`.
+//! Protocol v0 and v1 fetches with every git and `protocol.version=0` and `=1`: through
+//! `packgate upload-pack` over stdio (file://) clones, incremental fetches (tags included), a
+//! fork far ahead of its parent and an empty repository; the same over git:// (`serve`,
+//! `daemon`) and smart HTTP (`serve`, `http-backend` behind a CGI host; plain and gzip
+//! request bodies).
+
+use std::path::Path;
 
 use packgate_fixture::{append_commits, Append};
 
-use crate::fetch::{fetch_and_count, move_source_forward};
+use crate::cgi_host::{CgiHost, CgiHostOptions};
+use crate::daemon::Daemon;
+use crate::fetch::{fetch_and_count, fetch_and_count_traced, move_source_forward};
+use crate::http::{Push, Server};
 use crate::util::{
     assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_command,
-    packgate_upload_pack_option, preset_spec, refs, rename_refs, Dir, Git,
+    packgate_upload_pack_option, preset_spec, refs, rename_refs, shared_fixture, Dir, Git,
 };
 
 const VERSIONS: [&str; 2] = ["0", "1"];
+
+/// `through_git` and `through_packgate`: bare copies of `served` whose only ref is `main`,
+/// 300 commits ahead of the served `main` (a fork far ahead of its parent), fetching
+/// `+refs/*:refs/*`. Fetching then takes many rounds of haves before one is common.
+fn fork(dir: &Dir, git: &Git, served: &Path, through_git: &Path, through_packgate: &Path) {
+    dir.git(git)
+        .args(["-c", "protocol.version=2", "clone", "--bare"])
+        .arg(git_upload_pack_option(git))
+        .arg(file_url(served))
+        .arg(through_git)
+        .run();
+    let names = dir
+        .git_in(git, through_git)
+        .args(["for-each-ref", "--format=%(refname)"])
+        .run()
+        .stdout_text();
+    for name in names.lines().filter(|name| *name != "refs/heads/main") {
+        dir.git_in(git, through_git)
+            .args(["update-ref", "-d", name])
+            .run();
+    }
+    let ahead = Append {
+        branch: "main".to_owned(),
+        commits: 300,
+        seed: 77,
+        git: git.program.clone(),
+        ..Append::default()
+    };
+    append_commits(through_git, &ahead).unwrap_or_else(|err| panic!("fork: {err}"));
+    dir.copy_tree(through_git, through_packgate);
+    for repo in [through_git, through_packgate] {
+        dir.git_in(git, repo)
+            .args(["config", "remote.origin.fetch", "+refs/*:refs/*"])
+            .run();
+    }
+}
+
+/// How many rounds of haves the client sent: the `NAK`s it read (multi_ack and
+/// multi_ack_detailed answer each round's flush with one), from `GIT_TRACE_PACKET`.
+fn rounds(output: &crate::util::Output) -> usize {
+    output
+        .stderr_text()
+        .lines()
+        .filter(|line| line.ends_with("< NAK"))
+        .count()
+}
 
 /// Bare, mirror and work-tree clones hold the source's refs and pass fsck; a later fetch in
 /// the work tree after the source moved forward brings its branches and tags.
@@ -89,34 +142,16 @@ fn fork_far_ahead_fetches_no_more_objects_than_git() {
             let source = dir.fixture(&preset_spec("small"));
             let through_git = dir.join("through-git.git");
             let through_packgate = dir.join("through-packgate.git");
-            dir.git(&git)
-                .args(["-c", "protocol.version=2", "clone", "--bare"])
-                .arg(git_upload_pack_option(&git))
-                .arg(file_url(&source.path))
-                .arg(&through_git)
-                .run();
-            let fork = Append {
-                branch: "fork".to_owned(),
-                commits: 300,
-                seed: 99,
-                git: git.program.clone(),
-                ..Append::default()
-            };
-            append_commits(&through_git, &fork).unwrap_or_else(|err| panic!("{context}: {err}"));
-            dir.copy_tree(&through_git, &through_packgate);
-            for repo in [&through_git, &through_packgate] {
-                dir.git_in(&git, repo)
-                    .args(["config", "remote.origin.fetch", "+refs/*:refs/*"])
-                    .run();
-            }
+            fork(&dir, &git, &source.path, &through_git, &through_packgate);
             move_source_forward(&dir, &git, &source.path);
-            let by_packgate = fetch_and_count(
+            let (by_packgate, output) = fetch_and_count_traced(
                 &dir,
                 &git,
                 &through_packgate,
                 packgate_upload_pack_option(),
                 version,
             );
+            assert!(rounds(&output) >= 3, "{context}: few rounds: {output}");
             let by_git = fetch_and_count(
                 &dir,
                 &git,
@@ -224,4 +259,164 @@ fn advertisement_matches_git() {
             }
         }
     }
+}
+
+/// For each git and version, against a fresh copy of the `small` preset below `root`
+/// (served at `url(name)`): bare, mirror and work-tree clones; a fork 300 commits ahead of
+/// the served repository fetches its new commits (many rounds of haves; over HTTP in gzip
+/// bodies, the clones' in plain ones) with no more objects than git's upload-pack sends;
+/// and a clone of an empty repository.
+fn fetch_over(dir: &Dir, root: &Path, url: &dyn Fn(&str) -> String, http: bool, front: &str) {
+    let fixture = shared_fixture("small");
+    let empty = root.join("empty.git");
+    if !empty.exists() {
+        dir.git(&Git::newest())
+            .args(["init", "--quiet", "--bare"])
+            .arg(&empty)
+            .run();
+    }
+    for (n, git) in Git::all().into_iter().enumerate() {
+        for version in VERSIONS {
+            let context = format!("{front}, {git}, protocol.version={version}");
+            let protocol = format!("protocol.version={version}");
+            let name = format!("small-{front}-{n}-{version}.git");
+            let served = root.join(&name);
+            dir.copy_tree(&fixture.path, &served);
+            let work = dir.join(&format!("{front}-{n}-{version}"));
+            std::fs::create_dir_all(&work).unwrap_or_else(|err| panic!("mkdir: {err}"));
+
+            for flag in ["--bare", "--mirror"] {
+                let clone = work.join(format!("clone{flag}.git"));
+                let output = dir
+                    .git(&git)
+                    .env("GIT_TRACE_CURL", "1")
+                    .env("GIT_TRACE_CURL_NO_DATA", "1")
+                    .args(["-c", &protocol, "clone", flag])
+                    .arg(url(&name))
+                    .arg(&clone)
+                    .run();
+                if http {
+                    assert!(
+                        output.stderr_text().contains("POST /")
+                            && !output.stderr_text().contains("Content-Encoding: gzip"),
+                        "{context}: the clone should POST a plain body: {output}"
+                    );
+                }
+                assert_same_refs(
+                    &refs(&dir, &git, &clone, &["refs/heads", "refs/tags"]),
+                    &refs(&dir, &git, &served, &["refs/heads", "refs/tags"]),
+                    &format!("{context}, clone {flag}"),
+                );
+                fsck(dir, &git, &clone);
+            }
+            let clone = work.join("work");
+            dir.git(&git)
+                .args(["-c", &protocol, "clone"])
+                .arg(url(&name))
+                .arg(&clone)
+                .run();
+            fsck(dir, &git, &clone.join(".git"));
+
+            let through_git = work.join("through-git.git");
+            let through_packgate = work.join("through-packgate.git");
+            fork(dir, &git, &served, &through_git, &through_packgate);
+            dir.git_in(&git, &through_packgate)
+                .args(["config", "remote.origin.url"])
+                .arg(url(&name))
+                .run();
+            move_source_forward(dir, &git, &served);
+            // The remote's URL leads to the server; `--upload-pack` would be sent over
+            // git:// as the service name, so the option slot gets a harmless repeat.
+            let (by_packgate, output) =
+                fetch_and_count_traced(dir, &git, &through_packgate, "--prune".to_owned(), version);
+            assert!(rounds(&output) >= 3, "{context}: few rounds: {output}");
+            if http {
+                assert!(
+                    output.stderr_text().contains("Content-Encoding: gzip"),
+                    "{context}: the fork's haves should come gzip-compressed: {output}"
+                );
+            }
+            let by_git = fetch_and_count(
+                dir,
+                &git,
+                &through_git,
+                git_upload_pack_option(&git),
+                version,
+            );
+            assert!(
+                by_packgate <= by_git,
+                "{context}: packgate sent {by_packgate} objects, git {by_git}"
+            );
+            assert_same_refs(
+                &refs(dir, &git, &through_packgate, &[]),
+                &refs(dir, &git, &served, &[]),
+                &context,
+            );
+            fsck(dir, &git, &through_packgate);
+
+            let output = dir
+                .git(&git)
+                .args(["-c", &protocol, "clone"])
+                .arg(url("empty.git"))
+                .arg(work.join("empty"))
+                .run();
+            assert!(
+                output.stderr_text().contains("empty repository"),
+                "{context}: {output}"
+            );
+        }
+    }
+}
+
+#[test]
+fn over_serve_git_protocol_and_http() {
+    let dir = Dir::new("v0-serve");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|err| panic!("mkdir: {err}"));
+    let server = Server::start(&root, Push::Refused);
+    fetch_over(
+        &dir,
+        &root,
+        &|name| server.git_url(name),
+        false,
+        "serve-git",
+    );
+    fetch_over(
+        &dir,
+        &root,
+        &|name| server.http_url(name),
+        true,
+        "serve-http",
+    );
+}
+
+#[test]
+fn over_daemon() {
+    let dir = Dir::new("v0-daemon");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|err| panic!("mkdir: {err}"));
+    let daemon = Daemon::start(
+        &dir,
+        &["--export-all", &format!("--base-path={}", root.display())],
+    );
+    fetch_over(
+        &dir,
+        &root,
+        &|name| daemon.url(&format!("/{name}")),
+        false,
+        "daemon",
+    );
+}
+
+#[test]
+fn over_http_backend() {
+    let dir = Dir::new("v0-http-backend");
+    let root = dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|err| panic!("mkdir: {err}"));
+    let host = CgiHost::start(CgiHostOptions {
+        project_root: root.clone(),
+        export_all: true,
+        ..CgiHostOptions::default()
+    });
+    fetch_over(&dir, &root, &|name| host.url(name), true, "http-backend");
 }

@@ -113,7 +113,6 @@ impl UploadPack<'_> {
         output: W,
         options: &V0Options,
     ) -> Result<(), ServeError> {
-        let mut reader = PacketReader::new(input);
         let mut out = PacketWriter::new(output);
         if options.advertise_only || !options.stateless {
             if options.version == ProtocolVersion::V1 {
@@ -124,12 +123,26 @@ impl UploadPack<'_> {
                 return Ok(());
             }
         }
+        self.serve_v0_exchange(input, out.into_inner(), options.stateless)
+    }
+
+    /// What follows the advertisement of a v0/v1 session (sent by the caller, or in an
+    /// earlier request when `stateless`): the wants, the rounds of haves (only one when
+    /// `stateless`) and the pack.
+    pub fn serve_v0_exchange<R: Read, W: Write>(
+        &self,
+        input: R,
+        output: W,
+        stateless: bool,
+    ) -> Result<(), ServeError> {
+        let mut reader = PacketReader::new(input);
+        let mut out = PacketWriter::new(output);
         let wants = match wire_v0::read_wants(&mut reader, MAX_WANTS) {
             Ok(Some(wants)) => wants,
             Ok(None) => return Ok(()),
             Err(err) => return Err(reject(&mut out, err.to_string())),
         };
-        if let Err(message) = fetch::check_wants(self, &wants.wants, true, options.stateless) {
+        if let Err(message) = fetch::check_wants(self, &wants.wants, true, stateless) {
             return Err(reject(&mut out, message));
         }
         let mode = if wants.has("multi_ack_detailed") {
@@ -188,7 +201,7 @@ impl UploadPack<'_> {
                 Some(Round::SendPack) => break,
                 Some(Round::Continue) => {
                     out.get_mut().flush()?;
-                    if options.stateless {
+                    if stateless {
                         return Ok(());
                     }
                 }
