@@ -42,7 +42,7 @@ pub(crate) enum Command {
     UploadPack(StdioServiceArgs),
     /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
     ReceivePack(StdioServiceArgs),
-    /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2) and, with
+    /// Serve the repositories below ROOT over git:// (upload-pack, protocols v0-v2) and, with
     /// --http, smart HTTP.
     Serve(serve::ServeArgs),
     /// A drop-in for git daemon: serve repositories over git:// with git daemon's flags,

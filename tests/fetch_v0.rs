@@ -303,8 +303,8 @@ fn fetch_over(dir: &Dir, root: &Path, url: &dyn Fn(&str) -> String, http: bool, 
                     );
                 }
                 assert_same_refs(
-                    &refs(&dir, &git, &clone, &["refs/heads", "refs/tags"]),
-                    &refs(&dir, &git, &served, &["refs/heads", "refs/tags"]),
+                    &refs(dir, &git, &clone, &["refs/heads", "refs/tags"]),
+                    &refs(dir, &git, &served, &["refs/heads", "refs/tags"]),
                     &format!("{context}, clone {flag}"),
                 );
                 fsck(dir, &git, &clone);
