@@ -18,7 +18,8 @@ pub struct Wants {
     /// The wanted objects, in the order sent (repeats kept, as git keeps them out of its
     /// list by flag).
     pub wants: Vec<ObjectId>,
-    /// The capabilities after the first want, split at spaces.
+    /// The capabilities after the wants' ids, split at spaces: the first line carries them,
+    /// and git reads them from any line, so they are gathered from all.
     pub capabilities: Vec<BString>,
 }
 
@@ -102,9 +103,9 @@ pub enum RequestError {
     Read(#[from] ReadError),
 }
 
-/// Parse one line of the want section (its LF already removed); `first` for the first,
-/// which may carry capabilities. Returns the id and the capabilities.
-pub fn parse_want(line: &[u8], first: bool) -> Result<(ObjectId, Vec<BString>), RequestError> {
+/// Parse one line of the want section (its LF already removed). Returns the id and the
+/// capabilities after it.
+pub fn parse_want(line: &[u8]) -> Result<(ObjectId, Vec<BString>), RequestError> {
     let Some(rest) = line.strip_prefix(b"want ") else {
         let shallow = [
             &b"shallow "[..],
@@ -123,15 +124,15 @@ pub fn parse_want(line: &[u8], first: bool) -> Result<(ObjectId, Vec<BString>), 
         None => (rest, None),
     };
     let id = ObjectId::from_hex(hex).map_err(|_| RequestError::BadWant { line: line.into() })?;
-    // git reads capabilities on any want line; the first one's are the ones that count.
-    let capabilities = match capabilities {
-        Some(capabilities) if first => capabilities
-            .split_str(" ")
-            .filter(|c| !c.is_empty())
-            .map(BString::from)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let capabilities = capabilities
+        .map(|capabilities| {
+            capabilities
+                .split_str(" ")
+                .filter(|c| !c.is_empty())
+                .map(BString::from)
+                .collect()
+        })
+        .unwrap_or_default();
     Ok((id, capabilities))
 }
 
@@ -175,12 +176,14 @@ pub fn read_wants<R: Read>(
             Some(Packet::Flush) => return Ok(Some(wants)),
             Some(Packet::Data(data)) => {
                 let line = strip_one_line_feed(data);
-                let (id, capabilities) = parse_want(line, wants.wants.is_empty())?;
+                let (id, capabilities) = parse_want(line)?;
                 if wants.wants.len() >= max_wants {
                     return Err(RequestError::TooManyWants(max_wants));
                 }
-                if wants.wants.is_empty() {
-                    wants.capabilities = capabilities;
+                for capability in capabilities {
+                    if !wants.capabilities.contains(&capability) {
+                        wants.capabilities.push(capability);
+                    }
                 }
                 wants.wants.push(id);
             }
@@ -232,11 +235,11 @@ mod tests {
                 pkt(&format!(
                     "want {ID} multi_ack side-band-64k agent=git/2.47\n"
                 )),
-                pkt(&format!("want {ID} ignored\n"))
+                pkt(&format!("want {ID} multi_ack no-done\n"))
             ),
             Ok(Some(Wants {
                 wants: vec![id(), id()],
-                capabilities: caps(&["multi_ack", "side-band-64k", "agent=git/2.47"]),
+                capabilities: caps(&["multi_ack", "side-band-64k", "agent=git/2.47", "no-done"]),
             })),
         );
         check_wants("0000", Ok(None));
