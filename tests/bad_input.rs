@@ -367,3 +367,43 @@ fn timeout_while_the_client_sends_nothing() {
         "no advertisement: {output}"
     );
 }
+
+/// v0/v1 wants follow git's rules: a commit that is no ref's tip is `not our ref` in a
+/// stateful session, but accepted over `--stateless-rpc` when a visible ref reaches it (the
+/// client may have an older advertisement, git's `check_non_tip()`).
+#[test]
+fn protocol_v0_wants_of_non_tips() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("v0-non-tip");
+    let (_, older) = tip_and_older_commit(&dir, &source.path);
+    let request = concat([
+        line(format!("want {older} side-band-64k\n")),
+        FLUSH.to_vec(),
+        line("done\n"),
+    ]);
+    for stateless in [false, true] {
+        let mut command = dir.packgate().arg("upload-pack");
+        if stateless {
+            command = command.arg("--stateless-rpc");
+        }
+        let output = command
+            .arg(&source.path)
+            .stdin(request.clone())
+            .timeout(TIME_LIMIT)
+            .output();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if stateless {
+            assert!(output.status.success(), "{output}");
+            assert!(
+                stdout.contains("0008NAK\n") && stdout.contains("PACK"),
+                "{output}"
+            );
+        } else {
+            assert!(!output.status.success(), "{output}");
+            assert!(
+                stdout.contains(&format!("ERR upload-pack: not our ref {older}")),
+                "{output}"
+            );
+        }
+    }
+}
