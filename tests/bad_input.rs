@@ -407,3 +407,64 @@ fn protocol_v0_wants_of_non_tips() {
         }
     }
 }
+
+/// v0 clients choose how the pack comes: without `side-band*` it follows the last `NAK`
+/// as the bare pack; with `side-band` in band-1 packets of at most 1000 bytes, then a flush.
+#[test]
+fn protocol_v0_pack_with_and_without_sideband() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("v0-sideband");
+    let (tip, _) = tip_and_older_commit(&dir, &source.path);
+    for capabilities in ["", " side-band", " side-band-64k"] {
+        let request = concat([
+            line(format!("want {tip}{capabilities}\n")),
+            FLUSH.to_vec(),
+            line("done\n"),
+        ]);
+        let output = dir
+            .packgate()
+            .args(["upload-pack", "--stateless-rpc"])
+            .arg(&source.path)
+            .stdin(request)
+            .timeout(TIME_LIMIT)
+            .output();
+        assert!(output.status.success(), "{capabilities:?}: {output}");
+        let rest = output
+            .stdout
+            .strip_prefix(b"0008NAK\n".as_slice())
+            .unwrap_or_else(|| panic!("{capabilities:?}: no NAK first: {output}"));
+        if capabilities.is_empty() {
+            assert!(rest.starts_with(b"PACK"), "bare pack expected: {output}");
+            continue;
+        }
+        let limit = if capabilities == " side-band" {
+            1000
+        } else {
+            65520
+        };
+        let (packets, after) = crate::pkt::decode(rest);
+        assert!(
+            after.is_empty(),
+            "{capabilities:?}: trailing bytes: {output}"
+        );
+        let mut pack = Vec::new();
+        let mut flushed = false;
+        for packet in &packets {
+            match packet {
+                crate::pkt::Packet::Data(data) => {
+                    assert!(!flushed, "{capabilities:?}: data after the flush");
+                    assert!(data.len() + 4 <= limit, "{capabilities:?}: packet too long");
+                    if data.first() == Some(&1) {
+                        pack.extend_from_slice(&data[1..]);
+                    }
+                }
+                _ => flushed = true,
+            }
+        }
+        assert!(flushed, "{capabilities:?}: no flush at the end");
+        assert!(
+            pack.starts_with(b"PACK"),
+            "{capabilities:?}: no pack on band 1"
+        );
+    }
+}
