@@ -20,7 +20,7 @@ use packgate::{
     protocol::{
         receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
         repository::{PathLookup, Repository},
-        upload_pack::{ServeError, SessionOptions, UploadPack},
+        upload_pack::{ServeError, SessionOptions, UploadPack, V0Options},
     },
     transport::stdio,
     wire::pkt_line::PacketWriter,
@@ -38,11 +38,11 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Send objects to a git client: a drop-in for git-upload-pack (protocol v2).
+    /// Send objects to a git client: a drop-in for git-upload-pack (protocols v0, v1 and v2).
     UploadPack(StdioServiceArgs),
     /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
     ReceivePack(StdioServiceArgs),
-    /// Serve the repositories below ROOT over git:// (upload-pack, protocol v2) and, with
+    /// Serve the repositories below ROOT over git:// (upload-pack, protocols v0-v2) and, with
     /// --http, smart HTTP.
     Serve(serve::ServeArgs),
     /// A drop-in for git daemon: serve repositories over git:// with git daemon's flags,
@@ -111,29 +111,36 @@ fn main() -> ExitCode {
 }
 
 fn upload_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
-    let version_2 = std::env::var("GIT_PROTOCOL").is_ok_and(|value| asks_for_version_2(&value));
-    if !version_2 {
-        // Refuse clearly rather than leave a v0/v1 client waiting for an advertisement.
-        let mut out = PacketWriter::new(std::io::stdout().lock());
-        out.error(
-            "packgate serves fetches over protocol v2 only; use 'git -c protocol.version=2'",
-        )?;
-        out.get_mut().flush()?;
-        return Ok(ExitCode::from(EXIT_FATAL));
-    }
+    let protocol = std::env::var("GIT_PROTOCOL").unwrap_or_default();
     let repo = open_for_session(&args.directory, args.strict, "upload-pack")?;
     let upload_pack = UploadPack::new(&repo)?;
-    let options = SessionOptions {
-        stateless: args.stateless_rpc,
-        advertise_only: args.advertise_refs || args.http_backend_info_refs,
-        ..SessionOptions::default()
-    };
+    let advertise_only = args.advertise_refs || args.http_backend_info_refs;
     let stdio::SessionIo {
         input,
         output,
         timeout,
     } = session_io(args.timeout)?;
-    let result = upload_pack.serve(input, output, &options);
+    let result = if asks_for_version_2(&protocol) {
+        let options = SessionOptions {
+            stateless: args.stateless_rpc,
+            advertise_only,
+            ..SessionOptions::default()
+        };
+        upload_pack.serve(input, output, &options)
+    } else {
+        // As git: a client that did not ask for version 2 gets v0, or v1 if it asked for it.
+        let version = if protocol.split(':').any(|entry| entry == "version=1") {
+            ProtocolVersion::V1
+        } else {
+            ProtocolVersion::V0
+        };
+        let options = V0Options {
+            stateless: args.stateless_rpc,
+            advertise_only,
+            version,
+        };
+        upload_pack.serve_v0(input, output, &options)
+    };
     session_end(result, timeout.as_ref())
 }
 

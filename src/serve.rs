@@ -35,7 +35,7 @@ pub(crate) struct ServeArgs {
     /// Where the git:// front-end listens, or `off` [default: 127.0.0.1:9418].
     #[arg(long = "git", value_name = "ADDR|off")]
     git: Option<Listen>,
-    /// Where the smart HTTP front-end listens, or `off` (fetch with protocol v2; push only
+    /// Where the smart HTTP front-end listens, or `off` (fetch with protocols v0-v2; push only
     /// with --http-credentials or --http-allow-push-without-auth) [default: 127.0.0.1:8080].
     #[arg(long = "http", value_name = "ADDR|off")]
     http: Option<Listen>,

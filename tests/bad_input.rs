@@ -269,29 +269,78 @@ fn ls_refs_without_a_delimiter_or_arguments_is_valid() {
     }
 }
 
-/// Without `GIT_PROTOCOL=version=2` packgate refuses at once, even if the client keeps its
-/// end open.
+/// Protocol v0/v1 (no `GIT_PROTOCOL=version=2`): a client that hangs up after its wants,
+/// before any have, or that wants nothing, ends the session normally (exit 0); malformed
+/// wants and haves, and the shallow lines packgate does not advertise, get `ERR` and a
+/// non-zero exit. Stateful and stateless, for each way of asking for v0 or v1.
 #[test]
-fn without_protocol_version_2() {
-    let source = shared_fixture("tiny");
-    let dir = Dir::new("no-v2");
+fn protocol_v0_requests() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("v0-input");
+    let (tip, _) = tip_and_older_commit(&dir, &source.path);
+    let want = line(format!("want {tip} multi_ack_detailed side-band-64k\n"));
+    let normal: [Vec<u8>; 3] = [
+        concat([want.clone(), FLUSH.to_vec()]),
+        FLUSH.to_vec(),
+        Vec::new(),
+    ];
+    let bad: [(Vec<u8>, &str); 5] = [
+        (
+            concat([line("want 1234\n"), FLUSH.to_vec()]),
+            "expected to get object ID",
+        ),
+        (
+            concat([want.clone(), line("deepen 1\n"), FLUSH.to_vec()]),
+            "shallow",
+        ),
+        (
+            concat([want.clone(), FLUSH.to_vec(), line("have xyz\n")]),
+            "expected SHA1 object",
+        ),
+        (
+            concat([want.clone(), FLUSH.to_vec(), line("frobnicate\n")]),
+            "expected SHA1 list",
+        ),
+        (
+            concat([line(format!("want {}\n", "ab".repeat(20))), FLUSH.to_vec()]),
+            "not our ref",
+        ),
+    ];
     for protocol in [None, Some("version=1"), Some("version=0")] {
-        let mut command = dir.packgate().arg("upload-pack");
-        if let Some(protocol) = protocol {
-            command = command.env("GIT_PROTOCOL", protocol);
+        for stateless in [false, true] {
+            let run = |input: &[u8]| {
+                let mut command = dir.packgate().arg("upload-pack");
+                if let Some(protocol) = protocol {
+                    command = command.env("GIT_PROTOCOL", protocol);
+                }
+                if stateless {
+                    command = command.arg("--stateless-rpc");
+                }
+                command
+                    .arg(&source.path)
+                    .stdin(input.to_vec())
+                    .timeout(TIME_LIMIT)
+                    .output()
+            };
+            let context = format!("GIT_PROTOCOL={protocol:?}, stateless {stateless}");
+            for input in &normal {
+                let output = run(input);
+                let context = format!("{context}, input {}", show(input));
+                assert!(output.status.success(), "{context}: {output}");
+                assert_eq!(error_reason(&output.stdout), None, "{context}: {output}");
+            }
+            for (input, reason) in &bad {
+                let output = run(input);
+                let context = format!("{context}, input {}", show(input));
+                assert!(!output.status.success(), "{context}: {output}");
+                assert_eq!(output.signalled(), None, "{context}: {output}");
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                assert!(
+                    stdout.contains("ERR ") && stdout.contains(reason),
+                    "{context}: expected ERR with {reason:?}: {output}"
+                );
+            }
         }
-        let output = command
-            .arg(&source.path)
-            .stdin_then_keep_open(Vec::new())
-            .timeout(TIME_LIMIT)
-            .output();
-        let context = format!("GIT_PROTOCOL={protocol:?}");
-        assert!(!output.status.success(), "{context}: {output}");
-        assert_eq!(output.signalled(), None, "{context}: {output}");
-        assert!(
-            error_reason(&output.stdout).is_some_and(|reason| !reason.is_empty()),
-            "{context}: no ERR: {output}"
-        );
     }
 }
 
@@ -317,4 +366,105 @@ fn timeout_while_the_client_sends_nothing() {
         split_advertisement(&output.stdout).is_some(),
         "no advertisement: {output}"
     );
+}
+
+/// v0/v1 wants follow git's rules: a commit that is no ref's tip is `not our ref` in a
+/// stateful session, but accepted over `--stateless-rpc` when a visible ref reaches it (the
+/// client may have an older advertisement, git's `check_non_tip()`).
+#[test]
+fn protocol_v0_wants_of_non_tips() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("v0-non-tip");
+    let (_, older) = tip_and_older_commit(&dir, &source.path);
+    let request = concat([
+        line(format!("want {older} side-band-64k\n")),
+        FLUSH.to_vec(),
+        line("done\n"),
+    ]);
+    for stateless in [false, true] {
+        let mut command = dir.packgate().arg("upload-pack");
+        if stateless {
+            command = command.arg("--stateless-rpc");
+        }
+        let output = command
+            .arg(&source.path)
+            .stdin(request.clone())
+            .timeout(TIME_LIMIT)
+            .output();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if stateless {
+            assert!(output.status.success(), "{output}");
+            assert!(
+                stdout.contains("0008NAK\n") && stdout.contains("PACK"),
+                "{output}"
+            );
+        } else {
+            assert!(!output.status.success(), "{output}");
+            assert!(
+                stdout.contains(&format!("ERR upload-pack: not our ref {older}")),
+                "{output}"
+            );
+        }
+    }
+}
+
+/// v0 clients choose how the pack comes: without `side-band*` it follows the last `NAK`
+/// as the bare pack; with `side-band` in band-1 packets of at most 1000 bytes, then a flush.
+#[test]
+fn protocol_v0_pack_with_and_without_sideband() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("v0-sideband");
+    let (tip, _) = tip_and_older_commit(&dir, &source.path);
+    for capabilities in ["", " side-band", " side-band-64k"] {
+        let request = concat([
+            line(format!("want {tip}{capabilities}\n")),
+            FLUSH.to_vec(),
+            line("done\n"),
+        ]);
+        let output = dir
+            .packgate()
+            .args(["upload-pack", "--stateless-rpc"])
+            .arg(&source.path)
+            .stdin(request)
+            .timeout(TIME_LIMIT)
+            .output();
+        assert!(output.status.success(), "{capabilities:?}: {output}");
+        let rest = output
+            .stdout
+            .strip_prefix(b"0008NAK\n".as_slice())
+            .unwrap_or_else(|| panic!("{capabilities:?}: no NAK first: {output}"));
+        if capabilities.is_empty() {
+            assert!(rest.starts_with(b"PACK"), "bare pack expected: {output}");
+            continue;
+        }
+        let limit = if capabilities == " side-band" {
+            1000
+        } else {
+            65520
+        };
+        let (packets, after) = crate::pkt::decode(rest);
+        assert!(
+            after.is_empty(),
+            "{capabilities:?}: trailing bytes: {output}"
+        );
+        let mut pack = Vec::new();
+        let mut flushed = false;
+        for packet in &packets {
+            match packet {
+                crate::pkt::Packet::Data(data) => {
+                    assert!(!flushed, "{capabilities:?}: data after the flush");
+                    assert!(data.len() + 4 <= limit, "{capabilities:?}: packet too long");
+                    if data.first() == Some(&1) {
+                        pack.extend_from_slice(&data[1..]);
+                    }
+                }
+                _ => flushed = true,
+            }
+        }
+        assert!(flushed, "{capabilities:?}: no flush at the end");
+        assert!(
+            pack.starts_with(b"PACK"),
+            "{capabilities:?}: no pack on band 1"
+        );
+    }
 }

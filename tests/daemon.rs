@@ -42,7 +42,7 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts `packgate daemon --verbose --listen=127.0.0.1 --port=<free port> <args>` and
     /// waits for its ready line.
-    fn start(dir: &Dir, args: &[&str]) -> Daemon {
+    pub(crate) fn start(dir: &Dir, args: &[&str]) -> Daemon {
         Daemon::start_with_env(dir, args, &[])
     }
 

@@ -13,7 +13,7 @@ use crate::util::{
 /// Moves `source` forward: commits on `main` and `topic/1`, a new branch, a deleted branch, a
 /// rewound branch, a new annotated tag on the new `main` and a new lightweight tag on an old
 /// commit (a fetch follows both automatically).
-fn move_source_forward(dir: &Dir, git: &Git, source: &Path) {
+pub(crate) fn move_source_forward(dir: &Dir, git: &Git, source: &Path) {
     for (branch, commits, seed) in [("main", 5, 11), ("topic/1", 3, 12)] {
         let append = Append {
             branch: branch.to_owned(),
@@ -114,7 +114,24 @@ fn pack_indexes(repo: &Path) -> BTreeSet<String> {
 /// objects the server sent: the objects the pack holds, less the thin-pack bases that
 /// `index-pack --fix-thin` appended from `repo` (objects `repo` had before, written whole, that
 /// another entry of the pack is a delta of).
-fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> usize {
+pub(crate) fn fetch_and_count(
+    dir: &Dir,
+    git: &Git,
+    repo: &Path,
+    upload_pack: String,
+    protocol: &str,
+) -> usize {
+    fetch_and_count_traced(dir, git, repo, upload_pack, protocol).0
+}
+
+/// [`fetch_and_count`], and the fetch's output with curl's headers traced (for HTTP).
+pub(crate) fn fetch_and_count_traced(
+    dir: &Dir,
+    git: &Git,
+    repo: &Path,
+    upload_pack: String,
+    protocol: &str,
+) -> (usize, crate::util::Output) {
     let before = pack_indexes(repo);
     let had: BTreeSet<String> = dir
         .git_in(git, repo)
@@ -124,8 +141,12 @@ fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> us
         .lines()
         .filter_map(|line| line.split(' ').next().map(str::to_owned))
         .collect();
-    dir.git_in(git, repo)
-        .args(["-c", "protocol.version=2"])
+    let output = dir
+        .git_in(git, repo)
+        .env("GIT_TRACE_CURL", "1")
+        .env("GIT_TRACE_CURL_NO_DATA", "1")
+        .env("GIT_TRACE_PACKET", "1")
+        .args(["-c", &format!("protocol.version={protocol}")])
         .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"])
         .args(["fetch", "--prune"])
         .arg(upload_pack)
@@ -160,7 +181,7 @@ fn fetch_and_count(dir: &Dir, git: &Git, repo: &Path, upload_pack: String) -> us
         .iter()
         .filter(|fields| fields.len() == 5 && had.contains(fields[0]) && bases.contains(fields[0]))
         .count();
-    entries.len() - appended
+    (entries.len() - appended, output)
 }
 
 #[test]
@@ -190,9 +211,14 @@ fn incremental_fetch_sends_no_more_objects_than_git() {
             .stdout_text()
             .lines()
             .count();
-        let by_packgate =
-            fetch_and_count(&dir, &git, &through_packgate, packgate_upload_pack_option());
-        let by_git = fetch_and_count(&dir, &git, &through_git, git_upload_pack_option(&git));
+        let by_packgate = fetch_and_count(
+            &dir,
+            &git,
+            &through_packgate,
+            packgate_upload_pack_option(),
+            "2",
+        );
+        let by_git = fetch_and_count(&dir, &git, &through_git, git_upload_pack_option(&git), "2");
         assert!(
             by_packgate <= by_git,
             "{context}: packgate sent {by_packgate} objects, git {by_git}"

@@ -11,6 +11,9 @@
 //! Tests:
 //! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
 //! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git.
+//! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
+//!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
+//!   advertisement against git's.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
@@ -55,6 +58,7 @@ mod clone;
 mod crash;
 mod daemon;
 mod fetch;
+mod fetch_v0;
 mod http;
 mod http_auth;
 mod http_backend;

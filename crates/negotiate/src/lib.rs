@@ -91,6 +91,18 @@ pub struct Acknowledgments {
     pub ready: bool,
 }
 
+/// What the server makes of one have (protocol v0/v1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Have {
+    /// The server does not have the object.
+    Missing,
+    /// The server has it; `new` unless it is a commit already known to be the client's.
+    Common {
+        /// Whether it told something new (git's `got_oid()` returning 1).
+        new: bool,
+    },
+}
+
 /// The server's side of negotiating a fetch: the wants, and what the haves so far tell.
 ///
 /// Commits read once are remembered, so further rounds on the same instance are cheaper.
@@ -103,6 +115,8 @@ pub struct Negotiation {
     found_any: bool,
     /// The oldest committer date of a common have commit, 0 while there is none.
     oldest_have: u64,
+    /// git's `have_obj.nr`: see [`Negotiation::new_haves()`].
+    new_haves: usize,
     graph: CommitGraph,
     /// For reading tags.
     buf: Vec<u8>,
@@ -117,6 +131,7 @@ impl Negotiation {
             common_set: HashSet::default(),
             found_any: false,
             oldest_have: 0,
+            new_haves: 0,
             graph: CommitGraph::default(),
             buf: Vec::new(),
         }
@@ -156,33 +171,82 @@ impl Negotiation {
                 continue;
             };
             acknowledged.push(*have);
-            if self.common_set.insert(*have) {
-                self.common.push(*have);
-            }
-            self.found_any = true;
-            if header.kind != Kind::Commit {
-                continue;
-            }
-            let node = self.graph.node(have);
-            if !parse(&mut self.graph, db, node)? {
-                continue;
-            }
-            // git treats 0 as "no have yet", even after a commit dated 0.
-            let date = self.graph.nodes[node as usize].date;
-            if self.oldest_have == 0 || date < self.oldest_have {
-                self.oldest_have = date;
-            }
-            self.graph.nodes[node as usize].flags |= THEY_HAVE;
-            for position in self.graph.get(node).parents.clone() {
-                let parent = self.graph.parent(position);
-                self.graph.nodes[parent as usize].flags |= THEY_HAVE;
-            }
+            self.mark(db, have, header.kind)?;
         }
         let ready = self.ok_to_give_up(db)?;
         Ok(Acknowledgments {
             common: acknowledged,
             ready,
         })
+    }
+
+    /// Take one have, as protocol v0/v1 sends them (git's `got_oid()`): whether the server
+    /// has it, and if so whether it told something new. A commit the client was already known
+    /// to have (sent before, or a parent of a have) tells nothing new.
+    pub fn have(
+        &mut self,
+        db: &(impl gix_object::Find + gix_object::FindHeader),
+        id: &ObjectId,
+    ) -> Result<Have, Error> {
+        let header = db
+            .try_header(id)
+            .map_err(|source| Error::Read { id: *id, source })?;
+        match header {
+            None => Ok(Have::Missing),
+            Some(header) => Ok(Have::Common {
+                new: self.mark(db, id, header.kind)?,
+            }),
+        }
+    }
+
+    /// How many haves told something new (git's `have_obj.nr`): every common non-commit,
+    /// and every common commit not known to be the client's before.
+    pub fn new_haves(&self) -> usize {
+        self.new_haves
+    }
+
+    /// git's `ok_to_give_up()`: there is a common have and every wanted commit reaches a
+    /// commit the client has.
+    pub fn ready(
+        &mut self,
+        db: &(impl gix_object::Find + gix_object::FindHeader),
+    ) -> Result<bool, Error> {
+        self.ok_to_give_up(db)
+    }
+
+    /// Record a have the server has (git's `do_got_oid()`); `true` unless it is a commit
+    /// already marked as the client's.
+    fn mark(
+        &mut self,
+        db: &impl gix_object::Find,
+        have: &ObjectId,
+        kind: Kind,
+    ) -> Result<bool, Error> {
+        if self.common_set.insert(*have) {
+            self.common.push(*have);
+        }
+        self.found_any = true;
+        let mut known = false;
+        if kind == Kind::Commit {
+            let node = self.graph.node(have);
+            if parse(&mut self.graph, db, node)? {
+                // git treats 0 as "no have yet", even after a commit dated 0.
+                let date = self.graph.nodes[node as usize].date;
+                if self.oldest_have == 0 || date < self.oldest_have {
+                    self.oldest_have = date;
+                }
+                known = self.graph.flags(node) & THEY_HAVE != 0;
+                self.graph.nodes[node as usize].flags |= THEY_HAVE;
+                for position in self.graph.get(node).parents.clone() {
+                    let parent = self.graph.parent(position);
+                    self.graph.nodes[parent as usize].flags |= THEY_HAVE;
+                }
+            }
+        }
+        if !known {
+            self.new_haves += 1;
+        }
+        Ok(!known)
     }
 
     /// git's `ok_to_give_up()`: every wanted commit reaches a commit the client has.
@@ -376,6 +440,8 @@ fn read(
         source,
     })
 }
+
+pub mod v0;
 
 #[cfg(test)]
 mod tests;

@@ -10,12 +10,12 @@ use std::{
 use super::*;
 
 /// A bare repository built with `git fast-import`.
-struct Repo {
+pub(crate) struct Repo {
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
-fn git(
+pub(crate) fn git(
     cwd: &std::path::Path,
     args: &[&str],
     stdin: Option<&[u8]>,
@@ -53,7 +53,7 @@ impl Repo {
         ObjectId::from_hex(self.git(&["rev-parse", "--verify", rev]).trim().as_bytes()).unwrap()
     }
 
-    fn db(&self) -> gix_odb::Handle {
+    pub(crate) fn db(&self) -> gix_odb::Handle {
         gix_odb::at(self.path.join("objects"), gix_hash::Kind::Sha1).unwrap()
     }
 
@@ -117,7 +117,7 @@ impl Repo {
 /// `main` is c0…c9 with a tag on c7; `topic` forks at c4 and is merged into `merged`; `side`
 /// forks at c3 and is newer than all of main; `skewed` forks at c2 with a commit dated before
 /// c2; `orphan` is an unrelated, very old commit.
-fn fixture() -> &'static Repo {
+pub(crate) fn fixture() -> &'static Repo {
     static REPO: OnceLock<Repo> = OnceLock::new();
     REPO.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -188,7 +188,7 @@ fn unknown(n: u8) -> ObjectId {
 }
 
 /// Resolve `rev`; names starting with `?` are unknown objects.
-fn resolve(repo: &Repo, rev: &str) -> ObjectId {
+pub(crate) fn resolve(repo: &Repo, rev: &str) -> ObjectId {
     match rev.strip_prefix('?') {
         Some(n) => unknown(n.parse().unwrap()),
         None => repo.id(rev),

@@ -194,21 +194,52 @@ impl ConnectionHandler for DaemonService {
                 Session::Exchange(Box::new(PushSession { repo, version }))
             }
             _ => {
-                if !head.wants_version_2() {
-                    return Session::Refused(V2_ONLY.into());
-                }
                 if let Err(err) = UploadPack::new(&repo) {
                     return Session::Refused(format!("upload-pack: {err}"));
                 }
-                Session::Commands(Box::new(FetchSession { repo }))
+                if head.wants_version_2() {
+                    return Session::Commands(Box::new(FetchSession { repo }));
+                }
+                // As git daemon: v0 (v1 on request) for a client that did not ask for v2.
+                let version = if head.extra_parameters.iter().any(|p| p == "version=1") {
+                    ProtocolVersion::V1
+                } else {
+                    ProtocolVersion::V0
+                };
+                Session::Exchange(Box::new(V0FetchSession { repo, version }))
             }
         }
     }
 }
 
-/// What a client asking for upload-pack over v0/v1 is told.
-const V2_ONLY: &str =
-    "packgate serves fetches over protocol v2 only; use 'git -c protocol.version=2'";
+/// A v0/v1 fetch: the reference advertisement, then wants, rounds of haves and the pack
+/// in one exchange.
+struct V0FetchSession {
+    repo: Repository,
+    version: ProtocolVersion,
+}
+
+impl ExchangeHandler for V0FetchSession {
+    fn advertise(&mut self, output: &mut dyn Write) -> std::io::Result<()> {
+        let upload_pack = UploadPack::new(&self.repo).map_err(std::io::Error::other)?;
+        let mut out = PacketWriter::new(output);
+        if self.version == ProtocolVersion::V1 {
+            out.write_text("version 1").map_err(std::io::Error::other)?;
+        }
+        upload_pack
+            .advertise_v0(&mut out, false)
+            .map_err(std::io::Error::other)
+    }
+
+    fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
+        let result = UploadPack::new(&self.repo)
+            .map_err(|err| ServeError::Failed(err.to_string()))
+            .and_then(|upload_pack| upload_pack.serve_v0_exchange(input, output, false));
+        if let Err(err) = result {
+            log_session_error(&err);
+        }
+    }
+}
 
 /// A fetch session: upload-pack's commands, one request at a time.
 struct FetchSession {

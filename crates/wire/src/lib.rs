@@ -60,4 +60,5 @@
 pub mod pkt_line;
 pub mod service;
 pub mod sideband;
+pub mod v0;
 pub mod v2;

@@ -1,11 +1,11 @@
 //! The smart HTTP service: what runs once the front-end in `packgate-transport` has routed
 //! a request (`GET <repo>/info/refs?service=…` or `POST <repo>/git-…-pack`).
 //!
-//! * upload-pack speaks protocol v2 only. `GET info/refs` with `Git-Protocol: version=2`
-//!   gets the v2 capability advertisement — without the `# service=` header, as from git's
-//!   http-backend — and each `POST` is one stateless v2 request. A v0/v1 client gets the
-//!   `# service=git-upload-pack` header and then `ERR`, which git shows as
-//!   `fatal: remote error: …`.
+//! * upload-pack: `GET info/refs` with `Git-Protocol: version=2` gets the v2 capability
+//!   advertisement — without the `# service=` header, as from git's http-backend — and each
+//!   `POST` is one stateless v2 request. Any other client gets v0 (v1 on request): the
+//!   `# service=git-upload-pack` header, the reference advertisement, then one stateless
+//!   round of wants and haves per `POST`.
 //! * receive-pack speaks v0 (v1 on request): `# service=git-receive-pack`, the ref
 //!   advertisement, then one stateless push per `POST`. Who may push is the operator's
 //!   [`PushAccess`]: nobody (the default, `403 Forbidden`), authenticated users
@@ -51,12 +51,8 @@ use crate::{
     receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::Registry,
     repository::Repository,
-    upload_pack::{ServeError, SessionOptions, UploadPack},
+    upload_pack::{ServeError, SessionOptions, UploadPack, V0Options},
 };
-
-/// What a v0/v1 client of upload-pack is told.
-const V2_ONLY: &str =
-    "packgate serves fetches over protocol v2 only; use 'git -c protocol.version=2'";
 
 /// What a push is told when the server serves none over HTTP.
 const PUSH_DISABLED: &str = "push over HTTP is disabled on this server";
@@ -314,13 +310,10 @@ fn upload_pack(
     output: &mut dyn Write,
 ) -> Result<(), ServeError> {
     let mut out = PacketWriter::new(output);
-    if !request.wants_version_2() {
-        if request.kind == RequestKind::Advertisement {
-            service_header(&mut out, request.service)?;
-        }
-        out.error(V2_ONLY)?;
-        out.get_mut().flush()?;
-        return Err(ServeError::BadRequest(V2_ONLY.into()));
+    let version_2 = request.wants_version_2();
+    let advertisement = request.kind == RequestKind::Advertisement;
+    if !version_2 && advertisement {
+        service_header(&mut out, request.service)?;
     }
     let upload_pack = match UploadPack::new(repo) {
         Ok(upload_pack) => upload_pack,
@@ -331,6 +324,20 @@ fn upload_pack(
             return Err(ServeError::Failed(message));
         }
     };
+    if !version_2 {
+        // As git's http-backend: v0 (v1 on request) for a client that did not ask for v2;
+        // each POST is one stateless round.
+        let options = V0Options {
+            stateless: true,
+            advertise_only: advertisement,
+            version: if request.wants_version_1() {
+                ProtocolVersion::V1
+            } else {
+                ProtocolVersion::V0
+            },
+        };
+        return upload_pack.serve_v0(input, out.into_inner(), &options);
+    }
     let options = SessionOptions {
         stateless: true,
         advertise_only: request.kind == RequestKind::Advertisement,

@@ -13,16 +13,16 @@ use packgate_wire::{
 use super::{reject, Flow, ServeError, UploadPack};
 use crate::keepalive;
 
-/// The arguments of one `fetch` request.
+/// The arguments of one `fetch` request (and of a v0 request, from its capabilities).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Arguments {
-    wants: Vec<ObjectId>,
-    haves: Vec<ObjectId>,
-    done: bool,
-    thin_pack: bool,
-    no_progress: bool,
-    include_tag: bool,
-    ofs_delta: bool,
+pub(super) struct Arguments {
+    pub(super) wants: Vec<ObjectId>,
+    pub(super) haves: Vec<ObjectId>,
+    pub(super) done: bool,
+    pub(super) thin_pack: bool,
+    pub(super) no_progress: bool,
+    pub(super) include_tag: bool,
+    pub(super) ofs_delta: bool,
 }
 
 fn parse(arguments: &[BString]) -> Result<Arguments, String> {
@@ -65,7 +65,8 @@ pub(super) fn handle<W: Write>(
         Ok(arguments) => arguments,
         Err(message) => return Err(reject(out, message)),
     };
-    if let Err(message) = check_wants(upload_pack, &arguments.wants) {
+    let restrict = upload_pack.config.restrict_v2_wants;
+    if let Err(message) = check_wants(upload_pack, &arguments.wants, restrict, false) {
         return Err(reject(out, message));
     }
     if arguments.wants.is_empty() {
@@ -98,21 +99,35 @@ pub(super) fn handle<W: Write>(
         }
     }
     out.write_text("packfile")?;
-    send_pack(upload_pack, &arguments, negotiation.common(), out)?;
+    send_pack(
+        upload_pack,
+        &arguments,
+        negotiation.common(),
+        out,
+        Some(SidebandMode::SideBand64k),
+    )?;
     Ok(Flow::Continue)
 }
 
 /// A want must name an object the repository has: git 2.47's only rule for protocol v2.
-/// With `packgate.restrictV2Wants` it must also name a visible ref tip unless the
-/// `uploadpack.allow*SHA1InWant` settings allow more, git's rules for v0/v1.
-fn check_wants(upload_pack: &UploadPack<'_>, wants: &[ObjectId]) -> Result<(), String> {
+/// With `restrict` (v0/v1, or v2 under `packgate.restrictV2Wants`) it must also name a
+/// visible ref tip unless the `uploadpack.allow*SHA1InWant` settings allow more, git's rules
+/// for v0/v1; over a `stateless` transport git also accepts commits reachable from the
+/// visible tips (`check_non_tip()`), since the client may ask for tips of an earlier
+/// advertisement.
+pub(super) fn check_wants(
+    upload_pack: &UploadPack<'_>,
+    wants: &[ObjectId],
+    restrict: bool,
+    stateless: bool,
+) -> Result<(), String> {
     let not_our_ref = |id: &ObjectId| format!("upload-pack: not our ref {id}");
     let repo = upload_pack.repo;
     if let Some(missing) = wants.iter().find(|id| !repo.has_object(id)) {
         return Err(not_our_ref(missing));
     }
     let config = &upload_pack.config;
-    if wants.is_empty() || !config.restrict_v2_wants || config.allow_any_sha1_in_want {
+    if wants.is_empty() || !restrict || config.allow_any_sha1_in_want {
         return Ok(());
     }
     let tips = Tips::collect(upload_pack).map_err(|err| format!("upload-pack: {err}"))?;
@@ -138,7 +153,7 @@ fn check_wants(upload_pack: &UploadPack<'_>, wants: &[ObjectId]) -> Result<(), S
     if unresolved.is_empty() {
         return Ok(());
     }
-    if config.allow_reachable_sha1_in_want {
+    if config.allow_reachable_sha1_in_want || stateless {
         let starts: Vec<ObjectId> = tips.visible.iter().chain(peeled.iter()).copied().collect();
         let reachable = packgate_negotiate::reachable_from(repo.objects(), &starts, &unresolved)
             .map_err(|err| format!("upload-pack: {err}"))?;
@@ -181,17 +196,19 @@ impl Tips {
 }
 
 /// Write the packfile section: progress on band 2, the pack on band 1, errors on band 3,
-/// then the flush-pkt. With `uploadpack.keepAlive`, the pack is prepared on a thread of its
+/// then the flush-pkt (without `sideband`, a v0 client's choice: the pack alone). With `uploadpack.keepAlive`, the pack is prepared on a thread of its
 /// own while this one sends a keepalive packet whenever the section has been silent for the
 /// interval, as git's upload-pack does while pack-objects works.
-fn send_pack<W: Write>(
+pub(super) fn send_pack<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &Arguments,
     common: &[ObjectId],
     out: &mut PacketWriter<W>,
+    sideband: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
     match upload_pack.config.keepalive {
-        Some(interval) => {
+        // Keepalives are sideband packets: without sideband the pack is all there is.
+        Some(interval) if sideband.is_some() => {
             // The repository's object caches stay on this thread; the work gets its own.
             let repo = upload_pack.repo.clone();
             let config = upload_pack.config.clone();
@@ -200,13 +217,69 @@ fn send_pack<W: Write>(
                     repo: &repo,
                     config,
                 };
-                write_pack_section(&upload_pack, arguments, common, writer)
+                write_pack_section(&upload_pack, arguments, common, writer, sideband)
             })?;
         }
-        None => write_pack_section(upload_pack, arguments, common, out.get_mut())?,
+        _ => write_pack_section(upload_pack, arguments, common, out.get_mut(), sideband)?,
     }
-    out.flush_pkt()?;
+    if sideband.is_some() {
+        out.flush_pkt()?;
+    }
     Ok(())
+}
+
+/// Where the pack goes: sideband packets, or the stream itself.
+enum PackStream<W: Write> {
+    Sideband(SidebandWriter<W>),
+    Raw(W),
+}
+
+impl<W: Write> PackStream<W> {
+    /// Progress for the user: band 2, or nowhere without sideband.
+    fn progress(&mut self, message: &[u8]) -> std::io::Result<()> {
+        match self {
+            PackStream::Sideband(sideband) => {
+                sideband.progress(message)?;
+                sideband.flush()
+            }
+            PackStream::Raw(_) => Ok(()),
+        }
+    }
+
+    /// A fatal error for the user: band 3; without sideband the client only sees the
+    /// pack end early.
+    fn error(&mut self, message: &[u8]) -> std::io::Result<()> {
+        match self {
+            PackStream::Sideband(sideband) => {
+                sideband.error(message)?;
+                sideband.flush()
+            }
+            PackStream::Raw(_) => Ok(()),
+        }
+    }
+
+    fn max_payload_length(&self) -> usize {
+        match self {
+            PackStream::Sideband(sideband) => sideband.mode().max_payload_length(),
+            PackStream::Raw(_) => SidebandMode::SideBand64k.max_payload_length(),
+        }
+    }
+}
+
+impl<W: Write> Write for PackStream<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            PackStream::Sideband(sideband) => sideband.write(data),
+            PackStream::Raw(out) => out.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            PackStream::Sideband(sideband) => sideband.flush(),
+            PackStream::Raw(out) => out.flush(),
+        }
+    }
 }
 
 /// The sideband part of the packfile section.
@@ -215,21 +288,22 @@ fn write_pack_section<W: Write>(
     arguments: &Arguments,
     common: &[ObjectId],
     out: W,
+    mode: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
     let repo = upload_pack.repo;
-    let mut sideband = SidebandWriter::new(out, SidebandMode::SideBand64k);
-    let progress = |sideband: &mut SidebandWriter<W>, message: &str| -> std::io::Result<()> {
+    let mut sideband = match mode {
+        Some(mode) => PackStream::Sideband(SidebandWriter::new(out, mode)),
+        None => PackStream::Raw(out),
+    };
+    let progress = |sideband: &mut PackStream<W>, message: &str| -> std::io::Result<()> {
         if arguments.no_progress {
             return Ok(());
         }
-        sideband.progress(message.as_bytes())?;
-        sideband.flush()
+        sideband.progress(message.as_bytes())
     };
-    let fail = |sideband: &mut SidebandWriter<W>, message: String| -> ServeError {
+    let fail = |sideband: &mut PackStream<W>, message: String| -> ServeError {
         tracing::warn!(%message, "fetch failed while sending the pack");
-        let _ = sideband
-            .error(format!("upload-pack: {message}\n").as_bytes())
-            .and_then(|()| sideband.flush());
+        let _ = sideband.error(format!("upload-pack: {message}\n").as_bytes());
         ServeError::Failed(message)
     };
     let interrupt = AtomicBool::new(false);
@@ -280,10 +354,8 @@ fn write_pack_section<W: Write>(
     };
     let written = {
         // Fill whole sideband packets instead of sending one per small write.
-        let mut buffered = std::io::BufWriter::with_capacity(
-            SidebandMode::SideBand64k.max_payload_length(),
-            &mut sideband,
-        );
+        let mut buffered =
+            std::io::BufWriter::with_capacity(sideband.max_payload_length(), &mut sideband);
         let outcome = packgate_pack::write_pack(
             repo.objects(),
             &objects,

@@ -11,6 +11,9 @@
 
 mod fetch;
 mod ls_refs;
+mod v0;
+
+pub use v0::V0Options;
 
 use std::io::{Read, Write};
 

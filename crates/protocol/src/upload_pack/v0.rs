@@ -1,0 +1,220 @@
+//! upload-pack over protocol v0 and v1: the reference advertisement, the wants, the
+//! negotiation (`packgate_negotiate::v0`) and the pack, as git 2.47's upload-pack serves
+//! them to a client that did not ask for version 2.
+
+use std::io::{Read, Write};
+
+use bstr::ByteSlice;
+use gix_hash::ObjectId;
+use packgate_negotiate::v0::{AckMode, Round, V0Negotiation};
+use packgate_wire::{
+    pkt_line::{PacketReader, PacketWriter},
+    sideband::SidebandMode,
+    v0::{self as wire_v0, Line},
+};
+
+use super::{fetch, reject, ServeError, UploadPack, AGENT};
+use crate::{receive_pack::ProtocolVersion, repository::Head};
+
+/// The capabilities upload-pack advertises in v0/v1, in git's order, before the ones that
+/// depend on configuration and the request. No shallow, deepen or filter: not implemented.
+const CAPABILITIES: &str = "multi_ack thin-pack side-band side-band-64k ofs-delta no-progress \
+                            include-tag multi_ack_detailed";
+
+/// The most wants of one request (the v2 request limit's order of magnitude).
+const MAX_WANTS: usize = 1 << 20;
+
+/// How a v0/v1 session is run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct V0Options {
+    /// HTTP-style: no advertisement unless asked for; one round of haves per request.
+    pub stateless: bool,
+    /// Only send the advertisement, then end (HTTP's `info/refs`).
+    pub advertise_only: bool,
+    /// The protocol version the client asked for: v1 adds a `version 1` line.
+    pub version: ProtocolVersion,
+}
+
+impl UploadPack<'_> {
+    /// Write the v0 reference advertisement: `HEAD` and every visible ref, each tag followed
+    /// by its peeled `^{}` line, the capabilities after a NUL on the first line
+    /// (`capabilities^{}` in an empty repository), then a flush. `advertise_refs`: for a
+    /// stateless client's `info/refs`, which alone advertises `no-done`, as git does.
+    pub fn advertise_v0<W: Write>(
+        &self,
+        out: &mut PacketWriter<W>,
+        advertise_refs: bool,
+    ) -> Result<(), ServeError> {
+        let config = &self.config;
+        let refs_failed = |err: crate::repository::RefsError| {
+            ServeError::Failed(format!("could not list refs: {err}"))
+        };
+        let mut refs = Vec::new();
+        let mut symref = String::new();
+        match self.repo.head().map_err(refs_failed)? {
+            Head::Born(head) => {
+                if let Some(target) = &head.symref_target {
+                    symref = format!(" symref=HEAD:{}", target.as_bstr());
+                }
+                if !config.is_hidden(b"HEAD") {
+                    refs.push((head.name, head.id));
+                }
+            }
+            // git reads HEAD's target only when HEAD resolves.
+            Head::Unborn { .. } | Head::Missing => {}
+        }
+        for record in self.repo.refs(None).map_err(refs_failed)? {
+            if !config.is_hidden(&record.name) {
+                refs.push((record.name, record.id));
+            }
+        }
+        let any = config.allow_any_sha1_in_want;
+        let capabilities = format!(
+            "{CAPABILITIES}{}{}{}{symref} object-format=sha1 agent={AGENT}",
+            if config.allow_tip_sha1_in_want || any {
+                " allow-tip-sha1-in-want"
+            } else {
+                ""
+            },
+            if config.allow_reachable_sha1_in_want || any {
+                " allow-reachable-sha1-in-want"
+            } else {
+                ""
+            },
+            if advertise_refs { " no-done" } else { "" },
+        );
+        if refs.is_empty() {
+            out.write_text(format!(
+                "{} capabilities^{{}}\0{capabilities}",
+                ObjectId::null(gix_hash::Kind::Sha1)
+            ))?;
+        }
+        for (n, (name, id)) in refs.iter().enumerate() {
+            if n == 0 {
+                out.write_text(format!("{id} {}\0{capabilities}", name.as_bstr()))?;
+            } else {
+                out.write_text(format!("{id} {}", name.as_bstr()))?;
+            }
+            if let Some(peeled) = self.repo.peel_tag(id).map_err(refs_failed)? {
+                out.write_text(format!("{peeled} {}^{{}}", name.as_bstr()))?;
+            }
+        }
+        out.flush_pkt()?;
+        out.get_mut().flush()?;
+        Ok(())
+    }
+
+    /// Run a v0/v1 session: the advertisement (unless stateless), the wants, the rounds of
+    /// haves and the pack. A client that wants nothing, or hangs up after its wants, ends
+    /// the session normally.
+    pub fn serve_v0<R: Read, W: Write>(
+        &self,
+        input: R,
+        output: W,
+        options: &V0Options,
+    ) -> Result<(), ServeError> {
+        let mut out = PacketWriter::new(output);
+        if options.advertise_only || !options.stateless {
+            if options.version == ProtocolVersion::V1 {
+                out.write_text("version 1")?;
+            }
+            self.advertise_v0(&mut out, options.advertise_only)?;
+            if options.advertise_only {
+                return Ok(());
+            }
+        }
+        self.serve_v0_exchange(input, out.into_inner(), options.stateless)
+    }
+
+    /// What follows the advertisement of a v0/v1 session (sent by the caller, or in an
+    /// earlier request when `stateless`): the wants, the rounds of haves (only one when
+    /// `stateless`) and the pack.
+    pub fn serve_v0_exchange<R: Read, W: Write>(
+        &self,
+        input: R,
+        output: W,
+        stateless: bool,
+    ) -> Result<(), ServeError> {
+        let mut reader = PacketReader::new(input);
+        let mut out = PacketWriter::new(output);
+        let wants = match wire_v0::read_wants(&mut reader, MAX_WANTS) {
+            Ok(Some(wants)) => wants,
+            Ok(None) => return Ok(()),
+            Err(err) => return Err(reject(&mut out, err.to_string())),
+        };
+        if let Err(message) = fetch::check_wants(self, &wants.wants, true, stateless) {
+            return Err(reject(&mut out, message));
+        }
+        let mode = if wants.has("multi_ack_detailed") {
+            AckMode::Detailed
+        } else if wants.has("multi_ack") {
+            AckMode::MultiAck
+        } else {
+            AckMode::Single
+        };
+        let sideband = if wants.has("side-band-64k") {
+            Some(SidebandMode::SideBand64k)
+        } else if wants.has("side-band") {
+            Some(SidebandMode::SideBand)
+        } else {
+            None
+        };
+        let arguments = fetch::Arguments {
+            wants: wants.wants.clone(),
+            thin_pack: wants.has("thin-pack"),
+            no_progress: wants.has("no-progress"),
+            include_tag: wants.has("include-tag"),
+            ofs_delta: wants.has("ofs-delta"),
+            ..fetch::Arguments::default()
+        };
+        let db = self.repo.objects();
+        let no_done = wants.has("no-done");
+        let mut negotiation = V0Negotiation::new(wants.wants, mode, no_done);
+        let mut acks = Vec::new();
+        let mut first = true;
+        loop {
+            let line = match wire_v0::read_line(&mut reader) {
+                Ok(Some(line)) => line,
+                // Hanging up after the wants (before any have) is how a client that found
+                // what it wanted in the advertisement leaves; later, it is leaving all the same.
+                Ok(None) => {
+                    tracing::debug!(first, "client hung up during negotiation");
+                    return Ok(());
+                }
+                Err(err) => return Err(reject(&mut out, err.to_string())),
+            };
+            first = false;
+            let round = match line {
+                Line::Have(id) => negotiation.have(db, &id, &mut acks).map(|()| None),
+                Line::Flush => negotiation.flush(db, &mut acks).map(Some),
+                Line::Done => Ok(Some(negotiation.done(&mut acks))),
+            };
+            let round = match round {
+                Ok(round) => round,
+                Err(err) => return Err(reject(&mut out, format!("upload-pack: {err}"))),
+            };
+            for ack in acks.drain(..) {
+                out.write_text(ack.to_string())?;
+            }
+            match round {
+                None => {}
+                Some(Round::SendPack) => break,
+                Some(Round::Continue) => {
+                    out.get_mut().flush()?;
+                    if stateless {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        fetch::send_pack(
+            self,
+            &arguments,
+            negotiation.negotiation().common(),
+            &mut out,
+            sideband,
+        )?;
+        out.get_mut().flush()?;
+        Ok(())
+    }
+}

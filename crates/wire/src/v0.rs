@@ -1,0 +1,292 @@
+//! Protocol v0/v1 upload-pack requests, sans IO: the want section (`want` lines, the first
+//! carrying the client's capabilities, ending in a flush) and the negotiation lines that
+//! follow (`have`, flush, `done`).
+//!
+//! `shallow`, `deepen`, `deepen-since`, `deepen-not` and `filter` lines are refused: they
+//! are not advertised (shallow fetches are not implemented yet).
+
+use std::io::Read;
+
+use bstr::{BString, ByteSlice};
+use gix_hash::ObjectId;
+
+use crate::pkt_line::{strip_one_line_feed, Excerpt, Packet, PacketReader, ReadError};
+
+/// The want section of a v0 request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// The wanted objects, in the order sent (repeats kept, as git keeps them out of its
+    /// list by flag).
+    pub wants: Vec<ObjectId>,
+    /// The capabilities after the wants' ids, split at spaces: the first line carries them,
+    /// and git reads them from any line, so they are gathered from all.
+    pub capabilities: Vec<BString>,
+}
+
+impl Wants {
+    /// Whether the client asked for the capability `name` (without a value).
+    pub fn has(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name.as_bytes())
+    }
+
+    /// The value of the capability `name=<value>`, if the client sent it.
+    pub fn value(&self, name: &str) -> Option<&[u8]> {
+        self.capabilities.iter().find_map(|c| {
+            c.strip_prefix(name.as_bytes())
+                .and_then(|rest| rest.strip_prefix(b"="))
+        })
+    }
+}
+
+/// One line of the negotiation after the wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// `have <id>`.
+    Have(ObjectId),
+    /// A flush: the end of a round of haves.
+    Flush,
+    /// `done`.
+    Done,
+}
+
+/// A malformed or oversized v0 request. The messages are meant for the client
+/// (`ERR <message>`), in git's words where git has them.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A `want` line without a valid object id.
+    #[error(
+        "git upload-pack: protocol error, expected to get object ID, not {}",
+        Excerpt(line)
+    )]
+    BadWant {
+        /// The line, without its LF.
+        line: BString,
+    },
+    /// A shallow-fetch line, which is not advertised.
+    #[error(
+        "git upload-pack: shallow fetches are not supported, got {}",
+        Excerpt(line)
+    )]
+    Shallow {
+        /// The line, without its LF.
+        line: BString,
+    },
+    /// Any other line in the want section.
+    #[error(
+        "git upload-pack: protocol error, expected to get sha, not {}",
+        Excerpt(line)
+    )]
+    ExpectedWant {
+        /// The line, without its LF.
+        line: BString,
+    },
+    /// A `have` line without a valid object id.
+    #[error("git upload-pack: expected SHA1 object, got {}", Excerpt(line))]
+    BadHave {
+        /// The part after `have `.
+        line: BString,
+    },
+    /// Anything else among the haves.
+    #[error("git upload-pack: expected SHA1 list, got {}", Excerpt(line))]
+    ExpectedHave {
+        /// The line, without its LF.
+        line: BString,
+    },
+    /// A packet kind v0 does not have.
+    #[error("git upload-pack: unexpected {0} in a protocol v0 request")]
+    UnexpectedPacket(&'static str),
+    /// More wants than the limit.
+    #[error("git upload-pack: too many wants (more than {0})")]
+    TooManyWants(usize),
+    /// Reading the stream failed or it held a malformed pkt-line.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Parse one line of the want section (its LF already removed). Returns the id and the
+/// capabilities after it.
+pub fn parse_want(line: &[u8]) -> Result<(ObjectId, Vec<BString>), RequestError> {
+    let Some(rest) = line.strip_prefix(b"want ") else {
+        let shallow = [
+            &b"shallow "[..],
+            b"deepen ",
+            b"deepen-since ",
+            b"deepen-not ",
+            b"filter ",
+        ];
+        if shallow.iter().any(|prefix| line.starts_with(prefix)) {
+            return Err(RequestError::Shallow { line: line.into() });
+        }
+        return Err(RequestError::ExpectedWant { line: line.into() });
+    };
+    let (hex, capabilities) = match rest.split_once_str(" ") {
+        Some((hex, capabilities)) => (hex, Some(capabilities)),
+        None => (rest, None),
+    };
+    let id = ObjectId::from_hex(hex).map_err(|_| RequestError::BadWant { line: line.into() })?;
+    let capabilities = capabilities
+        .map(|capabilities| {
+            capabilities
+                .split_str(" ")
+                .filter(|c| !c.is_empty())
+                .map(BString::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((id, capabilities))
+}
+
+/// Parse one negotiation line (its LF already removed).
+pub fn parse_line(line: &[u8]) -> Result<Line, RequestError> {
+    if let Some(hex) = line.strip_prefix(b"have ") {
+        return ObjectId::from_hex(hex)
+            .map(Line::Have)
+            .map_err(|_| RequestError::BadHave { line: hex.into() });
+    }
+    if line == b"done" {
+        return Ok(Line::Done);
+    }
+    Err(RequestError::ExpectedHave { line: line.into() })
+}
+
+/// Read the want section up to its flush. `Ok(None)`: the client wants nothing (a flush
+/// first) or hung up before sending anything, both ordinary ends of a session.
+pub fn read_wants<R: Read>(
+    reader: &mut PacketReader<R>,
+    max_wants: usize,
+) -> Result<Option<Wants>, RequestError> {
+    let mut wants = Wants::default();
+    loop {
+        let packet = match reader.read_packet() {
+            Ok(packet) => packet,
+            Err(ReadError::UnexpectedEof { received: 0, .. }) if wants.wants.is_empty() => {
+                return Ok(None)
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match packet {
+            None | Some(Packet::Flush) if wants.wants.is_empty() => return Ok(None),
+            None => {
+                return Err(ReadError::UnexpectedEof {
+                    expected: 4,
+                    received: 0,
+                }
+                .into())
+            }
+            Some(Packet::Flush) => return Ok(Some(wants)),
+            Some(Packet::Data(data)) => {
+                let line = strip_one_line_feed(data);
+                let (id, capabilities) = parse_want(line)?;
+                if wants.wants.len() >= max_wants {
+                    return Err(RequestError::TooManyWants(max_wants));
+                }
+                for capability in capabilities {
+                    if !wants.capabilities.contains(&capability) {
+                        wants.capabilities.push(capability);
+                    }
+                }
+                wants.wants.push(id);
+            }
+            Some(other) => return Err(RequestError::UnexpectedPacket(other.kind_name())),
+        }
+    }
+}
+
+/// Read one negotiation line. `Ok(None)`: the stream ended.
+pub fn read_line<R: Read>(reader: &mut PacketReader<R>) -> Result<Option<Line>, RequestError> {
+    match reader.read_packet()? {
+        None => Ok(None),
+        Some(Packet::Flush) => Ok(Some(Line::Flush)),
+        Some(Packet::Data(data)) => parse_line(strip_one_line_feed(data)).map(Some),
+        Some(other) => Err(RequestError::UnexpectedPacket(other.kind_name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn id() -> ObjectId {
+        ObjectId::from_hex(ID.as_bytes()).unwrap()
+    }
+
+    fn pkt(line: &str) -> String {
+        format!("{:04x}{line}", line.len() + 4)
+    }
+
+    fn check_wants(input: &str, expected: Result<Option<Wants>, &str>) {
+        let mut reader = PacketReader::new(input.as_bytes());
+        let actual = read_wants(&mut reader, 2).map_err(|err| err.to_string());
+        assert_eq!(
+            actual,
+            expected.map_err(ToOwned::to_owned),
+            "input {input:?}"
+        );
+    }
+
+    #[test]
+    fn want_sections() {
+        let caps = |c: &[&str]| c.iter().map(|c| BString::from(*c)).collect::<Vec<_>>();
+        check_wants(
+            &format!(
+                "{}{}0000",
+                pkt(&format!(
+                    "want {ID} multi_ack side-band-64k agent=git/2.47\n"
+                )),
+                pkt(&format!("want {ID} multi_ack no-done\n"))
+            ),
+            Ok(Some(Wants {
+                wants: vec![id(), id()],
+                capabilities: caps(&["multi_ack", "side-band-64k", "agent=git/2.47", "no-done"]),
+            })),
+        );
+        check_wants("0000", Ok(None));
+        check_wants("", Ok(None));
+        check_wants(
+            &pkt(&format!("want {ID}\n")),
+            Err("unexpected end of stream inside a pkt-line: got 0 of 4 bytes"),
+        );
+        check_wants(
+            &format!("{}0000", pkt("want 12345\n")),
+            Err("git upload-pack: protocol error, expected to get object ID, not \"want 12345\""),
+        );
+        check_wants(
+            &format!("{}{}0000", pkt(&format!("want {ID}\n")), pkt("deepen 1\n")),
+            Err("git upload-pack: shallow fetches are not supported, got \"deepen 1\""),
+        );
+        check_wants(
+            &format!("{}0000", pkt(&format!("have {ID}\n"))),
+            Err(&format!(
+                "git upload-pack: protocol error, expected to get sha, not \"have {ID}\""
+            )),
+        );
+        check_wants(
+            &pkt(&format!("want {ID}\n")).repeat(3),
+            Err("git upload-pack: too many wants (more than 2)"),
+        );
+        check_wants(
+            "0001",
+            Err("git upload-pack: unexpected delim-pkt in a protocol v0 request"),
+        );
+    }
+
+    #[test]
+    fn negotiation_lines() {
+        let input = format!("{}0000{}", pkt(&format!("have {ID}\n")), pkt("done\n"));
+        let mut reader = PacketReader::new(input.as_bytes());
+        assert_eq!(read_line(&mut reader).unwrap(), Some(Line::Have(id())));
+        assert_eq!(read_line(&mut reader).unwrap(), Some(Line::Flush));
+        assert_eq!(read_line(&mut reader).unwrap(), Some(Line::Done));
+        assert_eq!(read_line(&mut reader).unwrap(), None);
+        assert_eq!(
+            parse_line(b"have xyz").unwrap_err().to_string(),
+            "git upload-pack: expected SHA1 object, got \"xyz\""
+        );
+        assert_eq!(
+            parse_line(b"want x").unwrap_err().to_string(),
+            "git upload-pack: expected SHA1 list, got \"want x\""
+        );
+    }
+}
