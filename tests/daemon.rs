@@ -156,7 +156,7 @@ impl Daemon {
         self.child.id()
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

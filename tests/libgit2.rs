@@ -275,6 +275,13 @@ fn pygit2_through_git_daemon_and_git_http_backend() {
             Endpoint::new("git http-backend", &host.url("")),
         ],
     );
+    // libgit2 asked for no protocol version: every fetch above was protocol v0.
+    let log = daemon.log_text();
+    assert!(log.contains("Connection from"), "{log}");
+    assert!(
+        !log.contains("\"protocol\""),
+        "libgit2 asked for a protocol: {log}"
+    );
 }
 
 /// `packgate serve`, the README's serve command: git:// and smart HTTP.
