@@ -5,7 +5,9 @@
 //! Each test serves one root (a copy of `small` and the `empty` repository) from git's own
 //! `git daemon` — the reference — and from the servers under test, and runs the same steps
 //! against each: work-tree, bare and mirror clones, a clone of the empty repository, then
-//! the server moves forward (commits, tags) and every clone fetches, and fetches all tags.
+//! the server moves forward (commits, tags) and every clone fetches (the work tree after
+//! [`LOCAL_COMMITS`] commits of its own, so that negotiation takes many rounds), and fetches
+//! all tags.
 //! After every step `git fsck` passes and the refs equal the served repository's; an
 //! incremental fetch receives no more objects than from `git daemon`.
 
@@ -22,6 +24,9 @@ use crate::http::{Push, Server};
 use crate::util::{
     assert_same_refs, fsck, refs, rename_refs, shared_fixture, Cmd, Dir, Git, Output,
 };
+
+/// Commits a work-tree clone makes on a local branch before it fetches again.
+const LOCAL_COMMITS: usize = 150;
 
 /// The script that installs pygit2 (`.ci/run` runs it).
 const SETUP: &str = "tests/clients/setup.sh";
@@ -163,6 +168,21 @@ fn exercise(dir: &Dir, root: &Path, endpoints: &[Endpoint]) {
             .args(["status", "--porcelain"])
             .run();
         assert_eq!(status.stdout_text(), "", "{label}: work tree not clean");
+        // Local work the server never saw: the next fetch's first `have`s are unknown to
+        // the server, so its negotiation takes many rounds before it finds common commits.
+        dir.git(&git)
+            .current_dir(&work(n))
+            .args(["branch", "local", "origin/main"])
+            .run();
+        let local = Append {
+            branch: "local".to_owned(),
+            commits: LOCAL_COMMITS,
+            seed: 7,
+            git: git.program.clone(),
+            ..Append::default()
+        };
+        append_commits(&work(n).join(".git"), &local)
+            .unwrap_or_else(|error| panic!("{label}: local commits: {error}"));
 
         pygit2(dir, &["clone-bare".into(), url.clone(), bare(n).into()]);
         check_clone(dir, &git, &served, &bare(n), &format!("{label} bare"));
@@ -253,6 +273,26 @@ fn exercise(dir: &Dir, root: &Path, endpoints: &[Endpoint]) {
     }
 }
 
+/// Over HTTP the fetch after the local commits negotiated over several stateless requests
+/// (each POST repeats the wants and the common haves): the multi-round case was exercised.
+#[track_caller]
+fn assert_multi_round(host: &CgiHost) {
+    let log = host.access_log();
+    let (mut longest, mut posts) = (0, 0);
+    for logged in &log {
+        if logged.method == "POST" {
+            posts += 1;
+            longest = longest.max(posts);
+        } else {
+            posts = 0;
+        }
+    }
+    assert!(
+        longest >= 4,
+        "no HTTP fetch took 4 requests or more: {log:#?}"
+    );
+}
+
 /// The harness itself, against git's servers only: `git daemon`, and `git http-backend`
 /// behind the CGI host. If this fails, the client or its setup is broken, not packgate.
 #[test]
@@ -275,6 +315,7 @@ fn pygit2_through_git_daemon_and_git_http_backend() {
             Endpoint::new("git http-backend", &host.url("")),
         ],
     );
+    assert_multi_round(&host);
     // libgit2 asked for no protocol version: every fetch above was protocol v0.
     let log = daemon.log_text();
     assert!(log.contains("Connection from"), "{log}");
@@ -324,4 +365,5 @@ fn pygit2_through_packgate_daemon_and_http_backend() {
             Endpoint::new("packgate http-backend", &host.url("")),
         ],
     );
+    assert_multi_round(&host);
 }
