@@ -378,6 +378,40 @@ mod tests {
         Ok(())
     }
 
+    /// A v0 response: negotiation lines, then the pack on band 1 (progress on band 2).
+    #[test]
+    fn v0_response_is_demultiplexed() -> anyhow::Result<()> {
+        let oid = "3".repeat(40);
+        let mut response = Vec::new();
+        for text in [format!("ACK {oid} common\n"), format!("ACK {oid}\n")] {
+            pkt_line::encode_data(text.as_bytes(), &mut response)?;
+        }
+        pkt_line::encode_data(b"\x02counting\n", &mut response)?;
+        pkt_line::encode_data(b"\x01PACK-one", &mut response)?;
+        pkt_line::encode_data(b"\x01-two", &mut response)?;
+        pkt_line::encode_flush(&mut response);
+        let dir = std::env::temp_dir().join(format!("packgate-xtask-v0-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let (file, pack) = (dir.join("response"), dir.join("pack"));
+        fs::write(&file, &response)?;
+        let result = demultiplex(&file, &pack, Protocol::V0).and_then(|length| {
+            let bytes = fs::read(&pack)?;
+            Ok((length, bytes))
+        });
+        let mut bad = Vec::new();
+        pkt_line::encode_data(b"unexpected\n", &mut bad)?;
+        fs::write(&file, &bad)?;
+        let refused = demultiplex(&file, &pack, Protocol::V0);
+        fs::remove_dir_all(&dir)?;
+        let (length, bytes) = result?;
+        assert_eq!((length, bytes.as_slice()), (12, &b"PACK-one-two"[..]));
+        assert!(
+            refused.is_err(),
+            "a v0 response without ACK/NAK or side band"
+        );
+        Ok(())
+    }
+
     #[test]
     fn v0_request_is_pkt_lines() -> anyhow::Result<()> {
         let (a, b) = ("1".repeat(40), "2".repeat(40));
