@@ -1,6 +1,7 @@
-//! A minimal web server that runs `packgate http-backend` as a CGI program, so the real git
-//! clients can talk to it: what Apache with `ScriptAlias` and `Require valid-user` on the
-//! push URLs does, in a few hundred lines and on loopback only.
+//! A minimal web server that runs `packgate http-backend` (or another CGI program, such as
+//! `git http-backend` for reference) as a CGI program, so the real git clients can talk to
+//! it: what Apache with `ScriptAlias` and `Require valid-user` on the push URLs does, in a
+//! few hundred lines and on loopback only.
 //!
 //! One thread per connection (at most [`MAX_CONNECTIONS`]; more get `503`), one request per
 //! connection (`Connection: close`). The request line and headers are parsed by hand
@@ -58,6 +59,9 @@ pub(crate) struct CgiHostOptions {
     pub(crate) anonymous_push: bool,
     /// The programs' `PATH` instead of the host's own.
     pub(crate) path: Option<std::ffi::OsString>,
+    /// Another CGI program and its arguments instead of `packgate http-backend` (e.g. `git
+    /// http-backend`, the reference other clients are checked against).
+    pub(crate) program: Option<Vec<std::ffi::OsString>>,
 }
 
 /// One request the host answered: method, target and status.
@@ -314,9 +318,20 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
     };
 
-    let mut command = Command::new(PACKGATE);
+    let mut command = match &shared.options.program {
+        Some(program) => {
+            let mut command =
+                Command::new(program.first().map_or(OsStr::new(""), |p| p.as_os_str()));
+            command.args(program.iter().skip(1));
+            command
+        }
+        None => {
+            let mut command = Command::new(PACKGATE);
+            command.arg("http-backend");
+            command
+        }
+    };
     command
-        .arg("http-backend")
         .env_clear()
         .env(
             "PATH",
@@ -421,9 +436,30 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     for header in &response_headers {
         writer.write_all(header.as_bytes())?;
     }
+    // As Apache does for HTTP/1.1: a body of unknown length is sent chunked (some clients,
+    // libgit2 among them, do not read a body that only the closing connection ends).
+    let length_known = response_headers
+        .iter()
+        .any(|header| header.to_ascii_lowercase().starts_with("content-length:"));
+    if !length_known {
+        writer.write_all(b"Transfer-Encoding: chunked\r\n")?;
+    }
     writer.write_all(b"Connection: close\r\n\r\n")?;
-    // The body ends when the connection closes.
-    std::io::copy(&mut cgi_output, &mut writer)?;
+    if length_known {
+        std::io::copy(&mut cgi_output, &mut writer)?;
+    } else {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = cgi_output.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            write!(writer, "{n:x}\r\n")?;
+            writer.write_all(&buffer[..n])?;
+            writer.write_all(b"\r\n")?;
+        }
+        writer.write_all(b"0\r\n\r\n")?;
+    }
     writer.flush()?;
     child.wait()?;
     log(status);

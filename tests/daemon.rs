@@ -53,9 +53,25 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, Option<&std::ffi::OsStr>)],
     ) -> Daemon {
+        Daemon::start_program(Path::new(PACKGATE), dir, args, env)
+    }
+
+    /// `git daemon` itself under the same harness (same flags, same ready line): the
+    /// reference other clients are checked against.
+    pub(crate) fn start_git(dir: &Dir, git: &Git, args: &[&str]) -> Daemon {
+        Daemon::start_program(&git.program, dir, args, &[])
+    }
+
+    /// `<program> daemon --verbose --listen=127.0.0.1 --port=<free port> <args>`.
+    fn start_program(
+        program: &Path,
+        dir: &Dir,
+        args: &[&str],
+        env: &[(&str, Option<&std::ffi::OsStr>)],
+    ) -> Daemon {
         for _ in 0..5 {
             let port = free_port();
-            let mut command = Command::new(PACKGATE);
+            let mut command = Command::new(program);
             command
                 .arg("daemon")
                 .arg("--verbose")
@@ -79,7 +95,9 @@ impl Daemon {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .unwrap_or_else(|error| panic!("cannot start packgate daemon: {error}"));
+                .unwrap_or_else(|error| {
+                    panic!("cannot start {} daemon: {error}", program.display())
+                });
             let stderr = child
                 .stderr
                 .take()
@@ -109,17 +127,24 @@ impl Daemon {
                     if log.contains("Could not bind") || log.contains("unable to allocate") {
                         break; // The port was taken meanwhile: try another.
                     }
-                    panic!("packgate daemon {args:?} exited before it was ready:\n{log}");
+                    panic!(
+                        "{} daemon {args:?} exited before it was ready:\n{log}",
+                        program.display()
+                    );
                 }
                 assert!(
                     started.elapsed() < START_LIMIT,
-                    "packgate daemon {args:?} printed no ready line:\n{}",
+                    "{} daemon {args:?} printed no ready line:\n{}",
+                    program.display(),
                     daemon.log_text()
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        panic!("could not find a free port for packgate daemon");
+        panic!(
+            "could not find a free port for {} daemon",
+            program.display()
+        );
     }
 
     /// `git://127.0.0.1:<port><path>`; `path` starts with `/`.
@@ -131,7 +156,7 @@ impl Daemon {
         self.child.id()
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

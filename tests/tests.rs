@@ -22,6 +22,9 @@
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
 //! - `keepalive`: `receive.keepAlive` keepalive packets while a push's hooks run.
 //! - `large`: a clone of more than 100,000 objects.
+//! - `libgit2`: pygit2 (libgit2, protocol v0 only; `tests/clients/setup.sh` installs it)
+//!   clones, fetches and fetches tags through every network front-end, checked against
+//!   `git daemon` and `git http-backend` on the same repository.
 //! - `layers`: protocol, negotiate, pack, object, hooks and wire never depend on tokio,
 //!   hyper or rustls (`cargo tree`).
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
@@ -65,6 +68,7 @@ mod http_backend;
 mod keepalive;
 mod large;
 mod layers;
+mod libgit2;
 mod ls_remote;
 mod memory;
 mod receive_pack;

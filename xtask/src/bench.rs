@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: packgate against `git upload-pack` and `git receive-pack` on the same
 //! repository, in the same run, server side alone.
 //!
-//! # Fetch scenarios (`clone`, `incremental`)
+//! # Fetch scenarios (`clone`, `incremental`, `clone-v0`, `incremental-v0`)
 //!
 //! Each scenario writes one protocol-v2 `fetch` request to a file, exactly as a git client
 //! would send it, and feeds it to `<server> upload-pack --stateless-rpc <repo>` under GNU
-//! `/usr/bin/time`. Every server first gets one warm-up run whose response is checked: it must
+//! `/usr/bin/time`. The `-v0` scenarios send the same wants and haves in protocol v0, as the
+//! last request of a v0 fetch over HTTP (wants with `multi_ack_detailed`, `no-done`,
+//! `side-band-64k`…, a flush, the haves, `done`), without `GIT_PROTOCOL`. Every server first gets one warm-up run whose response is checked: it must
 //! hold a `packfile` section whose pack `git index-pack` accepts and which gives the client
 //! every object it asked for. Then the timed runs are interleaved (packgate, git, packgate,
 //! git…) so that drift on the machine hits every server alike, with the response sent to
@@ -15,6 +17,7 @@
 //! - `clone`: want every ref value under `refs/heads` and `refs/tags`, no haves.
 //! - `incremental`: the repository is a copy moved forward by [`BEHIND`] commits on its default
 //!   branch; the client has every ref of the original and wants what changed.
+//! - `clone-v0`, `incremental-v0`: the same in protocol v0.
 //!
 //! # Push scenarios (`push` = `push-mirror` and `push-incremental`)
 //!
@@ -76,7 +79,7 @@ mod push;
 mod results;
 
 use clone::clone_request;
-use fetch::measure_fetch;
+use fetch::{measure_fetch, Protocol};
 use git::Git;
 use incremental::incremental_request;
 use measure::{check_gnu_time, Row, Server, Service};
@@ -93,6 +96,7 @@ const AGENT: &str = "agent=git/2.47.3";
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure: `clone` (a full clone), `incremental` (a fetch 10 commits behind),
+    /// `clone-v0` and `incremental-v0` (the same over protocol v0),
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
     /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
     /// zeros, one push and four at once) or `connections` (idle git:// connections and
@@ -148,6 +152,10 @@ enum Scenario {
     Clone,
     /// A fetch by a client 10 commits behind on the default branch.
     Incremental,
+    /// `clone` over protocol v0.
+    CloneV0,
+    /// `incremental` over protocol v0.
+    IncrementalV0,
     /// Both push scenarios.
     Push,
     /// `git push --mirror` into an empty bare repository.
@@ -167,12 +175,22 @@ impl Scenario {
         match self {
             Scenario::Clone => "clone",
             Scenario::Incremental => "incremental",
+            Scenario::CloneV0 => "clone-v0",
+            Scenario::IncrementalV0 => "incremental-v0",
             Scenario::Push => "push",
             Scenario::PushMirror => "push-mirror",
             Scenario::PushIncremental => "push-incremental",
             Scenario::PushLarge => "push-large",
             Scenario::PushLargeX4 => "push-large-x4",
             Scenario::Connections => "connections",
+        }
+    }
+
+    /// The protocol of a fetch scenario.
+    fn protocol(self) -> Protocol {
+        match self {
+            Scenario::CloneV0 | Scenario::IncrementalV0 => Protocol::V0,
+            _ => Protocol::V2,
         }
     }
 
@@ -262,6 +280,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             bitmaps: true,
         });
     }
+    // The same servers, spoken to in protocol v0.
+    let servers_v0: Vec<Server> = servers
+        .iter()
+        .map(|server| Server {
+            service: Service::UploadPackV0,
+            label: format!("{} v0", server.label),
+            ..server.clone()
+        })
+        .collect();
     let push_servers = [
         Server {
             label: "packgate".to_owned(),
@@ -290,12 +317,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut large_push: Option<PushRequest> = None;
         for &scenario in &scenarios {
             let request = match scenario {
-                Scenario::Clone => {
-                    clone_request(&git, &work, &base, bitmapped.as_deref(), &servers)?
-                }
-                Scenario::Incremental => {
-                    incremental_request(&git, &work, &args, &base, bitmapped.as_deref(), &servers)?
-                }
+                Scenario::Clone | Scenario::CloneV0 => clone_request(
+                    &git,
+                    &work,
+                    &base,
+                    bitmapped.as_deref(),
+                    &servers,
+                    scenario.protocol(),
+                )?,
+                Scenario::Incremental | Scenario::IncrementalV0 => incremental_request(
+                    &git,
+                    &work,
+                    &args,
+                    &base,
+                    bitmapped.as_deref(),
+                    &servers,
+                    scenario.protocol(),
+                )?,
                 Scenario::PushLarge | Scenario::PushLargeX4 => {
                     let push = match &mut large_push {
                         Some(push) => push,
@@ -353,7 +391,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 request.haves.len(),
                 request.needed.len()
             );
-            let rows = measure_fetch(&git, &work, scenario, &servers, &request, args.runs);
+            let servers = match request.protocol {
+                Protocol::V2 => &servers,
+                Protocol::V0 => &servers_v0,
+            };
+            let rows = measure_fetch(&git, &work, scenario, servers, &request, args.runs);
             results.push(Outcome {
                 scenario,
                 note: String::new(),

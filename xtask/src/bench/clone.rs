@@ -1,10 +1,11 @@
-//! The `clone` scenario: want every ref value under `refs/heads` and `refs/tags`, no haves.
+//! The `clone` (and `clone-v0`) scenario: want every ref value under `refs/heads` and
+//! `refs/tags`, no haves.
 
 use std::fs;
 use std::path::Path;
 
 use super::{
-    fetch::{fetch_request, needed_objects, ref_values, repos_for, Request},
+    fetch::{needed_objects, ref_values, repos_for, Protocol, Request},
     git::Git,
     measure::Server,
 };
@@ -15,12 +16,14 @@ pub(super) fn clone_request(
     base: &Path,
     bitmapped: Option<&Path>,
     servers: &[Server],
+    protocol: Protocol,
 ) -> anyhow::Result<Request> {
     let wants = ref_values(git, base)?;
     let needed = needed_objects(git, base, &wants, &[])?;
-    let file = work.join("clone.request");
-    fs::write(&file, fetch_request(&wants, &[])?)?;
+    let file = work.join(format!("clone{}.request", protocol.suffix()));
+    fs::write(&file, protocol.request(&wants, &[])?)?;
     Ok(Request {
+        protocol,
         file,
         repos: repos_for(servers, base, bitmapped),
         client_has: None,

@@ -1,6 +1,7 @@
-//! What the fetch scenarios (`clone`, `incremental`) share: a protocol-v2 fetch request as
-//! git sends it, the objects a correct pack must give, and the measurement of an
-//! `upload-pack` whose every warm-up response is checked with `git index-pack`.
+//! What the fetch scenarios (`clone`, `incremental`, and their `-v0` forms) share: a
+//! protocol-v2 or v0 fetch request as git sends it, the objects a correct pack must give, and
+//! the measurement of an `upload-pack` whose every warm-up response is checked with
+//! `git index-pack`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -17,8 +18,35 @@ use super::{
     Scenario, AGENT,
 };
 
+/// The protocol a fetch scenario speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Protocol {
+    V2,
+    V0,
+}
+
+impl Protocol {
+    /// The request as git 2.47 sends it in this protocol.
+    pub(super) fn request(self, wants: &[String], haves: &[String]) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Protocol::V2 => fetch_request(wants, haves),
+            Protocol::V0 => fetch_request_v0(wants, haves),
+        }
+    }
+
+    /// `""` or `"-v0"`, for file names.
+    pub(super) fn suffix(self) -> &'static str {
+        match self {
+            Protocol::V2 => "",
+            Protocol::V0 => "-v0",
+        }
+    }
+}
+
 /// One request for every server: the repository each serves and what the client has.
 pub(super) struct Request {
+    /// The protocol of the request and of its response.
+    pub(super) protocol: Protocol,
     /// The request's pkt-lines.
     pub(super) file: PathBuf,
     /// Repository per server, in the order of the servers.
@@ -112,6 +140,36 @@ pub(super) fn fetch_request(wants: &[String], haves: &[String]) -> anyhow::Resul
     Ok(out)
 }
 
+/// A protocol-v0 fetch as git 2.47's `fetch-pack` sends the last request of a stateless
+/// (HTTP) fetch: the first `want` with the capabilities, the other wants, a flush, every
+/// `have`, then `done` (no flush before it: the server answers the haves and the pack at
+/// once).
+pub(super) fn fetch_request_v0(wants: &[String], haves: &[String]) -> anyhow::Result<Vec<u8>> {
+    fn line(out: &mut Vec<u8>, text: &str) -> anyhow::Result<()> {
+        Ok(pkt_line::encode_data(text.as_bytes(), out)?)
+    }
+    let mut out = Vec::new();
+    for (n, oid) in wants.iter().enumerate() {
+        if n == 0 {
+            line(
+                &mut out,
+                &format!(
+                    "want {oid} multi_ack_detailed no-done side-band-64k thin-pack no-progress \
+                     include-tag ofs-delta {AGENT}\n"
+                ),
+            )?;
+        } else {
+            line(&mut out, &format!("want {oid}\n"))?;
+        }
+    }
+    pkt_line::encode_flush(&mut out);
+    for oid in haves {
+        line(&mut out, &format!("have {oid}\n"))?;
+    }
+    line(&mut out, "done\n")?;
+    Ok(out)
+}
+
 /// Warm-up and check, then the interleaved timed runs.
 pub(super) fn measure_fetch(
     git: &Git<'_>,
@@ -151,7 +209,7 @@ pub(super) fn check_response(
     request: &Request,
 ) -> anyhow::Result<Checked> {
     let pack = work.join("response.pack");
-    let pack_bytes = demultiplex(response, &pack)?;
+    let pack_bytes = demultiplex(response, &pack, request.protocol)?;
     let mut header = [0u8; 12];
     File::open(&pack)?
         .read_exact(&mut header)
@@ -230,9 +288,9 @@ pub(super) fn check_response(
     })
 }
 
-/// Reads a v2 fetch response, writes band 1 of its `packfile` section to `pack` and returns
-/// its length.
-pub(super) fn demultiplex(response: &Path, pack: &Path) -> anyhow::Result<u64> {
+/// Reads a fetch response, writes band 1 of its pack (v2: of its `packfile` section; v0: of
+/// the side band after the `ACK`/`NAK` lines) to `pack` and returns its length.
+pub(super) fn demultiplex(response: &Path, pack: &Path, protocol: Protocol) -> anyhow::Result<u64> {
     let mut input = BufReader::with_capacity(1 << 16, File::open(response)?);
     let mut output = std::io::BufWriter::new(File::create(pack)?);
     let mut in_packfile = false;
@@ -270,6 +328,18 @@ pub(super) fn demultiplex(response: &Path, pack: &Path) -> anyhow::Result<u64> {
                 String::from_utf8_lossy(payload).trim()
             );
         }
+        if !in_packfile && protocol == Protocol::V0 {
+            // The negotiation's answers; the first side-band packet starts the pack.
+            if payload.starts_with(b"ACK ") || payload.starts_with(b"NAK") {
+                continue;
+            }
+            ensure!(
+                matches!(payload.first(), Some(1..=3)),
+                "expected ACK, NAK or the side band, got {:?}",
+                String::from_utf8_lossy(payload).trim()
+            );
+            in_packfile = true;
+        }
         if !in_packfile {
             in_packfile = payload == b"packfile\n" || payload == b"packfile";
             continue;
@@ -305,6 +375,51 @@ mod tests {
         assert!(text.contains("0001000ethin-pack\n"));
         assert!(text.contains(&format!("0032want {oid}\n")));
         assert!(text.ends_with("0009done\n0000"));
+        Ok(())
+    }
+
+    /// A v0 response: negotiation lines, then the pack on band 1 (progress on band 2).
+    #[test]
+    fn v0_response_is_demultiplexed() -> anyhow::Result<()> {
+        let oid = "3".repeat(40);
+        let mut response = Vec::new();
+        for text in [format!("ACK {oid} common\n"), format!("ACK {oid}\n")] {
+            pkt_line::encode_data(text.as_bytes(), &mut response)?;
+        }
+        pkt_line::encode_data(b"\x02counting\n", &mut response)?;
+        pkt_line::encode_data(b"\x01PACK-one", &mut response)?;
+        pkt_line::encode_data(b"\x01-two", &mut response)?;
+        pkt_line::encode_flush(&mut response);
+        let dir = std::env::temp_dir().join(format!("packgate-xtask-v0-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let (file, pack) = (dir.join("response"), dir.join("pack"));
+        fs::write(&file, &response)?;
+        let result = demultiplex(&file, &pack, Protocol::V0).and_then(|length| {
+            let bytes = fs::read(&pack)?;
+            Ok((length, bytes))
+        });
+        let mut bad = Vec::new();
+        pkt_line::encode_data(b"unexpected\n", &mut bad)?;
+        fs::write(&file, &bad)?;
+        let refused = demultiplex(&file, &pack, Protocol::V0);
+        fs::remove_dir_all(&dir)?;
+        let (length, bytes) = result?;
+        assert_eq!((length, bytes.as_slice()), (12, &b"PACK-one-two"[..]));
+        assert!(
+            refused.is_err(),
+            "a v0 response without ACK/NAK or side band"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn v0_request_is_pkt_lines() -> anyhow::Result<()> {
+        let (a, b) = ("1".repeat(40), "2".repeat(40));
+        let request = fetch_request_v0(&[a.clone(), b.clone()], std::slice::from_ref(&b))?;
+        let text = String::from_utf8_lossy(&request);
+        assert!(text[4..].starts_with(&format!("want {a} multi_ack_detailed ")));
+        assert!(text.contains(&format!("0032want {b}\n0000")));
+        assert!(text.ends_with(&format!("0032have {b}\n0009done\n")));
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The `incremental` scenario: the repository is a copy moved forward by [`BEHIND`] commits
+//! The `incremental` (and `incremental-v0`) scenario: the repository is a copy moved forward by [`BEHIND`] commits
 //! on its default branch; the client has every ref of the original and wants what changed.
 //! The moved-forward copy is also the client of the `push-incremental` scenario.
 
@@ -11,7 +11,7 @@ use packgate_fixture::{append_commits, Append};
 
 use super::{
     derived,
-    fetch::{fetch_request, needed_objects, ref_values, repos_for, Request},
+    fetch::{needed_objects, ref_values, repos_for, Protocol, Request},
     git::Git,
     measure::Server,
     BenchArgs, BEHIND,
@@ -24,6 +24,7 @@ pub(super) fn incremental_request(
     base: &Path,
     bitmapped: Option<&Path>,
     servers: &[Server],
+    protocol: Protocol,
 ) -> anyhow::Result<Request> {
     let append = ahead_append(git, args, base)?;
     let ahead = ahead_copy(base, &append)?;
@@ -52,9 +53,10 @@ pub(super) fn incremental_request(
     // A fetching client sends the commits its refs point at, tags peeled.
     let haves = have_commits(git, base)?;
     let needed = needed_objects(git, &ahead, &wants, &haves)?;
-    let file = work.join("incremental.request");
-    fs::write(&file, fetch_request(&wants, &haves)?)?;
+    let file = work.join(format!("incremental{}.request", protocol.suffix()));
+    fs::write(&file, protocol.request(&wants, &haves)?)?;
     Ok(Request {
+        protocol,
         file,
         repos: repos_for(servers, &ahead, ahead_bitmapped.as_deref()),
         client_has: Some(base.to_owned()),

@@ -18,11 +18,15 @@ pub(super) const GNU_TIME: &str = "/usr/bin/time";
 pub(super) enum Service {
     /// `<program> <args> --stateless-rpc <repo>` with `GIT_PROTOCOL=version=2`.
     UploadPackV2,
+    /// `<program> <args> --stateless-rpc <repo>` without `GIT_PROTOCOL`: protocol v0, one
+    /// request as the last POST of a v0 fetch over HTTP (wants, haves, `done`).
+    UploadPackV0,
     /// `<program> <args> <repo>`, protocol v0: the advertisement, then the client's push.
     ReceivePack,
 }
 
 /// One server under test.
+#[derive(Clone)]
 pub(super) struct Server {
     pub(super) label: String,
     pub(super) program: PathBuf,
@@ -173,6 +177,9 @@ pub(super) fn run_server(
                 .env("GIT_PROTOCOL", "version=2");
         }
         // `isolate` removed any `GIT_PROTOCOL`: protocol v0.
+        Service::UploadPackV0 => {
+            command.arg("--stateless-rpc").arg(repo);
+        }
         Service::ReceivePack => {
             command.arg(repo);
         }
