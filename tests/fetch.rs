@@ -75,19 +75,13 @@ fn incremental_fetch_after_the_source_moved() {
             .run();
 
         let check = |when: &str| {
-            let mut remote = refs(&dir, &git, &clone.join(".git"), &["refs/remotes/origin"]);
-            remote.remove("refs/remotes/origin/HEAD");
-            assert_same_refs(
-                &rename_refs(&remote, "refs/remotes/origin/", "refs/heads/"),
-                &refs(&dir, &git, &source.path, &["refs/heads"]),
+            assert_fetched_everything(
+                &dir,
+                &git,
+                &clone.join(".git"),
+                &source.path,
                 &format!("{context}, {when}"),
             );
-            assert_same_refs(
-                &refs(&dir, &git, &clone.join(".git"), &["refs/tags"]),
-                &refs(&dir, &git, &source.path, &["refs/tags"]),
-                &format!("{context}, {when}"),
-            );
-            fsck(&dir, &git, &clone.join(".git"));
         };
         check("after the fetch");
 
@@ -244,4 +238,28 @@ fn incremental_fetch_sends_no_more_objects_than_git() {
         fsck(&dir, &git, &through_packgate);
         fsck(&dir, &git, &through_git);
     }
+}
+
+/// The clone's remote-tracking branches and tags are the source's branches and tags, and
+/// `git fsck` passes on it.
+pub(crate) fn assert_fetched_everything(
+    dir: &Dir,
+    git: &Git,
+    clone_git_dir: &Path,
+    source: &Path,
+    context: &str,
+) {
+    let mut remote = refs(dir, git, clone_git_dir, &["refs/remotes/origin"]);
+    remote.remove("refs/remotes/origin/HEAD");
+    assert_same_refs(
+        &rename_refs(&remote, "refs/remotes/origin/", "refs/heads/"),
+        &refs(dir, git, source, &["refs/heads"]),
+        &format!("{context}: branches"),
+    );
+    assert_same_refs(
+        &refs(dir, git, clone_git_dir, &["refs/tags"]),
+        &refs(dir, git, source, &["refs/tags"]),
+        &format!("{context}: tags"),
+    );
+    fsck(dir, git, clone_git_dir);
 }

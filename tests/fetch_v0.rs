@@ -10,11 +10,13 @@ use packgate_fixture::{append_commits, Append};
 
 use crate::cgi_host::{CgiHost, CgiHostOptions};
 use crate::daemon::Daemon;
-use crate::fetch::{fetch_and_count, fetch_and_count_traced, move_source_forward};
+use crate::fetch::{
+    assert_fetched_everything, fetch_and_count, fetch_and_count_traced, move_source_forward,
+};
 use crate::http::{Push, Server};
 use crate::util::{
     assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_command,
-    packgate_upload_pack_option, preset_spec, refs, rename_refs, shared_fixture, Dir, Git,
+    packgate_upload_pack_option, preset_spec, refs, shared_fixture, Dir, Git,
 };
 
 const VERSIONS: [&str; 2] = ["0", "1"];
@@ -113,19 +115,13 @@ fn clone_and_fetch() {
                 .current_dir(&clone)
                 .args(["-c", &protocol, "fetch", "--prune", "origin"])
                 .run();
-            let mut remote = refs(&dir, &git, &clone.join(".git"), &["refs/remotes/origin"]);
-            remote.remove("refs/remotes/origin/HEAD");
-            assert_same_refs(
-                &rename_refs(&remote, "refs/remotes/origin/", "refs/heads/"),
-                &refs(&dir, &git, &source.path, &["refs/heads"]),
+            assert_fetched_everything(
+                &dir,
+                &git,
+                &clone.join(".git"),
+                &source.path,
                 &format!("{context}, fetch"),
             );
-            assert_same_refs(
-                &refs(&dir, &git, &clone.join(".git"), &["refs/tags"]),
-                &refs(&dir, &git, &source.path, &["refs/tags"]),
-                &format!("{context}, fetched tags"),
-            );
-            fsck(&dir, &git, &clone.join(".git"));
         }
     }
 }
