@@ -26,7 +26,7 @@ use crate::util::{
 };
 
 /// Commits a work-tree clone makes on a local branch before it fetches again.
-const LOCAL_COMMITS: usize = 150;
+const LOCAL_COMMITS: usize = 400;
 
 /// The script that installs pygit2 (`.ci/run` runs it).
 const SETUP: &str = "tests/clients/setup.sh";
@@ -287,9 +287,12 @@ fn assert_multi_round(host: &CgiHost) {
             posts = 0;
         }
     }
+    // How libgit2 batches its haves decides the exact count (runs against git's own
+    // http-backend gave 3 and 4): three POSTs are at least two rounds of haves before the one
+    // that gets the pack.
     assert!(
-        longest >= 4,
-        "no HTTP fetch took 4 requests or more: {log:#?}"
+        longest >= 3,
+        "no HTTP fetch took 3 requests or more: {log:#?}"
     );
 }
 
