@@ -15,8 +15,8 @@ use crate::pkt_line::{strip_one_line_feed, Excerpt, Packet, PacketReader, ReadEr
 /// The want section of a v0 request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wants {
-    /// The wanted objects, in the order sent (repeats kept, as git keeps them out of its
-    /// list by flag).
+    /// The wanted objects, in the order first sent; a repeated want is dropped, as git
+    /// keeps it out of its list by flag.
     pub wants: Vec<ObjectId>,
     /// The capabilities after the wants' ids, split at spaces: the first line carries them,
     /// and git reads them from any line, so they are gathered from all.
@@ -98,10 +98,17 @@ pub enum RequestError {
     /// More wants than the limit.
     #[error("git upload-pack: too many wants (more than {0})")]
     TooManyWants(usize),
+    /// More distinct capabilities than any client sends ([`MAX_CAPABILITIES`]).
+    #[error("git upload-pack: too many capabilities (more than {MAX_CAPABILITIES})")]
+    TooManyCapabilities,
     /// Reading the stream failed or it held a malformed pkt-line.
     #[error(transparent)]
     Read(#[from] ReadError),
 }
+
+/// The most distinct capabilities a want section may name: git's client sends about a dozen,
+/// and every one is compared with those already kept.
+pub const MAX_CAPABILITIES: usize = 64;
 
 /// Parse one line of the want section (its LF already removed). Returns the id and the
 /// capabilities after it.
@@ -156,6 +163,8 @@ pub fn read_wants<R: Read>(
     max_wants: usize,
 ) -> Result<Option<Wants>, RequestError> {
     let mut wants = Wants::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut lines = 0usize;
     loop {
         let packet = match reader.read_packet() {
             Ok(packet) => packet,
@@ -177,15 +186,22 @@ pub fn read_wants<R: Read>(
             Some(Packet::Data(data)) => {
                 let line = strip_one_line_feed(data);
                 let (id, capabilities) = parse_want(line)?;
-                if wants.wants.len() >= max_wants {
+                // Lines, not distinct ids: repeats cost reading too.
+                lines += 1;
+                if lines > max_wants {
                     return Err(RequestError::TooManyWants(max_wants));
                 }
                 for capability in capabilities {
                     if !wants.capabilities.contains(&capability) {
+                        if wants.capabilities.len() >= MAX_CAPABILITIES {
+                            return Err(RequestError::TooManyCapabilities);
+                        }
                         wants.capabilities.push(capability);
                     }
                 }
-                wants.wants.push(id);
+                if seen.insert(id) {
+                    wants.wants.push(id);
+                }
             }
             Some(other) => return Err(RequestError::UnexpectedPacket(other.kind_name())),
         }
@@ -205,6 +221,36 @@ pub fn read_line<R: Read>(reader: &mut PacketReader<R>) -> Result<Option<Line>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_wants_are_kept_once_and_capabilities_are_bounded() {
+        let other = "1123456789abcdef0123456789abcdef01234567";
+        let mut input = Vec::new();
+        for line in [
+            format!("want {ID} multi_ack side-band-64k\n"),
+            format!("want {other}\n"),
+            format!("want {ID} side-band-64k\n"),
+        ] {
+            input.extend_from_slice(format!("{:04x}{line}", line.len() + 4).as_bytes());
+        }
+        input.extend_from_slice(b"0000");
+        let mut reader = PacketReader::new(input.as_slice());
+        let wants = read_wants(&mut reader, 10).unwrap().unwrap();
+        assert_eq!(
+            wants.wants,
+            [id(), ObjectId::from_hex(other.as_bytes()).unwrap()]
+        );
+        assert_eq!(wants.capabilities, ["multi_ack", "side-band-64k"]);
+
+        let many: Vec<String> = (0..=MAX_CAPABILITIES).map(|n| format!("c{n}")).collect();
+        let line = format!("want {ID} {}\n", many.join(" "));
+        let input = format!("{:04x}{line}0000", line.len() + 4);
+        let mut reader = PacketReader::new(input.as_bytes());
+        assert!(matches!(
+            read_wants(&mut reader, 10),
+            Err(RequestError::TooManyCapabilities)
+        ));
+    }
 
     const ID: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -238,7 +284,7 @@ mod tests {
                 pkt(&format!("want {ID} multi_ack no-done\n"))
             ),
             Ok(Some(Wants {
-                wants: vec![id(), id()],
+                wants: vec![id()],
                 capabilities: caps(&["multi_ack", "side-band-64k", "agent=git/2.47", "no-done"]),
             })),
         );
