@@ -505,7 +505,11 @@ impl UploadPackConfig {
             // `^` asks for the full name, before namespaces are stripped; packgate serves no
             // namespaces, so both forms compare against the same name.
             let pattern = pattern.strip_prefix(b"^").unwrap_or(pattern);
-            let pattern = pattern.strip_suffix(b"/").unwrap_or(pattern);
+            // git trims every trailing slash (`refs/x//` hides what `refs/x` does).
+            let mut pattern = pattern;
+            while let Some(trimmed) = pattern.strip_suffix(b"/") {
+                pattern = trimmed;
+            }
             if let Some(rest) = refname.strip_prefix(pattern) {
                 if rest.is_empty() || rest.starts_with(b"/") {
                     return !negated;
@@ -552,6 +556,7 @@ mod tests {
                 "refs/hidden".into(),
                 "!refs/hidden/shown".into(),
                 "refs/pull/".into(),
+                "refs/secret//".into(),
             ],
             ..Default::default()
         };
@@ -560,6 +565,7 @@ mod tests {
         assert!(!config.is_hidden(b"refs/hidden/shown"));
         assert!(!config.is_hidden(b"refs/hiddenx"));
         assert!(config.is_hidden(b"refs/pull/1/head"));
+        assert!(config.is_hidden(b"refs/secret/x"));
         assert!(!config.is_hidden(b"refs/heads/main"));
     }
 
