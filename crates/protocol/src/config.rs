@@ -70,6 +70,22 @@ pub enum ConfigError {
     },
 }
 
+/// The `hideRefs` rules of `transfer` and of the service's own section (`uploadpack`,
+/// `receive`), in the order the configuration holds them: git reads both keys in one pass,
+/// and the last rule that matches a ref decides.
+pub fn hide_refs(config: &gix_config::File, service: &str) -> Vec<BString> {
+    config
+        .sections()
+        .filter(|section| {
+            let header = section.header();
+            header.subsection_name().is_none()
+                && (header.name().eq_ignore_ascii_case(b"transfer")
+                    || header.name().eq_ignore_ascii_case(service.as_bytes()))
+        })
+        .flat_map(|section| section.values("hideRefs"))
+        .collect()
+}
+
 /// git's system configuration file unless `GIT_CONFIG_SYSTEM` names another.
 pub const SYSTEM_CONFIG: &str = "/etc/gitconfig";
 
@@ -462,8 +478,7 @@ impl UploadPackConfig {
                     source,
                 })
         };
-        let mut hide_refs = config.strings("transfer.hideRefs").unwrap_or_default();
-        hide_refs.extend(config.strings("uploadpack.hideRefs").unwrap_or_default());
+        let hide_refs = hide_refs(config, "uploadpack");
         let allow_any = boolean("uploadpack.allowAnySHA1InWant")?;
         let pack_threads = config
             .integer("pack.threads")
@@ -567,6 +582,35 @@ mod tests {
         assert!(config.is_hidden(b"refs/pull/1/head"));
         assert!(config.is_hidden(b"refs/secret/x"));
         assert!(!config.is_hidden(b"refs/heads/main"));
+    }
+
+    #[test]
+    fn hide_refs_keep_the_configurations_order() {
+        let rules = |text: &str| {
+            let file: gix_config::File = text.parse().unwrap();
+            let config = UploadPackConfig::from_config(&file).unwrap();
+            (config.hide_refs.clone(), config.is_hidden(b"refs/secret/x"))
+        };
+        // The later rule decides, whichever of the two keys holds it (as in git).
+        assert_eq!(
+            rules(
+                "[uploadpack]\n\thideRefs = !refs/secret\n[transfer]\n\thideRefs = refs/secret\n"
+            ),
+            (vec!["!refs/secret".into(), "refs/secret".into()], true)
+        );
+        assert_eq!(
+            rules(
+                "[transfer]\n\thideRefs = refs/secret\n[uploadpack]\n\thideRefs = !refs/secret\n"
+            ),
+            (vec!["refs/secret".into(), "!refs/secret".into()], false)
+        );
+        // Another service's rules and subsections do not count.
+        assert_eq!(
+            rules(
+                "[receive]\n\thideRefs = refs/secret\n[transfer \"x\"]\n\thideRefs = refs/secret\n"
+            ),
+            (Vec::new(), false)
+        );
     }
 
     #[test]

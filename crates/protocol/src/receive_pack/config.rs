@@ -151,8 +151,7 @@ impl ReceivePackConfig {
         };
         let positive =
             |value: Option<i64>| value.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0);
-        let mut hide_refs = config.strings("transfer.hideRefs").unwrap_or_default();
-        hide_refs.extend(config.strings("receive.hideRefs").unwrap_or_default());
+        let hide_refs = crate::config::hide_refs(config, "receive");
         let deny = |key: &str| -> Result<Deny, ConfigError> {
             let value = config.string(key);
             Deny::parse(key, value.as_deref().map(|v| v.as_slice()))
