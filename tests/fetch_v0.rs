@@ -57,6 +57,31 @@ fn fork(dir: &Dir, git: &Git, served: &Path, through_git: &Path, through_packgat
     }
 }
 
+/// After the same fork fetched through git's upload-pack (`through.0`, fetched here) and
+/// through packgate (`through.1`, which received `sent.0` objects over protocol `sent.1`):
+/// packgate sent no more objects than git, and the fork has every ref of `served`.
+fn assert_fetched_like_git(
+    dir: &Dir,
+    git: &Git,
+    through: (&Path, &Path),
+    served: &Path,
+    sent: (usize, &str),
+    context: &str,
+) {
+    let (through_git, through_packgate) = through;
+    let (by_packgate, version) = sent;
+    let by_git = fetch_and_count(dir, git, through_git, git_upload_pack_option(git), version);
+    assert!(
+        by_packgate <= by_git,
+        "{context}: packgate sent {by_packgate} objects, git {by_git}"
+    );
+    assert_same_refs(
+        &refs(dir, git, through_packgate, &[]),
+        &refs(dir, git, served, &[]),
+        context,
+    );
+}
+
 /// How many rounds of haves the client sent: the `NAK`s it read (multi_ack and
 /// multi_ack_detailed answer each round's flush with one), from `GIT_TRACE_PACKET`.
 fn rounds(output: &crate::util::Output) -> usize {
@@ -148,20 +173,12 @@ fn fork_far_ahead_fetches_no_more_objects_than_git() {
                 version,
             );
             assert!(rounds(&output) >= 3, "{context}: few rounds: {output}");
-            let by_git = fetch_and_count(
+            assert_fetched_like_git(
                 &dir,
                 &git,
-                &through_git,
-                git_upload_pack_option(&git),
-                version,
-            );
-            assert!(
-                by_packgate <= by_git,
-                "{context}: packgate sent {by_packgate} objects, git {by_git}"
-            );
-            assert_same_refs(
-                &refs(&dir, &git, &through_packgate, &[]),
-                &refs(&dir, &git, &source.path, &[]),
+                (&through_git, &through_packgate),
+                &source.path,
+                (by_packgate, version),
                 &context,
             );
             fsck(&dir, &git, &through_packgate);
@@ -332,20 +349,12 @@ fn fetch_over(dir: &Dir, root: &Path, url: &dyn Fn(&str) -> String, http: bool, 
                     "{context}: the fork's haves should come gzip-compressed: {output}"
                 );
             }
-            let by_git = fetch_and_count(
+            assert_fetched_like_git(
                 dir,
                 &git,
-                &through_git,
-                git_upload_pack_option(&git),
-                version,
-            );
-            assert!(
-                by_packgate <= by_git,
-                "{context}: packgate sent {by_packgate} objects, git {by_git}"
-            );
-            assert_same_refs(
-                &refs(dir, &git, &through_packgate, &[]),
-                &refs(dir, &git, &served, &[]),
+                (&through_git, &through_packgate),
+                &served,
+                (by_packgate, version),
                 &context,
             );
             fsck(dir, &git, &through_packgate);
