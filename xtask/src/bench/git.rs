@@ -32,6 +32,18 @@ impl Git<'_> {
         self.finish(self.command(git_dir).args(args), args, None)
     }
 
+    /// `git init` of a new repository at `path` (`bare` or with a work tree) whose first
+    /// branch is `main`.
+    pub(super) fn init(&self, path: &Path, bare: bool) -> anyhow::Result<()> {
+        let path = path_str(path)?;
+        let mut args = vec!["-c", "init.defaultBranch=main", "init", "--quiet"];
+        if bare {
+            args.push("--bare");
+        }
+        args.push(&path);
+        self.run(None, &args).map(drop)
+    }
+
     pub(super) fn run_with_input(
         &self,
         git_dir: Option<&Path>,

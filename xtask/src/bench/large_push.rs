@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 
 use super::{
-    git::{isolate, path_str, Git},
+    git::{isolate, Git},
     measure::{parse_time_line, warm_up_then_time, Checked, Row, Sample, Server, GNU_TIME},
     push::{check_push_response, check_pushed_repo, copy_repo, PushRequest},
     Scenario,
@@ -45,27 +45,8 @@ pub(super) fn client(git: &Git<'_>, work: &Path) -> anyhow::Result<(PathBuf, Pat
     for dir in [&client, &pristine] {
         let _ = fs::remove_dir_all(dir);
     }
-    git.run(
-        None,
-        &[
-            "-c",
-            "init.defaultBranch=main",
-            "init",
-            "--quiet",
-            "--bare",
-            &path_str(&pristine)?,
-        ],
-    )?;
-    git.run(
-        None,
-        &[
-            "-c",
-            "init.defaultBranch=main",
-            "init",
-            "--quiet",
-            &path_str(&client)?,
-        ],
-    )?;
+    git.init(&pristine, true)?;
+    git.init(&client, false)?;
     let file = client.join("zeros.bin");
     eprintln!(
         "bench: push-large: writing {} of zeros…",

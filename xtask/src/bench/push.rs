@@ -94,17 +94,7 @@ pub(super) fn push_request(
         Scenario::PushMirror => {
             let empty = work.join("push-mirror.empty.git");
             let _ = fs::remove_dir_all(&empty);
-            git.run(
-                None,
-                &[
-                    "-c",
-                    "init.defaultBranch=main",
-                    "init",
-                    "--quiet",
-                    "--bare",
-                    &path_str(&empty)?,
-                ],
-            )?;
+            git.init(&empty, true)?;
             (base.to_owned(), empty, vec!["--mirror".to_owned()])
         }
         Scenario::PushLarge | Scenario::PushLargeX4 => {
