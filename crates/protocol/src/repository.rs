@@ -167,6 +167,11 @@ impl Repository {
         })
     }
 
+    /// A handle on the ref store to read or update refs with (a push's transactions).
+    pub(crate) fn ref_store(&self) -> gix_ref::file::Store {
+        self.refs.clone()
+    }
+
     /// The git directory: absolute, symlinks resolved.
     pub fn git_dir(&self) -> &Path {
         &self.git_dir

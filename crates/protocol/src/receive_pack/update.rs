@@ -447,10 +447,7 @@ impl Push<'_, '_> {
         pending: &mut [Pending<'_>],
         channel: &mut Channel<'_, W>,
     ) {
-        let store = gix_ref::file::Store::at(
-            self.receive_pack.repo.git_dir().to_owned(),
-            Default::default(),
-        );
+        let store = self.receive_pack.repo.ref_store();
         // A ref named by several commands may move between them (git carries them out in
         // turn): the transactions judge those.
         let repeated = self.list.repeated_names();
@@ -502,10 +499,7 @@ impl Push<'_, '_> {
         pending: &mut [Pending<'_>],
         channel: &mut Channel<'_, W>,
     ) {
-        let store = gix_ref::file::Store::at(
-            self.receive_pack.repo.git_dir().to_owned(),
-            Default::default(),
-        );
+        let store = self.receive_pack.repo.ref_store();
         let by_name = self.list.first_by_name();
         for index in 0..pending.len() {
             if !pending[index].is_pending() {
@@ -593,10 +587,7 @@ impl Push<'_, '_> {
     /// Apply the accepted commands: one transaction for an atomic push, else one per ref.
     fn update_refs<W: Write>(&self, pending: &mut [Pending<'_>], channel: &mut Channel<'_, W>) {
         let config = &self.receive_pack.config;
-        let mut store = gix_ref::file::Store::at(
-            self.receive_pack.repo.git_dir().to_owned(),
-            Default::default(),
-        );
+        let mut store = self.receive_pack.repo.ref_store();
         store.write_reflog = config.write_reflog();
         // As behind git http-backend, reflog entries name the authenticated pusher.
         let (name, email) = match &self.receive_pack.remote_user {
