@@ -348,6 +348,47 @@ impl Repository {
         use gix_object::Exists;
         self.objects.exists(id)
     }
+
+    /// The commits listed in `$GIT_DIR/shallow`: this repository's own shallow boundary,
+    /// whose parents it does not have. Empty when the file does not exist (a complete
+    /// repository). Read on every call, as a push may change it.
+    pub fn shallow_commits(&self) -> Result<Vec<ObjectId>, ShallowFileError> {
+        let path = self.git_dir.join("shallow");
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ShallowFileError::Read { path, source }),
+        };
+        parse_shallow_file(&data).ok_or(ShallowFileError::Malformed { path })
+    }
+}
+
+/// The error returned when `$GIT_DIR/shallow` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ShallowFileError {
+    /// Reading the file failed.
+    #[error("could not read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not one object id.
+    #[error("{} holds a line that is not an object id", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The ids of a shallow file, one per line; `None` if a line is anything else.
+fn parse_shallow_file(data: &[u8]) -> Option<Vec<ObjectId>> {
+    data.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| ObjectId::from_hex(line).ok())
+        .collect()
 }
 
 /// Reduce `prefixes` to the ones that can begin a ref name below `refs/` and are not covered
@@ -538,6 +579,22 @@ mod tests {
             .unwrap_or_else(|err| panic!("git {args:?}: {err}"));
         assert!(output.status.success(), "git {args:?}: {output:?}");
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn shallow_file_lists_ids_and_nothing_else() {
+        let a = "0123456789012345678901234567890123456789";
+        let b = "89abcdef0123456789abcdef0123456789abcdef";
+        let parsed = parse_shallow_file(format!("{a}\n{b}\n").as_bytes());
+        assert_eq!(
+            parsed.map(|ids| ids.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            Some(vec![a.to_owned(), b.to_owned()])
+        );
+        assert_eq!(parse_shallow_file(b""), Some(Vec::new()));
+        assert_eq!(
+            parse_shallow_file(format!("{a}\nnot an id\n").as_bytes()),
+            None
+        );
     }
 
     /// Prefixed listing (own loose-ref walk + packed-refs) agrees with the full listing
