@@ -18,6 +18,8 @@
 //! - `incremental`: the repository is a copy moved forward by [`BEHIND`] commits on its default
 //!   branch; the client has every ref of the original and wants what changed.
 //! - `clone-v0`, `incremental-v0`: the same in protocol v0.
+//! - `clone-depth1`, `clone-blobless`: `git clone --depth 1` and `--filter=blob:none`
+//!   (see [`partial`]).
 //!
 //! # Push scenarios (`push` = `push-mirror` and `push-incremental`)
 //!
@@ -53,7 +55,7 @@
 //!
 //! # Layout
 //!
-//! One module per scenario ([`clone`], [`incremental`], [`push`], [`large_push`],
+//! One module per scenario ([`clone`], [`incremental`], [`partial`], [`push`], [`large_push`],
 //! [`connections`]); [`fetch`] is what the two fetch scenarios share; [`measure`] runs a
 //! server under GNU time and keeps the samples; [`results`] makes the tables and the section
 //! of `benches/RESULTS.md`; [`git`] runs git isolated from the user's configuration. This
@@ -75,6 +77,7 @@ mod git;
 mod incremental;
 mod large_push;
 mod measure;
+mod partial;
 mod push;
 mod results;
 
@@ -83,6 +86,7 @@ use fetch::{measure_fetch, Protocol};
 use git::Git;
 use incremental::incremental_request;
 use measure::{check_gnu_time, Row, Server, Service};
+use partial::{partial_request, Partial};
 use push::{measure_push, push_request, PushRequest};
 use results::{append_results, human_size, load_average, markdown_table, record_section};
 
@@ -96,7 +100,8 @@ const AGENT: &str = "agent=git/2.47.3";
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure: `clone` (a full clone), `incremental` (a fetch 10 commits behind),
-    /// `clone-v0` and `incremental-v0` (the same over protocol v0),
+    /// `clone-v0` and `incremental-v0` (the same over protocol v0), `clone-depth1`
+    /// (`git clone --depth 1`), `clone-blobless` (`git clone --filter=blob:none`),
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
     /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
     /// zeros, one push and four at once) or `connections` (idle git:// connections and
@@ -156,6 +161,10 @@ enum Scenario {
     CloneV0,
     /// `incremental` over protocol v0.
     IncrementalV0,
+    /// `git clone --depth 1`: the default branch's tip alone.
+    CloneDepth1,
+    /// `git clone --filter=blob:none`: every ref, no blob.
+    CloneBlobless,
     /// Both push scenarios.
     Push,
     /// `git push --mirror` into an empty bare repository.
@@ -177,6 +186,8 @@ impl Scenario {
             Scenario::Incremental => "incremental",
             Scenario::CloneV0 => "clone-v0",
             Scenario::IncrementalV0 => "incremental-v0",
+            Scenario::CloneDepth1 => "clone-depth1",
+            Scenario::CloneBlobless => "clone-blobless",
             Scenario::Push => "push",
             Scenario::PushMirror => "push-mirror",
             Scenario::PushIncremental => "push-incremental",
@@ -333,6 +344,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     bitmapped.as_deref(),
                     &servers,
                     scenario.protocol(),
+                )?,
+                Scenario::CloneDepth1 => partial_request(
+                    &git,
+                    &work,
+                    &base,
+                    bitmapped.as_deref(),
+                    &servers,
+                    Partial::Depth1,
+                )?,
+                Scenario::CloneBlobless => partial_request(
+                    &git,
+                    &work,
+                    &base,
+                    bitmapped.as_deref(),
+                    &servers,
+                    Partial::Blobless,
                 )?,
                 Scenario::PushLarge | Scenario::PushLargeX4 => {
                     let push = match &mut large_push {

@@ -118,6 +118,16 @@ pub(super) fn needed_objects(
 
 /// A protocol-v2 fetch as `git clone`/`git fetch` 2.47 send it.
 pub(super) fn fetch_request(wants: &[String], haves: &[String]) -> anyhow::Result<Vec<u8>> {
+    fetch_request_with(wants, haves, &[])
+}
+
+/// [`fetch_request`] with more argument lines (`deepen 1`, `filter …`) before the wants, where
+/// git puts them.
+pub(super) fn fetch_request_with(
+    wants: &[String],
+    haves: &[String],
+    arguments: &[&str],
+) -> anyhow::Result<Vec<u8>> {
     fn line(out: &mut Vec<u8>, text: &str) -> anyhow::Result<()> {
         Ok(pkt_line::encode_data(text.as_bytes(), out)?)
     }
@@ -128,6 +138,9 @@ pub(super) fn fetch_request(wants: &[String], haves: &[String]) -> anyhow::Resul
     pkt_line::encode_delimiter(&mut out);
     for capability in ["thin-pack", "ofs-delta", "no-progress", "include-tag"] {
         line(&mut out, &format!("{capability}\n"))?;
+    }
+    for argument in arguments {
+        line(&mut out, &format!("{argument}\n"))?;
     }
     for oid in wants {
         line(&mut out, &format!("want {oid}\n"))?;
