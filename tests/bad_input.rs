@@ -122,7 +122,14 @@ fn delim_twice() {
         DELIM.to_vec(),
         FLUSH.to_vec(),
     ]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "expected flush after ls-refs arguments");
+    let request = concat([
+        line("command=fetch\n"),
+        line("object-format=sha1\n"),
+        DELIM.to_vec(),
+        DELIM.to_vec(),
+    ]);
+    expect_error(&BOTH, &request, "expected flush after fetch arguments");
 }
 
 #[test]
@@ -134,7 +141,30 @@ fn unknown_command() {
 #[test]
 fn no_command() {
     let request = concat([line("agent=test/1.0\n"), FLUSH.to_vec()]);
-    expect_error(&BOTH, &request, "");
+    expect_error(&BOTH, &request, "no command requested");
+    let request = concat([line("agent=test/1.0\n"), DELIM.to_vec(), FLUSH.to_vec()]);
+    expect_error(&BOTH, &request, "no command requested");
+    // git names an unknown capability before the missing command.
+    let request = concat([line("foobar\n"), FLUSH.to_vec()]);
+    expect_error(&BOTH, &request, "unknown capability 'foobar'");
+}
+
+/// git's serve.c takes the `command=` line anywhere among the capabilities.
+#[test]
+fn capabilities_before_the_command() {
+    let request = concat([
+        line("agent=test/1.0\n"),
+        line("command=ls-refs\n"),
+        DELIM.to_vec(),
+        FLUSH.to_vec(),
+    ]);
+    for response in expect_normal_end(&[Mode::Stateless], &request) {
+        assert!(
+            String::from_utf8_lossy(&response).contains(" HEAD"),
+            "ls-refs answered without HEAD: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+    }
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `git clone` through `packgate upload-pack`, checked with `git fsck` and by comparing refs.
 
 use crate::util::{
-    assert_same_refs, file_url, fsck, packgate_upload_pack_option, refs, rename_refs,
-    shared_fixture, Dir, Git,
+    assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, refs,
+    rename_refs, shared_fixture, Dir, Git,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,4 +298,55 @@ fn serves_work_trees_and_suffixless_paths_unless_strict() {
         .arg(work_tree.join(".git"))
         .env("GIT_PROTOCOL", "version=2")
         .run();
+}
+
+/// `lsrefs.unborn` decides whether a clone of an empty repository learns the branch its `HEAD`
+/// names: `advertise` (the default) tells it, `allow` answers only clients that ask without the
+/// advertisement, `ignore` never tells; the client then falls back to its `init.defaultBranch`.
+/// Each setting gives the branch git's own upload-pack gives.
+#[test]
+fn empty_clone_branch_follows_lsrefs_unborn() {
+    for git in Git::all() {
+        let dir = Dir::new("lsrefs-unborn");
+        let server = dir.join("server.git");
+        dir.git(&git)
+            .args(["init", "--quiet", "--bare"])
+            .arg(&server)
+            .run();
+        dir.git_in(&git, &server)
+            .args(["symbolic-ref", "HEAD", "refs/heads/serverdefault"])
+            .run();
+        for setting in [None, Some("advertise"), Some("allow"), Some("ignore")] {
+            if let Some(value) = setting {
+                dir.git_in(&git, &server)
+                    .args(["config", "lsrefs.unborn", value])
+                    .run();
+            }
+            let branch = |name: &str, upload_pack: String| {
+                let clone = dir.join(name);
+                dir.git(&git)
+                    .args(["-c", "init.defaultBranch=clientdefault"])
+                    .args(["-c", "protocol.version=2", "clone", "--quiet", "--bare"])
+                    .arg(upload_pack)
+                    .arg(file_url(&server))
+                    .arg(&clone)
+                    .run();
+                let head = dir
+                    .git_in(&git, &clone)
+                    .args(["symbolic-ref", "HEAD"])
+                    .run()
+                    .stdout_text();
+                std::fs::remove_dir_all(&clone).unwrap_or_else(|err| panic!("{err}"));
+                head
+            };
+            let ours = branch("ours", packgate_upload_pack_option());
+            let theirs = branch("theirs", git_upload_pack_option(&git));
+            let expected = match setting {
+                None | Some("advertise") => "refs/heads/serverdefault",
+                _ => "refs/heads/clientdefault",
+            };
+            assert_eq!(ours.trim(), expected, "{git}, lsrefs.unborn={setting:?}");
+            assert_eq!(ours, theirs, "{git}, lsrefs.unborn={setting:?}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use bstr::{BString, ByteSlice};
+use bstr::{BStr, BString, ByteSlice};
 
 /// The error returned by [`load()`].
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,14 @@ pub enum ConfigError {
         /// What went wrong.
         #[source]
         source: gix_error::Error,
+    },
+    /// A value is not one the key accepts (git's wording).
+    #[error("invalid value for '{key}': '{value}'")]
+    Invalid {
+        /// The configuration key.
+        key: String,
+        /// The value found.
+        value: BString,
     },
 }
 
@@ -427,6 +435,40 @@ pub struct UploadPackConfig {
     /// generation) before an empty keepalive packet goes out; `None` (0 or negative in the
     /// configuration) sends none. Git's default, 5 seconds, unless configured.
     pub keepalive: Option<Duration>,
+    /// `lsrefs.unborn`: whether `ls-refs` advertises and honours `unborn`.
+    pub lsrefs_unborn: UnbornPolicy,
+}
+
+/// What `lsrefs.unborn` asks of `ls-refs` about an unborn `HEAD`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnbornPolicy {
+    /// `advertise` (git's default): advertise `ls-refs=unborn` and answer `unborn`.
+    #[default]
+    Advertise,
+    /// `allow`: answer a client's `unborn` without advertising it.
+    Allow,
+    /// `ignore`: neither; the client names no branch for an empty repository.
+    Ignore,
+}
+
+impl UnbornPolicy {
+    /// Read `lsrefs.unborn`; an unknown value is an error, as in git.
+    fn from_config(config: &gix_config::File) -> Result<Self, ConfigError> {
+        const KEY: &str = "lsrefs.unborn";
+        let Some(value) = config.string(KEY) else {
+            return Ok(UnbornPolicy::default());
+        };
+        let value: &BStr = value.as_ref();
+        match value.as_bytes() {
+            b"advertise" => Ok(UnbornPolicy::Advertise),
+            b"allow" => Ok(UnbornPolicy::Allow),
+            b"ignore" => Ok(UnbornPolicy::Ignore),
+            _ => Err(ConfigError::Invalid {
+                key: KEY.to_owned(),
+                value: value.to_owned(),
+            }),
+        }
+    }
 }
 
 /// git's default for `uploadpack.keepAlive` and `receive.keepAlive`, in seconds.
@@ -462,6 +504,7 @@ impl Default for UploadPackConfig {
             pack_threads: None,
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
             keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
+            lsrefs_unborn: UnbornPolicy::default(),
         }
     }
 }
@@ -506,6 +549,7 @@ impl UploadPackConfig {
             pack_threads,
             delta_base_cache_limit,
             keepalive: keepalive(config, "uploadpack.keepAlive")?,
+            lsrefs_unborn: UnbornPolicy::from_config(config)?,
         })
     }
 

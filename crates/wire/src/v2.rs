@@ -10,8 +10,10 @@
 //! 0000                    flush-pkt
 //! ```
 //!
-//! As in git's `serve.c`, a flush-pkt right after the capabilities also ends the request,
-//! with no arguments, and a flush-pkt instead of a request ends the session.
+//! As in git's `serve.c`, the `command=` line may come anywhere among the capability lines
+//! (a request without one is [`RequestError::NoCommand`]), a flush-pkt right after the
+//! capabilities also ends the request, with no arguments, and a flush-pkt instead of a request
+//! ends the session.
 //!
 //! [`RequestParser`] is the sans-IO state machine, fed one packet at a time;
 //! [`read_request`] drives it from a [`PacketReader`]. Neither knows what commands,
@@ -90,15 +92,13 @@ impl Default for Limits {
 /// The messages are meant for the client, in an `ERR <message>` packet.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// The first line does not start with `command=`.
-    #[error("expected command=<name>, got {}", Excerpt(line))]
-    ExpectedCommand {
-        /// The line, without its LF.
-        line: BString,
+    /// The lines before the delim-pkt or flush-pkt hold no `command=` line. The capabilities
+    /// are kept: git judges them first (an unknown one is reported before the missing command).
+    #[error("no command requested")]
+    NoCommand {
+        /// The capability lines of the request, without their LF.
+        capabilities: Vec<BString>,
     },
-    /// A delim-pkt comes before the command.
-    #[error("expected command=<name>, got delim-pkt")]
-    DelimiterBeforeCommand,
     /// The first line is `command=` with nothing after it.
     #[error("empty command name")]
     EmptyCommand,
@@ -119,8 +119,8 @@ pub enum RequestError {
         /// The name in the second `command=` line.
         second: BString,
     },
-    /// A second delim-pkt comes among the arguments.
-    #[error("unexpected delim-pkt in the arguments of {command}")]
+    /// A second delim-pkt comes among the arguments (git's wording).
+    #[error("expected flush after {command} arguments")]
     DelimiterInArguments {
         /// The request's command.
         command: String,
@@ -129,10 +129,13 @@ pub enum RequestError {
     #[error("unexpected response-end-pkt in a request")]
     ResponseEnd,
     /// The stream ends before the flush-pkt that ends the request.
-    #[error("unexpected end of stream in a {command} request")]
+    #[error(
+        "unexpected end of stream in a {}request",
+        command.as_deref().map(|command| format!("{command} ")).unwrap_or_default()
+    )]
     UnexpectedEof {
-        /// The request's command.
-        command: String,
+        /// The request's command, if it came.
+        command: Option<String>,
     },
     /// The request has more lines than [`Limits::max_lines`].
     #[error("request exceeds the limit of {limit} lines")]
@@ -169,10 +172,50 @@ enum State {
     /// Between requests.
     #[default]
     Idle,
-    /// After the command line, reading capabilities.
-    Capabilities(Request),
+    /// Reading the command and capability lines.
+    Capabilities(Started),
     /// After the delim-pkt, reading arguments.
     Arguments(Request),
+}
+
+/// The lines of a request before its delim-pkt: the command may not have come yet.
+#[derive(Debug, Default)]
+struct Started {
+    command: Option<String>,
+    capabilities: Vec<BString>,
+}
+
+impl Started {
+    /// Take one line before the delim-pkt: the command or a capability.
+    fn take_line(&mut self, line: &[u8]) -> Result<(), RequestError> {
+        if line.starts_with(COMMAND_PREFIX) {
+            let name = parse_command_line(line)?;
+            if let Some(first) = &self.command {
+                return Err(RequestError::RepeatedCommand {
+                    first: first.clone(),
+                    second: name.into(),
+                });
+            }
+            self.command = Some(name);
+        } else {
+            self.capabilities.push(line.into());
+        }
+        Ok(())
+    }
+
+    /// The request so far, once its command is known.
+    fn into_request(self) -> Result<Request, RequestError> {
+        match self.command {
+            Some(command) => Ok(Request {
+                command,
+                capabilities: self.capabilities,
+                arguments: Vec::new(),
+            }),
+            None => Err(RequestError::NoCommand {
+                capabilities: self.capabilities,
+            }),
+        }
+    }
 }
 
 /// Assembles protocol v2 requests from packets, without doing any I/O.
@@ -230,14 +273,12 @@ impl RequestParser {
     pub fn end_of_input(&mut self) -> Result<(), RequestError> {
         let state = std::mem::take(&mut self.state);
         self.reset();
-        match state {
-            State::Idle => Ok(()),
-            State::Capabilities(request) | State::Arguments(request) => {
-                Err(RequestError::UnexpectedEof {
-                    command: request.command,
-                })
-            }
-        }
+        let command = match state {
+            State::Idle => return Ok(()),
+            State::Capabilities(started) => started.command,
+            State::Arguments(request) => Some(request.command),
+        };
+        Err(RequestError::UnexpectedEof { command })
     }
 
     fn reset(&mut self) {
@@ -253,30 +294,26 @@ impl RequestParser {
         match (std::mem::take(&mut self.state), packet) {
             (_, Packet::ResponseEnd) => Err(RequestError::ResponseEnd),
             (State::Idle, Packet::Flush) => Ok(Parsed::SessionEnd),
-            (State::Idle, Packet::Delimiter) => Err(RequestError::DelimiterBeforeCommand),
+            (State::Idle, Packet::Delimiter) => Err(RequestError::NoCommand {
+                capabilities: Vec::new(),
+            }),
             (State::Idle, Packet::Data(data)) => {
-                let command = parse_command_line(strip_one_line_feed(data))?;
-                self.state = State::Capabilities(Request {
-                    command,
-                    ..Request::default()
-                });
+                let mut started = Started::default();
+                started.take_line(strip_one_line_feed(data))?;
+                self.state = State::Capabilities(started);
                 Ok(Parsed::NeedMorePackets)
             }
-            (State::Capabilities(mut request), Packet::Data(data)) => {
-                let line = strip_one_line_feed(data);
-                if let Some(second) = line.strip_prefix(COMMAND_PREFIX) {
-                    return Err(RequestError::RepeatedCommand {
-                        first: request.command,
-                        second: second.into(),
-                    });
-                }
-                request.capabilities.push(line.into());
-                self.state = State::Capabilities(request);
+            (State::Capabilities(mut started), Packet::Data(data)) => {
+                started.take_line(strip_one_line_feed(data))?;
+                self.state = State::Capabilities(started);
                 Ok(Parsed::NeedMorePackets)
             }
-            (State::Capabilities(request), Packet::Delimiter) => {
-                self.state = State::Arguments(request);
+            (State::Capabilities(started), Packet::Delimiter) => {
+                self.state = State::Arguments(started.into_request()?);
                 Ok(Parsed::NeedMorePackets)
+            }
+            (State::Capabilities(started), Packet::Flush) => {
+                Ok(Parsed::Complete(started.into_request()?))
             }
             (State::Arguments(mut request), Packet::Data(data)) => {
                 request.arguments.push(strip_one_line_feed(data).into());
@@ -288,9 +325,7 @@ impl RequestParser {
                     command: request.command,
                 })
             }
-            (State::Capabilities(request) | State::Arguments(request), Packet::Flush) => {
-                Ok(Parsed::Complete(request))
-            }
+            (State::Arguments(request), Packet::Flush) => Ok(Parsed::Complete(request)),
         }
     }
 
@@ -312,11 +347,9 @@ impl RequestParser {
     }
 }
 
-/// The command name of a request's first line, without its LF.
+/// The command name of a `command=` line, without its LF.
 fn parse_command_line(line: &[u8]) -> Result<String, RequestError> {
-    let Some(name) = line.strip_prefix(COMMAND_PREFIX) else {
-        return Err(RequestError::ExpectedCommand { line: line.into() });
-    };
+    let name = line.strip_prefix(COMMAND_PREFIX).unwrap_or(line);
     if name.is_empty() {
         return Err(RequestError::EmptyCommand);
     }

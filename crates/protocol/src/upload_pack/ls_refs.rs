@@ -6,10 +6,11 @@ use bstr::{BString, ByteSlice};
 use packgate_wire::pkt_line::PacketWriter;
 
 use super::{reject, Flow, ServeError, UploadPack};
+use crate::config::UnbornPolicy;
 use crate::refname::RefPrefix;
 use crate::repository::{Head, RefRecord};
 
-/// More prefixes than this and git lists everything instead; so do we.
+/// With this many prefixes or more, git lists everything instead; so do we.
 const MAX_PREFIXES: usize = 65536;
 
 /// The arguments of one `ls-refs` request.
@@ -35,7 +36,7 @@ fn parse(arguments: &[BString]) -> Result<Arguments, String> {
             },
         }
     }
-    if parsed.prefixes.len() > MAX_PREFIXES {
+    if parsed.prefixes.len() >= MAX_PREFIXES {
         parsed.prefixes.clear();
     }
     Ok(parsed)
@@ -46,10 +47,12 @@ pub(super) fn handle<W: Write>(
     arguments: &[BString],
     out: &mut PacketWriter<W>,
 ) -> Result<Flow, ServeError> {
-    let arguments = match parse(arguments) {
+    let mut arguments = match parse(arguments) {
         Ok(arguments) => arguments,
         Err(message) => return Err(reject(out, message)),
     };
+    // `lsrefs.unborn=ignore`: git accepts the argument and acts as if it was not sent.
+    arguments.unborn &= upload_pack.config.lsrefs_unborn != UnbornPolicy::Ignore;
     let repo = upload_pack.repo;
     let prefixes = (!arguments.prefixes.is_empty()).then_some(arguments.prefixes.as_slice());
     let matches =
@@ -156,6 +159,18 @@ mod tests {
             }),
         );
         check(&["frobnicate"], Err("unexpected line: 'frobnicate'"));
+        // git ignores every prefix from its 65536th on: the client gets all refs.
+        let many: Vec<String> = (0..MAX_PREFIXES)
+            .map(|n| format!("ref-prefix refs/heads/{n}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        check(&many, Ok(Arguments::default()));
+        let fewer = &many[1..];
+        assert_eq!(
+            parse(&fewer.iter().map(|s| BString::from(*s)).collect::<Vec<_>>())
+                .map(|arguments| arguments.prefixes.len()),
+            Ok(MAX_PREFIXES - 1)
+        );
         check(&["ref-prefix"], Err("unexpected line: 'ref-prefix'"));
     }
 }

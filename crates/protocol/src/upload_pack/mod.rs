@@ -23,7 +23,10 @@ use packgate_wire::{
     v2,
 };
 
-use crate::{config::UploadPackConfig, repository::Repository};
+use crate::{
+    config::{UnbornPolicy, UploadPackConfig},
+    repository::Repository,
+};
 
 /// The agent string sent in the advertisement.
 pub const AGENT: &str = concat!("packgate/", env!("CARGO_PKG_VERSION"));
@@ -107,7 +110,10 @@ impl<'repo> UploadPack<'repo> {
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         out.write_text("version 2")?;
         out.write_text(format!("agent={AGENT}"))?;
-        out.write_text("ls-refs=unborn")?;
+        match self.config.lsrefs_unborn {
+            UnbornPolicy::Advertise => out.write_text("ls-refs=unborn")?,
+            UnbornPolicy::Allow | UnbornPolicy::Ignore => out.write_text("ls-refs")?,
+        }
         out.write_text("fetch")?;
         out.write_text("server-option")?;
         out.write_text("object-format=sha1")?;
@@ -136,6 +142,14 @@ impl<'repo> UploadPack<'repo> {
             let request = match v2::read_request(&mut reader, &options.request_limits) {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ok(()),
+                // git reads capabilities as they come: an unknown one is named before the
+                // missing command.
+                Err(v2::RequestError::NoCommand { capabilities }) => {
+                    let message = check_capabilities(&capabilities)
+                        .err()
+                        .unwrap_or_else(|| "no command requested".to_owned());
+                    return Err(reject(&mut out, message));
+                }
                 Err(err) => return Err(reject(&mut out, err.to_string())),
             };
             let flow = self.handle(request, &mut out)?;
