@@ -195,3 +195,35 @@ fn stateless_fetch_sends_a_complete_pack() {
         );
     }
 }
+
+/// `GIT_USER_AGENT` names the server's agent, as with git's services (git's t5555 compares the
+/// whole v2 advertisement with `GIT_USER_AGENT=FAKE`).
+#[test]
+fn git_user_agent_names_the_agent() {
+    let source = shared_fixture("small");
+    let dir = Dir::new("user-agent");
+    let v2 = server(&dir, None, &["--advertise-refs"], &source.path)
+        .env("GIT_USER_AGENT", "FAKE agent")
+        .run();
+    let Some((advertisement, _)) = split_advertisement(&v2.stdout) else {
+        panic!("no advertisement: {v2}")
+    };
+    assert!(
+        lines(&advertisement)
+            .iter()
+            .any(|line| line == "agent=FAKE.agent"),
+        "v2: {v2}"
+    );
+    for service in ["upload-pack", "receive-pack"] {
+        let v0 = dir
+            .packgate()
+            .args([service, "--advertise-refs"])
+            .arg(&source.path)
+            .env("GIT_USER_AGENT", "FAKE agent")
+            .run();
+        assert!(
+            String::from_utf8_lossy(&v0.stdout).contains(" agent=FAKE.agent\n"),
+            "{service} v0: {v0}"
+        );
+    }
+}

@@ -55,7 +55,7 @@ pub use self::report::{PushReport, RefStatus};
 pub use crate::upload_pack::ServeError;
 use crate::{
     repository::{RefRecord, Repository},
-    upload_pack::AGENT,
+    upload_pack::agent,
 };
 /// The hook crate, whose [`Hook`] trait in-process hooks implement.
 pub use packgate_hooks as hooks;
@@ -154,7 +154,7 @@ impl<'repo> ReceivePack<'repo> {
     /// receive-pack, it lists neither `HEAD` nor peeled tags.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         let refs = self.visible_refs()?;
-        let capabilities = format!("{CAPABILITIES} agent={AGENT}");
+        let capabilities = format!("{CAPABILITIES} agent={}", agent());
         let mut first = true;
         for record in &refs {
             if first {

@@ -28,8 +28,31 @@ use crate::{
     repository::Repository,
 };
 
-/// The agent string sent in the advertisement.
+/// The agent string sent in the advertisement, unless `GIT_USER_AGENT` names another.
 pub const AGENT: &str = concat!("packgate/", env!("CARGO_PKG_VERSION"));
+
+/// The agent this server names in its advertisements: [`AGENT`], or `GIT_USER_AGENT` as git
+/// honours it, with every character that is not printable ASCII or is a space replaced by `.`
+/// (git's `git_user_agent_sanitized()`), since the agent is one space-separated capability.
+pub fn agent() -> String {
+    match std::env::var_os("GIT_USER_AGENT") {
+        Some(agent) => sanitize_agent(agent.as_encoded_bytes()),
+        None => AGENT.to_owned(),
+    }
+}
+
+fn sanitize_agent(agent: &[u8]) -> String {
+    agent
+        .iter()
+        .map(|&byte| {
+            if byte.is_ascii_graphic() {
+                char::from(byte)
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
 
 /// How a session is run.
 #[derive(Debug, Clone, Default)]
@@ -109,7 +132,7 @@ impl<'repo> UploadPack<'repo> {
     /// have, done, ofs-delta, thin-pack, no-progress, include-tag), `server-option` and sha1.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         out.write_text("version 2")?;
-        out.write_text(format!("agent={AGENT}"))?;
+        out.write_text(format!("agent={}", agent()))?;
         match self.config.lsrefs_unborn {
             UnbornPolicy::Advertise => out.write_text("ls-refs=unborn")?,
             UnbornPolicy::Allow | UnbornPolicy::Ignore => out.write_text("ls-refs")?,

@@ -306,3 +306,12 @@ fn no_keepalives_when_disabled() {
         "an empty band-1 packet without keepalive"
     );
 }
+
+#[test]
+fn agent_is_one_printable_token() {
+    assert_eq!(super::sanitize_agent(b"FAKE"), "FAKE");
+    assert_eq!(
+        super::sanitize_agent(b"my agent\t\x7f\xc3\xa9/1"),
+        "my.agent..../1"
+    );
+}

@@ -13,7 +13,7 @@ use packgate_wire::{
     v0::{self as wire_v0, Line},
 };
 
-use super::{fetch, reject, ServeError, UploadPack, AGENT};
+use super::{agent, fetch, reject, ServeError, UploadPack};
 use crate::{receive_pack::ProtocolVersion, repository::Head};
 
 /// The capabilities upload-pack advertises in v0/v1, in git's order, before the ones that
@@ -70,7 +70,7 @@ impl UploadPack<'_> {
         }
         let any = config.allow_any_sha1_in_want;
         let capabilities = format!(
-            "{CAPABILITIES}{}{}{}{symref} object-format=sha1 agent={AGENT}",
+            "{CAPABILITIES}{}{}{}{symref} object-format=sha1 agent={}",
             if config.allow_tip_sha1_in_want || any {
                 " allow-tip-sha1-in-want"
             } else {
@@ -82,6 +82,7 @@ impl UploadPack<'_> {
                 ""
             },
             if advertise_refs { " no-done" } else { "" },
+            agent(),
         );
         if refs.is_empty() {
             out.write_text(format!(
