@@ -8,7 +8,6 @@ mod passwd;
 mod serve;
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -23,7 +22,6 @@ use packgate::{
         upload_pack::{ServeError, SessionOptions, UploadPack, V0Options},
     },
     transport::stdio,
-    wire::pkt_line::PacketWriter,
 };
 
 /// Exit status for a session that ended in an error, as git's `die()` uses.
@@ -112,7 +110,7 @@ fn main() -> ExitCode {
 
 fn upload_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
     let protocol = std::env::var("GIT_PROTOCOL").unwrap_or_default();
-    let repo = open_for_session(&args.directory, args.strict, "upload-pack")?;
+    let repo = open_for_session(&args.directory, args.strict)?;
     let upload_pack = UploadPack::new(&repo)?;
     let advertise_only = args.advertise_refs || args.http_backend_info_refs;
     let stdio::SessionIo {
@@ -150,7 +148,7 @@ fn receive_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
         Ok(value) if value.split(':').any(|entry| entry == "version=1") => ProtocolVersion::V1,
         _ => ProtocolVersion::V0,
     };
-    let repo = open_for_session(&args.directory, args.strict, "receive-pack")?;
+    let repo = open_for_session(&args.directory, args.strict)?;
     let receive_pack = ReceivePack::new(&repo)?;
     let options = ReceivePackOptions {
         stateless: args.stateless_rpc,
@@ -173,20 +171,21 @@ fn receive_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Open the repository a stdio session serves, the way git finds it (`strict`: the path must
-/// be the git directory itself). A failure is told to the client as `ERR <service>: …`.
-fn open_for_session(directory: &Path, strict: bool, service: &str) -> anyhow::Result<Repository> {
+/// be the git directory itself). As git's services do, a failure goes to standard error alone
+/// (`fatal: '<path>' does not appear to be a git repository`), which git's client shows above
+/// its own "Could not read from remote repository".
+fn open_for_session(directory: &Path, strict: bool) -> anyhow::Result<Repository> {
     let lookup = if strict {
         PathLookup::Strict
     } else {
         PathLookup::Lenient
     };
     let config_parameters = std::env::var("GIT_CONFIG_PARAMETERS").ok();
-    Repository::open(directory, lookup, config_parameters.as_deref()).or_else(|err| {
-        let mut out = PacketWriter::new(std::io::stdout().lock());
-        out.error(format!("{service}: {err}"))?;
-        out.get_mut().flush()?;
-        Err(err).context("could not open the repository")
-    })
+    Ok(Repository::open(
+        directory,
+        lookup,
+        config_parameters.as_deref(),
+    )?)
 }
 
 /// Standard input and output for a session, with `--timeout=N` (0: none).

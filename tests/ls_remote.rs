@@ -109,3 +109,32 @@ fn unusual_refs_and_heads() {
         compare_ls_remote(&dir, &git, repo, "unborn HEAD");
     }
 }
+
+/// A path that is no repository: the user sees what git's upload-pack makes the client print
+/// (`fatal: '<path>' does not appear to be a git repository` above the client's own lines),
+/// in every protocol version, and the client fails.
+#[test]
+fn missing_repository_reads_as_with_git() {
+    for git in Git::all() {
+        let dir = Dir::new("ls-remote-missing");
+        for version in ["0", "2"] {
+            let ls_remote = |upload_pack: String| {
+                let output = dir
+                    .git(&git)
+                    .args(["-c", &format!("protocol.version={version}"), "ls-remote"])
+                    .arg(upload_pack)
+                    .arg("refs*main")
+                    .output();
+                assert!(!output.status.success(), "{git} v{version}: {output}");
+                output.stderr_text()
+            };
+            let ours = ls_remote(packgate_upload_pack_option());
+            let theirs = ls_remote(git_upload_pack_option(&git));
+            assert!(
+                ours.starts_with("fatal: 'refs*main' does not appear to be a git repository\n"),
+                "{git} v{version}: {ours}"
+            );
+            assert_eq!(ours, theirs, "{git} v{version}");
+        }
+    }
+}
