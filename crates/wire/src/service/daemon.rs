@@ -56,11 +56,12 @@ pub enum HeadError {
 
 /// Parse the payload of the first pkt-line of a git:// connection.
 pub fn parse_request_head(data: &[u8]) -> Result<RequestHead, HeadError> {
-    let data = data.strip_suffix(b"\n").unwrap_or(data);
     let (command, rest) = match data.find_byte(0) {
         Some(nul) => (&data[..nul], &data[nul + 1..]),
         None => (data, &b""[..]),
     };
+    // As git's daemon: one LF ending the part before the parameters is dropped.
+    let command = command.strip_suffix(b"\n").unwrap_or(command);
     let (service, path) = [
         Service::UploadPack,
         Service::ReceivePack,
@@ -242,6 +243,16 @@ mod tests {
         check(
             b"git-receive-pack /p\n",
             Ok(head(Service::ReceivePack, "/p", None, &[])),
+        );
+        // The LF goes with the path, before the parameters (git's t5570).
+        check(
+            b"git-upload-pack /interp.git\n\0host=localhost",
+            Ok(head(
+                Service::UploadPack,
+                "/interp.git",
+                Some("localhost"),
+                &[],
+            )),
         );
         check(b"git-upload-pack \0", Err(HeadError::MissingPath));
         check(
