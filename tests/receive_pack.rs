@@ -1132,3 +1132,92 @@ fn small_pushes_become_loose_objects() {
         setup.fsck();
     }
 }
+
+/// The `.have` lines of a fork that borrows its objects from a shared repository
+/// (`git clone -s`): the values of the shared repository's refs, each once and none that a
+/// ref of the fork already shows, limited by `core.alternateRefsPrefixes` or replaced by what
+/// `core.alternateRefsCommand` prints — the same lines as git's receive-pack (git's t5400 and
+/// t5410). A push on top of a commit only the shared repository has then works.
+#[test]
+fn alternates_refs_are_advertised_as_have_lines() {
+    for git in Git::all() {
+        let dir = Dir::new("alternates");
+        let shared = dir.join("shared.git");
+        dir.git(&git)
+            .args(["init", "--quiet", "--bare"])
+            .arg(&shared)
+            .run();
+        // Stored, so that fsck finds it.
+        let empty_tree = dir.git_in(&git, &shared).arg("mktree").run().stdout_text();
+        // A commit on `branch`, on top of `parent`'s tip if given.
+        let commit = |branch: &str, parent: Option<&str>| {
+            let mut command = dir
+                .git_in(&git, &shared)
+                .args(["commit-tree", empty_tree.trim()]);
+            if let Some(parent) = parent {
+                command = command.args(["-p", parent]);
+            }
+            let id = command.args(["-m", branch]).run().stdout_text();
+            dir.git_in(&git, &shared)
+                .args(["update-ref", &format!("refs/heads/{branch}"), id.trim()])
+                .run();
+        };
+        commit("main", None);
+        let fork = dir.join("fork.git");
+        dir.git(&git)
+            .args(["clone", "--quiet", "--bare", "-s"])
+            .arg(&shared)
+            .arg(&fork)
+            .run();
+        commit("public/branch", Some("main"));
+        commit("private/branch", Some("main"));
+        // A second ref with the same value: one `.have` for both.
+        dir.git_in(&git, &shared)
+            .args(["update-ref", "refs/heads/same", "refs/heads/private/branch"])
+            .run();
+        let advertised = |server: Cmd| -> BTreeSet<String> {
+            let output = server.arg("--advertise-refs").arg(&fork).run();
+            let Some((advertisement, _)) = crate::pkt::split_advertisement(&output.stdout) else {
+                panic!("no advertisement: {output}")
+            };
+            crate::pkt::lines(&advertisement)
+                .iter()
+                .map(|line| line.split('\0').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let compare = |what: &str| {
+            let ours = advertised(dir.packgate().arg("receive-pack"));
+            let theirs = advertised(dir.git(&git).arg("receive-pack"));
+            assert_eq!(ours, theirs, "{git}, {what}");
+            ours.iter().filter(|line| line.ends_with(" .have")).count()
+        };
+        assert_eq!(compare("every ref"), 2);
+        dir.git_in(&git, &fork)
+            .args(["config", "core.alternateRefsPrefixes", "refs/heads/private"])
+            .run();
+        assert_eq!(compare("core.alternateRefsPrefixes"), 1);
+        crate::util::write_file(
+            &fork.join("alternate-refs"),
+            b"#!/bin/sh\ncat \"$1/refs/heads/public/branch\"\n",
+        );
+        std::fs::set_permissions(
+            fork.join("alternate-refs"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        dir.git_in(&git, &fork)
+            .args(["config", "core.alternateRefsCommand", "./alternate-refs"])
+            .run();
+        assert_eq!(compare("core.alternateRefsCommand"), 1);
+
+        // A push of a commit on top of one only the shared repository has.
+        commit("pushed", Some("public/branch"));
+        dir.git_in(&git, &shared)
+            .args(["push", "--quiet"])
+            .arg(receive_pack_option())
+            .arg(&fork)
+            .arg("refs/heads/pushed:refs/heads/pushed")
+            .run();
+        fsck(&dir, &git, &fork);
+    }
+}

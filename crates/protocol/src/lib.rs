@@ -4,7 +4,8 @@
 //! * [`repository`]: a git directory opened the way git's servers find it, its refs, its
 //!   object database and configuration ([`config`]).
 //! * [`upload_pack`]: protocol v2 — capability advertisement, `ls-refs`, `fetch`.
-//! * [`receive_pack`]: push (protocol v0/v1) — quarantine, checks, hooks, atomic ref updates.
+//! * [`receive_pack`]: push (protocol v0/v1) — quarantine, checks, hooks, atomic ref updates;
+//!   [`alternates`]: the refs of the repositories whose objects it borrows (`.have` lines).
 //! * [`refname`]: ref names and `ref-prefix`es from clients, validated before any file
 //!   system access.
 //! * [`registry`]: which repositories below a root a network front-end may serve, and
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alternates;
 pub mod config;
 pub mod daemon;
 pub mod http;

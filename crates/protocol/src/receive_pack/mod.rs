@@ -150,29 +150,38 @@ impl<'repo> ReceivePack<'repo> {
     }
 
     /// Write the advertisement: each visible ref (the first with the capabilities after a
-    /// NUL), or `capabilities^{}` for a repository without refs, then a flush. Like git's
+    /// NUL), then `<id> .have` for each value of an alternate's refs that no line before
+    /// named, or `capabilities^{}` when there is nothing to list, then a flush. Like git's
     /// receive-pack, it lists neither `HEAD` nor peeled tags.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
-        let refs = self.visible_refs()?;
-        let capabilities = format!("{CAPABILITIES} agent={}", agent());
-        let mut first = true;
-        for record in &refs {
-            if first {
-                out.write_text(format!(
-                    "{} {}\0{capabilities}",
-                    record.id,
-                    record.name.as_bstr()
-                ))?;
-                first = false;
-            } else {
-                out.write_text(format!("{} {}", record.id, record.name.as_bstr()))?;
+        let mut lines: Vec<(ObjectId, BString)> = self
+            .visible_refs()?
+            .into_iter()
+            .map(|record| (record.id, record.name))
+            .collect();
+        let mut seen: gix_hashtable::HashSet<ObjectId> = lines.iter().map(|(id, _)| *id).collect();
+        let timeout = self.config.hook_timeout_seconds.map_or(
+            packgate_hooks::ScriptHooks::DEFAULT_TIMEOUT,
+            std::time::Duration::from_secs,
+        );
+        for id in crate::alternates::alternate_ref_values(self.repo, timeout) {
+            if seen.insert(id) {
+                lines.push((id, ".have".into()));
             }
         }
-        if first {
-            out.write_text(format!(
-                "{} capabilities^{{}}\0{capabilities}",
-                ObjectId::null(gix_hash::Kind::Sha1)
-            ))?;
+        if lines.is_empty() {
+            lines.push((
+                ObjectId::null(gix_hash::Kind::Sha1),
+                "capabilities^{}".into(),
+            ));
+        }
+        let capabilities = format!("{CAPABILITIES} agent={}", agent());
+        for (n, (id, name)) in lines.iter().enumerate() {
+            if n == 0 {
+                out.write_text(format!("{id} {}\0{capabilities}", name.as_bstr()))?;
+            } else {
+                out.write_text(format!("{id} {}", name.as_bstr()))?;
+            }
         }
         out.flush_pkt()?;
         out.get_mut().flush()?;
