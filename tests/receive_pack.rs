@@ -329,6 +329,16 @@ fn atomic_push_with_one_refused_ref_updates_nothing() {
 fn push_options_reach_hooks() {
     for git in Git::all() {
         let setup = Setup::new("push-options", &git);
+        // Not advertised by default, as by git: the client refuses to send options.
+        let output = setup.push(&["-o", "foo", "master"]);
+        assert!(!output.status.success(), "{output}");
+        assert!(
+            output
+                .stderr_text()
+                .contains("the receiving end does not support push options"),
+            "{output}"
+        );
+        setup.server_config("receive.advertisePushOptions", "true");
         setup.hook(
             "pre-receive",
             "echo \"count=$GIT_PUSH_OPTION_COUNT\"\n\
@@ -631,17 +641,41 @@ fn advertisement_matches_git() {
             refs_of(&reference),
             "refs advertised, with {git}"
         );
-        let stdout = packgate.stdout_text();
-        for capability in [
-            "report-status",
-            "delete-refs",
-            "side-band-64k",
-            "atomic",
-            "push-options",
-            "object-format=sha1",
-            "agent=packgate/",
+        assert!(
+            packgate.stdout_text().contains(" agent=packgate/"),
+            "{packgate}"
+        );
+        // The capabilities, in git's order, by default and with each setting turned.
+        let copy = dir.join("settings.git");
+        dir.git(&git)
+            .args(["clone", "--quiet", "--bare"])
+            .arg(&source.path)
+            .arg(&copy)
+            .run();
+        for (key, value) in [
+            ("", ""),
+            ("receive.advertiseAtomic", "false"),
+            ("receive.advertisePushOptions", "true"),
+            ("repack.useDeltaBaseOffset", "false"),
         ] {
-            assert!(stdout.contains(capability), "no {capability}: {packgate}");
+            if !key.is_empty() {
+                dir.git_in(&git, &copy).args(["config", key, value]).run();
+            }
+            let capabilities = |server: crate::util::Cmd| -> String {
+                let output = server
+                    .args(["receive-pack", "--advertise-refs"])
+                    .arg(&copy)
+                    .run();
+                let first = output.stdout_text();
+                let list = first.split('\0').nth(1).unwrap_or_default();
+                let list = list.split(" agent=").next().unwrap_or_default();
+                list.to_owned()
+            };
+            assert_eq!(
+                capabilities(dir.packgate()),
+                capabilities(dir.git(&git)),
+                "{git}, after {key}={value}"
+            );
         }
         // An empty repository, and protocol version 1.
         let empty = dir.join("empty.git");

@@ -126,6 +126,13 @@ pub struct ReceivePackConfig {
     /// (connectivity check, hooks, ref updates) before an empty keepalive packet goes out,
     /// with `side-band-64k` only; `None` (0 or negative) sends none. Default 5 seconds.
     pub keepalive: Option<std::time::Duration>,
+    /// `receive.advertiseAtomic` (default true): advertise and honour `atomic`.
+    pub advertise_atomic: bool,
+    /// `receive.advertisePushOptions` (default false, as git): advertise and honour
+    /// `push-options`.
+    pub advertise_push_options: bool,
+    /// `repack.useDeltaBaseOffset` (default true): advertise `ofs-delta`.
+    pub ofs_delta: bool,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -232,6 +239,9 @@ impl ReceivePackConfig {
             committer_email,
             threads: positive(integer("pack.threads")?).and_then(|n| usize::try_from(n).ok()),
             keepalive: crate::config::keepalive(config, "receive.keepAlive")?,
+            advertise_atomic: boolean("receive.advertiseAtomic")?.unwrap_or(true),
+            advertise_push_options: boolean("receive.advertisePushOptions")?.unwrap_or(false),
+            ofs_delta: boolean("repack.useDeltaBaseOffset")?.unwrap_or(true),
         })
     }
 

@@ -60,9 +60,9 @@ use crate::{
 /// The hook crate, whose [`Hook`] trait in-process hooks implement.
 pub use packgate_hooks as hooks;
 
-/// The capabilities receive-pack advertises, in git's order (without the agent).
-pub const CAPABILITIES: &str = "report-status report-status-v2 delete-refs side-band-64k quiet \
-                                atomic ofs-delta push-options object-format=sha1";
+/// The capabilities receive-pack always advertises, first, in git's order; the rest depend on
+/// the configuration ([`ReceivePack::capabilities()`]).
+pub const CAPABILITIES: &str = "report-status report-status-v2 delete-refs side-band-64k quiet";
 
 /// Which protocol version the client asked for (`GIT_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -175,7 +175,7 @@ impl<'repo> ReceivePack<'repo> {
                 "capabilities^{}".into(),
             ));
         }
-        let capabilities = format!("{CAPABILITIES} agent={}", agent());
+        let capabilities = self.capabilities();
         for (n, (id, name)) in lines.iter().enumerate() {
             if n == 0 {
                 out.write_text(format!("{id} {}\0{capabilities}", name.as_bstr()))?;
@@ -186,6 +186,27 @@ impl<'repo> ReceivePack<'repo> {
         out.flush_pkt()?;
         out.get_mut().flush()?;
         Ok(())
+    }
+
+    /// The capabilities of the advertisement, in git's order: [`CAPABILITIES`], then `atomic`
+    /// (`receive.advertiseAtomic`, on by default), `ofs-delta` (`repack.useDeltaBaseOffset`,
+    /// on by default), `push-options` (`receive.advertisePushOptions`, off by default, as in
+    /// git), the object format and the agent.
+    pub fn capabilities(&self) -> String {
+        let config = &self.config;
+        let mut capabilities = CAPABILITIES.to_owned();
+        for (advertised, name) in [
+            (config.advertise_atomic, " atomic"),
+            (config.ofs_delta, " ofs-delta"),
+            (config.advertise_push_options, " push-options"),
+        ] {
+            if advertised {
+                capabilities.push_str(name);
+            }
+        }
+        capabilities.push_str(" object-format=sha1 agent=");
+        capabilities.push_str(&agent());
+        capabilities
     }
 
     /// Run a whole push session. Returns the report of the push, or `None` if the session
@@ -226,6 +247,10 @@ impl<'repo> ReceivePack<'repo> {
                 return Err(fail(&mut channel, message));
             }
         };
+        let mut list = list;
+        // As git: what was not advertised is not honoured.
+        list.capabilities.atomic &= self.config.advertise_atomic;
+        list.capabilities.push_options &= self.config.advertise_push_options;
         let capabilities = list.capabilities.clone();
         let mut messages = options.messages.open();
         let mut channel = Channel::new(out.into_inner(), capabilities.side_band_64k, &mut messages);
