@@ -552,6 +552,35 @@ fn update_hook_refuses_one_ref_and_post_hooks_run() {
         );
         assert!(setup.server_ref("refs/heads/master").is_some());
         assert_eq!(setup.server_ref("refs/heads/protected"), None);
+
+        // Deleting a ref that does not exist is `ok` and reaches pre-receive, but the post
+        // hooks do not hear of it — and alone, it runs no post hook at all (git's t5516).
+        setup.hook(
+            "pre-receive",
+            "while read old new ref; do echo \"pre-receive $ref\"; done",
+        );
+        let output = setup.push(&["master", ":refs/heads/nonexistent"]);
+        let stderr = output.stderr_text();
+        assert!(output.status.success(), "{output}");
+        assert!(
+            stderr.contains("remote: pre-receive refs/heads/nonexistent"),
+            "{output}"
+        );
+        assert!(
+            !stderr.contains("post-receive refs/heads/nonexistent"),
+            "{output}"
+        );
+        assert!(
+            !stderr.contains("post-update refs/heads/nonexistent"),
+            "{output}"
+        );
+        let output = setup.push(&[":refs/heads/nonexistent"]);
+        assert!(output.status.success(), "{output}");
+        let stderr = output.stderr_text();
+        assert!(
+            !stderr.contains("post-receive") && !stderr.contains("post-update"),
+            "{output}"
+        );
         setup.fsck();
     }
 }

@@ -49,6 +49,9 @@ struct Pending<'a> {
     /// A command on a symbolic ref whose target another command of the push updates the
     /// same way: reported as done, but only the other one runs (git's aliased update).
     skip: bool,
+    /// A deletion of a ref that did not exist: reported `ok`, but nothing changed, so the
+    /// `post-receive` and `post-update` hooks do not hear of it (git's `did_not_exist`).
+    did_not_exist: bool,
 }
 
 impl Pending<'_> {
@@ -93,12 +96,13 @@ impl Push<'_, '_> {
                 command,
                 error: None,
                 skip: false,
+                did_not_exist: false,
             })
             .collect();
         let unpack = self.process(input, channel, &mut pending);
         let accepted = pending
             .iter()
-            .filter(|p| p.is_pending())
+            .filter(|p| p.is_pending() && !p.did_not_exist)
             .map(Pending::as_update)
             .collect();
         let report = PushReport {
@@ -609,7 +613,7 @@ impl Push<'_, '_> {
             for p in pending.iter_mut().filter(|p| p.is_to_run()) {
                 match self.edit(&store, p.command, channel) {
                     Ok(Some(edit)) => edits.push(edit),
-                    Ok(None) => {}
+                    Ok(None) => p.did_not_exist = true,
                     Err(reason) => p.refuse(reason),
                 }
             }
@@ -627,7 +631,10 @@ impl Push<'_, '_> {
         for p in pending.iter_mut().filter(|p| p.is_to_run()) {
             let edit = match self.edit(&store, p.command, channel) {
                 Ok(Some(edit)) => edit,
-                Ok(None) => continue,
+                Ok(None) => {
+                    p.did_not_exist = true;
+                    continue;
+                }
                 Err(reason) => {
                     p.refuse(reason);
                     continue;
