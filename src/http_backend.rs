@@ -86,6 +86,8 @@ struct CgiEnvironment {
     content_encoding: Option<OsString>,
     git_protocol: Option<OsString>,
     remote_user: Option<OsString>,
+    /// `REMOTE_ADDR`: the client's address, for the reflog identity of a push.
+    remote_address: Option<OsString>,
     export_all: bool,
     max_request_buffer: Option<OsString>,
 }
@@ -104,6 +106,7 @@ impl CgiEnvironment {
             content_encoding: var("HTTP_CONTENT_ENCODING"),
             git_protocol: var("HTTP_GIT_PROTOCOL"),
             remote_user: var("REMOTE_USER"),
+            remote_address: var("REMOTE_ADDR"),
             export_all: std::env::var_os("GIT_HTTP_EXPORT_ALL").is_some(),
             max_request_buffer: var("GIT_HTTP_MAX_REQUEST_BUFFER"),
         }
@@ -147,6 +150,10 @@ fn prepare(cgi: &CgiEnvironment) -> Result<Prepared, SmallResponse> {
         .remote_user
         .as_deref()
         .map(|user| user.to_string_lossy().into_owned());
+    git.remote_address = cgi
+        .remote_address
+        .as_deref()
+        .map(|address| address.to_string_lossy().into_owned());
     let limit = request_limit(cgi, git.service);
     let content_length = match &cgi.content_length {
         None => None,

@@ -656,7 +656,7 @@ fn hooks_see_the_authenticated_user() {
             .stdout_text();
         assert_eq!(
             who.trim(),
-            "alice <alice@http>",
+            "alice <alice@http.127.0.0.1>",
             "reflog identity with {git}"
         );
     }

@@ -712,6 +712,9 @@ fn http_receivepack_true_opens_anonymous_push_through_a_cgi_host() {
         dir.git_in(&git, &served)
             .args(["config", "http.receivepack", "true"])
             .run();
+        dir.git_in(&git, &served)
+            .args(["config", "core.logAllRefUpdates", "true"])
+            .run();
         push().run();
         fsck(&dir, &git, &served);
         assert_eq!(
@@ -720,6 +723,13 @@ fn http_receivepack_true_opens_anonymous_push_through_a_cgi_host() {
             "anonymous push with {git}: {}",
             host.error_log()
         );
+        // The reflog names the pusher as git's http-backend does.
+        let who = dir
+            .git_in(&git, &served)
+            .args(["log", "-g", "-1", "--format=%gn <%ge>", &branch])
+            .run()
+            .stdout_text();
+        assert_eq!(who.trim(), "anonymous <anonymous@http.127.0.0.1>", "{git}");
     }
 }
 

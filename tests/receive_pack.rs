@@ -1284,3 +1284,39 @@ fn alternates_refs_are_advertised_as_have_lines() {
         fsck(&dir, &git, &fork);
     }
 }
+
+/// Reflog entries name `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL` when receive-pack's
+/// environment has them, before `user.*`, as git's do (git's t5541 sets them in the web
+/// server's environment).
+#[test]
+fn reflog_identity_comes_from_the_environment_first() {
+    let git = Git::newest();
+    let setup = Setup::new("reflog-identity", &git);
+    setup.server_config("core.logAllRefUpdates", "true");
+    setup.server_config("user.name", "Configured");
+    setup.server_config("user.email", "configured@example.com");
+    let who = || {
+        setup
+            .server()
+            .args(["log", "-g", "-1", "--format=%gn <%ge>", "refs/heads/master"])
+            .run()
+            .stdout_text()
+            .trim()
+            .to_owned()
+    };
+    setup.commit("one");
+    assert!(setup.push(&["master"]).status.success());
+    assert_eq!(who(), "Configured <configured@example.com>");
+    setup.commit("two");
+    let output = setup
+        .client()
+        .arg("push")
+        .arg(receive_pack_option_with(
+            "GIT_COMMITTER_NAME='Custom User' GIT_COMMITTER_EMAIL=custom@example.com ",
+            "",
+        ))
+        .arg(file_url(&setup.server))
+        .arg("master")
+        .run();
+    assert_eq!(who(), "Custom User <custom@example.com>", "{output}");
+}

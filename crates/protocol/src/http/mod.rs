@@ -370,7 +370,11 @@ impl HttpService {
                     receive_pack.with_hook(Arc::clone(hook))
                 })
                 .with_hook_scripts(self.hook_scripts)
-                .with_remote_user(user.map(str::to_owned)),
+                .with_remote_user(user.map(str::to_owned))
+                .with_reflog_identity(
+                    reflog_name(user),
+                    reflog_email(user, request.remote_address.as_deref()),
+                ),
             Err(err) => {
                 let message = format!("receive-pack: {err}");
                 if request.kind == RequestKind::Advertisement {
@@ -406,6 +410,29 @@ fn service_header<W: Write>(out: &mut PacketWriter<W>, service: Service) -> Resu
     Ok(())
 }
 
+/// The name of a push's reflog entries over HTTP, as git's http-backend sets it:
+/// `GIT_COMMITTER_NAME` if the environment has it, else the user, else `anonymous`.
+fn reflog_name(user: Option<&str>) -> bstr::BString {
+    match std::env::var_os("GIT_COMMITTER_NAME").filter(|name| !name.is_empty()) {
+        Some(name) => name.as_encoded_bytes().into(),
+        None => user.unwrap_or("anonymous").into(),
+    }
+}
+
+/// The email of a push's reflog entries over HTTP, as git's http-backend sets it:
+/// `GIT_COMMITTER_EMAIL` if the environment has it, else `<user>@http.<client address>`.
+fn reflog_email(user: Option<&str>, address: Option<&str>) -> bstr::BString {
+    match std::env::var_os("GIT_COMMITTER_EMAIL").filter(|email| !email.is_empty()) {
+        Some(email) => email.as_encoded_bytes().into(),
+        None => format!(
+            "{}@http.{}",
+            user.unwrap_or("anonymous"),
+            address.unwrap_or("(none)")
+        )
+        .into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +446,7 @@ mod tests {
             git_protocol: None,
             credentials: credentials.map(|(user, password)| BasicCredentials::new(user, password)),
             remote_user: remote_user.map(str::to_owned),
+            remote_address: None,
         }
     }
 

@@ -116,7 +116,8 @@ pub struct ReceivePackConfig {
     pub bare: bool,
     /// `core.logAllRefUpdates`: `None` when unset.
     pub log_all_ref_updates: Option<BString>,
-    /// The identity in reflog entries: `user.name`/`user.email`, else packgate's own.
+    /// The identity in reflog entries: `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL`, else
+    /// `user.name`/`user.email`, else packgate's own.
     pub committer_name: BString,
     /// See `committer_name`.
     pub committer_email: BString,
@@ -191,13 +192,17 @@ impl ReceivePackConfig {
             Some(bare) => bare,
             None => git_dir.file_name().is_none_or(|name| name != ".git"),
         };
-        let committer_name = config
-            .string("user.name")
-            .map(|v| v.to_owned())
+        // As git: the environment first, then the configuration.
+        let environment = |name: &str| {
+            std::env::var_os(name)
+                .filter(|value| !value.is_empty())
+                .map(|value| BString::from(value.as_encoded_bytes()))
+        };
+        let committer_name = environment("GIT_COMMITTER_NAME")
+            .or_else(|| config.string("user.name").map(|v| v.to_owned()))
             .unwrap_or_else(|| "packgate".into());
-        let committer_email = config
-            .string("user.email")
-            .map(|v| v.to_owned())
+        let committer_email = environment("GIT_COMMITTER_EMAIL")
+            .or_else(|| config.string("user.email").map(|v| v.to_owned()))
             .unwrap_or_else(|| "packgate@localhost".into());
         Ok(ReceivePackConfig {
             hidden: UploadPackConfig {

@@ -97,6 +97,7 @@ pub struct ReceivePack<'repo> {
     hooks: Vec<Arc<dyn Hook>>,
     run_scripts: bool,
     remote_user: Option<String>,
+    reflog_identity: Option<(BString, BString)>,
 }
 
 impl std::fmt::Debug for ReceivePack<'_> {
@@ -120,6 +121,7 @@ impl<'repo> ReceivePack<'repo> {
             hooks: Vec::new(),
             run_scripts: true,
             remote_user: None,
+            reflog_identity: None,
         })
     }
 
@@ -141,6 +143,12 @@ impl<'repo> ReceivePack<'repo> {
     /// `REMOTE_USER` for scripts).
     pub fn with_remote_user(mut self, user: Option<String>) -> Self {
         self.remote_user = user;
+        self
+    }
+    /// The name and email of this push's reflog entries instead of the configured identity
+    /// (`GIT_COMMITTER_*`, `user.*`): an HTTP front-end's `<user> <user@http.<address>>`.
+    pub fn with_reflog_identity(mut self, name: BString, email: BString) -> Self {
+        self.reflog_identity = Some((name, email));
         self
     }
 

@@ -593,9 +593,9 @@ impl Push<'_, '_> {
         let config = &self.receive_pack.config;
         let mut store = self.receive_pack.repo.ref_store();
         store.write_reflog = config.write_reflog();
-        // As behind git http-backend, reflog entries name the authenticated pusher.
-        let (name, email) = match &self.receive_pack.remote_user {
-            Some(user) => (user.as_str().into(), format!("{user}@http").into()),
+        // Behind an HTTP front-end, reflog entries name the pusher (`with_reflog_identity`).
+        let (name, email) = match &self.receive_pack.reflog_identity {
+            Some(identity) => identity.clone(),
             None => (
                 config.committer_name.clone(),
                 config.committer_email.clone(),
@@ -849,6 +849,7 @@ struct Detached {
     hooks: Vec<std::sync::Arc<dyn Hook>>,
     run_scripts: bool,
     remote_user: Option<String>,
+    reflog_identity: Option<(BString, BString)>,
 }
 
 impl From<&ReceivePack<'_>> for Detached {
@@ -859,6 +860,7 @@ impl From<&ReceivePack<'_>> for Detached {
             hooks: receive_pack.hooks.clone(),
             run_scripts: receive_pack.run_scripts,
             remote_user: receive_pack.remote_user.clone(),
+            reflog_identity: receive_pack.reflog_identity.clone(),
         }
     }
 }
@@ -871,6 +873,7 @@ impl Detached {
             hooks: self.hooks.clone(),
             run_scripts: self.run_scripts,
             remote_user: self.remote_user.clone(),
+            reflog_identity: self.reflog_identity.clone(),
         }
     }
 }

@@ -88,7 +88,7 @@ pub use packgate_wire::service::http::{
 };
 pub use route::{route, RouteError};
 pub(crate) use server::serve_admitted;
-pub use server::{respond, serve, serve_connection};
+pub use server::{respond, serve, serve_connection, PeerAddress};
 
 /// Limits of the HTTP front-end.
 #[derive(Debug, Clone)]

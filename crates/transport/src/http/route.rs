@@ -121,6 +121,7 @@ pub fn route(
             git_protocol,
             credentials,
             remote_user: None,
+            remote_address: None,
         },
         encoding,
     ))

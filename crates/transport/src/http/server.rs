@@ -45,12 +45,17 @@ pub async fn serve<H: SmartHttpHandler>(
         move |stream, peer, admission| {
             let handler = Arc::clone(&handler);
             let options = Arc::clone(&options);
-            async move { serve_admitted(stream, handler, options, Some(admission)).await }
+            async move { serve_admitted(stream, handler, options, Some(admission), Some(peer)).await }
                 .instrument(tracing::info_span!("http", %peer))
         },
     )
     .await
 }
+
+/// The client's address, as a request extension: our accept loops insert it, and an
+/// application that mounts [`respond`] may too; it names the pusher's address in reflogs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddress(pub std::net::SocketAddr);
 
 /// What a request beyond the session cap is answered: `503`, and the connection closes.
 fn busy() -> Response<ResponseBody> {
@@ -76,7 +81,7 @@ where
     H: SmartHttpHandler,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_admitted(io, handler, options, None).await
+    serve_admitted(io, handler, options, None, None).await
 }
 
 /// [`serve_connection`] for our accept loop: the first request makes the connection an
@@ -86,6 +91,7 @@ pub(crate) async fn serve_admitted<H, I>(
     handler: Arc<H>,
     options: Arc<HttpOptions>,
     admission: Option<Arc<Admission>>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<(), hyper::Error>
 where
     H: SmartHttpHandler,
@@ -96,7 +102,10 @@ where
     let service = {
         let activity = activity.clone();
         let options = Arc::clone(&options);
-        hyper::service::service_fn(move |request| {
+        hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(PeerAddress(peer));
+            }
             let admitted = admission
                 .as_ref()
                 .is_none_or(|admission| admission.activate());
@@ -183,7 +192,7 @@ where
                 Some(_) => Err(RouteError::BadRequest("malformed Content-Length".into())),
             }
         });
-    let (git, encoding, limit) = match routed {
+    let (mut git, encoding, limit) = match routed {
         Ok(routed) => routed,
         Err(err) => {
             tracing::info!(method = %request.method(), path = uri.path(), %err, "not routed");
@@ -196,6 +205,10 @@ where
             return response;
         }
     };
+    git.remote_address = request
+        .extensions()
+        .get::<PeerAddress>()
+        .map(|peer| peer.0.ip().to_string());
     tracing::info!(
         service = git.service.as_str(),
         kind = ?git.kind,

@@ -116,7 +116,8 @@ pub async fn serve_tls<H: SmartHttpHandler>(
                             return Ok(());
                         }
                     };
-                crate::http::serve_admitted(stream, handler, options, Some(admission)).await
+                crate::http::serve_admitted(stream, handler, options, Some(admission), Some(peer))
+                    .await
             }
             .instrument(tracing::info_span!("https", %peer))
         },

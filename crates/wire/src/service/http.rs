@@ -38,6 +38,10 @@ pub struct GitRequest {
     /// for a CGI front-end. The HTTP front-end's router leaves it `None` (no header can
     /// claim it); only a front-end that did the authentication itself may set it.
     pub remote_user: Option<String>,
+    /// The client's network address (`REMOTE_ADDR` for a CGI front-end, the peer for the
+    /// HTTP server), for the reflog identity of a push (`<user>@http.<address>`, as git's
+    /// http-backend writes it).
+    pub remote_address: Option<String>,
 }
 
 impl GitRequest {
