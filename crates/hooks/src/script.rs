@@ -32,7 +32,7 @@ use std::{
     ffi::OsString,
     io::{self, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -128,9 +128,18 @@ impl ScriptHooks {
         };
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let mut child = match spawn(self.command(ctx, &script, None, &invocation)) {
+        // stdout and stderr share one pipe, as git makes a hook's stdout its stderr: what
+        // the script prints reaches the user in the order it printed it.
+        let start = |program: &Path, script_argument: Option<&Path>| -> io::Result<_> {
+            let (reader, writer) = io::pipe()?;
+            let mut command = self.command(ctx, program, script_argument, &invocation);
+            command.stdout(writer.try_clone()?).stderr(writer);
+            // `command`, and with it our copies of the pipe's writing end, goes away here.
+            spawn(command).map(|child| (child, reader))
+        };
+        let (mut child, output_pipe) = match start(&script, None) {
             Err(err) if is_not_executable_format(&err) => {
-                spawn(self.command(ctx, Path::new("/bin/sh"), Some(&script), &invocation))
+                start(Path::new("/bin/sh"), Some(&script))
             }
             result => result,
         }
@@ -151,30 +160,21 @@ impl ScriptHooks {
         }
 
         let (sender, receiver) = mpsc::sync_channel(CHANNEL_CHUNKS);
-        let mut open_pipes = 0;
-        if let Some(stdout) = child.stdout.take() {
-            open_pipes += 1;
-            forward(hook, Pipe::Stdout(stdout), sender.clone());
-        }
-        if let Some(stderr) = child.stderr.take() {
-            open_pipes += 1;
-            forward(hook, Pipe::Stderr(stderr), sender);
-        }
-
+        forward(hook, output_pipe, sender);
         let mut sink = Sink::new(output, hook);
-        while open_pipes > 0 {
+        loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(remaining) {
                 Ok(Some(chunk)) => sink.write(&chunk),
-                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => open_pipes -= 1,
+                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     kill(&mut child, hook);
                     return Ok(Outcome::TimedOut);
                 }
             }
         }
-        // Both pipes are closed; the script has exited or is about to, unless it closed them
-        // on purpose and went on running.
+        // The pipe is closed; the script has exited or is about to, unless it closed its
+        // output on purpose and went on running.
         let mut poll = Duration::from_millis(1);
         loop {
             if let Some(status) = child
@@ -213,9 +213,7 @@ impl ScriptHooks {
                 Stdio::piped()
             } else {
                 Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            });
         match (invocation.quarantine, ctx.quarantine) {
             (true, Some(paths)) => {
                 let quarantine = absolute(&paths.quarantine);
@@ -471,23 +469,12 @@ fn is_not_executable_format(err: &io::Error) -> bool {
 /// `ENOEXEC` on the unix systems we know of (Linux, the BSDs, macOS).
 const ENOEXEC: i32 = 8;
 
-/// One of the script's output pipes.
-enum Pipe {
-    Stdout(ChildStdout),
-    Stderr(ChildStderr),
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Pipe::Stdout(pipe) => pipe.read(buf),
-            Pipe::Stderr(pipe) => pipe.read(buf),
-        }
-    }
-}
-
 /// Read `pipe` on a thread of its own, sending each chunk, then `None` at its end.
-fn forward(hook: &'static str, mut pipe: Pipe, sender: mpsc::SyncSender<Option<Vec<u8>>>) {
+fn forward(
+    hook: &'static str,
+    mut pipe: io::PipeReader,
+    sender: mpsc::SyncSender<Option<Vec<u8>>>,
+) {
     spawn_thread(hook, "output", move || {
         let mut buf = vec![0; CHUNK_SIZE];
         loop {
