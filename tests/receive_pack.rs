@@ -1320,3 +1320,78 @@ fn reflog_identity_comes_from_the_environment_first() {
         .run();
     assert_eq!(who(), "Custom User <custom@example.com>", "{output}");
 }
+
+/// A new ref where another is in the way (`refs/heads/other/conflict` blocks
+/// `refs/heads/other`, `refs/heads/main` blocks `refs/heads/main/x`): an atomic push moves
+/// nothing and reports every ref `atomic transaction failed`; otherwise only the blocked ref
+/// fails. The user reads what git's receive-pack makes the client print (git's t5541).
+#[test]
+fn refs_in_the_way_fail_the_push_as_in_git() {
+    for git in Git::all() {
+        let dir = Dir::new("ref-in-the-way");
+        let client = dir.join("client");
+        dir.git(&git).args(["init", "--quiet"]).arg(&client).run();
+        let in_client = || dir.git(&git).current_dir(&client);
+        in_client()
+            .args(["commit", "--quiet", "--allow-empty", "-m", "base"])
+            .run();
+        let base = rev_parse(in_client(), "HEAD");
+        in_client()
+            .args(["commit", "--quiet", "--allow-empty", "-m", "new"])
+            .run();
+        // packgate, and the client's own git receive-pack.
+        let servers: Vec<(Option<String>, PathBuf)> = [Some(receive_pack_option()), None]
+            .into_iter()
+            .enumerate()
+            .map(|(n, option)| {
+                let server = dir.join(&format!("server-{n}.git"));
+                dir.git(&git)
+                    .args(["init", "--quiet", "--bare"])
+                    .arg(&server)
+                    .run();
+                in_client()
+                    .args(["push", "--quiet"])
+                    .arg(file_url(&server))
+                    .arg(format!("{base}:refs/heads/main"))
+                    .run();
+                dir.git_in(&git, &server)
+                    .args(["update-ref", "refs/heads/other/conflict", &base])
+                    .run();
+                (option, server)
+            })
+            .collect();
+        for atomic in [true, false] {
+            let outcomes: Vec<(Vec<String>, BTreeMap<String, String>)> = servers
+                .iter()
+                .map(|(option, server)| {
+                    let mut push = in_client().arg("push").args(option);
+                    if atomic {
+                        push = push.arg("--atomic");
+                    }
+                    let output = push
+                        .arg(file_url(server))
+                        .args([
+                            "HEAD:refs/heads/fresh",
+                            "HEAD:refs/heads/other",
+                            "HEAD:refs/heads/main/x",
+                        ])
+                        .output();
+                    assert!(!output.status.success(), "{output}");
+                    let lines = output
+                        .stderr_text()
+                        .lines()
+                        .filter(|line| line.starts_with(" ") || line.starts_with("remote: error"))
+                        .map(|line| line.trim_end().to_owned())
+                        .collect();
+                    (lines, refs(&dir, &git, server, &[]))
+                })
+                .collect();
+            assert_eq!(outcomes[0], outcomes[1], "{git}, atomic: {atomic}");
+            assert_eq!(
+                outcomes[0].1.contains_key("refs/heads/fresh"),
+                !atomic,
+                "{git}, atomic: {atomic}"
+            );
+        }
+    }
+}

@@ -620,6 +620,18 @@ impl Push<'_, '_> {
             if refuse_rest_if_any_failed(pending) {
                 return;
             }
+            // git finds a ref in the way while it commits: the whole transaction fails.
+            let blocked = pending
+                .iter()
+                .filter(|p| p.is_to_run() && p.command.is_create())
+                .find_map(|p| self.name_in_the_way(p.command).err());
+            if let Some(message) = blocked {
+                channel.error(message);
+                for p in pending.iter_mut() {
+                    p.refuse("atomic transaction failed");
+                }
+                return;
+            }
             if let Err(err) = self.commit(&store, edits, committer) {
                 channel.error(error_chain(&err));
                 for p in pending.iter_mut() {
@@ -640,6 +652,11 @@ impl Push<'_, '_> {
                     continue;
                 }
             };
+            if let Err(message) = self.name_in_the_way(p.command) {
+                channel.error(message);
+                p.refuse("failed to update ref");
+                continue;
+            }
             if let Err(err) = self.commit(&store, vec![edit], committer) {
                 channel.error(format!(
                     "failed to update ref {}: {}",
@@ -721,6 +738,66 @@ impl Push<'_, '_> {
                 new: Target::Object(command.new),
             },
         )))
+    }
+
+    /// Refuse to create a ref where another is in the way, as git's
+    /// `verify_refname_available()` does while it locks: a ref named by a leading part of `name` (`refs/heads/a` blocks
+    /// `refs/heads/a/b`), or refs below `name` (`refs/heads/a/b` blocks `refs/heads/a`), other
+    /// than ones this push deletes. Checked before the transaction, so that an atomic push
+    /// fails before any ref moves: the file store finds such a conflict only while it renames
+    /// lock files into place, one ref after another.
+    fn name_in_the_way(&self, command: &Command) -> Result<(), String> {
+        let Ok(name) = &command.ref_name else {
+            return Ok(());
+        };
+        if !command.is_create() {
+            return Ok(());
+        }
+        let repo = self.receive_pack.repo;
+        let deleted: Vec<&bstr::BStr> = self
+            .list
+            .commands
+            .iter()
+            .filter(|command| command.is_delete())
+            .map(|command| command.name.as_bstr())
+            .collect();
+        let text = name.as_bstr();
+        let blocked = |other: &bstr::BStr| {
+            format!("cannot lock ref '{text}': '{other}' exists; cannot create '{text}'")
+        };
+        let store = repo.ref_store();
+        let slashes = text
+            .iter()
+            .enumerate()
+            .filter(|(_, byte)| **byte == b'/')
+            .map(|(at, _)| at);
+        for end in slashes.skip(1) {
+            let leading = &text[..end];
+            if deleted.contains(&leading.as_bstr()) {
+                continue;
+            }
+            let Ok(leading_name) = gix_ref::FullName::try_from(leading.as_bstr()) else {
+                continue;
+            };
+            match store.try_find(leading_name.as_ref()) {
+                Ok(Some(_)) => return Err(blocked(leading.as_bstr())),
+                Ok(None) => {}
+                Err(err) => return Err(format!("failed to read ref: {err}")),
+            }
+        }
+        let mut below = text.to_owned();
+        below.push(b'/');
+        let prefixes = [crate::refname::RefPrefix::new(below)];
+        let refs = repo
+            .refs(Some(&prefixes))
+            .map_err(|err| format!("failed to read refs: {err}"))?;
+        match refs
+            .iter()
+            .find(|record| !deleted.contains(&record.name.as_bstr()))
+        {
+            Some(record) => Err(blocked(record.name.as_bstr())),
+            None => Ok(()),
+        }
     }
 
     /// `post-receive` and `post-update`, once the report is out. Their output reaches the
