@@ -1295,14 +1295,28 @@ fn reflog_identity_comes_from_the_environment_first() {
     setup.server_config("core.logAllRefUpdates", "true");
     setup.server_config("user.name", "Configured");
     setup.server_config("user.email", "configured@example.com");
+    // The branch's reflog, and HEAD's, which git's files backend writes for the branch
+    // HEAD names: the same entry in both.
+    setup
+        .server()
+        .args(["symbolic-ref", "HEAD", "refs/heads/master"])
+        .run();
     let who = || {
-        setup
-            .server()
-            .args(["log", "-g", "-1", "--format=%gn <%ge>", "refs/heads/master"])
-            .run()
-            .stdout_text()
-            .trim()
-            .to_owned()
+        let entry = |name: &str| {
+            setup
+                .server()
+                .args(["log", "-g", "-1", "--format=%gn <%ge> %H", name])
+                .run()
+                .stdout_text()
+                .trim()
+                .to_owned()
+        };
+        let branch = entry("refs/heads/master");
+        assert_eq!(entry("HEAD"), branch, "HEAD's reflog");
+        branch
+            .rsplit_once(' ')
+            .map(|(who, _)| who.to_owned())
+            .unwrap_or_default()
     };
     setup.commit("one");
     assert!(setup.push(&["master"]).status.success());

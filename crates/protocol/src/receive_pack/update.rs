@@ -726,6 +726,12 @@ impl Push<'_, '_> {
                 },
             )));
         }
+        // Updating the branch `HEAD` names goes through `HEAD`, so that `HEAD`'s reflog gets
+        // the entry too, as git's files backend writes it (`split_head_update`).
+        let name = match head_branch(store) {
+            Some(branch) if branch == name => FullName::try_from("HEAD").unwrap_or(name),
+            _ => name,
+        };
         Ok(Some(ref_edit(
             name,
             Change::Update {
@@ -822,6 +828,15 @@ impl Push<'_, '_> {
         hooks.post_receive(&context, accepted, &mut channel.messages());
         let names: Vec<BString> = accepted.iter().map(|u| u.name.clone()).collect();
         hooks.post_update(&context, &names, &mut channel.messages());
+    }
+}
+
+/// The branch `HEAD` points at, if `HEAD` is a symbolic ref (to a branch that may not exist).
+fn head_branch(store: &gix_ref::file::Store) -> Option<FullName> {
+    let head = store.try_find("HEAD").ok()??;
+    match head.target {
+        Target::Symbolic(branch) => Some(branch),
+        Target::Object(_) => None,
     }
 }
 
