@@ -34,6 +34,7 @@
 mod commands;
 mod config;
 mod messages;
+pub mod push_cert;
 mod report;
 mod update;
 
