@@ -427,6 +427,57 @@ pub struct UploadPackConfig {
     /// generation) before an empty keepalive packet goes out; `None` (0 or negative in the
     /// configuration) sends none. Git's default, 5 seconds, unless configured.
     pub keepalive: Option<Duration>,
+    /// `uploadpack.allowRefInWant`: v2 `fetch` takes `want-ref <ref>` (advertised as
+    /// `ref-in-want`).
+    pub allow_ref_in_want: bool,
+    /// `uploadpack.allowSidebandAll`: v2 `fetch` takes `sideband-all`, which puts the whole
+    /// response in band 1. git's `GIT_TEST_SIDEBAND_ALL` is a test hook and not honoured.
+    pub allow_sideband_all: bool,
+    /// `uploadpack.blobPackfileUri`: blobs a v2 client that asks for `packfile-uris` gets as
+    /// pre-built packs from a URI instead of in the pack. Packs offered this way are not
+    /// implemented yet: the setting is read, but neither advertised nor honoured.
+    pub blob_packfile_uris: Vec<BString>,
+    /// `transfer.advertiseSID`: advertise `session-id=<id>` and accept the client's.
+    pub advertise_sid: bool,
+    /// `transfer.advertiseObjectInfo`: advertise and serve the v2 `object-info` command.
+    pub advertise_object_info: bool,
+    /// `uploadpack.advertiseBundleURIs`: advertise and serve the v2 `bundle-uri` command.
+    pub advertise_bundle_uris: bool,
+    /// Every `bundle.*` setting as git's `bundle-uri` command sends it: the key with its
+    /// section and variable names lowercased (the subsection as written) and the value, in
+    /// the configuration's order.
+    pub bundle_settings: Vec<(BString, BString)>,
+}
+
+/// Every `bundle.*` setting with a value, keys spelled as git's configuration callbacks see
+/// them (`bundle.<id>.uri`, `bundle.mode`).
+fn bundle_settings(config: &gix_config::File) -> Vec<(BString, BString)> {
+    let mut out = Vec::new();
+    for section in config.sections() {
+        let header = section.header();
+        if !header.name().eq_ignore_ascii_case(b"bundle") {
+            continue;
+        }
+        let mut prefix = BString::from("bundle.");
+        if let Some(subsection) = header.subsection_name() {
+            prefix.extend_from_slice(subsection);
+            prefix.push(b'.');
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for name in section.body().value_names() {
+            let name = name.to_ascii_lowercase();
+            if seen.contains(&name) {
+                continue;
+            }
+            for value in section.body().values(&name) {
+                let mut key = prefix.clone();
+                key.extend_from_slice(name.as_bytes());
+                out.push((key, value));
+            }
+            seen.push(name);
+        }
+    }
+    out
 }
 
 /// git's default for `uploadpack.keepAlive` and `receive.keepAlive`, in seconds.
@@ -462,6 +513,13 @@ impl Default for UploadPackConfig {
             pack_threads: None,
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
             keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
+            allow_ref_in_want: false,
+            allow_sideband_all: false,
+            blob_packfile_uris: Vec::new(),
+            advertise_sid: false,
+            advertise_object_info: false,
+            advertise_bundle_uris: false,
+            bundle_settings: Vec::new(),
         }
     }
 }
@@ -506,6 +564,15 @@ impl UploadPackConfig {
             pack_threads,
             delta_base_cache_limit,
             keepalive: keepalive(config, "uploadpack.keepAlive")?,
+            allow_ref_in_want: boolean("uploadpack.allowRefInWant")?,
+            allow_sideband_all: boolean("uploadpack.allowSidebandAll")?,
+            blob_packfile_uris: config
+                .strings("uploadpack.blobPackfileUri")
+                .unwrap_or_default(),
+            advertise_sid: boolean("transfer.advertiseSID")?,
+            advertise_object_info: boolean("transfer.advertiseObjectInfo")?,
+            advertise_bundle_uris: boolean("uploadpack.advertiseBundleURIs")?,
+            bundle_settings: bundle_settings(config),
         })
     }
 
