@@ -32,13 +32,15 @@ pub(super) struct Arguments {
     pub(super) ofs_delta: bool,
 }
 
+/// Finds the object a visible ref points at: `None` when the ref is hidden or unknown.
+pub(super) type ResolveRef<'a> = &'a dyn Fn(&[u8]) -> Result<Option<ObjectId>, String>;
+
 /// What `fetch` may take beyond the basics, from the configuration, and how a `want-ref`
 /// finds its ref.
 pub(super) struct Allowed<'a> {
     pub(super) ref_in_want: bool,
     pub(super) sideband_all: bool,
-    /// The object a visible ref points at, `None` when the ref is hidden or unknown.
-    pub(super) resolve_ref: &'a dyn Fn(&[u8]) -> Result<Option<ObjectId>, String>,
+    pub(super) resolve_ref: ResolveRef<'a>,
 }
 
 /// A request git refuses, and whether `sideband-all` had been asked for by then (the error
