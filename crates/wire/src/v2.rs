@@ -99,6 +99,9 @@ pub enum RequestError {
     /// A delim-pkt comes before the command.
     #[error("expected command=<name>, got delim-pkt")]
     DelimiterBeforeCommand,
+    /// Capability lines came, then the end of the request, but no `command=` line.
+    #[error("no command requested")]
+    NoCommand,
     /// The first line is `command=` with nothing after it.
     #[error("empty command name")]
     EmptyCommand,
@@ -169,7 +172,7 @@ enum State {
     /// Between requests.
     #[default]
     Idle,
-    /// After the command line, reading capabilities.
+    /// Reading the command line and capabilities (the command is empty until its line).
     Capabilities(Request),
     /// After the delim-pkt, reading arguments.
     Arguments(Request),
@@ -255,24 +258,37 @@ impl RequestParser {
             (State::Idle, Packet::Flush) => Ok(Parsed::SessionEnd),
             (State::Idle, Packet::Delimiter) => Err(RequestError::DelimiterBeforeCommand),
             (State::Idle, Packet::Data(data)) => {
-                let command = parse_command_line(strip_one_line_feed(data))?;
-                self.state = State::Capabilities(Request {
-                    command,
-                    ..Request::default()
-                });
+                let line = strip_one_line_feed(data);
+                let mut request = Request::default();
+                if is_leading_capability(line) {
+                    // git 2.47's client sends its capabilities before `command=bundle-uri`.
+                    request.capabilities.push(line.into());
+                } else {
+                    request.command = parse_command_line(line)?;
+                }
+                self.state = State::Capabilities(request);
                 Ok(Parsed::NeedMorePackets)
             }
             (State::Capabilities(mut request), Packet::Data(data)) => {
                 let line = strip_one_line_feed(data);
-                if let Some(second) = line.strip_prefix(COMMAND_PREFIX) {
-                    return Err(RequestError::RepeatedCommand {
-                        first: request.command,
-                        second: second.into(),
-                    });
+                if line.starts_with(COMMAND_PREFIX) {
+                    if !request.command.is_empty() {
+                        return Err(RequestError::RepeatedCommand {
+                            first: request.command,
+                            second: line[COMMAND_PREFIX.len()..].into(),
+                        });
+                    }
+                    request.command = parse_command_line(line)?;
+                } else {
+                    request.capabilities.push(line.into());
                 }
-                request.capabilities.push(line.into());
                 self.state = State::Capabilities(request);
                 Ok(Parsed::NeedMorePackets)
+            }
+            (State::Capabilities(request), Packet::Delimiter | Packet::Flush)
+                if request.command.is_empty() =>
+            {
+                Err(RequestError::NoCommand)
             }
             (State::Capabilities(request), Packet::Delimiter) => {
                 self.state = State::Arguments(request);
@@ -312,7 +328,18 @@ impl RequestParser {
     }
 }
 
-/// The command name of a request's first line, without its LF.
+/// Whether `line` (a request's first, before any `command=`) is one of the capabilities a
+/// client sends with a request: git reads a request's capability lines and its command in
+/// any order. Anything else must start with `command=`.
+fn is_leading_capability(line: &[u8]) -> bool {
+    let key = line.split(|byte| *byte == b'=').next().unwrap_or_default();
+    matches!(
+        key,
+        b"agent" | b"object-format" | b"server-option" | b"session-id"
+    )
+}
+
+/// The command name of a request's `command=` line, without its LF.
 fn parse_command_line(line: &[u8]) -> Result<String, RequestError> {
     let Some(name) = line.strip_prefix(COMMAND_PREFIX) else {
         return Err(RequestError::ExpectedCommand { line: line.into() });
