@@ -631,7 +631,7 @@ fn bundle_uri_clone_as_with_git() {
 }
 
 #[test]
-fn over_http_serve_and_http_backend() {
+fn over_git_protocol_http_serve_and_http_backend() {
     let dir = Dir::new("features-http");
     let root = dir.join("repos");
     std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
@@ -660,6 +660,7 @@ fn over_http_serve_and_http_backend() {
     );
     for (n, git) in Git::all().into_iter().enumerate() {
         for (front, url) in [
+            ("git://", server.git_url("tiny.git")),
             ("serve", server.http_url("tiny.git")),
             ("http-backend", host.url("tiny.git")),
         ] {
@@ -682,4 +683,131 @@ fn over_http_serve_and_http_backend() {
             assert_eq!(got, x, "{front}, {git}");
         }
     }
+}
+
+#[test]
+fn packfile_uris_as_with_git() {
+    let dir = Dir::new("packfile-uris");
+    let repo = source(&dir, &[("uploadpack.allowSidebandAll", "true")]);
+    let newest = Git::newest();
+    // A branch `y` with a blob of its own, and a pre-built pack of just that blob, served
+    // (as a dumb-HTTP file) by git http-backend on loopback.
+    let blob = dir
+        .git_in(&newest, &repo)
+        .args(["hash-object", "-w", "--stdin"])
+        .stdin(b"offered by URI\n".to_vec())
+        .run()
+        .stdout_text()
+        .trim()
+        .to_owned();
+    let tree = dir
+        .git_in(&newest, &repo)
+        .arg("mktree")
+        .stdin(format!("100644 blob {blob}\tbig\n").into_bytes())
+        .run()
+        .stdout_text()
+        .trim()
+        .to_owned();
+    let y = text(
+        &dir,
+        &newest,
+        &repo,
+        &["commit-tree", &tree, "-p", "main", "-m", "y"],
+    );
+    text(&dir, &newest, &repo, &["update-ref", "refs/heads/y", &y]);
+    let root = dir.join("files");
+    let packs = root.join("packs.git");
+    dir.git(&newest)
+        .args(["init", "--quiet", "--bare"])
+        .arg(&packs)
+        .run();
+    let pack_hash = dir
+        .git_in(&newest, &repo)
+        .arg("pack-objects")
+        .arg(packs.join("objects/pack/pack"))
+        .stdin(format!("{blob}\n").into_bytes())
+        .run()
+        .stdout_text()
+        .trim()
+        .to_owned();
+    let host = CgiHost::start(CgiHostOptions {
+        project_root: root.clone(),
+        export_all: true,
+        program: Some(vec![newest.program.clone().into(), "http-backend".into()]),
+        ..CgiHostOptions::default()
+    });
+    let uri = host.url(&format!("packs.git/objects/pack/pack-{pack_hash}.pack"));
+    dir.git_in(&newest, &repo)
+        .args(["config", "uploadpack.blobPackfileUri"])
+        .arg(format!("{blob} {pack_hash} {uri}"))
+        .run();
+
+    // The response up to the pack: the URI section, then the pack's header, as git's.
+    let arguments = [
+        "sideband-all".to_owned(),
+        "packfile-uris http,https".to_owned(),
+        "no-progress".to_owned(),
+        format!("want {y}"),
+        "done".to_owned(),
+    ];
+    let request = v2_request("fetch", &["object-format=sha1"], &arguments);
+    let [from_git, from_packgate] = both_answer(&dir, &repo, &request);
+    let packets = before_pack(&from_packgate);
+    assert_eq!(packets, before_pack(&from_git));
+    assert_eq!(
+        crate::pkt::lines(&packets),
+        [
+            "\u{1}packfile-uris".to_owned(),
+            format!("\u{1}{pack_hash} {uri}"),
+            "\u{1}packfile".to_owned()
+        ]
+    );
+    let request = v2_request(
+        "fetch",
+        &[],
+        &[
+            "packfile-uris http".to_owned(),
+            "packfile-uris https".to_owned(),
+        ],
+    );
+    both_refuse(
+        &dir,
+        &repo,
+        &request,
+        "multiple packfile-uris lines forbidden",
+    );
+
+    // Clients that download over http get the blob from the pre-built pack.
+    for (n, git) in Git::all().into_iter().enumerate() {
+        let mut fetched = Vec::new();
+        for (side, upload_pack) in [
+            ("git", git_upload_pack_option(&newest)),
+            ("packgate", packgate_upload_pack_option()),
+        ] {
+            let (client, trace) = traced_fetch(
+                &dir,
+                &git,
+                &format!("{side}-{n}"),
+                &file_url(&repo),
+                Some(&upload_pack),
+                &["-c", "fetch.uriProtocols=http"],
+                "+refs/heads/*:refs/heads/*",
+            );
+            assert!(
+                trace.contains("packfile-uris http"),
+                "{side}, {git}: {trace}"
+            );
+            dir.git_in(&git, &client)
+                .args(["cat-file", "-e", &blob])
+                .run();
+            fetched.push(all_objects(&dir, &git, &client));
+        }
+        assert_eq!(fetched[0], fetched[1], "{git}");
+    }
+    let downloads = host
+        .access_log()
+        .iter()
+        .filter(|logged| logged.target.ends_with(".pack") && logged.status == 200)
+        .count();
+    assert_eq!(downloads, 2 * Git::all().len(), "{:?}", host.access_log());
 }

@@ -22,6 +22,7 @@ use std::{
 };
 
 use bstr::{BString, ByteSlice};
+use gix_hash::ObjectId;
 
 /// The error returned by [`load()`].
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An `uploadpack.blobPackfileUri` value git would not take.
+    #[error("{0}")]
+    PackfileUri(String),
     /// A value has the wrong type.
     #[error("bad value for {key}")]
     Value {
@@ -433,10 +437,9 @@ pub struct UploadPackConfig {
     /// `uploadpack.allowSidebandAll`: v2 `fetch` takes `sideband-all`, which puts the whole
     /// response in band 1. git's `GIT_TEST_SIDEBAND_ALL` is a test hook and not honoured.
     pub allow_sideband_all: bool,
-    /// `uploadpack.blobPackfileUri`: blobs a v2 client that asks for `packfile-uris` gets as
-    /// pre-built packs from a URI instead of in the pack. Packs offered this way are not
-    /// implemented yet: the setting is read, but neither advertised nor honoured.
-    pub blob_packfile_uris: Vec<BString>,
+    /// `uploadpack.blobPackfileUri`: objects a v2 client that asks for `packfile-uris`
+    /// (with `sideband-all`) gets from a pre-built pack at a URI instead of in the pack.
+    pub blob_packfile_uris: Vec<PackfileUri>,
     /// `transfer.advertiseSID`: advertise `session-id=<id>` and accept the client's.
     pub advertise_sid: bool,
     /// `transfer.advertiseObjectInfo`: advertise and serve the v2 `object-info` command.
@@ -447,6 +450,50 @@ pub struct UploadPackConfig {
     /// section and variable names lowercased (the subsection as written) and the value, in
     /// the configuration's order.
     pub bundle_settings: Vec<(BString, BString)>,
+}
+
+/// One `uploadpack.blobPackfileUri` value: `<object-hash> <pack-hash> <uri>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackfileUri {
+    /// The object left out of packs for clients that can download it.
+    pub object: ObjectId,
+    /// The checksum of the pre-built pack (the client checks the download against it).
+    pub pack_hash: String,
+    /// Where the pack is.
+    pub uri: BString,
+}
+
+/// Parse the `uploadpack.blobPackfileUri` values, refusing what git's pack-objects refuses.
+fn packfile_uris(values: Vec<BString>) -> Result<Vec<PackfileUri>, ConfigError> {
+    let mut out: Vec<PackfileUri> = Vec::new();
+    for value in values {
+        let malformed = || {
+            ConfigError::PackfileUri(format!(
+                "value of uploadpack.blobpackfileuri must be of the form \
+                 '<object-hash> <pack-hash> <uri>' (got '{}')",
+                value.as_bstr()
+            ))
+        };
+        let mut parts = value.splitn(3, |byte| *byte == b' ');
+        let (Some(object), Some(pack_hash), Some(uri)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let object = ObjectId::from_hex(object).map_err(|_| malformed())?;
+        ObjectId::from_hex(pack_hash).map_err(|_| malformed())?;
+        if out.iter().any(|configured| configured.object == object) {
+            return Err(ConfigError::PackfileUri(format!(
+                "object already configured in another uploadpack.blobpackfileuri (got '{}')",
+                value.as_bstr()
+            )));
+        }
+        out.push(PackfileUri {
+            object,
+            pack_hash: String::from_utf8_lossy(pack_hash).into_owned(),
+            uri: uri.into(),
+        });
+    }
+    Ok(out)
 }
 
 /// Every `bundle.*` setting with a value, keys spelled as git's configuration callbacks see
@@ -566,9 +613,11 @@ impl UploadPackConfig {
             keepalive: keepalive(config, "uploadpack.keepAlive")?,
             allow_ref_in_want: boolean("uploadpack.allowRefInWant")?,
             allow_sideband_all: boolean("uploadpack.allowSidebandAll")?,
-            blob_packfile_uris: config
-                .strings("uploadpack.blobPackfileUri")
-                .unwrap_or_default(),
+            blob_packfile_uris: packfile_uris(
+                config
+                    .strings("uploadpack.blobPackfileUri")
+                    .unwrap_or_default(),
+            )?,
             advertise_sid: boolean("transfer.advertiseSID")?,
             advertise_object_info: boolean("transfer.advertiseObjectInfo")?,
             advertise_bundle_uris: boolean("uploadpack.advertiseBundleURIs")?,
@@ -629,6 +678,40 @@ mod tests {
         assert!(parse_config_parameters("'unterminated").is_err());
         assert!(parse_config_parameters("noquote").is_err());
         assert!(parse_config_parameters("'a.b'x").is_err());
+    }
+
+    #[test]
+    fn packfile_uri_values() {
+        let object = "1".repeat(40);
+        let pack = "2".repeat(40);
+        let parsed = packfile_uris(vec![format!("{object} {pack} https://x/p a").into()]).unwrap();
+        assert_eq!(
+            parsed,
+            vec![PackfileUri {
+                object: ObjectId::from_hex(object.as_bytes()).unwrap(),
+                pack_hash: pack.clone(),
+                uri: "https://x/p a".into(),
+            }]
+        );
+        for bad in [
+            format!("{object} {pack}"),
+            format!("{object} xyz u"),
+            "u".into(),
+        ] {
+            let err = packfile_uris(vec![bad.clone().into()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("value of uploadpack.blobpackfileuri must be"),
+                "{bad}: {err}"
+            );
+        }
+        let twice = format!("{object} {pack} u");
+        let err = packfile_uris(vec![twice.clone().into(), twice.into()]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("object already configured"),
+            "{err}"
+        );
     }
 
     #[test]

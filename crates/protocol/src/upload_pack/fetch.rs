@@ -7,7 +7,7 @@ use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
 use packgate_wire::{
     pkt_line::PacketWriter,
-    sideband::{SidebandMode, SidebandWriter},
+    sideband::{Band, SidebandMode, SidebandWriter},
 };
 
 use super::{Flow, Reply, ServeError, UploadPack};
@@ -26,6 +26,8 @@ pub(super) struct Arguments {
     pub(super) done: bool,
     pub(super) wait_for_done: bool,
     pub(super) sideband_all: bool,
+    /// `packfile-uris <protocol>,…`: the URI schemes the client downloads packs over.
+    pub(super) uri_protocols: Vec<BString>,
     pub(super) thin_pack: bool,
     pub(super) no_progress: bool,
     pub(super) include_tag: bool,
@@ -40,6 +42,7 @@ pub(super) type ResolveRef<'a> = &'a dyn Fn(&[u8]) -> Result<Option<ObjectId>, S
 pub(super) struct Allowed<'a> {
     pub(super) ref_in_want: bool,
     pub(super) sideband_all: bool,
+    pub(super) packfile_uris: bool,
     pub(super) resolve_ref: ResolveRef<'a>,
 }
 
@@ -77,6 +80,17 @@ fn parse(arguments: &[BString], allowed: &Allowed<'_>) -> Result<Arguments, Pars
             if !parsed.wants.contains(&id) {
                 parsed.wants.push(id);
             }
+        } else if let (true, Some(protocols)) =
+            (allowed.packfile_uris, line.strip_prefix(b"packfile-uris "))
+        {
+            if !parsed.uri_protocols.is_empty() {
+                let message = "multiple packfile-uris lines forbidden".to_owned();
+                return Err(fail(message, &parsed));
+            }
+            parsed.uri_protocols = protocols
+                .split(|byte| *byte == b',')
+                .map(BString::from)
+                .collect();
         } else if let Some(hex) = line.strip_prefix(b"have ") {
             let id = parse_id(hex).map_err(|message| fail(message, &parsed))?;
             parsed.haves.push(id);
@@ -96,6 +110,10 @@ fn parse(arguments: &[BString], allowed: &Allowed<'_>) -> Result<Arguments, Pars
                 }
             }
         }
+    }
+    // Packs by URI only come with sideband-all, as in git.
+    if !parsed.sideband_all {
+        parsed.uri_protocols.clear();
     }
     Ok(parsed)
 }
@@ -131,6 +149,7 @@ pub(super) fn handle<W: Write>(
     let allowed = Allowed {
         ref_in_want: config.allow_ref_in_want,
         sideband_all: config.allow_sideband_all,
+        packfile_uris: !config.blob_packfile_uris.is_empty(),
         resolve_ref: &resolve,
     };
     let arguments = match parse(arguments, &allowed) {
@@ -182,7 +201,11 @@ pub(super) fn handle<W: Write>(
         }
         reply.delim()?;
     }
-    reply.text("packfile")?;
+    // With packfile-uris the section header follows the enumeration: `packfile-uris` comes
+    // first when objects are left out.
+    if arguments.uri_protocols.is_empty() {
+        reply.text("packfile")?;
+    }
     send_pack(
         upload_pack,
         &arguments,
@@ -332,6 +355,26 @@ impl<W: Write> PackStream<W> {
         }
     }
 
+    /// With `packfile-uris`: the `packfile-uris` section when objects were left out (each
+    /// `<pack-hash> <uri>`, then a delim-pkt), then the `packfile` header, in band 1 as git
+    /// sends them.
+    fn section_headers(&mut self, offered: &[String]) -> std::io::Result<()> {
+        let PackStream::Sideband(sideband) = self else {
+            return Ok(());
+        };
+        if !offered.is_empty() {
+            sideband.write_band(Band::Data, b"packfile-uris\n")?;
+            for line in offered {
+                sideband.write_band(Band::Data, format!("{line}\n").as_bytes())?;
+            }
+            let mut delim = Vec::new();
+            packgate_wire::pkt_line::encode_delimiter(&mut delim);
+            sideband.get_mut().write_all(&delim)?;
+        }
+        sideband.write_band(Band::Data, b"packfile\n")?;
+        sideband.flush()
+    }
+
     /// A fatal error for the user: band 3; without sideband the client only sees the
     /// pack end early.
     fn error(&mut self, message: &[u8]) -> std::io::Result<()> {
@@ -421,6 +464,14 @@ fn write_pack_section<W: Write>(
             Err(err) => return Err(fail(&mut sideband, err.to_string())),
         }
     }
+    if !arguments.uri_protocols.is_empty() {
+        let offered = leave_out_by_uri(
+            &upload_pack.config.blob_packfile_uris,
+            &arguments.uri_protocols,
+            &mut objects,
+        );
+        sideband.section_headers(&offered)?;
+    }
     progress(
         &mut sideband,
         &format!("Enumerating objects: {}, done.\n", objects.len()),
@@ -434,7 +485,7 @@ fn write_pack_section<W: Write>(
         thread_limit: upload_pack.config.pack_threads,
         // `objects` starts with the enumeration's commits, most recent first.
         delta_search: Some(delta_search(
-            &objects[..enumeration.counts().commits],
+            &enumeration.objects()[..enumeration.counts().commits],
             common,
         )),
     };
@@ -476,6 +527,39 @@ fn write_pack_section<W: Write>(
     )?;
     sideband.flush()?;
     Ok(())
+}
+
+/// git's `pack-objects --uri-protocol`: leave out of `objects` each configured object whose
+/// URI starts with `<protocol>:` for one of the client's protocols; the `<pack-hash> <uri>`
+/// lines to send instead, one per object left out.
+fn leave_out_by_uri(
+    configured: &[crate::config::PackfileUri],
+    protocols: &[BString],
+    objects: &mut Vec<ObjectId>,
+) -> Vec<String> {
+    let usable: Vec<&crate::config::PackfileUri> = configured
+        .iter()
+        .filter(|entry| {
+            protocols.iter().any(|protocol| {
+                entry
+                    .uri
+                    .strip_prefix(protocol.as_slice())
+                    .is_some_and(|rest| rest.starts_with(b":"))
+            })
+        })
+        .collect();
+    if usable.is_empty() {
+        return Vec::new();
+    }
+    let mut offered = Vec::new();
+    objects.retain(|id| match usable.iter().find(|entry| entry.object == *id) {
+        Some(entry) => {
+            offered.push(format!("{} {}", entry.pack_hash, entry.uri.as_bstr()));
+            false
+        }
+        None => true,
+    });
+    offered
 }
 
 /// How hard to look for deltas gix-pack can't reuse. Without common commits (a clone) there
@@ -566,6 +650,7 @@ mod tests {
         let allowed = Allowed {
             ref_in_want: everything,
             sideband_all: everything,
+            packfile_uris: everything,
             resolve_ref: &resolve,
         };
         parse(&input, &allowed)
@@ -628,6 +713,33 @@ mod tests {
             &["packfile-uris https"],
             Err("unexpected line: 'packfile-uris https'"),
         );
+    }
+
+    #[test]
+    fn objects_left_out_by_uri() {
+        let id = |n: u8| ObjectId::from_hex(format!("{n}").repeat(40).as_bytes()).unwrap();
+        let configured = vec![
+            crate::config::PackfileUri {
+                object: id(1),
+                pack_hash: "a".repeat(40),
+                uri: "https://example.com/a.pack".into(),
+            },
+            crate::config::PackfileUri {
+                object: id(2),
+                pack_hash: "b".repeat(40),
+                uri: "httpsx://example.com/b.pack".into(),
+            },
+        ];
+        let mut objects = vec![id(1), id(2), id(3)];
+        let offered = leave_out_by_uri(&configured, &["http".into(), "https".into()], &mut objects);
+        assert_eq!(
+            offered,
+            [format!("{} https://example.com/a.pack", "a".repeat(40))]
+        );
+        assert_eq!(objects, [id(2), id(3)]);
+        let mut objects = vec![id(1)];
+        assert!(leave_out_by_uri(&configured, &["http".into()], &mut objects).is_empty());
+        assert_eq!(objects, [id(1)]);
     }
 
     #[test]

@@ -122,6 +122,9 @@ fn fetch_features(config: &UploadPackConfig) -> Vec<&'static str> {
     if config.allow_sideband_all {
         features.push("sideband-all");
     }
+    if !config.blob_packfile_uris.is_empty() {
+        features.push("packfile-uris");
+    }
     features
 }
 
