@@ -641,11 +641,29 @@ fn over_git_protocol_http_serve_and_http_backend() {
             ("uploadpack.allowRefInWant", "true"),
             ("uploadpack.allowSidebandAll", "true"),
             ("transfer.advertiseObjectInfo", "true"),
+            ("transfer.advertiseSID", "true"),
             ("http.uploadpack", "true"),
         ],
     );
     let served = root.join("tiny.git");
     dir.copy_tree(&repo, &served);
+    let newest = Git::newest();
+    let bundle = dir.join("main.bundle");
+    dir.git_in(&newest, &served)
+        .args(["bundle", "create"])
+        .arg(&bundle)
+        .arg("main")
+        .run();
+    for (key, value) in [
+        ("uploadpack.advertiseBundleURIs", "true".to_owned()),
+        ("bundle.version", "1".to_owned()),
+        ("bundle.mode", "all".to_owned()),
+        ("bundle.main.uri", file_url(&bundle)),
+    ] {
+        dir.git_in(&newest, &served)
+            .args(["config", key, &value])
+            .run();
+    }
     let server = Server::start(&root, Push::Refused);
     let host = CgiHost::start(CgiHostOptions {
         project_root: root.clone(),
@@ -660,7 +678,7 @@ fn over_git_protocol_http_serve_and_http_backend() {
     );
     for (n, git) in Git::all().into_iter().enumerate() {
         for (front, url) in [
-            ("git://", server.git_url("tiny.git")),
+            ("git-protocol", server.git_url("tiny.git")),
             ("serve", server.http_url("tiny.git")),
             ("http-backend", host.url("tiny.git")),
         ] {
@@ -670,10 +688,14 @@ fn over_git_protocol_http_serve_and_http_backend() {
                 &format!("{front}-{n}"),
                 &url,
                 None,
-                &[],
+                &["-c", "transfer.advertiseSID=true"],
                 "refs/heads/x:refs/remotes/origin/x",
             );
-            for sent in ["want-ref refs/heads/x", "sideband-all"] {
+            for sent in [
+                "want-ref refs/heads/x",
+                "sideband-all",
+                "session-id=packgate-",
+            ] {
                 assert!(
                     trace.contains(sent),
                     "{front}, {git}: no {sent:?} in {trace}"
@@ -681,6 +703,24 @@ fn over_git_protocol_http_serve_and_http_backend() {
             }
             let got = text(&dir, &git, &client, &["rev-parse", "refs/remotes/origin/x"]);
             assert_eq!(got, x, "{front}, {git}");
+            if n == 0 {
+                // git 2.47 asks for the bundle list (its capabilities before the command).
+                let clone = dir.join(&format!("{front}-bundled"));
+                dir.git(&git)
+                    .args(["-c", "protocol.version=2", "-c", "transfer.bundleURI=true"])
+                    .args(["clone", "--quiet", "--bare"])
+                    .arg(&url)
+                    .arg(&clone)
+                    .run();
+                fsck(&dir, &git, &clone);
+                let bundled = text(
+                    &dir,
+                    &git,
+                    &clone,
+                    &["for-each-ref", "--format=%(refname)", "refs/bundles/"],
+                );
+                assert_eq!(bundled, "refs/bundles/main", "{front}");
+            }
         }
     }
 }
