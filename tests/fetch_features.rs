@@ -723,6 +723,28 @@ fn over_git_protocol_http_serve_and_http_backend() {
             }
         }
     }
+
+    // object-info by hand over serve's HTTP: the same answer as git's upload-pack gives.
+    let main = text(&dir, &newest, &served, &["rev-parse", "main"]);
+    let request = v2_request(
+        "object-info",
+        &["object-format=sha1"],
+        &["size".to_owned(), format!("oid {main}")],
+    );
+    let mut http = format!(
+        "POST /tiny.git/git-upload-pack HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\n\
+         Git-Protocol: version=2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.http_address(),
+        request.len()
+    )
+    .into_bytes();
+    http.extend_from_slice(&request);
+    let response = server.raw(&http);
+    assert_eq!(response.status, 200, "{response}");
+    let from_git = answer(&dir, Side::Git, &served, &request);
+    assert!(from_git.status.success(), "{from_git}");
+    assert_eq!(response.body, from_git.stdout, "{response}");
 }
 
 #[test]
