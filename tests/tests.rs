@@ -14,9 +14,10 @@
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
 //!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
 //!   advertisement against git's.
-//! - `fetch_features`: `want-ref`, `wait-for-done`, `sideband-all`, `session-id`,
-//!   `object-info` and `bundle-uri` through git 2.47 and 2.39 (stdio and HTTP) and request
-//!   by request against `git upload-pack`'s answers.
+//! - `fetch_features`: `want-ref`, `wait-for-done`, `sideband-all`, `packfile-uris`,
+//!   `session-id`, `object-info` and `bundle-uri` through git 2.47 and 2.39 (stdio, git://,
+//!   HTTP in `serve` and `http-backend`) and request by request against `git upload-pack`'s
+//!   answers.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.

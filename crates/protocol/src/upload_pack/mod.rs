@@ -1,4 +1,5 @@
-//! upload-pack over protocol v2: the capability advertisement, `ls-refs` and `fetch`.
+//! upload-pack over protocol v2: the capability advertisement, `ls-refs`, `fetch` and, when
+//! configured, `object-info` and `bundle-uri`.
 //!
 //! A session is driven by [`UploadPack::serve()`] over any blocking reader and writer
 //! (standard input and output for `packgate upload-pack`). Front-ends that read requests
@@ -6,8 +7,8 @@
 //! [`UploadPack::handle()`] directly.
 //!
 //! Every request either gets a complete response or ends in an explicit error: `ERR <reason>`
-//! while nothing else of the response has been sent, or a sideband-3 message once the pack
-//! is streaming. After an error the session ends.
+//! while nothing else of the response has been sent (a band-3 message instead once a
+//! `fetch` asked for `sideband-all`), or a sideband-3 message once the pack is streaming. After an error the session ends.
 
 mod bundle_uri;
 mod fetch;
