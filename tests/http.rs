@@ -274,7 +274,7 @@ pub(crate) struct RawResponse {
     /// The header lines, lower-cased.
     pub(crate) headers: String,
     /// The body, with chunked transfer coding undone.
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl RawResponse {

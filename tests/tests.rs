@@ -14,6 +14,10 @@
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
 //!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
 //!   advertisement against git's.
+//! - `fetch_features`: `want-ref`, `wait-for-done`, `sideband-all`, `packfile-uris`,
+//!   `session-id`, `object-info` and `bundle-uri` through git 2.47 and 2.39 (stdio, git://,
+//!   HTTP in `serve` and `http-backend`) and request by request against `git upload-pack`'s
+//!   answers.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
@@ -61,6 +65,7 @@ mod clone;
 mod crash;
 mod daemon;
 mod fetch;
+mod fetch_features;
 mod fetch_v0;
 mod http;
 mod http_auth;

@@ -170,8 +170,11 @@ impl Negotiation {
             let Some(header) = header else {
                 continue;
             };
-            acknowledged.push(*have);
-            self.mark(db, have, header.kind)?;
+            // git acknowledges only what it did not know the client had (`have_obj`): a
+            // commit that is a parent of an earlier have is common without an ACK.
+            if self.mark(db, have, header.kind)? {
+                acknowledged.push(*have);
+            }
         }
         let ready = self.ok_to_give_up(db)?;
         Ok(Acknowledgments {

@@ -278,13 +278,37 @@ fn rounds_accumulate() {
     let second = negotiation
         .process_haves(&db, &[repo.id("main~2"), repo.id("side~1")])
         .unwrap();
-    assert_eq!(second.common, [repo.id("main~2"), repo.id("side~1")]);
+    // A have the negotiation already knew is not acknowledged again, as in git.
+    assert_eq!(second.common, [repo.id("side~1")]);
     assert!(second.ready);
     assert_eq!(negotiation.common(), [repo.id("main~2"), repo.id("side~1")]);
     let empty = Negotiation::new(vec![repo.id("main")])
         .process_haves(&db, &[])
         .unwrap();
     assert_eq!(empty, Acknowledgments::default());
+}
+
+#[test]
+fn parents_of_earlier_haves_are_not_acknowledged() {
+    // git's v2 acknowledges the haves it did not know the client had: a parent of a have
+    // sent before it is common, but not news.
+    let repo = fixture();
+    let db = repo.db();
+    let mut negotiation = Negotiation::new(vec![repo.id("main")]);
+    let acknowledgments = negotiation
+        .process_haves(
+            &db,
+            &[repo.id("main~1"), repo.id("main~2"), repo.id("main~4")],
+        )
+        .unwrap();
+    assert_eq!(
+        acknowledgments.common,
+        [repo.id("main~1"), repo.id("main~4")]
+    );
+    assert_eq!(
+        negotiation.common(),
+        [repo.id("main~1"), repo.id("main~2"), repo.id("main~4")]
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ use std::{
 };
 
 use bstr::{BStr, BString, ByteSlice};
+use gix_hash::ObjectId;
 
 /// The error returned by [`load()`].
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An `uploadpack.blobPackfileUri` value git would not take.
+    #[error("{0}")]
+    PackfileUri(String),
     /// A value has the wrong type.
     #[error("bad value for {key}")]
     Value {
@@ -437,6 +441,25 @@ pub struct UploadPackConfig {
     pub keepalive: Option<Duration>,
     /// `lsrefs.unborn`: whether `ls-refs` advertises and honours `unborn`.
     pub lsrefs_unborn: UnbornPolicy,
+    /// `uploadpack.allowRefInWant`: v2 `fetch` takes `want-ref <ref>` (advertised as
+    /// `ref-in-want`).
+    pub allow_ref_in_want: bool,
+    /// `uploadpack.allowSidebandAll`: v2 `fetch` takes `sideband-all`, which puts the whole
+    /// response in band 1. git's `GIT_TEST_SIDEBAND_ALL` is a test hook and not honoured.
+    pub allow_sideband_all: bool,
+    /// `uploadpack.blobPackfileUri`: objects a v2 client that asks for `packfile-uris`
+    /// (with `sideband-all`) gets from a pre-built pack at a URI instead of in the pack.
+    pub blob_packfile_uris: Vec<PackfileUri>,
+    /// `transfer.advertiseSID`: advertise `session-id=<id>` and accept the client's.
+    pub advertise_sid: bool,
+    /// `transfer.advertiseObjectInfo`: advertise and serve the v2 `object-info` command.
+    pub advertise_object_info: bool,
+    /// `uploadpack.advertiseBundleURIs`: advertise and serve the v2 `bundle-uri` command.
+    pub advertise_bundle_uris: bool,
+    /// Every `bundle.*` setting as git's `bundle-uri` command sends it: the key with its
+    /// section and variable names lowercased (the subsection as written) and the value, in
+    /// the configuration's order.
+    pub bundle_settings: Vec<(BString, BString)>,
 }
 
 /// What `lsrefs.unborn` asks of `ls-refs` about an unborn `HEAD`.
@@ -469,6 +492,81 @@ impl UnbornPolicy {
             }),
         }
     }
+}
+
+/// One `uploadpack.blobPackfileUri` value: `<object-hash> <pack-hash> <uri>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackfileUri {
+    /// The object left out of packs for clients that can download it.
+    pub object: ObjectId,
+    /// The checksum of the pre-built pack (the client checks the download against it).
+    pub pack_hash: String,
+    /// Where the pack is.
+    pub uri: BString,
+}
+
+/// Parse the `uploadpack.blobPackfileUri` values, refusing what git's pack-objects refuses.
+fn packfile_uris(values: Vec<BString>) -> Result<Vec<PackfileUri>, ConfigError> {
+    let mut out: Vec<PackfileUri> = Vec::new();
+    for value in values {
+        let malformed = || {
+            ConfigError::PackfileUri(format!(
+                "value of uploadpack.blobpackfileuri must be of the form \
+                 '<object-hash> <pack-hash> <uri>' (got '{}')",
+                value.as_bstr()
+            ))
+        };
+        let mut parts = value.splitn(3, |byte| *byte == b' ');
+        let (Some(object), Some(pack_hash), Some(uri)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let object = ObjectId::from_hex(object).map_err(|_| malformed())?;
+        ObjectId::from_hex(pack_hash).map_err(|_| malformed())?;
+        if out.iter().any(|configured| configured.object == object) {
+            return Err(ConfigError::PackfileUri(format!(
+                "object already configured in another uploadpack.blobpackfileuri (got '{}')",
+                value.as_bstr()
+            )));
+        }
+        out.push(PackfileUri {
+            object,
+            pack_hash: String::from_utf8_lossy(pack_hash).into_owned(),
+            uri: uri.into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every `bundle.*` setting with a value, keys spelled as git's configuration callbacks see
+/// them (`bundle.<id>.uri`, `bundle.mode`).
+fn bundle_settings(config: &gix_config::File) -> Vec<(BString, BString)> {
+    let mut out = Vec::new();
+    for section in config.sections() {
+        let header = section.header();
+        if !header.name().eq_ignore_ascii_case(b"bundle") {
+            continue;
+        }
+        let mut prefix = BString::from("bundle.");
+        if let Some(subsection) = header.subsection_name() {
+            prefix.extend_from_slice(subsection);
+            prefix.push(b'.');
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for name in section.body().value_names() {
+            let name = name.to_ascii_lowercase();
+            if seen.contains(&name) {
+                continue;
+            }
+            for value in section.body().values(&name) {
+                let mut key = prefix.clone();
+                key.extend_from_slice(name.as_bytes());
+                out.push((key, value));
+            }
+            seen.push(name);
+        }
+    }
+    out
 }
 
 /// git's default for `uploadpack.keepAlive` and `receive.keepAlive`, in seconds.
@@ -505,6 +603,13 @@ impl Default for UploadPackConfig {
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
             keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
             lsrefs_unborn: UnbornPolicy::default(),
+            allow_ref_in_want: false,
+            allow_sideband_all: false,
+            blob_packfile_uris: Vec::new(),
+            advertise_sid: false,
+            advertise_object_info: false,
+            advertise_bundle_uris: false,
+            bundle_settings: Vec::new(),
         }
     }
 }
@@ -550,6 +655,17 @@ impl UploadPackConfig {
             delta_base_cache_limit,
             keepalive: keepalive(config, "uploadpack.keepAlive")?,
             lsrefs_unborn: UnbornPolicy::from_config(config)?,
+            allow_ref_in_want: boolean("uploadpack.allowRefInWant")?,
+            allow_sideband_all: boolean("uploadpack.allowSidebandAll")?,
+            blob_packfile_uris: packfile_uris(
+                config
+                    .strings("uploadpack.blobPackfileUri")
+                    .unwrap_or_default(),
+            )?,
+            advertise_sid: boolean("transfer.advertiseSID")?,
+            advertise_object_info: boolean("transfer.advertiseObjectInfo")?,
+            advertise_bundle_uris: boolean("uploadpack.advertiseBundleURIs")?,
+            bundle_settings: bundle_settings(config),
         })
     }
 
@@ -606,6 +722,40 @@ mod tests {
         assert!(parse_config_parameters("'unterminated").is_err());
         assert!(parse_config_parameters("noquote").is_err());
         assert!(parse_config_parameters("'a.b'x").is_err());
+    }
+
+    #[test]
+    fn packfile_uri_values() {
+        let object = "1".repeat(40);
+        let pack = "2".repeat(40);
+        let parsed = packfile_uris(vec![format!("{object} {pack} https://x/p a").into()]).unwrap();
+        assert_eq!(
+            parsed,
+            vec![PackfileUri {
+                object: ObjectId::from_hex(object.as_bytes()).unwrap(),
+                pack_hash: pack.clone(),
+                uri: "https://x/p a".into(),
+            }]
+        );
+        for bad in [
+            format!("{object} {pack}"),
+            format!("{object} xyz u"),
+            "u".into(),
+        ] {
+            let err = packfile_uris(vec![bad.clone().into()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("value of uploadpack.blobpackfileuri must be"),
+                "{bad}: {err}"
+            );
+        }
+        let twice = format!("{object} {pack} u");
+        let err = packfile_uris(vec![twice.clone().into(), twice.into()]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("object already configured"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -206,6 +206,27 @@ impl Repository {
         })
     }
 
+    /// The reference named exactly `name` (a full name below `refs/`, or `HEAD`), with
+    /// symbolic references resolved; `None` when there is none, it dangles, or `name` is
+    /// no valid full ref name. Unlike git's DWIM lookups, `main` does not find
+    /// `refs/heads/main`.
+    pub fn find_ref(&self, name: &[u8]) -> Result<Option<RefRecord>, RefsError> {
+        if name != b"HEAD" && !name.starts_with(b"refs/") {
+            return Ok(None);
+        }
+        let Ok(full_name) = gix_ref::FullName::try_from(BString::from(name)) else {
+            return Ok(None);
+        };
+        match self
+            .refs
+            .try_find(full_name.as_ref())
+            .map_err(RefsError::Read)?
+        {
+            Some(reference) => self.resolve(reference),
+            None => Ok(None),
+        }
+    }
+
     /// Every reference below `refs/` whose name starts with one of `prefixes` (all of them
     /// when `prefixes` is `None`), sorted by name, with symbolic references resolved.
     /// Dangling symbolic references are left out. Only prefixes that can begin a ref name

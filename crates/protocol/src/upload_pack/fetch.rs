@@ -7,42 +7,113 @@ use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
 use packgate_wire::{
     pkt_line::PacketWriter,
-    sideband::{SidebandMode, SidebandWriter},
+    sideband::{Band, SidebandMode, SidebandWriter},
 };
 
-use super::{reject, Flow, ServeError, UploadPack};
+use super::{Flow, Reply, ServeError, UploadPack};
 use crate::keepalive;
 
 /// The arguments of one `fetch` request (and of a v0 request, from its capabilities).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Arguments {
     pub(super) wants: Vec<ObjectId>,
+    /// `want-ref`s in the order asked for, with what each ref pointed at; their objects are
+    /// in `wants` too.
+    pub(super) want_refs: Vec<(BString, ObjectId)>,
     pub(super) haves: Vec<ObjectId>,
+    /// Whether any `have` line came (git's `seen_haves`).
+    pub(super) seen_haves: bool,
     pub(super) done: bool,
+    pub(super) wait_for_done: bool,
+    pub(super) sideband_all: bool,
+    /// `packfile-uris <protocol>,…`: the URI schemes the client downloads packs over.
+    pub(super) uri_protocols: Vec<BString>,
     pub(super) thin_pack: bool,
     pub(super) no_progress: bool,
     pub(super) include_tag: bool,
     pub(super) ofs_delta: bool,
 }
 
-fn parse(arguments: &[BString]) -> Result<Arguments, String> {
+/// Finds the object a visible ref points at: `None` when the ref is hidden or unknown.
+pub(super) type ResolveRef<'a> = &'a dyn Fn(&[u8]) -> Result<Option<ObjectId>, String>;
+
+/// What `fetch` may take beyond the basics, from the configuration, and how a `want-ref`
+/// finds its ref.
+pub(super) struct Allowed<'a> {
+    pub(super) ref_in_want: bool,
+    pub(super) sideband_all: bool,
+    pub(super) packfile_uris: bool,
+    pub(super) resolve_ref: ResolveRef<'a>,
+}
+
+/// A request git refuses, and whether `sideband-all` had been asked for by then (the error
+/// then goes in band 3, as git's writer switches to sideband when it reads that line).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ParseError {
+    pub(super) message: String,
+    pub(super) sideband_all: bool,
+}
+
+fn parse(arguments: &[BString], allowed: &Allowed<'_>) -> Result<Arguments, ParseError> {
     let mut parsed = Arguments::default();
     for argument in arguments {
+        let fail = |message: String, parsed: &Arguments| ParseError {
+            message,
+            sideband_all: parsed.sideband_all,
+        };
         let line = argument.as_slice();
         if let Some(hex) = line.strip_prefix(b"want ") {
-            parsed.wants.push(parse_id(hex)?);
+            let id = parse_id(hex).map_err(|message| fail(message, &parsed))?;
+            parsed.wants.push(id);
+        } else if let (true, Some(name)) = (allowed.ref_in_want, line.strip_prefix(b"want-ref ")) {
+            let unknown = || format!("unknown ref {}", name.as_bstr());
+            let id = match (allowed.resolve_ref)(name) {
+                Ok(Some(id)) => id,
+                Ok(None) => return Err(fail(unknown(), &parsed)),
+                Err(err) => return Err(fail(err, &parsed)),
+            };
+            if parsed.want_refs.iter().any(|(seen, _)| seen == name) {
+                let message = format!("duplicate want-ref {}", name.as_bstr());
+                return Err(fail(message, &parsed));
+            }
+            parsed.want_refs.push((name.into(), id));
+            if !parsed.wants.contains(&id) {
+                parsed.wants.push(id);
+            }
+        } else if let (true, Some(protocols)) =
+            (allowed.packfile_uris, line.strip_prefix(b"packfile-uris "))
+        {
+            if !parsed.uri_protocols.is_empty() {
+                let message = "multiple packfile-uris lines forbidden".to_owned();
+                return Err(fail(message, &parsed));
+            }
+            parsed.uri_protocols = protocols
+                .split(|byte| *byte == b',')
+                .map(BString::from)
+                .collect();
         } else if let Some(hex) = line.strip_prefix(b"have ") {
-            parsed.haves.push(parse_id(hex)?);
+            let id = parse_id(hex).map_err(|message| fail(message, &parsed))?;
+            parsed.haves.push(id);
+            parsed.seen_haves = true;
         } else {
             match line {
                 b"done" => parsed.done = true,
+                b"wait-for-done" => parsed.wait_for_done = true,
+                b"sideband-all" if allowed.sideband_all => parsed.sideband_all = true,
                 b"thin-pack" => parsed.thin_pack = true,
                 b"no-progress" => parsed.no_progress = true,
                 b"include-tag" => parsed.include_tag = true,
                 b"ofs-delta" => parsed.ofs_delta = true,
-                _ => return Err(format!("unexpected line: '{}'", argument.as_bstr())),
+                _ => {
+                    let message = format!("unexpected line: '{}'", argument.as_bstr());
+                    return Err(fail(message, &parsed));
+                }
             }
         }
+    }
+    // Packs by URI only come with sideband-all, as in git.
+    if !parsed.sideband_all {
+        parsed.uri_protocols.clear();
     }
     Ok(parsed)
 }
@@ -56,54 +127,90 @@ fn parse_id(hex: &[u8]) -> Result<ObjectId, String> {
     })
 }
 
+/// The object a `want-ref` names: a visible ref of exactly that name.
+fn resolve_ref(upload_pack: &UploadPack<'_>, name: &[u8]) -> Result<Option<ObjectId>, String> {
+    if upload_pack.config.is_hidden(name) {
+        return Ok(None);
+    }
+    upload_pack
+        .repo
+        .find_ref(name)
+        .map(|found| found.map(|record| record.id))
+        .map_err(|err| format!("upload-pack: {err}"))
+}
+
 pub(super) fn handle<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &[BString],
     out: &mut PacketWriter<W>,
 ) -> Result<Flow, ServeError> {
-    let arguments = match parse(arguments) {
-        Ok(arguments) => arguments,
-        Err(message) => return Err(reject(out, message)),
+    let config = &upload_pack.config;
+    let resolve = |name: &[u8]| resolve_ref(upload_pack, name);
+    let allowed = Allowed {
+        ref_in_want: config.allow_ref_in_want,
+        sideband_all: config.allow_sideband_all,
+        packfile_uris: !config.blob_packfile_uris.is_empty(),
+        resolve_ref: &resolve,
     };
-    let restrict = upload_pack.config.restrict_v2_wants;
+    let arguments = match parse(arguments, &allowed) {
+        Ok(arguments) => arguments,
+        Err(err) => return Err(Reply::new(out, err.sideband_all).reject(err.message)),
+    };
+    let mut reply = Reply::new(out, arguments.sideband_all);
+    let restrict = config.restrict_v2_wants;
     if let Err(message) = check_wants(upload_pack, &arguments.wants, restrict, false) {
-        return Err(reject(out, message));
+        return Err(reply.reject(message));
     }
-    if arguments.wants.is_empty() {
+    if !arguments.want_refs.is_empty() {
+        tracing::debug!(want_refs = arguments.want_refs.len(), "want-ref");
+    }
+    if arguments.wants.is_empty() && !arguments.wait_for_done {
         // Nothing asked for, nothing to send: an empty response.
-        out.flush_pkt()?;
+        reply.flush()?;
         return Ok(Flow::Continue);
     }
     let repo = upload_pack.repo;
     let mut negotiation = packgate_negotiate::Negotiation::new(arguments.wants.clone());
-    if !arguments.haves.is_empty() {
+    if arguments.seen_haves {
         let acknowledgments = match negotiation.process_haves(repo.objects(), &arguments.haves) {
             Ok(acknowledgments) => acknowledgments,
-            Err(err) => return Err(reject(out, format!("upload-pack: {err}"))),
+            Err(err) => return Err(reply.reject(format!("upload-pack: {err}"))),
         };
         if !arguments.done {
-            out.write_text("acknowledgments")?;
+            reply.text("acknowledgments")?;
             if acknowledgments.common.is_empty() {
-                out.write_text("NAK")?;
+                reply.text("NAK")?;
             }
             for id in &acknowledgments.common {
-                out.write_text(format!("ACK {id}"))?;
+                reply.text(format!("ACK {id}"))?;
             }
-            if !acknowledgments.ready {
+            // With wait-for-done the client decides when negotiation ends: never `ready`.
+            if arguments.wait_for_done || !acknowledgments.ready {
                 // The client goes on negotiating with another request.
-                out.flush_pkt()?;
+                reply.flush()?;
                 return Ok(Flow::Continue);
             }
-            out.write_text("ready")?;
-            out.delim()?;
+            reply.text("ready")?;
+            reply.delim()?;
         }
     }
-    out.write_text("packfile")?;
+    if !arguments.want_refs.is_empty() {
+        reply.text("wanted-refs")?;
+        for (name, id) in &arguments.want_refs {
+            reply.text(format!("{id} {}", name.as_bstr()))?;
+        }
+        reply.delim()?;
+    }
+    // With packfile-uris the section header follows the enumeration: `packfile-uris` comes
+    // first when objects are left out.
+    if arguments.uri_protocols.is_empty() {
+        reply.text("packfile")?;
+    }
     send_pack(
         upload_pack,
         &arguments,
         negotiation.common(),
-        out,
+        reply.packets(),
         Some(SidebandMode::SideBand64k),
     )?;
     Ok(Flow::Continue)
@@ -212,10 +319,12 @@ pub(super) fn send_pack<W: Write>(
             // The repository's object caches stay on this thread; the work gets its own.
             let repo = upload_pack.repo.clone();
             let config = upload_pack.config.clone();
+            let session_id = upload_pack.session_id.clone();
             keepalive::run(out.get_mut(), interval, move |writer| {
                 let upload_pack = UploadPack {
                     repo: &repo,
                     config,
+                    session_id,
                 };
                 write_pack_section(&upload_pack, arguments, common, writer, sideband)
             })?;
@@ -244,6 +353,26 @@ impl<W: Write> PackStream<W> {
             }
             PackStream::Raw(_) => Ok(()),
         }
+    }
+
+    /// With `packfile-uris`: the `packfile-uris` section when objects were left out (each
+    /// `<pack-hash> <uri>`, then a delim-pkt), then the `packfile` header, in band 1 as git
+    /// sends them.
+    fn section_headers(&mut self, offered: &[String]) -> std::io::Result<()> {
+        let PackStream::Sideband(sideband) = self else {
+            return Ok(());
+        };
+        if !offered.is_empty() {
+            sideband.write_band(Band::Data, b"packfile-uris\n")?;
+            for line in offered {
+                sideband.write_band(Band::Data, format!("{line}\n").as_bytes())?;
+            }
+            let mut delim = Vec::new();
+            packgate_wire::pkt_line::encode_delimiter(&mut delim);
+            sideband.get_mut().write_all(&delim)?;
+        }
+        sideband.write_band(Band::Data, b"packfile\n")?;
+        sideband.flush()
     }
 
     /// A fatal error for the user: band 3; without sideband the client only sees the
@@ -335,6 +464,14 @@ fn write_pack_section<W: Write>(
             Err(err) => return Err(fail(&mut sideband, err.to_string())),
         }
     }
+    if !arguments.uri_protocols.is_empty() {
+        let offered = leave_out_by_uri(
+            &upload_pack.config.blob_packfile_uris,
+            &arguments.uri_protocols,
+            &mut objects,
+        );
+        sideband.section_headers(&offered)?;
+    }
     progress(
         &mut sideband,
         &format!("Enumerating objects: {}, done.\n", objects.len()),
@@ -348,7 +485,7 @@ fn write_pack_section<W: Write>(
         thread_limit: upload_pack.config.pack_threads,
         // `objects` starts with the enumeration's commits, most recent first.
         delta_search: Some(delta_search(
-            &objects[..enumeration.counts().commits],
+            &enumeration.objects()[..enumeration.counts().commits],
             common,
         )),
     };
@@ -390,6 +527,39 @@ fn write_pack_section<W: Write>(
     )?;
     sideband.flush()?;
     Ok(())
+}
+
+/// git's `pack-objects --uri-protocol`: leave out of `objects` each configured object whose
+/// URI starts with `<protocol>:` for one of the client's protocols; the `<pack-hash> <uri>`
+/// lines to send instead, one per object left out.
+fn leave_out_by_uri(
+    configured: &[crate::config::PackfileUri],
+    protocols: &[BString],
+    objects: &mut Vec<ObjectId>,
+) -> Vec<String> {
+    let usable: Vec<&crate::config::PackfileUri> = configured
+        .iter()
+        .filter(|entry| {
+            protocols.iter().any(|protocol| {
+                entry
+                    .uri
+                    .strip_prefix(protocol.as_slice())
+                    .is_some_and(|rest| rest.starts_with(b":"))
+            })
+        })
+        .collect();
+    if usable.is_empty() {
+        return Vec::new();
+    }
+    let mut offered = Vec::new();
+    objects.retain(|id| match usable.iter().find(|entry| entry.object == *id) {
+        Some(entry) => {
+            offered.push(format!("{} {}", entry.pack_hash, entry.uri.as_bstr()));
+            false
+        }
+        None => true,
+    });
+    offered
 }
 
 /// How hard to look for deltas gix-pack can't reuse. Without common commits (a clone) there
@@ -466,10 +636,29 @@ fn tags_to_include(
 mod tests {
     use super::*;
 
-    fn check(input: &[&str], expected: Result<Arguments, &str>) {
+    const ID: &str = "0123456789012345678901234567890123456789";
+
+    /// Refs under `refs/heads/` resolve to [`ID`]; everything else is unknown.
+    fn resolve(name: &[u8]) -> Result<Option<ObjectId>, String> {
+        Ok(name
+            .starts_with(b"refs/heads/")
+            .then(|| ObjectId::from_hex(ID.as_bytes()).unwrap()))
+    }
+
+    fn parse_with(input: &[&str], everything: bool) -> Result<Arguments, ParseError> {
         let input: Vec<BString> = input.iter().map(|s| BString::from(*s)).collect();
+        let allowed = Allowed {
+            ref_in_want: everything,
+            sideband_all: everything,
+            packfile_uris: everything,
+            resolve_ref: &resolve,
+        };
+        parse(&input, &allowed)
+    }
+
+    fn check(input: &[&str], expected: Result<Arguments, &str>) {
         assert_eq!(
-            parse(&input),
+            parse_with(input, false).map_err(|err| err.message),
             expected.map_err(str::to_owned),
             "input: {input:?}"
         );
@@ -477,7 +666,7 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let id = "0123456789012345678901234567890123456789";
+        let id = ID;
         let oid = ObjectId::from_hex(id.as_bytes()).unwrap();
         check(&[], Ok(Arguments::default()));
         check(
@@ -489,15 +678,19 @@ mod tests {
                 "no-progress",
                 "include-tag",
                 "ofs-delta",
+                "wait-for-done",
             ],
             Ok(Arguments {
                 wants: vec![oid],
                 haves: vec![oid],
+                seen_haves: true,
                 done: true,
+                wait_for_done: true,
                 thin_pack: true,
                 no_progress: true,
                 include_tag: true,
                 ofs_delta: true,
+                ..Arguments::default()
             }),
         );
         check(
@@ -510,5 +703,86 @@ mod tests {
             Err("unexpected line: 'filter blob:none'"),
         );
         check(&["shallow 0123"], Err("unexpected line: 'shallow 0123'"));
+        // Not configured: git does not know these lines.
+        check(&["sideband-all"], Err("unexpected line: 'sideband-all'"));
+        check(
+            &["want-ref refs/heads/main"],
+            Err("unexpected line: 'want-ref refs/heads/main'"),
+        );
+        check(
+            &["packfile-uris https"],
+            Err("unexpected line: 'packfile-uris https'"),
+        );
+    }
+
+    #[test]
+    fn objects_left_out_by_uri() {
+        let id = |n: u8| ObjectId::from_hex(format!("{n}").repeat(40).as_bytes()).unwrap();
+        let configured = vec![
+            crate::config::PackfileUri {
+                object: id(1),
+                pack_hash: "a".repeat(40),
+                uri: "https://example.com/a.pack".into(),
+            },
+            crate::config::PackfileUri {
+                object: id(2),
+                pack_hash: "b".repeat(40),
+                uri: "httpsx://example.com/b.pack".into(),
+            },
+        ];
+        let mut objects = vec![id(1), id(2), id(3)];
+        let offered = leave_out_by_uri(&configured, &["http".into(), "https".into()], &mut objects);
+        assert_eq!(
+            offered,
+            [format!("{} https://example.com/a.pack", "a".repeat(40))]
+        );
+        assert_eq!(objects, [id(2), id(3)]);
+        let mut objects = vec![id(1)];
+        assert!(leave_out_by_uri(&configured, &["http".into()], &mut objects).is_empty());
+        assert_eq!(objects, [id(1)]);
+    }
+
+    #[test]
+    fn want_refs_and_sideband_all() {
+        let oid = ObjectId::from_hex(ID.as_bytes()).unwrap();
+        assert_eq!(
+            parse_with(
+                &[
+                    "sideband-all",
+                    &format!("want {ID}"),
+                    "want-ref refs/heads/a",
+                    "want-ref refs/heads/b",
+                ],
+                true
+            ),
+            Ok(Arguments {
+                wants: vec![oid],
+                want_refs: vec![("refs/heads/a".into(), oid), ("refs/heads/b".into(), oid)],
+                sideband_all: true,
+                ..Arguments::default()
+            })
+        );
+        // Errors name the ref as git does, in band 3 once sideband-all was read.
+        assert_eq!(
+            parse_with(&["want-ref refs/tags/x", "sideband-all"], true),
+            Err(ParseError {
+                message: "unknown ref refs/tags/x".into(),
+                sideband_all: false
+            })
+        );
+        assert_eq!(
+            parse_with(
+                &[
+                    "sideband-all",
+                    "want-ref refs/heads/a",
+                    "want-ref refs/heads/a"
+                ],
+                true
+            ),
+            Err(ParseError {
+                message: "duplicate want-ref refs/heads/a".into(),
+                sideband_all: true
+            })
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! upload-pack over protocol v2: the capability advertisement, `ls-refs` and `fetch`.
+//! upload-pack over protocol v2: the capability advertisement, `ls-refs`, `fetch` and, when
+//! configured, `object-info` and `bundle-uri`.
 //!
 //! A session is driven by [`UploadPack::serve()`] over any blocking reader and writer
 //! (standard input and output for `packgate upload-pack`). Front-ends that read requests
@@ -6,11 +7,13 @@
 //! [`UploadPack::handle()`] directly.
 //!
 //! Every request either gets a complete response or ends in an explicit error: `ERR <reason>`
-//! while nothing else of the response has been sent, or a sideband-3 message once the pack
-//! is streaming. After an error the session ends.
+//! while nothing else of the response has been sent (a band-3 message instead once a
+//! `fetch` asked for `sideband-all`), or a sideband-3 message once the pack is streaming. After an error the session ends.
 
+mod bundle_uri;
 mod fetch;
 mod ls_refs;
+mod object_info;
 mod v0;
 
 pub use v0::V0Options;
@@ -115,6 +118,41 @@ pub enum Flow {
 pub struct UploadPack<'repo> {
     repo: &'repo Repository,
     config: UploadPackConfig,
+    /// This server session's id, advertised under `transfer.advertiseSID`.
+    session_id: String,
+}
+
+/// A new session id: unique to this process and call, without spaces (it goes into the
+/// v0 capability list), like git's trace2 session ids (time, then process id).
+fn new_session_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros())
+        .unwrap_or(0);
+    format!(
+        "packgate-{micros}-P{:08x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The features of the v2 `fetch` command, in git's order, each only when configured and
+/// implemented: git 2.47 sends "shallow wait-for-done filter ref-in-want sideband-all
+/// packfile-uris".
+fn fetch_features(config: &UploadPackConfig) -> Vec<&'static str> {
+    let mut features = vec!["wait-for-done"];
+    if config.allow_ref_in_want {
+        features.push("ref-in-want");
+    }
+    if config.allow_sideband_all {
+        features.push("sideband-all");
+    }
+    if !config.blob_packfile_uris.is_empty() {
+        features.push("packfile-uris");
+    }
+    features
 }
 
 impl<'repo> UploadPack<'repo> {
@@ -123,23 +161,48 @@ impl<'repo> UploadPack<'repo> {
         Ok(UploadPack {
             repo,
             config: UploadPackConfig::from_config(repo.config())?,
+            session_id: new_session_id(),
         })
+    }
+
+    /// The v2 capabilities, in git's order: exactly what is configured and implemented.
+    fn capabilities(&self) -> Vec<String> {
+        let config = &self.config;
+        let ls_refs = match config.lsrefs_unborn {
+            UnbornPolicy::Advertise => "ls-refs=unborn",
+            UnbornPolicy::Allow | UnbornPolicy::Ignore => "ls-refs",
+        };
+        let mut capabilities = vec![format!("agent={}", agent()), ls_refs.to_owned()];
+        let features = fetch_features(config);
+        if features.is_empty() {
+            capabilities.push("fetch".to_owned());
+        } else {
+            capabilities.push(format!("fetch={}", features.join(" ")));
+        }
+        capabilities.push("server-option".to_owned());
+        capabilities.push("object-format=sha1".to_owned());
+        if config.advertise_sid {
+            capabilities.push(format!("session-id={}", self.session_id));
+        }
+        if config.advertise_object_info {
+            capabilities.push("object-info".to_owned());
+        }
+        if config.advertise_bundle_uris {
+            capabilities.push("bundle-uri".to_owned());
+        }
+        capabilities
     }
 
     /// Write the v2 capability advertisement, ending in a flush.
     ///
-    /// It lists exactly what is implemented: `ls-refs` with `unborn`, plain `fetch` (want,
-    /// have, done, ofs-delta, thin-pack, no-progress, include-tag), `server-option` and sha1.
+    /// It lists exactly what is implemented and configured: `ls-refs` with `unborn`,
+    /// `fetch` with its features, `server-option`, sha1, and `session-id`, `object-info`
+    /// and `bundle-uri` when their settings ask for them.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         out.write_text("version 2")?;
-        out.write_text(format!("agent={}", agent()))?;
-        match self.config.lsrefs_unborn {
-            UnbornPolicy::Advertise => out.write_text("ls-refs=unborn")?,
-            UnbornPolicy::Allow | UnbornPolicy::Ignore => out.write_text("ls-refs")?,
+        for capability in self.capabilities() {
+            out.write_text(capability)?;
         }
-        out.write_text("fetch")?;
-        out.write_text("server-option")?;
-        out.write_text("object-format=sha1")?;
         out.flush_pkt()?;
         out.get_mut().flush()?;
         Ok(())
@@ -168,7 +231,7 @@ impl<'repo> UploadPack<'repo> {
                 // git reads capabilities as they come: an unknown one is named before the
                 // missing command.
                 Err(v2::RequestError::NoCommand { capabilities }) => {
-                    let message = check_capabilities(&capabilities)
+                    let message = check_capabilities(&self.config, &capabilities)
                         .err()
                         .unwrap_or_else(|| "no command requested".to_owned());
                     return Err(reject(&mut out, message));
@@ -199,19 +262,28 @@ impl<'repo> UploadPack<'repo> {
         request: v2::Request,
         out: &mut PacketWriter<W>,
     ) -> Result<Flow, ServeError> {
-        if let Err(message) = check_capabilities(&request.capabilities) {
+        if let Err(message) = check_capabilities(&self.config, &request.capabilities) {
             return Err(reject(out, message));
         }
+        let config = &self.config;
         match request.command.as_str() {
             "ls-refs" => ls_refs::handle(self, &request.arguments, out),
             "fetch" => fetch::handle(self, &request.arguments, out),
+            "object-info" if config.advertise_object_info => {
+                object_info::handle(self, &request.arguments, out)
+            }
+            "bundle-uri" if config.advertise_bundle_uris => {
+                bundle_uri::handle(self, &request.arguments, out)
+            }
             other => Err(reject(out, format!("invalid command '{other}'"))),
         }
     }
 }
 
 /// Validate the capability lines of a request: only what we advertised may appear.
-fn check_capabilities(capabilities: &[BString]) -> Result<(), String> {
+/// `session-id` is one of them only under `transfer.advertiseSID`, as in git; the client's
+/// id is logged.
+fn check_capabilities(config: &UploadPackConfig, capabilities: &[BString]) -> Result<(), String> {
     for capability in capabilities {
         let (key, value) = match capability.split_once_str("=") {
             Some((key, value)) => (key, Some(value)),
@@ -219,6 +291,10 @@ fn check_capabilities(capabilities: &[BString]) -> Result<(), String> {
         };
         match (key, value) {
             (b"agent", Some(_)) | (b"server-option", Some(_)) => {}
+            (b"session-id", value) if config.advertise_sid => {
+                let client_sid = value.unwrap_or_default().as_bstr();
+                tracing::info!(%client_sid, "client session id");
+            }
             (b"object-format", Some(b"sha1")) => {}
             (b"object-format", Some(other)) => {
                 return Err(format!(
@@ -230,6 +306,70 @@ fn check_capabilities(capabilities: &[BString]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A response's packets as git's packet writer sends them: with `sideband-all`, each data
+/// packet in band 1 and an error in band 3; flush and delimiter packets as they are.
+pub(super) struct Reply<'a, W> {
+    out: &'a mut PacketWriter<W>,
+    sideband_all: bool,
+}
+
+impl<'a, W: Write> Reply<'a, W> {
+    /// Packets to `out`, in band 1 when `sideband_all`.
+    pub(super) fn new(out: &'a mut PacketWriter<W>, sideband_all: bool) -> Self {
+        Reply { out, sideband_all }
+    }
+
+    /// A line of text, ending in LF.
+    pub(super) fn text(&mut self, text: impl AsRef<[u8]>) -> Result<(), ServeError> {
+        let text = text.as_ref();
+        if self.sideband_all {
+            let mut payload = Vec::with_capacity(text.len() + 2);
+            payload.push(1);
+            payload.extend_from_slice(text);
+            if !text.ends_with(b"\n") {
+                payload.push(b'\n');
+            }
+            self.out.write_data(&payload)?;
+        } else {
+            self.out.write_text(text)?;
+        }
+        Ok(())
+    }
+
+    /// A delim-pkt.
+    pub(super) fn delim(&mut self) -> Result<(), ServeError> {
+        Ok(self.out.delim()?)
+    }
+
+    /// A flush-pkt.
+    pub(super) fn flush(&mut self) -> Result<(), ServeError> {
+        Ok(self.out.flush_pkt()?)
+    }
+
+    /// The writer underneath, for the pack.
+    pub(super) fn packets(&mut self) -> &mut PacketWriter<W> {
+        self.out
+    }
+
+    /// Tell the client why its request fails (`ERR`, or band 3 with `sideband-all`), then
+    /// hand back the error that ends the session.
+    pub(super) fn reject(&mut self, message: String) -> ServeError {
+        if !self.sideband_all {
+            return reject(self.out, message);
+        }
+        tracing::debug!(%message, "rejecting request");
+        let mut payload = vec![3];
+        payload.extend_from_slice(message.as_bytes());
+        payload.push(b'\n');
+        let _ = self
+            .out
+            .write_data(&payload)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.get_mut().flush());
+        ServeError::BadRequest(message)
+    }
 }
 
 /// Tell the client why its request fails, then hand back the error that ends the session.

@@ -255,6 +255,7 @@ fn fetch_with_keepalive(keepalive: Option<std::time::Duration>) -> Vec<Vec<u8>> 
             keepalive,
             ..crate::config::UploadPackConfig::from_config(repo.config()).unwrap()
         },
+        session_id: super::new_session_id(),
     };
     let input = request(
         "fetch",

@@ -69,8 +69,13 @@ impl UploadPack<'_> {
             }
         }
         let any = config.allow_any_sha1_in_want;
+        let session_id = if config.advertise_sid {
+            format!(" session-id={}", self.session_id)
+        } else {
+            String::new()
+        };
         let capabilities = format!(
-            "{CAPABILITIES}{}{}{}{symref} object-format=sha1 agent={}",
+            "{CAPABILITIES}{}{}{}{symref}{session_id} object-format=sha1 agent={}",
             if config.allow_tip_sha1_in_want || any {
                 " allow-tip-sha1-in-want"
             } else {
@@ -145,6 +150,10 @@ impl UploadPack<'_> {
         };
         if let Err(message) = fetch::check_wants(self, &wants.wants, true, stateless) {
             return Err(reject(&mut out, message));
+        }
+        if let Some(client_sid) = wants.value("session-id") {
+            // git logs it whether or not it advertised its own.
+            tracing::info!(client_sid = %client_sid.as_bstr(), "client session id");
         }
         let mode = if wants.has("multi_ack_detailed") {
             AckMode::Detailed

@@ -97,6 +97,27 @@ fn read_request_table() {
         Ok(()),
     );
 
+    // Capabilities before the command, as git 2.47 sends a bundle-uri request.
+    check(
+        b"0013agent=git/2.47\n0017object-format=sha1\n0017command=bundle-uri\n00010000",
+        &[request(
+            "bundle-uri",
+            &["agent=git/2.47", "object-format=sha1"],
+            &[],
+        )],
+        Ok(()),
+    );
+    check(
+        b"0013agent=git/2.47\n0000",
+        &[],
+        Err("no command requested"),
+    );
+    check(
+        b"0013agent=git/2.47\n0014command=ls-refs\n0012command=fetch\n",
+        &[],
+        Err(r#"command "fetch" requested after already requesting command ls-refs"#),
+    );
+
     // Malformed requests.
     // Capabilities may come before the command, as in git's serve.c; without one, the
     // request is refused once its capabilities end.
