@@ -126,6 +126,11 @@ pub struct ReceivePackConfig {
     /// (connectivity check, hooks, ref updates) before an empty keepalive packet goes out,
     /// with `side-band-64k` only; `None` (0 or negative) sends none. Default 5 seconds.
     pub keepalive: Option<std::time::Duration>,
+    /// `receive.shallowUpdate`: whether a push from a shallow clone may make this
+    /// repository's history shallow where it brings commits whose parents it does not send
+    /// (new lines in `$GIT_DIR/shallow`). Off by default, as in git: such refs are refused
+    /// with "shallow update not allowed".
+    pub shallow_update: bool,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -232,6 +237,7 @@ impl ReceivePackConfig {
             committer_email,
             threads: positive(integer("pack.threads")?).and_then(|n| usize::try_from(n).ok()),
             keepalive: crate::config::keepalive(config, "receive.keepAlive")?,
+            shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
         })
     }
 

@@ -35,6 +35,7 @@ mod commands;
 mod config;
 mod messages;
 mod report;
+mod shallow;
 mod update;
 
 use std::{
@@ -52,6 +53,7 @@ pub use self::config::{Deny, ReceivePackConfig};
 pub use self::messages::{MessageSink, MESSAGE_LOG_TARGET};
 use self::report::Channel;
 pub use self::report::{PushReport, RefStatus};
+pub use self::shallow::ShallowUpdateError;
 pub use crate::upload_pack::ServeError;
 use crate::{
     repository::{RefRecord, Repository},
@@ -150,8 +152,9 @@ impl<'repo> ReceivePack<'repo> {
     }
 
     /// Write the advertisement: each visible ref (the first with the capabilities after a
-    /// NUL), or `capabilities^{}` for a repository without refs, then a flush. Like git's
-    /// receive-pack, it lists neither `HEAD` nor peeled tags.
+    /// NUL), or `capabilities^{}` for a repository without refs, then for a shallow
+    /// repository a `shallow <id>` line per commit of `$GIT_DIR/shallow`, then a flush. Like
+    /// git's receive-pack, it lists neither `HEAD` nor peeled tags.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         let refs = self.visible_refs()?;
         let capabilities = format!("{CAPABILITIES} agent={AGENT}");
@@ -173,6 +176,16 @@ impl<'repo> ReceivePack<'repo> {
                 "{} capabilities^{{}}\0{capabilities}",
                 ObjectId::null(gix_hash::Kind::Sha1)
             ))?;
+        }
+        // A shallow repository says where its history ends, as git's receive-pack does.
+        let mut shallow = self
+            .repo
+            .shallow_commits()
+            .map_err(|err| ServeError::Failed(err.to_string()))?;
+        shallow.sort_unstable();
+        shallow.dedup();
+        for id in shallow {
+            out.write_text(format!("shallow {id}"))?;
         }
         out.flush_pkt()?;
         out.get_mut().flush()?;
