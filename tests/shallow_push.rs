@@ -1,0 +1,292 @@
+//! Pushes from shallow clones (`git clone --depth 1`, made with git's own upload-pack):
+//! into the repository they came from (no shallow update needed), and into repositories that
+//! lack the history below the clone's boundary, refused unless `receive.shallowUpdate`, and
+//! then with the same `$GIT_DIR/shallow` as `git receive-pack` writes. Over stdio and HTTP,
+//! with every git client; every server checked with `git fsck`.
+
+use std::path::{Path, PathBuf};
+
+use crate::http::{Push, Server};
+use crate::receive_pack::{install_hook, receive_pack_option, rev_parse};
+use crate::util::{file_url, fsck, git_upload_pack_option, refs, write_file, Dir, Git, Output};
+
+/// A bare `origin.git` with three commits on `master`, its full clone `full`, and a depth-1
+/// clone `shallow` (made by git's upload-pack) with one more commit on top.
+struct Clones {
+    dir: Dir,
+    git: Git,
+    origin: PathBuf,
+    full: PathBuf,
+    shallow: PathBuf,
+    /// The shallow clone's boundary: origin's `master` when it was cloned.
+    boundary: String,
+    /// The commit the shallow clone made on top of it.
+    tip: String,
+}
+
+impl Clones {
+    fn new(name: &str, git: &Git) -> Clones {
+        let dir = Dir::new(&format!("shallow-push-{name}"));
+        let full = dir.join("full");
+        let origin = dir.join("origin.git");
+        let shallow = dir.join("shallow");
+        dir.git(git).args(["init", "-q"]).arg(&full).run();
+        for n in 1..=3 {
+            commit(&dir, git, &full, &format!("history {n}"));
+        }
+        dir.git(git)
+            .args(["clone", "-q", "--bare"])
+            .arg(&full)
+            .arg(&origin)
+            .run();
+        dir.git(git)
+            .args(["clone", "-q", "--depth", "1", "--no-local"])
+            .arg(git_upload_pack_option(git))
+            .arg(file_url(&origin))
+            .arg(&shallow)
+            .run();
+        let boundary = rev_parse(dir.git(git).current_dir(&shallow), "HEAD");
+        assert_eq!(
+            std::fs::read_to_string(shallow.join(".git/shallow")).unwrap(),
+            format!("{boundary}\n"),
+            "the clone is shallow"
+        );
+        let tip = commit(&dir, git, &shallow, "on the shallow clone");
+        Clones {
+            dir,
+            git: git.clone(),
+            origin,
+            full,
+            shallow,
+            boundary,
+            tip,
+        }
+    }
+
+    /// A new empty bare repository `name`.
+    fn empty(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        self.dir
+            .git(&self.git)
+            .args(["init", "-q", "--bare"])
+            .arg(&path)
+            .run();
+        path
+    }
+
+    /// `git push <url> <args>` from `from`, through packgate's receive-pack for a path, or
+    /// as it is (an `http://` URL).
+    fn push(&self, from: &Path, url: &str, packgate: bool, args: &[&str]) -> Output {
+        let mut cmd = self.dir.git(&self.git).current_dir(from).arg("push");
+        if packgate {
+            cmd = cmd.arg(receive_pack_option());
+        }
+        cmd.arg(url).args(args).output()
+    }
+
+    fn set(&self, repo: &Path, key: &str, value: &str) {
+        self.dir
+            .git_in(&self.git, repo)
+            .args(["config", key, value])
+            .run();
+    }
+
+    fn shallow_file(&self, repo: &Path) -> Option<String> {
+        std::fs::read_to_string(repo.join("shallow")).ok()
+    }
+}
+
+/// Commits a new file in the work tree `work`; returns the commit id.
+fn commit(dir: &Dir, git: &Git, work: &Path, message: &str) -> String {
+    let file = format!("{}.txt", message.replace(' ', "-"));
+    write_file(&work.join(&file), format!("{message}\n").as_bytes());
+    dir.git(git).current_dir(work).args(["add", &file]).run();
+    dir.git(git)
+        .current_dir(work)
+        .args(["commit", "-q", "-m", message])
+        .run();
+    rev_parse(dir.git(git).current_dir(work), "HEAD")
+}
+
+#[track_caller]
+fn assert_refused_shallow_update(output: &Output, context: &str) {
+    assert!(!output.status.success(), "{context}: accepted: {output}");
+    assert!(
+        output.stderr_text().contains("shallow update not allowed"),
+        "{context}: {output}"
+    );
+}
+
+/// (a) The common case: new commits on top of history the server has completely need no
+/// shallow update and are accepted with the default configuration, over stdio and HTTP.
+#[test]
+fn push_from_a_shallow_clone_to_its_origin() {
+    for git in Git::all() {
+        let clones = Clones::new("origin", &git);
+        let output = clones.push(
+            &clones.shallow,
+            &file_url(&clones.origin),
+            true,
+            &["master"],
+        );
+        assert!(output.status.success(), "{git}: {output}");
+        fsck(&clones.dir, &git, &clones.origin);
+        let origin_refs = refs(&clones.dir, &git, &clones.origin, &["refs/heads/master"]);
+        assert_eq!(
+            origin_refs.get("refs/heads/master"),
+            Some(&clones.tip),
+            "{git}"
+        );
+        assert_eq!(clones.shallow_file(&clones.origin), None, "{git}");
+
+        // The same over HTTP (`packgate serve`), to a branch of a copy of the origin.
+        let root = clones.dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let served = root.join("served.git");
+        clones.dir.copy_tree(&clones.origin, &served);
+        let server = Server::start(&root, Push::AllowedWithoutAuthentication);
+        let more = commit(&clones.dir, &git, &clones.shallow, "more");
+        let output = clones.push(
+            &clones.shallow,
+            &server.http_url("served.git"),
+            false,
+            &["master:refs/heads/over-http"],
+        );
+        assert!(output.status.success(), "{git} over HTTP: {output}");
+        fsck(&clones.dir, &git, &served);
+        let served_refs = refs(&clones.dir, &git, &served, &["refs/heads/over-http"]);
+        assert_eq!(
+            served_refs.get("refs/heads/over-http"),
+            Some(&more),
+            "{git}"
+        );
+        assert_eq!(clones.shallow_file(&served), None, "{git}");
+    }
+}
+
+/// (b) Into an empty repository the push would make the server shallow: refused with git's
+/// words by default (over stdio and HTTP), accepted with `receive.shallowUpdate`, leaving
+/// the shallow file, refs and advertisement `git receive-pack` leaves for the same push; the
+/// hooks walk the new history with the shallow roots (`GIT_SHALLOW_FILE`); a later push that
+/// brings the full history works as with git.
+#[test]
+fn shallow_update_into_an_empty_repository() {
+    for git in Git::all() {
+        let clones = Clones::new("empty", &git);
+        let ours = clones.empty("ours.git");
+        let output = clones.push(&clones.shallow, &file_url(&ours), true, &["master"]);
+        assert_refused_shallow_update(&output, &format!("{git} over stdio"));
+        assert!(refs(&clones.dir, &git, &ours, &[]).is_empty(), "{git}");
+        assert_eq!(clones.shallow_file(&ours), None, "{git}");
+
+        // Over HTTP, into a repository with unrelated history.
+        let root = clones.dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let unrelated = root.join("unrelated.git");
+        clones
+            .dir
+            .git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(&unrelated)
+            .run();
+        let other = clones.dir.join("other");
+        clones.dir.git(&git).args(["init", "-q"]).arg(&other).run();
+        commit(&clones.dir, &git, &other, "unrelated");
+        let output = clones.push(&other, &file_url(&unrelated), false, &["master"]);
+        assert!(output.status.success(), "{output}");
+        let before = refs(&clones.dir, &git, &unrelated, &[]);
+        let server = Server::start(&root, Push::AllowedWithoutAuthentication);
+        let output = clones.push(
+            &clones.shallow,
+            &server.http_url("unrelated.git"),
+            false,
+            &["master:refs/heads/from-shallow"],
+        );
+        assert_refused_shallow_update(&output, &format!("{git} over HTTP"));
+        assert_eq!(refs(&clones.dir, &git, &unrelated, &[]), before, "{git}");
+        assert_eq!(clones.shallow_file(&unrelated), None, "{git}");
+        drop(server);
+
+        // With receive.shallowUpdate: the same result as git's receive-pack.
+        let theirs = clones.empty("theirs.git");
+        // The hook walks the pushed history, which ends at the new root only with it.
+        let hook = "while read old new ref; do git rev-list \"$new\" >/dev/null || exit 1; done";
+        for repo in [&ours, &theirs] {
+            clones.set(repo, "receive.shallowUpdate", "true");
+            install_hook(&repo.join("hooks"), "pre-receive", hook);
+        }
+        let output = clones.push(&clones.shallow, &file_url(&ours), true, &["master"]);
+        assert!(output.status.success(), "{git}: {output}");
+        let output = clones.push(&clones.shallow, &file_url(&theirs), false, &["master"]);
+        assert!(output.status.success(), "{git} with git: {output}");
+        let expect_same = |context: &str| {
+            fsck(&clones.dir, &git, &ours);
+            fsck(&clones.dir, &git, &theirs);
+            assert_eq!(
+                clones.shallow_file(&ours),
+                clones.shallow_file(&theirs),
+                "{git}: {context}: shallow files"
+            );
+            assert_eq!(
+                refs(&clones.dir, &git, &ours, &[]),
+                refs(&clones.dir, &git, &theirs, &[]),
+                "{git}: {context}: refs"
+            );
+            assert_eq!(
+                advertisement(&clones.dir, &git, &ours, true),
+                advertisement(&clones.dir, &git, &theirs, false),
+                "{git}: {context}: advertisements"
+            );
+        };
+        expect_same("after the shallow push");
+        assert_eq!(
+            clones.shallow_file(&ours),
+            Some(format!("{}\n", clones.boundary)),
+            "{git}"
+        );
+        assert!(!ours.join("shallow.lock").exists(), "{git}");
+
+        // More from the shallow clone: its boundary is the server's now, nothing to add.
+        commit(&clones.dir, &git, &clones.shallow, "after the update");
+        for (repo, packgate) in [(&ours, true), (&theirs, false)] {
+            let output = clones.push(&clones.shallow, &file_url(repo), packgate, &["master"]);
+            assert!(output.status.success(), "{git}: {output}");
+        }
+        expect_same("after a second push from the shallow clone");
+
+        // The full history, from a complete clone, to another branch.
+        for (repo, packgate) in [(&ours, true), (&theirs, false)] {
+            let output = clones.push(
+                &clones.full,
+                &file_url(repo),
+                packgate,
+                &["master:refs/heads/full"],
+            );
+            assert!(output.status.success(), "{git}: {output}");
+        }
+        expect_same("after a push of the full history");
+    }
+}
+
+/// The lines of receive-pack's v0 advertisement for `repo` (packgate's or git's), each
+/// without the capabilities after its NUL (git advertises fewer by default).
+fn advertisement(dir: &Dir, git: &Git, repo: &Path, packgate: bool) -> Vec<String> {
+    let cmd = if packgate {
+        dir.packgate()
+    } else {
+        dir.git(git)
+    };
+    let output = cmd
+        .args(["receive-pack", "--advertise-refs"])
+        .arg(repo)
+        .run();
+    let (packets, rest) = crate::pkt::decode(&output.stdout);
+    assert!(rest.is_empty(), "{output}");
+    crate::pkt::lines(&packets)
+        .into_iter()
+        .map(|line| match line.split_once('\0') {
+            Some((head, _capabilities)) => head.to_owned(),
+            None => line,
+        })
+        .collect()
+}
