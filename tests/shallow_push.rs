@@ -290,3 +290,211 @@ fn advertisement(dir: &Dir, git: &Git, repo: &Path, packgate: bool) -> Vec<Strin
         })
         .collect()
 }
+
+/// A shallow clone with two boundaries: `master`'s tip, which the origin has with its
+/// history, and the tip of a branch `other` that the origin has deleted since (its commits
+/// are still in its object store, unreachable: no complete history). Each branch gets a new
+/// commit on the clone.
+struct TwoBoundaries {
+    clones: Clones,
+    clone: PathBuf,
+    /// The deleted branch's tip: the boundary the origin lacks complete history for.
+    lost: String,
+}
+
+impl TwoBoundaries {
+    fn new(name: &str, git: &Git) -> TwoBoundaries {
+        let clones = Clones::new(name, git);
+        let (dir, full) = (&clones.dir, &clones.full);
+        dir.git(git)
+            .current_dir(full)
+            .args(["checkout", "-q", "-b", "other", "HEAD~2"])
+            .run();
+        let lost = commit(dir, git, full, "on other");
+        let output = clones.push(full, &file_url(&clones.origin), false, &["other"]);
+        assert!(output.status.success(), "{output}");
+        let clone = dir.join("two-boundaries");
+        dir.git(git)
+            .args([
+                "clone",
+                "-q",
+                "--depth",
+                "1",
+                "--no-single-branch",
+                "--no-local",
+            ])
+            .arg(git_upload_pack_option(git))
+            .arg(file_url(&clones.origin))
+            .arg(&clone)
+            .run();
+        dir.git_in(git, &clones.origin)
+            .args(["update-ref", "-d", "refs/heads/other"])
+            .run();
+        commit(dir, git, &clone, "master on the clone");
+        dir.git(git)
+            .current_dir(&clone)
+            .args(["checkout", "-q", "-b", "other", "origin/other"])
+            .run();
+        commit(dir, git, &clone, "other on the clone");
+        TwoBoundaries {
+            clones,
+            clone,
+            lost,
+        }
+    }
+
+    /// A copy of the origin (as it is now) named `name`, with `config` set.
+    fn server(&self, name: &str, config: &[(&str, &str)]) -> PathBuf {
+        let path = self.clones.dir.join(name);
+        self.clones.dir.copy_tree(&self.clones.origin, &path);
+        for (key, value) in config {
+            self.clones.set(&path, key, value);
+        }
+        path
+    }
+}
+
+/// Refs judged one by one, as git's receive-pack judges them: of a push of two branches, the
+/// one whose new history needs the boundary the server lacks is refused and the other
+/// accepted; with `receive.shallowUpdate` both are accepted and the server's shallow file
+/// gains that boundary. Each result equals git's for the same push into a copy of the same
+/// repository. With `--atomic` both are refused (git lets the other one through).
+#[test]
+fn refs_needing_a_shallow_update_are_judged_one_by_one() {
+    for git in Git::all() {
+        let setup = TwoBoundaries::new("mixed", &git);
+        let clones = &setup.clones;
+        for (mode, config, args) in [
+            ("default", &[][..], &["master", "other"][..]),
+            ("atomic", &[], &["--atomic", "master", "other"]),
+            (
+                "shallowUpdate",
+                &[("receive.shallowUpdate", "true")],
+                &["master", "other"],
+            ),
+        ] {
+            let ours = setup.server(&format!("ours-{mode}.git"), config);
+            let theirs = setup.server(&format!("theirs-{mode}.git"), config);
+            let our_push = clones.push(&setup.clone, &file_url(&ours), true, args);
+            let their_push = clones.push(&setup.clone, &file_url(&theirs), false, args);
+            let context = format!("{git}, {mode}: {our_push}\ngit's: {their_push}");
+            fsck(&clones.dir, &git, &ours);
+            fsck(&clones.dir, &git, &theirs);
+            assert_eq!(
+                clones.shallow_file(&ours),
+                clones.shallow_file(&theirs),
+                "{context}"
+            );
+            if mode == "atomic" {
+                // git 2.47 updates master here: a ref refused before its atomic transaction
+                // (shallow update not allowed) does not fail the others. packgate keeps
+                // --atomic's promise, all or nothing (README, "differs from git").
+                assert!(!our_push.status.success(), "{context}");
+                assert!(
+                    our_push
+                        .stderr_text()
+                        .contains("[remote rejected] master -> master (atomic push failure)"),
+                    "{context}"
+                );
+                assert_eq!(
+                    refs(&clones.dir, &git, &ours, &[]),
+                    refs(&clones.dir, &git, &clones.origin, &[]),
+                    "{context}"
+                );
+                continue;
+            }
+            assert_eq!(
+                our_push.status.success(),
+                their_push.status.success(),
+                "{context}"
+            );
+            assert_eq!(
+                refs(&clones.dir, &git, &ours, &[]),
+                refs(&clones.dir, &git, &theirs, &[]),
+                "{context}"
+            );
+            match mode {
+                "default" => {
+                    assert!(
+                        our_push.stderr_text().contains(
+                            "[remote rejected] other -> other (shallow update not allowed)"
+                        ),
+                        "{context}"
+                    );
+                    let ours = refs(&clones.dir, &git, &ours, &[]);
+                    assert!(ours.contains_key("refs/heads/master"), "{context}");
+                    assert!(!ours.contains_key("refs/heads/other"), "{context}");
+                }
+                _ => assert_eq!(
+                    clones.shallow_file(&ours),
+                    Some(format!("{}\n", setup.lost)),
+                    "{context}"
+                ),
+            }
+        }
+    }
+}
+
+/// (c) A server killed (SIGKILL) with the new shallow file written under `shallow.lock` but
+/// not yet renamed leaves the old shallow file (none here), no moved ref and a repository
+/// `git fsck` passes. The lock it leaves fails later shallow updates ("shallow error", other
+/// refs go ahead), as git's would, until it is deleted; then the push works.
+#[test]
+fn a_server_killed_while_writing_the_shallow_file() {
+    let git = Git::newest();
+    let setup = TwoBoundaries::new("killed", &git);
+    let clones = &setup.clones;
+    let server = setup.server("server.git", &[("receive.shallowUpdate", "true")]);
+    let before = refs(&clones.dir, &git, &server, &[]);
+    let marker = clones.dir.join("marker");
+    let mut push = clones
+        .dir
+        .git(&git)
+        .current_dir(&setup.clone)
+        .env("PACKGATE_TEST_PAUSE_BEFORE_SHALLOW_RENAME", &marker)
+        .arg("push")
+        .arg(receive_pack_option())
+        .arg(file_url(&server))
+        .args(["master", "other"])
+        .spawn();
+    crate::receive_pack::wait_until(
+        crate::receive_pack::END_LIMIT,
+        "the push to write the shallow file",
+        || marker.exists() || push.has_exited(),
+    );
+    assert!(marker.exists(), "never paused: {}", push.kill_group());
+    let pid = std::fs::read_to_string(&marker).unwrap();
+    crate::util::Cmd::new(Path::new("kill"))
+        .args(["-KILL", pid.trim()])
+        .run();
+    let output = push.wait(crate::receive_pack::END_LIMIT);
+    assert!(!output.status.success(), "{output}");
+    assert_eq!(clones.shallow_file(&server), None);
+    assert!(server.join("shallow.lock").exists());
+    assert_eq!(refs(&clones.dir, &git, &server, &[]), before);
+    fsck(&clones.dir, &git, &server);
+
+    // The stale lock: the ref that needs the update fails, the other one is done.
+    let output = clones.push(&setup.clone, &file_url(&server), true, &["master", "other"]);
+    assert!(
+        output
+            .stderr_text()
+            .contains("[remote rejected] other -> other (shallow error)"),
+        "{output}"
+    );
+    assert!(
+        refs(&clones.dir, &git, &server, &[]).contains_key("refs/heads/master"),
+        "{output}"
+    );
+    assert_eq!(clones.shallow_file(&server), None);
+    fsck(&clones.dir, &git, &server);
+
+    std::fs::remove_file(server.join("shallow.lock")).unwrap();
+    let output = clones.push(&setup.clone, &file_url(&server), true, &["other"]);
+    assert!(output.status.success(), "{output}");
+    assert_eq!(
+        clones.shallow_file(&server),
+        Some(format!("{}\n", setup.lost))
+    );
+    fsck(&clones.dir, &git, &server);
+}
