@@ -47,7 +47,8 @@ impl Clones {
             .run();
         let boundary = rev_parse(dir.git(git).current_dir(&shallow), "HEAD");
         assert_eq!(
-            std::fs::read_to_string(shallow.join(".git/shallow")).unwrap(),
+            std::fs::read_to_string(shallow.join(".git/shallow"))
+                .unwrap_or_else(|e| panic!("reading the clone's shallow file: {e}")),
             format!("{boundary}\n"),
             "the clone is shallow"
         );
@@ -141,7 +142,8 @@ fn push_from_a_shallow_clone_to_its_origin() {
 
         // The same over HTTP (`packgate serve`), to a branch of a copy of the origin.
         let root = clones.dir.join("root");
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&root)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", root.display()));
         let served = root.join("served.git");
         clones.dir.copy_tree(&clones.origin, &served);
         let server = Server::start(&root, Push::AllowedWithoutAuthentication);
@@ -181,7 +183,8 @@ fn shallow_update_into_an_empty_repository() {
 
         // Over HTTP, into a repository with unrelated history.
         let root = clones.dir.join("root");
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&root)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", root.display()));
         let unrelated = root.join("unrelated.git");
         clones
             .dir
@@ -463,7 +466,8 @@ fn a_server_killed_while_writing_the_shallow_file() {
         || marker.exists() || push.has_exited(),
     );
     assert!(marker.exists(), "never paused: {}", push.kill_group());
-    let pid = std::fs::read_to_string(&marker).unwrap();
+    let pid =
+        std::fs::read_to_string(&marker).unwrap_or_else(|e| panic!("reading the marker: {e}"));
     crate::util::Cmd::new(Path::new("kill"))
         .args(["-KILL", pid.trim()])
         .run();
@@ -489,7 +493,8 @@ fn a_server_killed_while_writing_the_shallow_file() {
     assert_eq!(clones.shallow_file(&server), None);
     fsck(&clones.dir, &git, &server);
 
-    std::fs::remove_file(server.join("shallow.lock")).unwrap();
+    std::fs::remove_file(server.join("shallow.lock"))
+        .unwrap_or_else(|e| panic!("removing the stale lock: {e}"));
     let output = clones.push(&setup.clone, &file_url(&server), true, &["other"]);
     assert!(output.status.success(), "{output}");
     assert_eq!(
