@@ -1,8 +1,8 @@
 //! Pushes from shallow clones (`git clone --depth 1`, made with git's own upload-pack):
 //! into the repository they came from (no shallow update needed), and into repositories that
 //! lack the history below the clone's boundary, refused unless `receive.shallowUpdate`, and
-//! then with the same `$GIT_DIR/shallow` as `git receive-pack` writes. Over stdio and HTTP,
-//! with every git client; every server checked with `git fsck`.
+//! then with the same `$GIT_DIR/shallow` as `git receive-pack` writes. Over stdio, HTTP and
+//! git://, with every git client; every server checked with `git fsck`.
 
 use std::path::{Path, PathBuf};
 
@@ -119,7 +119,8 @@ fn assert_refused_shallow_update(output: &Output, context: &str) {
 }
 
 /// (a) The common case: new commits on top of history the server has completely need no
-/// shallow update and are accepted with the default configuration, over stdio and HTTP.
+/// shallow update and are accepted with the default configuration, over stdio, HTTP and
+/// git://.
 #[test]
 fn push_from_a_shallow_clone_to_its_origin() {
     for git in Git::all() {
@@ -160,6 +161,25 @@ fn push_from_a_shallow_clone_to_its_origin() {
         assert_eq!(
             served_refs.get("refs/heads/over-http"),
             Some(&more),
+            "{git}"
+        );
+        assert_eq!(clones.shallow_file(&served), None, "{git}");
+
+        // And over git://, where the repository enables push.
+        clones.set(&served, "daemon.receivepack", "true");
+        let again = commit(&clones.dir, &git, &clones.shallow, "again");
+        let output = clones.push(
+            &clones.shallow,
+            &server.git_url("served.git"),
+            false,
+            &["master:refs/heads/over-git"],
+        );
+        assert!(output.status.success(), "{git} over git://: {output}");
+        fsck(&clones.dir, &git, &served);
+        let served_refs = refs(&clones.dir, &git, &served, &["refs/heads/over-git"]);
+        assert_eq!(
+            served_refs.get("refs/heads/over-git"),
+            Some(&again),
             "{git}"
         );
         assert_eq!(clones.shallow_file(&served), None, "{git}");
