@@ -164,6 +164,21 @@ fn push_from_a_shallow_clone_to_its_origin() {
             "{git}"
         );
         assert_eq!(clones.shallow_file(&served), None, "{git}");
+        // Nothing left to push: a shallow client still sends its `shallow` lines over HTTP.
+        let output = clones.push(
+            &clones.shallow,
+            &server.http_url("served.git"),
+            false,
+            &["master:refs/heads/over-http"],
+        );
+        assert!(
+            output.status.success(),
+            "{git} up to date over HTTP: {output}"
+        );
+        assert!(
+            output.stderr_text().contains("Everything up-to-date"),
+            "{output}"
+        );
 
         // And over git://, where the repository enables push.
         clones.set(&served, "daemon.receivepack", "true");
@@ -522,4 +537,40 @@ fn a_server_killed_while_writing_the_shallow_file() {
         Some(format!("{}\n", setup.lost))
     );
     fsck(&clones.dir, &git, &server);
+}
+
+/// A `shallow` line that does not name an object ends the push with git's words; a shallow
+/// client with nothing to push (its `shallow` lines, then a flush) ends it normally.
+#[test]
+fn shallow_lines_from_the_client() {
+    use crate::pkt::{concat, error_reason, line, FLUSH};
+    let git = Git::newest();
+    let dir = Dir::new("shallow-push-lines");
+    let repo = dir.join("repo.git");
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(&repo)
+        .run();
+    let receive_pack = |input: Vec<u8>| {
+        dir.packgate()
+            .args(["receive-pack", "--stateless-rpc"])
+            .arg(&repo)
+            .stdin(input)
+            .output()
+    };
+    let output = receive_pack(concat([line("shallow 1234\n"), FLUSH.to_vec()]));
+    assert!(!output.status.success(), "{output}");
+    assert_eq!(
+        error_reason(&output.stdout).as_deref(),
+        Some("protocol error: expected shallow sha, got '1234'"),
+        "{output}"
+    );
+    let boundary = "1234567890123456789012345678901234567890";
+    let output = receive_pack(concat([
+        line(format!("shallow {boundary}\n")),
+        FLUSH.to_vec(),
+    ]));
+    assert!(output.status.success(), "{output}");
+    assert!(output.stdout.is_empty(), "{output}");
+    assert!(refs(&dir, &git, &repo, &[]).is_empty());
 }
