@@ -151,7 +151,7 @@ impl Setup {
     }
 }
 
-fn install_hook(hooks_dir: &Path, name: &str, script: &str) {
+pub(crate) fn install_hook(hooks_dir: &Path, name: &str, script: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(hooks_dir).unwrap_or_else(|e| panic!("creating hooks dir: {e}"));
     let path = hooks_dir.join(name);

@@ -50,6 +50,10 @@
 //!   clone, fetch and push with git through `cgi_host`.
 //! - `ref_names`: ref names and prefixes from clients: `ref-prefix`es that climb out of the
 //!   repository read nothing; pushes to symbolic refs and to the same ref twice.
+//! - `shallow_push`: pushes from `git clone --depth 1` clones: to their origin (accepted),
+//!   into repositories without the history (refused, or with `receive.shallowUpdate` the
+//!   same `$GIT_DIR/shallow` as git's receive-pack writes), over stdio, HTTP and git://;
+//!   atomic and mixed pushes; a server killed while writing the shallow file.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
@@ -80,5 +84,6 @@ mod receive_pack;
 mod ref_names;
 mod serve;
 mod sessions;
+mod shallow_push;
 mod trust;
 mod wants;

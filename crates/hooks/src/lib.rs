@@ -150,6 +150,11 @@ pub struct QuarantinePaths {
     /// The repository's own object directory. Scripts get it appended to
     /// `GIT_ALTERNATE_OBJECT_DIRECTORIES`, so they see old and new objects together.
     pub objects_dir: PathBuf,
+    /// For a push from a shallow clone that brings new shallow roots: a shallow file listing
+    /// the repository's shallow commits and those roots, so that the history the hooks walk
+    /// ends where the pushed history does. Scripts get it as `GIT_SHALLOW_FILE`, as from
+    /// git's receive-pack; `None` otherwise.
+    pub shallow_file: Option<PathBuf>,
 }
 
 /// What a hook may know about the push it is judging.

@@ -228,6 +228,9 @@ impl ScriptHooks {
                             &objects_dir,
                         ),
                     );
+                if let Some(shallow) = &paths.shallow_file {
+                    command.env("GIT_SHALLOW_FILE", absolute(shallow));
+                }
             }
             // A quarantine variable inherited from whoever started the server would make
             // git refuse ref updates the script attempts; there is no quarantine now.

@@ -405,7 +405,7 @@ pub enum ShallowFileError {
 }
 
 /// The ids of a shallow file, one per line; `None` if a line is anything else.
-fn parse_shallow_file(data: &[u8]) -> Option<Vec<ObjectId>> {
+pub(crate) fn parse_shallow_file(data: &[u8]) -> Option<Vec<ObjectId>> {
     data.lines()
         .filter(|line| !line.is_empty())
         .map(|line| ObjectId::from_hex(line).ok())

@@ -33,6 +33,7 @@ impl Repo {
             quarantine: QuarantinePaths {
                 quarantine,
                 objects_dir,
+                shallow_file: None,
             },
         }
     }
@@ -270,6 +271,7 @@ fn quarantine_paths_are_made_absolute() {
     let relative = QuarantinePaths {
         quarantine: PathBuf::from("relative/quarantine"),
         objects_dir: PathBuf::from("relative/objects"),
+        shallow_file: None,
     };
     let ctx = HookContext {
         quarantine: Some(&relative),

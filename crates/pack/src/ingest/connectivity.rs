@@ -107,6 +107,19 @@ pub fn check_connectivity(
     new_tips: &[ObjectId],
     existing_tips: &[ObjectId],
 ) -> Result<ConnectivityOutcome, ConnectivityError> {
+    check_connectivity_with_grafts(objects, new_tips, existing_tips, &HashSet::default())
+}
+
+/// [`check_connectivity()`] in a shallow repository: the commits in `grafts` count as
+/// having no parents (git's `--shallow-file`), so their history is not required. A push
+/// passes the repository's own shallow commits (`$GIT_DIR/shallow`), and for a push from a
+/// shallow clone the new shallow roots it brings.
+pub fn check_connectivity_with_grafts(
+    objects: &(impl gix_object::Find + gix_object::Exists),
+    new_tips: &[ObjectId],
+    existing_tips: &[ObjectId],
+    grafts: &HashSet<ObjectId>,
+) -> Result<ConnectivityOutcome, ConnectivityError> {
     let mut check = Check {
         objects,
         complete: HashSet::default(),
@@ -143,6 +156,10 @@ pub fn check_connectivity(
     let walked = walk.run(
         &mut graph,
         |graph, edge: Edge| {
+            // A shallow commit's parents are not part of the history.
+            if !grafts.is_empty() && grafts.contains(&graph.get(edge.child).id) {
+                return Ok(false);
+            }
             if edge.gently {
                 return Ok(parse_gently(graph, objects, edge.parent));
             }

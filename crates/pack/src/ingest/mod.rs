@@ -48,14 +48,18 @@ mod connectivity;
 mod fsck;
 mod input;
 mod quarantine;
+mod shallow;
 mod streamed;
 
-pub use connectivity::{check_connectivity, ConnectivityError, ConnectivityOutcome};
+pub use connectivity::{
+    check_connectivity, check_connectivity_with_grafts, ConnectivityError, ConnectivityOutcome,
+};
 pub use fsck::FsckProblem;
 use fsck::*;
 use input::*;
 use quarantine::*;
 pub use quarantine::{remove_stale_quarantines, Quarantine};
+pub use shallow::{shallow_roots_by_tip, ShallowWalkError};
 use streamed::*;
 
 /// Whether to check the objects of an incoming pack (`receive.fsckObjects`,

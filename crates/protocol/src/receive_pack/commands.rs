@@ -10,6 +10,8 @@ use crate::refname::{pushable_ref_name, FunnyRefName};
 
 /// The most update commands one push may carry.
 pub const MAX_COMMANDS: usize = 100_000;
+/// The most `shallow` lines one push may carry (a shallow clone sends its whole boundary).
+pub const MAX_SHALLOW: usize = 100_000;
 /// The most push options one push may carry.
 pub const MAX_PUSH_OPTIONS: usize = 1_000;
 
@@ -68,9 +70,18 @@ pub enum CommandError {
         /// The line, lossily shown.
         line: String,
     },
-    /// The client sent a `shallow` line; packgate does not accept pushes from shallow clones.
-    #[error("protocol error: pushing from a shallow repository is not supported")]
-    Shallow,
+    /// A `shallow` line does not name an object id (git's wording).
+    #[error("protocol error: expected shallow sha, got '{got}'")]
+    Shallow {
+        /// What followed `shallow `, lossily shown.
+        got: String,
+    },
+    /// A `shallow` line after the first command: git's clients send them first.
+    #[error("protocol error: shallow line after the commands: '{line}'")]
+    ShallowAfterCommands {
+        /// The line, lossily shown.
+        line: String,
+    },
     /// The client sent a push certificate, which was not advertised.
     #[error("protocol error: push certificates are not supported")]
     PushCert,
@@ -102,6 +113,9 @@ pub enum CommandError {
 /// The commands of a push, and the capabilities from the first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandList {
+    /// The `shallow <id>` lines a shallow clone sends before its commands (the commits its
+    /// own `.git/shallow` lists), in the order sent, without repeats.
+    pub shallow: Vec<ObjectId>,
     /// The commands, in the order sent.
     pub commands: Vec<Command>,
     /// The capabilities sent with the first command.
@@ -151,8 +165,27 @@ pub fn parse_command(line: &[u8], list: &mut CommandList, first: bool) -> Result
         }
         None => (line, None),
     };
-    if line.starts_with(b"shallow ") {
-        return Err(CommandError::Shallow);
+    if let Some(hex) = line.strip_prefix(b"shallow ") {
+        if !list.commands.is_empty() {
+            return Err(CommandError::ShallowAfterCommands {
+                line: line.as_bstr().to_string(),
+            });
+        }
+        let id = parse_oid(hex).ok_or_else(|| CommandError::Shallow {
+            got: hex.as_bstr().to_string(),
+        })?;
+        // A client sends its whole shallow file: bounded by the commits it has, but a
+        // hostile one could send any number of lines.
+        if list.shallow.len() >= MAX_SHALLOW {
+            return Err(CommandError::TooMany {
+                what: "shallow lines",
+                limit: MAX_SHALLOW,
+            });
+        }
+        if !list.shallow.contains(&id) {
+            list.shallow.push(id);
+        }
+        return Ok(());
     }
     if line.starts_with(b"push-cert") {
         return Err(CommandError::PushCert);
@@ -320,8 +353,17 @@ mod tests {
             Err(malformed(&format!("{Z} xyz refs/heads/a"))),
         );
         check(
-            &[format!("shallow {A}").as_bytes()],
-            Err(CommandError::Shallow),
+            &[b"shallow 1234"],
+            Err(CommandError::Shallow { got: "1234".into() }),
+        );
+        check(
+            &[
+                format!("{Z} {A} refs/heads/a").as_bytes(),
+                format!("shallow {A}").as_bytes(),
+            ],
+            Err(CommandError::ShallowAfterCommands {
+                line: format!("shallow {A}"),
+            }),
         );
         check(
             &[
@@ -336,6 +378,29 @@ mod tests {
                 format: "sha256".into(),
             }),
         );
+    }
+
+    /// A shallow clone's boundary comes first; the first command still carries the
+    /// capabilities; a repeated line counts once.
+    #[test]
+    fn shallow_lines_before_the_commands() {
+        const B: &str = "2222222222222222222222222222222222222222";
+        let mut list = CommandList::default();
+        let lines = [
+            format!("shallow {A}\n"),
+            format!("shallow {B}"),
+            format!("shallow {A}"),
+        ];
+        for line in &lines {
+            let first = list.commands.is_empty();
+            parse_command(line.as_bytes(), &mut list, first).unwrap();
+        }
+        let first = format!("{Z} {B} refs/heads/main\0report-status");
+        parse_command(first.as_bytes(), &mut list, true).unwrap();
+        let ids: Vec<String> = list.shallow.iter().map(ToString::to_string).collect();
+        assert_eq!(ids, [A, B]);
+        assert_eq!(list.commands.len(), 1);
+        assert!(list.capabilities.report_status);
     }
 
     #[test]

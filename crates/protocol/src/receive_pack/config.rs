@@ -134,6 +134,11 @@ pub struct ReceivePackConfig {
     pub advertise_push_options: bool,
     /// `repack.useDeltaBaseOffset` (default true): advertise `ofs-delta`.
     pub ofs_delta: bool,
+    /// `receive.shallowUpdate`: whether a push from a shallow clone may make this
+    /// repository's history shallow where it brings commits whose parents it does not send
+    /// (new lines in `$GIT_DIR/shallow`). Off by default, as in git: such refs are refused
+    /// with "shallow update not allowed".
+    pub shallow_update: bool,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -247,6 +252,7 @@ impl ReceivePackConfig {
             advertise_atomic: boolean("receive.advertiseAtomic")?.unwrap_or(true),
             advertise_push_options: boolean("receive.advertisePushOptions")?.unwrap_or(false),
             ofs_delta: boolean("repack.useDeltaBaseOffset")?.unwrap_or(true),
+            shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
         })
     }
 

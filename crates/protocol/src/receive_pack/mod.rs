@@ -5,13 +5,18 @@
 //! writer:
 //!
 //! 1. the server advertises its refs and capabilities ([`ReceivePack::advertise()`]);
-//! 2. the client sends `<old> <new> <ref>` commands (capabilities on the first), a flush,
-//!    push options if both sides do `push-options`, and a pack unless it only deletes;
-//! 3. the pack goes into a quarantine directory inside the object store; its objects are
-//!    checked for connectivity from the new tips;
+//! 2. the client sends `shallow <id>` lines if it is a shallow clone, `<old> <new> <ref>`
+//!    commands (capabilities on the first), a flush, push options if both sides do
+//!    `push-options`, and a pack unless it only deletes;
+//! 3. the pack goes into a quarantine directory inside the object store; a ref whose new
+//!    history stops at a client boundary commit the repository has no complete history for
+//!    is refused ("shallow update not allowed") unless `receive.shallowUpdate`, which makes
+//!    those commits the ref's new shallow roots; the objects are checked for connectivity
+//!    from the new tips, history ending at the repository's and the new shallow commits;
 //! 4. each command is checked against the repository's `receive.*` settings and hidden refs,
 //!    then the `pre-receive` hooks judge the whole push and the `update` hooks each ref;
-//! 5. if anything is left to update, the quarantine is moved into the repository and the refs
+//! 5. if anything is left to update, the quarantine is moved into the repository, the new
+//!    shallow roots of the refs to update are added to `$GIT_DIR/shallow`, and the refs
 //!    are updated with compare-and-swap on their old values: one transaction for an `atomic`
 //!    push (all or nothing), else one transaction per ref, as git does;
 //! 6. the client gets a status report (`unpack ok`, `ok <ref>` / `ng <ref> <reason>`), then
@@ -20,7 +25,8 @@
 //! Pushes to one repository run side by side, as git's do: no repository-wide lock, only
 //! each ref's own lock for the moment of its compare-and-swap, so a push to one ref never
 //! waits for another's hooks, and a server killed at any point leaves nothing that blocks
-//! the next push. A push that is refused or fails before step 5 leaves nothing behind: the
+//! the next push (one exception, as in git: killed while it rewrote `$GIT_DIR/shallow`, it
+//! leaves `shallow.lock`, which fails later shallow updates until deleted). A push that is refused or fails before step 5 leaves nothing behind: the
 //! quarantine is deleted when it is dropped; one whose process was killed is removed by a
 //! later push once it is older than `receive.quarantineExpiry`.
 //!
@@ -36,6 +42,7 @@ mod config;
 mod messages;
 pub mod push_cert;
 mod report;
+mod shallow;
 mod update;
 
 use std::{
@@ -53,6 +60,7 @@ pub use self::config::{Deny, ReceivePackConfig};
 pub use self::messages::{MessageSink, MESSAGE_LOG_TARGET};
 use self::report::Channel;
 pub use self::report::{PushReport, RefStatus};
+pub use self::shallow::ShallowUpdateError;
 pub use crate::upload_pack::ServeError;
 use crate::{
     repository::{RefRecord, Repository},
@@ -160,8 +168,9 @@ impl<'repo> ReceivePack<'repo> {
 
     /// Write the advertisement: each visible ref (the first with the capabilities after a
     /// NUL), then `<id> .have` for each value of an alternate's refs that no line before
-    /// named, or `capabilities^{}` when there is nothing to list, then a flush. Like git's
-    /// receive-pack, it lists neither `HEAD` nor peeled tags.
+    /// named, or `capabilities^{}` when there is nothing to list, then for a shallow
+    /// repository a `shallow <id>` line per commit of `$GIT_DIR/shallow`, then a flush. Like
+    /// git's receive-pack, it lists neither `HEAD` nor peeled tags.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         let mut lines: Vec<(ObjectId, BString)> = self
             .visible_refs()?
@@ -191,6 +200,16 @@ impl<'repo> ReceivePack<'repo> {
             } else {
                 out.write_text(format!("{id} {}", name.as_bstr()))?;
             }
+        }
+        // A shallow repository says where its history ends, as git's receive-pack does.
+        let mut shallow = self
+            .repo
+            .shallow_commits()
+            .map_err(|err| ServeError::Failed(err.to_string()))?;
+        shallow.sort_unstable();
+        shallow.dedup();
+        for id in shallow {
+            out.write_text(format!("shallow {id}"))?;
         }
         out.flush_pkt()?;
         out.get_mut().flush()?;

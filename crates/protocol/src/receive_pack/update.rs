@@ -14,6 +14,7 @@ use std::io::{BufRead, Write};
 
 use bstr::{BString, ByteSlice};
 use gix_hash::ObjectId;
+use gix_hashtable::HashSet;
 use gix_ref::{
     transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog},
     FullName, Target,
@@ -26,7 +27,7 @@ use super::{
     commands::{Command, CommandList},
     config::Deny,
     report::{Channel, PushReport, RefStatus},
-    ReceivePack, ReceivePackOptions,
+    shallow, ReceivePack, ReceivePackOptions,
 };
 use crate::repository::Head;
 
@@ -52,6 +53,10 @@ struct Pending<'a> {
     /// A deletion of a ref that did not exist: reported `ok`, but nothing changed, so the
     /// `post-receive` and `post-update` hooks do not hear of it (git's `did_not_exist`).
     did_not_exist: bool,
+    /// The client's shallow commits this command's new history stops at and the repository
+    /// lacks complete history for: with `receive.shallowUpdate` they join `$GIT_DIR/shallow`
+    /// when the command is carried out (git's `update_shallow_ref()`).
+    shallow_roots: Vec<ObjectId>,
 }
 
 impl Pending<'_> {
@@ -97,6 +102,7 @@ impl Push<'_, '_> {
                 error: None,
                 skip: false,
                 did_not_exist: false,
+                shallow_roots: Vec::new(),
             })
             .collect();
         let unpack = self.process(input, channel, &mut pending);
@@ -153,6 +159,7 @@ impl Push<'_, '_> {
         let quarantine_paths = quarantine.as_ref().map(|q| QuarantinePaths {
             quarantine: q.path().to_owned(),
             objects_dir: q.objects_dir().to_owned(),
+            shallow_file: None,
         });
         // The connectivity walk and hooks read many trees along delta chains: go through the
         // delta-base cache, as fetches do.
@@ -203,10 +210,29 @@ impl Push<'_, '_> {
         channel: &mut Channel<'_, W>,
         pending: &mut [Pending<'_>],
         quarantine: Option<Quarantine>,
-        quarantine_paths: Option<QuarantinePaths>,
+        mut quarantine_paths: Option<QuarantinePaths>,
         objects: Box<dyn ObjectsAccess + Send>,
     ) {
         let repo = self.receive_pack.repo;
+        // The repository's own shallow boundary: history ends there for every walk below.
+        let server_shallow = match repo.shallow_commits() {
+            Ok(commits) => commits,
+            Err(err) => {
+                channel.error(error_chain(&err));
+                for p in pending.iter_mut() {
+                    p.refuse("shallow error");
+                }
+                return;
+            }
+        };
+        let grafts: HashSet<ObjectId> = server_shallow.iter().copied().collect();
+
+        // A push from a shallow clone: which refs would make this repository shallow, and
+        // (without receive.shallowUpdate) their refusal, before anything else judges them.
+        if quarantine.is_some() {
+            self.assign_shallow_roots(objects.as_ref(), pending, &grafts, channel);
+        }
+
         // 2. No repository-wide lock: pushes run side by side, as git's do. Each ref update
         //    is a compare-and-swap under that ref's own lock, migration only adds files whose
         //    names are content hashes, and a process killed at any point leaves nothing
@@ -232,8 +258,20 @@ impl Push<'_, '_> {
         // migrate (the transaction's compare-and-swap would refuse them anyway).
         self.check_current_values(pending, channel);
 
-        // 4. Every new tip must be complete: its history reaches what the repository has.
-        self.check_connectivity(objects.as_ref(), pending, channel);
+        // 4. Every new tip must be complete: its history reaches what the repository has,
+        //    or the repository's shallow commits, or the new shallow roots it brings.
+        self.check_connectivity(objects.as_ref(), pending, &grafts, channel);
+        let new_roots = accepted_roots(pending, |p| p.is_pending());
+        if let (false, Some(paths)) = (new_roots.is_empty(), quarantine_paths.as_mut()) {
+            // The hooks see the history as it will be (git's GIT_SHALLOW_FILE for them).
+            let path = paths.quarantine.join("shallow");
+            match shallow::write_hook_shallow_file(&path, &server_shallow, &new_roots) {
+                Ok(()) => paths.shallow_file = Some(path),
+                Err(err) => {
+                    tracing::warn!(%err, path = %path.display(), "could not write the hooks' shallow file")
+                }
+            }
+        }
 
         if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
             return;
@@ -292,7 +330,97 @@ impl Push<'_, '_> {
             }
         }
         pause_for_tests(PAUSE_AFTER_MIGRATION);
+        // The new shallow roots of the refs about to move, before they move: a ref never
+        // points at history the shallow file does not cut where it ends.
+        let new_roots = accepted_roots(pending, Pending::is_to_run);
+        if !new_roots.is_empty() {
+            let config = &self.receive_pack.config;
+            if let Err(err) =
+                shallow::add_shallow_roots(repo.git_dir(), &new_roots, config.ref_lock_timeout)
+            {
+                channel.error(error_chain(&err));
+                for p in pending
+                    .iter_mut()
+                    .filter(|p| p.is_to_run() && !p.shallow_roots.is_empty())
+                {
+                    p.refuse("shallow error");
+                }
+                if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
+                    return;
+                }
+            }
+        }
         self.update_refs(pending, channel);
+    }
+
+    /// git's `update_shallow_info()`: for each ref set to a commit, the client's shallow
+    /// commits (`shallow` lines) its new history stops at that this repository has no
+    /// complete history for. Without `receive.shallowUpdate` such a ref is refused ("shallow
+    /// update not allowed"); with it, the ref keeps them as its new shallow roots.
+    fn assign_shallow_roots<W: Write>(
+        &self,
+        objects: &dyn ObjectsAccess,
+        pending: &mut [Pending<'_>],
+        grafts: &HashSet<ObjectId>,
+        channel: &mut Channel<'_, W>,
+    ) {
+        // The client's boundary commits that are here now (sent in the pack, or here
+        // before), less those that are this repository's own boundary already.
+        let candidates: Vec<ObjectId> = self
+            .list
+            .shallow
+            .iter()
+            .filter(|id| !grafts.contains(*id) && objects.kind(id).is_some())
+            .copied()
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let repo = self.receive_pack.repo;
+        let mut existing: Vec<ObjectId> = match repo.refs(None) {
+            Ok(refs) => refs.into_iter().map(|record| record.id).collect(),
+            Err(err) => {
+                tracing::warn!(%err, "could not list refs for the shallow check");
+                Vec::new()
+            }
+        };
+        if let Ok(Head::Born(head)) = repo.head() {
+            existing.push(head.id);
+        }
+        let indices: Vec<usize> = (0..pending.len())
+            .filter(|&index| !pending[index].command.is_delete())
+            .collect();
+        let tips: Vec<ObjectId> = indices
+            .iter()
+            .map(|&index| pending[index].command.new)
+            .collect();
+        let roots = match objects.shallow_roots(&tips, &existing, &candidates, grafts) {
+            Ok(roots) => roots,
+            Err(err) => {
+                channel.error(error_chain(&err));
+                for &index in &indices {
+                    pending[index].refuse("shallow error");
+                }
+                return;
+            }
+        };
+        let allowed = self.receive_pack.config.shallow_update;
+        for (index, roots) in indices.into_iter().zip(roots) {
+            if roots.is_empty() {
+                continue;
+            }
+            tracing::debug!(
+                name = %pending[index].command.name,
+                roots = roots.len(),
+                allowed,
+                "the update needs new shallow roots"
+            );
+            if allowed {
+                pending[index].shallow_roots = roots;
+            } else {
+                pending[index].refuse("shallow update not allowed");
+            }
+        }
     }
 
     /// Read the pack into a new quarantine.
@@ -556,6 +684,7 @@ impl Push<'_, '_> {
         &self,
         objects: &dyn ObjectsAccess,
         pending: &mut [Pending<'_>],
+        grafts: &HashSet<ObjectId>,
         channel: &mut Channel<'_, W>,
     ) {
         let existing: Vec<ObjectId> = match self.receive_pack.repo.refs(None) {
@@ -570,7 +699,16 @@ impl Push<'_, '_> {
             .filter(|p| p.is_pending() && !p.command.is_delete())
             .map(|p| p.command.new)
             .collect();
-        if tips.is_empty() || objects.check_connectivity(&tips, &existing).is_ok() {
+        // Each ref's history ends at its own new roots; all of them together for the check
+        // of the whole push (a ref's walk never reaches another's roots without reaching
+        // them itself: it would have been assigned them).
+        let mut all_grafts = grafts.clone();
+        all_grafts.extend(accepted_roots(pending, |p| p.is_pending()));
+        if tips.is_empty()
+            || objects
+                .check_connectivity(&tips, &existing, &all_grafts)
+                .is_ok()
+        {
             return;
         }
         // Find out which ones, as git does.
@@ -578,12 +716,19 @@ impl Push<'_, '_> {
             .iter_mut()
             .filter(|p| p.is_pending() && !p.command.is_delete())
         {
-            if let Err(err) = objects.check_connectivity(&[p.command.new], &existing) {
+            let mut own_grafts = grafts.clone();
+            own_grafts.extend(p.shallow_roots.iter().copied());
+            if let Err(err) = objects.check_connectivity(&[p.command.new], &existing, &own_grafts) {
                 channel.error(format!(
                     "{}: missing necessary objects: {err}",
                     p.command.name
                 ));
-                p.refuse("missing necessary objects");
+                // git's word for a ref checked with its new shallow roots.
+                p.refuse(if p.shallow_roots.is_empty() {
+                    "missing necessary objects"
+                } else {
+                    "shallow error"
+                });
             }
         }
     }
@@ -895,8 +1040,24 @@ fn refuse_rest_if_any_failed(pending: &mut [Pending<'_>]) -> bool {
 /// production.
 const PAUSE_AFTER_MIGRATION: &str = "PACKGATE_TEST_PAUSE_AFTER_MIGRATION";
 
+/// The new shallow roots of the commands `keep` selects, once each, in the client's order.
+fn accepted_roots<'a>(
+    pending: &[Pending<'a>],
+    keep: impl Fn(&Pending<'a>) -> bool,
+) -> Vec<ObjectId> {
+    let mut roots: Vec<ObjectId> = Vec::new();
+    for p in pending.iter().filter(|p| keep(p)) {
+        for root in &p.shallow_roots {
+            if !roots.contains(root) {
+                roots.push(*root);
+            }
+        }
+    }
+    roots
+}
+
 /// Stop at a test's pause point if the environment asks for it (see [`PAUSE_AFTER_MIGRATION`]).
-fn pause_for_tests(variable: &str) {
+pub(super) fn pause_for_tests(variable: &str) {
     const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
     let Some(marker) = std::env::var_os(variable).map(std::path::PathBuf::from) else {
         return;
@@ -978,12 +1139,23 @@ trait ObjectsAccess {
     fn kind(&self, id: &ObjectId) -> Option<gix_object::Kind>;
     /// Whether `ancestor` is `descendant` or one of its ancestors.
     fn is_ancestor(&self, ancestor: &ObjectId, descendant: &ObjectId) -> bool;
-    /// Whether everything reachable from `tips` is present, stopping at `existing`.
+    /// Whether everything reachable from `tips` is present, stopping at `existing` and at
+    /// the parents of `grafts` (shallow commits).
     fn check_connectivity(
         &self,
         tips: &[ObjectId],
         existing: &[ObjectId],
+        grafts: &HashSet<ObjectId>,
     ) -> Result<(), ingest::ConnectivityError>;
+    /// For each of `tips`, the `candidates` (a shallow client's boundary) its new history
+    /// stops at.
+    fn shallow_roots(
+        &self,
+        tips: &[ObjectId],
+        existing: &[ObjectId],
+        candidates: &[ObjectId],
+        grafts: &HashSet<ObjectId>,
+    ) -> Result<Vec<Vec<ObjectId>>, ingest::ShallowWalkError>;
 }
 
 impl<T> ObjectsAccess for T
@@ -1012,8 +1184,19 @@ where
         &self,
         tips: &[ObjectId],
         existing: &[ObjectId],
+        grafts: &HashSet<ObjectId>,
     ) -> Result<(), ingest::ConnectivityError> {
-        ingest::check_connectivity(self, tips, existing).map(|_| ())
+        ingest::check_connectivity_with_grafts(self, tips, existing, grafts).map(|_| ())
+    }
+
+    fn shallow_roots(
+        &self,
+        tips: &[ObjectId],
+        existing: &[ObjectId],
+        candidates: &[ObjectId],
+        grafts: &HashSet<ObjectId>,
+    ) -> Result<Vec<Vec<ObjectId>>, ingest::ShallowWalkError> {
+        ingest::shallow_roots_by_tip(self, tips, existing, candidates, grafts)
     }
 }
 
