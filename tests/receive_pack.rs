@@ -1409,3 +1409,86 @@ fn refs_in_the_way_fail_the_push_as_in_git() {
         }
     }
 }
+
+/// `git push --signed` (an SSH-signed certificate) with `receive.certNonceSeed`: the
+/// advertisement carries a nonce, the hooks get the certificate as a blob with git's
+/// `GIT_PUSH_CERT*` variables (the signature unverified, status `N`, as git without a
+/// verification setup) and the nonce judged `OK`; what the hook prints matches git's
+/// receive-pack, but for the ids that differ per push. Without a certificate, no variables.
+#[test]
+fn signed_push_reaches_the_hooks_as_with_git() {
+    let hook = "#!/bin/sh\n\
+                env | grep '^GIT_PUSH_CERT' | sort | \
+                sed -e 's/^GIT_PUSH_CERT=.*/GIT_PUSH_CERT=<blob>/' -e 's/^GIT_PUSH_CERT_NONCE=.*/GIT_PUSH_CERT_NONCE=<nonce>/'\n\
+                test -z \"$GIT_PUSH_CERT\" || git cat-file blob \"$GIT_PUSH_CERT\" | sed -n 's/^\\(certificate\\|pushee\\).*/\\1/p'\n\
+                cat >/dev/null\n";
+    for git in Git::all() {
+        let dir = Dir::new("signed-push");
+        let key = dir.join("key");
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .map(|status| assert!(status.success()))
+            .unwrap_or_else(|err| panic!("ssh-keygen: {err}"));
+        let client = dir.join("client");
+        dir.git(&git).args(["init", "--quiet"]).arg(&client).run();
+        let in_client = || dir.git(&git).current_dir(&client);
+        in_client()
+            .args(["commit", "--quiet", "--allow-empty", "-m", "signed"])
+            .run();
+        let printed: Vec<String> = [Some(receive_pack_option()), None]
+            .into_iter()
+            .enumerate()
+            .map(|(n, option)| {
+                let server = dir.join(&format!("server-{n}.git"));
+                dir.git(&git)
+                    .args(["init", "--quiet", "--bare"])
+                    .arg(&server)
+                    .run();
+                dir.git_in(&git, &server)
+                    .args(["config", "receive.certNonceSeed", "sekrit"])
+                    .run();
+                install_hook(
+                    &server.join("hooks"),
+                    "pre-receive",
+                    hook.trim_start_matches("#!/bin/sh\n"),
+                );
+                let signed = in_client()
+                    .args(["-c", "gpg.format=ssh", "-c"])
+                    .arg(format!("user.signingKey={}", key.display()))
+                    .args(["push", "--signed"])
+                    .args(option.clone())
+                    .arg(file_url(&server))
+                    .arg("HEAD:refs/heads/main")
+                    .run();
+                let unsigned = in_client()
+                    .arg("push")
+                    .args(option)
+                    .arg(file_url(&server))
+                    .arg("HEAD:refs/heads/unsigned")
+                    .run();
+                assert!(
+                    !unsigned.stderr_text().contains("GIT_PUSH_CERT"),
+                    "{unsigned}"
+                );
+                signed
+                    .stderr_text()
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("remote: "))
+                    .map(|line| line.trim_end().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect();
+        assert!(
+            printed[0].contains("GIT_PUSH_CERT_NONCE_STATUS=OK")
+                && printed[0].contains("GIT_PUSH_CERT_STATUS=N")
+                && printed[0].contains("certificate\npushee"),
+            "{git}: {}",
+            printed[0]
+        );
+        assert_eq!(printed[0], printed[1], "{git}");
+    }
+}

@@ -72,6 +72,7 @@
 //!     objects: &gix_object::find::Never,
 //!     push_options: None,
 //!     remote_user: None,
+//!     push_certificate: None,
 //! };
 //! let null = gix_hash::ObjectId::null(gix_hash::Kind::Sha1);
 //! let delete_main = RefUpdate::new(
@@ -176,6 +177,31 @@ pub struct HookContext<'a> {
     /// behind `packgate http-backend`), if any. Scripts see it as `REMOTE_USER`, as behind
     /// git http-backend.
     pub remote_user: Option<&'a str>,
+    /// The push certificate of a signed push (`git push --signed`), if the client sent one.
+    /// The receive hooks' scripts see it as git's `GIT_PUSH_CERT*` variables.
+    pub push_certificate: Option<&'a PushCertificate>,
+}
+
+/// What the hooks learn of a signed push, as git's receive-pack tells its hooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushCertificate {
+    /// The certificate, stored as a blob (`GIT_PUSH_CERT`).
+    pub blob: gix_hash::ObjectId,
+    /// Who signed it (`GIT_PUSH_CERT_SIGNER`); empty when the signature was not verified.
+    pub signer: String,
+    /// The signing key (`GIT_PUSH_CERT_KEY`); empty when the signature was not verified.
+    pub key: String,
+    /// The signature check's result letter (`GIT_PUSH_CERT_STATUS`): git's `G`, `B`, `U`,
+    /// `X`, `Y`, `R`, `E`, or `N` when there is no verified signature.
+    pub status: char,
+    /// The nonce the server issued, if it asked for one (`GIT_PUSH_CERT_NONCE`).
+    pub nonce: Option<String>,
+    /// The nonce's verdict (`GIT_PUSH_CERT_NONCE_STATUS`): `OK`, `SLOP`, `BAD`, `MISSING` or
+    /// `UNSOLICITED`; set whenever `nonce` is.
+    pub nonce_status: Option<String>,
+    /// With `SLOP`: how many seconds the certificate's nonce is off
+    /// (`GIT_PUSH_CERT_NONCE_SLOP`).
+    pub nonce_slop: Option<i64>,
 }
 
 impl std::fmt::Debug for HookContext<'_> {

@@ -241,6 +241,25 @@ impl ScriptHooks {
         if let Some(user) = ctx.remote_user {
             command.env("REMOTE_USER", user);
         }
+        // As git's: the receive hooks (pre-receive, post-receive) hear of the certificate.
+        if invocation.stdin.is_some() {
+            if let Some(certificate) = ctx.push_certificate {
+                command
+                    .env("GIT_PUSH_CERT", certificate.blob.to_string())
+                    .env("GIT_PUSH_CERT_SIGNER", &certificate.signer)
+                    .env("GIT_PUSH_CERT_KEY", &certificate.key)
+                    .env("GIT_PUSH_CERT_STATUS", certificate.status.to_string());
+                if let (Some(nonce), Some(status)) = (&certificate.nonce, &certificate.nonce_status)
+                {
+                    command
+                        .env("GIT_PUSH_CERT_NONCE", nonce)
+                        .env("GIT_PUSH_CERT_NONCE_STATUS", status);
+                    if let Some(slop) = certificate.nonce_slop {
+                        command.env("GIT_PUSH_CERT_NONCE_SLOP", slop.to_string());
+                    }
+                }
+            }
+        }
         if invocation.push_options {
             match ctx.push_options {
                 Some(options) => {

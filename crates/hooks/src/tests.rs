@@ -25,6 +25,7 @@ fn ctx() -> HookContext<'static> {
         objects: &gix_object::find::Never,
         push_options: None,
         remote_user: None,
+        push_certificate: None,
     }
 }
 
@@ -353,6 +354,7 @@ fn secret_scanner_as_pre_receive_hook() {
         objects: &db,
         push_options: None,
         remote_user: None,
+        push_certificate: None,
     };
     let scanner = SecretScanner::new(SECRET);
     let key = history.repo.id(&format!("{}:dir/sub/key", history.leak));

@@ -65,6 +65,7 @@ impl Repo {
             objects: &gix_object::find::Never,
             push_options,
             remote_user: None,
+            push_certificate: None,
         }
     }
 
@@ -245,6 +246,60 @@ fn environment_points_into_quarantine_and_carries_push_options() {
     let mut output = Vec::new();
     hooks.post_update(&after, &[BString::from("refs/heads/main")], &mut output);
     assert_eq!(text(&output), env_lines(".", None, None));
+}
+
+/// The receive hooks see the push certificate as git's `GIT_PUSH_CERT*` variables, the
+/// slop only with `SLOP`; `update` and `post-update` do not, as in git.
+#[test]
+fn receive_hooks_see_the_push_certificate() {
+    let repo = Repo::new();
+    let print = r#"for name in GIT_PUSH_CERT GIT_PUSH_CERT_SIGNER GIT_PUSH_CERT_KEY \
+    GIT_PUSH_CERT_STATUS GIT_PUSH_CERT_NONCE GIT_PUSH_CERT_NONCE_STATUS GIT_PUSH_CERT_NONCE_SLOP; do
+  eval "value=\${$name-(unset)}"
+  echo "$name=$value"
+done"#;
+    for hook in ["pre-receive", "update", "post-receive"] {
+        repo.hook(hook, print);
+    }
+    let certificate = crate::PushCertificate {
+        blob: id('c'),
+        signer: String::new(),
+        key: String::new(),
+        status: 'N',
+        nonce: Some("1700000000-abc".into()),
+        nonce_status: Some("SLOP".into()),
+        nonce_slop: Some(-3),
+    };
+    let ctx = HookContext {
+        push_certificate: Some(&certificate),
+        ..repo.ctx(None)
+    };
+    let hooks = repo.hooks();
+    let expected = format!(
+        "GIT_PUSH_CERT={}\nGIT_PUSH_CERT_SIGNER=\nGIT_PUSH_CERT_KEY=\nGIT_PUSH_CERT_STATUS=N\n\
+         GIT_PUSH_CERT_NONCE=1700000000-abc\nGIT_PUSH_CERT_NONCE_STATUS=SLOP\n\
+         GIT_PUSH_CERT_NONCE_SLOP=-3\n",
+        id('c')
+    );
+    let mut output = Vec::new();
+    assert_eq!(
+        hooks.pre_receive(&ctx, &updates(), &mut output),
+        Verdict::Accept
+    );
+    assert_eq!(text(&output), expected);
+    let mut output = Vec::new();
+    hooks.post_receive(&ctx, &updates(), &mut output);
+    assert_eq!(text(&output), expected);
+    let mut output = Vec::new();
+    assert_eq!(
+        hooks.update(&ctx, &updates()[0], &mut output),
+        Verdict::Accept
+    );
+    assert!(
+        text(&output).starts_with("GIT_PUSH_CERT=(unset)\n"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]
@@ -709,6 +764,7 @@ fn hooks_of_a_repository_named_by_a_relative_path_run() {
         objects: &gix_object::find::Never,
         push_options: None,
         remote_user: None,
+        push_certificate: None,
     };
     let mut output = Vec::new();
     let verdict = ScriptHooks::for_repository(&relative).pre_receive(&ctx, &updates(), &mut output);

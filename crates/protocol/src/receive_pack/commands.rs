@@ -82,9 +82,15 @@ pub enum CommandError {
         /// The line, lossily shown.
         line: String,
     },
-    /// The client sent a push certificate, which was not advertised.
-    #[error("protocol error: push certificates are not supported")]
-    PushCert,
+    /// A push certificate and commands outside it in one push (git's wording).
+    #[error("protocol error: got both push certificate and unsigned commands")]
+    PushCertAndCommands,
+    /// A push certificate without the empty line before its commands (git's wording).
+    #[error("malformed push certificate {excerpt}")]
+    MalformedPushCert {
+        /// Its first 100 bytes.
+        excerpt: String,
+    },
     /// The client asked for an object format other than sha1.
     #[error("protocol error: mismatched object format: server sha1, client {format}")]
     ObjectFormat {
@@ -118,8 +124,10 @@ pub struct CommandList {
     pub shallow: Vec<ObjectId>,
     /// The commands, in the order sent.
     pub commands: Vec<Command>,
-    /// The capabilities sent with the first command.
+    /// The capabilities sent with the first command (or with `push-cert`).
     pub capabilities: ClientCapabilities,
+    /// The certificate of a signed push, whose commands are in [`CommandList::commands`].
+    pub certificate: Option<super::push_cert::PushCertificate>,
 }
 
 impl CommandList {
@@ -187,9 +195,6 @@ pub fn parse_command(line: &[u8], list: &mut CommandList, first: bool) -> Result
         }
         return Ok(());
     }
-    if line.starts_with(b"push-cert") {
-        return Err(CommandError::PushCert);
-    }
     let malformed = || CommandError::Malformed {
         line: line.as_bstr().to_string(),
     };
@@ -244,7 +249,6 @@ pub fn parse_capabilities(text: &BStr) -> Result<ClientCapabilities, CommandErro
                     format: other.as_bstr().to_string(),
                 })
             }
-            (b"push-cert", _) => return Err(CommandError::PushCert),
             _ => tracing::debug!(capability = %word.as_bstr(), "ignoring unknown capability"),
         }
     }

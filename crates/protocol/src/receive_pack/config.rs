@@ -134,6 +134,12 @@ pub struct ReceivePackConfig {
     pub advertise_push_options: bool,
     /// `repack.useDeltaBaseOffset` (default true): advertise `ofs-delta`.
     pub ofs_delta: bool,
+    /// `receive.certNonceSeed`: with it, `push-cert=<nonce>` is advertised and signed pushes
+    /// are taken (see [`super::push_cert`]).
+    pub cert_nonce_seed: Option<BString>,
+    /// `receive.certNonceSlop`: seconds within which an older nonce of ours counts as `OK`
+    /// in a stateless session (0, git's default: never).
+    pub cert_nonce_slop: u64,
     /// `receive.shallowUpdate`: whether a push from a shallow clone may make this
     /// repository's history shallow where it brings commits whose parents it does not send
     /// (new lines in `$GIT_DIR/shallow`). Off by default, as in git: such refs are refused
@@ -252,6 +258,12 @@ impl ReceivePackConfig {
             advertise_atomic: boolean("receive.advertiseAtomic")?.unwrap_or(true),
             advertise_push_options: boolean("receive.advertisePushOptions")?.unwrap_or(false),
             ofs_delta: boolean("repack.useDeltaBaseOffset")?.unwrap_or(true),
+            cert_nonce_seed: config
+                .string("receive.certNonceSeed")
+                .map(|seed| BString::from(seed.to_vec())),
+            cert_nonce_slop: integer("receive.certNonceSlop")?
+                .and_then(|slop| u64::try_from(slop).ok())
+                .unwrap_or(0),
             shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
         })
     }

@@ -107,6 +107,9 @@ pub struct ReceivePack<'repo> {
     run_scripts: bool,
     remote_user: Option<String>,
     reflog_identity: Option<(BString, BString)>,
+    /// The nonce of this session's `push-cert` capability (with `receive.certNonceSeed`),
+    /// made when the session starts, as git's receive-pack makes it.
+    nonce: Option<String>,
 }
 
 impl std::fmt::Debug for ReceivePack<'_> {
@@ -124,13 +127,21 @@ impl<'repo> ReceivePack<'repo> {
     /// Serve pushes to `repo` with its `receive.*` settings; the repository's hook scripts
     /// run, and no in-process hooks until added with [`ReceivePack::with_hook()`].
     pub fn new(repo: &'repo Repository) -> Result<Self, crate::config::ConfigError> {
+        let config = ReceivePackConfig::from_config(repo.config(), repo.git_dir())?;
+        let nonce = config.cert_nonce_seed.as_ref().map(|seed| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            push_cert::nonce(seed, &repo.git_dir().to_string_lossy(), now)
+        });
         Ok(ReceivePack {
             repo,
-            config: ReceivePackConfig::from_config(repo.config(), repo.git_dir())?,
+            config,
             hooks: Vec::new(),
             run_scripts: true,
             remote_user: None,
             reflog_identity: None,
+            nonce,
         })
     }
 
@@ -218,19 +229,26 @@ impl<'repo> ReceivePack<'repo> {
 
     /// The capabilities of the advertisement, in git's order: [`CAPABILITIES`], then `atomic`
     /// (`receive.advertiseAtomic`, on by default), `ofs-delta` (`repack.useDeltaBaseOffset`,
-    /// on by default), `push-options` (`receive.advertisePushOptions`, off by default, as in
-    /// git), the object format and the agent.
+    /// on by default), `push-cert=<nonce>` (with `receive.certNonceSeed`), `push-options`
+    /// (`receive.advertisePushOptions`, off by default, as in git), the object format and the
+    /// agent.
     pub fn capabilities(&self) -> String {
         let config = &self.config;
         let mut capabilities = CAPABILITIES.to_owned();
         for (advertised, name) in [
             (config.advertise_atomic, " atomic"),
             (config.ofs_delta, " ofs-delta"),
-            (config.advertise_push_options, " push-options"),
         ] {
             if advertised {
                 capabilities.push_str(name);
             }
+        }
+        if let Some(nonce) = &self.nonce {
+            capabilities.push_str(" push-cert=");
+            capabilities.push_str(nonce);
+        }
+        if config.advertise_push_options {
+            capabilities.push_str(" push-options");
         }
         capabilities.push_str(" object-format=sha1 agent=");
         capabilities.push_str(&agent());
@@ -291,6 +309,27 @@ impl<'repo> ReceivePack<'repo> {
             None
         };
         drop(reader);
+        let certificate = match &list.certificate {
+            Some(certificate) => match self.judge_certificate(certificate, options.stateless) {
+                Ok(judged) => Some(judged),
+                Err(message) => return Err(fail(&mut channel, message)),
+            },
+            None => None,
+        };
+        // git: the push options must be the ones the certificate signs.
+        let refuse_all = list
+            .certificate
+            .as_ref()
+            .filter(|certificate| {
+                let signed: Vec<&[u8]> = certificate.header_values("push-option").collect();
+                let sent: Vec<&[u8]> = push_options
+                    .iter()
+                    .flatten()
+                    .map(|option| option.as_slice())
+                    .collect();
+                signed != sent
+            })
+            .map(|_| "inconsistent push options");
         tracing::debug!(
             commands = list.commands.len(),
             agent = ?capabilities.agent,
@@ -302,6 +341,8 @@ impl<'repo> ReceivePack<'repo> {
             list: &list,
             push_options: push_options.as_deref(),
             options,
+            certificate: certificate.as_ref(),
+            refuse_all,
         };
         let (report, accepted) = push.execute(&mut input, &mut channel);
         if capabilities.report_status || capabilities.report_status_v2 {
@@ -310,6 +351,45 @@ impl<'repo> ReceivePack<'repo> {
         push.post_hooks(&accepted, &mut channel);
         channel.finish()?;
         Ok(Some(report))
+    }
+
+    /// Store a push certificate as a blob and judge its nonce: what the hooks learn of it.
+    /// The signature is not verified (that takes gpg or ssh-keygen, which packgate does not
+    /// run): the status is `N`.
+    fn judge_certificate(
+        &self,
+        certificate: &push_cert::PushCertificate,
+        stateless: bool,
+    ) -> Result<packgate_hooks::PushCertificate, String> {
+        use gix_object::Write as _;
+        let blob = self
+            .repo
+            .objects()
+            .write_buf(gix_object::Kind::Blob, &certificate.text)
+            .map_err(|err| format!("could not store the push certificate: {err}"))?;
+        let path = self.repo.git_dir().to_string_lossy();
+        let verdict = push_cert::NonceCheck {
+            issued: self.nonce.as_deref(),
+            seed: self
+                .config
+                .cert_nonce_seed
+                .as_ref()
+                .map_or(&b""[..], |seed| seed.as_slice()),
+            path: &path,
+            stateless,
+            slop_limit: self.config.cert_nonce_slop,
+        }
+        .judge(certificate);
+        let solicited = verdict.nonce.is_some();
+        Ok(packgate_hooks::PushCertificate {
+            blob,
+            signer: String::new(),
+            key: String::new(),
+            status: 'N',
+            nonce: verdict.nonce,
+            nonce_status: solicited.then(|| verdict.status.as_str().to_owned()),
+            nonce_slop: verdict.slop,
+        })
     }
 
     /// The refs a client may see and update: all below `refs/` that are not hidden.
@@ -355,7 +435,39 @@ fn read_commands<R: Read>(reader: &mut PacketReader<R>) -> Result<Option<Command
             None => return Err("protocol error: the command list ended without a flush".into()),
             Some(Packet::Flush) if list.commands.is_empty() => return Ok(None),
             Some(Packet::Flush) => return Ok(Some(list)),
+            Some(Packet::Data(line)) if is_push_cert_start(line) => {
+                if !list.commands.is_empty() || list.certificate.is_some() {
+                    return Err(CommandError::PushCertAndCommands.to_string());
+                }
+                if let Some(nul) = line.find_byte(0) {
+                    let capabilities = line[nul + 1..]
+                        .strip_suffix(b"\n")
+                        .unwrap_or(&line[nul + 1..]);
+                    list.capabilities = commands::parse_capabilities(capabilities.as_bstr())
+                        .map_err(|err| err.to_string())?;
+                }
+                let (certificate, flushed) = read_push_certificate(reader)?;
+                let Some(command_lines) = certificate.command_lines() else {
+                    let excerpt =
+                        certificate.text[..certificate.text.len().min(100)].to_str_lossy();
+                    return Err(CommandError::MalformedPushCert {
+                        excerpt: excerpt.into_owned(),
+                    }
+                    .to_string());
+                };
+                for line in command_lines {
+                    commands::parse_command(line, &mut list, false)
+                        .map_err(|err| err.to_string())?;
+                }
+                list.certificate = Some(certificate);
+                if flushed {
+                    return Ok(Some(list));
+                }
+            }
             Some(Packet::Data(line)) => {
+                if list.certificate.is_some() {
+                    return Err(CommandError::PushCertAndCommands.to_string());
+                }
                 let first = list.commands.is_empty();
                 commands::parse_command(line, &mut list, first).map_err(|err| err.to_string())?;
             }
@@ -365,6 +477,40 @@ fn read_commands<R: Read>(reader: &mut PacketReader<R>) -> Result<Option<Command
                     other.kind_name()
                 ))
             }
+        }
+    }
+}
+
+/// Whether `line` opens a push certificate: `push-cert`, with capabilities after a NUL.
+fn is_push_cert_start(line: &[u8]) -> bool {
+    let word = line.split(|byte| *byte == 0 || *byte == b'\n').next();
+    word == Some(&b"push-cert"[..])
+}
+
+/// The most bytes of one push certificate: its commands and a signature.
+const MAX_PUSH_CERT_BYTES: usize = 64 << 20;
+
+/// Read a push certificate's lines up to `push-cert-end`, as sent (with their LFs). Returns
+/// the certificate and whether a flush ended it instead (which also ends the commands).
+fn read_push_certificate<R: Read>(
+    reader: &mut PacketReader<R>,
+) -> Result<(push_cert::PushCertificate, bool), String> {
+    let mut text = BString::default();
+    loop {
+        match reader.read_packet().map_err(describe_read_error)? {
+            Some(Packet::Flush) => return Ok((push_cert::PushCertificate::new(text), true)),
+            Some(Packet::Data(b"push-cert-end\n")) => {
+                return Ok((push_cert::PushCertificate::new(text), false))
+            }
+            Some(Packet::Data(line)) => {
+                if text.len() + line.len() > MAX_PUSH_CERT_BYTES {
+                    return Err(format!(
+                        "protocol error: push certificate larger than {MAX_PUSH_CERT_BYTES} bytes"
+                    ));
+                }
+                text.extend_from_slice(line);
+            }
+            None | Some(_) => return Err("protocol error: got an unexpected packet".into()),
         }
     }
 }

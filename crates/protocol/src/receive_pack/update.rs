@@ -40,6 +40,11 @@ pub(super) struct Push<'a, 'repo> {
     pub(super) list: &'a CommandList,
     pub(super) push_options: Option<&'a [BString]>,
     pub(super) options: &'a ReceivePackOptions,
+    /// What the hooks learn of a signed push.
+    pub(super) certificate: Option<&'a packgate_hooks::PushCertificate>,
+    /// A reason every command fails with before anything is checked (git's
+    /// "inconsistent push options"); the pack is still read.
+    pub(super) refuse_all: Option<&'static str>,
 }
 
 /// A command and what became of it so far.
@@ -105,6 +110,11 @@ impl Push<'_, '_> {
                 shallow_roots: Vec::new(),
             })
             .collect();
+        if let Some(reason) = self.refuse_all {
+            for p in &mut pending {
+                p.refuse(reason);
+            }
+        }
         let unpack = self.process(input, channel, &mut pending);
         let accepted = pending
             .iter()
@@ -191,6 +201,7 @@ impl Push<'_, '_> {
         };
         let detached = Detached::from(self.receive_pack);
         let (list, push_options, options) = (self.list, self.push_options, self.options);
+        let (certificate, refuse_all) = (self.certificate, self.refuse_all);
         channel.with_keepalive(interval, move |channel| {
             let receive_pack = detached.attach();
             Push {
@@ -198,6 +209,8 @@ impl Push<'_, '_> {
                 list,
                 push_options,
                 options,
+                certificate,
+                refuse_all,
             }
             .decide_and_update(channel, pending, quarantine, quarantine_paths, objects)
         });
@@ -285,6 +298,7 @@ impl Push<'_, '_> {
             objects: objects.as_find(),
             push_options: self.push_options,
             remote_user: self.receive_pack.remote_user.as_deref(),
+            push_certificate: self.certificate,
         };
         let updates: Vec<RefUpdate> = pending
             .iter()
@@ -969,6 +983,7 @@ impl Push<'_, '_> {
             objects: repo.objects(),
             push_options: self.push_options,
             remote_user: self.receive_pack.remote_user.as_deref(),
+            push_certificate: self.certificate,
         };
         hooks.post_receive(&context, accepted, &mut channel.messages());
         let names: Vec<BString> = accepted.iter().map(|u| u.name.clone()).collect();
@@ -1103,6 +1118,7 @@ struct Detached {
     run_scripts: bool,
     remote_user: Option<String>,
     reflog_identity: Option<(BString, BString)>,
+    nonce: Option<String>,
 }
 
 impl From<&ReceivePack<'_>> for Detached {
@@ -1114,6 +1130,7 @@ impl From<&ReceivePack<'_>> for Detached {
             run_scripts: receive_pack.run_scripts,
             remote_user: receive_pack.remote_user.clone(),
             reflog_identity: receive_pack.reflog_identity.clone(),
+            nonce: receive_pack.nonce.clone(),
         }
     }
 }
@@ -1127,6 +1144,7 @@ impl Detached {
             run_scripts: self.run_scripts,
             remote_user: self.remote_user.clone(),
             reflog_identity: self.reflog_identity.clone(),
+            nonce: self.nonce.clone(),
         }
     }
 }
