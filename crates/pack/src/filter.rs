@@ -174,8 +174,12 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut index = 0;
     while let Some(&byte) = input.get(index) {
         if byte == b'%' {
-            let high = input.get(index + 1).and_then(|&b| char::from(b).to_digit(16));
-            let low = input.get(index + 2).and_then(|&b| char::from(b).to_digit(16));
+            let high = input
+                .get(index + 1)
+                .and_then(|&b| char::from(b).to_digit(16));
+            let low = input
+                .get(index + 2)
+                .and_then(|&b| char::from(b).to_digit(16));
             if let (Some(high), Some(low)) = (high, low) {
                 // Two hex digits make at most 255.
                 out.push(u8::try_from(high * 16 + low).unwrap_or(u8::MAX));
@@ -213,9 +217,7 @@ fn parse_ulong(value: &[u8]) -> Option<u64> {
     let mut number: u64 = 0;
     for &byte in &digits[..end] {
         let digit = u64::from(char::from(byte).to_digit(radix)?);
-        number = number
-            .checked_mul(u64::from(radix))?
-            .checked_add(digit)?;
+        number = number.checked_mul(u64::from(radix))?.checked_add(digit)?;
     }
     let factor: u64 = match &digits[end..] {
         b"" => 1,
@@ -335,8 +337,14 @@ mod tests {
         assert_eq!(parse("blob:limit=010"), Ok(FilterSpec::BlobLimit(8)));
         assert_eq!(parse("tree:0"), Ok(FilterSpec::TreeDepth(0)));
         assert_eq!(parse("tree:3"), Ok(FilterSpec::TreeDepth(3)));
-        assert_eq!(parse("object:type=blob"), Ok(FilterSpec::ObjectType(Kind::Blob)));
-        assert_eq!(parse("object:type=tag"), Ok(FilterSpec::ObjectType(Kind::Tag)));
+        assert_eq!(
+            parse("object:type=blob"),
+            Ok(FilterSpec::ObjectType(Kind::Blob))
+        );
+        assert_eq!(
+            parse("object:type=tag"),
+            Ok(FilterSpec::ObjectType(Kind::Tag))
+        );
         assert_eq!(
             parse("sparse:oid=main:.sparse"),
             Ok(FilterSpec::SparseOid("main:.sparse".into()))
@@ -345,11 +353,26 @@ mod tests {
 
     #[test]
     fn malformed_specs_with_gits_messages() {
-        assert_eq!(parse("blob:nothing"), Err("invalid filter-spec 'blob:nothing'".into()));
-        assert_eq!(parse("blob:limit="), Err("invalid filter-spec 'blob:limit='".into()));
-        assert_eq!(parse("blob:limit=1x"), Err("invalid filter-spec 'blob:limit=1x'".into()));
-        assert_eq!(parse("blob:limit=-1"), Err("invalid filter-spec 'blob:limit=-1'".into()));
-        assert_eq!(parse("blob:limit=1kk"), Err("invalid filter-spec 'blob:limit=1kk'".into()));
+        assert_eq!(
+            parse("blob:nothing"),
+            Err("invalid filter-spec 'blob:nothing'".into())
+        );
+        assert_eq!(
+            parse("blob:limit="),
+            Err("invalid filter-spec 'blob:limit='".into())
+        );
+        assert_eq!(
+            parse("blob:limit=1x"),
+            Err("invalid filter-spec 'blob:limit=1x'".into())
+        );
+        assert_eq!(
+            parse("blob:limit=-1"),
+            Err("invalid filter-spec 'blob:limit=-1'".into())
+        );
+        assert_eq!(
+            parse("blob:limit=1kk"),
+            Err("invalid filter-spec 'blob:limit=1kk'".into())
+        );
         assert_eq!(
             parse("blob:limit=99999999999999999999"),
             Err("invalid filter-spec 'blob:limit=99999999999999999999'".into())
@@ -374,7 +397,10 @@ mod tests {
             parse("sparse:path=x"),
             Err("sparse:path filters support has been dropped".into())
         );
-        assert_eq!(parse("combine:"), Err("expected something after combine:".into()));
+        assert_eq!(
+            parse("combine:"),
+            Err("expected something after combine:".into())
+        );
     }
 
     #[test]
@@ -396,7 +422,9 @@ mod tests {
         );
         assert_eq!(
             parse("combine:sparse:oid=a%2Bb"),
-            Ok(FilterSpec::Combine(vec![FilterSpec::SparseOid("a+b".into())]))
+            Ok(FilterSpec::Combine(vec![FilterSpec::SparseOid(
+                "a+b".into()
+            )]))
         );
         assert_eq!(
             parse("combine:blob:none+tree:x"),
@@ -421,7 +449,9 @@ mod tests {
         // An encoded reserved character is fine.
         assert_eq!(
             parse("combine:sparse:oid=a%7eb"),
-            Ok(FilterSpec::Combine(vec![FilterSpec::SparseOid("a~b".into())]))
+            Ok(FilterSpec::Combine(vec![FilterSpec::SparseOid(
+                "a~b".into()
+            )]))
         );
         let spec = FilterSpec::parse(b"combine:blob:none+tree:2").unwrap();
         let names: Vec<_> = spec.all().iter().map(|s| s.config_name()).collect();
