@@ -11,7 +11,6 @@ use super::{
 };
 use crate::filter::Filter;
 use gix_hash::ObjectId;
-use gix_hashtable::HashSet;
 use gix_object::Kind;
 use packgate_object::{flag, CommitGraph, LimitedWalk, Node, Unparsable};
 

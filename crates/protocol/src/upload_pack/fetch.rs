@@ -10,6 +10,8 @@ use packgate_wire::{
     sideband::{SidebandMode, SidebandWriter},
 };
 
+use packgate_pack::filter::{Filter, FilterSpec};
+
 use super::{reject, Flow, ServeError, UploadPack};
 use crate::keepalive;
 
@@ -23,13 +25,50 @@ pub(super) struct Arguments {
     pub(super) no_progress: bool,
     pub(super) include_tag: bool,
     pub(super) ofs_delta: bool,
+    /// `filter <spec>`, when `uploadpack.allowFilter` lets the client send one.
+    pub(super) filter_spec: Option<FilterSpec>,
+    /// The filter to enumerate with: `filter_spec` resolved against the repository.
+    pub(super) filter: Option<Filter>,
 }
 
-fn parse(arguments: &[BString]) -> Result<Arguments, String> {
+/// Parse a `filter <spec>` line's spec and check it against the configuration, with git's
+/// messages; `seen` is the spec of an earlier line, if any.
+pub(super) fn parse_filter(
+    upload_pack: &UploadPack<'_>,
+    spec: &[u8],
+    seen: Option<&FilterSpec>,
+) -> Result<FilterSpec, String> {
+    if seen.is_some() {
+        return Err("multiple filter-specs cannot be combined".into());
+    }
+    let spec = FilterSpec::parse(spec).map_err(|err| err.to_string())?;
+    upload_pack.config.filters.check(&spec)?;
+    Ok(spec)
+}
+
+/// The filter `spec` asks for, with its `sparse:oid` blobs read from the repository.
+pub(super) fn resolve_filter(
+    upload_pack: &UploadPack<'_>,
+    spec: Option<&FilterSpec>,
+) -> Result<Option<Filter>, String> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let repo = upload_pack.repo;
+    spec.resolve(&mut |name| repo.sparse_blob(name))
+        .map(Some)
+        .map_err(|name| format!("unable to access sparse blob in '{name}'"))
+}
+
+fn parse(upload_pack: &UploadPack<'_>, arguments: &[BString]) -> Result<Arguments, String> {
     let mut parsed = Arguments::default();
+    let allow_filter = upload_pack.config.allow_filter;
     for argument in arguments {
         let line = argument.as_slice();
-        if let Some(hex) = line.strip_prefix(b"want ") {
+        if let Some(spec) = line.strip_prefix(b"filter ").filter(|_| allow_filter) {
+            let spec = parse_filter(upload_pack, spec, parsed.filter_spec.as_ref())?;
+            parsed.filter_spec = Some(spec);
+        } else if let Some(hex) = line.strip_prefix(b"want ") {
             parsed.wants.push(parse_id(hex)?);
         } else if let Some(hex) = line.strip_prefix(b"have ") {
             parsed.haves.push(parse_id(hex)?);
@@ -61,13 +100,17 @@ pub(super) fn handle<W: Write>(
     arguments: &[BString],
     out: &mut PacketWriter<W>,
 ) -> Result<Flow, ServeError> {
-    let arguments = match parse(arguments) {
+    let mut arguments = match parse(upload_pack, arguments) {
         Ok(arguments) => arguments,
         Err(message) => return Err(reject(out, message)),
     };
     let restrict = upload_pack.config.restrict_v2_wants;
     if let Err(message) = check_wants(upload_pack, &arguments.wants, restrict, false) {
         return Err(reject(out, message));
+    }
+    match resolve_filter(upload_pack, arguments.filter_spec.as_ref()) {
+        Ok(filter) => arguments.filter = filter,
+        Err(message) => return Err(reject(out, message)),
     }
     if arguments.wants.is_empty() {
         // Nothing asked for, nothing to send: an empty response.
@@ -321,6 +364,7 @@ fn write_pack_section<W: Write>(
         common,
         &packgate_pack::enumerate::EnumerateOptions {
             thread_limit: upload_pack.config.pack_threads,
+            filter: arguments.filter.clone(),
             ..Default::default()
         },
         &interrupt,
@@ -467,9 +511,34 @@ mod tests {
     use super::*;
 
     fn check(input: &[&str], expected: Result<Arguments, &str>) {
+        check_with(&crate::config::UploadPackConfig::default(), input, expected);
+    }
+
+    fn check_with(
+        config: &crate::config::UploadPackConfig,
+        input: &[&str],
+        expected: Result<Arguments, &str>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("git")
+            .args(["init", "--quiet", "--bare"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let repo = crate::repository::Repository::open(
+            dir.path(),
+            crate::repository::PathLookup::Strict,
+            None,
+        )
+        .unwrap();
+        let upload_pack = UploadPack {
+            repo: &repo,
+            config: config.clone(),
+        };
         let input: Vec<BString> = input.iter().map(|s| BString::from(*s)).collect();
         assert_eq!(
-            parse(&input),
+            parse(&upload_pack, &input),
             expected.map_err(str::to_owned),
             "input: {input:?}"
         );
@@ -498,6 +567,7 @@ mod tests {
                 no_progress: true,
                 include_tag: true,
                 ofs_delta: true,
+                ..Arguments::default()
             }),
         );
         check(
@@ -510,5 +580,34 @@ mod tests {
             Err("unexpected line: 'filter blob:none'"),
         );
         check(&["shallow 0123"], Err("unexpected line: 'shallow 0123'"));
+    }
+
+    #[test]
+    fn filters_only_when_allowed() {
+        let mut config = crate::config::UploadPackConfig {
+            allow_filter: true,
+            ..Default::default()
+        };
+        check_with(
+            &config,
+            &["filter blob:none"],
+            Ok(Arguments {
+                filter_spec: Some(FilterSpec::BlobNone),
+                ..Arguments::default()
+            }),
+        );
+        check_with(
+            &config,
+            &["filter blob:none", "filter tree:0"],
+            Err("multiple filter-specs cannot be combined"),
+        );
+        check_with(&config, &["filter tree:"], Err("expected 'tree:<depth>'"));
+        check_with(&config, &["filter nope"], Err("invalid filter-spec 'nope'"));
+        config.filters.fallback = false;
+        check_with(
+            &config,
+            &["filter blob:none"],
+            Err("filter 'blob:none' not supported"),
+        );
     }
 }

@@ -102,13 +102,23 @@ impl<'repo> UploadPack<'repo> {
 
     /// Write the v2 capability advertisement, ending in a flush.
     ///
-    /// It lists exactly what is implemented: `ls-refs` with `unborn`, plain `fetch` (want,
-    /// have, done, ofs-delta, thin-pack, no-progress, include-tag), `server-option` and sha1.
+    /// It lists exactly what is implemented: `ls-refs` with `unborn`, `fetch` (want, have,
+    /// done, ofs-delta, thin-pack, no-progress, include-tag, and `filter` when
+    /// `uploadpack.allowFilter` is set), `server-option` and sha1.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         out.write_text("version 2")?;
         out.write_text(format!("agent={AGENT}"))?;
         out.write_text("ls-refs=unborn")?;
-        out.write_text("fetch")?;
+        // The fetch features, in git's order.
+        let mut features: Vec<&str> = Vec::new();
+        if self.config.allow_filter {
+            features.push("filter");
+        }
+        if features.is_empty() {
+            out.write_text("fetch")?;
+        } else {
+            out.write_text(format!("fetch={}", features.join(" ")))?;
+        }
         out.write_text("server-option")?;
         out.write_text("object-format=sha1")?;
         out.flush_pkt()?;
