@@ -14,6 +14,9 @@
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
 //!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
 //!   advertisement against git's.
+//! - `filter`: partial clones (`--filter`, `uploadpack.allowFilter`) over v2 and v0, stdio and
+//!   HTTP, compared with what git's upload-pack sends; lazy fetches after them; `ERR` for bad
+//!   and refused filters.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
@@ -62,6 +65,7 @@ mod crash;
 mod daemon;
 mod fetch;
 mod fetch_v0;
+mod filter;
 mod http;
 mod http_auth;
 mod http_backend;
