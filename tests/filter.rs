@@ -53,8 +53,8 @@ fn present_objects(dir: &Dir, git: &Git, repo: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// `git clone --bare --filter=<spec>` of `url` with protocol `version` through `upload_pack`
-/// (an `--upload-pack=` option, or none for a network URL); returns the clone and its
+/// `git clone --filter=<filter> <options>` of `url` with protocol `version` through
+/// `upload_pack` (an `--upload-pack=` option, or none for a network URL); returns its
 /// standard error.
 fn clone(
     dir: &Dir,
@@ -62,17 +62,14 @@ fn clone(
     version: &str,
     upload_pack: Option<&str>,
     url: &str,
-    filter: &str,
     destination: &Path,
-    extra: &[&str],
+    (filter, options): (&str, &[&str]),
 ) -> String {
     let mut cmd = dir
         .git(git)
         .args(["-c", &format!("protocol.version={version}"), "clone"])
-        .args(extra);
-    if !filter.is_empty() {
-        cmd = cmd.arg(format!("--filter={filter}"));
-    }
+        .args(options)
+        .arg(format!("--filter={filter}"));
     if let Some(upload_pack) = upload_pack {
         cmd = cmd.arg(upload_pack);
     }
@@ -120,26 +117,16 @@ fn filtered_clones_receive_what_git_sends() {
                 let context = format!("--filter={spec}, protocol {version}, {git}");
                 let ours = dir.join(&format!("ours-{n}.git"));
                 let theirs = dir.join(&format!("theirs-{n}.git"));
-                let extra = ["--bare"];
-                clone(
-                    &dir,
-                    &git,
-                    version,
-                    Some(&ours_option),
-                    &url,
-                    &spec,
-                    &ours,
-                    &extra,
-                );
+                let how = (spec.as_str(), &["--bare"][..]);
+                clone(&dir, &git, version, Some(&ours_option), &url, &ours, how);
                 clone(
                     &dir,
                     &git,
                     version,
                     Some(&theirs_option),
                     &url,
-                    &spec,
                     &theirs,
-                    &extra,
+                    how,
                 );
                 let (received, expected) = (
                     present_objects(&dir, &git, &ours),
@@ -178,7 +165,7 @@ fn clone_then_checkout(dir: &Dir, git: &Git, url: &str, upload_pack: Option<&str
         for spec in ["blob:none", "tree:0", "blob:limit=1k"] {
             let context = format!("--filter={spec}, protocol {version}, {git}, {url}");
             let work = dir.join(&format!("work-{n}-{version}-{}", spec.replace(':', "-")));
-            clone(dir, git, version, upload_pack, url, spec, &work, &[]);
+            clone(dir, git, version, upload_pack, url, &work, (spec, &[]));
             for revision in ["main~5", "main~40"] {
                 let checkout = dir
                     .git(git)
@@ -244,9 +231,8 @@ fn sparse_clone_with_a_sparse_filter() {
                 version,
                 Some(&packgate_upload_pack_option()),
                 &file_url(&source),
-                "sparse:oid=sparse-spec:.sparse",
                 &work,
-                &["--sparse"],
+                ("sparse:oid=sparse-spec:.sparse", &["--sparse"]),
             );
             let status = dir
                 .git(&git)
@@ -275,9 +261,8 @@ fn without_allow_filter_the_client_gets_a_full_clone() {
                 version,
                 Some(&packgate_upload_pack_option()),
                 &file_url(&source),
-                "blob:none",
                 &clone_dir,
-                &["--bare"],
+                ("blob:none", &["--bare"]),
             );
             let context = format!("protocol {version}, {git}");
             assert!(
