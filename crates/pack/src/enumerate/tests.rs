@@ -544,6 +544,66 @@ fn filters_as_git() {
 }
 
 #[test]
+fn a_tree_met_too_deep_first_is_sent_where_met_shallower() {
+    // The newest commit holds the directory `x` three levels down, its parent at the top.
+    let repo = Repo::new();
+    let mut s = Stream::default();
+    let files = [("x/f", "same\n"), ("x/y/g", "also the same\n")];
+    let shallow: Vec<Change<'_>> = files
+        .iter()
+        .map(|(path, content)| Change::File(path, (*content).to_owned()))
+        .collect();
+    let old = s.commit("main", 1_600_000_000, &[], &shallow);
+    let deep_paths: Vec<String> = files
+        .iter()
+        .map(|(path, _)| format!("a/b/{path}"))
+        .collect();
+    let mut deep: Vec<Change<'_>> = vec![Change::DeleteAll];
+    deep.extend(
+        deep_paths
+            .iter()
+            .zip(files)
+            .map(|(path, (_, content))| Change::File(path, content.to_owned())),
+    );
+    let new = s.commit("main", 1_600_000_100, &[old], &deep);
+    s.reset("main", new);
+    repo.git_in(&repo.path, &["fast-import", "--quiet"], Some(&s.out));
+    let main = repo.id("main");
+    for depth in 0..6 {
+        let spec = format!("tree:{depth}");
+        // rev-list shows a tree again where it is met shallower; a pack holds it once.
+        let mut listed = BTreeSet::new();
+        let git: Vec<ObjectId> = repo
+            .git(&["rev-list", "--objects", &format!("--filter={spec}"), "main"])
+            .lines()
+            .map(|line| ObjectId::from_hex(&line.as_bytes()[..40]).unwrap())
+            .filter(|id| listed.insert(*id))
+            .collect();
+        let ours = run(
+            &repo,
+            &[main],
+            &[],
+            EnumerateOptions {
+                filter: Some(Filter::TreeDepth(depth)),
+                ..EnumerateOptions::default()
+            },
+        );
+        assert_eq!(ours.objects(), git.as_slice(), "{spec}");
+    }
+    let x = repo.id("main~1:x");
+    let at_depth_3 = run(
+        &repo,
+        &[main],
+        &[],
+        EnumerateOptions {
+            filter: Some(Filter::TreeDepth(3)),
+            ..EnumerateOptions::default()
+        },
+    );
+    assert!(at_depth_3.contains(&x), "x is at depth 1 in main~1");
+}
+
+#[test]
 fn tree_0_and_commits_only_read_no_tree() {
     // The commit's tree is missing: a walk that never looks into trees doesn't notice.
     let missing_tree = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
