@@ -18,6 +18,9 @@
 //!   `session-id`, `object-info` and `bundle-uri` through git 2.47 and 2.39 (stdio, git://,
 //!   HTTP in `serve` and `http-backend`) and request by request against `git upload-pack`'s
 //!   answers.
+//! - `filter`: partial clones (`--filter`, `uploadpack.allowFilter`) over v2 and v0, stdio and
+//!   HTTP, compared with what git's upload-pack sends; lazy fetches after them; `ERR` for bad
+//!   and refused filters.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
@@ -71,6 +74,7 @@ mod daemon;
 mod fetch;
 mod fetch_features;
 mod fetch_v0;
+mod filter;
 mod http;
 mod http_auth;
 mod http_backend;

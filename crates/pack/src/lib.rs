@@ -16,6 +16,7 @@
 pub mod delta;
 pub mod enumerate;
 pub mod explode;
+pub mod filter;
 pub mod generate;
 pub mod ingest;
 pub mod reader;

@@ -460,6 +460,11 @@ pub struct UploadPackConfig {
     /// section and variable names lowercased (the subsection as written) and the value, in
     /// the configuration's order.
     pub bundle_settings: Vec<(BString, BString)>,
+    /// `uploadpack.allowFilter`: partial clone filters are advertised and accepted (off by
+    /// default, as in git).
+    pub allow_filter: bool,
+    /// Which filters `uploadpack.allowFilter` lets in: git's `uploadpackfilter.*` keys.
+    pub filters: FilterPolicy,
 }
 
 /// What `lsrefs.unborn` asks of `ls-refs` about an unborn `HEAD`.
@@ -569,6 +574,101 @@ fn bundle_settings(config: &gix_config::File) -> Vec<(BString, BString)> {
     out
 }
 
+/// Which partial clone filters the server accepts, and up to which `tree:` depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterPolicy {
+    /// `uploadpackfilter.allow`: whether a filter without a setting of its own is accepted
+    /// (default true).
+    pub fallback: bool,
+    /// `uploadpackfilter.<filter>.allow` for filter names as git spells them (`blob:none`,
+    /// `blob:limit`, `tree`, `sparse:oid`, `object:type`, `combine`).
+    pub allowed: Vec<(String, bool)>,
+    /// `uploadpackfilter.tree.maxDepth`: the deepest `tree:<depth>` accepted (setting it
+    /// also allows `tree` unless `uploadpackfilter.tree.allow` says otherwise).
+    pub tree_max_depth: Option<u64>,
+}
+
+impl Default for FilterPolicy {
+    fn default() -> Self {
+        FilterPolicy {
+            fallback: true,
+            allowed: Vec::new(),
+            tree_max_depth: None,
+        }
+    }
+}
+
+/// The filter names `uploadpackfilter.<name>.allow` knows.
+const FILTER_NAMES: [&str; 6] = [
+    "blob:none",
+    "blob:limit",
+    "tree",
+    "sparse:oid",
+    "object:type",
+    "combine",
+];
+
+impl FilterPolicy {
+    /// Read git's `uploadpackfilter.*` keys.
+    pub fn from_config(config: &gix_config::File) -> Result<Self, ConfigError> {
+        let boolean = |key: &str| -> Result<Option<bool>, ConfigError> {
+            config.boolean(key).map_err(|source| ConfigError::Value {
+                key: key.to_owned(),
+                source,
+            })
+        };
+        let mut policy = FilterPolicy {
+            fallback: boolean("uploadpackfilter.allow")?.unwrap_or(true),
+            ..FilterPolicy::default()
+        };
+        let key = "uploadpackfilter.tree.maxDepth";
+        policy.tree_max_depth = config
+            .integer(key)
+            .map_err(|source| ConfigError::Value {
+                key: key.to_owned(),
+                source,
+            })?
+            .map(|depth| u64::try_from(depth).unwrap_or(0));
+        for name in FILTER_NAMES {
+            let allowed = boolean(&format!("uploadpackfilter.{name}.allow"))?;
+            let allowed = match (name, allowed) {
+                (_, Some(allowed)) => Some(allowed),
+                ("tree", None) if policy.tree_max_depth.is_some() => Some(true),
+                (_, None) => None,
+            };
+            if let Some(allowed) = allowed {
+                policy.allowed.push((name.to_owned(), allowed));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Refuse a filter this policy does not allow, with git's message.
+    pub fn check(&self, spec: &packgate_pack::filter::FilterSpec) -> Result<(), String> {
+        for spec in spec.all() {
+            let name = spec.config_name();
+            let allowed = self
+                .allowed
+                .iter()
+                .find(|(allowed, _)| allowed == name)
+                .map_or(self.fallback, |(_, allowed)| *allowed);
+            if !allowed {
+                return Err(format!("filter '{name}' not supported"));
+            }
+            if let (packgate_pack::filter::FilterSpec::TreeDepth(depth), Some(max)) =
+                (spec, self.tree_max_depth)
+            {
+                if *depth > max {
+                    return Err(format!(
+                        "tree filter allows max depth {max}, but got {depth}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// git's default for `uploadpack.keepAlive` and `receive.keepAlive`, in seconds.
 pub const DEFAULT_KEEPALIVE_SECONDS: u64 = 5;
 
@@ -610,6 +710,8 @@ impl Default for UploadPackConfig {
             advertise_object_info: false,
             advertise_bundle_uris: false,
             bundle_settings: Vec::new(),
+            allow_filter: false,
+            filters: FilterPolicy::default(),
         }
     }
 }
@@ -666,6 +768,8 @@ impl UploadPackConfig {
             advertise_object_info: boolean("transfer.advertiseObjectInfo")?,
             advertise_bundle_uris: boolean("uploadpack.advertiseBundleURIs")?,
             bundle_settings: bundle_settings(config),
+            allow_filter: boolean("uploadpack.allowFilter")?,
+            filters: FilterPolicy::from_config(config)?,
         })
     }
 
@@ -776,6 +880,44 @@ mod tests {
         assert!(config.is_hidden(b"refs/pull/1/head"));
         assert!(config.is_hidden(b"refs/secret/x"));
         assert!(!config.is_hidden(b"refs/heads/main"));
+    }
+
+    #[test]
+    fn filter_policy_as_git() {
+        let policy = |text: &str| {
+            let file: gix_config::File = text.parse().unwrap();
+            let config = UploadPackConfig::from_config(&file).unwrap();
+            (config.allow_filter, config.filters)
+        };
+        let check = |policy: &FilterPolicy, spec: &str| {
+            policy.check(&packgate_pack::filter::FilterSpec::parse(spec.as_bytes()).unwrap())
+        };
+        let (allowed, default) = policy("");
+        assert!(!allowed, "off by default");
+        assert_eq!(check(&default, "combine:tree:9+blob:none"), Ok(()));
+        let (allowed, strict) = policy(
+            "[uploadpack]\n\tallowFilter\n[uploadpackfilter]\n\tallow = false\n             [uploadpackfilter \"blob:none\"]\n\tallow = true\n             [uploadpackfilter \"tree\"]\n\tmaxDepth = 2\n",
+        );
+        assert!(allowed);
+        assert_eq!(check(&strict, "blob:none"), Ok(()));
+        assert_eq!(check(&strict, "tree:2"), Ok(()));
+        assert_eq!(
+            check(&strict, "tree:3"),
+            Err("tree filter allows max depth 2, but got 3".into())
+        );
+        assert_eq!(
+            check(&strict, "blob:limit=1"),
+            Err("filter 'blob:limit' not supported".into())
+        );
+        assert_eq!(
+            check(&strict, "combine:blob:none+tree:1"),
+            Err("filter 'combine' not supported".into())
+        );
+        let (_, no_tree) = policy("[uploadpackfilter \"tree\"]\n\tallow = false\n\tmaxDepth = 1\n");
+        assert_eq!(
+            check(&no_tree, "tree:0"),
+            Err("filter 'tree' not supported".into())
+        );
     }
 
     #[test]

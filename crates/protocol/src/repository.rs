@@ -321,6 +321,86 @@ impl Repository {
         Ok(None)
     }
 
+    /// The content of the blob `expression` names, as `sparse:oid=<expression>` names it: a
+    /// full object id, or `<rev>:<path>` with `<rev>` an object id or a ref name as git's
+    /// rev-parse finds it (`<rev>`, `refs/<rev>`, `refs/tags/<rev>`, `refs/heads/<rev>`,
+    /// `refs/remotes/<rev>`, `refs/remotes/<rev>/HEAD`), peeled to a tree. `None` when it
+    /// names no blob (or the name is in a form packgate does not resolve: abbreviated ids,
+    /// `@{...}`, `^`/`~` suffixes, the index).
+    pub fn sparse_blob(&self, expression: &[u8]) -> Option<Vec<u8>> {
+        let id = match expression.iter().position(|&b| b == b':') {
+            None => ObjectId::from_hex(expression).ok()?,
+            Some(colon) => {
+                let (rev, path) = (&expression[..colon], &expression[colon + 1..]);
+                let start = match ObjectId::from_hex(rev) {
+                    Ok(id) => id,
+                    Err(_) => self.resolve_rev(rev)?,
+                };
+                self.lookup_path(start, path)?
+            }
+        };
+        let mut buf = Vec::new();
+        let data = self.objects.try_find(&id, &mut buf).ok()??;
+        (data.kind == gix_object::Kind::Blob).then(|| data.data.to_vec())
+    }
+
+    /// A ref name to the object it points at, with git's rev-parse rules for which ref.
+    fn resolve_rev(&self, rev: &[u8]) -> Option<ObjectId> {
+        let rev = rev.to_str().ok()?;
+        let candidates = [
+            rev.to_owned(),
+            format!("refs/{rev}"),
+            format!("refs/tags/{rev}"),
+            format!("refs/heads/{rev}"),
+            format!("refs/remotes/{rev}"),
+            format!("refs/remotes/{rev}/HEAD"),
+        ];
+        for name in candidates {
+            let Ok(full) = gix_ref::FullName::try_from(name.as_str()) else {
+                continue;
+            };
+            if name != "HEAD" && !name.starts_with("refs/") {
+                continue;
+            }
+            if let Ok(Some(reference)) = self.refs.try_find(full.as_ref()) {
+                return self
+                    .resolve(reference)
+                    .ok()
+                    .flatten()
+                    .map(|record| record.id);
+            }
+        }
+        None
+    }
+
+    /// Follow `path` (`/`-separated) from the tree of `start` (peeled through tags and
+    /// commits); an empty path is the tree itself.
+    fn lookup_path(&self, start: ObjectId, path: &[u8]) -> Option<ObjectId> {
+        let mut id = self.peel_tag(&start).ok()?.unwrap_or(start);
+        let mut buf = Vec::new();
+        let data = self.objects.try_find(&id, &mut buf).ok()??;
+        match data.kind {
+            gix_object::Kind::Commit => {
+                id = gix_object::CommitRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
+                    .tree_id()
+                    .ok()?;
+            }
+            gix_object::Kind::Tree => {}
+            _ => return None,
+        }
+        for name in path.split(|&b| b == b'/').filter(|name| !name.is_empty()) {
+            let data = self.objects.try_find(&id, &mut buf).ok()??;
+            if data.kind != gix_object::Kind::Tree {
+                return None;
+            }
+            let entry = gix_object::TreeRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
+                .filter_map(Result::ok)
+                .find(|entry| entry.filename == name)?;
+            id = entry.oid.to_owned();
+        }
+        Some(id)
+    }
+
     /// Peel `id` through annotated tags. Returns `None` when `id` is not a tag.
     pub fn peel_tag(&self, id: &ObjectId) -> Result<Option<ObjectId>, RefsError> {
         let mut buf = Vec::new();

@@ -2,8 +2,9 @@
 //! carrying the client's capabilities, ending in a flush) and the negotiation lines that
 //! follow (`have`, flush, `done`).
 //!
-//! `shallow`, `deepen`, `deepen-since`, `deepen-not` and `filter` lines are refused: they
-//! are not advertised (shallow fetches are not implemented yet).
+//! `filter` lines are gathered for the server to check. `shallow`, `deepen`, `deepen-since`
+//! and `deepen-not` lines are refused: they are not advertised (shallow fetches are not
+//! implemented yet).
 
 use std::io::Read;
 
@@ -21,6 +22,9 @@ pub struct Wants {
     /// The capabilities after the wants' ids, split at spaces: the first line carries them,
     /// and git reads them from any line, so they are gathered from all.
     pub capabilities: Vec<BString>,
+    /// The specs of `filter <spec>` lines, in order, unchecked: whether the client may send
+    /// one is the server's business (git 2.47 allows one, with the `filter` capability).
+    pub filters: Vec<BString>,
 }
 
 impl Wants {
@@ -185,6 +189,13 @@ pub fn read_wants<R: Read>(
             Some(Packet::Flush) => return Ok(Some(wants)),
             Some(Packet::Data(data)) => {
                 let line = strip_one_line_feed(data);
+                if let Some(spec) = line.strip_prefix(b"filter ") {
+                    if wants.filters.len() >= MAX_CAPABILITIES {
+                        return Err(RequestError::TooManyCapabilities);
+                    }
+                    wants.filters.push(spec.into());
+                    continue;
+                }
                 let (id, capabilities) = parse_want(line)?;
                 // Lines, not distinct ids: repeats cost reading too.
                 lines += 1;
@@ -286,6 +297,19 @@ mod tests {
             Ok(Some(Wants {
                 wants: vec![id()],
                 capabilities: caps(&["multi_ack", "side-band-64k", "agent=git/2.47", "no-done"]),
+                filters: Vec::new(),
+            })),
+        );
+        check_wants(
+            &format!(
+                "{}{}0000",
+                pkt(&format!("want {ID} filter\n")),
+                pkt("filter blob:none\n")
+            ),
+            Ok(Some(Wants {
+                wants: vec![id()],
+                capabilities: caps(&["filter"]),
+                filters: caps(&["blob:none"]),
             })),
         );
         check_wants("0000", Ok(None));

@@ -77,8 +77,11 @@ use gix_hashtable::HashSet;
 use gix_object::Kind;
 use packgate_object::{CommitGraph, LimitedWalk};
 
+mod filtered;
 mod trees;
 mod walk;
+
+pub use crate::filter::Filter;
 
 use trees::*;
 use walk::*;
@@ -104,13 +107,23 @@ pub enum TreeExclusion {
 }
 
 /// How to enumerate.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EnumerateOptions {
     /// Which uninteresting commits' trees count as present on the client.
     pub tree_exclusion: TreeExclusion,
     /// The most threads to walk trees with; `None` uses every core. The result is the same
     /// for any number of threads.
     pub thread_limit: Option<usize>,
+    /// A partial clone filter: leave out what it excludes, with the semantics of
+    /// `git rev-list --objects --filter=<spec>`. What the wants name (and wanted tags peel
+    /// to) is always sent. Under a filter, [`Enumeration::client_has()`] holds only the
+    /// commits and the haves: the client may lack trees and blobs below its own commits (an
+    /// earlier filtered fetch left them out), so a thin pack must not use them as bases.
+    ///
+    /// `blob:none` walks trees on several threads as without a filter; every other filter
+    /// walks them on one, asking the filter before reading each tree, so what it excludes
+    /// whole (`tree:0`, `object:type=commit`) is never read.
+    pub filter: Option<Filter>,
 }
 
 /// How many objects of each kind an [`Enumeration`] holds.
@@ -261,6 +274,8 @@ where
     for want in wants {
         state.add_want(want, &mut starts)?;
     }
+    // The commits the client named (or named tags of): a filter never leaves them out.
+    let wanted: std::collections::HashSet<u32> = starts.iter().copied().collect();
     for have in haves {
         state.add_have(have, &mut starts)?;
     }
@@ -276,7 +291,18 @@ where
     let commits_walked = started.elapsed();
     state.mark_uninteresting_trees(&walked, options.tree_exclusion, threads)?;
     let trees_marked = started.elapsed();
-    state.collect(&walked, threads)?;
+    state.collect(&walked, threads, options.filter.as_ref(), &wanted)?;
+    if options.filter.is_some() {
+        let graph = &state.graph;
+        let mut certain: HashSet<ObjectId> = graph
+            .nodes
+            .iter()
+            .filter(|node| node.flags & packgate_object::flag::UNINTERESTING != 0)
+            .map(|node| node.id)
+            .collect();
+        certain.extend(haves.iter().filter(|id| state.out.client_has.contains(*id)));
+        state.out.client_has = certain;
+    }
     tracing::debug!(
         objects = state.out.objects.len(),
         client_has = state.out.client_has.len(),

@@ -299,6 +299,7 @@ fn options(tree_exclusion: TreeExclusion, threads: usize) -> EnumerateOptions {
     EnumerateOptions {
         tree_exclusion,
         thread_limit: Some(threads),
+        filter: None,
     }
 }
 
@@ -424,6 +425,218 @@ fn tags_trees_and_blobs() {
     check(&["main"], &["v1-of-v1"]);
     check(&["v1-of-v1"], &["v1"]);
     check(&["main"], &["main~1^{tree}", "main~1:a/b/file0"]);
+}
+
+/// The sparse-checkout patterns the filter tests use, as a blob in the fixture.
+const SPARSE: &str = "/*\n!/*/\n/a/\n!/a/b/c/\nfile1\n/d/e/\n";
+
+/// Compare a filtered enumeration with `git rev-list --objects --filter=<spec>`: the same
+/// objects in the same order, for any number of threads; the client is only assumed to
+/// have commits and the haves themselves.
+fn check_filtered(spec: &str, wants: &[&str], haves: &[&str]) {
+    let repo = fixture();
+    let sparse = repo.git_in(
+        &repo.path,
+        &["hash-object", "-w", "--stdin"],
+        Some(SPARSE.as_bytes()),
+    );
+    let spec = spec.replace("SPARSE", sparse.trim());
+    let wants: Vec<ObjectId> = wants.iter().map(|rev| repo.id(rev)).collect();
+    let haves: Vec<ObjectId> = haves.iter().map(|rev| repo.id(rev)).collect();
+    let context = format!("filter {spec}, wants {wants:?}, haves {haves:?}");
+    let mut args = vec![
+        "rev-list".to_string(),
+        "--objects".into(),
+        format!("--filter={spec}"),
+    ];
+    args.extend(wants.iter().map(ToString::to_string));
+    if !haves.is_empty() {
+        args.push("--not".into());
+        args.extend(haves.iter().map(ToString::to_string));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let git: Vec<ObjectId> = repo
+        .git(&args)
+        .lines()
+        .map(|line| ObjectId::from_hex(&line.as_bytes()[..40]).unwrap())
+        .collect();
+    let parsed = crate::filter::FilterSpec::parse(spec.as_bytes()).unwrap();
+    let filter = parsed
+        .resolve(&mut |name| {
+            let id = ObjectId::from_hex(name).ok()?;
+            let data = repo.git(&["cat-file", "blob", &id.to_string()]);
+            Some(data.into_bytes())
+        })
+        .unwrap();
+    let unfiltered = run(repo, &wants, &haves, options(TreeExclusion::EdgeCommits, 1));
+    let commits: BTreeSet<ObjectId> = repo
+        .git(&["rev-list", "--all"])
+        .lines()
+        .map(|line| ObjectId::from_hex(line.as_bytes()).unwrap())
+        .collect();
+    for threads in [1, 2, 3, 8] {
+        let filtered = run(
+            repo,
+            &wants,
+            &haves,
+            EnumerateOptions {
+                filter: Some(filter.clone()),
+                ..options(TreeExclusion::EdgeCommits, threads)
+            },
+        );
+        if filtered.objects() != git.as_slice() {
+            let ours: BTreeSet<_> = filtered.objects().iter().collect();
+            let theirs: BTreeSet<_> = git.iter().collect();
+            let first = filtered
+                .objects()
+                .iter()
+                .zip(&git)
+                .position(|(a, b)| a != b);
+            panic!(
+                "{context}, {threads} threads: not git's objects and order: only ours {:?}, only git's {:?}, first difference at {first:?}",
+                ours.difference(&theirs).map(|id| repo.git(&["cat-file", "-t", &id.to_string()]) + &id.to_string()).collect::<Vec<_>>(),
+                theirs.difference(&ours).collect::<Vec<_>>(),
+            );
+        }
+        let counts = filtered.counts();
+        assert_eq!(
+            counts.commits + counts.tags + counts.trees + counts.blobs,
+            filtered.len()
+        );
+        for id in filtered.client_has() {
+            assert!(
+                commits.contains(id) || haves.contains(id),
+                "{context}: the client may lack {id}"
+            );
+        }
+        assert!(filtered.len() <= unfiltered.len());
+    }
+}
+
+#[test]
+fn filters_as_git() {
+    let refs = fixture().git(&["for-each-ref", "--format=%(objectname)"]);
+    let refs: Vec<&str> = refs.lines().collect();
+    for spec in [
+        "blob:none",
+        "blob:limit=0",
+        "blob:limit=16",
+        "blob:limit=1k",
+        "tree:0",
+        "tree:1",
+        "tree:2",
+        "tree:4",
+        "object:type=blob",
+        "object:type=tree",
+        "object:type=commit",
+        "object:type=tag",
+        "sparse:oid=SPARSE",
+        "combine:blob:limit=16+tree:3",
+        "combine:sparse:oid=SPARSE+blob:limit=18",
+        "combine:tree:2+object:type=blob",
+    ] {
+        check_filtered(spec, &refs, &[]);
+        check_filtered(spec, &["main"], &["main~10"]);
+        check_filtered(spec, &["main", "side"], &["main~30", "topic"]);
+        check_filtered(spec, &["tree-tag", "v1-of-v1", "blob-tag"], &["main~100"]);
+        check_filtered(spec, &["main^{tree}", "main:a/b/file1", "main:a"], &[]);
+    }
+}
+
+#[test]
+fn a_tree_met_too_deep_first_is_sent_where_met_shallower() {
+    // The newest commit holds the directory `x` three levels down, its parent at the top.
+    let repo = Repo::new();
+    let mut s = Stream::default();
+    let files = [("x/f", "same\n"), ("x/y/g", "also the same\n")];
+    let shallow: Vec<Change<'_>> = files
+        .iter()
+        .map(|(path, content)| Change::File(path, (*content).to_owned()))
+        .collect();
+    let old = s.commit("main", 1_600_000_000, &[], &shallow);
+    let deep_paths: Vec<String> = files
+        .iter()
+        .map(|(path, _)| format!("a/b/{path}"))
+        .collect();
+    let mut deep: Vec<Change<'_>> = vec![Change::DeleteAll];
+    deep.extend(
+        deep_paths
+            .iter()
+            .zip(files)
+            .map(|(path, (_, content))| Change::File(path, content.to_owned())),
+    );
+    let new = s.commit("main", 1_600_000_100, &[old], &deep);
+    s.reset("main", new);
+    repo.git_in(&repo.path, &["fast-import", "--quiet"], Some(&s.out));
+    let main = repo.id("main");
+    for depth in 0..6 {
+        let spec = format!("tree:{depth}");
+        // rev-list shows a tree again where it is met shallower; a pack holds it once.
+        let mut listed = BTreeSet::new();
+        let git: Vec<ObjectId> = repo
+            .git(&["rev-list", "--objects", &format!("--filter={spec}"), "main"])
+            .lines()
+            .map(|line| ObjectId::from_hex(&line.as_bytes()[..40]).unwrap())
+            .filter(|id| listed.insert(*id))
+            .collect();
+        let ours = run(
+            &repo,
+            &[main],
+            &[],
+            EnumerateOptions {
+                filter: Some(Filter::TreeDepth(depth)),
+                ..EnumerateOptions::default()
+            },
+        );
+        assert_eq!(ours.objects(), git.as_slice(), "{spec}");
+    }
+    let x = repo.id("main~1:x");
+    let at_depth_3 = run(
+        &repo,
+        &[main],
+        &[],
+        EnumerateOptions {
+            filter: Some(Filter::TreeDepth(3)),
+            ..EnumerateOptions::default()
+        },
+    );
+    assert!(at_depth_3.contains(&x), "x is at depth 1 in main~1");
+}
+
+#[test]
+fn tree_0_and_commits_only_read_no_tree() {
+    // The commit's tree is missing: a walk that never looks into trees doesn't notice.
+    let missing_tree = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+    let (db, ids) = memory(&[
+        (Kind::Blob, b"wanted".to_vec()),
+        (Kind::Commit, commit(&missing_tree, &[], 1)),
+    ]);
+    let wants = [ids[1], ids[0]];
+    for filter in [Filter::TreeDepth(0), Filter::ObjectType(Kind::Commit)] {
+        let found = enumerate(
+            &db,
+            &wants,
+            &[],
+            &EnumerateOptions {
+                filter: Some(filter),
+                ..EnumerateOptions::default()
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!(found.objects(), &wants[..]);
+    }
+    for filter in [Filter::TreeDepth(1), Filter::BlobNone] {
+        let options = EnumerateOptions {
+            filter: Some(filter),
+            ..EnumerateOptions::default()
+        };
+        let err = enumerate(&db, &wants, &[], &options, &AtomicBool::new(false));
+        assert!(
+            matches!(err, Err(EnumerateError::Missing { .. })),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]

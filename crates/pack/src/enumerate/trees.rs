@@ -61,7 +61,10 @@ pub(super) fn mark_in_parallel<Find: gix_object::Find + Clone + Send>(
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Item {
     Tag(ObjectId),
+    /// A tree the client asked for (a want, or what a wanted tag peels to).
     Tree(ObjectId),
+    /// A commit's root tree.
+    CommitTree(ObjectId),
     Blob(ObjectId),
 }
 
@@ -77,9 +80,12 @@ pub(super) const MIN_ITEMS_PER_CHUNK: usize = 64;
 /// chunk is dropped, and with a tree the whole subtree that the chunk found below it, as the
 /// earlier chunk found all of that already. What remains is exactly what one sequential walk
 /// would have found, in the same order.
+///
+/// Without `blobs`, blobs in trees are left out (`blob:none`); wanted blobs are still taken.
 pub(super) fn collect_items<Find: gix_object::Find + Clone + Send>(
     db: &Find,
     items: &[Item],
+    blobs: bool,
     threads: usize,
     trees: &mut TreeBuffers,
     should_interrupt: &AtomicBool,
@@ -91,7 +97,7 @@ pub(super) fn collect_items<Find: gix_object::Find + Clone + Send>(
             user: should_interrupt,
             abort: &AtomicBool::new(false),
         };
-        let chunk = walk_chunk(db, items, &out.client_has, trees, interrupt)?;
+        let chunk = walk_chunk(db, items, blobs, &out.client_has, trees, interrupt)?;
         merge(out, chunk);
         return Ok(());
     }
@@ -117,7 +123,7 @@ pub(super) fn collect_items<Find: gix_object::Find + Clone + Send>(
                     let Some(items) = chunks.get(index) else {
                         break;
                     };
-                    let result = walk_chunk(&db, items, client_has, &mut trees, interrupt);
+                    let result = walk_chunk(&db, items, blobs, client_has, &mut trees, interrupt);
                     let failed = result.is_err();
                     if sender.send((index, result)).is_err() || failed {
                         break;
@@ -236,12 +242,14 @@ pub(super) struct Chunk {
 pub(super) fn walk_chunk<Find: gix_object::Find>(
     db: &Find,
     items: &[Item],
+    blobs: bool,
     client_has: &HashSet<ObjectId>,
     trees: &mut TreeBuffers,
     interrupt: Interrupt<'_>,
 ) -> Result<Chunk, EnumerateError> {
     let mut collector = Collector {
         client_has,
+        blobs,
         chunk: Chunk {
             found: Vec::new(),
             set: HashSet::default(),
@@ -253,7 +261,7 @@ pub(super) fn walk_chunk<Find: gix_object::Find>(
             Item::Tag(id) => {
                 collector.take(&id, FoundKind::Tag);
             }
-            Item::Tree(id) => {
+            Item::Tree(id) | Item::CommitTree(id) => {
                 trees.walk(db, id, Visit::Interesting(&mut collector), None, interrupt)?
             }
             Item::Blob(id) => {
@@ -267,6 +275,8 @@ pub(super) fn walk_chunk<Find: gix_object::Find>(
 /// Where interesting objects go.
 pub(super) struct Collector<'a> {
     pub(super) client_has: &'a HashSet<ObjectId>,
+    /// Whether blobs met in trees are taken.
+    pub(super) blobs: bool,
     pub(super) chunk: Chunk,
     /// Indices in `chunk.found` of the trees whose subtree is being walked.
     pub(super) open_trees: Vec<u32>,
@@ -332,7 +342,9 @@ impl Visit<'_, '_> {
     pub(super) fn blob(&mut self, id: &oid) {
         match self {
             Visit::Interesting(collector) => {
-                collector.take(id, FoundKind::Blob);
+                if collector.blobs {
+                    collector.take(id, FoundKind::Blob);
+                }
             }
             Visit::Uninteresting(client_has) => {
                 client_has.insert(id.to_owned());

@@ -4,10 +4,12 @@
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use super::{
+    filtered::parallel_blob_none,
     header_kind, read_object,
     trees::{collect_items, mark_in_parallel, Interrupt, Item, TreeBuffers, Visit},
     EnumerateError, Enumeration, TreeExclusion,
 };
+use crate::filter::Filter;
 use gix_hash::ObjectId;
 use gix_object::Kind;
 use packgate_object::{flag, CommitGraph, LimitedWalk, Node, Unparsable};
@@ -206,23 +208,33 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
     }
 
     /// Fill the output: commits, then pending tags, trees and blobs, then commit trees.
-    pub(super) fn collect(&mut self, walked: &[u32], threads: usize) -> Result<(), EnumerateError>
+    pub(super) fn collect(
+        &mut self,
+        walked: &[u32],
+        threads: usize,
+        filter: Option<&Filter>,
+        wanted: &std::collections::HashSet<u32>,
+    ) -> Result<(), EnumerateError>
     where
         Find: Clone + Send,
     {
+        if let Some(filter) = filter.filter(|filter| !parallel_blob_none(filter, &self.pending)) {
+            return self.collect_filtered(walked, filter, wanted);
+        }
         let commits: Vec<&Node> = walked
             .iter()
             .map(|&node| self.graph.get(node))
             .filter(|node| node.flags & flag::UNINTERESTING == 0)
             .collect();
         let mut items = std::mem::take(&mut self.pending);
-        items.extend(commits.iter().map(|node| Item::Tree(node.tree)));
+        items.extend(commits.iter().map(|node| Item::CommitTree(node.tree)));
         let out = &mut self.out;
         out.objects.extend(commits.iter().map(|node| node.id));
         out.counts.commits = commits.len();
         collect_items(
             self.db,
             &items,
+            filter.is_none(),
             threads,
             &mut self.trees,
             self.should_interrupt,

@@ -10,6 +10,8 @@ use packgate_wire::{
     sideband::{Band, SidebandMode, SidebandWriter},
 };
 
+use packgate_pack::filter::{Filter, FilterSpec};
+
 use super::{Flow, Reply, ServeError, UploadPack};
 use crate::keepalive;
 
@@ -32,6 +34,10 @@ pub(super) struct Arguments {
     pub(super) no_progress: bool,
     pub(super) include_tag: bool,
     pub(super) ofs_delta: bool,
+    /// `filter <spec>`, when `uploadpack.allowFilter` lets the client send one.
+    pub(super) filter_spec: Option<FilterSpec>,
+    /// The filter to enumerate with: `filter_spec` resolved against the repository.
+    pub(super) filter: Option<Filter>,
 }
 
 /// Finds the object a visible ref points at: `None` when the ref is hidden or unknown.
@@ -43,6 +49,9 @@ pub(super) struct Allowed<'a> {
     pub(super) ref_in_want: bool,
     pub(super) sideband_all: bool,
     pub(super) packfile_uris: bool,
+    /// With `uploadpack.allowFilter`: the `uploadpackfilter.*` policy a `filter` line is
+    /// checked against.
+    pub(super) filter: Option<&'a crate::config::FilterPolicy>,
     pub(super) resolve_ref: ResolveRef<'a>,
 }
 
@@ -54,6 +63,35 @@ pub(super) struct ParseError {
     pub(super) sideband_all: bool,
 }
 
+/// Parse a `filter <spec>` line's spec and check it against the configuration, with git's
+/// messages; `seen` is the spec of an earlier line, if any.
+pub(super) fn parse_filter(
+    policy: &crate::config::FilterPolicy,
+    spec: &[u8],
+    seen: Option<&FilterSpec>,
+) -> Result<FilterSpec, String> {
+    if seen.is_some() {
+        return Err("multiple filter-specs cannot be combined".into());
+    }
+    let spec = FilterSpec::parse(spec).map_err(|err| err.to_string())?;
+    policy.check(&spec)?;
+    Ok(spec)
+}
+
+/// The filter `spec` asks for, with its `sparse:oid` blobs read from the repository.
+pub(super) fn resolve_filter(
+    upload_pack: &UploadPack<'_>,
+    spec: Option<&FilterSpec>,
+) -> Result<Option<Filter>, String> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let repo = upload_pack.repo;
+    spec.resolve(&mut |name| repo.sparse_blob(name))
+        .map(Some)
+        .map_err(|name| format!("unable to access sparse blob in '{name}'"))
+}
+
 fn parse(arguments: &[BString], allowed: &Allowed<'_>) -> Result<Arguments, ParseError> {
     let mut parsed = Arguments::default();
     for argument in arguments {
@@ -62,7 +100,11 @@ fn parse(arguments: &[BString], allowed: &Allowed<'_>) -> Result<Arguments, Pars
             sideband_all: parsed.sideband_all,
         };
         let line = argument.as_slice();
-        if let Some(hex) = line.strip_prefix(b"want ") {
+        if let (Some(policy), Some(spec)) = (allowed.filter, line.strip_prefix(b"filter ")) {
+            let spec = parse_filter(policy, spec, parsed.filter_spec.as_ref())
+                .map_err(|message| fail(message, &parsed))?;
+            parsed.filter_spec = Some(spec);
+        } else if let Some(hex) = line.strip_prefix(b"want ") {
             let id = parse_id(hex).map_err(|message| fail(message, &parsed))?;
             parsed.wants.push(id);
         } else if let (true, Some(name)) = (allowed.ref_in_want, line.strip_prefix(b"want-ref ")) {
@@ -150,6 +192,7 @@ pub(super) fn handle<W: Write>(
         ref_in_want: config.allow_ref_in_want,
         sideband_all: config.allow_sideband_all,
         packfile_uris: !config.blob_packfile_uris.is_empty(),
+        filter: config.allow_filter.then_some(&config.filters),
         resolve_ref: &resolve,
     };
     let arguments = match parse(arguments, &allowed) {
@@ -160,6 +203,11 @@ pub(super) fn handle<W: Write>(
     let restrict = config.restrict_v2_wants;
     if let Err(message) = check_wants(upload_pack, &arguments.wants, restrict, false) {
         return Err(reply.reject(message));
+    }
+    let mut arguments = arguments;
+    match resolve_filter(upload_pack, arguments.filter_spec.as_ref()) {
+        Ok(filter) => arguments.filter = filter,
+        Err(message) => return Err(reply.reject(message)),
     }
     if !arguments.want_refs.is_empty() {
         tracing::debug!(want_refs = arguments.want_refs.len(), "want-ref");
@@ -450,6 +498,7 @@ fn write_pack_section<W: Write>(
         common,
         &packgate_pack::enumerate::EnumerateOptions {
             thread_limit: upload_pack.config.pack_threads,
+            filter: arguments.filter.clone(),
             ..Default::default()
         },
         &interrupt,
@@ -646,11 +695,20 @@ mod tests {
     }
 
     fn parse_with(input: &[&str], everything: bool) -> Result<Arguments, ParseError> {
+        parse_filtered(input, everything, None)
+    }
+
+    fn parse_filtered(
+        input: &[&str],
+        everything: bool,
+        filter: Option<&crate::config::FilterPolicy>,
+    ) -> Result<Arguments, ParseError> {
         let input: Vec<BString> = input.iter().map(|s| BString::from(*s)).collect();
         let allowed = Allowed {
             ref_in_want: everything,
             sideband_all: everything,
             packfile_uris: everything,
+            filter,
             resolve_ref: &resolve,
         };
         parse(&input, &allowed)
@@ -783,6 +841,41 @@ mod tests {
                 message: "duplicate want-ref refs/heads/a".into(),
                 sideband_all: true
             })
+        );
+    }
+
+    #[test]
+    fn filters_only_when_allowed() {
+        let check_with = |policy: &crate::config::FilterPolicy,
+                          input: &[&str],
+                          expected: Result<Arguments, &str>| {
+            assert_eq!(
+                parse_filtered(input, false, Some(policy)).map_err(|err| err.message),
+                expected.map_err(str::to_owned),
+                "input: {input:?}"
+            );
+        };
+        let mut policy = crate::config::FilterPolicy::default();
+        check_with(
+            &policy,
+            &["filter blob:none"],
+            Ok(Arguments {
+                filter_spec: Some(FilterSpec::BlobNone),
+                ..Arguments::default()
+            }),
+        );
+        check_with(
+            &policy,
+            &["filter blob:none", "filter tree:0"],
+            Err("multiple filter-specs cannot be combined"),
+        );
+        check_with(&policy, &["filter tree:"], Err("expected 'tree:<depth>'"));
+        check_with(&policy, &["filter nope"], Err("invalid filter-spec 'nope'"));
+        policy.fallback = false;
+        check_with(
+            &policy,
+            &["filter blob:none"],
+            Err("filter 'blob:none' not supported"),
         );
     }
 }

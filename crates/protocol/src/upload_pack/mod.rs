@@ -143,6 +143,9 @@ fn new_session_id() -> String {
 /// packfile-uris".
 fn fetch_features(config: &UploadPackConfig) -> Vec<&'static str> {
     let mut features = vec!["wait-for-done"];
+    if config.allow_filter {
+        features.push("filter");
+    }
     if config.allow_ref_in_want {
         features.push("ref-in-want");
     }

@@ -17,7 +17,7 @@ use super::{agent, fetch, reject, ServeError, UploadPack};
 use crate::{receive_pack::ProtocolVersion, repository::Head};
 
 /// The capabilities upload-pack advertises in v0/v1, in git's order, before the ones that
-/// depend on configuration and the request. No shallow, deepen or filter: not implemented.
+/// depend on configuration and the request. No shallow or deepen: not implemented.
 const CAPABILITIES: &str = "multi_ack thin-pack side-band side-band-64k ofs-delta no-progress \
                             include-tag multi_ack_detailed";
 
@@ -75,7 +75,7 @@ impl UploadPack<'_> {
             String::new()
         };
         let capabilities = format!(
-            "{CAPABILITIES}{}{}{}{symref}{session_id} object-format=sha1 agent={}",
+            "{CAPABILITIES}{}{}{}{symref}{}{session_id} object-format=sha1 agent={}",
             if config.allow_tip_sha1_in_want || any {
                 " allow-tip-sha1-in-want"
             } else {
@@ -87,6 +87,7 @@ impl UploadPack<'_> {
                 ""
             },
             if advertise_refs { " no-done" } else { "" },
+            if config.allow_filter { " filter" } else { "" },
             agent(),
         );
         if refs.is_empty() {
@@ -169,7 +170,12 @@ impl UploadPack<'_> {
         } else {
             None
         };
+        let filter = match self.v0_filter(&wants) {
+            Ok(filter) => filter,
+            Err(message) => return Err(reject(&mut out, message)),
+        };
         let arguments = fetch::Arguments {
+            filter,
             wants: wants.wants.clone(),
             thin_pack: wants.has("thin-pack"),
             no_progress: wants.has("no-progress"),
@@ -226,5 +232,25 @@ impl UploadPack<'_> {
         )?;
         out.get_mut().flush()?;
         Ok(())
+    }
+
+    /// The want section's `filter` line, checked as git checks it: only with the `filter`
+    /// capability (which needs `uploadpack.allowFilter`), only one, an allowed filter.
+    fn v0_filter(
+        &self,
+        wants: &wire_v0::Wants,
+    ) -> Result<Option<packgate_pack::filter::Filter>, String> {
+        let mut spec = None;
+        for line in &wants.filters {
+            if !(self.config.allow_filter && wants.has("filter")) {
+                return Err("git upload-pack: filtering capability not negotiated".into());
+            }
+            spec = Some(fetch::parse_filter(
+                &self.config.filters,
+                line,
+                spec.as_ref(),
+            )?);
+        }
+        fetch::resolve_filter(self, spec.as_ref())
     }
 }
