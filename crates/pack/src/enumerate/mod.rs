@@ -104,13 +104,18 @@ pub enum TreeExclusion {
 }
 
 /// How to enumerate.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EnumerateOptions {
     /// Which uninteresting commits' trees count as present on the client.
     pub tree_exclusion: TreeExclusion,
     /// The most threads to walk trees with; `None` uses every core. The result is the same
     /// for any number of threads.
     pub thread_limit: Option<usize>,
+    /// Commits to walk as if they had no parents: git's shallow grafts (the repository's
+    /// own shallow commits, a shallow client's, and the boundary of a shallow fetch), as
+    /// `pack-objects --shallow` takes them. Nothing below them is sent, and nothing below
+    /// them counts as the client's.
+    pub shallow: HashSet<ObjectId>,
 }
 
 /// How many objects of each kind an [`Enumeration`] holds.
@@ -247,7 +252,7 @@ where
     let mut state = State {
         db,
         should_interrupt,
-        graph: CommitGraph::default(),
+        graph: CommitGraph::with_grafts(options.shallow.clone()),
         walk: LimitedWalk::default(),
         commit_buf: Vec::new(),
         trees: TreeBuffers::default(),
