@@ -10,7 +10,14 @@ use packgate_wire::{
     sideband::{SidebandMode, SidebandWriter},
 };
 
-use super::{reject, Flow, ServeError, UploadPack};
+use packgate_negotiate::shallow::ShallowUpdate;
+use packgate_wire::shallow::{parse_shallow_line, ShallowArguments};
+
+use super::{
+    reject,
+    shallow::{self, Protocol, Shallow},
+    Flow, ServeError, UploadPack,
+};
 use crate::keepalive;
 
 /// The arguments of one `fetch` request (and of a v0 request, from its capabilities).
@@ -23,13 +30,18 @@ pub(super) struct Arguments {
     pub(super) no_progress: bool,
     pub(super) include_tag: bool,
     pub(super) ofs_delta: bool,
+    pub(super) shallow: ShallowArguments,
 }
 
 fn parse(arguments: &[BString]) -> Result<Arguments, String> {
     let mut parsed = Arguments::default();
     for argument in arguments {
         let line = argument.as_slice();
-        if let Some(hex) = line.strip_prefix(b"want ") {
+        if let Some(shallow) = parse_shallow_line(line).map_err(|err| err.to_string())? {
+            parsed.shallow.add(shallow);
+        } else if line == b"deepen-relative" {
+            parsed.shallow.relative = true;
+        } else if let Some(hex) = line.strip_prefix(b"want ") {
             parsed.wants.push(parse_id(hex)?);
         } else if let Some(hex) = line.strip_prefix(b"have ") {
             parsed.haves.push(parse_id(hex)?);
@@ -65,6 +77,10 @@ pub(super) fn handle<W: Write>(
         Ok(arguments) => arguments,
         Err(message) => return Err(reject(out, message)),
     };
+    let shallow = match Shallow::check(upload_pack, &arguments.shallow) {
+        Ok(shallow) => shallow,
+        Err(message) => return Err(reject(out, message)),
+    };
     let restrict = upload_pack.config.restrict_v2_wants;
     if let Err(message) = check_wants(upload_pack, &arguments.wants, restrict, false) {
         return Err(reject(out, message));
@@ -75,7 +91,10 @@ pub(super) fn handle<W: Write>(
         return Ok(Flow::Continue);
     }
     let repo = upload_pack.repo;
-    let mut negotiation = packgate_negotiate::Negotiation::new(arguments.wants.clone());
+    let mut negotiation = packgate_negotiate::Negotiation::with_grafts(
+        arguments.wants.clone(),
+        shallow.negotiation_grafts(),
+    );
     if !arguments.haves.is_empty() {
         let acknowledgments = match negotiation.process_haves(repo.objects(), &arguments.haves) {
             Ok(acknowledgments) => acknowledgments,
@@ -98,15 +117,41 @@ pub(super) fn handle<W: Write>(
             out.delim()?;
         }
     }
+    // git's `send_shallow_info()`.
+    let planned = match shallow.plan(upload_pack, &arguments.wants, Protocol::V2) {
+        Ok(planned) => planned,
+        Err(message) => return Err(reject(out, message)),
+    };
+    if planned.announce {
+        out.write_text("shallow-info")?;
+        shallow::write_lines(&planned.update, out)?;
+        out.delim()?;
+    }
     out.write_text("packfile")?;
     send_pack(
         upload_pack,
         &arguments,
         negotiation.common(),
+        &planned.update,
         out,
         Some(SidebandMode::SideBand64k),
     )?;
     Ok(Flow::Continue)
+}
+
+/// The objects of the refs a client may see, tags also peeled: where its wants may be
+/// reachable from.
+pub(super) fn visible_tips(
+    upload_pack: &UploadPack<'_>,
+) -> Result<Vec<ObjectId>, crate::repository::RefsError> {
+    let tips = Tips::collect(upload_pack)?;
+    let mut out: Vec<ObjectId> = tips.visible.iter().copied().collect();
+    for id in &tips.visible {
+        if let Some(peeled) = upload_pack.repo.peel_tag(id)? {
+            out.push(peeled);
+        }
+    }
+    Ok(out)
 }
 
 /// A want must name an object the repository has: git 2.47's only rule for protocol v2.
@@ -199,10 +244,14 @@ impl Tips {
 /// then the flush-pkt (without `sideband`, a v0 client's choice: the pack alone). With `uploadpack.keepAlive`, the pack is prepared on a thread of its
 /// own while this one sends a keepalive packet whenever the section has been silent for the
 /// interval, as git's upload-pack does while pack-objects works.
+///
+/// `shallow` bounds the pack: its grafts are parentless, its extra wants and haves (the
+/// parents and the commits of an unshallowing) join the request's.
 pub(super) fn send_pack<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &Arguments,
     common: &[ObjectId],
+    shallow: &ShallowUpdate,
     out: &mut PacketWriter<W>,
     sideband: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
@@ -217,10 +266,17 @@ pub(super) fn send_pack<W: Write>(
                     repo: &repo,
                     config,
                 };
-                write_pack_section(&upload_pack, arguments, common, writer, sideband)
+                write_pack_section(&upload_pack, arguments, common, shallow, writer, sideband)
             })?;
         }
-        _ => write_pack_section(upload_pack, arguments, common, out.get_mut(), sideband)?,
+        _ => write_pack_section(
+            upload_pack,
+            arguments,
+            common,
+            shallow,
+            out.get_mut(),
+            sideband,
+        )?,
     }
     if sideband.is_some() {
         out.flush_pkt()?;
@@ -287,6 +343,7 @@ fn write_pack_section<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &Arguments,
     common: &[ObjectId],
+    shallow: &ShallowUpdate,
     out: W,
     mode: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
@@ -315,12 +372,18 @@ fn write_pack_section<W: Write>(
         repo.objects().clone(),
         upload_pack.config.delta_base_cache_limit,
     );
+    let mut wants = arguments.wants.clone();
+    wants.extend(shallow.extra_wants.iter().copied());
+    let mut haves = common.to_vec();
+    haves.extend(shallow.extra_haves.iter().copied());
+    let common = haves.as_slice();
     let enumeration = match packgate_pack::enumerate::enumerate(
         &reader,
-        &arguments.wants,
+        &wants,
         common,
         &packgate_pack::enumerate::EnumerateOptions {
             thread_limit: upload_pack.config.pack_threads,
+            shallow: shallow.grafts.clone(),
             ..Default::default()
         },
         &interrupt,
@@ -498,17 +561,42 @@ mod tests {
                 no_progress: true,
                 include_tag: true,
                 ofs_delta: true,
+                shallow: ShallowArguments::default(),
             }),
         );
         check(
             &["want 123"],
             Err("protocol error, expected to get object ID, not '123'"),
         );
-        check(&["deepen 1"], Err("unexpected line: 'deepen 1'"));
+        check(
+            &[
+                &format!("shallow {id}"),
+                "deepen 3",
+                "deepen-relative",
+                "deepen-since 5",
+                "deepen-not main",
+            ],
+            Ok(Arguments {
+                shallow: ShallowArguments {
+                    shallows: vec![oid],
+                    depth: 3,
+                    since: Some(5),
+                    not: vec!["main".into()],
+                    relative: true,
+                },
+                ..Arguments::default()
+            }),
+        );
+        check(&["deepen 0"], Err("Invalid deepen: deepen 0"));
+        check(&["deepen -1"], Err("Invalid deepen: deepen -1"));
+        check(
+            &["deepen-since x"],
+            Err("Invalid deepen-since: deepen-since x"),
+        );
         check(
             &["filter blob:none"],
             Err("unexpected line: 'filter blob:none'"),
         );
-        check(&["shallow 0123"], Err("unexpected line: 'shallow 0123'"));
+        check(&["shallow 0123"], Err("invalid shallow line: shallow 0123"));
     }
 }

@@ -11,6 +11,7 @@
 
 mod fetch;
 mod ls_refs;
+mod shallow;
 mod v0;
 
 pub use v0::V0Options;
@@ -102,13 +103,15 @@ impl<'repo> UploadPack<'repo> {
 
     /// Write the v2 capability advertisement, ending in a flush.
     ///
-    /// It lists exactly what is implemented: `ls-refs` with `unborn`, plain `fetch` (want,
-    /// have, done, ofs-delta, thin-pack, no-progress, include-tag), `server-option` and sha1.
+    /// It lists exactly what is implemented: `ls-refs` with `unborn`, `fetch` with `shallow`
+    /// (want, have, done, ofs-delta, thin-pack, no-progress, include-tag, and the shallow
+    /// and deepen arguments), `server-option` and sha1.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
         out.write_text("version 2")?;
         out.write_text(format!("agent={AGENT}"))?;
         out.write_text("ls-refs=unborn")?;
-        out.write_text("fetch")?;
+        // git 2.47 also lists wait-for-done here: not implemented yet.
+        out.write_text("fetch=shallow")?;
         out.write_text("server-option")?;
         out.write_text("object-format=sha1")?;
         out.flush_pkt()?;
