@@ -46,6 +46,10 @@
 //!   clone, fetch and push with git through `cgi_host`.
 //! - `ref_names`: ref names and prefixes from clients: `ref-prefix`es that climb out of the
 //!   repository read nothing; pushes to symbolic refs and to the same ref twice.
+//! - `shallow`: shallow fetches (`--depth`, `--deepen`, `--unshallow`, `--shallow-since`,
+//!   `--shallow-exclude`) with every git, v2 and v0, over stdio, git:// and HTTP, and from a
+//!   shallow repository, each step compared with `git upload-pack`'s result; bad shallow
+//!   requests get git's words; the shallow sections are git's.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
@@ -75,5 +79,6 @@ mod receive_pack;
 mod ref_names;
 mod serve;
 mod sessions;
+mod shallow;
 mod trust;
 mod wants;
