@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use packgate_fixture::{append_commits, Append};
 
+use crate::cgi_host::{CgiHost, CgiHostOptions};
 use crate::http::{Push, Server};
 use crate::pkt::{concat, decode, error_reason, line, lines, split_advertisement, DELIM, FLUSH};
 use crate::util::{
@@ -24,8 +25,9 @@ struct Twins<'a> {
     dir: &'a Dir,
     git: &'a Git,
     protocol: &'a str,
-    /// The source as a `file://` URL, for git's upload-pack.
-    source_url: String,
+    /// How git's upload-pack is reached: a URL, and the `--upload-pack` option if over stdio.
+    reference_url: String,
+    reference_option: Option<String>,
     /// How packgate is reached: a URL, and the `--upload-pack` option if over stdio.
     packgate_url: String,
     packgate_option: Option<String>,
@@ -40,7 +42,8 @@ impl<'a> Twins<'a> {
             dir,
             git,
             protocol,
-            source_url: file_url(source),
+            reference_url: file_url(source),
+            reference_option: Some(git_upload_pack_option(git)),
             packgate_url: file_url(source),
             packgate_option: Some(packgate_upload_pack_option()),
             reference: dir.join(&format!("{name}-git")),
@@ -49,11 +52,16 @@ impl<'a> Twins<'a> {
         }
     }
 
-    /// packgate over a network URL instead of stdio.
-    fn over(mut self, url: String) -> Self {
+    /// packgate over a network URL instead of stdio, and git's upload-pack behind
+    /// `reference_url` if given (the client follows tags differently over HTTP).
+    fn over(mut self, url: String, reference_url: Option<String>) -> Self {
         self.context = format!("{}, {url}", self.context);
         self.packgate_url = url;
         self.packgate_option = None;
+        if let Some(reference_url) = reference_url {
+            self.reference_url = reference_url;
+            self.reference_option = None;
+        }
         self
     }
 
@@ -64,8 +72,8 @@ impl<'a> Twins<'a> {
             .git(self.git)
             .args(["-c", &protocol, "clone", "--no-checkout"])
             .args(args)
-            .arg(git_upload_pack_option(self.git))
-            .arg(&self.source_url)
+            .args(self.reference_option.iter())
+            .arg(&self.reference_url)
             .arg(&self.reference)
             .run();
         self.dir
@@ -86,7 +94,7 @@ impl<'a> Twins<'a> {
             .git(self.git)
             .current_dir(&self.reference)
             .args(["-c", &protocol, "fetch"])
-            .arg(git_upload_pack_option(self.git))
+            .args(self.reference_option.iter())
             .args(args)
             .run();
         self.dir
@@ -226,8 +234,9 @@ fn since_and_exclude() {
     }
 }
 
-/// The same over `packgate serve`: git:// and smart HTTP (stateless: every v0 request repeats
-/// the shallow section).
+/// The same over `packgate serve` (git:// and smart HTTP) and `packgate http-backend` (HTTP
+/// being stateless, every v0 request repeats the shallow section); over HTTP the reference is
+/// `git http-backend`.
 #[test]
 fn over_git_and_http() {
     let dir = Dir::new("shallow-serve");
@@ -237,20 +246,33 @@ fn over_git_and_http() {
     dir.copy_tree(&source.path, &root.join("small.git"));
     let served = root.join("small.git");
     let server = Server::start(&root, Push::Refused);
+    let cgi = |program: Option<Vec<std::ffi::OsString>>| {
+        CgiHost::start(CgiHostOptions {
+            project_root: root.clone(),
+            export_all: true,
+            program,
+            ..CgiHostOptions::default()
+        })
+    };
+    let git_http_backend = cgi(Some(vec![
+        Git::newest().program.into(),
+        "http-backend".into(),
+    ]));
+    let packgate_http_backend = cgi(None);
+    let reference = Some(git_http_backend.url("small.git"));
     for git in Git::all() {
         for protocol in PROTOCOLS {
-            for (name, url) in [
-                ("git", server.git_url("small.git")),
-                ("http", server.http_url("small.git")),
+            for (name, url, reference) in [
+                ("git", server.git_url("small.git"), None),
+                ("http", server.http_url("small.git"), reference.clone()),
+                (
+                    "http-backend",
+                    packgate_http_backend.url("small.git"),
+                    reference.clone(),
+                ),
             ] {
-                let twins = Twins::new(
-                    &dir,
-                    &git,
-                    protocol,
-                    &served,
-                    &format!("{git}-{protocol}-{name}"),
-                )
-                .over(url);
+                let name = format!("{}-{protocol}-{name}", git.version.replace(' ', "-"));
+                let twins = Twins::new(&dir, &git, protocol, &served, &name).over(url, reference);
                 twins.clone(&["--depth", "1"]);
                 twins.fetch(&["--deepen=3"]);
                 twins.fetch(&["--depth", "2"]);
@@ -276,21 +298,10 @@ fn from_a_shallow_repository() {
     assert!(!shallow_file_bare(&served).is_empty());
     for git in Git::all() {
         for protocol in PROTOCOLS {
-            let twins = Twins::new(
-                &dir,
-                &git,
-                protocol,
-                &served,
-                &format!("full-{git}-{protocol}"),
-            );
+            let name = format!("{}-{protocol}", git.version.replace(' ', "-"));
+            let twins = Twins::new(&dir, &git, protocol, &served, &format!("full-{name}"));
             twins.clone(&[]);
-            let twins = Twins::new(
-                &dir,
-                &git,
-                protocol,
-                &served,
-                &format!("depth-{git}-{protocol}"),
-            );
+            let twins = Twins::new(&dir, &git, protocol, &served, &format!("depth-{name}"));
             twins.clone(&["--depth", "2"]);
             twins.fetch(&["--deepen=10"]);
         }
