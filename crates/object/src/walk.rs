@@ -632,6 +632,46 @@ mod tests {
     }
 
     #[test]
+    fn grafted_commits_have_no_parents_and_max_age_makes_old_commits_uninteresting() {
+        let mut db = Db::default();
+        db.commit(1, &[], 1);
+        for n in 2..=6 {
+            db.commit(n, &[n - 1], u64::from(n));
+        }
+        let mut graph = CommitGraph::with_grafts([id(4)].into_iter().collect());
+        let mut walk = LimitedWalk::default();
+        let tip = graph.node(&id(6));
+        assert!(graph.parse_gently(&db, tip).unwrap());
+        walk.push(&mut graph, tip);
+        let interesting = walk
+            .run(
+                &mut graph,
+                |graph, edge| graph.parse_gently(&db, edge.parent),
+                |_, _| Ok::<_, ReadError>(()),
+            )
+            .unwrap();
+        let names: Vec<u32> = interesting.iter().map(|&node| name(&graph, node)).collect();
+        assert_eq!(names, [6, 5, 4], "the walk stops at the graft");
+        assert!(graph.is_grafted(&id(4)) && !graph.is_grafted(&id(5)));
+
+        let (mut graph, walk) = start(&db, &[6], &[], Stop::AfterSlop);
+        let mut walk = walk.with_max_age(4);
+        let interesting = walk
+            .run(
+                &mut graph,
+                |graph, edge| graph.parse_gently(&db, edge.parent),
+                |_, _| Ok::<_, ReadError>(()),
+            )
+            .unwrap();
+        let names: Vec<u32> = interesting
+            .iter()
+            .filter(|&&node| graph.flags(node) & flag::UNINTERESTING == 0)
+            .map(|&node| name(&graph, node))
+            .collect();
+        assert_eq!(names, [6, 5, 4], "older than 4: uninteresting");
+    }
+
+    #[test]
     fn queue_order() {
         let entry = |date, seq, node| QueueEntry { date, seq, node };
         let mut queue: BinaryHeap<QueueEntry> = [
