@@ -104,11 +104,14 @@ impl UploadPack<'_> {
                 out.write_text(format!("{peeled} {}^{{}}", name.as_bstr()))?;
             }
         }
-        // git's `advertise_shallow_grafts()`: the repository's own shallow commits.
-        let shallows = self
+        // git's `advertise_shallow_grafts()`: the repository's own shallow commits, in the
+        // order of git's graft list (sorted).
+        let mut shallows = self
             .repo
             .shallow_commits()
             .map_err(|err| ServeError::Failed(err.to_string()))?;
+        shallows.sort();
+        shallows.dedup();
         for id in shallows {
             out.write_text(format!("shallow {id}"))?;
         }
