@@ -301,7 +301,7 @@ fn ls_refs_without_a_delimiter_or_arguments_is_valid() {
 
 /// Protocol v0/v1 (no `GIT_PROTOCOL=version=2`): a client that hangs up after its wants,
 /// before any have, or that wants nothing, ends the session normally (exit 0); malformed
-/// wants and haves, and the shallow lines packgate does not advertise, get `ERR` and a
+/// wants and haves, and a bad `deepen`, get `ERR` and a
 /// non-zero exit. Stateful and stateless, for each way of asking for v0 or v1.
 #[test]
 fn protocol_v0_requests() {
@@ -320,8 +320,8 @@ fn protocol_v0_requests() {
             "expected to get object ID",
         ),
         (
-            concat([want.clone(), line("deepen 1\n"), FLUSH.to_vec()]),
-            "shallow",
+            concat([want.clone(), line("deepen 0\n"), FLUSH.to_vec()]),
+            "Invalid deepen: deepen 0",
         ),
         (
             concat([want.clone(), FLUSH.to_vec(), line("have xyz\n")]),

@@ -421,7 +421,7 @@ fn advertisement_lists_what_is_configured_in_gits_order() {
     };
     let packgate = v2_capabilities(&advertise(Side::Packgate));
     assert!(
-        packgate.contains(&"fetch=wait-for-done".to_owned()),
+        packgate.contains(&"fetch=shallow wait-for-done".to_owned()),
         "{packgate:?}"
     );
     for key in ["session-id", "object-info", "bundle-uri"] {
@@ -433,18 +433,15 @@ fn advertisement_lists_what_is_configured_in_gits_order() {
         ("transfer.advertiseSID", "true"),
         ("transfer.advertiseObjectInfo", "true"),
         ("uploadpack.advertiseBundleURIs", "true"),
+        ("uploadpack.allowFilter", "true"),
     ] {
         dir.git_in(&git, &repo).args(["config", key, value]).run();
     }
     let packgate = v2_capabilities(&advertise(Side::Packgate));
     let reference = v2_capabilities(&advertise(Side::Git));
-    // git adds `shallow` (and `filter` when allowed) to fetch; the rest is the same list.
-    let fetch_of_git: Vec<String> = reference
-        .iter()
-        .map(|c| c.replace("fetch=shallow ", "fetch="))
-        .collect();
-    assert_eq!(packgate, fetch_of_git);
-    assert!(packgate.contains(&"fetch=wait-for-done ref-in-want sideband-all".to_owned()));
+    assert_eq!(packgate, reference);
+    assert!(packgate
+        .contains(&"fetch=shallow wait-for-done filter ref-in-want sideband-all".to_owned()));
 
     // v0: session-id after the symref, before object-format, as git orders it.
     let v0 = dir

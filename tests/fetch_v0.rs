@@ -215,8 +215,8 @@ fn empty_repository() {
 }
 
 /// The v0/v1 reference advertisement is git's, line for line (peeled tags, `symref=`,
-/// `version 1`, `no-done` only for `--advertise-refs`), except for the capabilities packgate
-/// does not implement (shallow, deepen-*) and the agent.
+/// `version 1`, `no-done` only for `--advertise-refs`, a shallow repository's `shallow`
+/// lines), capabilities included, except for the agent.
 #[test]
 fn advertisement_matches_git() {
     let git = Git::newest();
@@ -230,9 +230,22 @@ fn advertisement_matches_git() {
         .args(["init", "--quiet", "--bare"])
         .arg(&empty)
         .run();
+    // A shallow repository advertises its shallow commits after the refs.
+    let shallow = dir.join("shallow.git");
+    dir.git(&git)
+        .args([
+            "clone",
+            "--quiet",
+            "--bare",
+            "--depth",
+            "3",
+            "--no-single-branch",
+        ])
+        .arg(crate::util::file_url(&source.path))
+        .arg(&shallow)
+        .run();
     let normalize = |stdout: &[u8]| -> String {
-        let text = String::from_utf8_lossy(stdout)
-            .replace(" shallow deepen-since deepen-not deepen-relative", "");
+        let text = String::from_utf8_lossy(stdout).into_owned();
         match text.find(" agent=") {
             Some(start) => {
                 let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
@@ -241,7 +254,7 @@ fn advertisement_matches_git() {
             None => text,
         }
     };
-    for repo in [&source.path, &empty] {
+    for repo in [&source.path, &empty, &shallow] {
         for protocol in [None, Some("version=1")] {
             for options in [&["--advertise-refs"][..], &[]] {
                 let run = |mut command: crate::util::Cmd| {

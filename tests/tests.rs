@@ -57,6 +57,10 @@
 //!   into repositories without the history (refused, or with `receive.shallowUpdate` the
 //!   same `$GIT_DIR/shallow` as git's receive-pack writes), over stdio, HTTP and git://;
 //!   atomic and mixed pushes; a server killed while writing the shallow file.
+//! - `shallow`: shallow fetches (`--depth`, `--deepen`, `--unshallow`, `--shallow-since`,
+//!   `--shallow-exclude`) with every git, v2 and v0, over stdio, git:// and HTTP, and from a
+//!   shallow repository, each step compared with `git upload-pack`'s result; bad shallow
+//!   requests get git's words; the shallow sections are git's.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
@@ -88,6 +92,7 @@ mod receive_pack;
 mod ref_names;
 mod serve;
 mod sessions;
+mod shallow;
 mod shallow_push;
 mod trust;
 mod wants;

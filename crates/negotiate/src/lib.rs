@@ -27,7 +27,8 @@
 //! returns decisions, which the caller turns into `acknowledgments` sections. It keeps no state
 //! between requests beyond what the caller keeps in a [`Negotiation`]. It does not enumerate
 //! the objects to send (that is `packgate-pack`'s job, given [`Negotiation::common()`]), and
-//! it does not handle `shallow`/`deepen` yet. The client-side negotiator is not here yet.
+//! it does not write `shallow-info`: [`shallow`] computes the boundary, the caller sends it.
+//! The client-side negotiator is not here yet.
 //!
 //! # Example
 //!
@@ -125,6 +126,13 @@ pub struct Negotiation {
 impl Negotiation {
     /// Start negotiating for `wants`.
     pub fn new(wants: Vec<ObjectId>) -> Self {
+        Self::with_grafts(wants, HashSet::default())
+    }
+
+    /// Start negotiating for `wants`, with the commits of `grafts` taken as parentless (git's
+    /// registered shallow commits: the repository's and the client's): a have's parents
+    /// beyond the client's boundary are not the client's.
+    pub fn with_grafts(wants: Vec<ObjectId>, grafts: HashSet<ObjectId>) -> Self {
         Negotiation {
             wants,
             common: Vec::new(),
@@ -132,7 +140,7 @@ impl Negotiation {
             found_any: false,
             oldest_have: 0,
             new_haves: 0,
-            graph: CommitGraph::default(),
+            graph: CommitGraph::with_grafts(grafts),
             buf: Vec::new(),
         }
     }
@@ -444,6 +452,7 @@ fn read(
     })
 }
 
+pub mod shallow;
 pub mod v0;
 
 #[cfg(test)]

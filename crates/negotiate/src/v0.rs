@@ -77,8 +77,13 @@ pub struct V0Negotiation {
 impl V0Negotiation {
     /// Start negotiating for `wants` in `mode`; `no_done` if the client sent `no-done`.
     pub fn new(wants: Vec<ObjectId>, mode: AckMode, no_done: bool) -> Self {
+        Self::with_negotiation(Negotiation::new(wants), mode, no_done)
+    }
+
+    /// Negotiate over `negotiation` (made with the shallow grafts, say) in `mode`.
+    pub fn with_negotiation(negotiation: Negotiation, mode: AckMode, no_done: bool) -> Self {
         V0Negotiation {
-            negotiation: Negotiation::new(wants),
+            negotiation,
             mode,
             no_done,
             got_common: false,

@@ -7,7 +7,7 @@
 use std::{collections::BinaryHeap, ops::Range};
 
 use gix_hash::{oid, ObjectId};
-use gix_hashtable::HashMap;
+use gix_hashtable::{HashMap, HashSet};
 use gix_object::Kind;
 
 use crate::{CommitError, CommitHeader};
@@ -78,9 +78,26 @@ pub struct CommitGraph {
     /// The parents of all parsed nodes, as node numbers, referred to by [`Node::parents`].
     pub parents: Vec<u32>,
     buf: Vec<u8>,
+    /// Commits parsed as if they had no parents: git's shallow grafts.
+    grafts: HashSet<ObjectId>,
 }
 
 impl CommitGraph {
+    /// A graph in which the commits of `grafts` have no parents, as git parses commits
+    /// registered as shallow (`$GIT_DIR/shallow`, a shallow client's boundary): walks stop
+    /// there.
+    pub fn with_grafts(grafts: HashSet<ObjectId>) -> Self {
+        CommitGraph {
+            grafts,
+            ..CommitGraph::default()
+        }
+    }
+
+    /// Whether `id` is parsed as parentless (see [`Self::with_grafts()`]).
+    pub fn is_grafted(&self, id: &oid) -> bool {
+        self.grafts.contains(id)
+    }
+
     /// The number of `id`, which is added (unparsed) if it was not met before.
     pub fn node(&mut self, id: &oid) -> u32 {
         if let Some(node) = self.index.get(id) {
@@ -161,9 +178,11 @@ impl CommitGraph {
         let id = self.nodes[node as usize].id;
         let header = CommitHeader::parse(data, id.kind()).map_err(Unparsable::Corrupt)?;
         let start = u32::try_from(self.parents.len()).map_err(|_| Unparsable::TooManyCommits)?;
-        for parent in header.parents() {
-            let parent = self.node(&parent);
-            self.parents.push(parent);
+        if !self.grafts.contains(&id) {
+            for parent in header.parents() {
+                let parent = self.node(&parent);
+                self.parents.push(parent);
+            }
         }
         let end = u32::try_from(self.parents.len()).map_err(|_| Unparsable::TooManyCommits)?;
         let node = &mut self.nodes[node as usize];
@@ -231,6 +250,8 @@ pub enum Stop {
 #[derive(Debug, Default)]
 pub struct LimitedWalk {
     stop: Stop,
+    /// git's `--max-age`: commits older than this become uninteresting when taken.
+    max_age: Option<u64>,
     queue: BinaryHeap<QueueEntry>,
     next_seq: u64,
     /// How many queued commits are not uninteresting (git's `everybody_uninteresting()`).
@@ -258,6 +279,16 @@ impl LimitedWalk {
         LimitedWalk {
             stop,
             ..LimitedWalk::default()
+        }
+    }
+
+    /// git's `rev-list --max-age=<date>` in `limit_list()`: a commit whose committer date is
+    /// older than `date` becomes uninteresting when the walk takes it, and so does what is
+    /// below it.
+    pub fn with_max_age(self, date: u64) -> Self {
+        LimitedWalk {
+            max_age: Some(date),
+            ..self
         }
     }
 
@@ -333,6 +364,12 @@ impl LimitedWalk {
                 break;
             };
             popped(graph, node)?;
+            if self
+                .max_age
+                .is_some_and(|max_age| graph.nodes[node as usize].date < max_age)
+            {
+                self.set_uninteresting(graph, node);
+            }
             let entry = &mut graph.nodes[node as usize];
             entry.flags &= !flag::IN_QUEUE;
             let uninteresting = entry.flags & flag::UNINTERESTING != 0;
@@ -592,6 +629,46 @@ mod tests {
             [5, 3],
             "3 is left interesting: the walk stopped before 2 was taken"
         );
+    }
+
+    #[test]
+    fn grafted_commits_have_no_parents_and_max_age_makes_old_commits_uninteresting() {
+        let mut db = Db::default();
+        db.commit(1, &[], 1);
+        for n in 2..=6 {
+            db.commit(n, &[n - 1], u64::from(n));
+        }
+        let mut graph = CommitGraph::with_grafts([id(4)].into_iter().collect());
+        let mut walk = LimitedWalk::default();
+        let tip = graph.node(&id(6));
+        assert!(graph.parse_gently(&db, tip).unwrap());
+        walk.push(&mut graph, tip);
+        let interesting = walk
+            .run(
+                &mut graph,
+                |graph, edge| graph.parse_gently(&db, edge.parent),
+                |_, _| Ok::<_, ReadError>(()),
+            )
+            .unwrap();
+        let names: Vec<u32> = interesting.iter().map(|&node| name(&graph, node)).collect();
+        assert_eq!(names, [6, 5, 4], "the walk stops at the graft");
+        assert!(graph.is_grafted(&id(4)) && !graph.is_grafted(&id(5)));
+
+        let (mut graph, walk) = start(&db, &[6], &[], Stop::AfterSlop);
+        let mut walk = walk.with_max_age(4);
+        let interesting = walk
+            .run(
+                &mut graph,
+                |graph, edge| graph.parse_gently(&db, edge.parent),
+                |_, _| Ok::<_, ReadError>(()),
+            )
+            .unwrap();
+        let names: Vec<u32> = interesting
+            .iter()
+            .filter(|&&node| graph.flags(node) & flag::UNINTERESTING == 0)
+            .map(|&node| name(&graph, node))
+            .collect();
+        assert_eq!(names, [6, 5, 4], "older than 4: uninteresting");
     }
 
     #[test]

@@ -450,6 +450,40 @@ impl Repository {
         self.objects.exists(id)
     }
 
+    /// The objects `name` can mean as git's `expand_ref()` reads a short ref name: the first
+    /// of `name`, `refs/name`, `refs/tags/name`, `refs/heads/name`, `refs/remotes/name` and
+    /// `refs/remotes/name/HEAD` that exists, and how many of them exist (more than one is
+    /// ambiguous). Of the names outside `refs/` only `HEAD` is looked at.
+    pub fn expand_ref(&self, name: &[u8]) -> Result<(Option<ObjectId>, usize), RefsError> {
+        let mut candidates: Vec<BString> = Vec::with_capacity(6);
+        for prefix in ["", "refs/", "refs/tags/", "refs/heads/", "refs/remotes/"] {
+            let mut full = BString::from(prefix);
+            full.extend_from_slice(name);
+            candidates.push(full);
+        }
+        let mut remote_head = BString::from("refs/remotes/");
+        remote_head.extend_from_slice(name);
+        remote_head.extend_from_slice(b"/HEAD");
+        candidates.push(remote_head);
+        let mut found: std::collections::HashMap<BString, ObjectId> = self
+            .refs(None)?
+            .into_iter()
+            .map(|record| (record.name, record.id))
+            .collect();
+        if let Head::Born(head) = self.head()? {
+            found.insert(head.name, head.id);
+        }
+        let mut first = None;
+        let mut count = 0;
+        for candidate in &candidates {
+            if let Some(id) = found.get(candidate) {
+                first.get_or_insert(*id);
+                count += 1;
+            }
+        }
+        Ok((first, count))
+    }
+
     /// The commits listed in `$GIT_DIR/shallow`: this repository's own shallow boundary,
     /// whose parents it does not have. Empty when the file does not exist (a complete
     /// repository). Read on every call, as a push may change it.

@@ -7,6 +7,8 @@
 //!   progress and errors, [`demux`](sideband::demux) to split them again in tests, and
 //!   [`keepalive`](sideband::keepalive): what a keepalive packet is and where in a stream of
 //!   pkt-lines one may go.
+//! * [`shallow`]: the shallow-fetch lines (`shallow`, `deepen`, `deepen-since`,
+//!   `deepen-not`) of v0 and v2 fetch requests, with git's error wording.
 //! * [`v2`]: the sans-IO [`RequestParser`](v2::RequestParser) and
 //!   [`read_request`](v2::read_request), which turn packets into a
 //!   [`Request`](v2::Request): a command with its capability and argument lines.
@@ -59,6 +61,7 @@
 
 pub mod pkt_line;
 pub mod service;
+pub mod shallow;
 pub mod sideband;
 pub mod v0;
 pub mod v2;

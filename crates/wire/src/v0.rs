@@ -2,16 +2,19 @@
 //! carrying the client's capabilities, ending in a flush) and the negotiation lines that
 //! follow (`have`, flush, `done`).
 //!
-//! `filter` lines are gathered for the server to check. `shallow`, `deepen`, `deepen-since`
-//! and `deepen-not` lines are refused: they are not advertised (shallow fetches are not
-//! implemented yet).
+//! The want section's `shallow`, `deepen`, `deepen-since` and `deepen-not` lines are
+//! gathered into [`Wants::shallow`] ([`crate::shallow`] reads them), its `filter` lines into
+//! [`Wants::filters`], for the server to check.
 
 use std::io::Read;
 
 use bstr::{BString, ByteSlice};
 use gix_hash::ObjectId;
 
-use crate::pkt_line::{strip_one_line_feed, Excerpt, Packet, PacketReader, ReadError};
+use crate::{
+    pkt_line::{strip_one_line_feed, Excerpt, Packet, PacketReader, ReadError},
+    shallow::{parse_shallow_line, ShallowArguments, ShallowLineError},
+};
 
 /// The want section of a v0 request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub struct Wants {
     /// The specs of `filter <spec>` lines, in order, unchecked: whether the client may send
     /// one is the server's business (git 2.47 allows one, with the `filter` capability).
     pub filters: Vec<BString>,
+    /// The `shallow` and `deepen*` lines among the wants.
+    pub shallow: ShallowArguments,
 }
 
 impl Wants {
@@ -66,15 +71,12 @@ pub enum RequestError {
         /// The line, without its LF.
         line: BString,
     },
-    /// A shallow-fetch line, which is not advertised.
-    #[error(
-        "git upload-pack: shallow fetches are not supported, got {}",
-        Excerpt(line)
-    )]
-    Shallow {
-        /// The line, without its LF.
-        line: BString,
-    },
+    /// A `filter` line, which is not advertised.
+    #[error("git upload-pack: filtering capability not negotiated")]
+    Filter,
+    /// A malformed `shallow` or `deepen*` line.
+    #[error(transparent)]
+    Shallow(#[from] ShallowLineError),
     /// Any other line in the want section.
     #[error(
         "git upload-pack: protocol error, expected to get sha, not {}",
@@ -118,15 +120,8 @@ pub const MAX_CAPABILITIES: usize = 64;
 /// capabilities after it.
 pub fn parse_want(line: &[u8]) -> Result<(ObjectId, Vec<BString>), RequestError> {
     let Some(rest) = line.strip_prefix(b"want ") else {
-        let shallow = [
-            &b"shallow "[..],
-            b"deepen ",
-            b"deepen-since ",
-            b"deepen-not ",
-            b"filter ",
-        ];
-        if shallow.iter().any(|prefix| line.starts_with(prefix)) {
-            return Err(RequestError::Shallow { line: line.into() });
+        if line.starts_with(b"filter ") {
+            return Err(RequestError::Filter);
         }
         return Err(RequestError::ExpectedWant { line: line.into() });
     };
@@ -194,6 +189,15 @@ pub fn read_wants<R: Read>(
                         return Err(RequestError::TooManyCapabilities);
                     }
                     wants.filters.push(spec.into());
+                    continue;
+                }
+                // Lines, not distinct ids: repeats cost reading too.
+                if let Some(shallow) = parse_shallow_line(line)? {
+                    lines += 1;
+                    if lines > max_wants {
+                        return Err(RequestError::TooManyWants(max_wants));
+                    }
+                    wants.shallow.add(shallow);
                     continue;
                 }
                 let (id, capabilities) = parse_want(line)?;
@@ -298,6 +302,7 @@ mod tests {
                 wants: vec![id()],
                 capabilities: caps(&["multi_ack", "side-band-64k", "agent=git/2.47", "no-done"]),
                 filters: Vec::new(),
+                shallow: ShallowArguments::default(),
             })),
         );
         check_wants(
@@ -310,6 +315,7 @@ mod tests {
                 wants: vec![id()],
                 capabilities: caps(&["filter"]),
                 filters: caps(&["blob:none"]),
+                shallow: ShallowArguments::default(),
             })),
         );
         check_wants("0000", Ok(None));
@@ -323,8 +329,21 @@ mod tests {
             Err("git upload-pack: protocol error, expected to get object ID, not \"want 12345\""),
         );
         check_wants(
-            &format!("{}{}0000", pkt(&format!("want {ID}\n")), pkt("deepen 1\n")),
-            Err("git upload-pack: shallow fetches are not supported, got \"deepen 1\""),
+            &format!("{}{}0000", pkt(&format!("want {ID}\n")), pkt("deepen 0\n")),
+            Err("Invalid deepen: deepen 0"),
+        );
+        // A filter line is gathered: whether it was negotiated is the server's to judge.
+        check_wants(
+            &format!(
+                "{}{}0000",
+                pkt(&format!("want {ID}\n")),
+                pkt("filter blob:none\n")
+            ),
+            Ok(Some(Wants {
+                wants: vec![id()],
+                filters: vec!["blob:none".into()],
+                ..Wants::default()
+            })),
         );
         check_wants(
             &format!("{}0000", pkt(&format!("have {ID}\n"))),
@@ -340,6 +359,38 @@ mod tests {
             "0001",
             Err("git upload-pack: unexpected delim-pkt in a protocol v0 request"),
         );
+    }
+
+    #[test]
+    fn shallow_lines_are_gathered_and_count_as_lines() {
+        let input = format!(
+            "{}{}{}{}0000",
+            pkt(&format!("want {ID}\n")),
+            pkt("deepen 1\n"),
+            pkt(&format!("shallow {ID}\n")),
+            pkt("deepen-not main\n"),
+        );
+        let mut reader = PacketReader::new(input.as_bytes());
+        let wants = read_wants(&mut reader, 4).unwrap().unwrap();
+        assert_eq!(
+            wants,
+            Wants {
+                wants: vec![id()],
+                capabilities: Vec::new(),
+                filters: Vec::new(),
+                shallow: ShallowArguments {
+                    shallows: vec![id()],
+                    depth: 1,
+                    not: vec!["main".into()],
+                    ..ShallowArguments::default()
+                },
+            }
+        );
+        let mut reader = PacketReader::new(input.as_bytes());
+        assert!(matches!(
+            read_wants(&mut reader, 3),
+            Err(RequestError::TooManyWants(3))
+        ));
     }
 
     #[test]

@@ -124,6 +124,11 @@ pub struct EnumerateOptions {
     /// walks them on one, asking the filter before reading each tree, so what it excludes
     /// whole (`tree:0`, `object:type=commit`) is never read.
     pub filter: Option<Filter>,
+    /// Commits to walk as if they had no parents: git's shallow grafts (the repository's
+    /// own shallow commits, a shallow client's, and the boundary of a shallow fetch), as
+    /// `pack-objects --shallow` takes them. Nothing below them is sent, and nothing below
+    /// them counts as the client's.
+    pub shallow: HashSet<ObjectId>,
 }
 
 /// How many objects of each kind an [`Enumeration`] holds.
@@ -260,7 +265,7 @@ where
     let mut state = State {
         db,
         should_interrupt,
-        graph: CommitGraph::default(),
+        graph: CommitGraph::with_grafts(options.shallow.clone()),
         walk: LimitedWalk::default(),
         commit_buf: Vec::new(),
         trees: TreeBuffers::default(),

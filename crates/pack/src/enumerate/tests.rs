@@ -46,6 +46,20 @@ impl Repo {
         db
     }
 
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: &ObjectId, descendant: &ObjectId) -> bool {
+        std::process::Command::new("git")
+            .args(["merge-base", "--is-ancestor"])
+            .arg(ancestor.to_string())
+            .arg(descendant.to_string())
+            .current_dir(&self.path)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap()
+            .success()
+    }
+
     /// `git rev-list --objects`, ids only, in git's order.
     fn rev_list(&self, wants: &[ObjectId], haves: &[ObjectId]) -> Vec<ObjectId> {
         let mut args = vec!["rev-list".to_string(), "--objects".to_string()];
@@ -300,6 +314,7 @@ fn options(tree_exclusion: TreeExclusion, threads: usize) -> EnumerateOptions {
         tree_exclusion,
         thread_limit: Some(threads),
         filter: None,
+        shallow: Default::default(),
     }
 }
 
@@ -636,6 +651,67 @@ fn tree_0_and_commits_only_read_no_tree() {
             matches!(err, Err(EnumerateError::Missing { .. })),
             "{err:?}"
         );
+    }
+}
+
+/// Shallow grafts bound the walk as `git --shallow-file <file> rev-list --objects` does, and
+/// nothing beyond them is counted as the client's.
+#[test]
+fn shallow_grafts_are_parentless() {
+    let repo = fixture();
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (&["main"], &[], &["main~2"]),
+        (&["main"], &["main~1"], &["main~3"]),
+        (&["main"], &["main~4"], &["main~2", "main~5^2"]),
+        (&["main", "side"], &["main~30"], &["main~10", "main~31"]),
+    ];
+    for &(wants, haves, shallow) in cases {
+        let wants: Vec<ObjectId> = wants.iter().map(|rev| repo.id(rev)).collect();
+        let haves: Vec<ObjectId> = haves.iter().map(|rev| repo.id(rev)).collect();
+        let shallow: Vec<ObjectId> = shallow.iter().map(|rev| repo.id(rev)).collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let lines: String = shallow.iter().map(|id| format!("{id}\n")).collect();
+        std::fs::write(file.path(), lines).unwrap();
+        let mut args = vec![
+            "--shallow-file".to_string(),
+            file.path().display().to_string(),
+            "rev-list".into(),
+            "--objects".into(),
+        ];
+        args.extend(wants.iter().map(ToString::to_string));
+        if !haves.is_empty() {
+            args.push("--not".into());
+            args.extend(haves.iter().map(ToString::to_string));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let git: Vec<ObjectId> = repo
+            .git(&args)
+            .lines()
+            .map(|line| ObjectId::from_hex(&line.as_bytes()[..40]).unwrap())
+            .collect();
+        let options = EnumerateOptions {
+            shallow: shallow.iter().copied().collect(),
+            ..options(TreeExclusion::EdgeCommits, 2)
+        };
+        let ours = run(repo, &wants, &haves, options);
+        assert_eq!(ours.objects(), git.as_slice(), "shallow {shallow:?}");
+        // The client's commits stop at the grafts too.
+        let below: Vec<ObjectId> = shallow
+            .iter()
+            .filter(|id| haves.iter().any(|have| repo.is_ancestor(id, have)))
+            .flat_map(|id| {
+                repo.git(&["rev-parse", &format!("{id}^@")])
+                    .lines()
+                    .map(|l| ObjectId::from_hex(l.as_bytes()).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for parent in below {
+            assert!(
+                !ours.client_has().contains(&parent),
+                "{parent} is below a graft, not the client's"
+            );
+        }
     }
 }
 

@@ -10,9 +10,14 @@ use packgate_wire::{
     sideband::{Band, SidebandMode, SidebandWriter},
 };
 
+use packgate_negotiate::shallow::ShallowUpdate;
 use packgate_pack::filter::{Filter, FilterSpec};
+use packgate_wire::shallow::{parse_shallow_line, ShallowArguments};
 
-use super::{Flow, Reply, ServeError, UploadPack};
+use super::{
+    shallow::{Protocol, Shallow},
+    Flow, Reply, ServeError, UploadPack,
+};
 use crate::keepalive;
 
 /// The arguments of one `fetch` request (and of a v0 request, from its capabilities).
@@ -38,6 +43,7 @@ pub(super) struct Arguments {
     pub(super) filter_spec: Option<FilterSpec>,
     /// The filter to enumerate with: `filter_spec` resolved against the repository.
     pub(super) filter: Option<Filter>,
+    pub(super) shallow: ShallowArguments,
 }
 
 /// Finds the object a visible ref points at: `None` when the ref is hidden or unknown.
@@ -100,7 +106,13 @@ fn parse(arguments: &[BString], allowed: &Allowed<'_>) -> Result<Arguments, Pars
             sideband_all: parsed.sideband_all,
         };
         let line = argument.as_slice();
-        if let (Some(policy), Some(spec)) = (allowed.filter, line.strip_prefix(b"filter ")) {
+        if let Some(shallow) =
+            parse_shallow_line(line).map_err(|err| fail(err.to_string(), &parsed))?
+        {
+            parsed.shallow.add(shallow);
+        } else if line == b"deepen-relative" {
+            parsed.shallow.relative = true;
+        } else if let (Some(policy), Some(spec)) = (allowed.filter, line.strip_prefix(b"filter ")) {
             let spec = parse_filter(policy, spec, parsed.filter_spec.as_ref())
                 .map_err(|message| fail(message, &parsed))?;
             parsed.filter_spec = Some(spec);
@@ -200,6 +212,10 @@ pub(super) fn handle<W: Write>(
         Err(err) => return Err(Reply::new(out, err.sideband_all).reject(err.message)),
     };
     let mut reply = Reply::new(out, arguments.sideband_all);
+    let shallow = match Shallow::check(upload_pack, &arguments.shallow) {
+        Ok(shallow) => shallow,
+        Err(message) => return Err(reply.reject(message)),
+    };
     let restrict = config.restrict_v2_wants;
     if let Err(message) = check_wants(upload_pack, &arguments.wants, restrict, false) {
         return Err(reply.reject(message));
@@ -218,7 +234,10 @@ pub(super) fn handle<W: Write>(
         return Ok(Flow::Continue);
     }
     let repo = upload_pack.repo;
-    let mut negotiation = packgate_negotiate::Negotiation::new(arguments.wants.clone());
+    let mut negotiation = packgate_negotiate::Negotiation::with_grafts(
+        arguments.wants.clone(),
+        shallow.negotiation_grafts(),
+    );
     if arguments.seen_haves {
         let acknowledgments = match negotiation.process_haves(repo.objects(), &arguments.haves) {
             Ok(acknowledgments) => acknowledgments,
@@ -249,6 +268,21 @@ pub(super) fn handle<W: Write>(
         }
         reply.delim()?;
     }
+    // git's `send_shallow_info()`, after `wanted-refs`.
+    let planned = match shallow.plan(upload_pack, &arguments.wants, Protocol::V2) {
+        Ok(planned) => planned,
+        Err(message) => return Err(reply.reject(message)),
+    };
+    if planned.announce {
+        reply.text("shallow-info")?;
+        for id in &planned.update.shallow {
+            reply.text(format!("shallow {id}"))?;
+        }
+        for id in &planned.update.unshallow {
+            reply.text(format!("unshallow {id}"))?;
+        }
+        reply.delim()?;
+    }
     // With packfile-uris the section header follows the enumeration: `packfile-uris` comes
     // first when objects are left out.
     if arguments.uri_protocols.is_empty() {
@@ -258,10 +292,26 @@ pub(super) fn handle<W: Write>(
         upload_pack,
         &arguments,
         negotiation.common(),
+        &planned.update,
         reply.packets(),
         Some(SidebandMode::SideBand64k),
     )?;
     Ok(Flow::Continue)
+}
+
+/// The objects of the refs a client may see, tags also peeled: where its wants may be
+/// reachable from.
+pub(super) fn visible_tips(
+    upload_pack: &UploadPack<'_>,
+) -> Result<Vec<ObjectId>, crate::repository::RefsError> {
+    let tips = Tips::collect(upload_pack)?;
+    let mut out: Vec<ObjectId> = tips.visible.iter().copied().collect();
+    for id in &tips.visible {
+        if let Some(peeled) = upload_pack.repo.peel_tag(id)? {
+            out.push(peeled);
+        }
+    }
+    Ok(out)
 }
 
 /// A want must name an object the repository has: git 2.47's only rule for protocol v2.
@@ -354,10 +404,14 @@ impl Tips {
 /// then the flush-pkt (without `sideband`, a v0 client's choice: the pack alone). With `uploadpack.keepAlive`, the pack is prepared on a thread of its
 /// own while this one sends a keepalive packet whenever the section has been silent for the
 /// interval, as git's upload-pack does while pack-objects works.
+///
+/// `shallow` bounds the pack: its grafts are parentless, its extra wants and haves (the
+/// parents and the commits of an unshallowing) join the request's.
 pub(super) fn send_pack<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &Arguments,
     common: &[ObjectId],
+    shallow: &ShallowUpdate,
     out: &mut PacketWriter<W>,
     sideband: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
@@ -374,10 +428,17 @@ pub(super) fn send_pack<W: Write>(
                     config,
                     session_id,
                 };
-                write_pack_section(&upload_pack, arguments, common, writer, sideband)
+                write_pack_section(&upload_pack, arguments, common, shallow, writer, sideband)
             })?;
         }
-        _ => write_pack_section(upload_pack, arguments, common, out.get_mut(), sideband)?,
+        _ => write_pack_section(
+            upload_pack,
+            arguments,
+            common,
+            shallow,
+            out.get_mut(),
+            sideband,
+        )?,
     }
     if sideband.is_some() {
         out.flush_pkt()?;
@@ -464,6 +525,7 @@ fn write_pack_section<W: Write>(
     upload_pack: &UploadPack<'_>,
     arguments: &Arguments,
     common: &[ObjectId],
+    shallow: &ShallowUpdate,
     out: W,
     mode: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
@@ -492,13 +554,19 @@ fn write_pack_section<W: Write>(
         repo.objects().clone(),
         upload_pack.config.delta_base_cache_limit,
     );
+    let mut wants = arguments.wants.clone();
+    wants.extend(shallow.extra_wants.iter().copied());
+    let mut haves = common.to_vec();
+    haves.extend(shallow.extra_haves.iter().copied());
+    let common = haves.as_slice();
     let enumeration = match packgate_pack::enumerate::enumerate(
         &reader,
-        &arguments.wants,
+        &wants,
         common,
         &packgate_pack::enumerate::EnumerateOptions {
             thread_limit: upload_pack.config.pack_threads,
             filter: arguments.filter.clone(),
+            shallow: shallow.grafts.clone(),
             ..Default::default()
         },
         &interrupt,
@@ -755,12 +823,36 @@ mod tests {
             &["want 123"],
             Err("protocol error, expected to get object ID, not '123'"),
         );
-        check(&["deepen 1"], Err("unexpected line: 'deepen 1'"));
+        check(
+            &[
+                &format!("shallow {id}"),
+                "deepen 3",
+                "deepen-relative",
+                "deepen-since 5",
+                "deepen-not main",
+            ],
+            Ok(Arguments {
+                shallow: ShallowArguments {
+                    shallows: vec![oid],
+                    depth: 3,
+                    since: Some(5),
+                    not: vec!["main".into()],
+                    relative: true,
+                },
+                ..Arguments::default()
+            }),
+        );
+        check(&["deepen 0"], Err("Invalid deepen: deepen 0"));
+        check(&["deepen -1"], Err("Invalid deepen: deepen -1"));
+        check(
+            &["deepen-since x"],
+            Err("Invalid deepen-since: deepen-since x"),
+        );
         check(
             &["filter blob:none"],
             Err("unexpected line: 'filter blob:none'"),
         );
-        check(&["shallow 0123"], Err("unexpected line: 'shallow 0123'"));
+        check(&["shallow 0123"], Err("invalid shallow line: shallow 0123"));
         // Not configured: git does not know these lines.
         check(&["sideband-all"], Err("unexpected line: 'sideband-all'"));
         check(

@@ -14,6 +14,7 @@ mod bundle_uri;
 mod fetch;
 mod ls_refs;
 mod object_info;
+mod shallow;
 mod v0;
 
 pub use v0::V0Options;
@@ -142,7 +143,7 @@ fn new_session_id() -> String {
 /// implemented: git 2.47 sends "shallow wait-for-done filter ref-in-want sideband-all
 /// packfile-uris".
 fn fetch_features(config: &UploadPackConfig) -> Vec<&'static str> {
-    let mut features = vec!["wait-for-done"];
+    let mut features = vec!["shallow", "wait-for-done"];
     if config.allow_filter {
         features.push("filter");
     }

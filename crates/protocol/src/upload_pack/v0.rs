@@ -13,13 +13,18 @@ use packgate_wire::{
     v0::{self as wire_v0, Line},
 };
 
-use super::{agent, fetch, reject, ServeError, UploadPack};
+use super::{
+    agent, fetch, reject,
+    shallow::{self, Protocol, Shallow},
+    ServeError, UploadPack,
+};
 use crate::{receive_pack::ProtocolVersion, repository::Head};
 
 /// The capabilities upload-pack advertises in v0/v1, in git's order, before the ones that
-/// depend on configuration and the request. No shallow or deepen: not implemented.
-const CAPABILITIES: &str = "multi_ack thin-pack side-band side-band-64k ofs-delta no-progress \
-                            include-tag multi_ack_detailed";
+/// depend on configuration and the request.
+const CAPABILITIES: &str = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow \
+                            deepen-since deepen-not deepen-relative no-progress include-tag \
+                            multi_ack_detailed";
 
 /// The most wants of one request (the v2 request limit's order of magnitude).
 const MAX_WANTS: usize = 1 << 20;
@@ -106,6 +111,17 @@ impl UploadPack<'_> {
                 out.write_text(format!("{peeled} {}^{{}}", name.as_bstr()))?;
             }
         }
+        // git's `advertise_shallow_grafts()`: the repository's own shallow commits, in the
+        // order of git's graft list (sorted).
+        let mut shallows = self
+            .repo
+            .shallow_commits()
+            .map_err(|err| ServeError::Failed(err.to_string()))?;
+        shallows.sort();
+        shallows.dedup();
+        for id in shallows {
+            out.write_text(format!("shallow {id}"))?;
+        }
         out.flush_pkt()?;
         out.get_mut().flush()?;
         Ok(())
@@ -149,12 +165,28 @@ impl UploadPack<'_> {
             Ok(None) => return Ok(()),
             Err(err) => return Err(reject(&mut out, err.to_string())),
         };
+        let mut shallow_arguments = wants.shallow.clone();
+        shallow_arguments.relative = wants.has("deepen-relative");
+        let shallow = match Shallow::check(self, &shallow_arguments) {
+            Ok(shallow) => shallow,
+            Err(message) => return Err(reject(&mut out, message)),
+        };
         if let Err(message) = fetch::check_wants(self, &wants.wants, true, stateless) {
             return Err(reject(&mut out, message));
         }
         if let Some(client_sid) = wants.value("session-id") {
             // git logs it whether or not it advertised its own.
             tracing::info!(client_sid = %client_sid.as_bstr(), "client session id");
+        }
+        // The shallow lines come before the negotiation (every request of a stateless one).
+        let planned = match shallow.plan(self, &wants.wants, Protocol::V0) {
+            Ok(planned) => planned,
+            Err(message) => return Err(reject(&mut out, message)),
+        };
+        if planned.announce {
+            shallow::write_lines(&planned.update, &mut out)?;
+            out.flush_pkt()?;
+            out.get_mut().flush()?;
         }
         let mode = if wants.has("multi_ack_detailed") {
             AckMode::Detailed
@@ -185,7 +217,17 @@ impl UploadPack<'_> {
         };
         let db = self.repo.objects();
         let no_done = wants.has("no-done");
-        let mut negotiation = V0Negotiation::new(wants.wants, mode, no_done);
+        // git's unshallowed parents are wants of the negotiation too.
+        let mut negotiation_wants = wants.wants;
+        negotiation_wants.extend(planned.update.extra_wants.iter().copied());
+        let mut negotiation = V0Negotiation::with_negotiation(
+            packgate_negotiate::Negotiation::with_grafts(
+                negotiation_wants,
+                planned.update.grafts.clone(),
+            ),
+            mode,
+            no_done,
+        );
         let mut acks = Vec::new();
         let mut first = true;
         loop {
@@ -227,6 +269,7 @@ impl UploadPack<'_> {
             self,
             &arguments,
             negotiation.negotiation().common(),
+            &planned.update,
             &mut out,
             sideband,
         )?;
