@@ -43,6 +43,11 @@ pub struct WriteOptions<'a> {
     /// Compute deltas for objects that would be written whole; `None` only reuses stored
     /// deltas.
     pub delta_search: Option<DeltaSearch<'a>>,
+    /// Where to read a stored delta's object in full when its base can't be sent (a thin
+    /// pack's base the client lacks): give the enumeration's [`crate::reader::CachingReader`]
+    /// and chains are resolved through its delta-base cache, as git's is; `None` reads
+    /// through the handle, each chain from its base.
+    pub reader: Option<&'a crate::reader::CachingReader>,
 }
 
 /// Where and how hard to look for delta bases of objects that would be written whole.
@@ -160,7 +165,9 @@ pub fn write_pack<W: Write>(
         output::entry::iter_from_counts::Options {
             thread_limit: options.thread_limit,
             mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
-            allow_thin_pack: options.client_has.is_some(),
+            // Without anything the client has, no base can stay out of the pack, and a thin pack
+            // only costs gix a table of every offset in the source pack.
+            allow_thin_pack: options.client_has.is_some_and(|has| !has.is_empty()),
             chunk_size: 64,
             version: gix_pack::data::Version::V2,
             compression: gix_zlib::Compression::DEFAULT,
@@ -198,6 +205,7 @@ pub fn write_pack<W: Write>(
     });
     let mut fixer = EntryFixer {
         db: &db,
+        reader: options.reader,
         client_has: options.client_has,
         ofs_delta: options.ofs_delta,
         written_ids: Vec::with_capacity(objects.len()),
@@ -276,6 +284,7 @@ impl<W: Write> Write for OutputErrors<W> {
 /// Post-processes entries in pack order, on the writing thread.
 struct EntryFixer<'a> {
     db: &'a gix_odb::Handle,
+    reader: Option<&'a crate::reader::CachingReader>,
     client_has: Option<&'a HashSet<ObjectId>>,
     ofs_delta: bool,
     /// Ids of the entries written so far, by index: resolves in-pack delta bases.
@@ -472,7 +481,14 @@ impl EntryFixer<'_> {
     fn replace_with_full_object(&mut self, entry: &mut output::Entry) -> gix_error::Result<()> {
         use gix_pack::Find;
         let id = entry.id;
-        let Some((object, _location)) = self.db.try_find(&id, &mut self.buf)? else {
+        let found = match self.reader {
+            Some(reader) => gix_object::Find::try_find(reader, &id, &mut self.buf)?,
+            None => self
+                .db
+                .try_find(&id, &mut self.buf)?
+                .map(|(object, _)| object),
+        };
+        let Some(object) = found else {
             self.error = Some(WriteError::MissingObject { id });
             return Err(gix_error::message("object missing while generating the pack").into());
         };
@@ -586,6 +602,7 @@ mod tests {
             ofs_delta,
             thread_limit: Some(2),
             delta_search: Some(DeltaSearch::new(&objects[..enumeration.counts().commits])),
+            reader: None,
         };
         let mut out = Vec::new();
         let outcome =

@@ -54,6 +54,14 @@ impl clru::WeightScale<ObjectId, Decoded> for Weight {
     }
 }
 
+impl std::fmt::Debug for CachingReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingReader")
+            .field("cache_bytes", &self.cache_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Clone for CachingReader {
     fn clone(&self) -> Self {
         CachingReader {

@@ -59,11 +59,31 @@ pub(super) fn partial_request(
     let listed = git
         .run(Some(&repo), &args)
         .context("listing the objects the partial clone needs")?;
-    let needed = listed
+    let mut needed: Vec<String> = listed
         .lines()
         .filter_map(|line| line.split(' ').next())
         .map(str::to_owned)
         .collect();
+    // The request has `include-tag`: annotated tags of what is sent come too.
+    let sent: std::collections::HashSet<String> = needed.iter().cloned().collect();
+    let tags = git.run(
+        Some(&repo),
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(objecttype) %(*objectname)",
+            "refs/tags",
+        ],
+    )?;
+    for line in tags.lines() {
+        let mut fields = line.split(' ');
+        if let (Some(tag), Some("tag"), Some(peeled)) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            if sent.contains(peeled) && !sent.contains(tag) && !needed.iter().any(|n| n == tag) {
+                needed.push(tag.to_owned());
+            }
+        }
+    }
     let name = match partial {
         Partial::Depth1 => "clone-depth1",
         Partial::Blobless => "clone-blobless",

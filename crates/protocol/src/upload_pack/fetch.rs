@@ -600,11 +600,16 @@ fn write_pack_section<W: Write>(
         client_has: arguments.thin_pack.then(|| enumeration.client_has()),
         ofs_delta: arguments.ofs_delta,
         thread_limit: upload_pack.config.pack_threads,
-        // `objects` starts with the enumeration's commits, most recent first.
-        delta_search: Some(delta_search(
-            &enumeration.objects()[..enumeration.counts().commits],
-            common,
-        )),
+        // `objects` starts with the enumeration's commits, most recent first. A shallow clone
+        // has no older versions of anything: nothing to search.
+        delta_search: (!common.is_empty() || shallow.grafts.is_empty()).then(|| {
+            delta_search(
+                &enumeration.objects()[..enumeration.counts().commits],
+                common,
+            )
+        }),
+        // Whole objects for a thin pack's missing bases come through the walk's cache.
+        reader: Some(&reader),
     };
     let written = {
         // Fill whole sideband packets instead of sending one per small write.
