@@ -19,6 +19,8 @@
 use std::ops::Range;
 
 mod commit;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod tree;
 mod walk;
 

@@ -423,43 +423,7 @@ impl LimitedWalk {
 mod tests {
     use super::*;
 
-    /// Commits in memory, named by number; a number with no commit is missing.
-    #[derive(Default)]
-    struct Db(HashMap<ObjectId, Vec<u8>>);
-
-    fn id(n: u32) -> ObjectId {
-        ObjectId::from_hex(format!("{n:040x}").as_bytes()).unwrap()
-    }
-
-    impl Db {
-        fn commit(&mut self, n: u32, parents: &[u32], date: u64) {
-            let mut data = format!("tree {}\n", id(0));
-            for parent in parents {
-                data += &format!("parent {}\n", id(*parent));
-            }
-            data += &format!("author A <a> 1 +0000\ncommitter C <c> {date} +0000\n\n{n}\n");
-            self.0.insert(id(n), data.into_bytes());
-        }
-    }
-
-    impl gix_object::Find for Db {
-        fn try_find<'a>(
-            &self,
-            id: &oid,
-            buffer: &'a mut Vec<u8>,
-        ) -> Result<Option<gix_object::Data<'a>>, gix_error::Error> {
-            let Some(data) = self.0.get(id) else {
-                return Ok(None);
-            };
-            buffer.clear();
-            buffer.extend_from_slice(data);
-            Ok(Some(gix_object::Data::new(
-                buffer,
-                Kind::Commit,
-                gix_hash::Kind::Sha1,
-            )))
-        }
-    }
+    use crate::testing::{numbered_id as id, NumberedCommits as Db};
 
     /// A walk from `interesting` and `uninteresting` (numbers), parsed as enumeration does.
     fn start(

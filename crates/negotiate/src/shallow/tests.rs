@@ -1,71 +1,10 @@
 //! The shallow boundary over small histories in memory.
 
 use super::*;
-use gix_hashtable::HashMap;
-
-/// Commits in memory, named by number; a number with no commit is missing.
-#[derive(Default)]
-struct Db(HashMap<ObjectId, Vec<u8>>);
-
-fn id(n: u32) -> ObjectId {
-    ObjectId::from_hex(format!("{n:040x}").as_bytes()).unwrap()
-}
+use packgate_object::testing::{numbered_id as id, NumberedCommits as Db};
 
 fn ids(ns: &[u32]) -> Vec<ObjectId> {
     ns.iter().map(|&n| id(n)).collect()
-}
-
-impl Db {
-    /// Commit `n` with `parents`, committed at `date`.
-    fn commit(&mut self, n: u32, parents: &[u32], date: u64) {
-        let mut data = format!("tree {}\n", id(0));
-        for parent in parents {
-            data += &format!("parent {}\n", id(*parent));
-        }
-        data += &format!("author A <a> 1 +0000\ncommitter C <c> {date} +0000\n\n{n}\n");
-        self.0.insert(id(n), data.into_bytes());
-    }
-
-    /// A line of commits `1..=n`, each the parent of the next, commit `k` dated `k`.
-    fn line(n: u32) -> Db {
-        let mut db = Db::default();
-        db.commit(1, &[], 1);
-        for k in 2..=n {
-            db.commit(k, &[k - 1], u64::from(k));
-        }
-        db
-    }
-}
-
-impl gix_object::Find for Db {
-    fn try_find<'a>(
-        &self,
-        id: &gix_hash::oid,
-        buffer: &'a mut Vec<u8>,
-    ) -> Result<Option<gix_object::Data<'a>>, gix_error::Error> {
-        let Some(data) = self.0.get(id) else {
-            return Ok(None);
-        };
-        buffer.clear();
-        buffer.extend_from_slice(data);
-        Ok(Some(gix_object::Data::new(
-            buffer,
-            gix_object::Kind::Commit,
-            gix_hash::Kind::Sha1,
-        )))
-    }
-}
-
-impl gix_object::FindHeader for Db {
-    fn try_header(
-        &self,
-        id: &gix_hash::oid,
-    ) -> Result<Option<gix_object::Header>, gix_error::Error> {
-        Ok(self.0.get(id).map(|data| gix_object::Header {
-            kind: gix_object::Kind::Commit,
-            size: data.len() as u64,
-        }))
-    }
 }
 
 fn run(
@@ -247,7 +186,7 @@ fn a_merge_with_one_parent_outside_is_on_the_boundary() {
 #[test]
 fn a_missing_commit_inside_the_depth_is_an_error() {
     let mut db = Db::line(3);
-    db.0.remove(&id(2));
+    db.remove(2);
     assert_eq!(
         run(&db, &[3], &[], &[], depth(5)).unwrap_err(),
         format!("unable to parse commit {}", id(2))

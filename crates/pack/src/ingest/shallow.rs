@@ -177,48 +177,8 @@ fn peel_to_commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gix_hash::oid;
-    use std::collections::HashMap;
 
-    /// Commits in memory, named by number; a number with no commit is missing.
-    #[derive(Default)]
-    struct Db(HashMap<ObjectId, Vec<u8>>);
-
-    fn id(n: u32) -> ObjectId {
-        ObjectId::from_hex(format!("{n:040x}").as_bytes()).unwrap()
-    }
-
-    impl Db {
-        /// Commit `n` with `parents`, dated `n` (newer numbers are newer commits).
-        fn commit(&mut self, n: u32, parents: &[u32]) -> &mut Self {
-            let mut data = format!("tree {}\n", id(0));
-            for parent in parents {
-                data += &format!("parent {}\n", id(*parent));
-            }
-            data += &format!("author A <a> {n} +0000\ncommitter C <c> {n} +0000\n\n{n}\n");
-            self.0.insert(id(n), data.into_bytes());
-            self
-        }
-    }
-
-    impl gix_object::Find for Db {
-        fn try_find<'a>(
-            &self,
-            id: &oid,
-            buffer: &'a mut Vec<u8>,
-        ) -> Result<Option<gix_object::Data<'a>>, gix_error::Error> {
-            let Some(data) = self.0.get(id) else {
-                return Ok(None);
-            };
-            buffer.clear();
-            buffer.extend_from_slice(data);
-            Ok(Some(gix_object::Data::new(
-                buffer,
-                Kind::Commit,
-                gix_hash::Kind::Sha1,
-            )))
-        }
-    }
+    use packgate_object::testing::{numbered_id as id, NumberedCommits as Db};
 
     fn check(
         db: &Db,
@@ -244,10 +204,10 @@ mod tests {
     #[test]
     fn a_boundary_in_complete_history_needs_nothing() {
         let mut db = Db::default();
-        db.commit(1, &[]).commit(2, &[1]).commit(3, &[2]);
+        db.numbered(1, &[]).numbered(2, &[1]).numbered(3, &[2]);
         check(&db, &[3], &[2], &[2], &[], &[&[]]);
         // Also when the branch moved on since the clone and 2 is deeper in its history.
-        db.commit(4, &[2]).commit(5, &[4]);
+        db.numbered(4, &[2]).numbered(5, &[4]);
         check(&db, &[3], &[5], &[2], &[], &[&[]]);
     }
 
@@ -257,9 +217,9 @@ mod tests {
     fn a_boundary_the_push_brings_is_a_new_root() {
         let mut db = Db::default();
         // 2 is the client's boundary (its parent 1 is not sent), 3 and 4 are built on it.
-        db.commit(2, &[1]).commit(3, &[2]).commit(4, &[3]);
+        db.numbered(2, &[1]).numbered(3, &[2]).numbered(4, &[3]);
         check(&db, &[4, 3], &[], &[2], &[], &[&[2], &[2]]);
-        db.commit(10, &[]);
+        db.numbered(10, &[]);
         check(&db, &[4], &[10], &[2], &[], &[&[2]]);
     }
 
@@ -268,12 +228,14 @@ mod tests {
     #[test]
     fn roots_are_assigned_per_tip() {
         let mut db = Db::default();
-        db.commit(1, &[]).commit(2, &[1]); // the server's history
-        db.commit(4, &[40]).commit(5, &[4]); // 4 is a boundary it lacks
-        db.commit(6, &[2]).commit(7, &[5, 6]);
-        db.commit(8, &[2]);
+        db.numbered(1, &[]).numbered(2, &[1]); // the server's history
+        db.numbered(4, &[40]).numbered(5, &[4]); // 4 is a boundary it lacks
+        db.numbered(6, &[2]).numbered(7, &[5, 6]);
+        db.numbered(8, &[2]);
         check(&db, &[7, 8, 6], &[2], &[4, 2], &[], &[&[4], &[], &[]]);
-        db.commit(3, &[30]).commit(9, &[3]).commit(11, &[9, 5]); // 3 is another boundary
+        db.numbered(3, &[30])
+            .numbered(9, &[3])
+            .numbered(11, &[9, 5]); // 3 is another boundary
         check(&db, &[11], &[2], &[4, 3], &[], &[&[4, 3]]);
     }
 
@@ -282,8 +244,8 @@ mod tests {
     #[test]
     fn an_unreachable_boundary_is_a_new_root() {
         let mut db = Db::default();
-        db.commit(1, &[]).commit(2, &[1]);
-        db.commit(4, &[3]).commit(5, &[4]);
+        db.numbered(1, &[]).numbered(2, &[1]);
+        db.numbered(4, &[3]).numbered(5, &[4]);
         check(&db, &[5], &[2], &[4], &[], &[&[4]]);
     }
 
@@ -292,7 +254,7 @@ mod tests {
     #[test]
     fn grafts_end_history() {
         let mut db = Db::default();
-        db.commit(3, &[2]).commit(2, &[1]).commit(4, &[3]);
+        db.numbered(3, &[2]).numbered(2, &[1]).numbered(4, &[3]);
         // Force-push of 4 over nothing, server shallow at 3: the client boundary 2 is below.
         check(&db, &[4], &[], &[2], &[3], &[&[]]);
         check(&db, &[4], &[], &[2], &[], &[&[2]]);
@@ -302,7 +264,7 @@ mod tests {
     #[test]
     fn missing_tips_reach_nothing() {
         let mut db = Db::default();
-        db.commit(2, &[1]).commit(3, &[2]);
+        db.numbered(2, &[1]).numbered(3, &[2]);
         check(&db, &[99, 3], &[], &[2], &[], &[&[], &[2]]);
         check(&db, &[3], &[], &[], &[], &[&[]]);
     }
