@@ -9,8 +9,8 @@ use crate::cgi_host::{CgiHost, CgiHostOptions};
 use crate::http::{Push, Server};
 use crate::pkt::{concat, decode, error_reason, line, split_advertisement, Packet, DELIM, FLUSH};
 use crate::util::{
-    file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, preset_spec, Dir, Git,
-    Output,
+    file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, present_objects,
+    preset_spec, Dir, Git, Output,
 };
 
 /// The servers a request is compared on.
@@ -116,21 +116,6 @@ fn before_pack(response: &[u8]) -> Vec<Packet> {
     out
 }
 
-/// Every object id of a repository, sorted: what two fetches brought, to compare them.
-fn all_objects(dir: &Dir, git: &Git, repo: &Path) -> Vec<String> {
-    let listing = text(
-        dir,
-        git,
-        repo,
-        &[
-            "cat-file",
-            "--batch-all-objects",
-            "--batch-check=%(objectname)",
-        ],
-    );
-    listing.lines().map(str::to_owned).collect()
-}
-
 /// A fetch of `refspec` from `url` into a new bare repository, with packet tracing;
 /// returns the repository and the trace. `extra` goes before `fetch` (`-c` settings).
 fn traced_fetch(
@@ -190,7 +175,7 @@ fn want_ref_fetch_as_with_git() {
             assert!(trace.contains("wanted-refs"), "{side}, {git}: {trace}");
             let got = text(&dir, &git, &client, &["rev-parse", "refs/remotes/origin/x"]);
             assert_eq!(got, x, "{side}, {git}");
-            fetched.push(all_objects(&dir, &git, &client));
+            fetched.push(present_objects(&dir, &git, &client));
         }
         assert_eq!(
             fetched[0], fetched[1],
@@ -340,7 +325,7 @@ fn sideband_all_as_with_git() {
                 "+refs/heads/*:refs/heads/*",
             );
             assert!(trace.contains("sideband-all"), "{side}, {git}: {trace}");
-            fetched.push(all_objects(&dir, &git, &client));
+            fetched.push(present_objects(&dir, &git, &client));
         }
         assert_eq!(fetched[0], fetched[1], "{git}");
     }
@@ -859,7 +844,7 @@ fn packfile_uris_as_with_git() {
             dir.git_in(&git, &client)
                 .args(["cat-file", "-e", &blob])
                 .run();
-            fetched.push(all_objects(&dir, &git, &client));
+            fetched.push(present_objects(&dir, &git, &client));
         }
         assert_eq!(fetched[0], fetched[1], "{git}");
     }

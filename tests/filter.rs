@@ -5,14 +5,14 @@
 //! advertised and the client gets a full clone; bad and refused filters end in `ERR` with
 //! git's words.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::http::{Push, Server};
 use crate::pkt::{concat, error_reason, line, DELIM, FLUSH};
 use crate::util::{
-    file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, preset_spec, Dir, Git,
+    file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, present_objects,
+    preset_spec, Dir, Git,
 };
 
 /// The sparse-checkout patterns of the `sparse:oid` tests: top-level files, and one
@@ -36,21 +36,6 @@ fn source(dir: &Dir, git: &Git) -> PathBuf {
     let commit = text(&["commit-tree", &tree, "-m", "sparse patterns"], None);
     text(&["update-ref", "refs/heads/sparse-spec", &commit], None);
     source
-}
-
-/// Every object in a repository's object database (present, not merely referenced).
-fn present_objects(dir: &Dir, git: &Git, repo: &Path) -> BTreeSet<String> {
-    dir.git_in(git, repo)
-        .args([
-            "cat-file",
-            "--batch-all-objects",
-            "--batch-check=%(objectname)",
-        ])
-        .run()
-        .stdout_text()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `git clone --filter=<filter> <options>` of `url` with protocol `version` through

@@ -4,7 +4,6 @@
 //! packgate's must pass `git fsck`. Over stdio, git:// and HTTP (`packgate serve`), and from a
 //! repository that is itself shallow. Bad shallow requests get git's words in `ERR`.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use crate::http::{Push, Server};
 use crate::pkt::{concat, decode, error_reason, line, lines, split_advertisement, DELIM, FLUSH};
 use crate::util::{
     assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_option,
-    preset_spec, refs, shared_fixture, Dir, Git, Output,
+    present_objects, preset_spec, refs, shared_fixture, Dir, Git, Output,
 };
 
 const PROTOCOLS: [&str; 2] = ["2", "0"];
@@ -116,8 +115,8 @@ impl<'a> Twins<'a> {
         );
         let (ours_repo, reference_repo) = (self.ours.join(".git"), self.reference.join(".git"));
         let (ours, reference) = (
-            objects(self.dir, self.git, &ours_repo),
-            objects(self.dir, self.git, &reference_repo),
+            present_objects(self.dir, self.git, &ours_repo),
+            present_objects(self.dir, self.git, &reference_repo),
         );
         assert!(
             ours == reference,
@@ -143,21 +142,6 @@ fn shallow_file(clone: &Path) -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-/// Every object of a repository.
-fn objects(dir: &Dir, git: &Git, repo: &Path) -> BTreeSet<String> {
-    dir.git_in(git, repo)
-        .args([
-            "cat-file",
-            "--batch-all-objects",
-            "--batch-check=%(objectname)",
-        ])
-        .run()
-        .stdout_text()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn rev_parse(dir: &Dir, git: &Git, repo: &Path, revision: &str) -> String {

@@ -1,7 +1,7 @@
 //! Temporary directories, isolated git clients, and subprocesses with a time limit whose
 //! failures print the command, the directory and the output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::{Read, Write};
@@ -206,6 +206,21 @@ pub fn git_upload_pack_option(git: &Git) -> String {
         "--upload-pack={} upload-pack",
         shell_quote(&git.program.to_string_lossy())
     )
+}
+
+/// Every object present in a repository's object database (not merely referenced).
+pub fn present_objects(dir: &Dir, git: &Git, repo: &Path) -> BTreeSet<String> {
+    dir.git_in(git, repo)
+        .args([
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ])
+        .run()
+        .stdout_text()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `file://<path>`, which makes git run upload-pack instead of copying the repository.
