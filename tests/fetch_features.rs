@@ -855,3 +855,67 @@ fn packfile_uris_as_with_git() {
         .count();
     assert_eq!(downloads, 2 * Git::all().len(), "{:?}", host.access_log());
 }
+
+/// `uploadpack.blobPackfileUri` as git reads it (its t5702): `packfile-uris` is refused
+/// when nothing is configured, a key without a value stops the service, and a value git's
+/// pack-objects would refuse fails only a fetch that asks for URIs — a request that wants
+/// nothing still ends well. Each outcome is git's upload-pack's.
+#[test]
+fn packfile_uri_settings_fail_where_gits_do() {
+    let dir = Dir::new("packfile-uri-settings");
+    let repo = source(&dir, &[("uploadpack.allowSidebandAll", "true")]);
+    let git = Git::newest();
+    let request = v2_request(
+        "fetch",
+        &["object-format=sha1"],
+        &["packfile-uris https".to_owned(), "done".to_owned()],
+    );
+    let head = text(&dir, &git, &repo, &["rev-parse", "HEAD"]);
+    let wanting = v2_request(
+        "fetch",
+        &["object-format=sha1"],
+        &[
+            "sideband-all".to_owned(),
+            "packfile-uris https".to_owned(),
+            format!("want {head}"),
+            "done".to_owned(),
+        ],
+    );
+    for (setting, request, succeeds) in [
+        (None, &request, false),
+        (Some("'uploadpack.blobpackfileuri'"), &request, false),
+        (
+            Some("'uploadpack.blobpackfileuri=anything'"),
+            &request,
+            true,
+        ),
+        (
+            Some("'uploadpack.blobpackfileuri=anything'"),
+            &wanting,
+            false,
+        ),
+    ] {
+        let outcomes: Vec<bool> = [Side::Packgate, Side::Git]
+            .into_iter()
+            .map(|side| {
+                let command = match side {
+                    Side::Git => dir.git(&git).arg("upload-pack"),
+                    Side::Packgate => dir.packgate().arg("upload-pack"),
+                };
+                let command = match setting {
+                    Some(setting) => command.env("GIT_CONFIG_PARAMETERS", setting),
+                    None => command,
+                };
+                command
+                    .arg("--stateless-rpc")
+                    .arg(&repo)
+                    .env("GIT_PROTOCOL", "version=2")
+                    .stdin(request.clone())
+                    .output()
+                    .status
+                    .success()
+            })
+            .collect();
+        assert_eq!(outcomes, [succeeds, succeeds], "{setting:?}");
+    }
+}

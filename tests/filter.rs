@@ -364,6 +364,11 @@ fn bad_and_refused_filters_get_gits_errors() {
         v2(&["sparse:oid=nothing:.sparse"]),
         "unable to access sparse blob in 'nothing:.sparse'",
     );
+    // A ref to a commit names an object, but no patterns (git's t5616).
+    expect(
+        v2(&["sparse:oid=main"]),
+        &format!("unable to parse sparse filter data in {main}"),
+    );
     expect(
         v0_fetch_error(&dir, &source, &main, "side-band-64k", &["blob:none"]),
         "git upload-pack: filtering capability not negotiated",
@@ -394,4 +399,18 @@ fn bad_and_refused_filters_get_gits_errors() {
     // Without uploadpack.allowFilter a v2 filter line is an unknown argument, as in git.
     config("uploadpack.allowFilter", "false");
     expect(v2(&["tree:1"]), "unexpected line: 'filter tree:1'");
+    // `-c uploadpackfilter.tree.maxDepth` without a value: the service does not start.
+    let output = dir
+        .packgate()
+        .args(["upload-pack", "--advertise-refs"])
+        .arg(&source)
+        .env("GIT_CONFIG_PARAMETERS", "'uploadpackfilter.tree.maxdepth'")
+        .output();
+    assert!(
+        !output.status.success()
+            && output
+                .stderr_text()
+                .contains("unable to parse 'uploadpackfilter.tree.maxdepth'"),
+        "{output}"
+    );
 }

@@ -72,6 +72,12 @@ pub enum ConfigError {
         #[source]
         source: gix_error::Error,
     },
+    /// A key git must read a number from has none (git's wording).
+    #[error("unable to parse '{key}' from configuration")]
+    Unparsable {
+        /// The configuration key.
+        key: String,
+    },
     /// A value is not one the key accepts (git's wording).
     #[error("invalid value for '{key}': '{value}'")]
     Invalid {
@@ -450,6 +456,10 @@ pub struct UploadPackConfig {
     /// `uploadpack.blobPackfileUri`: objects a v2 client that asks for `packfile-uris`
     /// (with `sideband-all`) gets from a pre-built pack at a URI instead of in the pack.
     pub blob_packfile_uris: Vec<PackfileUri>,
+    /// Why a `uploadpack.blobPackfileUri` value is not `<object-hash> <pack-hash> <uri>`:
+    /// as with git, whose pack-objects reads them, it fails a fetch that asks for
+    /// `packfile-uris`, not the session (git's t5702).
+    pub blob_packfile_uri_error: Option<String>,
     /// `transfer.advertiseSID`: advertise `session-id=<id>` and accept the client's.
     pub advertise_sid: bool,
     /// `transfer.advertiseObjectInfo`: advertise and serve the v2 `object-info` command.
@@ -622,11 +632,20 @@ impl FilterPolicy {
             ..FilterPolicy::default()
         };
         let key = "uploadpackfilter.tree.maxDepth";
+        // `-c uploadpackfilter.tree.maxDepth` without a value: git refuses to start.
+        let valueless = match config.string(key) {
+            Some(value) => value.is_empty(),
+            None => config.boolean(key).ok().flatten().is_some(),
+        };
+        if valueless {
+            return Err(ConfigError::Unparsable {
+                key: key.to_ascii_lowercase(),
+            });
+        }
         policy.tree_max_depth = config
             .integer(key)
-            .map_err(|source| ConfigError::Value {
-                key: key.to_owned(),
-                source,
+            .map_err(|_| ConfigError::Unparsable {
+                key: key.to_ascii_lowercase(),
             })?
             .map(|depth| u64::try_from(depth).unwrap_or(0));
         for name in FILTER_NAMES {
@@ -706,6 +725,7 @@ impl Default for UploadPackConfig {
             allow_ref_in_want: false,
             allow_sideband_all: false,
             blob_packfile_uris: Vec::new(),
+            blob_packfile_uri_error: None,
             advertise_sid: false,
             advertise_object_info: false,
             advertise_bundle_uris: false,
@@ -719,6 +739,17 @@ impl Default for UploadPackConfig {
 impl UploadPackConfig {
     /// Read the settings from `config`.
     pub fn from_config(config: &gix_config::File) -> Result<Self, ConfigError> {
+        let packfile_uri_values = config
+            .strings("uploadpack.blobPackfileUri")
+            .unwrap_or_default();
+        // A key without a value stops git's upload-pack at once; malformed values only the
+        // fetches that would use them.
+        if packfile_uri_values.iter().any(|value| value.is_empty()) {
+            return Err(ConfigError::PackfileUri(
+                "missing value for 'uploadpack.blobpackfileuri'".into(),
+            ));
+        }
+        let packfile_uris = packfile_uris(packfile_uri_values);
         let boolean = |key: &str| -> Result<bool, ConfigError> {
             config
                 .boolean(key)
@@ -759,11 +790,8 @@ impl UploadPackConfig {
             lsrefs_unborn: UnbornPolicy::from_config(config)?,
             allow_ref_in_want: boolean("uploadpack.allowRefInWant")?,
             allow_sideband_all: boolean("uploadpack.allowSidebandAll")?,
-            blob_packfile_uris: packfile_uris(
-                config
-                    .strings("uploadpack.blobPackfileUri")
-                    .unwrap_or_default(),
-            )?,
+            blob_packfile_uris: packfile_uris.as_ref().cloned().unwrap_or_default(),
+            blob_packfile_uri_error: packfile_uris.err().map(|err| err.to_string()),
             advertise_sid: boolean("transfer.advertiseSID")?,
             advertise_object_info: boolean("transfer.advertiseObjectInfo")?,
             advertise_bundle_uris: boolean("uploadpack.advertiseBundleURIs")?,

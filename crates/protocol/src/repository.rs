@@ -321,6 +321,24 @@ impl Repository {
         Ok(None)
     }
 
+    /// The object a `sparse:oid=` filter names: a full object id, a ref name (git's
+    /// rev-parse order), or `<rev>:<path>`; `None` if it names nothing.
+    pub fn sparse_object(&self, expression: &[u8]) -> Option<ObjectId> {
+        match expression.iter().position(|&b| b == b':') {
+            None => ObjectId::from_hex(expression)
+                .ok()
+                .or_else(|| self.resolve_rev(expression)),
+            Some(colon) => {
+                let (rev, path) = (&expression[..colon], &expression[colon + 1..]);
+                let start = match ObjectId::from_hex(rev) {
+                    Ok(id) => id,
+                    Err(_) => self.resolve_rev(rev)?,
+                };
+                self.lookup_path(start, path)
+            }
+        }
+    }
+
     /// The content of the blob `expression` names, as `sparse:oid=<expression>` names it: a
     /// full object id, or `<rev>:<path>` with `<rev>` an object id or a ref name as git's
     /// rev-parse finds it (`<rev>`, `refs/<rev>`, `refs/tags/<rev>`, `refs/heads/<rev>`,
@@ -328,17 +346,7 @@ impl Repository {
     /// names no blob (or the name is in a form packgate does not resolve: abbreviated ids,
     /// `@{...}`, `^`/`~` suffixes, the index).
     pub fn sparse_blob(&self, expression: &[u8]) -> Option<Vec<u8>> {
-        let id = match expression.iter().position(|&b| b == b':') {
-            None => ObjectId::from_hex(expression).ok()?,
-            Some(colon) => {
-                let (rev, path) = (&expression[..colon], &expression[colon + 1..]);
-                let start = match ObjectId::from_hex(rev) {
-                    Ok(id) => id,
-                    Err(_) => self.resolve_rev(rev)?,
-                };
-                self.lookup_path(start, path)?
-            }
-        };
+        let id = self.sparse_object(expression)?;
         let mut buf = Vec::new();
         let data = self.objects.try_find(&id, &mut buf).ok()??;
         (data.kind == gix_object::Kind::Blob).then(|| data.data.to_vec())

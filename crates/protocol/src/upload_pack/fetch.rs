@@ -93,6 +93,16 @@ pub(super) fn resolve_filter(
         return Ok(None);
     };
     let repo = upload_pack.repo;
+    // What names an object that is no blob gets git's other message.
+    for sub in spec.all() {
+        if let FilterSpec::SparseOid(name) = sub {
+            if let Some(id) = repo.sparse_object(name) {
+                if repo.sparse_blob(name).is_none() && repo.has_object(&id) {
+                    return Err(format!("unable to parse sparse filter data in {id}"));
+                }
+            }
+        }
+    }
     spec.resolve(&mut |name| repo.sparse_blob(name))
         .map(Some)
         .map_err(|name| format!("unable to access sparse blob in '{name}'"))
@@ -203,7 +213,8 @@ pub(super) fn handle<W: Write>(
     let allowed = Allowed {
         ref_in_want: config.allow_ref_in_want,
         sideband_all: config.allow_sideband_all,
-        packfile_uris: !config.blob_packfile_uris.is_empty(),
+        packfile_uris: !config.blob_packfile_uris.is_empty()
+            || config.blob_packfile_uri_error.is_some(),
         filter: config.allow_filter.then_some(&config.filters),
         resolve_ref: &resolve,
     };
@@ -582,6 +593,9 @@ fn write_pack_section<W: Write>(
         }
     }
     if !arguments.uri_protocols.is_empty() {
+        if let Some(message) = &upload_pack.config.blob_packfile_uri_error {
+            return Err(fail(&mut sideband, message.clone()));
+        }
         let offered = leave_out_by_uri(
             &upload_pack.config.blob_packfile_uris,
             &arguments.uri_protocols,

@@ -153,7 +153,7 @@ fn fetch_features(config: &UploadPackConfig) -> Vec<&'static str> {
     if config.allow_sideband_all {
         features.push("sideband-all");
     }
-    if !config.blob_packfile_uris.is_empty() {
+    if !config.blob_packfile_uris.is_empty() || config.blob_packfile_uri_error.is_some() {
         features.push("packfile-uris");
     }
     features
