@@ -286,11 +286,12 @@ pub(super) fn handle<W: Write>(
     };
     if planned.announce {
         reply.text("shallow-info")?;
+        // Without a LF, byte for byte as git writes them.
         for id in &planned.update.shallow {
-            reply.text(format!("shallow {id}"))?;
+            reply.data(format!("shallow {id}").as_bytes())?;
         }
         for id in &planned.update.unshallow {
-            reply.text(format!("unshallow {id}"))?;
+            reply.data(format!("unshallow {id}").as_bytes())?;
         }
         reply.delim()?;
     }

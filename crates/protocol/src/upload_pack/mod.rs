@@ -342,6 +342,19 @@ impl<'a, W: Write> Reply<'a, W> {
         Ok(())
     }
 
+    /// A packet of `payload` as it is, without a LF added (git writes some lines so).
+    pub(super) fn data(&mut self, payload: &[u8]) -> Result<(), ServeError> {
+        if self.sideband_all {
+            let mut banded = Vec::with_capacity(payload.len() + 1);
+            banded.push(1);
+            banded.extend_from_slice(payload);
+            self.out.write_data(&banded)?;
+        } else {
+            self.out.write_data(payload)?;
+        }
+        Ok(())
+    }
+
     /// A delim-pkt.
     pub(super) fn delim(&mut self) -> Result<(), ServeError> {
         Ok(self.out.delim()?)

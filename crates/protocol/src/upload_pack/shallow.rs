@@ -179,11 +179,12 @@ pub(super) fn write_lines<W: Write>(
     update: &ShallowUpdate,
     out: &mut PacketWriter<W>,
 ) -> Result<(), packgate_wire::pkt_line::WriteError> {
+    // Without a LF, byte for byte as git writes them.
     for id in &update.shallow {
-        out.write_text(format!("shallow {id}"))?;
+        out.write_data(format!("shallow {id}").as_bytes())?;
     }
     for id in &update.unshallow {
-        out.write_text(format!("unshallow {id}"))?;
+        out.write_data(format!("unshallow {id}").as_bytes())?;
     }
     Ok(())
 }
