@@ -93,6 +93,11 @@ impl CommitGraph {
         }
     }
 
+    /// Whether any commit is parsed as parentless (see [`Self::with_grafts()`]).
+    pub fn has_grafts(&self) -> bool {
+        !self.grafts.is_empty()
+    }
+
     /// Whether `id` is parsed as parentless (see [`Self::with_grafts()`]).
     pub fn is_grafted(&self, id: &oid) -> bool {
         self.grafts.contains(id)

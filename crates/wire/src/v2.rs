@@ -362,8 +362,8 @@ fn parse_command_line(line: &[u8]) -> Result<String, RequestError> {
 
 /// Reads the next request from `reader`.
 ///
-/// Returns `Ok(None)` if the client ends the session: the stream ends, or a flush-pkt comes,
-/// before a request starts. A stream ending inside a request is
+/// Returns `Ok(None)` if the client ends the session: the stream ends (also inside a packet),
+/// or a flush-pkt comes, before a request starts. A stream ending inside a request is
 /// [`RequestError::UnexpectedEof`].
 pub fn read_request<R: Read>(
     reader: &mut PacketReader<R>,
@@ -371,7 +371,14 @@ pub fn read_request<R: Read>(
 ) -> Result<Option<Request>, RequestError> {
     let mut parser = RequestParser::new(*limits);
     loop {
-        let Some(packet) = reader.read_packet()? else {
+        let packet = match reader.read_packet() {
+            Ok(packet) => packet,
+            // A stream that ends inside a packet before a request began: the client left,
+            // as git's serve loop reads it (its reader is gentle on EOF there).
+            Err(ReadError::UnexpectedEof { .. }) if !parser.is_in_request() => None,
+            Err(err) => return Err(err.into()),
+        };
+        let Some(packet) = packet else {
             parser.end_of_input()?;
             return Ok(None);
         };

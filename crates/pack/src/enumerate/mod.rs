@@ -271,6 +271,7 @@ where
         trees: TreeBuffers::default(),
         pending: Vec::new(),
         uninteresting_roots: Vec::new(),
+        have_commits: Vec::new(),
         out: Enumeration::default(),
     };
 

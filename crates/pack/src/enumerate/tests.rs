@@ -684,10 +684,20 @@ fn shallow_grafts_are_parentless() {
             args.extend(haves.iter().map(ToString::to_string));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // What the haves' own trees hold is the client's too, as `pack-objects --shallow`
+        // counts it (`--objects-edge-aggressive`): rev-list alone would list it again.
+        let mut in_have_trees = BTreeSet::new();
+        for have in &haves {
+            let tree = format!("{have}^{{tree}}");
+            for line in repo.git(&["rev-list", "--objects", &tree]).lines() {
+                in_have_trees.insert(ObjectId::from_hex(&line.as_bytes()[..40]).unwrap());
+            }
+        }
         let git: Vec<ObjectId> = repo
             .git(&args)
             .lines()
             .map(|line| ObjectId::from_hex(&line.as_bytes()[..40]).unwrap())
+            .filter(|id| !in_have_trees.contains(id))
             .collect();
         let options = EnumerateOptions {
             shallow: shallow.iter().copied().collect(),

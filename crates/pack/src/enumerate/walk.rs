@@ -24,6 +24,8 @@ pub(super) struct State<'a, Find> {
     pub(super) pending: Vec<Item>,
     /// Trees given as haves (or peeled from tags given as haves).
     pub(super) uninteresting_roots: Vec<ObjectId>,
+    /// The commits given as haves (or peeled from tags given as haves) that could be read.
+    pub(super) have_commits: Vec<u32>,
     pub(super) out: Enumeration,
 }
 
@@ -107,6 +109,7 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
                     if self.parse(node, true)? {
                         self.walk.mark_parents_uninteresting(&mut self.graph, node);
                         starts.push(node);
+                        self.have_commits.push(node);
                     }
                     return Ok(());
                 }
@@ -161,6 +164,17 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
                 }));
             }
             TreeExclusion::EdgeCommits => {
+                // Under shallow grafts a have may be no interesting commit's parent (the
+                // graft cut the link): its tree counts all the same, as `pack-objects
+                // --shallow` marks the trees of every negative commit
+                // (`--objects-edge-aggressive`).
+                if self.graph.has_grafts() {
+                    roots.extend(
+                        self.have_commits
+                            .iter()
+                            .map(|&node| self.graph.get(node).tree),
+                    );
+                }
                 for &node in interesting {
                     let entry = self.graph.get(node);
                     if entry.flags & flag::UNINTERESTING != 0 {

@@ -405,12 +405,15 @@ proptest! {
     }
 
     #[test]
-    fn truncated_requests_are_errors(request in arbitrary_request(), cut in any::<prop::sample::Index>()) {
+    fn truncated_requests_are_errors_once_begun(request in arbitrary_request(), cut in any::<prop::sample::Index>()) {
         let mut input = Vec::new();
         request.encode(&mut input).unwrap();
         let cut = 1 + cut.index(input.len() - 1);
         let (parsed, end) = read_all(&input[..cut], &Limits::default());
         prop_assert!(parsed.is_empty());
-        prop_assert!(end.is_err());
+        // Cut inside the first packet, nothing of a request began: the client left, as git's
+        // serve loop sees it. Anywhere later the request is cut short.
+        let first = usize::from_str_radix(std::str::from_utf8(&input[..4]).unwrap(), 16).unwrap();
+        prop_assert_eq!(end.is_ok(), cut < first);
     }
 }
