@@ -80,7 +80,7 @@ pub enum ServeError {
     #[error("could not write to the client")]
     Write(#[from] packgate_wire::pkt_line::WriteError),
     /// The client sent a request that is not valid; it was answered with `ERR`.
-    #[error("bad request: {0}")]
+    #[error("{0}")]
     BadRequest(String),
     /// The request could not be served; the client was told why.
     #[error("could not serve the request: {0}")]
