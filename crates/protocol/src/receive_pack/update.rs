@@ -511,11 +511,16 @@ impl Push<'_, '_> {
         if config.is_hidden(name, self.receive_pack.repo.namespace()) {
             return Err("deny updating a hidden ref".into());
         }
-        let is_head = match (head, &command.ref_name) {
-            (Some(head), Ok(full)) => head == full.as_bstr(),
-            _ => false,
-        };
-        if is_head && !config.bare {
+        // As git's `update()`: the branch checked out is the one HEAD names as the client
+        // names it (in a namespace, without the prefix); for a deletion, also the ref HEAD
+        // names by its full name.
+        let checked_out = head.is_some_and(|head| head == name);
+        let is_head = checked_out
+            || match (head, &command.ref_name) {
+                (Some(head), Ok(full)) => head == full.as_bstr(),
+                _ => false,
+            };
+        if checked_out && !config.bare {
             match config.deny_current_branch {
                 Deny::Ignore => {}
                 Deny::Warn => channel.warning("updating the current branch"),
