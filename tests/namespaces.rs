@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cgi_host::{CgiHost, CgiHostOptions};
 use crate::receive_pack::receive_pack_option_with;
 use crate::util::{
     assert_same_refs, file_url, fsck, packgate_upload_pack_command, refs, rename_refs, Dir, Git,
@@ -277,6 +278,66 @@ fn push_into_a_namespace() {
         expected.remove("refs/namespaces/a/refs/tags/v1");
         let after = refs(dir, &git, &setup.server, &[]);
         assert_same_refs(&after, &expected, &format!("push with {git}"));
+        fsck(dir, &git, &setup.server);
+    }
+}
+
+/// `packgate http-backend` under `GIT_NAMESPACE` (which git's http-backend passes on to its
+/// services): a clone sees what one through `git http-backend` sees, a push lands in the
+/// namespace.
+#[test]
+fn http_backend_serves_the_namespace() {
+    for git in Git::all() {
+        let setup = Setup::new(&git);
+        let dir = &setup.dir;
+        let host = |program: Option<&Git>| {
+            CgiHost::start(CgiHostOptions {
+                project_root: dir.path().to_owned(),
+                export_all: true,
+                anonymous_push: true,
+                program: program.map(|git| vec![git.program.clone().into(), "http-backend".into()]),
+                env: vec![("GIT_NAMESPACE".into(), "a".into())],
+                ..CgiHostOptions::default()
+            })
+        };
+        let (theirs, ours) = (host(Some(&git)), host(None));
+        for version in ["0", "2"] {
+            let clone = |host: &CgiHost, name: &str| -> PathBuf {
+                let path = dir.join(&format!("{name}-http-v{version}.git"));
+                dir.git(&git)
+                    .args(["-c", &format!("protocol.version={version}"), "clone", "-q"])
+                    .arg("--mirror")
+                    .arg(host.url("server.git"))
+                    .arg(&path)
+                    .run();
+                path
+            };
+            let expected = clone(&theirs, "git");
+            let actual = clone(&ours, "packgate");
+            let context = format!("http-backend clone v{version} with {git}");
+            assert_same_refs(
+                &refs(dir, &git, &actual, &[]),
+                &refs(dir, &git, &expected, &[]),
+                &context,
+            );
+            assert!(refs(dir, &git, &actual, &[]).contains_key("refs/heads/other"));
+            fsck(dir, &git, &actual);
+        }
+        // Anonymous pushes need the repository's consent, as with git's http-backend.
+        dir.git_in(&git, &setup.server)
+            .args(["config", "http.receivepack", "true"])
+            .run();
+        dir.git(&git)
+            .current_dir(&setup.work)
+            .args(["push", "-q"])
+            .arg(ours.url("server.git"))
+            .arg("master:refs/heads/over-http")
+            .run();
+        let server = refs(dir, &git, &setup.server, &[]);
+        assert!(
+            server.contains_key("refs/namespaces/a/refs/heads/over-http"),
+            "{server:?}"
+        );
         fsck(dir, &git, &setup.server);
     }
 }
