@@ -34,6 +34,7 @@ use clap::Args;
 use packgate::{
     protocol::{
         http::{HttpService, PushAccess},
+        refname::Namespace,
         registry::{DaemonPolicy, Export, Registry},
     },
     transport::daemon::Service,
@@ -89,6 +90,8 @@ struct CgiEnvironment {
     /// `REMOTE_ADDR`: the client's address, for the reflog identity of a push.
     remote_address: Option<OsString>,
     export_all: bool,
+    /// `GIT_NAMESPACE`, which git's http-backend passes on to its services.
+    namespace: Option<OsString>,
     max_request_buffer: Option<OsString>,
 }
 
@@ -108,6 +111,7 @@ impl CgiEnvironment {
             remote_user: var("REMOTE_USER"),
             remote_address: var("REMOTE_ADDR"),
             export_all: std::env::var_os("GIT_HTTP_EXPORT_ALL").is_some(),
+            namespace: var("GIT_NAMESPACE"),
             max_request_buffer: var("GIT_HTTP_MAX_REQUEST_BUFFER"),
         }
     }
@@ -183,7 +187,15 @@ fn prepare(cgi: &CgiEnvironment) -> Result<Prepared, SmallResponse> {
         user = git.remote_user.as_deref().unwrap_or(""),
         "request"
     );
-    let service = HttpService::new(registry, PushAccess::RemoteUser);
+    let namespace = match &cgi.namespace {
+        Some(raw) => {
+            use std::os::unix::ffi::OsStrExt;
+            Namespace::new(raw.as_bytes())
+                .map_err(|err| SmallResponse::misconfigured(&err.to_string()))?
+        }
+        None => None,
+    };
+    let service = HttpService::new(registry, PushAccess::RemoteUser).with_namespace(namespace);
     let session = service.open(&git).map_err(SmallResponse::from_refusal)?;
     Ok(Prepared {
         service,

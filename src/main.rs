@@ -181,11 +181,18 @@ fn open_for_session(directory: &Path, strict: bool) -> anyhow::Result<Repository
         PathLookup::Lenient
     };
     let config_parameters = std::env::var("GIT_CONFIG_PARAMETERS").ok();
-    Ok(Repository::open(
-        directory,
-        lookup,
-        config_parameters.as_deref(),
-    )?)
+    // git's services serve the namespace GIT_NAMESPACE names (ssh and http-backend pass it on).
+    let namespace = match std::env::var_os("GIT_NAMESPACE") {
+        Some(raw) => {
+            use std::os::unix::ffi::OsStrExt;
+            packgate_protocol::refname::Namespace::new(raw.as_bytes())?
+        }
+        None => None,
+    };
+    Ok(
+        Repository::open(directory, lookup, config_parameters.as_deref())?
+            .with_namespace(namespace),
+    )
 }
 
 /// Standard input and output for a session, with `--timeout=N` (0: none).

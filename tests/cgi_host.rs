@@ -62,6 +62,8 @@ pub(crate) struct CgiHostOptions {
     /// Another CGI program and its arguments instead of `packgate http-backend` (e.g. `git
     /// http-backend`, the reference other clients are checked against).
     pub(crate) program: Option<Vec<std::ffi::OsString>>,
+    /// More variables for the programs (as Apache's `SetEnv`), e.g. `GIT_NAMESPACE`.
+    pub(crate) env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// One request the host answered: method, target and status.
@@ -349,6 +351,9 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .env("GIT_PROJECT_ROOT", &shared.options.project_root);
     if shared.options.export_all {
         command.env("GIT_HTTP_EXPORT_ALL", "");
+    }
+    for (name, value) in &shared.options.env {
+        command.env(name, value);
     }
     if let Some(user) = &remote_user {
         command.env("REMOTE_USER", user).env("AUTH_TYPE", "Basic");

@@ -23,7 +23,7 @@ pub(crate) fn receive_pack_option() -> String {
 }
 
 /// `--receive-pack=<prefix><packgate> receive-pack<suffix>`: git runs it through the shell.
-fn receive_pack_option_with(prefix: &str, suffix: &str) -> String {
+pub(crate) fn receive_pack_option_with(prefix: &str, suffix: &str) -> String {
     format!(
         "--receive-pack={prefix}'{}' receive-pack{suffix}",
         PACKGATE.replace('\'', r"'\''")

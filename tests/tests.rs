@@ -24,6 +24,9 @@
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
+//! - `namespaces`: `GIT_NAMESPACE` for `upload-pack` (v0, v2, want-ref, hideRefs) and
+//!   `receive-pack` (advertisement with `.have`, namespaced updates), and through
+//!   `http-backend`, against git's services.
 //! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang;
 //!   a stalled client ends in `--timeout`.
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
@@ -88,6 +91,7 @@ mod layers;
 mod libgit2;
 mod ls_remote;
 mod memory;
+mod namespaces;
 mod receive_pack;
 mod ref_names;
 mod serve;

@@ -801,23 +801,37 @@ impl UploadPackConfig {
         })
     }
 
-    /// Whether `refname` is hidden by the `hideRefs` rules, with git's semantics: the last
-    /// matching rule wins, `!` negates, and a rule matches the ref itself or anything below it.
-    pub fn is_hidden(&self, refname: &[u8]) -> bool {
+    /// Whether `refname` (as the clients of `namespace` name it) is hidden by the `hideRefs`
+    /// rules, with git's semantics: the last matching rule wins, `!` negates, a rule matches
+    /// the ref itself or anything below it, and a `^` rule matches the full name, with the
+    /// namespace's prefix.
+    pub fn is_hidden(&self, refname: &[u8], namespace: Option<&crate::refname::Namespace>) -> bool {
+        let full = crate::refname::full_name(namespace, refname);
+        self.is_hidden_as(Some(refname), &full)
+    }
+
+    /// [`UploadPackConfig::is_hidden()`] for a ref whose name is `full` in the repository and
+    /// `stripped` for the namespace's clients (`None`: outside the namespace, which only
+    /// `^` rules can match).
+    pub fn is_hidden_as(&self, stripped: Option<&[u8]>, full: &[u8]) -> bool {
         for rule in self.hide_refs.iter().rev() {
             let (negated, pattern) = match rule.strip_prefix(b"!") {
                 Some(rest) => (true, rest),
                 None => (false, rule.as_slice()),
             };
-            // `^` asks for the full name, before namespaces are stripped; packgate serves no
-            // namespaces, so both forms compare against the same name.
-            let pattern = pattern.strip_prefix(b"^").unwrap_or(pattern);
+            let (subject, pattern) = match pattern.strip_prefix(b"^") {
+                Some(rest) => (Some(full), rest),
+                None => (stripped, pattern),
+            };
+            let Some(subject) = subject else {
+                continue;
+            };
             // git trims every trailing slash (`refs/x//` hides what `refs/x` does).
             let mut pattern = pattern;
             while let Some(trimmed) = pattern.strip_suffix(b"/") {
                 pattern = trimmed;
             }
-            if let Some(rest) = refname.strip_prefix(pattern) {
+            if let Some(rest) = subject.strip_prefix(pattern) {
                 if rest.is_empty() || rest.starts_with(b"/") {
                     return !negated;
                 }
@@ -901,13 +915,43 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert!(config.is_hidden(b"refs/hidden"));
-        assert!(config.is_hidden(b"refs/hidden/x"));
-        assert!(!config.is_hidden(b"refs/hidden/shown"));
-        assert!(!config.is_hidden(b"refs/hiddenx"));
-        assert!(config.is_hidden(b"refs/pull/1/head"));
-        assert!(config.is_hidden(b"refs/secret/x"));
-        assert!(!config.is_hidden(b"refs/heads/main"));
+        assert!(config.is_hidden(b"refs/hidden", None));
+        assert!(config.is_hidden(b"refs/hidden/x", None));
+        assert!(!config.is_hidden(b"refs/hidden/shown", None));
+        assert!(!config.is_hidden(b"refs/hiddenx", None));
+        assert!(config.is_hidden(b"refs/pull/1/head", None));
+        assert!(config.is_hidden(b"refs/secret/x", None));
+        assert!(!config.is_hidden(b"refs/heads/main", None));
+    }
+
+    #[test]
+    fn hidden_refs_in_a_namespace() {
+        let config = UploadPackConfig {
+            hide_refs: vec![
+                "refs/tags".into(),
+                "^refs/namespaces/x/refs/heads/secret".into(),
+                "^refs/namespaces/y".into(),
+            ],
+            ..Default::default()
+        };
+        let x = crate::refname::Namespace::new(b"x").unwrap();
+        let x = x.as_ref();
+        assert!(
+            config.is_hidden(b"refs/tags/v1", x),
+            "plain rules see stripped names"
+        );
+        assert!(!config.is_hidden(b"refs/namespaces/x/refs/tags/v1", None));
+        assert!(
+            config.is_hidden(b"refs/heads/secret", x),
+            "^ rules see full names"
+        );
+        assert!(!config.is_hidden(b"refs/heads/secret", None));
+        assert!(!config.is_hidden(b"refs/heads/main", x));
+        assert!(config.is_hidden_as(None, b"refs/namespaces/y/refs/heads/a"));
+        assert!(
+            !config.is_hidden_as(None, b"refs/tags/v1"),
+            "outside: only ^ rules apply"
+        );
     }
 
     #[test]
@@ -953,7 +997,10 @@ mod tests {
         let rules = |text: &str| {
             let file: gix_config::File = text.parse().unwrap();
             let config = UploadPackConfig::from_config(&file).unwrap();
-            (config.hide_refs.clone(), config.is_hidden(b"refs/secret/x"))
+            (
+                config.hide_refs.clone(),
+                config.is_hidden(b"refs/secret/x", None),
+            )
         };
         // The later rule decides, whichever of the two keys holds it (as in git).
         assert_eq!(

@@ -95,9 +95,111 @@ pub fn pushable_ref_name(name: &BStr, is_delete: bool) -> Result<gix_ref::FullNa
     gix_ref::FullName::try_from(name).map_err(|_| funny())
 }
 
+/// The error of [`Namespace::new`]: the namespace makes no valid ref names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad git namespace path \"{raw}\"")]
+pub struct BadNamespace {
+    /// The namespace as given, lossily shown.
+    pub raw: String,
+}
+
+/// A git namespace (`GIT_NAMESPACE`, gitnamespaces(7)): the services see only the refs below
+/// its prefix, with the prefix taken off. The one place where names map both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// `refs/namespaces/a/refs/namespaces/b/` for `a/b`, always ending in `/`.
+    prefix: BString,
+}
+
+impl Namespace {
+    /// The namespace `raw` names, as git expands it: each `/`-separated component `c` becomes
+    /// `refs/namespaces/c/`, empty components are skipped. `None` for an empty string (no
+    /// namespace); an error when the result is no valid ref name (`a/`, `a..b`, …).
+    pub fn new(raw: &[u8]) -> Result<Option<Namespace>, BadNamespace> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let components: Vec<&[u8]> = raw.split(|&b| b == b'/').collect();
+        let last = components.len() - 1;
+        let mut prefix = BString::default();
+        for (index, component) in components.iter().enumerate() {
+            if component.is_empty() {
+                continue;
+            }
+            prefix.extend_from_slice(b"refs/namespaces/");
+            prefix.extend_from_slice(component);
+            if index != last {
+                prefix.push(b'/');
+            }
+        }
+        let bad = || BadNamespace {
+            raw: raw.as_bstr().to_string(),
+        };
+        gix_ref::FullName::try_from(prefix.clone()).map_err(|_| bad())?;
+        prefix.push(b'/');
+        Ok(Some(Namespace { prefix }))
+    }
+
+    /// The prefix every ref of the namespace has, ending in `/`.
+    pub fn prefix(&self) -> &BStr {
+        self.prefix.as_bstr()
+    }
+
+    /// The name in the repository of `name` as the namespace's clients know it
+    /// (`refs/heads/main` → `refs/namespaces/a/refs/heads/main`, `HEAD` →
+    /// `refs/namespaces/a/HEAD`).
+    pub fn full(&self, name: &[u8]) -> BString {
+        let mut full = self.prefix.clone();
+        full.extend_from_slice(name);
+        full
+    }
+
+    /// The name a client of the namespace knows `full` by: `None` when it is outside.
+    pub fn strip<'a>(&self, full: &'a [u8]) -> Option<&'a [u8]> {
+        full.strip_prefix(self.prefix.as_slice())
+    }
+}
+
+/// `name` with `namespace` applied, when there is one.
+pub fn full_name<'a>(namespace: Option<&Namespace>, name: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    match namespace {
+        Some(namespace) => std::borrow::Cow::Owned(namespace.full(name).into()),
+        None => std::borrow::Cow::Borrowed(name),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_expand_like_git() {
+        let prefix = |raw: &str| {
+            Namespace::new(raw.as_bytes()).map(|ns| ns.map(|ns| ns.prefix().to_string()))
+        };
+        assert_eq!(prefix(""), Ok(None));
+        assert_eq!(prefix("a").unwrap().unwrap(), "refs/namespaces/a/");
+        assert_eq!(
+            prefix("a/b").unwrap().unwrap(),
+            "refs/namespaces/a/refs/namespaces/b/"
+        );
+        assert_eq!(
+            prefix("a//b").unwrap().unwrap(),
+            "refs/namespaces/a/refs/namespaces/b/"
+        );
+        assert_eq!(prefix("/a").unwrap().unwrap(), "refs/namespaces/a/");
+        for bad in ["a/", "a..b", "a b", ".a", "a.lock", "a:b", "/"] {
+            assert!(prefix(bad).is_err(), "{bad}");
+        }
+        let ns = Namespace::new(b"x").unwrap().unwrap();
+        assert_eq!(ns.full(b"HEAD"), "refs/namespaces/x/HEAD");
+        assert_eq!(
+            ns.strip(b"refs/namespaces/x/refs/heads/m"),
+            Some(&b"refs/heads/m"[..])
+        );
+        assert_eq!(ns.strip(b"refs/namespaces/y/refs/heads/m"), None);
+        assert_eq!(full_name(None, b"refs/heads/m").as_ref(), b"refs/heads/m");
+    }
 
     fn check(prefix: &str, expected: PrefixScope) {
         assert_eq!(

@@ -8,7 +8,7 @@ use gix_hash::ObjectId;
 use gix_object::Find;
 
 use crate::config::{self, ConfigError};
-use crate::refname::{PrefixScope, RefPrefix};
+use crate::refname::{Namespace, PrefixScope, RefPrefix};
 
 /// How strictly [`Repository::open()`] interprets the directory it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +113,7 @@ pub struct Repository {
     objects: gix_odb::Handle,
     refs: gix_ref::file::Store,
     config: gix_config::File,
+    namespace: Option<Namespace>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -164,7 +165,35 @@ impl Repository {
             objects,
             refs,
             config,
+            namespace: None,
         })
+    }
+
+    /// Serve the refs of `namespace` only (git's `GIT_NAMESPACE`): [`Repository::refs()`],
+    /// [`Repository::head()`] and [`Repository::find_ref()`] then see the refs below its
+    /// prefix, named without it, and `HEAD` is the namespace's own.
+    pub fn with_namespace(mut self, namespace: Option<Namespace>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// The namespace served, if any.
+    pub fn namespace(&self) -> Option<&Namespace> {
+        self.namespace.as_ref()
+    }
+
+    /// A record read under its full name, renamed to what the namespace's clients see.
+    fn strip_record(&self, mut record: RefRecord) -> Option<RefRecord> {
+        let Some(namespace) = &self.namespace else {
+            return Some(record);
+        };
+        record.name = namespace.strip(&record.name)?.into();
+        if let Some(target) = &record.symref_target {
+            if let Some(stripped) = namespace.strip(target) {
+                record.symref_target = Some(stripped.into());
+            }
+        }
+        Some(record)
     }
 
     /// A handle on the ref store to read or update refs with (a push's transactions).
@@ -187,14 +216,47 @@ impl Repository {
         &self.config
     }
 
-    /// Where `HEAD` points.
+    /// Where `HEAD` points: the namespace's `HEAD` (named `HEAD`, its target without the
+    /// namespace's prefix) when a namespace is served.
     pub fn head(&self) -> Result<Head, RefsError> {
-        let Some(head) = self.refs.try_find("HEAD").map_err(RefsError::Read)? else {
+        let Some(namespace) = &self.namespace else {
+            return self.repository_head();
+        };
+        let Ok(name) = gix_ref::FullName::try_from(namespace.full(b"HEAD")) else {
+            return Ok(Head::Missing);
+        };
+        let strip = |target: BString| match namespace.strip(&target) {
+            Some(stripped) => stripped.into(),
+            None => target,
+        };
+        Ok(match self.head_at(name.as_ref())? {
+            Head::Born(mut record) => {
+                record.name = "HEAD".into();
+                record.symref_target = record.symref_target.map(strip);
+                Head::Born(record)
+            }
+            Head::Unborn { target } => Head::Unborn {
+                target: strip(target),
+            },
+            Head::Missing => Head::Missing,
+        })
+    }
+
+    /// Where the repository's own `HEAD` points, whatever the namespace.
+    pub(crate) fn repository_head(&self) -> Result<Head, RefsError> {
+        let Ok(name) = gix_ref::FullName::try_from("HEAD") else {
+            return Ok(Head::Missing);
+        };
+        self.head_at(name.as_ref())
+    }
+
+    fn head_at(&self, name: &gix_ref::FullNameRef) -> Result<Head, RefsError> {
+        let Some(head) = self.refs.try_find(name).map_err(RefsError::Read)? else {
             return Ok(Head::Missing);
         };
         Ok(match self.resolve(head)? {
             Some(record) => Head::Born(record),
-            None => match self.refs.try_find_loose("HEAD").map_err(RefsError::Read)? {
+            None => match self.refs.try_find_loose(name).map_err(RefsError::Read)? {
                 Some(gix_ref::file::loose::Reference {
                     target: gix_ref::Target::Symbolic(target),
                     ..
@@ -214,17 +276,65 @@ impl Repository {
         if name != b"HEAD" && !name.starts_with(b"refs/") {
             return Ok(None);
         }
-        let Ok(full_name) = gix_ref::FullName::try_from(BString::from(name)) else {
+        let full = crate::refname::full_name(self.namespace.as_ref(), name);
+        let Ok(full_name) = gix_ref::FullName::try_from(BString::from(full.as_ref())) else {
             return Ok(None);
         };
-        match self
+        let record = match self
             .refs
             .try_find(full_name.as_ref())
             .map_err(RefsError::Read)?
         {
-            Some(reference) => self.resolve(reference),
-            None => Ok(None),
-        }
+            Some(reference) => self.resolve(reference)?,
+            None => None,
+        };
+        Ok(record.map(|mut record| {
+            // Named as asked: `HEAD` stays `HEAD` in a namespace.
+            record.name = name.into();
+            if let (Some(namespace), Some(target)) = (&self.namespace, &record.symref_target) {
+                if let Some(stripped) = namespace.strip(target) {
+                    record.symref_target = Some(stripped.into());
+                }
+            }
+            record
+        }))
+    }
+
+    /// Every reference below `refs/` of the namespace served (all of them without one) whose
+    /// name, without the namespace's prefix, starts with one of `prefixes` (all of them when
+    /// `prefixes` is `None`), named without that prefix; otherwise as
+    /// [`Repository::all_refs()`].
+    pub fn refs(&self, prefixes: Option<&[RefPrefix]>) -> Result<Vec<RefRecord>, RefsError> {
+        let Some(namespace) = &self.namespace else {
+            return self.all_refs(prefixes);
+        };
+        let everything = [RefPrefix::new(namespace.full(b"refs/"))];
+        let mapped: Vec<RefPrefix>;
+        let prefixes: &[RefPrefix] = match prefixes {
+            Some(prefixes)
+                if !prefixes
+                    .iter()
+                    .any(|prefix| prefix.scope() == PrefixScope::AllRefs) =>
+            {
+                // The stripped names all start with `refs/`: the other prefixes match none.
+                mapped = prefixes
+                    .iter()
+                    .filter(|prefix| prefix.scope() == PrefixScope::Loose)
+                    .map(|prefix| RefPrefix::new(namespace.full(prefix.as_bstr())))
+                    .collect();
+                if mapped.is_empty() {
+                    return Ok(Vec::new());
+                }
+                &mapped
+            }
+            _ => &everything,
+        };
+        Ok(self
+            .all_refs(Some(prefixes))?
+            .into_iter()
+            .filter_map(|record| self.strip_record(record))
+            .filter(|record| record.name.starts_with(b"refs/"))
+            .collect())
     }
 
     /// Every reference below `refs/` whose name starts with one of `prefixes` (all of them
@@ -232,7 +342,9 @@ impl Repository {
     /// Dangling symbolic references are left out. Only prefixes that can begin a ref name
     /// ([`PrefixScope::Loose`]) lead to directories read; the others match nothing below
     /// `refs/` unless one is a prefix of `refs/` itself, which matches everything.
-    pub fn refs(&self, prefixes: Option<&[RefPrefix]>) -> Result<Vec<RefRecord>, RefsError> {
+    ///
+    /// The namespace served is not looked at: names are the repository's own.
+    pub fn all_refs(&self, prefixes: Option<&[RefPrefix]>) -> Result<Vec<RefRecord>, RefsError> {
         let prefixes = prefixes.filter(|prefixes| {
             !prefixes
                 .iter()

@@ -107,6 +107,7 @@ pub struct HttpService {
     realm: String,
     hooks: Vec<Arc<dyn Hook>>,
     hook_scripts: bool,
+    namespace: Option<crate::refname::Namespace>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -117,6 +118,7 @@ impl std::fmt::Debug for HttpService {
             .field("realm", &self.realm)
             .field("hooks", &self.hooks.len())
             .field("hook_scripts", &self.hook_scripts)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -131,7 +133,15 @@ impl HttpService {
             realm: DEFAULT_REALM.to_owned(),
             hooks: Vec::new(),
             hook_scripts: true,
+            namespace: None,
         }
+    }
+
+    /// Serve only the refs of `namespace` of every repository (git's `GIT_NAMESPACE`, see
+    /// [`Repository::with_namespace`]).
+    pub fn with_namespace(mut self, namespace: Option<crate::refname::Namespace>) -> Self {
+        self.namespace = namespace;
+        self
     }
 
     /// The realm named in the `401` challenge (git's credential helpers do not use it;
@@ -231,7 +241,7 @@ impl SmartHttpHandler for HttpService {
 
     fn open(&self, request: &GitRequest) -> Result<HttpSession, Refusal> {
         let repo = match self.registry.open(&request.repository, None) {
-            Ok(repo) => repo,
+            Ok(repo) => repo.with_namespace(self.namespace.clone()),
             Err(err) => {
                 tracing::info!(%err, "not found");
                 return Err(Refusal::NotFound);

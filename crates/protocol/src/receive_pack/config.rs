@@ -268,10 +268,17 @@ impl ReceivePackConfig {
         })
     }
 
-    /// Whether `refname` is hidden, with git's `hideRefs` rules.
-    pub fn is_hidden(&self, refname: &[u8]) -> bool {
+    /// Whether `refname` (as the clients of `namespace` name it) is hidden, with git's
+    /// `hideRefs` rules.
+    pub fn is_hidden(&self, refname: &[u8], namespace: Option<&crate::refname::Namespace>) -> bool {
         // The rules are the same as upload-pack's; only the configuration keys differ.
-        self.hidden.is_hidden(refname)
+        self.hidden.is_hidden(refname, namespace)
+    }
+
+    /// Whether the ref named `full` in the repository, `stripped` in the namespace (`None`
+    /// outside it), is hidden.
+    pub fn is_hidden_as(&self, stripped: Option<&[u8]>, full: &[u8]) -> bool {
+        self.hidden.is_hidden_as(stripped, full)
     }
 
     /// How reflogs are written: git's `core.logAllRefUpdates`, whose default is true in a

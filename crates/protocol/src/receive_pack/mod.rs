@@ -183,12 +183,23 @@ impl<'repo> ReceivePack<'repo> {
     /// repository a `shallow <id>` line per commit of `$GIT_DIR/shallow`, then a flush. Like
     /// git's receive-pack, it lists neither `HEAD` nor peeled tags.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
-        let mut lines: Vec<(ObjectId, BString)> = self
-            .visible_refs()?
-            .into_iter()
-            .map(|record| (record.id, record.name))
-            .collect();
-        let mut seen: gix_hashtable::HashSet<ObjectId> = lines.iter().map(|(id, _)| *id).collect();
+        let mut lines: Vec<(ObjectId, BString)> = Vec::new();
+        let mut seen: gix_hashtable::HashSet<ObjectId> = Default::default();
+        for (record, stripped) in self.visible_refs()? {
+            match stripped {
+                Some(name) => {
+                    seen.insert(record.id);
+                    lines.push((record.id, name));
+                }
+                // Refs outside the namespace, once per value, as `.have`: the client may
+                // build on their objects but sees no names (git's `show_ref_cb`).
+                None => {
+                    if seen.insert(record.id) {
+                        lines.push((record.id, ".have".into()));
+                    }
+                }
+            }
+        }
         let timeout = self.config.hook_timeout_seconds.map_or(
             packgate_hooks::ScriptHooks::DEFAULT_TIMEOUT,
             std::time::Duration::from_secs,
@@ -294,6 +305,17 @@ impl<'repo> ReceivePack<'repo> {
             }
         };
         let mut list = list;
+        // In a namespace the commands name refs without its prefix; the refs updated have it.
+        if let Some(namespace) = self.repo.namespace() {
+            for command in &mut list.commands {
+                if let Ok(name) = &command.ref_name {
+                    command.ref_name = gix_ref::FullName::try_from(namespace.full(name.as_bstr()))
+                        .map_err(|_| crate::refname::FunnyRefName {
+                            name: command.name.to_string(),
+                        });
+                }
+            }
+        }
         // As git: what was not advertised is not honoured.
         list.capabilities.atomic &= self.config.advertise_atomic;
         list.capabilities.push_options &= self.config.advertise_push_options;
@@ -392,15 +414,26 @@ impl<'repo> ReceivePack<'repo> {
         })
     }
 
-    /// The refs a client may see and update: all below `refs/` that are not hidden.
-    fn visible_refs(&self) -> Result<Vec<RefRecord>, ServeError> {
+    /// The refs a client may see, each with the name the client knows it by (`None`
+    /// outside the namespace served): all below `refs/` that are not hidden, by full name.
+    fn visible_refs(&self) -> Result<Vec<(RefRecord, Option<BString>)>, ServeError> {
         let refs = self
             .repo
-            .refs(None)
+            .all_refs(None)
             .map_err(|err| ServeError::Failed(format!("could not list refs: {err}")))?;
+        let namespace = self.repo.namespace();
         Ok(refs
             .into_iter()
-            .filter(|record| !self.config.is_hidden(&record.name))
+            .filter_map(|record| {
+                let stripped = match namespace {
+                    Some(namespace) => namespace.strip(&record.name).map(BString::from),
+                    None => Some(record.name.clone()),
+                };
+                (!self
+                    .config
+                    .is_hidden_as(stripped.as_deref().map(|s| s.as_slice()), &record.name))
+                .then_some((record, stripped))
+            })
             .collect())
     }
 

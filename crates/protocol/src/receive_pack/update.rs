@@ -252,7 +252,8 @@ impl Push<'_, '_> {
         //    that stops the next push (a stale quarantine is removed once it is old).
 
         // 3. receive-pack's own checks, per ref.
-        let head = match repo.head() {
+        // The repository's own HEAD, compared with the refs' full names, as git's `update()`.
+        let head = match repo.repository_head() {
             Ok(Head::Born(record)) => record.symref_target,
             Ok(Head::Unborn { target }) => Some(target),
             Ok(Head::Missing) => None,
@@ -391,14 +392,14 @@ impl Push<'_, '_> {
             return;
         }
         let repo = self.receive_pack.repo;
-        let mut existing: Vec<ObjectId> = match repo.refs(None) {
+        let mut existing: Vec<ObjectId> = match repo.all_refs(None) {
             Ok(refs) => refs.into_iter().map(|record| record.id).collect(),
             Err(err) => {
                 tracing::warn!(%err, "could not list refs for the shallow check");
                 Vec::new()
             }
         };
-        if let Ok(Head::Born(head)) = repo.head() {
+        if let Ok(Head::Born(head)) = repo.repository_head() {
             existing.push(head.id);
         }
         let indices: Vec<usize> = (0..pending.len())
@@ -507,11 +508,19 @@ impl Push<'_, '_> {
             return Err("funny refname".into());
         }
         let name = command.name.as_bstr();
-        if config.is_hidden(name) {
+        if config.is_hidden(name, self.receive_pack.repo.namespace()) {
             return Err("deny updating a hidden ref".into());
         }
-        let is_head = head.is_some_and(|head| head == name);
-        if is_head && !config.bare {
+        // As git's `update()`: the branch checked out is the one HEAD names as the client
+        // names it (in a namespace, without the prefix); for a deletion, also the ref HEAD
+        // names by its full name.
+        let checked_out = head.is_some_and(|head| head == name);
+        let is_head = checked_out
+            || match (head, &command.ref_name) {
+                (Some(head), Ok(full)) => head == full.as_bstr(),
+                _ => false,
+            };
+        if checked_out && !config.bare {
             match config.deny_current_branch {
                 Deny::Ignore => {}
                 Deny::Warn => channel.warning("updating the current branch"),
@@ -668,6 +677,14 @@ impl Push<'_, '_> {
                     continue;
                 }
             };
+            // The commands name refs without the namespace's prefix.
+            let destination = match self.receive_pack.repo.namespace() {
+                Some(namespace) => match namespace.strip(destination.as_bstr()) {
+                    Some(stripped) => stripped.as_bstr().to_owned(),
+                    None => continue,
+                },
+                None => destination.as_bstr().to_owned(),
+            };
             let Some(&target) = by_name.get(destination.as_bstr()) else {
                 continue;
             };
@@ -701,7 +718,7 @@ impl Push<'_, '_> {
         grafts: &HashSet<ObjectId>,
         channel: &mut Channel<'_, W>,
     ) {
-        let existing: Vec<ObjectId> = match self.receive_pack.repo.refs(None) {
+        let existing: Vec<ObjectId> = match self.receive_pack.repo.all_refs(None) {
             Ok(refs) => refs.into_iter().map(|record| record.id).collect(),
             Err(err) => {
                 tracing::warn!(%err, "could not list refs for the connectivity check");
@@ -924,7 +941,7 @@ impl Push<'_, '_> {
             .commands
             .iter()
             .filter(|command| command.is_delete())
-            .map(|command| command.name.as_bstr())
+            .filter_map(|command| command.ref_name.as_ref().ok().map(|name| name.as_bstr()))
             .collect();
         let text = name.as_bstr();
         let blocked = |other: &bstr::BStr| {
@@ -954,7 +971,7 @@ impl Push<'_, '_> {
         below.push(b'/');
         let prefixes = [crate::refname::RefPrefix::new(below)];
         let refs = repo
-            .refs(Some(&prefixes))
+            .all_refs(Some(&prefixes))
             .map_err(|err| format!("failed to read refs: {err}"))?;
         match refs
             .iter()

@@ -193,7 +193,10 @@ fn parse_id(hex: &[u8]) -> Result<ObjectId, String> {
 
 /// The object a `want-ref` names: a visible ref of exactly that name.
 fn resolve_ref(upload_pack: &UploadPack<'_>, name: &[u8]) -> Result<Option<ObjectId>, String> {
-    if upload_pack.config.is_hidden(name) {
+    if upload_pack
+        .config
+        .is_hidden(name, upload_pack.repo.namespace())
+    {
         return Ok(None);
     }
     upload_pack
@@ -404,7 +407,10 @@ impl Tips {
     }
 
     fn add(&mut self, upload_pack: &UploadPack<'_>, name: &[u8], id: ObjectId) {
-        if upload_pack.config.is_hidden(name) {
+        if upload_pack
+            .config
+            .is_hidden(name, upload_pack.repo.namespace())
+        {
             self.hidden.insert(id);
         } else {
             self.visible.insert(id);
@@ -735,7 +741,9 @@ fn tags_to_include(
     let prefixes = [crate::refname::RefPrefix::new("refs/tags/")];
     let mut buf = Vec::new();
     for record in repo.refs(Some(&prefixes))? {
-        if upload_pack.config.is_hidden(&record.name) || enumeration.contains(&record.id) {
+        if upload_pack.config.is_hidden(&record.name, repo.namespace())
+            || enumeration.contains(&record.id)
+        {
             continue;
         }
         let Some(peeled) = repo.peel_tag(&record.id)? else {

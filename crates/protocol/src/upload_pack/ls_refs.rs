@@ -62,7 +62,7 @@ pub(super) fn handle<W: Write>(
     };
 
     let mut line = Vec::with_capacity(128);
-    if matches(b"HEAD") && !upload_pack.config.is_hidden(b"HEAD") {
+    if matches(b"HEAD") && !upload_pack.config.is_hidden(b"HEAD", repo.namespace()) {
         match repo.head() {
             Ok(Head::Born(head)) => {
                 if let Err(err) = format_ref(upload_pack, &head, &arguments, &mut line) {
@@ -90,7 +90,7 @@ pub(super) fn handle<W: Write>(
     };
     for record in refs
         .iter()
-        .filter(|r| !upload_pack.config.is_hidden(&r.name))
+        .filter(|r| !upload_pack.config.is_hidden(&r.name, repo.namespace()))
     {
         if let Err(err) = format_ref(upload_pack, record, &arguments, &mut line) {
             return Err(failed(out, &err));

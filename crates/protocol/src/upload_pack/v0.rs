@@ -61,7 +61,7 @@ impl UploadPack<'_> {
                 if let Some(target) = &head.symref_target {
                     symref = format!(" symref=HEAD:{}", target.as_bstr());
                 }
-                if !config.is_hidden(b"HEAD") {
+                if !config.is_hidden(b"HEAD", self.repo.namespace()) {
                     refs.push((head.name, head.id));
                 }
             }
@@ -69,7 +69,7 @@ impl UploadPack<'_> {
             Head::Unborn { .. } | Head::Missing => {}
         }
         for record in self.repo.refs(None).map_err(refs_failed)? {
-            if !config.is_hidden(&record.name) {
+            if !config.is_hidden(&record.name, self.repo.namespace()) {
                 refs.push((record.name, record.id));
             }
         }
