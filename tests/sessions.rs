@@ -219,7 +219,9 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     let config = setup.dir.join("packgate.toml");
     crate::util::write_file(
         &config,
-        b"[http]\nheader-timeout = 3\ntimeout = 8\nmax-connections = 2\n",
+        // The stalled sessions must outlive the probing below on a busy machine (CI's two
+        // cores building and testing at once reaped them before the over-the-cap check).
+        b"[http]\nheader-timeout = 3\ntimeout = 20\nmax-connections = 2\n",
     );
     let server = Server::start_with(
         setup.dir.path(),
@@ -284,9 +286,9 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
         output.stderr_text().contains("503"),
         "over the cap: {output}"
     );
-    wait_for_close(&mut half_head, Duration::from_secs(15));
+    wait_for_close(&mut half_head, Duration::from_secs(30));
     for stream in &mut half_bodies {
-        wait_for_close(stream, Duration::from_secs(15));
+        wait_for_close(stream, Duration::from_secs(30));
     }
 
     // Half a fetch request: it is read without a thread, and answered 400 after the timeout.
@@ -298,7 +300,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
               0014command=ls-refs\n",
         )
         .unwrap_or_else(|error| panic!("sending half a fetch: {error}"));
-    let answer = wait_for_close(&mut half_fetch, Duration::from_secs(15));
+    let answer = wait_for_close(&mut half_fetch, Duration::from_secs(30));
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("stalled"), "{answer}");
@@ -319,7 +321,7 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
     wait_until(END_LIMIT, "the pack to arrive", || {
         temporary_pack_size(&setup.server).is_some()
     });
-    wait_for_close(&mut half_push, Duration::from_secs(15));
+    wait_for_close(&mut half_push, Duration::from_secs(30));
     wait_until(END_LIMIT, "the quarantine to go", || {
         quarantines(&setup.server).is_empty()
     });
