@@ -143,10 +143,12 @@ pub fn update_shallow(
         ..ShallowUpdate::default()
     };
     let mut buf = Vec::new();
-    // send_shallow()
+    // send_shallow(), each commit once: a commit the walk reached from two wants (a clone
+    // wants HEAD and its branch) is one line, as git's flags make it.
+    let mut sent: HashSet<ObjectId> = HashSet::default();
     for node in boundary {
         let entry = graph.get(node);
-        if entry.flags & NOT_SHALLOW == 0 && !client.contains(&entry.id) {
+        if entry.flags & NOT_SHALLOW == 0 && !client.contains(&entry.id) && sent.insert(entry.id) {
             update.shallow.push(entry.id);
             update.grafts.insert(entry.id);
         }

@@ -107,6 +107,11 @@ fn a_shallow_repository_bounds_the_walk() {
     assert_eq!(update.shallow, ids(&[3]));
     let update = run(&db, &[5], &[], &[3], depth(10)).unwrap();
     assert_eq!(update.shallow, ids(&[3]));
+    // A clone wants HEAD and its branch: the same commit twice, one shallow line (t5601 99).
+    let update = run(&db, &[5, 5], &[], &[3], depth(INFINITE_DEPTH)).unwrap();
+    assert_eq!(update.shallow, ids(&[3]));
+    let update = run(&db, &[5, 5], &[], &[], depth(1)).unwrap();
+    assert_eq!(update.shallow, ids(&[5]));
     let update = run(&db, &[5], &[], &[3], Deepen::None).unwrap();
     assert!(update.shallow.is_empty());
     assert_eq!(update.grafts, ids(&[3]).into_iter().collect());
