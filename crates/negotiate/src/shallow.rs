@@ -113,6 +113,16 @@ pub fn update_shallow(
     db: &(impl gix_object::Find + gix_object::FindHeader),
     request: &ShallowRequest<'_>,
 ) -> Result<ShallowUpdate, ShallowError> {
+    // Each want once, as git's `WANTED` flag keeps its want list: a clone wants HEAD and its
+    // branch, and a head walked twice would give its shallow line twice (t5601 99). Distinct
+    // wants that reach one boundary commit do give it twice, as with git.
+    let mut seen: HashSet<ObjectId> = HashSet::default();
+    let wants: Vec<ObjectId> = request
+        .wants
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
     let repository_grafts: HashSet<ObjectId> =
         request.repository_shallows.iter().copied().collect();
     let mut graph = CommitGraph::with_grafts(repository_grafts.clone());
@@ -128,12 +138,12 @@ pub fn update_shallow(
         Deepen::Depth { depth, relative_to } => {
             let (heads, depth) = match relative_to {
                 Some(heads) => (heads.as_slice(), depth.saturating_add(1)),
-                None => (request.wants, *depth),
+                None => (wants.as_slice(), *depth),
             };
             boundary = shallow_commits(db, &mut graph, heads, depth)?;
         }
         Deepen::RevList { since, not } => {
-            boundary = shallow_commits_by_rev_list(db, &mut graph, request.wants, *since, not)?;
+            boundary = shallow_commits_by_rev_list(db, &mut graph, &wants, *since, not)?;
         }
     }
 
@@ -143,12 +153,10 @@ pub fn update_shallow(
         ..ShallowUpdate::default()
     };
     let mut buf = Vec::new();
-    // send_shallow(), each commit once: a commit the walk reached from two wants (a clone
-    // wants HEAD and its branch) is one line, as git's flags make it.
-    let mut sent: HashSet<ObjectId> = HashSet::default();
+    // send_shallow()
     for node in boundary {
         let entry = graph.get(node);
-        if entry.flags & NOT_SHALLOW == 0 && !client.contains(&entry.id) && sent.insert(entry.id) {
+        if entry.flags & NOT_SHALLOW == 0 && !client.contains(&entry.id) {
             update.shallow.push(entry.id);
             update.grafts.insert(entry.id);
         }
