@@ -769,6 +769,8 @@ impl Push<'_, '_> {
         let config = &self.receive_pack.config;
         let mut store = self.receive_pack.repo.ref_store();
         store.write_reflog = config.write_reflog();
+        // Read once per push: which branch an update also logs in HEAD's reflog.
+        let head = head_branch(&store);
         // Behind an HTTP front-end, reflog entries name the pusher (`with_reflog_identity`).
         let (name, email) = match &self.receive_pack.reflog_identity {
             Some(identity) => identity.clone(),
@@ -787,7 +789,7 @@ impl Push<'_, '_> {
         if self.list.capabilities.atomic {
             let mut edits = Vec::new();
             for p in pending.iter_mut().filter(|p| p.is_to_run()) {
-                match self.edit(&store, p.command, channel) {
+                match self.edit(&store, head.as_ref(), p.command, channel) {
                     Ok(Some(edit)) => edits.push(edit),
                     Ok(None) => p.did_not_exist = true,
                     Err(reason) => p.refuse(reason),
@@ -817,7 +819,7 @@ impl Push<'_, '_> {
             return;
         }
         for p in pending.iter_mut().filter(|p| p.is_to_run()) {
-            let edit = match self.edit(&store, p.command, channel) {
+            let edit = match self.edit(&store, head.as_ref(), p.command, channel) {
                 Ok(Some(edit)) => edit,
                 Ok(None) => {
                     p.did_not_exist = true;
@@ -866,6 +868,7 @@ impl Push<'_, '_> {
     fn edit<W: Write>(
         &self,
         store: &gix_ref::file::Store,
+        head: Option<&FullName>,
         command: &Command,
         channel: &mut Channel<'_, W>,
     ) -> Result<Option<RefEdit>, String> {
@@ -904,8 +907,8 @@ impl Push<'_, '_> {
         }
         // Updating the branch `HEAD` names goes through `HEAD`, so that `HEAD`'s reflog gets
         // the entry too, as git's files backend writes it (`split_head_update`).
-        let name = match head_branch(store) {
-            Some(branch) if branch == name => FullName::try_from("HEAD").unwrap_or(name),
+        let name = match head {
+            Some(branch) if *branch == name => FullName::try_from("HEAD").unwrap_or(name),
             _ => name,
         };
         Ok(Some(ref_edit(
