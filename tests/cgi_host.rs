@@ -437,6 +437,8 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             response_headers.push(format!("{name}: {value}\r\n"));
         }
     }
+    // Logged before the response goes out: once the client has it, a test may read the log.
+    log(status);
     write!(writer, "HTTP/1.1 {status} {reason}\r\n")?;
     for header in &response_headers {
         writer.write_all(header.as_bytes())?;
@@ -467,7 +469,6 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     }
     writer.flush()?;
     child.wait()?;
-    log(status);
     if let Some(error_reader) = error_reader {
         if let Ok(lines) = error_reader.join() {
             lock(&shared.error_log).extend(lines);
