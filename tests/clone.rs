@@ -233,7 +233,7 @@ fn missing_object_ends_in_an_explicit_error() {
     assert!(
         output
             .stderr_text()
-            .contains("remote: upload-pack: objects to be packed are missing"),
+            .contains(&format!("remote: upload-pack: object {blob} is missing")),
         "the client was not told why: {output}"
     );
 }

@@ -1,13 +1,13 @@
 //! Pack generation: turn an enumerated object set into a pack data stream.
 //!
-//! Entries are taken from the repository's own packs where possible (existing deltas are
-//! reused as they are), several threads resolve and copy entries, and the pack is written
-//! chunk by chunk into any [`std::io::Write`]: a slow writer slows generation down instead of
-//! making it buffer the whole pack.
-//!
-//! Thin packs: gitoxide's copier turns an out-of-pack delta base into a ref-delta no matter
-//! who has that base. A client can only resolve a base it is known to have, so every such
-//! entry whose base is not in [`WriteOptions::client_has`] is replaced by the full object.
+//! Entries are copied from the repository's own packs where possible, byte for byte: whole
+//! objects, and deltas whose base is in the new pack too (as an offset delta) or is one the
+//! client has (a thin pack's ref-delta). Their lengths come from the packs' reverse indexes
+//! ([`crate::packs`]), so nothing copied is inflated. Any other entry — a delta against a base
+//! the client will not have, a loose object — is written whole, read through the walk's
+//! delta-base cache and compressed with one reused compressor, as git's `pack-objects` does.
+//! The pack is written chunk by chunk into any [`std::io::Write`]: a slow writer slows
+//! generation down instead of making it buffer the whole pack.
 //!
 //! Computed deltas: gitoxide reuses the deltas stored in the repository's packs but cannot make
 //! new ones, so objects that are stored whole — typically the newest version of each file, and
@@ -22,10 +22,14 @@ use std::{io::Write, sync::atomic::AtomicBool};
 
 use gix_hash::ObjectId;
 use gix_hashtable::{HashMap, HashSet};
-use gix_pack::data::output::{self, entry::Kind};
+use gix_pack::data::{
+    entry::Header,
+    output::{self, entry::Kind},
+};
 
 use crate::{
     delta::DeltaIndex,
+    packs::{Located, PackSet},
     search::{CollectLimits, PathVersions},
 };
 
@@ -38,15 +42,12 @@ pub struct WriteOptions<'a> {
     /// The client understands offset deltas (`ofs-delta`); without it in-pack deltas are
     /// written as ref-deltas.
     pub ofs_delta: bool,
-    /// The most threads to use; `None` uses every core.
-    pub thread_limit: Option<usize>,
     /// Compute deltas for objects that would be written whole; `None` only reuses stored
     /// deltas.
     pub delta_search: Option<DeltaSearch<'a>>,
-    /// Where to read a stored delta's object in full when its base can't be sent (a thin
-    /// pack's base the client lacks): give the enumeration's [`crate::reader::CachingReader`]
-    /// and chains are resolved through its delta-base cache, as git's is; `None` reads
-    /// through the handle, each chain from its base.
+    /// Where to find entries and read objects in full when a stored delta's base can't be
+    /// sent: give the enumeration's [`crate::reader::CachingReader`] and its packs and
+    /// delta-base cache are used again, as git's are; `None` opens the packs anew.
     pub reader: Option<&'a crate::reader::CachingReader>,
 }
 
@@ -94,8 +95,10 @@ pub struct WriteOutcome {
     pub objects: u32,
     /// Of those, entries written as deltas.
     pub deltas: u32,
-    /// Entries that had to be inflated again because their delta base was not usable.
-    pub recompressed_for_thin_pack: u32,
+    /// Entries that could not be copied — stored as deltas against a base that can't be
+    /// used, or loose — and were read in full and compressed again (whole or as a computed
+    /// delta).
+    pub recompressed: u32,
     /// Of the deltas, those computed here rather than copied from the repository's packs.
     pub computed_deltas: u32,
     /// Bytes written, including header and trailer.
@@ -151,34 +154,20 @@ pub fn write_pack<W: Write>(
     db.prevent_pack_unload();
     db.ignore_replacements = true;
 
-    let counts: Vec<output::Count> = objects
-        .iter()
-        .map(|id| output::Count {
-            id: *id,
-            entry_pack_location: output::count::PackLocation::NotLookedUp,
-        })
-        .collect();
-    let entries = output::entry::iter_from_counts(
-        counts,
-        db.clone(),
-        Box::new(gix_utils::progress::Discard),
-        output::entry::iter_from_counts::Options {
-            thread_limit: options.thread_limit,
-            mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
-            // Without anything the client has, no base can stay out of the pack, and a thin pack
-            // only costs gix a table of every offset in the source pack.
-            allow_thin_pack: options.client_has.is_some_and(|has| !has.is_empty()),
-            chunk_size: 64,
-            version: gix_pack::data::Version::V2,
-            compression: gix_zlib::Compression::DEFAULT,
-        },
-    )
-    .map_err(WriteError::Read)?;
+    let owned_reader;
+    let reader = match options.reader {
+        Some(reader) => reader,
+        None => {
+            owned_reader =
+                crate::reader::CachingReader::new(db.clone(), crate::reader::DEFAULT_CACHE_BYTES);
+            &owned_reader
+        }
+    };
+    let plan = Plan::new(reader.packs(), objects);
 
     let searcher = options.delta_search.and_then(|search| {
-        // Not a `CachingReader`: its first ofs-delta in a pack sorts all of the pack's offsets,
-        // which costs more than the few chains resolved here. The handle's pack cache (if the
-        // caller gave it one) serves them.
+        // The search reads a few trees and versions, each once: the handle's own pack cache
+        // (if the caller gave it one) serves them.
         let reader = db.clone();
         let started = std::time::Instant::now();
         let paths = PathVersions::collect(
@@ -204,24 +193,25 @@ pub fn write_pack<W: Write>(
         })
     });
     let mut fixer = EntryFixer {
-        db: &db,
-        reader: options.reader,
-        client_has: options.client_has,
+        source: EntrySource {
+            packs: reader.packs(),
+            reader,
+            plan: &plan,
+            client_has: options.client_has,
+            compressor: flate2::Compress::new(flate2::Compression::default(), true),
+            recompressed: 0,
+        },
         ofs_delta: options.ofs_delta,
         written_ids: Vec::with_capacity(objects.len()),
         depths: Vec::with_capacity(objects.len()),
         deltas: 0,
-        recompressed: 0,
         computed: 0,
-        buf: Vec::new(),
         error: None,
         searcher,
     };
-    let in_order = gix_parallel::InOrderIter::from(entries);
-    let fixed = in_order.map(|chunk| {
-        let chunk = chunk?;
-        fixer.fix_chunk(chunk)
-    });
+    let fixed = (0..plan.slots.len())
+        .step_by(CHUNK)
+        .map(|start| fixer.chunk(start..(start + CHUNK).min(plan.slots.len())));
     let mut writer = output::bytes::FromEntriesIter::new(
         fixed,
         OutputErrors {
@@ -258,7 +248,7 @@ pub fn write_pack<W: Write>(
     Ok(WriteOutcome {
         objects: num_objects,
         deltas: fixer.deltas,
-        recompressed_for_thin_pack: fixer.recompressed,
+        recompressed: fixer.source.recompressed,
         computed_deltas: fixer.computed,
         bytes,
         checksum,
@@ -281,11 +271,190 @@ impl<W: Write> Write for OutputErrors<W> {
     }
 }
 
-/// Post-processes entries in pack order, on the writing thread.
-struct EntryFixer<'a> {
-    db: &'a gix_odb::Handle,
-    reader: Option<&'a crate::reader::CachingReader>,
+/// Entries are made and written this many at a time.
+const CHUNK: usize = 64;
+
+/// The objects to pack in the order they are written: those in no pack of the set (loose,
+/// or in a pack newer than the set) first, then pack by pack in each pack's order, so copies
+/// read the packs front to back and an offset delta's base comes before the delta.
+struct Plan {
+    slots: Vec<Slot>,
+    /// For each pack with objects in the plan: the range of its slots.
+    by_pack: Vec<(u32, std::ops::Range<usize>)>,
+}
+
+struct Slot {
+    id: ObjectId,
+    at: Option<Located>,
+}
+
+impl Plan {
+    fn new(packs: &PackSet, objects: &[ObjectId]) -> Plan {
+        let mut slots: Vec<Slot> = objects
+            .iter()
+            .map(|id| Slot {
+                id: *id,
+                at: packs.locate(id),
+            })
+            .collect();
+        slots.sort_unstable_by_key(|slot| slot.at.map(|at| (at.pack, at.offset)));
+        let mut by_pack: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
+        for (n, slot) in slots.iter().enumerate() {
+            let Some(at) = slot.at else { continue };
+            match by_pack.last_mut() {
+                Some((pack, range)) if *pack == at.pack => range.end = n + 1,
+                _ => by_pack.push((at.pack, n..n + 1)),
+            }
+        }
+        Plan { slots, by_pack }
+    }
+
+    /// The slot of the object whose entry starts at `offset` in `pack`, if it is packed too.
+    fn slot_at(&self, pack: u32, offset: u64) -> Option<usize> {
+        let (_, range) = self.by_pack.iter().find(|(p, _)| *p == pack)?;
+        let slots = self.slots.get(range.clone())?;
+        slots
+            .binary_search_by_key(&Some(offset), |slot| slot.at.map(|at| at.offset))
+            .ok()
+            .map(|n| range.start + n)
+    }
+}
+
+/// Makes the entry of each slot: a copy where one can be sent, the whole object otherwise.
+struct EntrySource<'a> {
+    packs: &'a PackSet,
+    reader: &'a crate::reader::CachingReader,
+    plan: &'a Plan,
     client_has: Option<&'a HashSet<ObjectId>>,
+    /// Reused for every object compressed here: setting one up costs more than compressing a
+    /// small object.
+    compressor: flate2::Compress,
+    recompressed: u32,
+}
+
+/// A slot's entry as the source made it.
+enum Made {
+    /// Copied from a pack, ready to write.
+    Copied(output::Entry),
+    /// An object to write whole, not yet compressed: a delta may still be found for it.
+    Whole(Whole),
+}
+
+struct Whole {
+    id: ObjectId,
+    kind: gix_object::Kind,
+    data: Vec<u8>,
+}
+
+impl EntrySource<'_> {
+    fn entry(&mut self, index: usize) -> Result<Made, WriteError> {
+        let slot = self
+            .plan
+            .slots
+            .get(index)
+            .ok_or(WriteError::MissingObjects)?;
+        if let Some(at) = slot.at {
+            if let Some(entry) = self.copy(slot.id, at).map_err(WriteError::Read)? {
+                return Ok(Made::Copied(entry));
+            }
+        }
+        self.whole(slot.id).map(Made::Whole)
+    }
+
+    /// The stored entry of `id` at `at` as it can be sent, or `None` if it is a delta whose
+    /// base will be neither in the pack nor with the client.
+    fn copy(&self, id: ObjectId, at: Located) -> Result<Option<output::Entry>, gix_error::Error> {
+        let header = self.packs.header(at)?;
+        let kind = match header.header {
+            Header::OfsDelta { base_distance } => {
+                let base = Header::verified_base_pack_offset(at.offset, base_distance)
+                    .ok_or_else(|| gix_error::message("ofs-delta before pack start"))?;
+                match self.plan.slot_at(at.pack, base) {
+                    Some(object_index) => Kind::DeltaRef { object_index },
+                    None => match self.client_has {
+                        Some(has) => {
+                            let base = self.packs.id_at(at.pack, base)?;
+                            if !has.contains(&base) {
+                                return Ok(None);
+                            }
+                            Kind::DeltaOid { id: base }
+                        }
+                        None => return Ok(None),
+                    },
+                }
+            }
+            // A ref-delta's base may be anywhere in the pack; git writes them whole unless
+            // the client has the base.
+            Header::RefDelta { base_id } => {
+                if !self.client_has.is_some_and(|has| has.contains(&base_id)) {
+                    return Ok(None);
+                }
+                Kind::DeltaOid { id: base_id }
+            }
+            other => Kind::Base(
+                other
+                    .as_kind()
+                    .ok_or_else(|| gix_error::message("unknown pack entry kind"))?,
+            ),
+        };
+        let decompressed_size = usize::try_from(header.decompressed_size)
+            .map_err(|_| gix_error::message("pack entry too large"))?;
+        Ok(Some(output::Entry {
+            id,
+            kind,
+            decompressed_size,
+            compressed_data: self.packs.compressed(at, &header)?.to_vec(),
+        }))
+    }
+
+    /// `id` read in full.
+    fn whole(&mut self, id: ObjectId) -> Result<Whole, WriteError> {
+        let mut buf = Vec::new();
+        let object = gix_object::Find::try_find(self.reader, &id, &mut buf)
+            .map_err(WriteError::Read)?
+            .ok_or(WriteError::MissingObject { id })?;
+        let (kind, data) = (object.kind, object.data.to_vec());
+        self.recompressed += 1;
+        Ok(Whole { id, kind, data })
+    }
+
+    /// The entry of `whole`, compressed.
+    fn compress(&mut self, whole: Whole) -> Result<output::Entry, WriteError> {
+        let compressed = compress(&mut self.compressor, &whole.data).map_err(|err| {
+            WriteError::Read(gix_error::message!("could not compress {}: {err}", whole.id).into())
+        })?;
+        Ok(output::Entry {
+            id: whole.id,
+            kind: Kind::Base(whole.kind),
+            decompressed_size: whole.data.len(),
+            compressed_data: compressed,
+        })
+    }
+}
+
+/// `data` as zlib data at git's default level, through a reused compressor.
+fn compress(
+    compressor: &mut flate2::Compress,
+    data: &[u8],
+) -> Result<Vec<u8>, flate2::CompressError> {
+    compressor.reset();
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    loop {
+        let consumed = usize::try_from(compressor.total_in()).unwrap_or(usize::MAX);
+        let input = data.get(consumed..).unwrap_or_default();
+        if out.capacity() == out.len() {
+            out.reserve(out.capacity().max(64));
+        }
+        match compressor.compress_vec(input, &mut out, flate2::FlushCompress::Finish)? {
+            flate2::Status::StreamEnd => return Ok(out),
+            flate2::Status::Ok | flate2::Status::BufError => {}
+        }
+    }
+}
+
+/// Makes and post-processes entries in pack order, on the writing thread.
+struct EntryFixer<'a> {
+    source: EntrySource<'a>,
     ofs_delta: bool,
     /// Ids of the entries written so far, by index: resolves in-pack delta bases.
     written_ids: Vec<ObjectId>,
@@ -293,9 +462,7 @@ struct EntryFixer<'a> {
     /// outside the pack as whole objects; [`UNKNOWN_DEPTH`] if it can't be told.
     depths: Vec<u16>,
     deltas: u32,
-    recompressed: u32,
     computed: u32,
-    buf: Vec<u8>,
     error: Option<WriteError>,
     searcher: Option<DeltaSearcher<'a>>,
 }
@@ -316,6 +483,16 @@ struct DeltaSearcher<'a> {
     written: HashMap<ObjectId, usize>,
 }
 
+/// An object a delta is searched for.
+struct Target<'a> {
+    id: &'a ObjectId,
+    kind: gix_object::Kind,
+    /// Its size in full.
+    size: usize,
+    /// The size of its whole entry: a delta must be smaller.
+    whole_size: usize,
+}
+
 /// A computed delta: the base, how to name it, and the delta data.
 struct Found {
     kind: Kind,
@@ -324,22 +501,19 @@ struct Found {
 }
 
 impl DeltaSearcher<'_> {
-    /// The smallest delta for the whole-object `entry` (a tree or blob) against other
-    /// versions of its path, smaller than half the object and than the entry itself.
-    fn search(
+    /// The smallest delta for the whole object `target` (a tree or blob) against other
+    /// versions of its path, smaller than half the object and than its whole entry.
+    /// `read` gives its data, asked for only if there are bases to try.
+    fn search<'t>(
         &mut self,
-        entry: &output::Entry,
+        target: &Target<'_>,
+        read: impl FnOnce() -> Option<std::borrow::Cow<'t, [u8]>>,
         client_has: Option<&HashSet<ObjectId>>,
         depths: &[u16],
         ofs_delta: bool,
     ) -> Option<Found> {
-        let (id, whole_size) = (&entry.id, entry.compressed_data.len());
-        let Kind::Base(target_kind) = entry.kind else {
-            return None;
-        };
-        if entry.decompressed_size < MIN_DELTA_TARGET
-            || entry.decompressed_size > self.options.max_object_size
-        {
+        let (id, whole_size, target_kind) = (target.id, target.whole_size, target.kind);
+        if target.size < MIN_DELTA_TARGET || target.size > self.options.max_object_size {
             return None;
         }
         if self.attempts >= self.options.max_attempts || !self.paths.contains(id) {
@@ -370,10 +544,9 @@ impl DeltaSearcher<'_> {
         if bases.is_empty() {
             return None;
         }
-        // The entry holds the object whole: inflating it beats looking it up again.
         let target = match self.paths.cached_tree(id) {
             Some(tree) => std::borrow::Cow::Borrowed(tree),
-            None => std::borrow::Cow::Owned(inflate(entry)?),
+            None => read()?,
         };
         let mut best: Option<Found> = None;
         for (base_id, kind, depth) in bases {
@@ -404,69 +577,138 @@ impl DeltaSearcher<'_> {
 }
 
 impl EntryFixer<'_> {
-    fn fix_chunk(
-        &mut self,
-        mut chunk: Vec<output::Entry>,
-    ) -> gix_error::Result<Vec<output::Entry>> {
-        for entry in &mut chunk {
-            if entry.is_invalid() {
-                // `iter_from_counts` marks objects it could not find as invalid; writing on would
-                // produce a pack with fewer objects than its header says.
-                self.error = Some(WriteError::MissingObjects);
-                return Err(gix_error::message("object missing while generating the pack").into());
-            }
-            let mut depth = 0;
-            match entry.kind {
-                Kind::Base(_) => {}
-                Kind::DeltaRef { object_index } => {
-                    self.deltas += 1;
-                    depth = self
-                        .depths
-                        .get(object_index)
-                        .map_or(UNKNOWN_DEPTH, |base| base.saturating_add(1));
-                    if !self.ofs_delta {
-                        let Some(base) = self.written_ids.get(object_index) else {
-                            return Err(gix_error::message(
-                                "delta base index beyond written entries",
-                            )
-                            .into());
-                        };
-                        entry.kind = Kind::DeltaOid { id: *base };
-                    }
+    /// The entries of slots `range`, ready to write.
+    fn chunk(&mut self, range: std::ops::Range<usize>) -> gix_error::Result<Vec<output::Entry>> {
+        let mut chunk = Vec::with_capacity(range.len());
+        for index in range {
+            let made = self.source.entry(index).and_then(|made| match made {
+                Made::Copied(entry) => Ok((entry, None)),
+                Made::Whole(whole) => match self.delta_for_whole(&whole) {
+                    Some((entry, depth)) => Ok((entry, Some(depth))),
+                    None => self.source.compress(whole).map(|entry| (entry, None)),
+                },
+            });
+            let (entry, depth) = match made {
+                Ok(made) => made,
+                Err(err) => {
+                    self.error = Some(err);
+                    return Err(gix_error::message("could not make a pack entry").into());
                 }
-                Kind::DeltaOid { id } => {
-                    let usable = self.client_has.is_some_and(|has| has.contains(&id));
-                    if usable {
-                        self.deltas += 1;
-                        depth = 1;
-                    } else {
-                        self.replace_with_full_object(entry)?;
-                    }
-                }
-            }
-            if let Kind::Base(gix_object::Kind::Tree | gix_object::Kind::Blob) = entry.kind {
-                if let Some(found) = self.try_delta(entry) {
-                    depth = found;
-                }
-            }
-            let index = self.written_ids.len();
-            if let Some(searcher) = &mut self.searcher {
-                if searcher.paths.contains(&entry.id) {
-                    searcher.written.insert(entry.id, index);
-                }
-            }
-            self.written_ids.push(entry.id);
-            self.depths.push(depth);
+            };
+            chunk.push(self.fix(entry, depth)?);
         }
         Ok(chunk)
+    }
+
+    /// A computed delta for an object about to be written whole, and its depth.
+    fn delta_for_whole(&mut self, whole: &Whole) -> Option<(output::Entry, u16)> {
+        if !matches!(whole.kind, gix_object::Kind::Tree | gix_object::Kind::Blob) {
+            return None;
+        }
+        let searcher = self.searcher.as_mut()?;
+        let target = Target {
+            id: &whole.id,
+            kind: whole.kind,
+            size: whole.data.len(),
+            // Compressed, the object would hardly be smaller than half its size.
+            whole_size: whole.data.len() / 2,
+        };
+        let found = searcher.search(
+            &target,
+            || Some(std::borrow::Cow::Borrowed(&whole.data[..])),
+            self.source.client_has,
+            &self.depths,
+            self.ofs_delta,
+        )?;
+        let compressed = compress(&mut self.source.compressor, &found.data).ok()?;
+        self.computed += 1;
+        Some((
+            output::Entry {
+                id: whole.id,
+                kind: found.kind,
+                decompressed_size: found.data.len(),
+                compressed_data: compressed,
+            },
+            found.depth,
+        ))
+    }
+
+    /// Count and record `entry`, and try a delta for a stored whole object. `computed` is the
+    /// depth of a delta computed for it already.
+    fn fix(
+        &mut self,
+        mut entry: output::Entry,
+        computed: Option<u16>,
+    ) -> gix_error::Result<output::Entry> {
+        let mut depth = computed.unwrap_or(0);
+        if computed.is_some() {
+            self.deltas += 1;
+        }
+        match entry.kind {
+            Kind::Base(_) => {}
+            Kind::DeltaRef { object_index } => {
+                self.deltas += 1;
+                depth = self
+                    .depths
+                    .get(object_index)
+                    .map_or(UNKNOWN_DEPTH, |base| base.saturating_add(1));
+                if !self.ofs_delta {
+                    let Some(base) = self.written_ids.get(object_index) else {
+                        return Err(
+                            gix_error::message("delta base index beyond written entries").into(),
+                        );
+                    };
+                    entry.kind = Kind::DeltaOid { id: *base };
+                }
+            }
+            // Only made for bases the client has.
+            Kind::DeltaOid { .. } => {
+                self.deltas += 1;
+                depth = 1;
+            }
+        }
+        if computed.is_none()
+            && matches!(
+                entry.kind,
+                Kind::Base(gix_object::Kind::Tree | gix_object::Kind::Blob)
+            )
+        {
+            if let Some(found) = self.try_delta(&mut entry) {
+                depth = found;
+            }
+        }
+        let index = self.written_ids.len();
+        if let Some(searcher) = &mut self.searcher {
+            if searcher.paths.contains(&entry.id) {
+                searcher.written.insert(entry.id, index);
+            }
+        }
+        self.written_ids.push(entry.id);
+        self.depths.push(depth);
+        Ok(entry)
     }
 
     /// Turn the whole-object `entry` into a computed delta if one is small enough; its depth
     /// if so.
     fn try_delta(&mut self, entry: &mut output::Entry) -> Option<u16> {
         let searcher = self.searcher.as_mut()?;
-        let found = searcher.search(entry, self.client_has, &self.depths, self.ofs_delta)?;
-        let compressed = deflate(&found.data).ok()?;
+        let Kind::Base(kind) = entry.kind else {
+            return None;
+        };
+        let target = Target {
+            id: &entry.id,
+            kind,
+            size: entry.decompressed_size,
+            whole_size: entry.compressed_data.len(),
+        };
+        let found = searcher.search(
+            &target,
+            || inflate(entry).map(std::borrow::Cow::Owned),
+            self.source.client_has,
+            &self.depths,
+            self.ofs_delta,
+        )?;
+        let compressed = compress(&mut self.source.compressor, &found.data).ok()?;
         if compressed.len() >= entry.compressed_data.len() {
             return None;
         }
@@ -476,26 +718,6 @@ impl EntryFixer<'_> {
         self.deltas += 1;
         self.computed += 1;
         Some(found.depth)
-    }
-
-    fn replace_with_full_object(&mut self, entry: &mut output::Entry) -> gix_error::Result<()> {
-        use gix_pack::Find;
-        let id = entry.id;
-        let found = match self.reader {
-            Some(reader) => gix_object::Find::try_find(reader, &id, &mut self.buf)?,
-            None => self
-                .db
-                .try_find(&id, &mut self.buf)?
-                .map(|(object, _)| object),
-        };
-        let Some(object) = found else {
-            self.error = Some(WriteError::MissingObject { id });
-            return Err(gix_error::message("object missing while generating the pack").into());
-        };
-        let count = output::Count::from_data(id, None);
-        *entry = output::Entry::from_data(&count, &object, gix_zlib::Compression::DEFAULT)?;
-        self.recompressed += 1;
-        Ok(())
     }
 }
 
@@ -526,16 +748,6 @@ fn inflate(entry: &output::Entry) -> Option<Vec<u8>> {
         .read_to_end(&mut out)
         .ok()?;
     (out.len() == entry.decompressed_size).then_some(out)
-}
-
-/// `data` compressed as a pack entry's data is, at git's default level.
-fn deflate(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(data.len() / 2 + 16),
-        flate2::Compression::default(),
-    );
-    out.write_all(data)?;
-    out.finish()
 }
 
 #[cfg(test)]
@@ -600,7 +812,6 @@ mod tests {
         let options = WriteOptions {
             client_has: thin.then(|| enumeration.client_has()),
             ofs_delta,
-            thread_limit: Some(2),
             delta_search: Some(DeltaSearch::new(&objects[..enumeration.counts().commits])),
             reader: None,
         };

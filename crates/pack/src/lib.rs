@@ -19,6 +19,7 @@ pub mod explode;
 pub mod filter;
 pub mod generate;
 pub mod ingest;
+pub mod packs;
 pub mod reader;
 mod search;
 #[cfg(test)]

@@ -8,41 +8,37 @@
 //! in a memory-capped LRU, as git's delta base cache does, so each step of a chain is
 //! applied once while it stays cached.
 //!
-//! Loose objects, and anything it cannot resolve itself, are read through the handle.
+//! Entries are found through a [`PackSet`], which names an ofs-delta's base from the pack's
+//! reverse index; gitoxide's lookup would inflate every entry once more just to learn its
+//! length. Loose objects, and anything it cannot resolve itself, are read through the handle.
 
 use std::{cell::RefCell, num::NonZeroUsize, sync::Arc};
 
 use gix_hash::{oid, ObjectId};
 use gix_object::{Data, Kind};
-use gix_pack::{data::entry::Header, Find as _};
+use gix_pack::data::entry::Header;
+
+use crate::packs::PackSet;
 
 /// How much decoded object data one reader keeps by default: git's default
 /// `core.deltaBaseCacheLimit`. A reader is made per walking thread.
 pub const DEFAULT_CACHE_BYTES: usize = 96 * 1024 * 1024;
 
 /// Reads objects through a delta-base cache. Cloning gives a reader with an empty cache of
-/// the same size (one per thread); clones share the per-pack offset tables.
+/// the same size (one per thread); clones share the pack set, so the threads of one request
+/// open the packs and read their reverse indexes once.
 pub struct CachingReader {
     handle: gix_odb::Handle,
     cache_bytes: usize,
     state: RefCell<State>,
-    offsets: SharedOffsets,
+    packs: Arc<std::sync::OnceLock<PackSet>>,
 }
-
-/// Per pack: entry offsets and object ids, sorted by offset (to name ofs-delta bases). Built
-/// on first use — sorting a large pack's entries costs milliseconds — and shared by a
-/// reader's clones, so the threads of one request build it once.
-type SharedOffsets =
-    Arc<std::sync::Mutex<std::collections::HashMap<u32, Arc<Vec<(u64, ObjectId)>>>>>;
 
 /// A decoded object, shared between the cache and readers of it.
 type Decoded = Arc<(Kind, Vec<u8>)>;
 
 struct State {
     cache: clru::CLruCache<ObjectId, Decoded, std::collections::hash_map::RandomState, Weight>,
-    /// The offset tables this reader already took from the shared ones (no lock per delta).
-    offsets: std::collections::HashMap<u32, Arc<Vec<(u64, ObjectId)>>>,
-    entry_buf: Vec<u8>,
     inflater: flate2::Decompress,
 }
 
@@ -65,7 +61,7 @@ impl std::fmt::Debug for CachingReader {
 impl Clone for CachingReader {
     fn clone(&self) -> Self {
         CachingReader {
-            offsets: Arc::clone(&self.offsets),
+            packs: Arc::clone(&self.packs),
             ..CachingReader::new(self.handle.clone(), self.cache_bytes)
         }
     }
@@ -84,36 +80,22 @@ impl CachingReader {
             cache_bytes,
             state: RefCell::new(State {
                 cache: clru::CLruCache::with_config(config),
-                offsets: std::collections::HashMap::new(),
-                entry_buf: Vec::new(),
                 inflater: flate2::Decompress::new(true),
             }),
-            offsets: SharedOffsets::default(),
+            packs: Arc::default(),
         }
     }
 
-    /// The offset table of pack `pack_id`, built by the first of the clones to need it.
-    fn offsets_of(&self, pack_id: u32) -> Result<Arc<Vec<(u64, ObjectId)>>, gix_error::Error> {
-        let mut tables = self
-            .offsets
-            .lock()
-            .map_err(|_| gix_error::Error::from(gix_error::message("offset table poisoned")))?;
-        if let Some(table) = tables.get(&pack_id) {
-            return Ok(Arc::clone(table));
-        }
-        let mut list = self
-            .handle
-            .pack_offsets_and_oid(pack_id)?
-            .ok_or_else(|| gix_error::Error::from(gix_error::message("pack went away")))?;
-        list.sort_unstable_by_key(|(offset, _)| *offset);
-        let table = Arc::new(list);
-        tables.insert(pack_id, Arc::clone(&table));
-        Ok(table)
+    /// The repository's packs as they were when this reader (or the one it was cloned from)
+    /// first needed them.
+    pub fn packs(&self) -> &PackSet {
+        self.packs.get_or_init(|| PackSet::open(&self.handle))
     }
 
     /// Decode `id`, resolving its delta chain through the cache. `None` when the object is
     /// not in a pack this reader can resolve by itself.
     fn decode_packed(&self, id: &oid) -> Result<Option<Decoded>, gix_error::Error> {
+        let packs = self.packs();
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         if let Some(hit) = state.cache.get(&id.to_owned()) {
@@ -126,10 +108,7 @@ impl CachingReader {
             if let Some(hit) = state.cache.get(&current) {
                 break Arc::clone(hit);
             }
-            let Some(location) = self
-                .handle
-                .location_by_oid(&current, &mut state.entry_buf)?
-            else {
+            let Some(at) = packs.locate(&current) else {
                 if pending.is_empty() {
                     return Ok(None);
                 }
@@ -141,48 +120,17 @@ impl CachingReader {
                 };
                 break Arc::new((data.kind, data.data.to_vec()));
             };
-            let Some(entry) = self.handle.entry_by_location(&location) else {
-                return Ok(None);
-            };
-            let header = gix_pack::data::Entry::from_bytes(
-                &entry.data,
-                location.pack_offset,
-                gix_hash::Kind::Sha1,
-            )?;
-            let header_len =
-                usize::try_from(header.data_offset - location.pack_offset).map_err(|_| {
-                    gix_error::Error::from(gix_error::message("pack entry header too large"))
-                })?;
-            let compressed = entry.data.get(header_len..).ok_or_else(|| {
-                gix_error::Error::from(gix_error::message("pack entry shorter than its header"))
-            })?;
+            let header = packs.header(at)?;
+            let compressed = packs.compressed_from(at, &header)?;
             let decompressed = inflate(&mut state.inflater, compressed, header.decompressed_size)?;
             match header.header {
                 Header::OfsDelta { base_distance } => {
-                    let base_offset =
-                        Header::verified_base_pack_offset(location.pack_offset, base_distance)
-                            .ok_or_else(|| {
-                                gix_error::Error::from(gix_error::message(
-                                    "ofs-delta before pack start",
-                                ))
-                            })?;
-                    let offsets = match state.offsets.get(&location.pack_id) {
-                        Some(table) => Arc::clone(table),
-                        None => {
-                            let table = self.offsets_of(location.pack_id)?;
-                            state.offsets.insert(location.pack_id, Arc::clone(&table));
-                            table
-                        }
-                    };
-                    let index = offsets
-                        .binary_search_by_key(&base_offset, |(offset, _)| *offset)
-                        .map_err(|_| {
-                            gix_error::Error::from(gix_error::message(
-                                "ofs-delta base not in the index",
-                            ))
-                        })?;
+                    let base_offset = Header::verified_base_pack_offset(at.offset, base_distance)
+                        .ok_or_else(|| {
+                        gix_error::Error::from(gix_error::message("ofs-delta before pack start"))
+                    })?;
                     pending.push((current, decompressed));
-                    current = offsets[index].1;
+                    current = packs.id_at(at.pack, base_offset)?;
                 }
                 Header::RefDelta { base_id } => {
                     pending.push((current, decompressed));
@@ -225,7 +173,22 @@ impl gix_object::Find for CachingReader {
                 buffer.extend_from_slice(&object.1);
                 Ok(Some(Data::new(buffer, object.0, gix_hash::Kind::Sha1)))
             }
-            None => gix_object::Find::try_find(&self.handle, id, buffer),
+            // Loose (or newer than the pack set): read once, then kept like the rest — a
+            // fetch of new commits reads their trees several times.
+            None => match gix_object::Find::try_find(&self.handle, id, buffer)? {
+                Some(data) => {
+                    let object = Arc::new((data.kind, data.data.to_vec()));
+                    let _ = self
+                        .state
+                        .borrow_mut()
+                        .cache
+                        .put_with_weight(id.to_owned(), Arc::clone(&object));
+                    buffer.clear();
+                    buffer.extend_from_slice(&object.1);
+                    Ok(Some(Data::new(buffer, object.0, gix_hash::Kind::Sha1)))
+                }
+                None => Ok(None),
+            },
         }
     }
 }

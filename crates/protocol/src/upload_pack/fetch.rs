@@ -620,7 +620,6 @@ fn write_pack_section<W: Write>(
     let options = packgate_pack::WriteOptions {
         client_has: arguments.thin_pack.then(|| enumeration.client_has()),
         ofs_delta: arguments.ofs_delta,
-        thread_limit: upload_pack.config.pack_threads,
         // `objects` starts with the enumeration's commits, most recent first. A shallow clone
         // has no older versions of anything: nothing to search.
         delta_search: (!common.is_empty() || shallow.grafts.is_empty()).then(|| {
@@ -658,7 +657,7 @@ fn write_pack_section<W: Write>(
     tracing::debug!(
         objects = outcome.objects,
         deltas = outcome.deltas,
-        recompressed = outcome.recompressed_for_thin_pack,
+        recompressed = outcome.recompressed,
         computed_deltas = outcome.computed_deltas,
         bytes = outcome.bytes,
         elapsed = ?started.elapsed(),
