@@ -166,12 +166,10 @@ pub fn write_pack<W: Write>(
     let plan = Plan::new(reader.packs(), objects);
 
     let searcher = options.delta_search.and_then(|search| {
-        // The search reads a few trees and versions, each once: the handle's own pack cache
-        // (if the caller gave it one) serves them.
-        let reader = db.clone();
+        // Through the walk's cache: the trees compared are mostly the ones it just read.
         let started = std::time::Instant::now();
         let paths = PathVersions::collect(
-            &reader,
+            reader,
             search.commits,
             CollectLimits {
                 commits: search.max_commits,
@@ -477,7 +475,7 @@ const MIN_DELTA_TARGET: usize = 50;
 struct DeltaSearcher<'a> {
     options: DeltaSearch<'a>,
     paths: PathVersions,
-    reader: gix_odb::Handle,
+    reader: &'a crate::reader::CachingReader,
     attempts: usize,
     /// Of the entries written so far, those with a recorded path: their index.
     written: HashMap<ObjectId, usize>,
@@ -553,7 +551,7 @@ impl DeltaSearcher<'_> {
             if self.attempts >= self.options.max_attempts {
                 break;
             }
-            let Some(base) = read_version(&self.paths, &self.reader, &base_id) else {
+            let Some(base) = read_version(&self.paths, self.reader, &base_id) else {
                 continue;
             };
             if base.0 != target_kind
@@ -725,7 +723,7 @@ impl EntryFixer<'_> {
 /// be read, which only means no delta.
 fn read_version<'a>(
     paths: &'a PathVersions,
-    reader: &gix_odb::Handle,
+    reader: &crate::reader::CachingReader,
     id: &ObjectId,
 ) -> Option<(gix_object::Kind, std::borrow::Cow<'a, [u8]>)> {
     use gix_object::Find as _;
