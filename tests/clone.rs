@@ -1,8 +1,8 @@
 //! `git clone` through `packgate upload-pack`, checked with `git fsck` and by comparing refs.
 
 use crate::util::{
-    assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, refs,
-    rename_refs, shared_fixture, Dir, Git,
+    assert_same_refs, file_url, fsck, git_upload_pack_option, packgate_upload_pack_option,
+    present_objects, refs, rename_refs, shared_fixture, Dir, Git,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +181,58 @@ fn every_object_and_ref_storage() {
             &context,
         );
         fsck(&dir, &git, &clone);
+    }
+}
+
+/// git has the empty tree whether or not it is stored (t5702 68): a commit of it clones
+/// from packgate as from git, the tree sent with it.
+#[test]
+fn the_empty_tree_is_sent_even_when_not_stored() {
+    let dir = Dir::new("clone-empty-tree");
+    let source = dir.join("source.git");
+    for git in Git::all() {
+        let _ = std::fs::remove_dir_all(&source);
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(&source)
+            .run();
+        let empty_tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+        let commit = dir
+            .git_in(&git, &source)
+            .args(["hash-object", "-t", "commit", "-w", "--stdin"])
+            .stdin(format!(
+                "tree {empty_tree}\nauthor A <a@example.com> 1 +0000\n\
+                 committer A <a@example.com> 1 +0000\n\nempty\n"
+            ))
+            .run()
+            .stdout_text();
+        dir.git_in(&git, &source)
+            .args(["update-ref", "refs/heads/main", commit.trim()])
+            .run();
+        assert!(
+            !present_objects(&dir, &git, &source).contains(empty_tree),
+            "the empty tree must not be stored for this test"
+        );
+        let mut received = Vec::new();
+        for (n, upload_pack) in [packgate_upload_pack_option(), git_upload_pack_option(&git)]
+            .into_iter()
+            .enumerate()
+        {
+            let clone = dir.join(&format!("clone-{}-{n}.git", git.version.replace(' ', "-")));
+            dir.git(&git)
+                .args(["clone", "-q", "--bare"])
+                .arg(&upload_pack)
+                .arg(file_url(&source))
+                .arg(&clone)
+                .run();
+            fsck(&dir, &git, &clone);
+            received.push(present_objects(&dir, &git, &clone));
+        }
+        assert!(received[0].contains(empty_tree), "with {git}");
+        assert_eq!(
+            received[0], received[1],
+            "packgate and git upload-pack, with {git}"
+        );
     }
 }
 

@@ -408,10 +408,14 @@ impl EntrySource<'_> {
     /// `id` read in full.
     fn whole(&mut self, id: ObjectId) -> Result<Whole, WriteError> {
         let mut buf = Vec::new();
-        let object = gix_object::Find::try_find(self.reader, &id, &mut buf)
+        let (kind, data) = match gix_object::Find::try_find(self.reader, &id, &mut buf)
             .map_err(WriteError::Read)?
-            .ok_or(WriteError::MissingObject { id })?;
-        let (kind, data) = (object.kind, object.data.to_vec());
+        {
+            Some(object) => (object.kind, object.data.to_vec()),
+            // git has the empty tree whether or not it is stored, and sends it.
+            None if id.is_empty_tree() => (gix_object::Kind::Tree, Vec::new()),
+            None => return Err(WriteError::MissingObject { id }),
+        };
         self.recompressed += 1;
         Ok(Whole { id, kind, data })
     }
