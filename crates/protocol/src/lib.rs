@@ -32,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 mod keepalive;
+mod packed_refs;
 pub mod receive_pack;
 pub mod refname;
 pub mod registry;

@@ -67,6 +67,12 @@ pub enum RefsError {
     /// Listing references failed while reading the ref directories.
     #[error("could not list references")]
     List(#[source] std::io::Error),
+    /// `packed-refs` holds a line that is not a record.
+    #[error("malformed packed-refs line: {line:?}")]
+    PackedRefs {
+        /// The line, cut to a readable length.
+        line: BString,
+    },
     /// An object needed for peeling could not be read.
     #[error("could not read object {id}")]
     Object {
@@ -87,6 +93,22 @@ pub struct RefRecord {
     pub id: ObjectId,
     /// For a symbolic reference, the name of the reference it points to.
     pub symref_target: Option<BString>,
+    /// What `packed-refs` says of the object's peeled value, if it says anything.
+    pub peeled: Peeled,
+}
+
+/// A reference's peeled value as far as it is known without reading its object: git's
+/// `packed-refs` records it (the `^` lines), and with its `fully-peeled` trait (or `peeled`,
+/// for tags) a ref without one is known not to point at an annotated tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Peeled {
+    /// Not recorded: read the object to know ([`Repository::peeled`]).
+    #[default]
+    Unknown,
+    /// The reference does not point at an annotated tag.
+    NotATag,
+    /// The reference points at an annotated tag that peels to this object.
+    Tag(ObjectId),
 }
 
 /// `HEAD` as it is: pointing at a branch that exists, at one that does not yet, or detached.
@@ -350,47 +372,95 @@ impl Repository {
                 .iter()
                 .any(|prefix| prefix.scope() == PrefixScope::AllRefs)
         });
-        let platform = self.refs.iter().map_err(RefsError::Read)?;
+        let everything = [RefPrefix::new("refs/")];
+        let prefixes: Vec<&RefPrefix> = match prefixes {
+            None => everything.iter().collect(),
+            Some(prefixes) => minimal_prefixes(prefixes),
+        };
+        let prefixes_count = prefixes.len();
+        let packed = self.refs.cached_packed_buffer().map_err(RefsError::Read)?;
+        let traits = match &packed {
+            Some(_) => PackedTraits::of(&self.git_dir.join("packed-refs")),
+            None => PackedTraits::default(),
+        };
         let mut out = Vec::new();
-        match prefixes {
-            None => {
-                for reference in platform.all().map_err(RefsError::List)? {
-                    self.push_resolved(reference.map_err(RefsError::Read)?, &mut out)?;
+        for prefix in prefixes {
+            // Loose refs win over packed ones of the same name; both lists are sorted.
+            let mut loose: Vec<(BString, gix_ref::Reference)> =
+                loose_ref_names(&self.git_dir, prefix)
+                    .map_err(RefsError::List)?
+                    .into_iter()
+                    .filter_map(|name| {
+                        let full_name = gix_ref::FullName::try_from(name.clone()).ok()?;
+                        // Gone since the directory was read, or not a ref: skip it.
+                        let reference = self.refs.try_find_loose(full_name.as_ref()).ok()??;
+                        Some((name, reference.into()))
+                    })
+                    .collect();
+            loose.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut loose = loose.into_iter().peekable();
+            if let Some(packed) = &packed {
+                let buffer: &gix_ref::packed::Buffer = packed;
+                let records = crate::packed_refs::prefixed(buffer.as_ref(), prefix.as_bstr());
+                for record in records {
+                    let record = record.map_err(|err| RefsError::PackedRefs { line: err.line })?;
+                    let name = record.name;
+                    // git skips (and reports as broken) a packed ref with a bad name.
+                    if <&gix_ref::FullNameRef>::try_from(name).is_err() {
+                        tracing::debug!(name = %name, "packed ref with a bad name left out");
+                        continue;
+                    }
+                    let mut shadowed = false;
+                    while let Some((loose_name, _)) = loose.peek() {
+                        match loose_name.as_bstr().cmp(name) {
+                            std::cmp::Ordering::Greater => break,
+                            order => {
+                                shadowed = order == std::cmp::Ordering::Equal;
+                                if let Some((_, reference)) = loose.next() {
+                                    self.push_resolved(reference, &mut out)?;
+                                }
+                            }
+                        }
+                    }
+                    if shadowed {
+                        continue;
+                    }
+                    let peeled = match record.peeled {
+                        Some(peeled) => Peeled::Tag(peeled),
+                        None if traits.fully_peeled
+                            || (traits.peeled && name.starts_with(b"refs/tags/")) =>
+                        {
+                            Peeled::NotATag
+                        }
+                        None => Peeled::Unknown,
+                    };
+                    out.push(RefRecord {
+                        name: name.to_owned(),
+                        id: record.target,
+                        symref_target: None,
+                        peeled,
+                    });
                 }
             }
-            Some(prefixes) => {
-                let packed = self.refs.cached_packed_buffer().map_err(RefsError::Read)?;
-                for prefix in minimal_prefixes(prefixes) {
-                    // Loose refs win over packed ones of the same name.
-                    let mut found = std::collections::BTreeMap::new();
-                    if let Some(packed) = &packed {
-                        let iter = packed
-                            .iter_prefixed(prefix.as_bstr().to_owned())
-                            .map_err(RefsError::Read)?;
-                        for reference in iter {
-                            let reference: gix_ref::Reference =
-                                reference.map_err(RefsError::Read)?.into();
-                            found.insert(reference.name.as_bstr().to_owned(), reference);
-                        }
-                    }
-                    for name in loose_ref_names(&self.git_dir, prefix).map_err(RefsError::List)? {
-                        let Ok(full_name) = gix_ref::FullName::try_from(name.clone()) else {
-                            continue;
-                        };
-                        // Gone since the directory was read, or not a ref: skip it.
-                        if let Ok(Some(reference)) = self.refs.try_find_loose(full_name.as_ref()) {
-                            found.insert(name, reference.into());
-                        }
-                    }
-                    for reference in found.into_values() {
-                        self.push_resolved(reference, &mut out)?;
-                    }
-                }
-                out.sort_by(|a, b| a.name.cmp(&b.name));
-                out.dedup_by(|a, b| a.name == b.name);
+            for (_, reference) in loose {
+                self.push_resolved(reference, &mut out)?;
             }
         }
+        if prefixes_count > 1 {
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out.dedup_by(|a, b| a.name == b.name);
+        }
         Ok(out)
+    }
+
+    /// The object `record` peels to if it points at an annotated tag; `None` if it does not.
+    /// Reads the object only when `packed-refs` did not say.
+    pub fn peeled(&self, record: &RefRecord) -> Result<Option<ObjectId>, RefsError> {
+        match record.peeled {
+            Peeled::Unknown => self.peel_tag(&record.id),
+            Peeled::NotATag => Ok(None),
+            Peeled::Tag(id) => Ok(Some(id)),
+        }
     }
 
     fn push_resolved(
@@ -417,6 +487,7 @@ impl Repository {
                         name,
                         id,
                         symref_target,
+                        peeled: Peeled::Unknown,
                     }))
                 }
                 gix_ref::Target::Symbolic(next) => {
@@ -648,6 +719,41 @@ pub(crate) fn parse_shallow_file(data: &[u8]) -> Option<Vec<ObjectId>> {
 
 /// Reduce `prefixes` to the ones that can begin a ref name below `refs/` and are not covered
 /// by a shorter one, so each ref is listed once.
+/// The traits a `packed-refs` file's header line declares.
+#[derive(Debug, Clone, Copy, Default)]
+struct PackedTraits {
+    /// `peeled`: every annotated tag below `refs/tags/` has its `^` line.
+    peeled: bool,
+    /// `fully-peeled`: every ref that points at an annotated tag has its `^` line.
+    fully_peeled: bool,
+}
+
+impl PackedTraits {
+    /// The header of the file at `path`. gix keeps the parsed file but not its header, so the
+    /// first line is read here; should the file have been replaced in between by a writer
+    /// declaring more (git has declared both for over a decade), a tag could lose its peeled
+    /// value in the listing, never gain a wrong one.
+    fn of(path: &Path) -> PackedTraits {
+        use std::io::Read as _;
+        let mut head = [0u8; 128];
+        let Ok(read) = std::fs::File::open(path).and_then(|mut file| file.read(&mut head)) else {
+            return PackedTraits::default();
+        };
+        let head = &head[..read];
+        let Some(line) = head
+            .strip_prefix(b"# pack-refs with:")
+            .and_then(|rest| rest.split(|&b| b == b'\n').next())
+        else {
+            return PackedTraits::default();
+        };
+        let has = |word: &[u8]| line.split(|&b| b == b' ').any(|w| w == word);
+        PackedTraits {
+            peeled: has(b"peeled"),
+            fully_peeled: has(b"fully-peeled"),
+        }
+    }
+}
+
 fn minimal_prefixes(prefixes: &[RefPrefix]) -> Vec<&RefPrefix> {
     let mut sorted: Vec<&RefPrefix> = prefixes
         .iter()
@@ -677,10 +783,12 @@ fn minimal_prefixes(prefixes: &[RefPrefix]) -> Vec<&RefPrefix> {
 /// thousands of loose refs.) Large directories are listed through [`dir_listing`]'s cache.
 fn loose_ref_names(git_dir: &Path, prefix: &RefPrefix) -> std::io::Result<Vec<BString>> {
     use std::os::unix::ffi::OsStrExt;
-    if prefix.scope() != PrefixScope::Loose {
-        return Ok(Vec::new());
-    }
-    let prefix = prefix.as_bstr();
+    let prefix = match prefix.scope() {
+        PrefixScope::Loose => prefix.as_bstr(),
+        // Every ref lives below `refs/`.
+        PrefixScope::AllRefs => b"refs/".as_bstr(),
+        PrefixScope::NoRefs => return Ok(Vec::new()),
+    };
     let (directory, partial) = match prefix.rfind_byte(b'/') {
         Some(slash) => (&prefix[..slash], &prefix[slash + 1..]),
         None => return Ok(Vec::new()),

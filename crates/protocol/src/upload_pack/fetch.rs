@@ -745,7 +745,7 @@ fn tags_to_include(
         {
             continue;
         }
-        let Some(peeled) = repo.peel_tag(&record.id)? else {
+        let Some(peeled) = repo.peeled(&record)? else {
             continue;
         };
         if !enumeration.contains(&peeled) {

@@ -118,7 +118,7 @@ fn format_ref(
         }
     }
     if arguments.peel {
-        if let Some(peeled) = upload_pack.repo.peel_tag(&record.id)? {
+        if let Some(peeled) = upload_pack.repo.peeled(record)? {
             line.extend_from_slice(b" peeled:");
             line.extend_from_slice(peeled.to_hex().to_string().as_bytes());
         }

@@ -62,7 +62,7 @@ impl UploadPack<'_> {
                     symref = format!(" symref=HEAD:{}", target.as_bstr());
                 }
                 if !config.is_hidden(b"HEAD", self.repo.namespace()) {
-                    refs.push((head.name, head.id));
+                    refs.push(head);
                 }
             }
             // git reads HEAD's target only when HEAD resolves.
@@ -70,7 +70,7 @@ impl UploadPack<'_> {
         }
         for record in self.repo.refs(None).map_err(refs_failed)? {
             if !config.is_hidden(&record.name, self.repo.namespace()) {
-                refs.push((record.name, record.id));
+                refs.push(record);
             }
         }
         let any = config.allow_any_sha1_in_want;
@@ -101,13 +101,14 @@ impl UploadPack<'_> {
                 ObjectId::null(gix_hash::Kind::Sha1)
             ))?;
         }
-        for (n, (name, id)) in refs.iter().enumerate() {
+        for (n, record) in refs.iter().enumerate() {
+            let (name, id) = (&record.name, &record.id);
             if n == 0 {
                 out.write_text(format!("{id} {}\0{capabilities}", name.as_bstr()))?;
             } else {
                 out.write_text(format!("{id} {}", name.as_bstr()))?;
             }
-            if let Some(peeled) = self.repo.peel_tag(id).map_err(refs_failed)? {
+            if let Some(peeled) = self.repo.peeled(record).map_err(refs_failed)? {
                 out.write_text(format!("{peeled} {}^{{}}", name.as_bstr()))?;
             }
         }
