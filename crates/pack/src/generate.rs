@@ -133,7 +133,7 @@ pub enum WriteError {
     Interrupted,
     /// Writing the pack failed, usually because the client went away.
     #[error("could not write the pack")]
-    Write(#[source] gix_error::Error),
+    Write(#[source] std::io::Error),
 }
 
 /// Write a pack holding exactly `objects` from `db` into `out`.
@@ -207,65 +207,84 @@ pub fn write_pack<W: Write>(
         error: None,
         searcher,
     };
-    let fixed = (0..plan.slots.len())
-        .step_by(CHUNK)
-        .map(|start| fixer.chunk(start..(start + CHUNK).min(plan.slots.len())));
-    let mut writer = output::bytes::FromEntriesIter::new(
-        fixed,
-        OutputErrors {
-            inner: out,
-            failed: false,
-        },
-        num_objects,
-        gix_pack::data::Version::V2,
-        gix_hash::Kind::Sha1,
-    );
-    let mut bytes = 0;
-    for written in &mut writer {
+    let mut out = PackOutput {
+        inner: out,
+        hasher: sha1::Sha1::new(),
+        written: 0,
+    };
+    let mut header = Vec::with_capacity(12);
+    header.extend_from_slice(b"PACK");
+    header.extend_from_slice(&2u32.to_be_bytes());
+    header.extend_from_slice(&num_objects.to_be_bytes());
+    out.put(&header).map_err(WriteError::Write)?;
+    // Where each entry starts: an offset delta names its base by the distance back to it.
+    let mut offsets: Vec<u64> = Vec::with_capacity(plan.slots.len());
+    for start in (0..plan.slots.len()).step_by(CHUNK) {
         if should_interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(WriteError::Interrupted);
         }
-        match written {
-            Ok(n) => bytes += n,
-            Err(err) => {
-                // The writer reports input and output failures alike; tell them apart, since
-                // only a failed read is worth telling the client about.
-                let output_failed = writer.into_write().failed;
-                return Err(if output_failed {
-                    WriteError::Write(err)
-                } else {
-                    fixer.error.take().unwrap_or(WriteError::Read(err))
-                });
-            }
+        let chunk = fixer
+            .chunk(start..(start + CHUNK).min(plan.slots.len()))
+            .map_err(|err| fixer.error.take().unwrap_or(WriteError::Read(err)))?;
+        for entry in chunk {
+            let offset = out.written;
+            let header = match entry.kind {
+                Kind::Base(kind) => match kind {
+                    gix_object::Kind::Commit => Header::Commit,
+                    gix_object::Kind::Tree => Header::Tree,
+                    gix_object::Kind::Blob => Header::Blob,
+                    gix_object::Kind::Tag => Header::Tag,
+                },
+                Kind::DeltaOid { id } => Header::RefDelta { base_id: id },
+                Kind::DeltaRef { object_index } => {
+                    let base = offsets.get(object_index).copied().ok_or_else(|| {
+                        WriteError::Read(
+                            gix_error::message("delta base not written before its delta").into(),
+                        )
+                    })?;
+                    Header::OfsDelta {
+                        base_distance: offset - base,
+                    }
+                }
+            };
+            let mut encoded = Vec::with_capacity(32);
+            header
+                .write_to(entry.decompressed_size as u64, &mut encoded)
+                .map_err(WriteError::Write)?;
+            out.put(&encoded).map_err(WriteError::Write)?;
+            out.put(&entry.compressed_data).map_err(WriteError::Write)?;
+            offsets.push(offset);
         }
     }
-    let checksum = writer.digest().ok_or_else(|| {
-        WriteError::Write(gix_error::message("pack writer ended without a trailer").into())
-    })?;
-    drop(writer);
+    use sha1::Digest as _;
+    let digest: [u8; 20] = out.hasher.finalize().into();
+    out.inner.write_all(&digest).map_err(WriteError::Write)?;
     Ok(WriteOutcome {
         objects: num_objects,
         deltas: fixer.deltas,
         recompressed: fixer.source.recompressed,
         computed_deltas: fixer.computed,
-        bytes,
-        checksum,
+        bytes: out.written + 20,
+        checksum: ObjectId::Sha1(digest),
     })
 }
 
-/// Remembers whether writing to the output failed.
-struct OutputErrors<W> {
+/// The pack as it is written, hashed for its trailer. git's collision-detecting SHA-1 guards
+/// what is read; what is written here only needs its checksum, so the plain (hardware) SHA-1
+/// computes it.
+struct PackOutput<W> {
     inner: W,
-    failed: bool,
+    hasher: sha1::Sha1,
+    written: u64,
 }
 
-impl<W: Write> Write for OutputErrors<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf).inspect_err(|_| self.failed = true)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush().inspect_err(|_| self.failed = true)
+impl<W: Write> PackOutput<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use sha1::Digest as _;
+        self.inner.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
     }
 }
 
