@@ -265,8 +265,18 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
             .unwrap_or_else(|error| panic!("sending half a body: {error}"));
     }
     // Both are sessions once the server has read their heads: until then a probe may still
-    // get a slot, so wait for the first probe that is turned away.
+    // get a slot, so wait for the first probe that is turned away. A session that just
+    // ended (the `ls-remote` above) may still have held a slot when a half body arrived:
+    // that one was answered 503 and closed, so it is sent again.
     wait_until(Duration::from_secs(15), "both session slots taken", || {
+        for stream in &mut half_bodies {
+            if answered_or_closed(stream) {
+                *stream = connect();
+                stream
+                    .write_all(half_body_request)
+                    .unwrap_or_else(|error| panic!("sending half a body again: {error}"));
+            }
+        }
         let mut probe = connect();
         probe
             .write_all(
@@ -336,6 +346,22 @@ fn stalled_http_clients_are_reaped_and_the_cap_answers_503() {
 
 /// Waits (at most `limit`) for the server to close `stream`; returns what it sent meanwhile.
 #[track_caller]
+/// Whether the server has answered on `stream` or closed it, without waiting.
+fn answered_or_closed(stream: &mut TcpStream) -> bool {
+    stream
+        .set_nonblocking(true)
+        .unwrap_or_else(|error| panic!("set_nonblocking: {error}"));
+    let mut byte = [0u8; 1];
+    let answered = match stream.peek(&mut byte) {
+        Ok(_) => true,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream
+        .set_nonblocking(false)
+        .unwrap_or_else(|error| panic!("set_nonblocking: {error}"));
+    answered
+}
+
 pub(crate) fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
     let started = std::time::Instant::now();
     stream
