@@ -145,6 +145,11 @@ impl Negotiation {
         }
     }
 
+    /// Read commits from the repository's commit-graph where it has them.
+    pub fn use_commit_graph(&mut self, graph: Option<packgate_object::CommitGraphFile>) {
+        self.graph.use_commit_graph(graph);
+    }
+
     /// The wants this negotiation is for.
     pub fn wants(&self) -> &[ObjectId] {
         &self.wants

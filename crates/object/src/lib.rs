@@ -25,7 +25,9 @@ pub mod tree;
 mod walk;
 
 pub use commit::{commit_date, CommitError, CommitHeader};
-pub use walk::{flag, CommitGraph, Edge, LimitedWalk, Node, ReadError, Stop, Unparsable};
+pub use walk::{
+    flag, CommitGraph, CommitGraphFile, Edge, LimitedWalk, Node, ReadError, Stop, Unparsable,
+};
 
 use gix_hash::{oid, ObjectId};
 use gix_object::Kind;

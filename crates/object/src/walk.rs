@@ -80,6 +80,40 @@ pub struct CommitGraph {
     buf: Vec<u8>,
     /// Commits parsed as if they had no parents: git's shallow grafts.
     grafts: HashSet<ObjectId>,
+    /// The repository's commit-graph file(s), read instead of commit objects.
+    commit_graph: Option<CommitGraphFile>,
+}
+
+/// A repository's commit-graph (`objects/info/commit-graph` or a chain of them), opened
+/// once and shared by the walks that read commits from it.
+#[derive(Clone)]
+pub struct CommitGraphFile(std::sync::Arc<gix_commitgraph::Graph>);
+
+impl std::fmt::Debug for CommitGraphFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitGraphFile")
+            .field("commits", &self.0.num_commits())
+            .finish()
+    }
+}
+
+/// The same opened graph.
+impl PartialEq for CommitGraphFile {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CommitGraphFile {}
+
+impl CommitGraphFile {
+    /// The commit-graph of the object directory `objects`, if it has a readable one.
+    pub fn open(objects: &std::path::Path) -> Option<Self> {
+        // None, or a broken one: commits are read from the database, as git falls back.
+        gix_commitgraph::at(objects.join("info"), gix_hash::Kind::Sha1, None)
+            .ok()
+            .map(|graph| CommitGraphFile(std::sync::Arc::new(graph)))
+    }
 }
 
 impl CommitGraph {
@@ -91,6 +125,12 @@ impl CommitGraph {
             grafts,
             ..CommitGraph::default()
         }
+    }
+
+    /// Read commits from `graph` (the repository's commit-graph) where it has them, as git
+    /// does: their tree, parents and date without inflating the commit. Grafts still apply.
+    pub fn use_commit_graph(&mut self, graph: Option<CommitGraphFile>) {
+        self.commit_graph = graph;
     }
 
     /// Whether any commit is parsed as parentless (see [`Self::with_grafts()`]).
@@ -147,6 +187,9 @@ impl CommitGraph {
             return Ok(Ok(()));
         }
         let id = self.nodes[node as usize].id;
+        if self.parse_from_commit_graph(node, &id) {
+            return Ok(Ok(()));
+        }
         let mut buf = std::mem::take(&mut self.buf);
         let found = crate::read(db, &id, &mut buf).map_err(|source| ReadError { id, source });
         let parsed = match found {
@@ -177,6 +220,47 @@ impl CommitGraph {
             return Ok(false);
         }
         Ok(self.parse(db, node)?.is_ok())
+    }
+
+    /// Parse `node` from the commit-graph; `false` if it is not there (or its entry is
+    /// broken), to be read from the database instead.
+    fn parse_from_commit_graph(&mut self, node: u32, id: &ObjectId) -> bool {
+        let Some(CommitGraphFile(graph)) = self.commit_graph.clone() else {
+            return false;
+        };
+        let Some(position) = graph.lookup(id) else {
+            return false;
+        };
+        let commit = graph.commit_at(position);
+        let (tree, date) = (
+            commit.root_tree_id().to_owned(),
+            commit.committer_timestamp(),
+        );
+        let mut parents = Vec::new();
+        if !self.grafts.contains(id) {
+            for parent in commit.iter_parents() {
+                match parent {
+                    Ok(parent) if parent.0 < graph.num_commits() => {
+                        parents.push(graph.id_at(parent).to_owned());
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        let Ok(start) = u32::try_from(self.parents.len()) else {
+            return false;
+        };
+        for parent in parents {
+            let parent = self.node(&parent);
+            self.parents.push(parent);
+        }
+        let end = u32::try_from(self.parents.len()).unwrap_or(u32::MAX);
+        let node = &mut self.nodes[node as usize];
+        node.tree = tree;
+        node.date = date;
+        node.parents = start..end;
+        node.flags |= flag::PARSED;
+        true
     }
 
     fn add_parsed(&mut self, node: u32, data: &[u8]) -> Result<(), Unparsable> {

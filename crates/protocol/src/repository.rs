@@ -136,6 +136,7 @@ pub struct Repository {
     refs: gix_ref::file::Store,
     config: gix_config::File,
     namespace: Option<Namespace>,
+    commit_graph: std::sync::OnceLock<Option<packgate_object::CommitGraphFile>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -188,7 +189,28 @@ impl Repository {
             refs,
             config,
             namespace: None,
+            commit_graph: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The repository's commit-graph, for walks to read commits from, unless
+    /// `core.commitGraph` is false (git's default: true). Opened on first use.
+    pub fn commit_graph(&self) -> Option<packgate_object::CommitGraphFile> {
+        self.commit_graph
+            .get_or_init(|| {
+                let enabled = self
+                    .config
+                    .boolean("core.commitGraph")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(true);
+                enabled
+                    .then(|| {
+                        packgate_object::CommitGraphFile::open(self.objects.store_ref().path())
+                    })
+                    .flatten()
+            })
+            .clone()
     }
 
     /// Serve the refs of `namespace` only (git's `GIT_NAMESPACE`): [`Repository::refs()`],

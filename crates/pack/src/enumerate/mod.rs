@@ -129,6 +129,8 @@ pub struct EnumerateOptions {
     /// `pack-objects --shallow` takes them. Nothing below them is sent, and nothing below
     /// them counts as the client's.
     pub shallow: HashSet<ObjectId>,
+    /// The repository's commit-graph, read instead of commit objects where it has them.
+    pub commit_graph: Option<packgate_object::CommitGraphFile>,
 }
 
 /// How many objects of each kind an [`Enumeration`] holds.
@@ -262,10 +264,12 @@ pub fn enumerate<Find>(
 where
     Find: gix_object::Find + gix_object::FindHeader + Clone + Send,
 {
+    let mut graph = CommitGraph::with_grafts(options.shallow.clone());
+    graph.use_commit_graph(options.commit_graph.clone());
     let mut state = State {
         db,
         should_interrupt,
-        graph: CommitGraph::with_grafts(options.shallow.clone()),
+        graph,
         walk: LimitedWalk::default(),
         commit_buf: Vec::new(),
         trees: TreeBuffers::default(),

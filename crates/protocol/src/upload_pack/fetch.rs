@@ -252,6 +252,7 @@ pub(super) fn handle<W: Write>(
         arguments.wants.clone(),
         shallow.negotiation_grafts(),
     );
+    negotiation.use_commit_graph(repo.commit_graph());
     if arguments.seen_haves {
         let acknowledgments = match negotiation.process_haves(repo.objects(), &arguments.haves) {
             Ok(acknowledgments) => acknowledgments,
@@ -585,6 +586,7 @@ fn write_pack_section<W: Write>(
             thread_limit: upload_pack.config.pack_threads,
             filter: arguments.filter.clone(),
             shallow: shallow.grafts.clone(),
+            commit_graph: repo.commit_graph(),
             ..Default::default()
         },
         &interrupt,

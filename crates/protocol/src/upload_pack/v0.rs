@@ -221,14 +221,12 @@ impl UploadPack<'_> {
         // git's unshallowed parents are wants of the negotiation too.
         let mut negotiation_wants = wants.wants;
         negotiation_wants.extend(planned.update.extra_wants.iter().copied());
-        let mut negotiation = V0Negotiation::with_negotiation(
-            packgate_negotiate::Negotiation::with_grafts(
-                negotiation_wants,
-                planned.update.grafts.clone(),
-            ),
-            mode,
-            no_done,
+        let mut inner = packgate_negotiate::Negotiation::with_grafts(
+            negotiation_wants,
+            planned.update.grafts.clone(),
         );
+        inner.use_commit_graph(self.repo.commit_graph());
+        let mut negotiation = V0Negotiation::with_negotiation(inner, mode, no_done);
         let mut acks = Vec::new();
         let mut first = true;
         loop {
