@@ -98,9 +98,11 @@ use std::{
 use bstr::BString;
 use gix_hash::ObjectId;
 
+pub mod proc_receive;
 mod script;
 mod secret;
 
+pub use proc_receive::{CommandResult, ProcReceive, ProcReceiveRequest, RefReport};
 pub use script::ScriptHooks;
 pub use secret::{Finding, ScanError, SecretScanner};
 
@@ -268,6 +270,23 @@ pub trait Hook: Send + Sync {
         Verdict::Accept
     }
 
+    /// Carry out the commands that `receive.procReceiveRefs` reserves for a `proc-receive`
+    /// hook (e.g. pushes to `refs/for/<branch>` that become review refs), after `pre-receive`
+    /// accepted the push and its objects joined the repository, and report on each
+    /// ([`ProcReceive::Reported`], one [`CommandResult`] per command, in order). receive-pack
+    /// leaves the refs of the commands reported `ok` alone: updating whatever refs the hook
+    /// wants to is the hook's job, and what it reports ([`RefReport`]) is what the client and
+    /// `post-receive` see. The default declines, and the next hook of a chain is asked.
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        let _ = (ctx, request, output);
+        ProcReceive::Declined
+    }
+
     /// Follow the push once the refs moved: `updates` are the commands that succeeded.
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
         let _ = (ctx, updates, output);
@@ -293,6 +312,15 @@ impl<H: Hook + ?Sized> Hook for Box<H> {
         (**self).update(ctx, update, output)
     }
 
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        (**self).proc_receive(ctx, request, output)
+    }
+
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
         (**self).post_receive(ctx, updates, output)
     }
@@ -314,6 +342,15 @@ impl<H: Hook + ?Sized> Hook for Arc<H> {
 
     fn update(&self, ctx: &HookContext<'_>, update: &RefUpdate, output: &mut dyn Write) -> Verdict {
         (**self).update(ctx, update, output)
+    }
+
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        (**self).proc_receive(ctx, request, output)
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
@@ -390,6 +427,20 @@ impl Hook for Hooks {
             .map(|hook| hook.update(ctx, update, output))
             .find(|verdict| !verdict.is_accept())
             .unwrap_or(Verdict::Accept)
+    }
+
+    /// The first hook that does not decline answers.
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        self.hooks
+            .iter()
+            .map(|hook| hook.proc_receive(ctx, request, output))
+            .find(|answer| *answer != ProcReceive::Declined)
+            .unwrap_or(ProcReceive::Declined)
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
