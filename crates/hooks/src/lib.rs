@@ -13,6 +13,13 @@
 //!    refuse anything.
 //! 4. **post-update** sees the names of the refs that moved. It cannot refuse anything.
 //!
+//! Between `update` and the ref updates, once the objects are in the repository, the
+//! commands that `receive.procReceiveRefs` reserves (review refs such as
+//! `refs/for/main/topic`) go to **proc-receive** ([`Hook::proc_receive`]), which carries them
+//! out itself and reports per command ([`ProcReceive`]); a [`ScriptHooks`] runs the
+//! `proc-receive` script with git's pkt-line protocol ([`proc_receive`]). `post-receive` then
+//! sees the refs the hook reported it updated.
+//!
 //! [`Hook`] is the trait for hooks written in Rust; every method has a default that accepts,
 //! so a hook implements only the phases it cares about. [`Hooks`] is an ordered chain of
 //! hooks (the first refusal wins) and is itself a [`Hook`]. [`ScriptHooks`] runs a

@@ -6,12 +6,16 @@
 //! | `update`       | `<ref> <old> <new>`     | none                      | yes        | no           |
 //! | `post-receive` | none                    | `<old> <new> <ref>` lines | no         | yes          |
 //! | `post-update`  | the updated ref names   | none                      | no         | no           |
+//! | `proc-receive` | none                    | pkt-lines, both ways      | no         | on its stdin |
 //!
 //! Every script runs in the git directory with `GIT_DIR=.`. With a quarantine,
 //! `GIT_QUARANTINE_PATH` and `GIT_OBJECT_DIRECTORY` name it and the repository's object
 //! directory is appended to `GIT_ALTERNATE_OBJECT_DIRECTORIES`. Push options are
 //! `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_0…`; when the client sent none (did not use
 //! the capability), `GIT_PUSH_OPTION_COUNT` is removed from the environment.
+//!
+//! `proc-receive` holds a conversation ([`crate::proc_receive`]): its stdin and stdout carry
+//! pkt-lines, only its stderr is forwarded to the caller, and it has the same time limit.
 //!
 //! The script's stdout and stderr are both read (each by its own thread) and forwarded, chunk
 //! by chunk as they arrive, to the caller's `output` on the caller's thread. git gives a hook
