@@ -485,3 +485,26 @@ fn report_status_v1_as_with_git() {
     assert!(text.contains("ok refs/for/master/topic\n"), "{text}");
     assert!(!text.contains("option"), "{text}");
 }
+
+/// The script is found as the other hooks are: here in a relative `core.hooksPath`, taken
+/// from the repository, whatever the directory the server was started in.
+#[test]
+fn script_in_a_relative_hooks_path() {
+    let git = Git::newest();
+    let setup = Setup::new("proc-receive-hooks-path", &git);
+    setup.server_config("receive.procReceiveRefs", "refs/for");
+    setup.server_config("core.hooksPath", "custom-hooks");
+    install_hook(
+        &setup.server.join("custom-hooks"),
+        "proc-receive",
+        REVIEW_HOOK,
+    );
+    let head = rev_parse(setup.client(), "HEAD");
+    let output = setup.push(&["HEAD:refs/for/master/topic"]);
+    assert!(output.status.success(), "{output}");
+    assert_eq!(
+        setup.server_ref("refs/changes/1/master/topic").as_deref(),
+        Some(head.as_str())
+    );
+    assert_eq!(setup.server_ref("refs/for/master/topic"), None);
+}
