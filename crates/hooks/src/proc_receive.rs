@@ -17,6 +17,41 @@
 //!
 //! [`interpret_report`] judges step 3 as git's `read_proc_receive_report()` does, with its
 //! error messages.
+//!
+//! # An in-process hook
+//!
+//! ```
+//! use packgate_hooks::{
+//!     CommandResult, Hook, HookContext, ProcReceive, ProcReceiveRequest, RefReport,
+//! };
+//!
+//! /// Turns each push to `refs/for/<branch>/<topic>` into review `refs/changes/<n>`.
+//! struct Reviews;
+//!
+//! impl Hook for Reviews {
+//!     fn proc_receive(
+//!         &self,
+//!         _ctx: &HookContext<'_>,
+//!         request: &ProcReceiveRequest<'_>,
+//!         _output: &mut dyn std::io::Write,
+//!     ) -> ProcReceive {
+//!         let results = request
+//!             .commands
+//!             .iter()
+//!             .enumerate()
+//!             .map(|(n, command)| {
+//!                 // Here the application records the review and creates its ref.
+//!                 CommandResult::Ok(vec![RefReport {
+//!                     refname: Some(format!("refs/changes/{n}").into()),
+//!                     new: Some(command.new),
+//!                     ..RefReport::default()
+//!                 }])
+//!             })
+//!             .collect();
+//!         ProcReceive::reported(results)
+//!     }
+//! }
+//! ```
 
 use std::io::{Read, Write};
 
