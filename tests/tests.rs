@@ -40,6 +40,11 @@
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
+//! - `proc_receive`: the `proc-receive` hook (`receive.procReceiveRefs`, review refs in
+//!   the "AGit" flow): pushes through packgate and through git's receive-pack with the same
+//!   hook script, compared (porcelain lines, `remote:` lines, refs): `ok` with `option`
+//!   lines, `ng`, fall-through, no report, a failing hook, atomic pushes, push options,
+//!   modifiers; over HTTP; report-status v1 byte for byte.
 //! - `crash`: a push whose server is killed (SIGKILL) during pack receipt, each hook or
 //!   between migration and ref update blocks no later push; pushes to different refs
 //!   overlap; stale quarantines expire; a stale ref lock fails only its ref, as in git.
@@ -92,6 +97,7 @@ mod libgit2;
 mod ls_remote;
 mod memory;
 mod namespaces;
+mod proc_receive;
 mod receive_pack;
 mod ref_names;
 mod serve;

@@ -13,6 +13,13 @@
 //!    refuse anything.
 //! 4. **post-update** sees the names of the refs that moved. It cannot refuse anything.
 //!
+//! Between `update` and the ref updates, once the objects are in the repository, the
+//! commands that `receive.procReceiveRefs` reserves (review refs such as
+//! `refs/for/main/topic`) go to **proc-receive** ([`Hook::proc_receive`]), which carries them
+//! out itself and reports per command ([`ProcReceive`]); a [`ScriptHooks`] runs the
+//! `proc-receive` script with git's pkt-line protocol ([`proc_receive`]). `post-receive` then
+//! sees the refs the hook reported it updated.
+//!
 //! [`Hook`] is the trait for hooks written in Rust; every method has a default that accepts,
 //! so a hook implements only the phases it cares about. [`Hooks`] is an ordered chain of
 //! hooks (the first refusal wins) and is itself a [`Hook`]. [`ScriptHooks`] runs a
@@ -98,9 +105,11 @@ use std::{
 use bstr::BString;
 use gix_hash::ObjectId;
 
+pub mod proc_receive;
 mod script;
 mod secret;
 
+pub use proc_receive::{CommandResult, ProcReceive, ProcReceiveRequest, RefReport};
 pub use script::ScriptHooks;
 pub use secret::{Finding, ScanError, SecretScanner};
 
@@ -268,6 +277,23 @@ pub trait Hook: Send + Sync {
         Verdict::Accept
     }
 
+    /// Carry out the commands that `receive.procReceiveRefs` reserves for a `proc-receive`
+    /// hook (e.g. pushes to `refs/for/<branch>` that become review refs), after `pre-receive`
+    /// accepted the push and its objects joined the repository, and report on each
+    /// ([`ProcReceive::Reported`], one [`CommandResult`] per command, in order). receive-pack
+    /// leaves the refs of the commands reported `ok` alone: updating whatever refs the hook
+    /// wants to is the hook's job, and what it reports ([`RefReport`]) is what the client and
+    /// `post-receive` see. The default declines, and the next hook of a chain is asked.
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        let _ = (ctx, request, output);
+        ProcReceive::Declined
+    }
+
     /// Follow the push once the refs moved: `updates` are the commands that succeeded.
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
         let _ = (ctx, updates, output);
@@ -293,6 +319,15 @@ impl<H: Hook + ?Sized> Hook for Box<H> {
         (**self).update(ctx, update, output)
     }
 
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        (**self).proc_receive(ctx, request, output)
+    }
+
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
         (**self).post_receive(ctx, updates, output)
     }
@@ -314,6 +349,15 @@ impl<H: Hook + ?Sized> Hook for Arc<H> {
 
     fn update(&self, ctx: &HookContext<'_>, update: &RefUpdate, output: &mut dyn Write) -> Verdict {
         (**self).update(ctx, update, output)
+    }
+
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        (**self).proc_receive(ctx, request, output)
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
@@ -390,6 +434,20 @@ impl Hook for Hooks {
             .map(|hook| hook.update(ctx, update, output))
             .find(|verdict| !verdict.is_accept())
             .unwrap_or(Verdict::Accept)
+    }
+
+    /// The first hook that does not decline answers.
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        self.hooks
+            .iter()
+            .map(|hook| hook.proc_receive(ctx, request, output))
+            .find(|answer| *answer != ProcReceive::Declined)
+            .unwrap_or(ProcReceive::Declined)
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {

@@ -6,12 +6,16 @@
 //! | `update`       | `<ref> <old> <new>`     | none                      | yes        | no           |
 //! | `post-receive` | none                    | `<old> <new> <ref>` lines | no         | yes          |
 //! | `post-update`  | the updated ref names   | none                      | no         | no           |
+//! | `proc-receive` | none                    | pkt-lines, both ways      | no         | on its stdin |
 //!
 //! Every script runs in the git directory with `GIT_DIR=.`. With a quarantine,
 //! `GIT_QUARANTINE_PATH` and `GIT_OBJECT_DIRECTORY` name it and the repository's object
 //! directory is appended to `GIT_ALTERNATE_OBJECT_DIRECTORIES`. Push options are
 //! `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_0…`; when the client sent none (did not use
 //! the capability), `GIT_PUSH_OPTION_COUNT` is removed from the environment.
+//!
+//! `proc-receive` holds a conversation ([`crate::proc_receive`]): its stdin and stdout carry
+//! pkt-lines, only its stderr is forwarded to the caller, and it has the same time limit.
 //!
 //! The script's stdout and stderr are both read (each by its own thread) and forwarded, chunk
 //! by chunk as they arrive, to the caller's `output` on the caller's thread. git gives a hook
@@ -40,7 +44,10 @@ use std::{
 
 use bstr::BString;
 
-use crate::{Hook, HookContext, RefUpdate, Verdict};
+use crate::{
+    proc_receive::{self, CommandResult, Conversation, ProcReceive, ProcReceiveRequest},
+    Hook, HookContext, RefUpdate, Verdict,
+};
 
 /// Runs the repository's own hook scripts: `pre-receive`, `update`, `post-receive` and
 /// `post-update` in a hooks directory.
@@ -175,23 +182,11 @@ impl ScriptHooks {
         }
         // The pipe is closed; the script has exited or is about to, unless it closed its
         // output on purpose and went on running.
-        let mut poll = Duration::from_millis(1);
-        loop {
-            if let Some(status) = child
-                .try_wait()
-                .map_err(|source| RunError::Wait { hook, source })?
-            {
-                tracing::debug!(hook, %status, elapsed = ?started.elapsed(), "hook finished");
-                return Ok(Outcome::Exited(status));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                kill(&mut child, hook);
-                return Ok(Outcome::TimedOut);
-            }
-            thread::sleep(poll.min(deadline - now));
-            poll = (poll * 2).min(Duration::from_millis(50));
+        let outcome = wait_until(&mut child, hook, deadline)?;
+        if let Outcome::Exited(status) = &outcome {
+            tracing::debug!(hook, %status, elapsed = ?started.elapsed(), "hook finished");
         }
+        Ok(outcome)
     }
 
     /// The command running `program` (the script, or a shell given the script as its first
@@ -242,7 +237,7 @@ impl ScriptHooks {
             command.env("REMOTE_USER", user);
         }
         // As git's: the receive hooks (pre-receive, post-receive) hear of the certificate.
-        if invocation.stdin.is_some() {
+        if invocation.certificate {
             if let Some(certificate) = ctx.push_certificate {
                 command
                     .env("GIT_PUSH_CERT", certificate.blob.to_string())
@@ -306,6 +301,157 @@ impl ScriptHooks {
         }
     }
 
+    /// Run the `proc-receive` script, if there is one, and hold git's conversation with it
+    /// (see [`crate::proc_receive`]): its standard input and output carry pkt-lines, what it
+    /// writes to standard error reaches `output` as it comes. git's complaints about the
+    /// conversation or the report go to `output` as one `error: ` message once the script
+    /// has exited, as git's receive-pack writes them.
+    fn run_proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        let Some(script) = self.script(ctx.git_dir, PROC_RECEIVE) else {
+            return ProcReceive::Declined;
+        };
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        // Run as git runs it: in the repository, no quarantine (the objects are in place),
+        // the push options on the pipe rather than in the environment.
+        let invocation = Invocation {
+            hook: PROC_RECEIVE,
+            args: Vec::new(),
+            stdin: None,
+            quarantine: false,
+            push_options: false,
+            certificate: false,
+        };
+        let start = |program: &Path, script_argument: Option<&Path>| -> io::Result<Child> {
+            let mut command = self.command(ctx, program, script_argument, &invocation);
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            spawn(command)
+        };
+        let started_child = match start(&script, None) {
+            Err(err) if is_not_executable_format(&err) => {
+                start(Path::new("/bin/sh"), Some(&script))
+            }
+            result => result,
+        };
+        let mut child = match started_child {
+            Ok(child) => child,
+            Err(source) => {
+                let err = RunError::Spawn {
+                    hook: PROC_RECEIVE,
+                    path: script,
+                    source,
+                };
+                tracing::warn!(hook = PROC_RECEIVE, err = %ErrorChain(&err), "hook could not run");
+                return ProcReceive::Failed;
+            }
+        };
+        tracing::debug!(hook = PROC_RECEIVE, pid = child.id(), "hook started");
+        let (Some(to_hook), Some(from_hook), Some(errors)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            kill(&mut child, PROC_RECEIVE);
+            return ProcReceive::Failed;
+        };
+
+        enum Event {
+            Output(Option<Vec<u8>>),
+            Done(Conversation),
+        }
+        let (sender, receiver) = mpsc::sync_channel(CHANNEL_CHUNKS);
+        forward_as(PROC_RECEIVE, errors, sender.clone(), Event::Output);
+        let commands = request.commands.to_vec();
+        let push_options: Option<Vec<BString>> = ctx.push_options.map(<[BString]>::to_vec);
+        let atomic = request.atomic;
+        spawn_thread(PROC_RECEIVE, "conversation", move || {
+            let conversation = proc_receive::converse(
+                to_hook,
+                io::BufReader::new(from_hook),
+                &commands,
+                push_options.as_deref(),
+                atomic,
+            );
+            // Both pipes are closed here, as git closes them once it has the report.
+            let _ = sender.send(Event::Done(conversation));
+        });
+
+        let mut sink = Sink::new(output, PROC_RECEIVE);
+        let mut conversation = None;
+        let mut output_open = true;
+        while output_open || conversation.is_none() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(remaining) {
+                Ok(Event::Output(Some(chunk))) => sink.write(&chunk),
+                Ok(Event::Output(None)) => output_open = false,
+                Ok(Event::Done(done)) => conversation = Some(done),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    kill(&mut child, PROC_RECEIVE);
+                    tracing::warn!(hook = PROC_RECEIVE, timeout = ?self.timeout, "hook timed out and was killed");
+                    sink.write(
+                        format!(
+                            "error: proc-receive hook timed out after {:?}\n",
+                            self.timeout
+                        )
+                        .as_bytes(),
+                    );
+                    return ProcReceive::Failed;
+                }
+            }
+        }
+        let exited_ok = match wait_until(&mut child, PROC_RECEIVE, deadline) {
+            Ok(Outcome::Exited(status)) => {
+                tracing::debug!(hook = PROC_RECEIVE, %status, elapsed = ?started.elapsed(), "hook finished");
+                status.success()
+            }
+            Ok(_) => {
+                tracing::warn!(hook = PROC_RECEIVE, timeout = ?self.timeout, "hook timed out and was killed");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(hook = PROC_RECEIVE, err = %ErrorChain(&err), "hook could not be waited for");
+                false
+            }
+        };
+        let conversation = conversation.unwrap_or(Conversation::ExitedAbnormally);
+        let (answer, errors) = match conversation {
+            Conversation::Report(lines) => {
+                let judged =
+                    proc_receive::interpret_report(request.commands, request.other_refs, &lines);
+                (
+                    ProcReceive::Reported {
+                        results: judged.results,
+                        failed: judged.failed || !exited_ok,
+                    },
+                    judged.errors,
+                )
+            }
+            failed => (ProcReceive::Failed, failed.error().into_iter().collect()),
+        };
+        if !errors.is_empty() {
+            // One message, as git's: only its first line says `error: `.
+            sink.write(format!("error: {}\n", errors.join("\n")).as_bytes());
+        }
+        if let ProcReceive::Reported { results, .. } = &answer {
+            tracing::debug!(
+                commands = results.len(),
+                ok = results
+                    .iter()
+                    .filter(|result| matches!(result, CommandResult::Ok(_)))
+                    .count(),
+                "proc-receive hook reported"
+            );
+        }
+        answer
+    }
+
     fn report(&self, hook: &'static str, result: Result<Outcome, RunError>) {
         match result {
             Ok(Outcome::Skipped) => {}
@@ -348,9 +494,19 @@ impl Hook for ScriptHooks {
             stdin: None,
             quarantine: true,
             push_options: false,
+            certificate: false,
         };
         let result = self.run(ctx, invocation, output);
         self.verdict(UPDATE, result, "hook declined")
+    }
+
+    fn proc_receive(
+        &self,
+        ctx: &HookContext<'_>,
+        request: &ProcReceiveRequest<'_>,
+        output: &mut dyn Write,
+    ) -> ProcReceive {
+        self.run_proc_receive(ctx, request, output)
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
@@ -376,6 +532,7 @@ impl Hook for ScriptHooks {
             stdin: None,
             quarantine: false,
             push_options: false,
+            certificate: false,
         };
         let result = self.run(ctx, invocation, output);
         self.report(POST_UPDATE, result);
@@ -383,6 +540,7 @@ impl Hook for ScriptHooks {
 }
 
 const PRE_RECEIVE: &str = "pre-receive";
+const PROC_RECEIVE: &str = "proc-receive";
 const UPDATE: &str = "update";
 const POST_RECEIVE: &str = "post-receive";
 const POST_UPDATE: &str = "post-update";
@@ -402,6 +560,8 @@ struct Invocation {
     quarantine: bool,
     /// Whether to set (or remove) the push-option variables.
     push_options: bool,
+    /// Whether to set the push certificate's variables (the receive hooks).
+    certificate: bool,
 }
 
 impl Invocation {
@@ -418,6 +578,7 @@ impl Invocation {
             stdin: Some(stdin),
             quarantine,
             push_options: true,
+            certificate: true,
         }
     }
 }
@@ -492,10 +653,16 @@ fn is_not_executable_format(err: &io::Error) -> bool {
 const ENOEXEC: i32 = 8;
 
 /// Read `pipe` on a thread of its own, sending each chunk, then `None` at its end.
-fn forward(
+fn forward(hook: &'static str, pipe: io::PipeReader, sender: mpsc::SyncSender<Option<Vec<u8>>>) {
+    forward_as(hook, pipe, sender, |chunk| chunk);
+}
+
+/// [`forward()`] for any readable pipe, each chunk (and the end, `None`) wrapped by `wrap`.
+fn forward_as<P: Read + Send + 'static, T: Send + 'static>(
     hook: &'static str,
-    mut pipe: io::PipeReader,
-    sender: mpsc::SyncSender<Option<Vec<u8>>>,
+    mut pipe: P,
+    sender: mpsc::SyncSender<T>,
+    wrap: fn(Option<Vec<u8>>) -> T,
 ) {
     spawn_thread(hook, "output", move || {
         let mut buf = vec![0; CHUNK_SIZE];
@@ -503,7 +670,7 @@ fn forward(
             match pipe.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if sender.send(Some(buf[..n].to_vec())).is_err() {
+                    if sender.send(wrap(Some(buf[..n].to_vec()))).is_err() {
                         // The caller gave up on the script (time limit).
                         return;
                     }
@@ -515,7 +682,7 @@ fn forward(
                 }
             }
         }
-        let _ = sender.send(None);
+        let _ = sender.send(wrap(None));
     });
 }
 
@@ -561,6 +728,30 @@ impl<'a> Sink<'a> {
             tracing::debug!(hook = self.hook, %err, "hook output could not be forwarded; dropping the rest");
             self.failed = true;
         }
+    }
+}
+
+/// Wait for a script that closed its output to exit, until `deadline`; past it, kill it.
+fn wait_until(
+    child: &mut Child,
+    hook: &'static str,
+    deadline: Instant,
+) -> Result<Outcome, RunError> {
+    let mut poll = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|source| RunError::Wait { hook, source })?
+        {
+            return Ok(Outcome::Exited(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill(child, hook);
+            return Ok(Outcome::TimedOut);
+        }
+        thread::sleep(poll.min(deadline - now));
+        poll = (poll * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -771,3 +771,174 @@ fn hooks_of_a_repository_named_by_a_relative_path_run() {
     assert_eq!(verdict, Verdict::refuse("pre-receive hook declined"));
     assert_eq!(text(&output), "refused\n");
 }
+
+/// A `proc-receive` script answering `ok` with a new ref name for every command, after
+/// logging what it was sent (the raw pkt-lines, NULs as `|`) to `sent`.
+const PROC_RECEIVE_OK: &str = r#"
+read_pkt() {
+	len=$(head -c 4)
+	case "$len" in "" | 0000) return 1 ;; esac
+	pkt=$(head -c $((0x$len - 4)) | tr '\0' '|')
+	echo "$pkt" >>sent
+}
+while read_pkt; do :; done
+printf '001bversion=1\000push-options\n0000'
+: >commands
+while read_pkt; do echo "$pkt" >>commands; done
+while read_pkt; do :; done
+echo "proc-receive says hello" >&2
+while read old new ref; do
+	line="ok $ref"; printf '%04x%s\n' $((${#line} + 5)) "$line"
+	line="option refname refs/changes/${ref##*/}"; printf '%04x%s\n' $((${#line} + 5)) "$line"
+done <commands
+printf '0000'
+"#;
+
+fn proc_receive_request<'a>(
+    commands: &'a [RefUpdate],
+    other_refs: &'a [BString],
+) -> crate::ProcReceiveRequest<'a> {
+    crate::ProcReceiveRequest {
+        commands,
+        other_refs,
+        atomic: true,
+    }
+}
+
+#[test]
+fn proc_receive_script_converses_in_pkt_lines() {
+    use crate::{CommandResult, ProcReceive, RefReport};
+    let repo = Repo::new();
+    repo.hook("proc-receive", PROC_RECEIVE_OK);
+    let commands = vec![RefUpdate::new(null(), id('3'), "refs/for/main/topic")];
+    let options: Vec<BString> = vec!["reviewer=alice".into()];
+    let mut output = Vec::new();
+    let answer = repo.hooks().proc_receive(
+        &repo.after_ctx(Some(&options)),
+        &proc_receive_request(&commands, &[]),
+        &mut output,
+    );
+    assert_eq!(
+        answer,
+        ProcReceive::reported(vec![CommandResult::Ok(vec![RefReport {
+            refname: Some("refs/changes/topic".into()),
+            ..RefReport::default()
+        }])])
+    );
+    assert_eq!(text(&output), "proc-receive says hello\n");
+    let sent = repo.read("sent");
+    assert_eq!(
+        sent,
+        format!(
+            "version=1|atomic push-options\n{} {} refs/for/main/topic\nreviewer=alice\n",
+            null(),
+            id('3')
+        )
+    );
+}
+
+#[test]
+fn proc_receive_without_a_script_declines() {
+    let repo = Repo::new();
+    let commands = updates();
+    let answer = repo.hooks().proc_receive(
+        &repo.after_ctx(None),
+        &proc_receive_request(&commands, &[]),
+        &mut Vec::new(),
+    );
+    assert_eq!(answer, crate::ProcReceive::Declined);
+}
+
+/// git's complaints about a report come after the script's own output, as one message; a
+/// script that exits non-zero after a good report has still failed.
+#[test]
+fn proc_receive_report_errors_and_exit_status() {
+    use crate::{CommandResult, ProcReceive};
+    let repo = Repo::new();
+    repo.hook(
+        "proc-receive",
+        r#"printf '000eversion=1\n0000'
+exec 3<&0
+cat <&3 >/dev/null &
+echo "bye" >&2
+printf '001aok refs/heads/unknown\n0006x\n0000'
+exit 3"#,
+    );
+    let commands = vec![RefUpdate::new(null(), id('3'), "refs/for/main/topic")];
+    let mut output = Vec::new();
+    let answer = repo.hooks().proc_receive(
+        &repo.after_ctx(None),
+        &proc_receive_request(&commands, &[]),
+        &mut output,
+    );
+    assert_eq!(
+        answer,
+        ProcReceive::Reported {
+            results: vec![CommandResult::Unreported],
+            failed: true
+        }
+    );
+    assert_eq!(
+        text(&output),
+        "bye\nerror: proc-receive reported status on unknown ref: refs/heads/unknown\n\
+         proc-receive reported incomplete status line: 'x'\n"
+    );
+}
+
+#[test]
+fn proc_receive_that_dies_or_speaks_another_version_fails() {
+    let repo = Repo::new();
+    let commands = updates();
+    let run = |body: &str| {
+        repo.hook("proc-receive", body);
+        let mut output = Vec::new();
+        let answer = repo.hooks().proc_receive(
+            &repo.after_ctx(None),
+            &proc_receive_request(&commands, &[]),
+            &mut output,
+        );
+        (answer, String::from_utf8(output).unwrap())
+    };
+    assert_eq!(
+        run("echo dying >&2; exit 1"),
+        (
+            crate::ProcReceive::Failed,
+            "dying\nerror: fail to negotiate version with proc-receive hook\n".to_owned()
+        )
+    );
+    assert_eq!(
+        run("printf '000eversion=2\\n0000'; cat >/dev/null"),
+        (
+            crate::ProcReceive::Failed,
+            "error: proc-receive version '2' is not supported\n".to_owned()
+        )
+    );
+}
+
+#[test]
+fn hung_proc_receive_is_killed_at_the_time_limit() {
+    let repo = Repo::new();
+    repo.hook(
+        "proc-receive",
+        "sleep 1000 & echo $! > sleeper; echo waiting >&2; wait",
+    );
+    let hooks = repo.hooks().with_timeout(Duration::from_millis(500));
+    let commands = updates();
+    let start = Instant::now();
+    let mut output = Vec::new();
+    let answer = hooks.proc_receive(
+        &repo.after_ctx(None),
+        &proc_receive_request(&commands, &[]),
+        &mut output,
+    );
+    let elapsed = start.elapsed();
+    assert_eq!(answer, crate::ProcReceive::Failed);
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    assert!(text(&output).starts_with("waiting\n"), "{}", text(&output));
+    assert!(text(&output).contains("error: proc-receive hook timed out"));
+    let sleeper = repo.read("sleeper");
+    assert!(
+        wait_until_gone(sleeper.trim()),
+        "the hook's child {sleeper} survived"
+    );
+}

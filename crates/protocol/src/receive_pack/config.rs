@@ -145,6 +145,8 @@ pub struct ReceivePackConfig {
     /// (new lines in `$GIT_DIR/shallow`). Off by default, as in git: such refs are refused
     /// with "shallow update not allowed".
     pub shallow_update: bool,
+    /// `receive.procReceiveRefs`: the commands the `proc-receive` hook carries out.
+    pub proc_receive_refs: super::ProcReceiveRefs,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -265,6 +267,7 @@ impl ReceivePackConfig {
                 .and_then(|slop| u64::try_from(slop).ok())
                 .unwrap_or(0),
             shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
+            proc_receive_refs: super::ProcReceiveRefs::from_config(config),
         })
     }
 

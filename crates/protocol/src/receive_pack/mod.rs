@@ -40,6 +40,7 @@
 mod commands;
 mod config;
 mod messages;
+pub mod proc_receive;
 pub mod push_cert;
 mod report;
 mod shallow;
@@ -58,6 +59,7 @@ use packgate_wire::pkt_line::{Packet, PacketReader, PacketWriter, ReadError};
 pub use self::commands::{ClientCapabilities, Command, CommandError, CommandList};
 pub use self::config::{Deny, ReceivePackConfig};
 pub use self::messages::{MessageSink, MESSAGE_LOG_TARGET};
+pub use self::proc_receive::{ProcReceiveRef, ProcReceiveRefs};
 use self::report::Channel;
 pub use self::report::{PushReport, RefStatus};
 pub use self::shallow::ShallowUpdateError;
@@ -368,7 +370,7 @@ impl<'repo> ReceivePack<'repo> {
         };
         let (report, accepted) = push.execute(&mut input, &mut channel);
         if capabilities.report_status || capabilities.report_status_v2 {
-            channel.report(&report)?;
+            channel.report(&report, capabilities.report_status_v2)?;
         }
         push.post_hooks(&accepted, &mut channel);
         channel.finish()?;

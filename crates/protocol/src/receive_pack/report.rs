@@ -23,6 +23,10 @@ pub struct RefStatus {
     pub name: BString,
     /// `Ok` if the ref was updated, else why not (the `ng` reason).
     pub result: Result<(), String>,
+    /// What a `proc-receive` hook reported it updated instead (one entry per ref it
+    /// updated; empty for an ordinary command): `report-status-v2` sends them as `option`
+    /// lines after the `ok`.
+    pub reports: Vec<packgate_hooks::RefReport>,
 }
 
 /// The outcome of a push.
@@ -40,9 +44,11 @@ impl PushReport {
         self.unpack.is_ok() && self.refs.iter().all(|status| status.result.is_ok())
     }
 
-    /// The report as pkt-lines, ending in a flush (`report-status`; `report-status-v2` has the
-    /// same shape, as packgate sends no option lines).
-    pub fn encode(&self) -> Vec<u8> {
+    /// The report as pkt-lines, ending in a flush: `report-status`, or with `v2`
+    /// `report-status-v2`, where each of a ref's [`RefStatus::reports`] follows an `ok` line
+    /// of its own with its `option refname`, `old-oid`, `new-oid` and `forced-update` lines,
+    /// as git's receive-pack writes them. (A `report-status` client learns only `ok`.)
+    pub fn encode(&self, v2: bool) -> Vec<u8> {
         let mut out = Vec::new();
         let mut line = |text: &[u8]| {
             // A line too long for a pkt-line (a very long ref name) is cut rather than lost.
@@ -59,6 +65,26 @@ impl PushReport {
                 Err(reason) => format!("ng {} {}\n", status.name, one_line(reason)),
             };
             line(text.as_bytes());
+            if !v2 || status.result.is_err() {
+                continue;
+            }
+            for (index, report) in status.reports.iter().enumerate() {
+                if index > 0 {
+                    line(text.as_bytes());
+                }
+                if let Some(refname) = &report.refname {
+                    line(format!("option refname {refname}\n").as_bytes());
+                }
+                if let Some(old) = &report.old {
+                    line(format!("option old-oid {old}\n").as_bytes());
+                }
+                if let Some(new) = &report.new {
+                    line(format!("option new-oid {new}\n").as_bytes());
+                }
+                if report.forced_update {
+                    line(b"option forced-update\n");
+                }
+            }
         }
         pkt_line::encode_flush(&mut out);
         out
@@ -136,9 +162,9 @@ impl<'d, W: Write> Channel<'d, W> {
         self.out.flush()
     }
 
-    /// The status report: in band 1, or as it is.
-    pub(crate) fn report(&mut self, report: &PushReport) -> io::Result<()> {
-        let encoded = report.encode();
+    /// The status report (`report-status-v2` with `v2`): in band 1, or as it is.
+    pub(crate) fn report(&mut self, report: &PushReport, v2: bool) -> io::Result<()> {
+        let encoded = report.encode(v2);
         if self.sideband {
             self.out.write_band(Band::Data, &encoded)?;
         } else {
@@ -208,15 +234,17 @@ mod tests {
                 RefStatus {
                     name: "refs/heads/a".into(),
                     result: Ok(()),
+                    reports: Vec::new(),
                 },
                 RefStatus {
                     name: "refs/heads/b".into(),
                     result: Err("non-fast-forward".into()),
+                    reports: Vec::new(),
                 },
             ],
         };
         assert_eq!(
-            report.encode().as_bstr(),
+            report.encode(false).as_bstr(),
             "000eunpack ok\n0014ok refs/heads/a\n0025ng refs/heads/b non-fast-forward\n0000"
         );
         let failed = PushReport {
@@ -224,8 +252,61 @@ mod tests {
             refs: vec![],
         };
         assert_eq!(
-            failed.encode().as_bstr(),
+            failed.encode(true).as_bstr(),
             "002bunpack index-pack abnormal exit second\n0000"
+        );
+    }
+
+    /// What a proc-receive hook reported: in v2 one `ok` per report, each with its options;
+    /// in v1 the command's `ok` only.
+    #[test]
+    fn encode_report_v2() {
+        use packgate_hooks::RefReport;
+        let old = gix_hash::ObjectId::from_hex(&[b'b'; 40]).unwrap();
+        let new = gix_hash::ObjectId::from_hex(&[b'a'; 40]).unwrap();
+        let report = PushReport {
+            unpack: Ok(()),
+            refs: vec![
+                RefStatus {
+                    name: "refs/for/main/topic".into(),
+                    result: Ok(()),
+                    reports: vec![
+                        RefReport {
+                            refname: Some("refs/changes/23/123/1".into()),
+                            new: Some(new),
+                            ..RefReport::default()
+                        },
+                        RefReport {
+                            refname: Some("refs/changes/24/124/2".into()),
+                            old: Some(old),
+                            new: Some(new),
+                            forced_update: true,
+                        },
+                    ],
+                },
+                RefStatus {
+                    name: "refs/for/next/topic".into(),
+                    result: Err("no".into()),
+                    reports: vec![RefReport::default()],
+                },
+            ],
+        };
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        assert_eq!(
+            report.encode(true).as_bstr(),
+            format!(
+                "000eunpack ok\n001bok refs/for/main/topic\n0029option refname refs/changes/23/123/1\n\
+                 003coption new-oid {a}\n001bok refs/for/main/topic\n\
+                 0029option refname refs/changes/24/124/2\n003coption old-oid {b}\n\
+                 003coption new-oid {a}\n0019option forced-update\n\
+                 001eng refs/for/next/topic no\n0000"
+            )
+            .as_str()
+        );
+        assert_eq!(
+            report.encode(false).as_bstr(),
+            "000eunpack ok\n001bok refs/for/main/topic\n001eng refs/for/next/topic no\n0000"
         );
     }
 }

@@ -380,3 +380,162 @@ fn messages_without_sideband_go_to_the_callers_sink() {
         messages.as_bstr()
     );
 }
+
+/// An in-process `proc-receive` hook: review refs in Rust. It takes the pushes to
+/// `refs/for/<branch>/<topic>` that `receive.procReceiveRefs` reserves, reports each as
+/// the review ref `refs/changes/<n>` with its new value, refuses `refs/for/<branch>/wip`,
+/// and leaves `refs/for/<branch>/direct` to receive-pack.
+struct ReviewRefs;
+
+impl super::hooks::Hook for ReviewRefs {
+    fn proc_receive(
+        &self,
+        _ctx: &super::hooks::HookContext<'_>,
+        request: &super::hooks::ProcReceiveRequest<'_>,
+        output: &mut dyn std::io::Write,
+    ) -> super::hooks::ProcReceive {
+        use super::hooks::{CommandResult, ProcReceive, RefReport};
+        let results = request
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(n, command)| {
+                let _ = writeln!(output, "review< {}", command.name);
+                if command.name.ends_with(b"/wip") {
+                    CommandResult::Rejected("work in progress".into())
+                } else if command.name.ends_with(b"/direct") {
+                    CommandResult::FallThrough(Vec::new())
+                } else {
+                    CommandResult::Ok(vec![RefReport {
+                        refname: Some(format!("refs/changes/{}", n + 1).into()),
+                        new: Some(command.new),
+                        ..RefReport::default()
+                    }])
+                }
+            })
+            .collect();
+        ProcReceive::reported(results)
+    }
+}
+
+/// A push of `names`, each created at `commit`, with `capabilities` on the first command.
+fn request_for(names: &[&str], commit: &str, capabilities: &str, pack: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let line = if index == 0 {
+            format!("{NULL} {commit} {name}\0{capabilities}")
+        } else {
+            format!("{NULL} {commit} {name}")
+        };
+        pkt_line::encode_text(line, &mut out).unwrap();
+    }
+    pkt_line::encode_flush(&mut out);
+    out.extend_from_slice(pack);
+    out
+}
+
+#[test]
+fn in_process_proc_receive_hook_reports_review_refs() {
+    let (dir, commit, pack) = setup("review me\n");
+    let server = dir.path().join("server.git");
+    git(
+        &server,
+        &["config", "receive.procReceiveRefs", "refs/for"],
+        None,
+    );
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo)
+        .unwrap()
+        .with_hook(SecretScanner::new("BEGIN PRIVATE KEY"))
+        .with_hook(ReviewRefs);
+    let names = [
+        "refs/for/main/topic",
+        "refs/heads/next",
+        "refs/for/main/wip",
+        "refs/for/main/direct",
+    ];
+    let (report, output) = serve(
+        &receive_pack,
+        &request_for(&names, &commit, "report-status-v2 side-band-64k", &pack),
+    );
+    let report = report.unwrap();
+    let results: Vec<_> = report.refs.iter().map(|r| r.result.clone()).collect();
+    assert_eq!(
+        results,
+        [Ok(()), Ok(()), Err("work in progress".into()), Ok(())]
+    );
+    let (outer, _) = split_sideband(&output);
+    let demuxed = demux(&outer, SidebandMode::SideBand64k).unwrap();
+    assert_eq!(
+        packets(&demuxed.data),
+        [
+            "unpack ok\n".to_owned(),
+            "ok refs/for/main/topic\n".to_owned(),
+            "option refname refs/changes/1\n".to_owned(),
+            format!("option new-oid {commit}\n"),
+            "ok refs/heads/next\n".to_owned(),
+            "ng refs/for/main/wip work in progress\n".to_owned(),
+            "ok refs/for/main/direct\n".to_owned(),
+            "flush-pkt".to_owned(),
+        ]
+    );
+    let progress = demuxed.progress.to_str_lossy();
+    assert!(
+        progress.contains("review< refs/for/main/topic\nreview< refs/for/main/wip\n"),
+        "{progress}"
+    );
+    // The hook's refs are the hook's business; receive-pack updated the others, and the
+    // objects are in the repository for the hook to point refs at.
+    let listed = text(git(&server, &["for-each-ref", "--format=%(refname)"], None));
+    assert_eq!(listed, "refs/for/main/direct\nrefs/heads/next");
+    git(&server, &["cat-file", "-e", &commit], None);
+    git(&server, &["fsck", "--strict"], None);
+    assert_eq!(quarantines(&server), 0);
+}
+
+#[test]
+fn proc_receive_refs_without_a_hook_fail_and_atomic_pushes_fail_whole() {
+    let (dir, commit, pack) = setup("no hook\n");
+    let server = dir.path().join("server.git");
+    git(
+        &server,
+        &["config", "receive.procReceiveRefs", "refs/for"],
+        None,
+    );
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo).unwrap().with_hook_scripts(false);
+    let names = ["refs/heads/next", "refs/for/main/topic"];
+    let (report, output) = serve(
+        &receive_pack,
+        &request_for(&names, &commit, "report-status", &pack),
+    );
+    assert_eq!(
+        report.unwrap().refs[1].result,
+        Err("fail to run proc-receive hook".into())
+    );
+    assert_eq!(
+        packets(&output),
+        [
+            "unpack ok\n",
+            "ok refs/heads/next\n",
+            "ng refs/for/main/topic fail to run proc-receive hook\n",
+            "flush-pkt"
+        ]
+    );
+    let names = ["refs/heads/other", "refs/for/main/topic"];
+    let (_, output) = serve(
+        &receive_pack,
+        &request_for(&names, &commit, "report-status atomic", &pack),
+    );
+    assert_eq!(
+        packets(&output),
+        [
+            "unpack ok\n",
+            "ng refs/heads/other fail to run proc-receive hook\n",
+            "ng refs/for/main/topic fail to run proc-receive hook\n",
+            "flush-pkt"
+        ]
+    );
+    let listed = text(git(&server, &["for-each-ref", "--format=%(refname)"], None));
+    assert_eq!(listed, "refs/heads/next");
+}

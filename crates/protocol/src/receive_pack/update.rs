@@ -19,7 +19,10 @@ use gix_ref::{
     transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog},
     FullName, Target,
 };
-use packgate_hooks::{Hook, HookContext, QuarantinePaths, RefUpdate, Verdict};
+use packgate_hooks::{
+    CommandResult, Hook, HookContext, ProcReceive, ProcReceiveRequest, QuarantinePaths, RefReport,
+    RefUpdate, Verdict,
+};
 use packgate_pack::ingest::{self, FsckObjects, IngestOptions, Quarantine};
 use packgate_pack::reader::CachingReader;
 
@@ -62,6 +65,31 @@ struct Pending<'a> {
     /// lacks complete history for: with `receive.shallowUpdate` they join `$GIT_DIR/shallow`
     /// when the command is carried out (git's `update_shallow_ref()`).
     shallow_roots: Vec<ObjectId>,
+    /// Whether the `proc-receive` hook is to carry it out, and what it made of it.
+    proc: Proc,
+}
+
+/// Where the `proc-receive` hook stands with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Proc {
+    /// An ordinary command.
+    No,
+    /// `receive.procReceiveRefs` takes it: the hook is to carry it out.
+    Scheduled,
+    /// The hook carried it out (`ok`), with what it reported.
+    Done(Vec<RefReport>),
+    /// The hook left it to receive-pack (`option fall-through`), with any reports.
+    FallThrough(Vec<RefReport>),
+}
+
+/// The commands that succeeded, as the hooks that follow a push see them.
+#[derive(Debug, Default)]
+pub(super) struct Accepted {
+    /// For `post-receive`: each command, or the refs a `proc-receive` hook reported it
+    /// updated instead (git's `feed_receive_hook()`).
+    updates: Vec<RefUpdate>,
+    /// For `post-update`: the names of the commands.
+    names: Vec<BString>,
 }
 
 impl Pending<'_> {
@@ -70,9 +98,45 @@ impl Pending<'_> {
         self.error.is_none()
     }
 
-    /// Whether the command is still to be carried out: not failed, not skipped.
+    /// Whether receive-pack is still to carry the command out: not failed, not skipped, not
+    /// the `proc-receive` hook's.
     fn is_to_run(&self) -> bool {
-        self.error.is_none() && !self.skip
+        self.error.is_none() && !self.skip && matches!(self.proc, Proc::No | Proc::FallThrough(_))
+    }
+
+    /// Whether the command is still to go to the `proc-receive` hook.
+    fn is_for_hook(&self) -> bool {
+        self.error.is_none() && !self.skip && self.proc == Proc::Scheduled
+    }
+
+    /// What a `proc-receive` hook reported it updated for this command.
+    fn reports(&self) -> &[RefReport] {
+        match &self.proc {
+            Proc::Done(reports) | Proc::FallThrough(reports) => reports,
+            Proc::No | Proc::Scheduled => &[],
+        }
+    }
+
+    /// The lines `post-receive` gets for this command: the refs a `proc-receive` hook
+    /// reported, each value it did not report taken from the command; else the command.
+    fn post_receive_updates(&self) -> Vec<RefUpdate> {
+        let reports = self.reports();
+        if reports.is_empty() {
+            return vec![self.as_update()];
+        }
+        reports
+            .iter()
+            .map(|report| {
+                RefUpdate::new(
+                    report.old.unwrap_or(self.command.old),
+                    report.new.unwrap_or(self.command.new),
+                    report
+                        .refname
+                        .clone()
+                        .unwrap_or_else(|| self.command.name.clone()),
+                )
+            })
+            .collect()
     }
 
     fn refuse(&mut self, reason: impl Into<String>) {
@@ -97,7 +161,7 @@ impl Push<'_, '_> {
         &mut self,
         input: &mut R,
         channel: &mut Channel<'_, W>,
-    ) -> (PushReport, Vec<RefUpdate>) {
+    ) -> (PushReport, Accepted) {
         let mut pending: Vec<Pending<'_>> = self
             .list
             .commands
@@ -108,6 +172,7 @@ impl Push<'_, '_> {
                 skip: false,
                 did_not_exist: false,
                 shallow_roots: Vec::new(),
+                proc: Proc::No,
             })
             .collect();
         if let Some(reason) = self.refuse_all {
@@ -116,17 +181,21 @@ impl Push<'_, '_> {
             }
         }
         let unpack = self.process(input, channel, &mut pending);
-        let accepted = pending
+        let mut accepted = Accepted::default();
+        for p in pending
             .iter()
             .filter(|p| p.is_pending() && !p.did_not_exist)
-            .map(Pending::as_update)
-            .collect();
+        {
+            accepted.updates.extend(p.post_receive_updates());
+            accepted.names.push(p.command.name.clone());
+        }
         let report = PushReport {
             unpack,
             refs: pending
                 .into_iter()
                 .map(|p| RefStatus {
                     name: p.command.name.clone(),
+                    reports: p.reports().to_vec(),
                     result: match p.error {
                         None => Ok(()),
                         Some(reason) => Err(reason),
@@ -262,8 +331,25 @@ impl Push<'_, '_> {
                 None
             }
         };
+        // The commands `receive.procReceiveRefs` reserves for the proc-receive hook: git
+        // runs none of its own update checks on them (they are not its to carry out), only
+        // the ref name and hidden-ref checks.
+        let proc_receive_refs = &self.receive_pack.config.proc_receive_refs;
+        if !proc_receive_refs.is_empty() {
+            for p in pending.iter_mut().filter(|p| p.is_to_run()) {
+                let command = p.command;
+                if proc_receive_refs.matches(&command.old, &command.new, command.name.as_bstr()) {
+                    p.proc = Proc::Scheduled;
+                }
+            }
+        }
         for p in pending.iter_mut() {
-            if let Err(reason) = self.check(p.command, head.as_ref(), objects.as_ref(), channel) {
+            let checked = if p.proc == Proc::Scheduled {
+                self.check_for_hook(p.command, channel)
+            } else {
+                self.check(p.command, head.as_ref(), objects.as_ref(), channel)
+            };
+            if let Err(reason) = checked {
                 p.refuse(reason);
             }
         }
@@ -327,7 +413,7 @@ impl Push<'_, '_> {
         if self.list.capabilities.atomic && refuse_rest_if_any_failed(pending) {
             return;
         }
-        if !pending.iter().any(Pending::is_to_run) {
+        if !pending.iter().any(|p| p.is_to_run() || p.is_for_hook()) {
             return;
         }
 
@@ -345,6 +431,12 @@ impl Push<'_, '_> {
             }
         }
         pause_for_tests(PAUSE_AFTER_MIGRATION);
+        // The proc-receive hook, with the objects in place (as git runs it), then receive-pack's
+        // checks and the update hook for the commands it left to receive-pack.
+        if pending.iter().any(Pending::is_for_hook) {
+            self.run_proc_receive(pending, channel);
+            self.check_fall_through(pending, head.as_ref(), channel);
+        }
         // The new shallow roots of the refs about to move, before they move: a ref never
         // points at history the shallow file does not cut where it ends.
         let new_roots = accepted_roots(pending, Pending::is_to_run);
@@ -594,6 +686,162 @@ impl Push<'_, '_> {
         Ok(())
     }
 
+    /// The checks git makes of a command the proc-receive hook is to carry out: its name
+    /// (a command packgate could not name a ref for cannot go anywhere) and hidden refs.
+    fn check_for_hook<W: Write>(
+        &self,
+        command: &Command,
+        channel: &mut Channel<'_, W>,
+    ) -> Result<(), String> {
+        if let Err(funny) = &command.ref_name {
+            channel.error(funny.to_string());
+            return Err("funny refname".into());
+        }
+        let config = &self.receive_pack.config;
+        if config.is_hidden(command.name.as_bstr(), self.receive_pack.repo.namespace()) {
+            return Err("deny updating a hidden ref".into());
+        }
+        Ok(())
+    }
+
+    /// git's `run_proc_receive_hook()`: the commands `receive.procReceiveRefs` reserved go to
+    /// the hooks' `proc_receive` (in-process hooks first, then the `proc-receive` script),
+    /// and each gets the hook's answer. If the hook failed, every command it did not accept
+    /// fails with "fail to run proc-receive hook", and with an atomic push every other too.
+    fn run_proc_receive<W: Write>(
+        &self,
+        pending: &mut [Pending<'_>],
+        channel: &mut Channel<'_, W>,
+    ) {
+        let repo = self.receive_pack.repo;
+        let atomic = self.list.capabilities.atomic;
+        let for_hook: Vec<usize> = (0..pending.len())
+            .filter(|&index| pending[index].is_for_hook())
+            .collect();
+        let commands: Vec<RefUpdate> = for_hook
+            .iter()
+            .map(|&index| pending[index].as_update())
+            .collect();
+        let other_refs: Vec<BString> = pending
+            .iter()
+            .filter(|p| p.proc == Proc::No)
+            .map(|p| p.command.name.clone())
+            .collect();
+        let request = ProcReceiveRequest {
+            commands: &commands,
+            other_refs: &other_refs,
+            atomic,
+        };
+        let context = HookContext {
+            git_dir: repo.git_dir(),
+            quarantine: None,
+            objects: repo.objects(),
+            push_options: self.push_options,
+            remote_user: self.receive_pack.remote_user.as_deref(),
+            push_certificate: self.certificate,
+        };
+        let hooks = self.receive_pack.hook_chain();
+        let answer = hooks.proc_receive(&context, &request, &mut channel.messages());
+        let failed = match answer {
+            ProcReceive::Declined => {
+                channel.error("cannot find hook 'proc-receive'");
+                true
+            }
+            ProcReceive::Failed => true,
+            ProcReceive::Reported { results, .. } if results.len() != commands.len() => {
+                tracing::warn!(
+                    commands = commands.len(),
+                    results = results.len(),
+                    "the proc-receive hook answered with the wrong number of results"
+                );
+                true
+            }
+            ProcReceive::Reported {
+                results,
+                mut failed,
+            } => {
+                for (&index, result) in for_hook.iter().zip(results) {
+                    let p = &mut pending[index];
+                    match result {
+                        CommandResult::Unreported => {
+                            p.refuse("proc-receive failed to report status");
+                            failed = true;
+                        }
+                        CommandResult::Ok(reports) => p.proc = Proc::Done(reports),
+                        CommandResult::Rejected(reason) => {
+                            p.refuse(reason);
+                            failed = true;
+                        }
+                        CommandResult::FallThrough(reports) => p.proc = Proc::FallThrough(reports),
+                    }
+                }
+                failed
+            }
+        };
+        if failed {
+            for p in pending.iter_mut().filter(|p| p.is_pending()) {
+                let scheduled = p.proc == Proc::Scheduled;
+                let done = matches!(p.proc, Proc::Done(_));
+                if !done && (scheduled || atomic) {
+                    p.refuse("fail to run proc-receive hook");
+                }
+            }
+        }
+    }
+
+    /// The commands a proc-receive hook left to receive-pack (`option fall-through`): the
+    /// checks and the update hook they skipped, now, with the objects in place (where git
+    /// runs both for every command). With an atomic push, one refused fails all.
+    fn check_fall_through<W: Write>(
+        &self,
+        pending: &mut [Pending<'_>],
+        head: Option<&BString>,
+        channel: &mut Channel<'_, W>,
+    ) {
+        let repo = self.receive_pack.repo;
+        if !pending
+            .iter()
+            .any(|p| p.is_pending() && matches!(p.proc, Proc::FallThrough(_)))
+        {
+            return;
+        }
+        let objects = CachingReader::new(
+            repo.objects().clone(),
+            packgate_pack::reader::DEFAULT_CACHE_BYTES,
+        );
+        let hooks = self.receive_pack.hook_chain();
+        let context = HookContext {
+            git_dir: repo.git_dir(),
+            quarantine: None,
+            objects: repo.objects(),
+            push_options: self.push_options,
+            remote_user: self.receive_pack.remote_user.as_deref(),
+            push_certificate: self.certificate,
+        };
+        let mut refused = false;
+        for p in pending
+            .iter_mut()
+            .filter(|p| p.is_to_run() && matches!(p.proc, Proc::FallThrough(_)))
+        {
+            if let Err(reason) = self.check(p.command, head, &objects, channel) {
+                p.refuse(reason);
+                refused = true;
+                continue;
+            }
+            let verdict = hooks.update(&context, &p.as_update(), &mut channel.messages());
+            if let Verdict::Refuse { reason } = verdict {
+                channel.error(format!("hook declined to update {}", p.command.name));
+                p.refuse(reason);
+                refused = true;
+            }
+        }
+        if refused && self.list.capabilities.atomic {
+            for p in pending.iter_mut() {
+                p.refuse("atomic push failure");
+            }
+        }
+    }
+
     /// Refuse the commands whose ref no longer has the value the client saw, before hooks
     /// run. Only an early answer: a concurrent push may still move the ref before this one's
     /// transaction, whose compare-and-swap then fails the ref, as in git.
@@ -606,7 +854,10 @@ impl Push<'_, '_> {
         // A ref named by several commands may move between them (git carries them out in
         // turn): the transactions judge those.
         let repeated = self.list.repeated_names();
-        for p in pending.iter_mut().filter(|p| p.is_pending()) {
+        for p in pending
+            .iter_mut()
+            .filter(|p| p.is_pending() && p.proc == Proc::No)
+        {
             // Deleting with a null old value deletes whatever is there, as in git.
             if p.command.is_delete() && p.command.is_create() {
                 continue;
@@ -788,14 +1039,23 @@ impl Push<'_, '_> {
         let committer = committer.to_ref(&mut time);
         if self.list.capabilities.atomic {
             let mut edits = Vec::new();
+            let mut failed = false;
             for p in pending.iter_mut().filter(|p| p.is_to_run()) {
                 match self.edit(&store, head.as_ref(), p.command, channel) {
                     Ok(Some(edit)) => edits.push(edit),
                     Ok(None) => p.did_not_exist = true,
-                    Err(reason) => p.refuse(reason),
+                    Err(reason) => {
+                        p.refuse(reason);
+                        failed = true;
+                    }
                 }
             }
-            if refuse_rest_if_any_failed(pending) {
+            // Commands that failed earlier (a proc-receive hook's `ng`) are left out, as in
+            // git; a ref that cannot be updated now fails every other.
+            if failed {
+                for p in pending.iter_mut() {
+                    p.refuse("atomic push failure");
+                }
                 return;
             }
             // git finds a ref in the way while it commits: the whole transaction fails.
@@ -987,12 +1247,8 @@ impl Push<'_, '_> {
 
     /// `post-receive` and `post-update`, once the report is out. Their output reaches the
     /// client while it still reads the sideband, as with git.
-    pub(super) fn post_hooks<W: Write>(
-        &self,
-        accepted: &[RefUpdate],
-        channel: &mut Channel<'_, W>,
-    ) {
-        if accepted.is_empty() {
+    pub(super) fn post_hooks<W: Write>(&self, accepted: &Accepted, channel: &mut Channel<'_, W>) {
+        if accepted.names.is_empty() {
             return;
         }
         let repo = self.receive_pack.repo;
@@ -1005,9 +1261,8 @@ impl Push<'_, '_> {
             remote_user: self.receive_pack.remote_user.as_deref(),
             push_certificate: self.certificate,
         };
-        hooks.post_receive(&context, accepted, &mut channel.messages());
-        let names: Vec<BString> = accepted.iter().map(|u| u.name.clone()).collect();
-        hooks.post_update(&context, &names, &mut channel.messages());
+        hooks.post_receive(&context, &accepted.updates, &mut channel.messages());
+        hooks.post_update(&context, &accepted.names, &mut channel.messages());
     }
 }
 
