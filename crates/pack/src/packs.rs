@@ -14,7 +14,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
 };
 
 use gix_hash::{oid, ObjectId};
@@ -51,7 +51,7 @@ struct Pack {
     data: data::File,
     /// The index positions of the entries in pack order: the reverse index. Read or computed
     /// on first use.
-    order: OnceLock<Box<[u32]>>,
+    order: OnceLock<Arc<[u32]>>,
 }
 
 impl std::fmt::Debug for PackSet {
@@ -180,14 +180,82 @@ impl PackSet {
 impl Pack {
     fn order(&self) -> &[u32] {
         self.order.get_or_init(|| {
+            let key = OrderKey::of(self.index.path());
+            if let Some(order) = key.as_ref().and_then(cached_order) {
+                return order;
+            }
             let rev = self.data.path().with_extension("rev");
-            read_reverse_index(&rev, &self.index).unwrap_or_else(|| {
-                let mut order: Vec<u32> = (0..self.index.num_objects()).collect();
-                order.sort_unstable_by_key(|&position| self.index.pack_offset_at_index(position));
-                order.into_boxed_slice()
-            })
+            let order: Arc<[u32]> = match read_reverse_index(&rev, &self.index) {
+                Some(order) => order.into(),
+                None => {
+                    let mut order: Vec<u32> = (0..self.index.num_objects()).collect();
+                    order.sort_unstable_by_key(|&position| {
+                        self.index.pack_offset_at_index(position)
+                    });
+                    order.into()
+                }
+            };
+            if let Some(key) = key {
+                remember_order(key, Arc::clone(&order));
+            }
+            order
         })
     }
+}
+
+/// Which `.idx` a pack order was made for: its path and what its metadata says of its
+/// version. A pack's name is its checksum, so a changed index under the same name is only
+/// a rewrite of the same pack; the metadata catches even that.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OrderKey {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl OrderKey {
+    fn of(index: &Path) -> Option<OrderKey> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(index).ok()?;
+        Some(OrderKey {
+            path: index.to_owned(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// Pack orders of recent requests, shared by the process: a server answering many fetches
+/// of one repository reads each `.rev` once, not once per request.
+static ORDERS: std::sync::Mutex<Vec<(OrderKey, Arc<[u32]>)>> = std::sync::Mutex::new(Vec::new());
+
+/// How many entries of pack orders the process keeps at most (4 bytes each): 32 MiB, the
+/// orders of several git.git-sized packs.
+const ORDERS_KEPT: usize = 8 << 20;
+
+fn cached_order(key: &OrderKey) -> Option<Arc<[u32]>> {
+    let orders = ORDERS.lock().ok()?;
+    orders
+        .iter()
+        .find(|(cached, _)| cached == key)
+        .map(|(_, order)| Arc::clone(order))
+}
+
+fn remember_order(key: OrderKey, order: Arc<[u32]>) {
+    let Ok(mut orders) = ORDERS.lock() else {
+        return;
+    };
+    orders.retain(|(cached, _)| cached.path != key.path);
+    if order.len() > ORDERS_KEPT {
+        return;
+    }
+    // Oldest first out.
+    while orders.iter().map(|(_, kept)| kept.len()).sum::<usize>() + order.len() > ORDERS_KEPT {
+        orders.remove(0);
+    }
+    orders.push((key, order));
 }
 
 /// Every pack in `dir` with both its `.idx` and `.pack`, newest first (as git looks them up).
