@@ -410,6 +410,11 @@ mod tests {
                 checked += 1;
             }
             assert!(checked >= 60, "{verified}");
+            // A second set of the same packs (the next request) takes the order made for
+            // the first one.
+            let again = PackSet::open(&handle);
+            let (first, second) = (set.packs[0].order(), again.packs[0].order());
+            assert!(std::ptr::eq(first, second), "the pack order is read once");
         }
     }
 }
