@@ -37,6 +37,9 @@
 //!   `git daemon` and `git http-backend` on the same repository.
 //! - `layers`: protocol, negotiate, pack, object, hooks and wire never depend on tokio,
 //!   hyper or rustls (`cargo tree`).
+//! - `push_cert`: signed pushes (`git push --signed`, a throwaway gpg key): the signature
+//!   verified by the configured `gpg.program` as git's receive-pack does, good (`G`) and
+//!   tampered (`B`), the same as git's receive-pack tells its hooks.
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
@@ -92,6 +95,7 @@ mod libgit2;
 mod ls_remote;
 mod memory;
 mod namespaces;
+mod push_cert;
 mod receive_pack;
 mod ref_names;
 mod serve;

@@ -100,6 +100,7 @@ use gix_hash::ObjectId;
 
 mod script;
 mod secret;
+pub mod signature;
 
 pub use script::ScriptHooks;
 pub use secret::{Finding, ScanError, SecretScanner};

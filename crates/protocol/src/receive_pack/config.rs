@@ -140,6 +140,10 @@ pub struct ReceivePackConfig {
     /// `receive.certNonceSlop`: seconds within which an older nonce of ours counts as `OK`
     /// in a stateless session (0, git's default: never).
     pub cert_nonce_slop: u64,
+    /// How push certificates' signatures are verified: git's `gpg.*` programs and files
+    /// (see [`super::push_cert::signature_verifier()`]), each run bounded by the hooks' time
+    /// limit.
+    pub signature_verifier: packgate_hooks::signature::SignatureVerifier,
     /// `receive.shallowUpdate`: whether a push from a shallow clone may make this
     /// repository's history shallow where it brings commits whose parents it does not send
     /// (new lines in `$GIT_DIR/shallow`). Off by default, as in git: such refs are refused
@@ -265,6 +269,13 @@ impl ReceivePackConfig {
                 .and_then(|slop| u64::try_from(slop).ok())
                 .unwrap_or(0),
             shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
+            signature_verifier: super::push_cert::signature_verifier(
+                config,
+                positive(integer("receive.hookTimeout")?).map_or(
+                    packgate_hooks::ScriptHooks::DEFAULT_TIMEOUT,
+                    std::time::Duration::from_secs,
+                ),
+            )?,
         })
     }
 
