@@ -23,8 +23,9 @@ impl Keyring {
     fn new(dir: &Dir) -> Keyring {
         use std::os::unix::fs::PermissionsExt;
         let home = dir.join("gnupg");
-        std::fs::create_dir(&home).unwrap();
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::create_dir(&home).unwrap_or_else(|err| panic!("{}: {err}", home.display()));
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|err| panic!("{}: {err}", home.display()));
         let mut keyring = Keyring {
             home,
             key_id: String::new(),
@@ -131,7 +132,9 @@ fn good_signatures_are_verified_as_by_git() {
                     .arg("HEAD:refs/heads/main")
                     .run();
                 let runs = std::fs::read_to_string(server.join("gpg-runs")).unwrap_or_default();
-                let canonical = server.canonicalize().unwrap();
+                let canonical = server
+                    .canonicalize()
+                    .unwrap_or_else(|err| panic!("{}: {err}", server.display()));
                 assert!(
                     runs.starts_with(&format!("{} ", canonical.display()))
                         && runs.contains("--status-fd=1 --verify"),
@@ -213,7 +216,8 @@ fn tampered_certificates_are_bad_as_with_git() {
         .arg(file_url(&recorded))
         .arg("doomed")
         .output();
-    let push = std::fs::read(dir.join("push")).unwrap();
+    let push =
+        std::fs::read(dir.join("push")).unwrap_or_else(|err| panic!("the recorded push: {err}"));
     let at = push
         .windows(8)
         .position(|window| window == b"pusher s")
