@@ -29,6 +29,18 @@
 //! max-push-request = 4294967296
 //! ```
 //!
+//!
+//! Git namespaces (git's `GIT_NAMESPACE`: several logical repositories sharing one object
+//! store): `namespace` serves every repository in one, a `[repositories."<path>"]` table
+//! (the path below `root` as clients name it) gives one repository its own (`""`: none):
+//!
+//! ```toml
+//! namespace = "main"           # default: GIT_NAMESPACE of the environment, else none
+//!
+//! [repositories."forks.git"]
+//! namespace = "alice"
+//! ```
+//!
 //! Every key is optional; a flag on the command line wins over the file, and the file over
 //! the built-in defaults. Unknown keys are errors, so a typo does not go unnoticed.
 
@@ -49,6 +61,19 @@ pub(crate) struct ConfigFile {
     /// The smart HTTP front-end.
     #[serde(default)]
     pub(crate) http: HttpSection,
+    /// The git namespace every repository is served in (git's `GIT_NAMESPACE`).
+    pub(crate) namespace: Option<String>,
+    /// Settings of single repositories, by their path below the root.
+    #[serde(default)]
+    pub(crate) repositories: std::collections::BTreeMap<String, RepositorySection>,
+}
+
+/// `[repositories."<path>"]`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RepositorySection {
+    /// The git namespace this repository is served in; `""` for none.
+    pub(crate) namespace: Option<String>,
 }
 
 /// `[git]`.
@@ -162,6 +187,25 @@ mod tests {
             Some(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 8443)))))
         );
         assert_eq!(config.http.max_push_request, Some(2048));
+    }
+
+    #[test]
+    fn namespaces_parse() {
+        let config = ConfigFile::parse(
+            "namespace = \"main\"\n[repositories.\"a/b.git\"]\nnamespace = \"alice\"\n\
+             [repositories.plain]\nnamespace = \"\"\n",
+        )
+        .map_err(|err| format!("{err:#}"));
+        let Ok(config) = config else {
+            panic!("{config:?}");
+        };
+        assert_eq!(config.namespace.as_deref(), Some("main"));
+        assert_eq!(
+            config.repositories["a/b.git"].namespace.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(config.repositories["plain"].namespace.as_deref(), Some(""));
+        assert!(ConfigFile::parse("[repositories.x]\nnamespaces = \"a\"").is_err());
     }
 
     #[test]

@@ -324,7 +324,18 @@ fn switch(service: ServiceName, args: &DaemonArgs) -> anyhow::Result<ServiceSwit
 pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_args(args)?;
     install_logging(settings.verbose, settings.log)?;
-    let registry = Registry::daemon(settings.policy.clone())?;
+    // git daemon's services inherit GIT_NAMESPACE: every repository is served in it.
+    let namespace = match std::env::var_os("GIT_NAMESPACE") {
+        Some(raw) => packgate::protocol::refname::Namespace::new(raw.as_encoded_bytes())
+            .context("invalid GIT_NAMESPACE")?,
+        None => None,
+    };
+    let registry = Registry::daemon(settings.policy.clone())?.with_namespaces(
+        packgate::protocol::registry::Namespaces {
+            default: namespace,
+            ..Default::default()
+        },
+    );
     if settings.policy.export == Export::All
         && settings.policy.base_path.is_none()
         && settings.policy.whitelist.is_empty()

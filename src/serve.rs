@@ -15,7 +15,8 @@ use packgate::{
     protocol::{
         daemon::{DaemonConfig, DaemonService, ErrorDetail},
         http::{HttpService, PushAccess},
-        registry::Registry,
+        refname::Namespace,
+        registry::{Namespaces, Registry},
     },
     transport::{
         credentials::CredentialsFile,
@@ -77,6 +78,9 @@ struct Settings {
     daemon: DaemonConfig,
     daemon_options: DaemonOptions,
     http_options: HttpOptions,
+    /// The namespace of every repository, then per repository path below the root.
+    namespace: Option<Namespace>,
+    repository_namespaces: Vec<(String, Option<Namespace>)>,
 }
 
 impl Settings {
@@ -94,6 +98,22 @@ impl Settings {
             .unwrap_or_default();
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
         let (git, http) = (file.git, file.http);
+        let parse_namespace = |raw: &[u8], what: &str| {
+            Namespace::new(raw).with_context(|| format!("invalid namespace for {what}"))
+        };
+        // As git's services: GIT_NAMESPACE of the environment, unless the file says.
+        let namespace = match (&file.namespace, std::env::var_os("GIT_NAMESPACE")) {
+            (Some(raw), _) => parse_namespace(raw.as_bytes(), "namespace")?,
+            (None, Some(raw)) => parse_namespace(raw.as_encoded_bytes(), "GIT_NAMESPACE")?,
+            (None, None) => None,
+        };
+        let mut repository_namespaces = Vec::new();
+        for (path, section) in file.repositories {
+            if let Some(raw) = &section.namespace {
+                let parsed = parse_namespace(raw.as_bytes(), &format!("repository {path}"))?;
+                repository_namespaces.push((path, parsed));
+            }
+        }
         let root = args
             .root
             .or_else(|| from_file(file.root))
@@ -233,8 +253,27 @@ impl Settings {
             daemon,
             daemon_options,
             http_options,
+            namespace,
+            repository_namespaces,
         })
     }
+}
+
+/// The namespaces of the settings, each repository's found below the registry's root.
+fn namespaces(settings: &Settings, registry: &Registry) -> anyhow::Result<Namespaces> {
+    let mut namespaces = Namespaces {
+        default: settings.namespace.clone(),
+        ..Namespaces::default()
+    };
+    for (path, namespace) in &settings.repository_namespaces {
+        let repo = registry
+            .open(path.as_bytes(), None)
+            .with_context(|| format!("repository {path} of the configuration"))?;
+        namespaces
+            .by_git_dir
+            .insert(repo.git_dir().to_owned(), namespace.clone());
+    }
+    Ok(namespaces)
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -244,6 +283,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("could not create {}", root.display()))?;
     let registry =
         Registry::new(root).with_context(|| format!("could not open {}", root.display()))?;
+    let registry = {
+        let namespaces = namespaces(&settings, &registry)?;
+        registry.with_namespaces(namespaces)
+    };
     let service = Arc::new(DaemonService::new(
         registry.clone(),
         settings.daemon.clone(),

@@ -341,3 +341,117 @@ fn http_backend_serves_the_namespace() {
         fsck(dir, &git, &setup.server);
     }
 }
+
+/// `packgate serve --config` with a namespace for every repository and one of a repository's
+/// own: over git:// and HTTP, each repository shows the refs of its namespace as git's
+/// upload-pack does under `GIT_NAMESPACE`, and pushes land in it.
+#[test]
+fn serve_config_gives_repositories_namespaces() {
+    use crate::http::{Push, Server, ServerOptions};
+    let git = Git::newest();
+    let setup = Setup::new(&git);
+    let root = setup.dir.join("repos");
+    std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
+    for name in ["own.git", "default.git"] {
+        setup.dir.copy_tree(&setup.server, &root.join(name));
+    }
+    let config = setup.dir.join("packgate.toml");
+    crate::util::write_file(
+        &config,
+        b"namespace = \"b\"\n[git]\nreceive-pack = true\n\
+          [repositories.\"own.git\"]\nnamespace = \"a\"\n",
+    );
+    let server = Server::start_with(
+        &root,
+        &ServerOptions {
+            config: Some(config),
+            env: vec![("GIT_NAMESPACE", None)],
+            ..ServerOptions::new(Push::AllowedWithoutAuthentication)
+        },
+    );
+    for client in Git::all() {
+        for (name, namespace) in [("own.git", "a"), ("default.git", "b")] {
+            let expected = setup
+                .dir
+                .git(&client)
+                .args(["-c", "protocol.version=2", "ls-remote", "--symref"])
+                .arg(upload_pack(namespace, Some(&client)))
+                .arg(file_url(&root.join(name)))
+                .run();
+            for url in [server.git_url(name), server.http_url(name)] {
+                for version in ["0", "2"] {
+                    let actual = setup
+                        .dir
+                        .git(&client)
+                        .args(["-c", &format!("protocol.version={version}"), "ls-remote"])
+                        .arg("--symref")
+                        .arg(&url)
+                        .run();
+                    assert_eq!(
+                        without_repeats(&actual.stdout_text()),
+                        without_repeats(&expected.stdout_text()),
+                        "{url} v{version} with {client}"
+                    );
+                }
+            }
+        }
+        // Pushes over both front-ends land in the repository's namespace.
+        for (front, url) in [
+            ("git", server.git_url("own.git")),
+            ("http", server.http_url("own.git")),
+        ] {
+            let branch = format!("pushed-{front}-{}", client.version.replace(' ', "-"));
+            setup
+                .dir
+                .git(&client)
+                .current_dir(&setup.work)
+                .args(["push", "-q"])
+                .arg(&url)
+                .arg(format!("master:refs/heads/{branch}"))
+                .run();
+            let on_server = refs(&setup.dir, &client, &root.join("own.git"), &[]);
+            assert!(
+                on_server.contains_key(&format!("refs/namespaces/a/refs/heads/{branch}"))
+                    && !on_server.contains_key(&format!("refs/heads/{branch}")),
+                "{front} push with {client}: {on_server:?}"
+            );
+        }
+        fsck(&setup.dir, &client, &root.join("own.git"));
+    }
+}
+
+/// `packgate daemon` serves the namespace of its `GIT_NAMESPACE`, as git daemon's services
+/// inherit it.
+#[test]
+fn daemon_serves_the_namespace_of_its_environment() {
+    let git = Git::newest();
+    let setup = Setup::new(&git);
+    let base = format!("--base-path={}", setup.dir.path().display());
+    let daemon = crate::daemon::Daemon::start_with_env(
+        &setup.dir,
+        &["--export-all", &base],
+        &[("GIT_NAMESPACE", Some(std::ffi::OsStr::new("a")))],
+    );
+    let expected = setup
+        .dir
+        .git(&git)
+        .args(["ls-remote", "--symref"])
+        .arg(upload_pack("a", Some(&git)))
+        .arg(file_url(&setup.server))
+        .run();
+    for version in ["0", "2"] {
+        let actual = setup
+            .dir
+            .git(&git)
+            .args(["-c", &format!("protocol.version={version}"), "ls-remote"])
+            .arg("--symref")
+            .arg(daemon.url("/server.git"))
+            .run();
+        assert_eq!(
+            without_repeats(&actual.stdout_text()),
+            without_repeats(&expected.stdout_text()),
+            "v{version}"
+        );
+        assert!(actual.stdout_text().contains("refs/heads/other"));
+    }
+}

@@ -37,6 +37,11 @@
 //!   `git daemon` and `git http-backend` on the same repository.
 //! - `layers`: protocol, negotiate, pack, object, hooks and wire never depend on tokio,
 //!   hyper or rustls (`cargo tree`).
+//! - `push_cert`: signed pushes (`git push --signed`, a throwaway gpg key): the signature
+//!   verified by the configured `gpg.program` as git's receive-pack does, good (`G`) and
+//!   tampered (`B`), the same as git's receive-pack tells its hooks.
+//! - `receive_fsck`: `receive.fsckObjects` as git's `index-pack --strict`: `receive.fsck.*`
+//!   severities and skip lists, warnings, packs lacking what their objects name.
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
@@ -98,6 +103,8 @@ mod ls_remote;
 mod memory;
 mod namespaces;
 mod proc_receive;
+mod push_cert;
+mod receive_fsck;
 mod receive_pack;
 mod ref_names;
 mod serve;

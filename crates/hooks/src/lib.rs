@@ -108,6 +108,7 @@ use gix_hash::ObjectId;
 pub mod proc_receive;
 mod script;
 mod secret;
+pub mod signature;
 
 pub use proc_receive::{CommandResult, ProcReceive, ProcReceiveRequest, RefReport};
 pub use script::ScriptHooks;

@@ -122,6 +122,12 @@ impl ScriptHooks {
         Some(path)
     }
 
+    /// Whether the script for `hook` (e.g. `"pre-receive"`) exists and is executable, so a
+    /// push to the repository at `git_dir` would run it.
+    pub fn would_run(&self, git_dir: &Path, hook: &str) -> bool {
+        self.script(git_dir, hook).is_some()
+    }
+
     /// Run the script for `invocation.hook`, if there is one.
     fn run(
         &self,
@@ -756,7 +762,7 @@ fn wait_until(
 }
 
 /// Kill a script that ran out of time, with its process group, and reap it.
-fn kill(child: &mut Child, hook: &'static str) {
+pub(crate) fn kill(child: &mut Child, hook: &'static str) {
     #[cfg(unix)]
     {
         // The child is not reaped yet, so its id still names its process group and nothing

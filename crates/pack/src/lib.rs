@@ -30,5 +30,6 @@ pub use enumerate::{
 pub use generate::{write_pack, DeltaSearch, WriteError, WriteOptions, WriteOutcome};
 pub use ingest::{
     check_connectivity, ingest_pack, ConnectivityError, ConnectivityOutcome, FsckObjects,
-    FsckProblem, IngestError, IngestOptions, IngestOutcome, Quarantine,
+    FsckOptions, FsckProblem, FsckSettingError, FsckSeverity, FsckWarning, IngestError,
+    IngestOptions, IngestOutcome, Quarantine,
 };

@@ -199,6 +199,29 @@ pub struct Registry {
     /// Canonical: the served directory, the base path, or `/`.
     root: PathBuf,
     rules: Rules,
+    namespaces: std::sync::Arc<Namespaces>,
+}
+
+/// Which git namespace (git's `GIT_NAMESPACE`, see [`Repository::with_namespace`]) the
+/// repositories of a [`Registry`] are served in: one of their own for the git directories
+/// named, else the default for all, else none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// The namespace of every repository without one of its own.
+    pub default: Option<crate::refname::Namespace>,
+    /// The namespace of a repository (`None`: none, whatever the default), by its canonical
+    /// git directory (as [`Repository::git_dir`] gives it).
+    pub by_git_dir: std::collections::HashMap<PathBuf, Option<crate::refname::Namespace>>,
+}
+
+impl Namespaces {
+    /// The namespace `git_dir` is served in.
+    pub fn for_git_dir(&self, git_dir: &Path) -> Option<&crate::refname::Namespace> {
+        match self.by_git_dir.get(git_dir) {
+            Some(own) => own.as_ref(),
+            None => self.default.as_ref(),
+        }
+    }
 }
 
 /// The rules beyond "below the root".
@@ -235,6 +258,7 @@ impl Registry {
                 strict_paths: false,
                 template: None,
             },
+            namespaces: Default::default(),
         })
     }
 
@@ -289,7 +313,20 @@ impl Registry {
                 strict_paths: policy.strict_paths,
                 template,
             },
+            namespaces: Default::default(),
         })
+    }
+
+    /// Serve the repositories in `namespaces` (each repository opened by these rules is
+    /// [`Repository::with_namespace`] the one it is given).
+    pub fn with_namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = std::sync::Arc::new(namespaces);
+        self
+    }
+
+    /// The namespaces repositories are served in.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
     }
 
     /// The root every served git directory is below, canonicalized: the served directory,
@@ -358,7 +395,10 @@ impl Registry {
         if self.rules.export == Export::MarkedOnly && !git_dir.join(EXPORT_OK_FILE).exists() {
             return Err(AccessError::NotExported { git_dir });
         }
-        Ok(repo)
+        Ok(match self.namespaces.for_git_dir(&git_dir) {
+            Some(namespace) => repo.with_namespace(Some(namespace.clone())),
+            None => repo,
+        })
     }
 
     /// The plain components of a requested path.

@@ -4,7 +4,9 @@
 //! ref-delta bases are taken from the repository), indexes it with several threads and writes
 //! `pack-<checksum>.pack` and `.idx` into a [`Quarantine`]: a directory inside the repository's
 //! object store that readers of the repository never look at. With [`FsckObjects::On`] every
-//! commit, tree and tag of the pack is checked like git's `receive.fsckObjects` does.
+//! commit, tree and tag of the pack is checked like git's `receive.fsckObjects` does
+//! (`index-pack --strict`: git's rules under [`IngestOptions::fsck_options`], and every object
+//! they name is in the pack or the repository).
 //! [`check_connectivity()`] then proves that every new ref tip has its complete history in
 //! quarantine + repository. Only after the caller (and its `pre-receive` hook) accepted the push
 //! does [`Quarantine::migrate()`] move the files into the repository; dropping the quarantine
@@ -54,8 +56,10 @@ mod streamed;
 pub use connectivity::{
     check_connectivity, check_connectivity_with_grafts, ConnectivityError, ConnectivityOutcome,
 };
-pub use fsck::FsckProblem;
 use fsck::*;
+pub use fsck::{
+    is_fsck_message_id, FsckOptions, FsckProblem, FsckSettingError, FsckSeverity, FsckWarning,
+};
 use input::*;
 use quarantine::*;
 pub use quarantine::{remove_stale_quarantines, Quarantine};
@@ -75,7 +79,7 @@ pub enum FsckObjects {
 }
 
 /// Limits and choices for [`ingest_pack()`]. The default has no limits and no fsck.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IngestOptions {
     /// Refuse a pack stream longer than this many bytes (git's `receive.maxInputSize`).
     pub max_input_bytes: Option<u64>,
@@ -83,6 +87,11 @@ pub struct IngestOptions {
     pub max_objects: Option<u32>,
     /// Check commits, trees and tags of the pack.
     pub fsck: FsckObjects,
+    /// With [`FsckObjects::On`]: the severities and skip list (`receive.fsck.*`).
+    pub fsck_options: FsckOptions,
+    /// With [`FsckObjects::On`]: commits whose parents the pack need not bring (the
+    /// repository's and the client's shallow commits), as git's `--shallow-file` makes them.
+    pub shallow: HashSet<ObjectId>,
     /// The most threads to use for resolving deltas; `None` uses every core.
     pub thread_limit: Option<usize>,
     /// Refuse a pack with an object larger than this many bytes: an entry whose header
@@ -112,6 +121,8 @@ pub struct IngestOutcome {
     pub checksum: ObjectId,
     /// Bytes read from the input: exactly the received pack.
     pub bytes_read: u64,
+    /// What the fsck of the pack warned about ([`FsckObjects::On`]), to be told to the client.
+    pub fsck_warnings: Vec<FsckWarning>,
     /// Blobs above [`IngestOptions::big_file_threshold`] that were hashed while streaming and
     /// never held in memory, sorted: whoever reads them should stream them too.
     pub large_blobs: Vec<ObjectId>,
@@ -197,6 +208,29 @@ pub enum IngestError {
         kind: Kind,
         /// What is wrong with it.
         problem: FsckProblem,
+    },
+    /// A `receive.fsck.*` setting git's index-pack dies on.
+    #[error("{source}")]
+    FsckSetting {
+        /// The setting's problem.
+        source: FsckSettingError,
+    },
+    /// An object the pack's objects name is neither in the pack nor in the repository (git's
+    /// `index-pack --strict`).
+    #[error("did not receive expected object {id}")]
+    ExpectedObjectMissing {
+        /// The object.
+        id: ObjectId,
+    },
+    /// An object the pack's objects name is of another kind than they name it as.
+    #[error("object {id}: expected type {expected}, found {found}")]
+    UnexpectedKind {
+        /// The object.
+        id: ObjectId,
+        /// What it was named as.
+        expected: Kind,
+        /// What it is.
+        found: Kind,
     },
     /// The interrupt flag was raised.
     #[error("receiving the pack was interrupted")]
@@ -324,6 +358,12 @@ fn ingest(
                 actual: trailer,
             });
         }
+        // As git's unpack-objects, which dies on such a setting before reading anything.
+        if let (FsckObjects::On, Some(refusal)) = (options.fsck, options.fsck_options.refusal()) {
+            return Err(IngestError::FsckSetting {
+                source: refusal.clone(),
+            });
+        }
         return Ok(IngestOutcome {
             objects: 0,
             completed_bases: 0,
@@ -331,6 +371,7 @@ fn ingest(
             index: None,
             checksum: trailer,
             bytes_read: input.consumed,
+            fsck_warnings: Vec::new(),
             large_blobs: Vec::new(),
         });
     }
@@ -465,17 +506,21 @@ fn ingest(
     }
 
     let completed_bases = lookup.found.into_inner();
+    let mut fsck_warnings = Vec::new();
     if options.fsck == FsckObjects::On {
         // Bases copied from the repository were accepted before; git does not check them either.
         let skip: HashSet<ObjectId> = completed_bases.iter().copied().collect();
-        fsck_pack(
+        fsck_warnings = fsck_pack(
             &index_path,
             &pack_path,
             &skip,
             &streamed,
             options,
+            repository_objects,
             should_interrupt,
-        )?;
+        )?
+        .warnings;
+        fsck_warnings.sort_by_key(|warning| warning.id);
     }
 
     Ok(IngestOutcome {
@@ -485,6 +530,7 @@ fn ingest(
         index: Some(index_path),
         checksum: indexed.data_hash,
         bytes_read: input.consumed,
+        fsck_warnings,
         large_blobs: {
             let mut ids: Vec<ObjectId> = streamed.into_values().collect();
             ids.sort();

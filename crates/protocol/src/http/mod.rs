@@ -241,7 +241,11 @@ impl SmartHttpHandler for HttpService {
 
     fn open(&self, request: &GitRequest) -> Result<HttpSession, Refusal> {
         let repo = match self.registry.open(&request.repository, None) {
-            Ok(repo) => repo.with_namespace(self.namespace.clone()),
+            // The service's namespace, else the registry's for this repository.
+            Ok(repo) => match &self.namespace {
+                Some(namespace) => repo.with_namespace(Some(namespace.clone())),
+                None => repo,
+            },
             Err(err) => {
                 tracing::info!(%err, "not found");
                 return Err(Refusal::NotFound);

@@ -84,6 +84,17 @@ pub struct ReceivePackConfig {
     pub deny_delete_current: Deny,
     /// `receive.fsckObjects`, falling back to `transfer.fsckObjects`.
     pub fsck_objects: bool,
+    /// `receive.fsck.<msg-id>` severities, in the configuration's order (not `fsck.*`: git's
+    /// receive-pack does not fall back on them either).
+    pub fsck_options: packgate_pack::ingest::FsckOptions,
+    /// `receive.fsck.skipList` files, in order, as configured (`~` expanded; a relative path
+    /// is taken in the git directory, where git's index-pack runs): their objects are never
+    /// reported. Read for each push
+    /// that is checked, as git's index-pack reads them.
+    pub fsck_skip_lists: Vec<PathBuf>,
+    /// `receive.fsck.<msg-id>` keys that name no fsck message: git's receive-pack warns
+    /// "skipping unknown msg id" and goes on.
+    pub fsck_unknown_ids: Vec<String>,
     /// `receive.maxInputSize`: the most bytes a pack may have (`None`: unlimited).
     pub max_input_size: Option<u64>,
     /// `receive.maxObjects` (packgate's own): the most objects a pack may have.
@@ -140,6 +151,10 @@ pub struct ReceivePackConfig {
     /// `receive.certNonceSlop`: seconds within which an older nonce of ours counts as `OK`
     /// in a stateless session (0, git's default: never).
     pub cert_nonce_slop: u64,
+    /// How push certificates' signatures are verified: git's `gpg.*` programs and files
+    /// (see [`super::push_cert::signature_verifier()`]), each run bounded by the hooks' time
+    /// limit.
+    pub signature_verifier: packgate_hooks::signature::SignatureVerifier,
     /// `receive.shallowUpdate`: whether a push from a shallow clone may make this
     /// repository's history shallow where it brings commits whose parents it does not send
     /// (new lines in `$GIT_DIR/shallow`). Off by default, as in git: such refs are refused
@@ -181,6 +196,7 @@ impl ReceivePackConfig {
             Some(value) => value,
             None => boolean("transfer.fsckObjects")?.unwrap_or(false),
         };
+        let (fsck_options, fsck_skip_lists, fsck_unknown_ids) = fsck_settings(config)?;
         // `git_dir` is absolute (`Repository::open`), and so is every hooks directory made
         // from it: `ScriptHooks` would take a relative one relative to the git directory again.
         let hooks_dir = match config.path("core.hooksPath") {
@@ -227,6 +243,9 @@ impl ReceivePackConfig {
             deny_current_branch: deny("receive.denyCurrentBranch")?,
             deny_delete_current: deny("receive.denyDeleteCurrent")?,
             fsck_objects,
+            fsck_options,
+            fsck_skip_lists,
+            fsck_unknown_ids,
             max_input_size: positive(integer("receive.maxInputSize")?),
             max_objects: positive(integer("receive.maxObjects")?)
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
@@ -268,6 +287,13 @@ impl ReceivePackConfig {
                 .unwrap_or(0),
             shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
             proc_receive_refs: super::ProcReceiveRefs::from_config(config),
+            signature_verifier: super::push_cert::signature_verifier(
+                config,
+                positive(integer("receive.hookTimeout")?).map_or(
+                    packgate_hooks::ScriptHooks::DEFAULT_TIMEOUT,
+                    std::time::Duration::from_secs,
+                ),
+            )?,
         })
     }
 
@@ -303,6 +329,69 @@ impl ReceivePackConfig {
             None => WriteReflog::Normal,
         }
     }
+}
+
+/// The `receive.fsck.*` settings, read in order as git's receive-pack reads them: each
+/// `<msg-id> = error|warn|ignore` (an unknown id is kept to be warned about; an unknown
+/// severity is an error, as git dies on it), and each `skipList` path.
+#[allow(clippy::type_complexity)]
+fn fsck_settings(
+    config: &gix_config::File,
+) -> Result<
+    (
+        packgate_pack::ingest::FsckOptions,
+        Vec<PathBuf>,
+        Vec<String>,
+    ),
+    ConfigError,
+> {
+    let mut options = packgate_pack::ingest::FsckOptions::default();
+    let mut skip_lists = Vec::new();
+    let mut unknown = Vec::new();
+    let sections = config.sections().filter(|section| {
+        let header = section.header();
+        header.name().eq_ignore_ascii_case(b"receive")
+            && header.subsection_name().is_some_and(|name| name == "fsck")
+    });
+    for section in sections {
+        let body = section.body();
+        // Each occurrence of a key, in order, with its value (a key may repeat).
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        for key in body.value_names() {
+            let name = key.to_ascii_lowercase();
+            let occurrence = seen.entry(name.clone()).or_default();
+            let value = body.values(&name).get(*occurrence).cloned();
+            *occurrence += 1;
+            let full = format!("receive.fsck.{name}");
+            let Some(value) = value else {
+                continue;
+            };
+            if name == "skiplist" {
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                let path = gix_config::Path::from(std::borrow::Cow::Owned(value))
+                    .interpolate(gix_config::path::interpolate::Context {
+                        home_dir: home.as_deref(),
+                        ..Default::default()
+                    })
+                    .map_err(|source| ConfigError::Value {
+                        key: full.clone(),
+                        source,
+                    })?;
+                skip_lists.push(path);
+                continue;
+            }
+            if !packgate_pack::ingest::is_fsck_message_id(&name) {
+                unknown.push(name);
+                continue;
+            }
+            let severity = value.to_str_lossy().into_owned();
+            if let Err(err) = options.set(&name, &severity) {
+                tracing::debug!(%err, key = full, "fsck setting refused");
+                return Err(ConfigError::Invalid { key: full, value });
+            }
+        }
+    }
+    Ok((options, skip_lists, unknown))
 }
 
 #[cfg(test)]

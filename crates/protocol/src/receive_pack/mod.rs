@@ -377,9 +377,9 @@ impl<'repo> ReceivePack<'repo> {
         Ok(Some(report))
     }
 
-    /// Store a push certificate as a blob and judge its nonce: what the hooks learn of it.
-    /// The signature is not verified (that takes gpg or ssh-keygen, which packgate does not
-    /// run): the status is `N`.
+    /// Store a push certificate as a blob, judge its nonce and, if a hook will hear of it,
+    /// verify its signature as git does (`gpg.*`): what the hooks learn of it. Unverified,
+    /// the status is `N`. A signature of no kind git knows ends the push, as in git.
     fn judge_certificate(
         &self,
         certificate: &push_cert::PushCertificate,
@@ -405,7 +405,7 @@ impl<'repo> ReceivePack<'repo> {
         }
         .judge(certificate);
         let solicited = verdict.nonce.is_some();
-        Ok(packgate_hooks::PushCertificate {
+        let mut judged = packgate_hooks::PushCertificate {
             blob,
             signer: String::new(),
             key: String::new(),
@@ -413,7 +413,44 @@ impl<'repo> ReceivePack<'repo> {
             nonce: verdict.nonce,
             nonce_status: solicited.then(|| verdict.status.as_str().to_owned()),
             nonce_slop: verdict.slop,
-        })
+        };
+        // git checks the signature when it prepares the first receive hook to run; with
+        // none, nobody would hear of it.
+        if !self.receive_hooks_would_run() {
+            return Ok(judged);
+        }
+        let check = self
+            .config
+            .signature_verifier
+            .verify(
+                certificate.payload(),
+                certificate.signature(),
+                self.repo.git_dir(),
+            )
+            .map_err(|err| err.to_string())?;
+        if let Some(error) = &check.error {
+            tracing::warn!(%error, "the push certificate's signature was not verified");
+        }
+        tracing::debug!(status = %check.result, signer = ?check.signer, key = ?check.key, "push certificate checked");
+        judged.status = check.result;
+        judged.signer = check.signer.unwrap_or_default();
+        judged.key = check.key.unwrap_or_default();
+        Ok(judged)
+    }
+
+    /// Whether a receive hook (`pre-receive`, `post-receive`) would run: an in-process hook,
+    /// or a script.
+    fn receive_hooks_would_run(&self) -> bool {
+        if !self.hooks.is_empty() {
+            return true;
+        }
+        if !self.run_scripts {
+            return false;
+        }
+        let scripts = packgate_hooks::ScriptHooks::new(self.config.hooks_dir.clone());
+        ["pre-receive", "post-receive"]
+            .into_iter()
+            .any(|hook| scripts.would_run(self.repo.git_dir(), hook))
     }
 
     /// The refs a client may see, each with the name the client knows it by (`None`

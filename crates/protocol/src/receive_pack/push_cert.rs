@@ -8,14 +8,88 @@
 //! of a stateless session, more than `receive.certNonceSlop` seconds off), `BAD`, `MISSING` or
 //! `UNSOLICITED`.
 //!
-//! The signature itself is not checked: that takes gpg, gpgsm or ssh-keygen, which git runs
-//! and packgate does not (it runs nothing but hooks). `GIT_PUSH_CERT_STATUS` is `N` (no
-//! verified signature) with an empty `GIT_PUSH_CERT_SIGNER` and `GIT_PUSH_CERT_KEY`; a hook
-//! that needs the signer verifies the certificate blob itself.
+//! The signature is verified as git verifies it, when a hook will hear of it: by the program
+//! git's `gpg.*` settings name (gpg, gpgsm or ssh-keygen), run like a hook
+//! ([`packgate_hooks::signature`]), whose verdict becomes `GIT_PUSH_CERT_STATUS`,
+//! `GIT_PUSH_CERT_SIGNER` and `GIT_PUSH_CERT_KEY`. [`signature_verifier()`] reads those
+//! settings.
+
+use std::path::PathBuf;
 
 use bstr::{BString, ByteSlice};
 use hmac::{Hmac, Mac};
+use packgate_hooks::signature::SignatureVerifier;
 use sha1::Sha1;
+
+/// The signature verification git's configuration asks for: `gpg.program` or
+/// `gpg.openpgp.program` (whichever comes later), `gpg.x509.program`, `gpg.ssh.program`,
+/// `gpg.ssh.allowedSignersFile` and `gpg.ssh.revocationFile` (paths, `~` expanded; relative
+/// ones are taken in the git directory, where the programs run); each program may run for
+/// `timeout`.
+pub fn signature_verifier(
+    config: &gix_config::File,
+    timeout: std::time::Duration,
+) -> Result<SignatureVerifier, crate::config::ConfigError> {
+    let mut verifier = SignatureVerifier {
+        timeout,
+        ..SignatureVerifier::default()
+    };
+    for section in config.sections() {
+        let header = section.header();
+        if !header.name().eq_ignore_ascii_case(b"gpg") {
+            continue;
+        }
+        // Subsection names are case-sensitive, as in git.
+        let subsection = header.subsection_name().map(|name| name.to_vec());
+        let program = match subsection.as_deref() {
+            None | Some(b"openpgp") => &mut verifier.openpgp_program,
+            Some(b"x509") => &mut verifier.x509_program,
+            Some(b"ssh") => &mut verifier.ssh_program,
+            Some(_) => continue,
+        };
+        if let Some(value) = section.values("program").into_iter().last() {
+            *program = os_string(&value);
+        }
+        if subsection.as_deref() == Some(b"ssh") {
+            for (key, slot) in [
+                ("allowedSignersFile", &mut verifier.ssh_allowed_signers),
+                ("revocationFile", &mut verifier.ssh_revocation_file),
+            ] {
+                if let Some(value) = section.values(key).into_iter().last() {
+                    *slot = Some(interpolate(&format!("gpg.ssh.{key}"), &value)?);
+                }
+            }
+        }
+    }
+    Ok(verifier)
+}
+
+/// A configured program name as the operating system takes it.
+fn os_string(bytes: &[u8]) -> std::ffi::OsString {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(bytes).to_owned()
+    }
+    #[cfg(not(unix))]
+    {
+        bytes.to_str_lossy().into_owned().into()
+    }
+}
+
+/// A pathname setting with git's `~` expansion.
+fn interpolate(key: &str, value: &[u8]) -> Result<PathBuf, crate::config::ConfigError> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    gix_config::Path::from(std::borrow::Cow::Borrowed(value.as_bstr()))
+        .interpolate(gix_config::path::interpolate::Context {
+            home_dir: home.as_deref(),
+            ..Default::default()
+        })
+        .map_err(|source| crate::config::ConfigError::Value {
+            key: key.to_owned(),
+            source,
+        })
+}
 
 /// What the nonce in a certificate says about it (`GIT_PUSH_CERT_NONCE_STATUS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +166,11 @@ impl PushCertificate {
     /// The signed part.
     pub fn payload(&self) -> &[u8] {
         &self.text[..self.payload_len]
+    }
+
+    /// The signature: everything after the payload (empty if there is none).
+    pub fn signature(&self) -> &[u8] {
+        &self.text[self.payload_len..]
     }
 
     /// The value of the first header `name` of the payload (the part before the first empty

@@ -540,6 +540,31 @@ impl Push<'_, '_> {
         let config = &self.receive_pack.config;
         let quarantine = Quarantine::create(&repo.git_dir().join("objects"))
             .map_err(|err| format!("could not create the quarantine: {err}"))?;
+        // As git's receive-pack when it reads its configuration.
+        for id in &config.fsck_unknown_ids {
+            channel.warning(format!("skipping unknown msg id '{id}'"));
+        }
+        let mut fsck_options = config.fsck_options.clone();
+        let mut shallow = Default::default();
+        if config.fsck_objects {
+            // As git's index-pack, which reads them when it starts.
+            for path in &config.fsck_skip_lists {
+                let text = std::fs::read(repo.git_dir().join(path)).map_err(|err| {
+                    tracing::debug!(%err, path = %path.display(), "skip list not read");
+                    format!("could not open object name list: {}", path.display())
+                })?;
+                fsck_options.read_skip_list(&text)?;
+            }
+            // The history a shallow push brings ends at the client's shallow commits and
+            // the repository's; the strict check does not ask for their parents.
+            shallow = self
+                .list
+                .shallow
+                .iter()
+                .copied()
+                .collect::<HashSet<ObjectId>>();
+            shallow.extend(repo.shallow_commits().unwrap_or_default());
+        }
         let options = IngestOptions {
             max_input_bytes: config.max_input_size,
             max_objects: config.max_objects,
@@ -548,6 +573,8 @@ impl Push<'_, '_> {
             } else {
                 FsckObjects::Off
             },
+            fsck_options,
+            shallow,
             thread_limit: config.threads,
             max_object_bytes: Some(config.max_object_size),
             big_file_threshold: Some(config.big_file_threshold),
@@ -560,6 +587,10 @@ impl Push<'_, '_> {
             &self.options.interrupt,
         )
         .map_err(|err| error_chain(&err))?;
+        // git's index-pack: `warning: object <id>: <msg-id>: <message>`.
+        for warning in &outcome.fsck_warnings {
+            channel.warning(warning);
+        }
         tracing::debug!(
             objects = outcome.objects,
             completed_bases = outcome.completed_bases,

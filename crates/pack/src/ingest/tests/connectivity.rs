@@ -15,7 +15,17 @@ fn connectivity_names_the_missing_object() {
         .map(|object| format!("{object}\n"))
         .collect();
     let pack = fixture.pack(&[], &partial);
-    let (quarantine, outcome) = fixture.ingest(&pack, &fsck_on());
+    // With fsck (git's `index-pack --strict`) the pack itself is refused: a tree names the
+    // blob, which neither the pack nor the repository has.
+    let (_quarantine, strict) = fixture.ingest(&pack, &fsck_on());
+    match strict {
+        Err(err @ IngestError::ExpectedObjectMissing { id }) if id == blob_b => assert_eq!(
+            err.to_string(),
+            format!("did not receive expected object {blob_b}")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let (quarantine, outcome) = fixture.ingest(&pack, &IngestOptions::default());
     outcome.unwrap();
     let err = check_connectivity(&quarantine.objects().unwrap(), &[first], &[]).unwrap_err();
     match &err {
@@ -31,7 +41,32 @@ fn connectivity_names_the_missing_object() {
 
     // `second` without its parent.
     let pack = fixture.pack(&["--revs"], &format!("{second}\n^{first}\n"));
-    let (quarantine, outcome) = fixture.ingest(&pack, &fsck_on());
+    let (_quarantine, strict) = fixture.ingest(&pack, &fsck_on());
+    assert!(
+        matches!(strict, Err(IngestError::ExpectedObjectMissing { .. })),
+        "{strict:?}"
+    );
+    // Everything but the parent: refused with fsck, unless `second` is shallow (the
+    // client's shallow line, git's `--shallow-file`).
+    let all_but_parent: String = fixture
+        .objects(&[&second.to_string()])
+        .into_iter()
+        .filter(|object| *object != first)
+        .map(|object| format!("{object}\n"))
+        .collect();
+    let without_parent = fixture.pack(&[], &all_but_parent);
+    let (_quarantine, strict) = fixture.ingest(&without_parent, &fsck_on());
+    assert!(
+        matches!(strict, Err(IngestError::ExpectedObjectMissing { id }) if id == first),
+        "{strict:?}"
+    );
+    let shallow_second = IngestOptions {
+        shallow: [second].into_iter().collect(),
+        ..fsck_on()
+    };
+    let (_quarantine, shallow) = fixture.ingest(&without_parent, &shallow_second);
+    shallow.unwrap();
+    let (quarantine, outcome) = fixture.ingest(&pack, &IngestOptions::default());
     outcome.unwrap();
     let objects = quarantine.objects().unwrap();
     let err = check_connectivity(&objects, &[second], &[]).unwrap_err();

@@ -1,8 +1,9 @@
 use super::*;
 
-/// Check `data` with our fsck, and with git's: `git hash-object` runs it in strict mode and
-/// refuses on every message, where receive-pack only refuses on errors and warnings, not on
-/// git's informational messages. Bad file modes are such a message for git, an error here.
+/// Check `data` with our fsck (receive-pack's default severities: the first error), and with
+/// git's: `git hash-object` runs it in strict mode and refuses on every message, where
+/// receive-pack only refuses on errors and warnings, not on git's informational messages
+/// (bad file modes, a tag without tagger), which it reports as warnings.
 fn check(kind: Kind, data: &[u8], expected: Option<&str>) {
     let actual = fsck_object(kind, data).err().map(|problem| problem.id);
     assert_eq!(
@@ -31,10 +32,9 @@ fn check(kind: Kind, data: &[u8], expected: Option<&str>) {
     assert_eq!(output.status.success(), git_says.is_none(), "{stderr}");
     const INFO_ONLY: &[&str] = &["badFilemode", "missingTaggerEntry", "badTagName"];
     let git_says = git_says.filter(|id| !INFO_ONLY.contains(id));
-    let expected_from_git = expected.filter(|id| *id != "badFilemode");
     assert_eq!(
         git_says,
-        expected_from_git,
+        expected,
         "git disagrees on {kind} {:?}",
         String::from_utf8_lossy(data)
     );
@@ -239,8 +239,9 @@ fn fsck_trees() {
         (&[("40000", ".git::$INDEX_ALLOCATION")], "hasDotgit"),
         (&[("100644", "a\\.git")], "hasDotgit"),
         (&[("040000", "a")], "zeroPaddedFilemode"),
-        (&[("100600", "a")], "badFilemode"),
-        (&[("170000", "a")], "badFilemode"),
+        // Informational for git: reported as a warning (see `severities_as_configured`).
+        (&[("100600", "a")], ""),
+        (&[("170000", "a")], ""),
         (&[("120000", ".gitmodules")], "gitmodulesSymlink"),
         (&[("120000", ".GITMODULES ")], "gitmodulesSymlink"),
         (&[("120000", "gitmod~1")], "gitmodulesSymlink"),
@@ -303,5 +304,101 @@ fn dot_git_spellings() {
     }
     for name in [".gitmodulesx", "gitmod~5", "gi7ebb~1", "gitmodules"] {
         assert!(!is_ntfs_dotgitmodules(name.as_bytes()), "{name}");
+    }
+}
+
+/// What one object's check reports under `options`: its first error, and its warnings.
+fn judged(
+    options: &FsckOptions,
+    kind: Kind,
+    data: &[u8],
+) -> (Option<&'static str>, Vec<&'static str>) {
+    let mut warnings = Vec::new();
+    let result = fsck_object_with(kind, data, &mut |found| {
+        if options.judge(found)? {
+            warnings.push(found.id);
+        }
+        Ok(())
+    });
+    (result.err().map(|problem| problem.id), warnings)
+}
+
+/// `receive.fsck.<msg-id>` as git's `fsck_set_msg_type()`: errors made warnings or ignored,
+/// warnings made errors, informational messages reported as warnings by default, fatal ones
+/// not demoted; ids in any case, with or without underscores.
+#[test]
+fn severities_as_configured() {
+    let no_email = commit_with("author A 1 +0000\ncommitter C <c@example.com> 1 +0000");
+    let defaults = FsckOptions::default();
+    assert_eq!(
+        judged(&defaults, Kind::Commit, &no_email),
+        (Some("missingEmail"), vec![])
+    );
+    let mut warn = FsckOptions::default();
+    warn.set("missingemail", "warn").unwrap();
+    assert_eq!(
+        judged(&warn, Kind::Commit, &no_email),
+        (None, vec!["missingEmail"])
+    );
+    // The later setting wins.
+    warn.set("MISSING_EMAIL", "ignore").unwrap();
+    assert_eq!(judged(&warn, Kind::Commit, &no_email), (None, vec![]));
+
+    let bad_mode = tree(&[("100600", "a")]);
+    assert_eq!(
+        judged(&defaults, Kind::Tree, &bad_mode),
+        (None, vec!["badFilemode"])
+    );
+    let mut strict = FsckOptions::default();
+    strict.set("badfilemode", "error").unwrap();
+    assert_eq!(
+        judged(&strict, Kind::Tree, &bad_mode),
+        (Some("badFilemode"), vec![])
+    );
+    let untagged = format!("object {TREE}\ntype tree\ntag v1\n\nold\n");
+    assert_eq!(
+        judged(&defaults, Kind::Tag, untagged.as_bytes()),
+        (None, vec!["missingTaggerEntry"])
+    );
+
+    let mut odd = FsckOptions::default();
+    assert_eq!(
+        odd.set("whatever", "error").unwrap_err().to_string(),
+        "Unhandled message id: whatever"
+    );
+    assert_eq!(
+        odd.set("missingemail", "sometimes")
+            .unwrap_err()
+            .to_string(),
+        "Unknown fsck message type: 'sometimes'"
+    );
+    assert!(odd.refusal().is_none());
+    odd.set("unterminatedheader", "warn").unwrap();
+    assert_eq!(
+        odd.refusal().map(ToString::to_string).as_deref(),
+        Some("Cannot demote unterminatedheader to warn")
+    );
+    assert!(is_fsck_message_id("zeroPaddedFilemode") && !is_fsck_message_id("zeroPadded"));
+}
+
+/// Skip lists as git reads them: comments, blank lines and white space allowed, anything
+/// else but a full object name an error.
+#[test]
+fn skip_lists_as_git_reads_them() {
+    let mut options = FsckOptions::default();
+    let text = format!(
+        "# A commented line\n\n \n # after white space\n{TREE} # trailing comment\n  {}\n",
+        "1".repeat(40)
+    );
+    options.read_skip_list(text.as_bytes()).unwrap();
+    assert_eq!(options.skip_list.len(), 2);
+    assert!(options
+        .skip_list
+        .contains(&ObjectId::from_hex(TREE.as_bytes()).unwrap()));
+    for bad in ["[core]\n", "4b825dc642cb6eb9a060\n", &format!("{TREE}x\n")] {
+        assert_eq!(
+            FsckOptions::default().read_skip_list(bad.as_bytes()),
+            Err(format!("invalid object name: {}", bad.trim_end()))
+        );
     }
 }
