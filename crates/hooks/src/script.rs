@@ -6,8 +6,11 @@
 //! | `update`       | `<ref> <old> <new>`     | none                      | yes        | no           |
 //! | `post-receive` | none                    | `<old> <new> <ref>` lines | no         | yes          |
 //! | `post-update`  | the updated ref names   | none                      | no         | no           |
+//! | `push-to-checkout` | the new commit      | none                      | no         | no           |
 //!
-//! Every script runs in the git directory with `GIT_DIR=.`. With a quarantine,
+//! Every script runs in the git directory with `GIT_DIR=.`, except `push-to-checkout`, which
+//! runs in the work tree it is to update with `GIT_DIR` and `GIT_WORK_TREE` naming it (git's
+//! `receive.denyCurrentBranch=updateInstead`). With a quarantine,
 //! `GIT_QUARANTINE_PATH` and `GIT_OBJECT_DIRECTORY` name it and the repository's object
 //! directory is appended to `GIT_ALTERNATE_OBJECT_DIRECTORIES`. Push options are
 //! `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_0…`; when the client sent none (did not use
@@ -40,7 +43,7 @@ use std::{
 
 use bstr::BString;
 
-use crate::{Hook, HookContext, RefUpdate, Verdict};
+use crate::{Checkout, Hook, HookContext, RefUpdate, Verdict};
 
 /// Runs the repository's own hook scripts: `pre-receive`, `update`, `post-receive` and
 /// `post-update` in a hooks directory.
@@ -204,16 +207,19 @@ impl ScriptHooks {
         invocation: &Invocation,
     ) -> Command {
         let mut command = Command::new(program);
-        command
-            .args(script_argument)
-            .args(&invocation.args)
-            .current_dir(ctx.git_dir)
-            .env("GIT_DIR", ".")
-            .stdin(if invocation.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
+        command.args(script_argument).args(&invocation.args);
+        match &invocation.work_tree {
+            Some((git_dir, work_tree)) => command
+                .current_dir(work_tree)
+                .env("GIT_DIR", git_dir)
+                .env("GIT_WORK_TREE", work_tree),
+            None => command.current_dir(ctx.git_dir).env("GIT_DIR", "."),
+        };
+        command.stdin(if invocation.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         match (invocation.quarantine, ctx.quarantine) {
             (true, Some(paths)) => {
                 let quarantine = absolute(&paths.quarantine);
@@ -348,9 +354,32 @@ impl Hook for ScriptHooks {
             stdin: None,
             quarantine: true,
             push_options: false,
+            work_tree: None,
         };
         let result = self.run(ctx, invocation, output);
         self.verdict(UPDATE, result, "hook declined")
+    }
+
+    fn push_to_checkout(
+        &self,
+        ctx: &HookContext<'_>,
+        checkout: &Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        let invocation = Invocation {
+            hook: PUSH_TO_CHECKOUT,
+            args: vec![checkout.new.to_string().into()],
+            stdin: None,
+            quarantine: false,
+            push_options: false,
+            work_tree: Some((absolute(checkout.git_dir), absolute(checkout.work_tree))),
+        };
+        match self.run(ctx, invocation, output) {
+            Ok(Outcome::Skipped) => None,
+            result => {
+                Some(self.verdict(PUSH_TO_CHECKOUT, result, "push-to-checkout hook declined"))
+            }
+        }
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
@@ -376,6 +405,7 @@ impl Hook for ScriptHooks {
             stdin: None,
             quarantine: false,
             push_options: false,
+            work_tree: None,
         };
         let result = self.run(ctx, invocation, output);
         self.report(POST_UPDATE, result);
@@ -386,6 +416,7 @@ const PRE_RECEIVE: &str = "pre-receive";
 const UPDATE: &str = "update";
 const POST_RECEIVE: &str = "post-receive";
 const POST_UPDATE: &str = "post-update";
+const PUSH_TO_CHECKOUT: &str = "push-to-checkout";
 
 /// How many chunks of output may wait between the reading threads and the caller.
 const CHANNEL_CHUNKS: usize = 16;
@@ -402,6 +433,9 @@ struct Invocation {
     quarantine: bool,
     /// Whether to set (or remove) the push-option variables.
     push_options: bool,
+    /// For `push-to-checkout`: the work tree's git directory and the work tree (absolute),
+    /// where the script runs instead of the repository's git directory.
+    work_tree: Option<(PathBuf, PathBuf)>,
 }
 
 impl Invocation {
@@ -418,6 +452,7 @@ impl Invocation {
             stdin: Some(stdin),
             quarantine,
             push_options: true,
+            work_tree: None,
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod push_cert;
 mod report;
 mod shallow;
 mod update;
+mod worktree;
 
 use std::{
     io::{BufReader, Read, Write},
