@@ -687,3 +687,6 @@ fn write_index(mut lock: gix_lock::File, mut state: gix_index::State) -> Result<
     lock.commit().map_err(|err| write_error(&err))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
