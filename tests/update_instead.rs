@@ -113,6 +113,9 @@ impl Servers {
             index: self
                 .in_server(server, &["ls-files", "--stage"])
                 .stdout_text(),
+            stat_dirty: self
+                .in_server(server, &["diff-files", "--name-only"])
+                .stdout_text(),
             status: self
                 .in_server(server, &["status", "--porcelain", "--untracked-files=all"])
                 .stdout_text(),
