@@ -605,3 +605,17 @@ fn a_linked_work_tree_of_a_bare_repository() {
         assert_eq!(results[0], results[1]);
     }
 }
+
+#[test]
+fn the_checked_out_branch_is_not_deleted() {
+    for git in Git::all() {
+        let servers = Servers::new("delete", &git);
+        let outputs = servers.push(&["--delete", "master"]);
+        assert_both_rejected(&outputs, "deletion of the current branch prohibited", None);
+        // Allowed as a deletion, but there is nothing to check out.
+        servers.in_both(&["config", "receive.denyDeleteCurrent", "ignore"]);
+        let outputs = servers.push(&["--delete", "master"]);
+        assert_both_rejected(&outputs, "Could not update working tree to new HEAD", None);
+        servers.assert_same("after the refused deletion");
+    }
+}
