@@ -462,7 +462,8 @@ fn updating_a_work_tree_runs_no_git() {
         assert!(output.status.success(), "{output}");
         assert_eq!(fake.runs(), "", "packgate ran git");
         assert_eq!(
-            std::fs::read_to_string(server.join("second.txt")).unwrap(),
+            std::fs::read_to_string(server.join("second.txt"))
+                .unwrap_or_else(|error| panic!("{error}")),
             "second\n"
         );
         let status = dir

@@ -152,7 +152,7 @@ struct State {
 fn write_in(work_tree: &Path, path: &str, content: &str) {
     let path = work_tree.join(path);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap();
+        std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("{error}"));
     }
     write_file(&path, content.as_bytes());
 }
@@ -162,26 +162,34 @@ fn work_tree_files(work_tree: &Path) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
     let mut pending = vec![work_tree.to_owned()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("{error}")) {
+            let entry = entry.unwrap_or_else(|error| panic!("{error}"));
             let path = entry.path();
             let name = path
                 .strip_prefix(work_tree)
-                .unwrap()
+                .unwrap_or_else(|error| panic!("{error}"))
                 .to_string_lossy()
                 .into_owned();
             if name == ".git" {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap_or_else(|error| panic!("{error}"));
             let description = if meta.file_type().is_symlink() {
-                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+                format!(
+                    "link -> {}",
+                    std::fs::read_link(&path)
+                        .unwrap_or_else(|error| panic!("{error}"))
+                        .display()
+                )
             } else if meta.is_dir() {
                 pending.push(path);
                 "dir".to_owned()
             } else {
                 let executable = meta.permissions().mode() & 0o111 != 0;
-                let content = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                let content = String::from_utf8_lossy(
+                    &std::fs::read(&path).unwrap_or_else(|error| panic!("{error}")),
+                )
+                .into_owned();
                 format!("file executable={executable}: {content}")
             };
             files.insert(name, description);
@@ -192,7 +200,8 @@ fn work_tree_files(work_tree: &Path) -> BTreeMap<String, String> {
 
 fn set_executable(path: &Path, executable: bool) {
     let mode = if executable { 0o755 } else { 0o644 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|error| panic!("{error}"));
 }
 
 /// Both pushes succeeded.
@@ -229,9 +238,12 @@ fn a_clean_work_tree_follows_the_pushed_branch() {
         servers.write("new/dir/file.txt", "new\n");
         servers.write("run.sh", "#!/bin/sh\necho run\n");
         set_executable(&servers.client.join("run.sh"), true);
-        std::os::unix::fs::symlink("README", servers.client.join("link")).unwrap();
-        std::fs::remove_file(servers.client.join("gone.txt")).unwrap();
-        std::fs::remove_dir_all(servers.client.join("lib/deep")).unwrap();
+        std::os::unix::fs::symlink("README", servers.client.join("link"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::remove_file(servers.client.join("gone.txt"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::remove_dir_all(servers.client.join("lib/deep"))
+            .unwrap_or_else(|error| panic!("{error}"));
         let second = servers.commit("second");
         assert_both_pushed(&servers.push(&["master"]));
         let state = servers.assert_same("after the first update");
@@ -255,9 +267,11 @@ fn a_clean_work_tree_follows_the_pushed_branch() {
 
         // The mode alone, a link retargeted, a file becoming a directory and back.
         set_executable(&servers.client.join("run.sh"), false);
-        std::fs::remove_file(servers.client.join("link")).unwrap();
-        std::os::unix::fs::symlink("lib/one.txt", servers.client.join("link")).unwrap();
-        std::fs::remove_file(servers.client.join("README")).unwrap();
+        std::fs::remove_file(servers.client.join("link")).unwrap_or_else(|error| panic!("{error}"));
+        std::os::unix::fs::symlink("lib/one.txt", servers.client.join("link"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::remove_file(servers.client.join("README"))
+            .unwrap_or_else(|error| panic!("{error}"));
         servers.write("README/inside.txt", "inside\n");
         servers.commit("third");
         assert_both_pushed(&servers.push(&["master"]));
@@ -269,7 +283,8 @@ fn a_clean_work_tree_follows_the_pushed_branch() {
         );
         assert_eq!(state.files["README"], "dir");
 
-        std::fs::remove_dir_all(servers.client.join("README")).unwrap();
+        std::fs::remove_dir_all(servers.client.join("README"))
+            .unwrap_or_else(|error| panic!("{error}"));
         servers.write("README", "a file again\n");
         servers.commit("fourth");
         assert_both_pushed(&servers.push(&["master"]));
@@ -299,9 +314,9 @@ fn files_that_only_need_a_refresh_are_clean() {
             std::fs::File::options()
                 .write(true)
                 .open(&file)
-                .unwrap()
+                .unwrap_or_else(|error| panic!("{error}"))
                 .set_modified(later)
-                .unwrap();
+                .unwrap_or_else(|error| panic!("{error}"));
         }
         servers.write("README", "second\n");
         servers.commit("second");
@@ -322,7 +337,10 @@ fn a_dirty_work_tree_refuses_the_push_and_stays_as_it_was() {
         ),
         (
             "a deleted file",
-            |_, server| std::fs::remove_file(server.join("gone.txt")).unwrap(),
+            |_, server| {
+                std::fs::remove_file(server.join("gone.txt"))
+                    .unwrap_or_else(|error| panic!("{error}"))
+            },
             "Working directory has unstaged changes",
             None,
         ),
@@ -356,8 +374,10 @@ fn a_dirty_work_tree_refuses_the_push_and_stays_as_it_was() {
         (
             "a link out of the work tree where a directory goes",
             |_, server| {
-                std::fs::create_dir_all(server.with_file_name("outside")).unwrap();
-                std::os::unix::fs::symlink("../outside", server.join("newdir")).unwrap();
+                std::fs::create_dir_all(server.with_file_name("outside"))
+                    .unwrap_or_else(|error| panic!("{error}"));
+                std::os::unix::fs::symlink("../outside", server.join("newdir"))
+                    .unwrap_or_else(|error| panic!("{error}"));
             },
             "Could not update working tree to new HEAD",
             Some("Untracked working tree file 'newdir' would be overwritten by merge."),
@@ -386,7 +406,9 @@ fn a_dirty_work_tree_refuses_the_push_and_stays_as_it_was() {
             for server in servers.servers() {
                 let outside = server.with_file_name("outside");
                 if outside.exists() {
-                    let written = std::fs::read_dir(&outside).unwrap().count();
+                    let written = std::fs::read_dir(&outside)
+                        .unwrap_or_else(|error| panic!("{error}"))
+                        .count();
                     assert_eq!(
                         written, 0,
                         "{name}: a file was written outside the work tree"
@@ -403,7 +425,8 @@ fn untracked_files_elsewhere_and_empty_directories_in_the_way_do_not_matter() {
         let servers = Servers::new("untracked", &git);
         for server in servers.servers() {
             write_in(server, "notes.txt", "mine\n");
-            std::fs::create_dir_all(server.join("newdir/empty")).unwrap();
+            std::fs::create_dir_all(server.join("newdir/empty"))
+                .unwrap_or_else(|error| panic!("{error}"));
         }
         // A file where the empty directory was.
         servers.write("newdir", "a file\n");
@@ -437,7 +460,7 @@ git update-index -q --refresh && git read-tree -u -m HEAD "$1" || {
         let state = servers.assert_same("after the hook accepted");
         assert_eq!(state.head, second);
         assert_eq!(state.status, " M README\n");
-        let ours = std::fs::canonicalize(&servers.ours).unwrap();
+        let ours = std::fs::canonicalize(&servers.ours).unwrap_or_else(|error| panic!("{error}"));
         let expected = format!(
             "push-to-checkout {second} in {} GIT_DIR={} GIT_WORK_TREE={}",
             ours.display(),
@@ -465,7 +488,7 @@ fn an_empty_repository_gets_its_first_commit_checked_out() {
     for git in Git::all() {
         let servers = Servers::new("unborn", &git);
         for server in servers.servers() {
-            std::fs::remove_dir_all(server).unwrap();
+            std::fs::remove_dir_all(server).unwrap_or_else(|error| panic!("{error}"));
             servers.dir.git(&git).args(["init", "-q"]).arg(server).run();
             servers.in_server(
                 server,
@@ -498,7 +521,7 @@ fn a_branch_checked_out_in_a_linked_work_tree() {
         let linked = |server: &Path| {
             server.with_file_name(format!(
                 "{}-side",
-                server.file_name().unwrap().to_string_lossy()
+                server.file_name().unwrap_or_default().to_string_lossy()
             ))
         };
         for server in servers.servers() {
@@ -512,7 +535,7 @@ fn a_branch_checked_out_in_a_linked_work_tree() {
                     "-q",
                     "-b",
                     "side",
-                    path.to_str().unwrap(),
+                    &path.to_string_lossy(),
                 ],
             );
         }
@@ -588,7 +611,11 @@ fn a_linked_work_tree_of_a_bare_repository() {
                 .args(["config", "receive.denyCurrentBranch", "updateInstead"])
                 .run();
             assert_pushed(&push(&["HEAD:wt"]));
-            assert_eq!(std::fs::read_to_string(wt.join("grape.txt")).unwrap(), name);
+            assert_eq!(
+                std::fs::read_to_string(wt.join("grape.txt"))
+                    .unwrap_or_else(|error| panic!("{error}")),
+                name
+            );
             let status = dir
                 .git(&git)
                 .current_dir(&wt)
