@@ -130,6 +130,13 @@ pub(in crate::receive_pack) fn update<O: gix_object::Find>(
     settings: &Settings,
 ) -> Result<(), UpdateError> {
     let kind = old.or(new).map_or(gix_hash::Kind::Sha1, |id| id.kind());
+    // git's commands would fail to start in it (a linked work tree deleted by hand).
+    if !work_tree.is_dir() {
+        return Err(check_error(format!(
+            "cannot chdir to '{}'",
+            work_tree.display()
+        )));
+    }
     // Held from the first look to the last write, as git holds `index.lock`.
     let lock = gix_lock::File::acquire_to_update_resource(
         index_path,
@@ -155,11 +162,13 @@ pub(in crate::receive_pack) fn update<O: gix_object::Find>(
         Some(commit) => Some(tree_of(objects, commit).map_err(check_error)?),
         None => None,
     };
-    let old_state = match old_tree {
+    let mut old_state = match old_tree {
         Some(tree) => gix_index::State::from_tree(&tree, objects, settings.validate)
             .map_err(|err| check_error(format!("could not read the tree {tree}: {err}")))?,
         None => gix_index::State::new(kind),
     };
+    // In the index's order, for the comparison and lookups by path.
+    old_state.sort_entries();
     if staged_changes(&index, &old_state) {
         return Err(UpdateError::Staged);
     }
@@ -171,6 +180,7 @@ pub(in crate::receive_pack) fn update<O: gix_object::Find>(
     let new_tree = tree_of(objects, new).map_err(checkout_error)?;
     let mut new_state = gix_index::State::from_tree(&new_tree, objects, settings.validate)
         .map_err(|err| checkout_error(invalid_path_message(&err)))?;
+    new_state.sort_entries();
     check_file_directory_conflicts(&new_state)?;
     let plan = Plan::new(&index, &new_state);
     plan.verify_absent(work_tree)?;
@@ -600,8 +610,8 @@ fn write_entry(file: &Path, mode: Mode, data: &[u8], settings: &Settings) -> std
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        // As git: 0777 or 0666, less the umask.
-        options.mode(if mode == Mode::FILE_EXECUTABLE && settings.file_mode {
+        // As git, whatever `core.fileMode` says: 0777 or 0666, less the umask.
+        options.mode(if mode == Mode::FILE_EXECUTABLE {
             0o777
         } else {
             0o666
