@@ -646,3 +646,24 @@ fn the_checked_out_branch_is_not_deleted() {
         servers.assert_same("after the refused deletion");
     }
 }
+
+#[test]
+fn an_atomic_push_with_the_checked_out_branch() {
+    for git in Git::all() {
+        let servers = Servers::new("atomic", &git);
+        servers.write("README", "second\n");
+        servers.commit("second");
+        // A dirty work tree fails the whole push.
+        for server in servers.servers() {
+            write_in(server, "lib/one.txt", "changed\n");
+        }
+        let outputs = servers.push(&["--atomic", "master", "master:refs/heads/other"]);
+        assert_both_rejected(&outputs, "Working directory has unstaged changes", None);
+        assert_both_rejected(&outputs, "atomic push failure", None);
+        servers.assert_same("after the refused atomic push");
+        // A clean one is updated with the refs.
+        servers.in_both(&["checkout", "--", "lib/one.txt"]);
+        assert_both_pushed(&servers.push(&["--atomic", "master", "master:refs/heads/other"]));
+        assert_eq!(servers.assert_same("after the atomic push").status, "");
+    }
+}

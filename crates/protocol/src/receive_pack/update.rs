@@ -830,11 +830,13 @@ impl Push<'_, '_> {
                 }
                 return;
             }
-            // As git's `update()`, each work tree before the transaction.
+            // As git's `update()`, each work tree before the transaction; the first failure
+            // ends the push, leaving the rest of the work trees as they are.
             for p in pending.iter_mut().filter(|p| p.is_to_run()) {
                 if let Some(worktree) = p.worktree.clone() {
                     if let Err(reason) = self.update_worktree(p.command, &worktree, channel) {
                         p.refuse(reason);
+                        break;
                     }
                 }
             }
