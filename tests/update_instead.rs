@@ -461,9 +461,10 @@ git update-index -q --refresh && git read-tree -u -m HEAD "$1" || {
         assert_eq!(state.head, second);
         assert_eq!(state.status, " M README\n");
         let ours = std::fs::canonicalize(&servers.ours).unwrap_or_else(|error| panic!("{error}"));
+        // As git runs it: in the git directory, told where the work tree is.
         let expected = format!(
             "push-to-checkout {second} in {} GIT_DIR={} GIT_WORK_TREE={}",
-            ours.display(),
+            ours.join(".git").display(),
             ours.join(".git").display(),
             ours.display()
         );

@@ -153,7 +153,8 @@ pub struct Checkout<'a> {
     /// The work tree's own git directory: the repository's for its main work tree,
     /// `$GIT_DIR/worktrees/<id>` for a linked one. Scripts get it as `GIT_DIR`.
     pub git_dir: &'a Path,
-    /// The work tree. Scripts run in it, and get it as `GIT_WORK_TREE`.
+    /// The work tree. Scripts get it as `GIT_WORK_TREE` (and run in the repository's git
+    /// directory, as every hook, and as git runs this one).
     pub work_tree: &'a Path,
 }
 

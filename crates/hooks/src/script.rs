@@ -8,9 +8,10 @@
 //! | `post-update`  | the updated ref names   | none                      | no         | no           |
 //! | `push-to-checkout` | the new commit      | none                      | no         | no           |
 //!
-//! Every script runs in the git directory with `GIT_DIR=.`, except `push-to-checkout`, which
-//! runs in the work tree it is to update with `GIT_DIR` and `GIT_WORK_TREE` naming it (git's
-//! `receive.denyCurrentBranch=updateInstead`). With a quarantine,
+//! Every script runs in the git directory with `GIT_DIR=.`, except that `push-to-checkout`
+//! (git's `receive.denyCurrentBranch=updateInstead`) gets `GIT_DIR` and `GIT_WORK_TREE`
+//! naming the work tree it is to update (for a linked work tree, its own git directory), as
+//! from git's receive-pack. With a quarantine,
 //! `GIT_QUARANTINE_PATH` and `GIT_OBJECT_DIRECTORY` name it and the repository's object
 //! directory is appended to `GIT_ALTERNATE_OBJECT_DIRECTORIES`. Push options are
 //! `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_0…`; when the client sent none (did not use
@@ -208,12 +209,12 @@ impl ScriptHooks {
     ) -> Command {
         let mut command = Command::new(program);
         command.args(script_argument).args(&invocation.args);
+        command.current_dir(ctx.git_dir);
         match &invocation.work_tree {
             Some((git_dir, work_tree)) => command
-                .current_dir(work_tree)
                 .env("GIT_DIR", git_dir)
                 .env("GIT_WORK_TREE", work_tree),
-            None => command.current_dir(ctx.git_dir).env("GIT_DIR", "."),
+            None => command.env("GIT_DIR", "."),
         };
         command.stdin(if invocation.stdin.is_some() {
             Stdio::piped()
@@ -434,7 +435,7 @@ struct Invocation {
     /// Whether to set (or remove) the push-option variables.
     push_options: bool,
     /// For `push-to-checkout`: the work tree's git directory and the work tree (absolute),
-    /// where the script runs instead of the repository's git directory.
+    /// the script's `GIT_DIR` and `GIT_WORK_TREE`.
     work_tree: Option<(PathBuf, PathBuf)>,
 }
 

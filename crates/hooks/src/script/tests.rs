@@ -773,7 +773,7 @@ fn hooks_of_a_repository_named_by_a_relative_path_run() {
 }
 
 #[test]
-fn push_to_checkout_runs_in_the_work_tree_with_the_new_commit() {
+fn push_to_checkout_gets_the_work_tree_and_the_new_commit() {
     let repo = Repo::new();
     let work_tree = repo.git_dir.parent().unwrap().join("work");
     fs::create_dir_all(&work_tree).unwrap();
@@ -804,7 +804,7 @@ test "$1" != 2222222222222222222222222222222222222222"#,
         String::from_utf8(output).unwrap(),
         format!(
             "1 {new} {} {} {} none\n",
-            work_tree.display(),
+            repo.git_dir.display(),
             repo.git_dir.display(),
             work_tree.display()
         )
