@@ -76,6 +76,9 @@
 //!   requests get git's words; the shallow sections are git's.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
+//! - `update_instead`: `receive.denyCurrentBranch=updateInstead` and the `push-to-checkout`
+//!   hook: pushes into the branch checked out in a main or linked work tree update it (or
+//!   are refused when it is not clean), compared with git's receive-pack on the same setup.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
 //!   every front-end); no entry point runs `git`.
 
@@ -112,4 +115,5 @@ mod sessions;
 mod shallow;
 mod shallow_push;
 mod trust;
+mod update_instead;
 mod wants;

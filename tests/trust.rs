@@ -427,3 +427,50 @@ fn entry_points_run_hooks_and_never_git(git: &Git) {
         "packgate ran git (a line per run: its arguments) with {git}"
     );
 }
+
+/// A push under `receive.denyCurrentBranch=updateInstead` checks the work tree and checks
+/// the pushed commit out without git: the `git` first on the server's `PATH` never runs.
+#[test]
+fn updating_a_work_tree_runs_no_git() {
+    for git in Git::all() {
+        let dir = Dir::new("trust-update-instead");
+        let fake = FakeGit::new(&dir);
+        let work = client(&dir, &git, "client");
+        let in_work = || dir.git(&git).current_dir(&work);
+        write_file(&work.join("first.txt"), b"first\n");
+        in_work().args(["add", "."]).run();
+        in_work().args(["commit", "-q", "-m", "first"]).run();
+        let server = dir.join("server");
+        dir.git(&git)
+            .args(["clone", "-q"])
+            .arg(&work)
+            .arg(&server)
+            .run();
+        dir.git(&git)
+            .current_dir(&server)
+            .args(["config", "receive.denyCurrentBranch", "updateInstead"])
+            .run();
+        write_file(&work.join("second.txt"), b"second\n");
+        in_work().args(["add", "."]).run();
+        in_work().args(["commit", "-q", "-m", "second"]).run();
+        let output = in_work()
+            .arg("push")
+            .arg(receive_pack_option(&fake.shell_prefix()))
+            .arg(crate::util::file_url(&server))
+            .arg("master")
+            .output();
+        assert!(output.status.success(), "{output}");
+        assert_eq!(fake.runs(), "", "packgate ran git");
+        assert_eq!(
+            std::fs::read_to_string(server.join("second.txt"))
+                .unwrap_or_else(|error| panic!("{error}")),
+            "second\n"
+        );
+        let status = dir
+            .git(&git)
+            .current_dir(&server)
+            .args(["status", "--porcelain"])
+            .run();
+        assert_eq!(status.stdout_text(), "");
+    }
+}

@@ -19,6 +19,9 @@
 //! out itself and reports per command ([`ProcReceive`]); a [`ScriptHooks`] runs the
 //! `proc-receive` script with git's pkt-line protocol ([`proc_receive`]). `post-receive` then
 //! sees the refs the hook reported it updated.
+//! Between `update` and the ref update, a push that moves the branch checked out in a work
+//! tree under `receive.denyCurrentBranch=updateInstead` asks **push-to-checkout**
+//! ([`Hook::push_to_checkout`]) whether a hook updates that work tree itself.
 //!
 //! [`Hook`] is the trait for hooks written in Rust; every method has a default that accepts,
 //! so a hook implements only the phases it cares about. [`Hooks`] is an ordered chain of
@@ -146,6 +149,22 @@ impl RefUpdate {
     pub fn is_delete(&self) -> bool {
         self.new.is_null()
     }
+}
+
+/// A push to a branch checked out in a work tree under `receive.denyCurrentBranch=updateInstead`:
+/// what a `push-to-checkout` hook is told (git's hook of that name).
+#[derive(Debug, Clone, Copy)]
+pub struct Checkout<'a> {
+    /// The ref being updated, as the client named it.
+    pub name: &'a bstr::BStr,
+    /// The commit the branch is about to point at (null for a deletion).
+    pub new: ObjectId,
+    /// The work tree's own git directory: the repository's for its main work tree,
+    /// `$GIT_DIR/worktrees/<id>` for a linked one. Scripts get it as `GIT_DIR`.
+    pub git_dir: &'a Path,
+    /// The work tree. Scripts get it as `GIT_WORK_TREE` (and run in the repository's git
+    /// directory, as every hook, and as git runs this one).
+    pub work_tree: &'a Path,
 }
 
 /// Where a push's objects wait until `pre-receive` accepts them.
@@ -295,6 +314,23 @@ pub trait Hook: Send + Sync {
         ProcReceive::Declined
     }
 
+    /// Take over updating a work tree whose checked-out branch the push moves
+    /// (`receive.denyCurrentBranch=updateInstead`), after the `update` phase and before the
+    /// ref moves, as git's `push-to-checkout` hook. `None` (the default) leaves it to
+    /// receive-pack, which refuses a work tree or index that differs from the branch and
+    /// otherwise checks out the new commit. `Some(Accept)` means the hook brought the work
+    /// tree and index to the state it wants; `Some(Refuse)` refuses this ref (and must leave
+    /// the work tree and index alone).
+    fn push_to_checkout(
+        &self,
+        ctx: &HookContext<'_>,
+        checkout: &Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        let _ = (ctx, checkout, output);
+        None
+    }
+
     /// Follow the push once the refs moved: `updates` are the commands that succeeded.
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
         let _ = (ctx, updates, output);
@@ -329,6 +365,15 @@ impl<H: Hook + ?Sized> Hook for Box<H> {
         (**self).proc_receive(ctx, request, output)
     }
 
+    fn push_to_checkout(
+        &self,
+        ctx: &HookContext<'_>,
+        checkout: &Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        (**self).push_to_checkout(ctx, checkout, output)
+    }
+
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
         (**self).post_receive(ctx, updates, output)
     }
@@ -359,6 +404,15 @@ impl<H: Hook + ?Sized> Hook for Arc<H> {
         output: &mut dyn Write,
     ) -> ProcReceive {
         (**self).proc_receive(ctx, request, output)
+    }
+
+    fn push_to_checkout(
+        &self,
+        ctx: &HookContext<'_>,
+        checkout: &Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        (**self).push_to_checkout(ctx, checkout, output)
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
@@ -449,6 +503,18 @@ impl Hook for Hooks {
             .map(|hook| hook.proc_receive(ctx, request, output))
             .find(|answer| *answer != ProcReceive::Declined)
             .unwrap_or(ProcReceive::Declined)
+    }
+
+    /// The first hook that takes the work tree over decides.
+    fn push_to_checkout(
+        &self,
+        ctx: &HookContext<'_>,
+        checkout: &Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        self.hooks
+            .iter()
+            .find_map(|hook| hook.push_to_checkout(ctx, checkout, output))
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {

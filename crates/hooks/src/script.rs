@@ -7,8 +7,12 @@
 //! | `post-receive` | none                    | `<old> <new> <ref>` lines | no         | yes          |
 //! | `post-update`  | the updated ref names   | none                      | no         | no           |
 //! | `proc-receive` | none                    | pkt-lines, both ways      | no         | on its stdin |
+//! | `push-to-checkout` | the new commit      | none                      | no         | no           |
 //!
-//! Every script runs in the git directory with `GIT_DIR=.`. With a quarantine,
+//! Every script runs in the git directory with `GIT_DIR=.`, except that `push-to-checkout`
+//! (git's `receive.denyCurrentBranch=updateInstead`) gets `GIT_DIR` and `GIT_WORK_TREE`
+//! naming the work tree it is to update (for a linked work tree, its own git directory), as
+//! from git's receive-pack. With a quarantine,
 //! `GIT_QUARANTINE_PATH` and `GIT_OBJECT_DIRECTORY` name it and the repository's object
 //! directory is appended to `GIT_ALTERNATE_OBJECT_DIRECTORIES`. Push options are
 //! `GIT_PUSH_OPTION_COUNT` and `GIT_PUSH_OPTION_0…`; when the client sent none (did not use
@@ -46,7 +50,7 @@ use bstr::BString;
 
 use crate::{
     proc_receive::{self, CommandResult, Conversation, ProcReceive, ProcReceiveRequest},
-    Hook, HookContext, RefUpdate, Verdict,
+    Checkout, Hook, HookContext, RefUpdate, Verdict,
 };
 
 /// Runs the repository's own hook scripts: `pre-receive`, `update`, `post-receive` and
@@ -205,16 +209,19 @@ impl ScriptHooks {
         invocation: &Invocation,
     ) -> Command {
         let mut command = Command::new(program);
-        command
-            .args(script_argument)
-            .args(&invocation.args)
-            .current_dir(ctx.git_dir)
-            .env("GIT_DIR", ".")
-            .stdin(if invocation.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
+        command.args(script_argument).args(&invocation.args);
+        command.current_dir(ctx.git_dir);
+        match &invocation.work_tree {
+            Some((git_dir, work_tree)) => command
+                .env("GIT_DIR", git_dir)
+                .env("GIT_WORK_TREE", work_tree),
+            None => command.env("GIT_DIR", "."),
+        };
+        command.stdin(if invocation.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         match (invocation.quarantine, ctx.quarantine) {
             (true, Some(paths)) => {
                 let quarantine = absolute(&paths.quarantine);
@@ -332,6 +339,7 @@ impl ScriptHooks {
             quarantine: false,
             push_options: false,
             certificate: false,
+            work_tree: None,
         };
         let start = |program: &Path, script_argument: Option<&Path>| -> io::Result<Child> {
             let mut command = self.command(ctx, program, script_argument, &invocation);
@@ -501,6 +509,7 @@ impl Hook for ScriptHooks {
             quarantine: true,
             push_options: false,
             certificate: false,
+            work_tree: None,
         };
         let result = self.run(ctx, invocation, output);
         self.verdict(UPDATE, result, "hook declined")
@@ -513,6 +522,29 @@ impl Hook for ScriptHooks {
         output: &mut dyn Write,
     ) -> ProcReceive {
         self.run_proc_receive(ctx, request, output)
+    }
+
+    fn push_to_checkout(
+        &self,
+        ctx: &HookContext<'_>,
+        checkout: &Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        let invocation = Invocation {
+            hook: PUSH_TO_CHECKOUT,
+            args: vec![checkout.new.to_string().into()],
+            stdin: None,
+            quarantine: false,
+            push_options: false,
+            certificate: false,
+            work_tree: Some((absolute(checkout.git_dir), absolute(checkout.work_tree))),
+        };
+        match self.run(ctx, invocation, output) {
+            Ok(Outcome::Skipped) => None,
+            result => {
+                Some(self.verdict(PUSH_TO_CHECKOUT, result, "push-to-checkout hook declined"))
+            }
+        }
     }
 
     fn post_receive(&self, ctx: &HookContext<'_>, updates: &[RefUpdate], output: &mut dyn Write) {
@@ -539,6 +571,7 @@ impl Hook for ScriptHooks {
             quarantine: false,
             push_options: false,
             certificate: false,
+            work_tree: None,
         };
         let result = self.run(ctx, invocation, output);
         self.report(POST_UPDATE, result);
@@ -550,6 +583,7 @@ const PROC_RECEIVE: &str = "proc-receive";
 const UPDATE: &str = "update";
 const POST_RECEIVE: &str = "post-receive";
 const POST_UPDATE: &str = "post-update";
+const PUSH_TO_CHECKOUT: &str = "push-to-checkout";
 
 /// How many chunks of output may wait between the reading threads and the caller.
 const CHANNEL_CHUNKS: usize = 16;
@@ -568,6 +602,9 @@ struct Invocation {
     push_options: bool,
     /// Whether to set the push certificate's variables (the receive hooks).
     certificate: bool,
+    /// For `push-to-checkout`: the work tree's git directory and the work tree (absolute),
+    /// the script's `GIT_DIR` and `GIT_WORK_TREE`.
+    work_tree: Option<(PathBuf, PathBuf)>,
 }
 
 impl Invocation {
@@ -585,6 +622,7 @@ impl Invocation {
             quarantine,
             push_options: true,
             certificate: true,
+            work_tree: None,
         }
     }
 }

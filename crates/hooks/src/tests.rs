@@ -418,3 +418,47 @@ fn empty_pattern_matches_nothing() {
     let updates = [RefUpdate::new(null(), history.leak, "refs/heads/main")];
     assert_eq!(SecretScanner::new("").scan(&db, &updates).unwrap(), None);
 }
+
+/// Takes over the work tree (or not) with a fixed answer.
+struct Checkouts(Option<Verdict>);
+
+impl Hook for Checkouts {
+    fn push_to_checkout(
+        &self,
+        _: &HookContext<'_>,
+        _: &crate::Checkout<'_>,
+        output: &mut dyn Write,
+    ) -> Option<Verdict> {
+        let _ = writeln!(output, "{:?}", self.0);
+        self.0.clone()
+    }
+}
+
+#[test]
+fn the_first_hook_that_takes_the_work_tree_over_decides() {
+    let path = std::path::Path::new("/work");
+    let checkout = crate::Checkout {
+        name: "refs/heads/main".into(),
+        new: id('1'),
+        git_dir: path,
+        work_tree: path,
+    };
+    let ask = |hooks: Hooks| {
+        let mut output = Vec::new();
+        let verdict = hooks.push_to_checkout(&ctx(), &checkout, &mut output);
+        (verdict, String::from_utf8(output).unwrap())
+    };
+    // By default nobody does: receive-pack checks the work tree out itself.
+    assert_eq!(
+        ask(Hooks::new().with(Checkouts(None))),
+        (None, "None\n".into())
+    );
+    let refuse = Verdict::refuse("not now");
+    assert_eq!(
+        ask(Hooks::new()
+            .with(Checkouts(None))
+            .with(Checkouts(Some(refuse.clone())))
+            .with(Checkouts(Some(Verdict::Accept)))),
+        (Some(refuse.clone()), format!("None\nSome({refuse:?})\n"))
+    );
+}

@@ -942,3 +942,53 @@ fn hung_proc_receive_is_killed_at_the_time_limit() {
         "the hook's child {sleeper} survived"
     );
 }
+
+#[test]
+fn push_to_checkout_gets_the_work_tree_and_the_new_commit() {
+    let repo = Repo::new();
+    let work_tree = repo.git_dir.parent().unwrap().join("work");
+    fs::create_dir_all(&work_tree).unwrap();
+    let new = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+    let checkout = crate::Checkout {
+        name: "refs/heads/main".into(),
+        new,
+        git_dir: &repo.git_dir,
+        work_tree: &work_tree,
+    };
+    let mut output = Vec::new();
+    // No script: receive-pack updates the work tree itself.
+    assert_eq!(
+        repo.hooks()
+            .push_to_checkout(&repo.after_ctx(None), &checkout, &mut output),
+        None
+    );
+    repo.hook(
+        "push-to-checkout",
+        r#"echo "$# $1 $(pwd) $GIT_DIR $GIT_WORK_TREE ${GIT_QUARANTINE_PATH-none}"
+test "$1" != 2222222222222222222222222222222222222222"#,
+    );
+    let verdict = repo
+        .hooks()
+        .push_to_checkout(&repo.after_ctx(None), &checkout, &mut output);
+    assert_eq!(verdict, Some(Verdict::Accept));
+    assert_eq!(
+        String::from_utf8(output).unwrap(),
+        format!(
+            "1 {new} {} {} {} none\n",
+            repo.git_dir.display(),
+            repo.git_dir.display(),
+            work_tree.display()
+        )
+    );
+    let refused = crate::Checkout {
+        new: ObjectId::from_hex(b"2222222222222222222222222222222222222222").unwrap(),
+        ..checkout
+    };
+    let verdict = repo
+        .hooks()
+        .push_to_checkout(&repo.after_ctx(None), &refused, &mut Vec::new());
+    assert_eq!(
+        verdict,
+        Some(Verdict::refuse("push-to-checkout hook declined"))
+    );
+}

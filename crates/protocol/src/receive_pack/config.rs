@@ -19,7 +19,8 @@ pub enum Deny {
     Warn,
     /// Refuse it.
     Refuse,
-    /// `updateInstead`: update the work tree too. Not supported: refused.
+    /// `updateInstead`: update the work tree too (or let the `push-to-checkout` hook do it);
+    /// for a deletion of the current branch, refuse.
     UpdateInstead,
 }
 

@@ -45,6 +45,7 @@ pub mod push_cert;
 mod report;
 mod shallow;
 mod update;
+mod worktree;
 
 use std::{
     io::{BufReader, Read, Write},

@@ -30,7 +30,9 @@ use super::{
     commands::{Command, CommandList},
     config::Deny,
     report::{Channel, PushReport, RefStatus},
-    shallow, ReceivePack, ReceivePackOptions,
+    shallow,
+    worktree::{self, Worktree, Worktrees},
+    ReceivePack, ReceivePackOptions,
 };
 use crate::repository::Head;
 
@@ -67,6 +69,9 @@ struct Pending<'a> {
     shallow_roots: Vec<ObjectId>,
     /// Whether the `proc-receive` hook is to carry it out, and what it made of it.
     proc: Proc,
+    /// Under `receive.denyCurrentBranch=updateInstead`, the work tree that has this branch
+    /// checked out: updated (or its `push-to-checkout` hook asked) before the ref moves.
+    worktree: Option<Worktree>,
 }
 
 /// Where the `proc-receive` hook stands with a command.
@@ -173,6 +178,7 @@ impl Push<'_, '_> {
                 did_not_exist: false,
                 shallow_roots: Vec::new(),
                 proc: Proc::No,
+                worktree: None,
             })
             .collect();
         if let Some(reason) = self.refuse_all {
@@ -343,14 +349,29 @@ impl Push<'_, '_> {
                 }
             }
         }
+        // Every work tree, and the branch each has checked out (git's `get_worktrees()`).
+        let worktrees = Worktrees::read(
+            repo.git_dir(),
+            self.receive_pack.config.bare,
+            repo.config()
+                .string("core.worktree")
+                .and_then(|path| gix_path::from_bstring(path).ok()),
+        );
         for p in pending.iter_mut() {
             let checked = if p.proc == Proc::Scheduled {
-                self.check_for_hook(p.command, channel)
+                self.check_for_hook(p.command, channel).map(|()| None)
             } else {
-                self.check(p.command, head.as_ref(), objects.as_ref(), channel)
+                self.check(
+                    p.command,
+                    head.as_ref(),
+                    &worktrees,
+                    objects.as_ref(),
+                    channel,
+                )
             };
-            if let Err(reason) = checked {
-                p.refuse(reason);
+            match checked {
+                Ok(worktree) => p.worktree = worktree,
+                Err(reason) => p.refuse(reason),
             }
         }
 
@@ -617,14 +638,16 @@ impl Push<'_, '_> {
     }
 
     /// git's checks in `update()` before the hook: ref name, hidden refs, checked-out branch,
-    /// missing objects, deletions, fast-forwards.
+    /// missing objects, deletions, fast-forwards. Returns the work tree to update with the
+    /// ref under `receive.denyCurrentBranch=updateInstead`.
     fn check<W: Write>(
         &self,
         command: &Command,
         head: Option<&BString>,
+        worktrees: &Worktrees,
         objects: &dyn ObjectsAccess,
         channel: &mut Channel<'_, W>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Worktree>, String> {
         let config = &self.receive_pack.config;
         if let Err(funny) = &command.ref_name {
             channel.error(funny.to_string());
@@ -634,16 +657,18 @@ impl Push<'_, '_> {
         if config.is_hidden(name, self.receive_pack.repo.namespace()) {
             return Err("deny updating a hidden ref".into());
         }
-        // As git's `update()`: the branch checked out is the one HEAD names as the client
-        // names it (in a namespace, without the prefix); for a deletion, also the ref HEAD
+        // As git's `update()`: the branch is checked out if a work tree's HEAD names it as
+        // the client names it (in a namespace, without the prefix; the main work tree unless
+        // the repository is bare, and every linked one); for a deletion, also the ref HEAD
         // names by its full name.
-        let checked_out = head.is_some_and(|head| head == name);
-        let is_head = checked_out
+        let checked_out = worktrees.find(name);
+        let is_head = checked_out.is_some()
             || match (head, &command.ref_name) {
                 (Some(head), Ok(full)) => head == full.as_bstr(),
                 _ => false,
             };
-        if checked_out && !config.bare {
+        let mut update_worktree = None;
+        if let Some(worktree) = checked_out {
             match config.deny_current_branch {
                 Deny::Ignore => {}
                 Deny::Warn => channel.warning("updating the current branch"),
@@ -654,13 +679,8 @@ impl Push<'_, '_> {
                     }
                     return Err("branch is currently checked out".into());
                 }
-                Deny::UpdateInstead => {
-                    channel.error(format!(
-                        "refusing to update checked out branch: {name}: \
-                         receive.denyCurrentBranch=updateInstead is not supported by packgate"
-                    ));
-                    return Err("branch is currently checked out".into());
-                }
+                // The other checks come first; the work tree is updated before the ref moves.
+                Deny::UpdateInstead => update_worktree = Some(worktree.clone()),
             }
         }
         if !command.is_delete() {
@@ -714,7 +734,7 @@ impl Push<'_, '_> {
             ));
             return Err("non-fast-forward".into());
         }
-        Ok(())
+        Ok(update_worktree)
     }
 
     /// The checks git makes of a command the proc-receive hook is to carry out: its name
@@ -840,6 +860,14 @@ impl Push<'_, '_> {
             repo.objects().clone(),
             packgate_pack::reader::DEFAULT_CACHE_BYTES,
         );
+        // A fall-through ref may be a work tree's branch (updateInstead), as any other.
+        let worktrees = Worktrees::read(
+            repo.git_dir(),
+            self.receive_pack.config.bare,
+            repo.config()
+                .string("core.worktree")
+                .and_then(|path| gix_path::from_bstring(path).ok()),
+        );
         let hooks = self.receive_pack.hook_chain();
         let context = HookContext {
             git_dir: repo.git_dir(),
@@ -854,10 +882,13 @@ impl Push<'_, '_> {
             .iter_mut()
             .filter(|p| p.is_to_run() && matches!(p.proc, Proc::FallThrough(_)))
         {
-            if let Err(reason) = self.check(p.command, head, &objects, channel) {
-                p.refuse(reason);
-                refused = true;
-                continue;
+            match self.check(p.command, head, &worktrees, &objects, channel) {
+                Ok(worktree) => p.worktree = worktree,
+                Err(reason) => {
+                    p.refuse(reason);
+                    refused = true;
+                    continue;
+                }
             }
             let verdict = hooks.update(&context, &p.as_update(), &mut channel.messages());
             if let Verdict::Refuse { reason } = verdict {
@@ -1101,6 +1132,19 @@ impl Push<'_, '_> {
                 }
                 return;
             }
+            // As git's `update()`, each work tree before the transaction; the first failure
+            // ends the push, leaving the rest of the work trees as they are.
+            for p in pending.iter_mut().filter(|p| p.is_to_run()) {
+                if let Some(worktree) = p.worktree.clone() {
+                    if let Err(reason) = self.update_worktree(p.command, &worktree, channel) {
+                        p.refuse(reason);
+                        break;
+                    }
+                }
+            }
+            if refuse_rest_if_any_failed(pending) {
+                return;
+            }
             if let Err(err) = self.commit(&store, edits, committer) {
                 channel.error(error_chain(&err));
                 for p in pending.iter_mut() {
@@ -1126,6 +1170,12 @@ impl Push<'_, '_> {
                 p.refuse("failed to update ref");
                 continue;
             }
+            if let Some(worktree) = &p.worktree {
+                if let Err(reason) = self.update_worktree(p.command, worktree, channel) {
+                    p.refuse(reason);
+                    continue;
+                }
+            }
             if let Err(err) = self.commit(&store, vec![edit], committer) {
                 channel.error(format!(
                     "failed to update ref {}: {}",
@@ -1135,6 +1185,55 @@ impl Push<'_, '_> {
                 p.refuse("failed to update ref");
             }
         }
+    }
+
+    /// git's `update_worktree()` for a command on the branch `worktree` has checked out:
+    /// the `push-to-checkout` hook decides if there is one; otherwise the work tree must be
+    /// clean and is checked out at the new commit. Returns the `ng` reason on failure.
+    fn update_worktree<W: Write>(
+        &self,
+        command: &Command,
+        worktree: &Worktree,
+        channel: &mut Channel<'_, W>,
+    ) -> Result<(), String> {
+        let repo = self.receive_pack.repo;
+        let Some(work_tree) = &worktree.path else {
+            return Err(worktree::UpdateError::NoWorktree.to_string());
+        };
+        let hooks = self.receive_pack.hook_chain();
+        let context = HookContext {
+            git_dir: repo.git_dir(),
+            quarantine: None,
+            objects: repo.objects(),
+            push_options: self.push_options,
+            remote_user: self.receive_pack.remote_user.as_deref(),
+            push_certificate: self.certificate,
+        };
+        let checkout = packgate_hooks::Checkout {
+            name: command.name.as_bstr(),
+            new: command.new,
+            git_dir: &worktree.git_dir,
+            work_tree,
+        };
+        if let Some(verdict) = hooks.push_to_checkout(&context, &checkout, &mut channel.messages())
+        {
+            return match verdict {
+                Verdict::Accept => Ok(()),
+                Verdict::Refuse { reason } => Err(reason),
+            };
+        }
+        let store = repo.ref_store();
+        let old = worktree.head_commit(|branch| resolve_branch(&store, branch));
+        let new = (!command.is_delete()).then_some(command.new);
+        let settings = worktree::Settings::from_config(repo.config());
+        let index = worktree.git_dir.join("index");
+        worktree::update(work_tree, &index, old, new, repo.objects(), &settings).map_err(|err| {
+            tracing::debug!(%err, detail = err.detail(), work_tree = %work_tree.display(), "work tree not updated");
+            if let Some(detail) = err.detail() {
+                channel.error(detail);
+            }
+            err.to_string()
+        })
     }
 
     /// Apply `edits` in one transaction. Each ref is locked (`<ref>.lock`, and `packed-refs.lock`
@@ -1304,6 +1403,19 @@ fn head_branch(store: &gix_ref::file::Store) -> Option<FullName> {
         Target::Symbolic(branch) => Some(branch),
         Target::Object(_) => None,
     }
+}
+
+/// The commit the branch `name` points at (through symbolic refs), if it exists.
+fn resolve_branch(store: &gix_ref::file::Store, name: &bstr::BStr) -> Option<ObjectId> {
+    const MAX_READS: usize = 5;
+    let mut current = FullName::try_from(name).ok()?;
+    for _ in 0..MAX_READS {
+        match store.try_find(current.as_ref()).ok()??.target {
+            Target::Object(id) => return Some(id),
+            Target::Symbolic(next) => current = next,
+        }
+    }
+    None
 }
 
 /// An edit of the ref `name` that, if `name` is a symbolic ref, changes the ref it points to
