@@ -160,6 +160,31 @@ impl Pending<'_> {
 }
 
 impl Push<'_, '_> {
+    /// The hooks' context once the objects are in the repository (no quarantine).
+    fn settled_context(&self) -> HookContext<'_> {
+        let repo = self.receive_pack.repo;
+        HookContext {
+            git_dir: repo.git_dir(),
+            quarantine: None,
+            objects: repo.objects(),
+            push_options: self.push_options,
+            remote_user: self.receive_pack.remote_user.as_deref(),
+            push_certificate: self.certificate,
+        }
+    }
+
+    /// Every work tree, and the branch each has checked out (git's `get_worktrees()`).
+    fn worktrees(&self) -> Worktrees {
+        let repo = self.receive_pack.repo;
+        Worktrees::read(
+            repo.git_dir(),
+            self.receive_pack.config.bare,
+            repo.config()
+                .string("core.worktree")
+                .and_then(|path| gix_path::from_bstring(path).ok()),
+        )
+    }
+
     /// Receive the pack, check, run hooks and update refs. Returns the report and the
     /// commands that succeeded (for the hooks that follow).
     pub(super) fn execute<R: BufRead, W: Write>(
@@ -350,13 +375,7 @@ impl Push<'_, '_> {
             }
         }
         // Every work tree, and the branch each has checked out (git's `get_worktrees()`).
-        let worktrees = Worktrees::read(
-            repo.git_dir(),
-            self.receive_pack.config.bare,
-            repo.config()
-                .string("core.worktree")
-                .and_then(|path| gix_path::from_bstring(path).ok()),
-        );
+        let worktrees = self.worktrees();
         for p in pending.iter_mut() {
             let checked = if p.proc == Proc::Scheduled {
                 self.check_for_hook(p.command, channel).map(|()| None)
@@ -764,7 +783,6 @@ impl Push<'_, '_> {
         pending: &mut [Pending<'_>],
         channel: &mut Channel<'_, W>,
     ) {
-        let repo = self.receive_pack.repo;
         let atomic = self.list.capabilities.atomic;
         let for_hook: Vec<usize> = (0..pending.len())
             .filter(|&index| pending[index].is_for_hook())
@@ -783,14 +801,7 @@ impl Push<'_, '_> {
             other_refs: &other_refs,
             atomic,
         };
-        let context = HookContext {
-            git_dir: repo.git_dir(),
-            quarantine: None,
-            objects: repo.objects(),
-            push_options: self.push_options,
-            remote_user: self.receive_pack.remote_user.as_deref(),
-            push_certificate: self.certificate,
-        };
+        let context = self.settled_context();
         let hooks = self.receive_pack.hook_chain();
         let answer = hooks.proc_receive(&context, &request, &mut channel.messages());
         let failed = match answer {
@@ -861,22 +872,9 @@ impl Push<'_, '_> {
             packgate_pack::reader::DEFAULT_CACHE_BYTES,
         );
         // A fall-through ref may be a work tree's branch (updateInstead), as any other.
-        let worktrees = Worktrees::read(
-            repo.git_dir(),
-            self.receive_pack.config.bare,
-            repo.config()
-                .string("core.worktree")
-                .and_then(|path| gix_path::from_bstring(path).ok()),
-        );
+        let worktrees = self.worktrees();
         let hooks = self.receive_pack.hook_chain();
-        let context = HookContext {
-            git_dir: repo.git_dir(),
-            quarantine: None,
-            objects: repo.objects(),
-            push_options: self.push_options,
-            remote_user: self.receive_pack.remote_user.as_deref(),
-            push_certificate: self.certificate,
-        };
+        let context = self.settled_context();
         let mut refused = false;
         for p in pending
             .iter_mut()
@@ -1201,14 +1199,7 @@ impl Push<'_, '_> {
             return Err(worktree::UpdateError::NoWorktree.to_string());
         };
         let hooks = self.receive_pack.hook_chain();
-        let context = HookContext {
-            git_dir: repo.git_dir(),
-            quarantine: None,
-            objects: repo.objects(),
-            push_options: self.push_options,
-            remote_user: self.receive_pack.remote_user.as_deref(),
-            push_certificate: self.certificate,
-        };
+        let context = self.settled_context();
         let checkout = packgate_hooks::Checkout {
             name: command.name.as_bstr(),
             new: command.new,
@@ -1381,16 +1372,8 @@ impl Push<'_, '_> {
         if accepted.names.is_empty() {
             return;
         }
-        let repo = self.receive_pack.repo;
         let hooks = self.receive_pack.hook_chain();
-        let context = HookContext {
-            git_dir: repo.git_dir(),
-            quarantine: None,
-            objects: repo.objects(),
-            push_options: self.push_options,
-            remote_user: self.receive_pack.remote_user.as_deref(),
-            push_certificate: self.certificate,
-        };
+        let context = self.settled_context();
         hooks.post_receive(&context, &accepted.updates, &mut channel.messages());
         hooks.post_update(&context, &accepted.names, &mut channel.messages());
     }
