@@ -247,36 +247,37 @@ impl CommitGraph {
                 }
             }
         }
-        let Ok(start) = u32::try_from(self.parents.len()) else {
-            return false;
-        };
-        for parent in parents {
-            let parent = self.node(&parent);
-            self.parents.push(parent);
-        }
-        let end = u32::try_from(self.parents.len()).unwrap_or(u32::MAX);
-        let node = &mut self.nodes[node as usize];
-        node.tree = tree;
-        node.date = date;
-        node.parents = start..end;
-        node.flags |= flag::PARSED;
-        true
+        self.set_parsed(node, tree, date, parents).is_ok()
     }
 
     fn add_parsed(&mut self, node: u32, data: &[u8]) -> Result<(), Unparsable> {
         let id = self.nodes[node as usize].id;
         let header = CommitHeader::parse(data, id.kind()).map_err(Unparsable::Corrupt)?;
+        let parents: Vec<ObjectId> = if self.grafts.contains(&id) {
+            Vec::new()
+        } else {
+            header.parents().collect()
+        };
+        self.set_parsed(node, header.tree, header.date, parents)
+    }
+
+    /// Record what parsing `node` found, its parents numbered.
+    fn set_parsed(
+        &mut self,
+        node: u32,
+        tree: ObjectId,
+        date: u64,
+        parents: Vec<ObjectId>,
+    ) -> Result<(), Unparsable> {
         let start = u32::try_from(self.parents.len()).map_err(|_| Unparsable::TooManyCommits)?;
-        if !self.grafts.contains(&id) {
-            for parent in header.parents() {
-                let parent = self.node(&parent);
-                self.parents.push(parent);
-            }
+        for parent in parents {
+            let parent = self.node(&parent);
+            self.parents.push(parent);
         }
         let end = u32::try_from(self.parents.len()).map_err(|_| Unparsable::TooManyCommits)?;
         let node = &mut self.nodes[node as usize];
-        node.tree = header.tree;
-        node.date = header.date;
+        node.tree = tree;
+        node.date = date;
         node.parents = start..end;
         node.flags |= flag::PARSED;
         Ok(())
