@@ -629,7 +629,7 @@ impl Invocation {
 
 /// How a script run ended.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// There is no (executable) script.
     Skipped,
     /// The script exited, and closed its output.
@@ -640,7 +640,7 @@ enum Outcome {
 
 /// The error of running a script: the operating system failed us.
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     /// The script could not be started.
     #[error("could not start the {hook} hook {path}")]
     Spawn {
@@ -776,7 +776,7 @@ impl<'a> Sink<'a> {
 }
 
 /// Wait for a script that closed its output to exit, until `deadline`; past it, kill it.
-fn wait_until(
+pub(crate) fn wait_until(
     child: &mut Child,
     hook: &'static str,
     deadline: Instant,

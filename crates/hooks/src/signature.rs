@@ -531,26 +531,28 @@ fn run(
         }
     }
     let [stdout, stderr] = outputs;
-    let mut poll = Duration::from_millis(1);
-    loop {
-        let Some(child) = running.child.as_mut() else {
-            return Err(io::Error::other("no child"));
-        };
-        if let Some(status) = child.try_wait()? {
-            running.child = None;
-            return Ok(Ran {
-                status: Some(status),
-                stdout,
-                stderr,
-            });
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return timed_out(running);
-        }
-        thread::sleep(poll.min(deadline - now));
-        poll = (poll * 2).min(Duration::from_millis(50));
-    }
+    let Some(mut child) = running.child.take() else {
+        return Err(io::Error::other("no child"));
+    };
+    // Both outputs closed: wait for the exit as a hook script is waited for (killed with its
+    // process group at the deadline).
+    let status = match crate::script::wait_until(&mut child, "signature verification", deadline) {
+        Ok(crate::script::Outcome::Exited(status)) => Some(status),
+        Ok(_) => None,
+        Err(err) => return Err(io::Error::other(err)),
+    };
+    Ok(match status {
+        Some(status) => Ran {
+            status: Some(status),
+            stdout,
+            stderr,
+        },
+        None => Ran {
+            status: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        },
+    })
 }
 
 fn os_str(bytes: &[u8]) -> &std::ffi::OsStr {
