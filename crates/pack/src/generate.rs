@@ -431,8 +431,6 @@ impl EntrySource<'_> {
             .map_err(WriteError::Read)?
         {
             Some(object) => (object.kind, object.data.to_vec()),
-            // git has the empty tree whether or not it is stored, and sends it.
-            None if id.is_empty_tree() => (gix_object::Kind::Tree, Vec::new()),
             None => return Err(WriteError::MissingObject { id }),
         };
         self.recompressed += 1;

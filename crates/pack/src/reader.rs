@@ -187,6 +187,11 @@ impl gix_object::Find for CachingReader {
                     buffer.extend_from_slice(&object.1);
                     Ok(Some(Data::new(buffer, object.0, gix_hash::Kind::Sha1)))
                 }
+                // git's object layer has the empty tree whether or not it is stored.
+                None if id.is_empty_tree() => {
+                    buffer.clear();
+                    Ok(Some(Data::new(buffer, Kind::Tree, gix_hash::Kind::Sha1)))
+                }
                 None => Ok(None),
             },
         }
