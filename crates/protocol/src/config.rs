@@ -806,6 +806,9 @@ impl UploadPackConfig {
     /// the ref itself or anything below it, and a `^` rule matches the full name, with the
     /// namespace's prefix.
     pub fn is_hidden(&self, refname: &[u8], namespace: Option<&crate::refname::Namespace>) -> bool {
+        if self.hide_refs.is_empty() {
+            return false;
+        }
         let full = crate::refname::full_name(namespace, refname);
         self.is_hidden_as(Some(refname), &full)
     }

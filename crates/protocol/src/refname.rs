@@ -160,6 +160,48 @@ impl Namespace {
     }
 }
 
+/// Whether `name` is a valid full ref name (git's `check_refname_format` with one-level
+/// names allowed, as gix-validate implements it), as a listing of `packed-refs` asks for
+/// every ref it reads.
+///
+/// Names made of letters, digits, `_`, `-`, `/` and `.` alone — nearly all — are judged here
+/// in one pass over the bytes (the rules that can concern them: no empty component, no
+/// component that starts with `.` or ends with `.lock`, no `..`, no trailing `.`); any other
+/// name goes to gix-validate, whose general checks cost several times more per name.
+pub fn is_valid_full_name(name: &BStr) -> bool {
+    match plain_name_is_valid(name) {
+        Some(valid) => valid,
+        None => <&gix_ref::FullNameRef>::try_from(name).is_ok(),
+    }
+}
+
+/// [`is_valid_full_name()`] for names below `refs/` of the plain characters; `None` for
+/// other names (gix-validate has further rules for names outside `refs/`).
+fn plain_name_is_valid(name: &[u8]) -> Option<bool> {
+    if !name.starts_with(b"refs/") {
+        return None;
+    }
+    let mut previous = b'/';
+    for &byte in name {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => {}
+            // An empty component, or one that starts with `.` (`..` included).
+            b'/' | b'.' if previous == b'/' => return Some(false),
+            b'.' if previous == b'.' => return Some(false),
+            b'/' | b'.' => {}
+            _ => return None,
+        }
+        previous = byte;
+    }
+    let valid = !name.is_empty()
+        && previous != b'/'
+        && previous != b'.'
+        && !name
+            .split(|&byte| byte == b'/')
+            .any(|component| component.ends_with(b".lock"));
+    Some(valid)
+}
+
 /// `name` with `namespace` applied, when there is one.
 pub fn full_name<'a>(namespace: Option<&Namespace>, name: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
     match namespace {
@@ -171,6 +213,57 @@ pub fn full_name<'a>(namespace: Option<&Namespace>, name: &'a [u8]) -> std::borr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_names_are_judged_as_gix_validate_judges_them() {
+        let names = [
+            "refs/heads/main",
+            "refs/tags/v2.47.0",
+            "refs/heads/a.b.c",
+            "refs/a./b",
+            "refs/heads/-x",
+            "refs/heads/_",
+            "refs/heads/x.lock",
+            "refs/heads/x.lock/y",
+            "refs/heads/x.locks",
+            "refs/heads/.x",
+            "refs/heads/x.",
+            "refs/heads/a..b",
+            "refs//x",
+            "refs/x/",
+            "refs/heads/",
+            "refs/.lock",
+            "refs/heads/..",
+            "refs/heads/lock",
+            "refs/heads/.lock.x",
+            "refs/heads/x/.",
+            "refs/heads/x/..",
+            "refs/tags/1.0-rc.1",
+            "refs/a/b/c/d/e/f",
+            "refs/heads/x.y/z",
+        ];
+        for name in names {
+            let gix = <&gix_ref::FullNameRef>::try_from(name.as_bytes().as_bstr()).is_ok();
+            assert_eq!(plain_name_is_valid(name.as_bytes()), Some(gix), "{name:?}");
+            assert_eq!(is_valid_full_name(name.into()), gix, "{name:?}");
+        }
+        // Other characters go to gix-validate.
+        for name in [
+            "HEAD",
+            "a",
+            "",
+            "/refs/x",
+            "refs/heads/a b",
+            "refs/heads/a@{b",
+            "refs/heads/a:b",
+            "refs/heads/é",
+            "refs/heads/a@b",
+        ] {
+            assert_eq!(plain_name_is_valid(name.as_bytes()), None, "{name:?}");
+            let gix = <&gix_ref::FullNameRef>::try_from(name.as_bytes().as_bstr()).is_ok();
+            assert_eq!(is_valid_full_name(name.into()), gix, "{name:?}");
+        }
+    }
 
     #[test]
     fn namespaces_expand_like_git() {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bstr::{BString, ByteSlice};
+use bstr::{BStr, BString, ByteSlice};
 use gix_hash::ObjectId;
 use gix_object::Find;
 
@@ -95,6 +95,44 @@ pub struct RefRecord {
     pub symref_target: Option<BString>,
     /// What `packed-refs` says of the object's peeled value, if it says anything.
     pub peeled: Peeled,
+}
+
+/// A reference as a listing visits it ([`Repository::visit_refs()`]): [`RefRecord`]
+/// borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefView<'a> {
+    /// The full name, like `refs/heads/main`.
+    pub name: &'a BStr,
+    /// The object the reference resolves to, following symbolic references.
+    pub id: ObjectId,
+    /// For a symbolic reference, the name of the reference it points to.
+    pub symref_target: Option<&'a BStr>,
+    /// What `packed-refs` says of the object's peeled value, if it says anything.
+    pub peeled: Peeled,
+}
+
+impl RefView<'_> {
+    /// The owned record.
+    pub fn to_record(&self) -> RefRecord {
+        RefRecord {
+            name: self.name.to_owned(),
+            id: self.id,
+            symref_target: self.symref_target.map(ToOwned::to_owned),
+            peeled: self.peeled,
+        }
+    }
+}
+
+impl RefRecord {
+    /// The record borrowed, as a listing visits it.
+    pub fn view(&self) -> RefView<'_> {
+        RefView {
+            name: self.name.as_bstr(),
+            id: self.id,
+            symref_target: self.symref_target.as_ref().map(|target| target.as_bstr()),
+            peeled: self.peeled,
+        }
+    }
 }
 
 /// A reference's peeled value as far as it is known without reading its object: git's
@@ -226,20 +264,6 @@ impl Repository {
         self.namespace.as_ref()
     }
 
-    /// A record read under its full name, renamed to what the namespace's clients see.
-    fn strip_record(&self, mut record: RefRecord) -> Option<RefRecord> {
-        let Some(namespace) = &self.namespace else {
-            return Some(record);
-        };
-        record.name = namespace.strip(&record.name)?.into();
-        if let Some(target) = &record.symref_target {
-            if let Some(stripped) = namespace.strip(target) {
-                record.symref_target = Some(stripped.into());
-            }
-        }
-        Some(record)
-    }
-
     /// A handle on the ref store to read or update refs with (a push's transactions).
     pub(crate) fn ref_store(&self) -> gix_ref::file::Store {
         self.refs.clone()
@@ -349,8 +373,24 @@ impl Repository {
     /// `prefixes` is `None`), named without that prefix; otherwise as
     /// [`Repository::all_refs()`].
     pub fn refs(&self, prefixes: Option<&[RefPrefix]>) -> Result<Vec<RefRecord>, RefsError> {
+        let mut out = Vec::new();
+        self.visit_refs(prefixes, |view| {
+            out.push(view.to_record());
+            Ok::<_, RefsError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Repository::refs()`] without the list: `visit` sees each reference in turn, in the
+    /// same order, borrowed (nothing is allocated per packed ref). What `visit` returns
+    /// stops the listing at its first error.
+    pub fn visit_refs<E: From<RefsError>>(
+        &self,
+        prefixes: Option<&[RefPrefix]>,
+        mut visit: impl FnMut(RefView<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Some(namespace) = &self.namespace else {
-            return self.all_refs(prefixes);
+            return self.visit_all_refs(prefixes, visit);
         };
         let everything = [RefPrefix::new(namespace.full(b"refs/"))];
         let mapped: Vec<RefPrefix>;
@@ -367,18 +407,28 @@ impl Repository {
                     .map(|prefix| RefPrefix::new(namespace.full(prefix.as_bstr())))
                     .collect();
                 if mapped.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 &mapped
             }
             _ => &everything,
         };
-        Ok(self
-            .all_refs(Some(prefixes))?
-            .into_iter()
-            .filter_map(|record| self.strip_record(record))
-            .filter(|record| record.name.starts_with(b"refs/"))
-            .collect())
+        self.visit_all_refs(Some(prefixes), |view| {
+            let Some(name) = namespace.strip(view.name) else {
+                return Ok(());
+            };
+            if !name.starts_with(b"refs/") {
+                return Ok(());
+            }
+            let symref_target = view
+                .symref_target
+                .map(|target| namespace.strip(target).unwrap_or(target));
+            visit(RefView {
+                name: name.as_bstr(),
+                symref_target: symref_target.map(|target| target.as_bstr()),
+                ..view
+            })
+        })
     }
 
     /// Every reference below `refs/` whose name starts with one of `prefixes` (all of them
@@ -389,23 +439,45 @@ impl Repository {
     ///
     /// The namespace served is not looked at: names are the repository's own.
     pub fn all_refs(&self, prefixes: Option<&[RefPrefix]>) -> Result<Vec<RefRecord>, RefsError> {
+        let mut out = Vec::new();
+        self.visit_all_refs(prefixes, |view| {
+            out.push(view.to_record());
+            Ok::<_, RefsError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Repository::all_refs()`] without the list, as [`Repository::visit_refs()`].
+    pub fn visit_all_refs<E: From<RefsError>>(
+        &self,
+        prefixes: Option<&[RefPrefix]>,
+        mut visit: impl FnMut(RefView<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let prefixes = prefixes.filter(|prefixes| {
             !prefixes
                 .iter()
                 .any(|prefix| prefix.scope() == PrefixScope::AllRefs)
         });
         let everything = [RefPrefix::new("refs/")];
+        // Sorted, and none a prefix of another: the listings of the prefixes one after the
+        // other are sorted by name, without repeats.
         let prefixes: Vec<&RefPrefix> = match prefixes {
             None => everything.iter().collect(),
             Some(prefixes) => minimal_prefixes(prefixes),
         };
-        let prefixes_count = prefixes.len();
         let packed = self.refs.cached_packed_buffer().map_err(RefsError::Read)?;
         let traits = match &packed {
             Some(_) => PackedTraits::of(&self.git_dir.join("packed-refs")),
             None => PackedTraits::default(),
         };
-        let mut out = Vec::new();
+        let visit_loose = |reference: gix_ref::Reference,
+                           visit: &mut dyn FnMut(RefView<'_>) -> Result<(), E>|
+         -> Result<(), E> {
+            match self.resolve(reference)? {
+                Some(record) => visit(record.view()),
+                None => Ok(()),
+            }
+        };
         for prefix in prefixes {
             // Loose refs win over packed ones of the same name; both lists are sorted.
             let mut loose: Vec<(BString, gix_ref::Reference)> =
@@ -428,7 +500,7 @@ impl Repository {
                     let record = record.map_err(|err| RefsError::PackedRefs { line: err.line })?;
                     let name = record.name;
                     // git skips (and reports as broken) a packed ref with a bad name.
-                    if <&gix_ref::FullNameRef>::try_from(name).is_err() {
+                    if !crate::refname::is_valid_full_name(name) {
                         tracing::debug!(name = %name, "packed ref with a bad name left out");
                         continue;
                     }
@@ -439,7 +511,7 @@ impl Repository {
                             order => {
                                 shadowed = order == std::cmp::Ordering::Equal;
                                 if let Some((_, reference)) = loose.next() {
-                                    self.push_resolved(reference, &mut out)?;
+                                    visit_loose(reference, &mut visit)?;
                                 }
                             }
                         }
@@ -456,44 +528,29 @@ impl Repository {
                         }
                         None => Peeled::Unknown,
                     };
-                    out.push(RefRecord {
-                        name: name.to_owned(),
+                    visit(RefView {
+                        name,
                         id: record.target,
                         symref_target: None,
                         peeled,
-                    });
+                    })?;
                 }
             }
             for (_, reference) in loose {
-                self.push_resolved(reference, &mut out)?;
+                visit_loose(reference, &mut visit)?;
             }
         }
-        if prefixes_count > 1 {
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            out.dedup_by(|a, b| a.name == b.name);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// The object `record` peels to if it points at an annotated tag; `None` if it does not.
     /// Reads the object only when `packed-refs` did not say.
-    pub fn peeled(&self, record: &RefRecord) -> Result<Option<ObjectId>, RefsError> {
+    pub fn peeled(&self, record: RefView<'_>) -> Result<Option<ObjectId>, RefsError> {
         match record.peeled {
             Peeled::Unknown => self.peel_tag(&record.id),
             Peeled::NotATag => Ok(None),
             Peeled::Tag(id) => Ok(Some(id)),
         }
-    }
-
-    fn push_resolved(
-        &self,
-        reference: gix_ref::Reference,
-        out: &mut Vec<RefRecord>,
-    ) -> Result<(), RefsError> {
-        if let Some(record) = self.resolve(reference)? {
-            out.push(record);
-        }
-        Ok(())
     }
 
     /// Follow `reference` through symbolic references to an object.

@@ -401,9 +401,10 @@ impl Tips {
         if let crate::repository::Head::Born(head) = upload_pack.repo.head()? {
             tips.add(upload_pack, &head.name, head.id);
         }
-        for record in upload_pack.repo.refs(None)? {
-            tips.add(upload_pack, &record.name, record.id);
-        }
+        upload_pack.repo.visit_refs(None, |record| {
+            tips.add(upload_pack, record.name, record.id);
+            Ok::<_, crate::repository::RefsError>(())
+        })?;
         Ok(tips)
     }
 
@@ -741,17 +742,17 @@ fn tags_to_include(
     let mut out = Vec::new();
     let prefixes = [crate::refname::RefPrefix::new("refs/tags/")];
     let mut buf = Vec::new();
-    for record in repo.refs(Some(&prefixes))? {
-        if upload_pack.config.is_hidden(&record.name, repo.namespace())
+    repo.visit_refs(Some(&prefixes), |record| {
+        if upload_pack.config.is_hidden(record.name, repo.namespace())
             || enumeration.contains(&record.id)
         {
-            continue;
+            return Ok(());
         }
-        let Some(peeled) = repo.peeled(&record)? else {
-            continue;
+        let Some(peeled) = repo.peeled(record)? else {
+            return Ok(());
         };
         if !enumeration.contains(&peeled) {
-            continue;
+            return Ok(());
         }
         // Walk the chain of tags down to the peeled object, adding each tag not sent yet.
         let mut current = record.id;
@@ -774,7 +775,8 @@ fn tags_to_include(
                     source,
                 })?;
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

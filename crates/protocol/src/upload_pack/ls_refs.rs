@@ -8,7 +8,7 @@ use packgate_wire::pkt_line::PacketWriter;
 use super::{reject, Flow, ServeError, UploadPack};
 use crate::config::UnbornPolicy;
 use crate::refname::RefPrefix;
-use crate::repository::{Head, RefRecord};
+use crate::repository::{Head, RefView, RefsError};
 
 /// With this many prefixes or more, git lists everything instead; so do we.
 const MAX_PREFIXES: usize = 65536;
@@ -65,7 +65,7 @@ pub(super) fn handle<W: Write>(
     if matches(b"HEAD") && !upload_pack.config.is_hidden(b"HEAD", repo.namespace()) {
         match repo.head() {
             Ok(Head::Born(head)) => {
-                if let Err(err) = format_ref(upload_pack, &head, &arguments, &mut line) {
+                if let Err(err) = format_ref(upload_pack, head.view(), &arguments, &mut line) {
                     return Err(failed(out, &err));
                 }
                 out.write_data(&line)?;
@@ -84,35 +84,49 @@ pub(super) fn handle<W: Write>(
             Err(err) => return Err(failed(out, &err)),
         }
     }
-    let refs = match repo.refs(prefixes) {
-        Ok(refs) => refs,
-        Err(err) => return Err(failed(out, &err)),
-    };
-    for record in refs
-        .iter()
-        .filter(|r| !upload_pack.config.is_hidden(&r.name, repo.namespace()))
-    {
-        if let Err(err) = format_ref(upload_pack, record, &arguments, &mut line) {
-            return Err(failed(out, &err));
+    let listed = repo.visit_refs(prefixes, |record| {
+        if upload_pack.config.is_hidden(record.name, repo.namespace()) {
+            return Ok(());
         }
-        out.write_data(&line)?;
+        format_ref(upload_pack, record, &arguments, &mut line)?;
+        out.write_data(&line).map_err(Listing::Write)
+    });
+    match listed {
+        Ok(()) => {}
+        Err(Listing::Refs(err)) => return Err(failed(out, &err)),
+        Err(Listing::Write(err)) => return Err(err.into()),
     }
     out.flush_pkt()?;
     Ok(Flow::Continue)
 }
 
+/// Why a listing stopped: reading the refs, or writing to the client.
+pub(super) enum Listing {
+    /// Reading the refs failed.
+    Refs(RefsError),
+    /// Writing to the client failed.
+    Write(packgate_wire::pkt_line::WriteError),
+}
+
+impl From<RefsError> for Listing {
+    fn from(err: RefsError) -> Self {
+        Listing::Refs(err)
+    }
+}
+
+/// One `ls-refs` line into `line`, without an allocation.
 fn format_ref(
     upload_pack: &UploadPack<'_>,
-    record: &RefRecord,
+    record: RefView<'_>,
     arguments: &Arguments,
     line: &mut Vec<u8>,
-) -> Result<(), crate::repository::RefsError> {
+) -> Result<(), RefsError> {
     line.clear();
-    line.extend_from_slice(record.id.to_hex().to_string().as_bytes());
+    push_hex(line, &record.id);
     line.push(b' ');
-    line.extend_from_slice(&record.name);
+    line.extend_from_slice(record.name);
     if arguments.symrefs {
-        if let Some(target) = &record.symref_target {
+        if let Some(target) = record.symref_target {
             line.extend_from_slice(b" symref-target:");
             line.extend_from_slice(target);
         }
@@ -120,11 +134,17 @@ fn format_ref(
     if arguments.peel {
         if let Some(peeled) = upload_pack.repo.peeled(record)? {
             line.extend_from_slice(b" peeled:");
-            line.extend_from_slice(peeled.to_hex().to_string().as_bytes());
+            push_hex(line, &peeled);
         }
     }
     line.push(b'\n');
     Ok(())
+}
+
+/// `id` in hexadecimal, appended to `line`.
+pub(super) fn push_hex(line: &mut Vec<u8>, id: &gix_hash::oid) {
+    let mut hex = [0u8; gix_hash::Kind::longest().len_in_hex()];
+    line.extend_from_slice(id.hex_to_buf(&mut hex).as_bytes());
 }
 
 #[cfg(test)]

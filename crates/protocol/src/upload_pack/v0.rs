@@ -14,11 +14,16 @@ use packgate_wire::{
 };
 
 use super::{
-    agent, fetch, reject,
+    agent, fetch,
+    ls_refs::{push_hex, Listing},
+    reject,
     shallow::{self, Protocol, Shallow},
     ServeError, UploadPack,
 };
-use crate::{receive_pack::ProtocolVersion, repository::Head};
+use crate::{
+    receive_pack::ProtocolVersion,
+    repository::{Head, RefView},
+};
 
 /// The capabilities upload-pack advertises in v0/v1, in git's order, before the ones that
 /// depend on configuration and the request.
@@ -54,24 +59,19 @@ impl UploadPack<'_> {
         let refs_failed = |err: crate::repository::RefsError| {
             ServeError::Failed(format!("could not list refs: {err}"))
         };
-        let mut refs = Vec::new();
+        let mut head = None;
         let mut symref = String::new();
         match self.repo.head().map_err(refs_failed)? {
-            Head::Born(head) => {
-                if let Some(target) = &head.symref_target {
+            Head::Born(record) => {
+                if let Some(target) = &record.symref_target {
                     symref = format!(" symref=HEAD:{}", target.as_bstr());
                 }
                 if !config.is_hidden(b"HEAD", self.repo.namespace()) {
-                    refs.push(head);
+                    head = Some(record);
                 }
             }
             // git reads HEAD's target only when HEAD resolves.
             Head::Unborn { .. } | Head::Missing => {}
-        }
-        for record in self.repo.refs(None).map_err(refs_failed)? {
-            if !config.is_hidden(&record.name, self.repo.namespace()) {
-                refs.push(record);
-            }
         }
         let any = config.allow_any_sha1_in_want;
         let session_id = if config.advertise_sid {
@@ -95,22 +95,52 @@ impl UploadPack<'_> {
             if config.allow_filter { " filter" } else { "" },
             agent(),
         );
-        if refs.is_empty() {
+        // Each ref as it is listed, into one reused line: nothing allocated per ref.
+        let mut line = Vec::with_capacity(128);
+        let mut first = true;
+        let mut advertise = |record: RefView<'_>| -> Result<(), Listing> {
+            line.clear();
+            push_hex(&mut line, &record.id);
+            line.push(b' ');
+            line.extend_from_slice(record.name);
+            if std::mem::take(&mut first) {
+                line.push(0);
+                line.extend_from_slice(capabilities.as_bytes());
+            }
+            line.push(b'\n');
+            out.write_data(&line).map_err(Listing::Write)?;
+            if let Some(peeled) = self.repo.peeled(record)? {
+                line.clear();
+                push_hex(&mut line, &peeled);
+                line.push(b' ');
+                line.extend_from_slice(record.name);
+                line.extend_from_slice(b"^{}\n");
+                out.write_data(&line).map_err(Listing::Write)?;
+            }
+            Ok(())
+        };
+        let mut listed = match &head {
+            Some(head) => advertise(head.view()),
+            None => Ok(()),
+        };
+        if listed.is_ok() {
+            listed = self.repo.visit_refs(None, |record| {
+                if config.is_hidden(record.name, self.repo.namespace()) {
+                    return Ok(());
+                }
+                advertise(record)
+            });
+        }
+        match listed {
+            Ok(()) => {}
+            Err(Listing::Refs(err)) => return Err(refs_failed(err)),
+            Err(Listing::Write(err)) => return Err(err.into()),
+        }
+        if first {
             out.write_text(format!(
                 "{} capabilities^{{}}\0{capabilities}",
                 ObjectId::null(gix_hash::Kind::Sha1)
             ))?;
-        }
-        for (n, record) in refs.iter().enumerate() {
-            let (name, id) = (&record.name, &record.id);
-            if n == 0 {
-                out.write_text(format!("{id} {}\0{capabilities}", name.as_bstr()))?;
-            } else {
-                out.write_text(format!("{id} {}", name.as_bstr()))?;
-            }
-            if let Some(peeled) = self.repo.peeled(record).map_err(refs_failed)? {
-                out.write_text(format!("{peeled} {}^{{}}", name.as_bstr()))?;
-            }
         }
         // git's `advertise_shallow_grafts()`: the repository's own shallow commits, in the
         // order of git's graft list (sorted).
