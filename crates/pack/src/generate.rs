@@ -660,13 +660,9 @@ impl EntryFixer<'_> {
         computed: Option<u16>,
     ) -> gix_error::Result<output::Entry> {
         let mut depth = computed.unwrap_or(0);
-        if computed.is_some() {
-            self.deltas += 1;
-        }
         match entry.kind {
             Kind::Base(_) => {}
             Kind::DeltaRef { object_index } => {
-                self.deltas += 1;
                 depth = self
                     .depths
                     .get(object_index)
@@ -681,10 +677,7 @@ impl EntryFixer<'_> {
                 }
             }
             // Only made for bases the client has.
-            Kind::DeltaOid { .. } => {
-                self.deltas += 1;
-                depth = 1;
-            }
+            Kind::DeltaOid { .. } => depth = 1,
         }
         if computed.is_none()
             && matches!(
@@ -701,6 +694,9 @@ impl EntryFixer<'_> {
             if searcher.paths.contains(&entry.id) {
                 searcher.written.insert(entry.id, index);
             }
+        }
+        if !matches!(entry.kind, Kind::Base(_)) {
+            self.deltas += 1;
         }
         self.written_ids.push(entry.id);
         self.depths.push(depth);
@@ -734,7 +730,6 @@ impl EntryFixer<'_> {
         entry.kind = found.kind;
         entry.decompressed_size = found.data.len();
         entry.compressed_data = compressed;
-        self.deltas += 1;
         self.computed += 1;
         Some(found.depth)
     }
@@ -850,6 +845,8 @@ mod tests {
         // (the trees are too small to be worth it).
         assert_eq!(outcome.objects, 5);
         assert_eq!(outcome.computed_deltas, 2, "{outcome:?}");
+        // Each delta counted once: the `Total n (delta d)` line the client sees.
+        assert_eq!(outcome.deltas, 2, "{outcome:?}");
         assert!(data.len() < 1000, "{} bytes", data.len());
 
         let client = dir.path().join("client.git");
@@ -896,6 +893,7 @@ mod tests {
             // before them.
             assert_eq!(outcome.objects, 15);
             assert_eq!(outcome.computed_deltas, 4, "{outcome:?}");
+            assert_eq!(outcome.deltas, 4, "{outcome:?}");
             let client = dir.path().join(format!("client-{ofs_delta}.git"));
             git(
                 dir.path(),

@@ -20,8 +20,8 @@ use std::{
 use gix_hash::{oid, ObjectId};
 use gix_pack::data::{self, entry::Header};
 
-/// A pack's entry: where it is and what its header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A pack's entry: where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Located {
     /// The pack, an index into the set.
     pub pack: u32,

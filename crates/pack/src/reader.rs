@@ -8,9 +8,10 @@
 //! in a memory-capped LRU, as git's delta base cache does, so each step of a chain is
 //! applied once while it stays cached.
 //!
-//! Entries are found through a [`PackSet`], which names an ofs-delta's base from the pack's
-//! reverse index; gitoxide's lookup would inflate every entry once more just to learn its
-//! length. Loose objects, and anything it cannot resolve itself, are read through the handle.
+//! Entries are found through a [`PackSet`] and cached by where they are, as git's delta base
+//! cache keys them (pack and offset): an ofs-delta's base is found by its offset without
+//! learning its id, so a walk needs no reverse index. Loose objects, and anything it cannot
+//! resolve itself, are read through the handle and cached by id.
 
 use std::{cell::RefCell, num::NonZeroUsize, sync::Arc};
 
@@ -18,7 +19,7 @@ use gix_hash::{oid, ObjectId};
 use gix_object::{Data, Kind};
 use gix_pack::data::entry::Header;
 
-use crate::packs::PackSet;
+use crate::packs::{Located, PackSet};
 
 /// How much decoded object data one reader keeps by default: git's default
 /// `core.deltaBaseCacheLimit`. A reader is made per walking thread.
@@ -38,14 +39,21 @@ pub struct CachingReader {
 type Decoded = Arc<(Kind, Vec<u8>)>;
 
 struct State {
-    cache: clru::CLruCache<ObjectId, Decoded, std::collections::hash_map::RandomState, Weight>,
+    cache: clru::CLruCache<Key, Decoded, std::collections::hash_map::RandomState, Weight>,
     inflater: flate2::Decompress,
+}
+
+/// What the cache knows an object by: its pack entry, or (read through the handle) its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Packed(Located),
+    Id(ObjectId),
 }
 
 struct Weight;
 
-impl clru::WeightScale<ObjectId, Decoded> for Weight {
-    fn weight(&self, _key: &ObjectId, value: &Decoded) -> usize {
+impl clru::WeightScale<Key, Decoded> for Weight {
+    fn weight(&self, _key: &Key, value: &Decoded) -> usize {
         value.1.len() + 64
     }
 }
@@ -96,52 +104,54 @@ impl CachingReader {
     /// not in a pack this reader can resolve by itself.
     fn decode_packed(&self, id: &oid) -> Result<Option<Decoded>, gix_error::Error> {
         let packs = self.packs();
+        let Some(at) = packs.locate(id) else {
+            return Ok(None);
+        };
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
-        if let Some(hit) = state.cache.get(&id.to_owned()) {
+        if let Some(hit) = state.cache.get(&Key::Packed(at)) {
             return Ok(Some(Arc::clone(hit)));
         }
         // Walk down the chain until a cached object or a full base; remember the deltas.
-        let mut pending: Vec<(ObjectId, Vec<u8>)> = Vec::new();
-        let mut current = id.to_owned();
+        let mut pending: Vec<(Located, Vec<u8>)> = Vec::new();
+        let mut current = at;
         let base = loop {
-            if let Some(hit) = state.cache.get(&current) {
+            if let Some(hit) = state.cache.get(&Key::Packed(current)) {
                 break Arc::clone(hit);
             }
-            let Some(at) = packs.locate(&current) else {
-                if pending.is_empty() {
-                    return Ok(None);
-                }
-                // A base outside the packs (a loose object behind a ref-delta): ask the handle.
-                let mut buf = Vec::new();
-                let Some(data) = gix_object::Find::try_find(&self.handle, &current, &mut buf)?
-                else {
-                    return Err(gix_error::message("delta base is missing").into());
-                };
-                break Arc::new((data.kind, data.data.to_vec()));
-            };
-            let header = packs.header(at)?;
-            let compressed = packs.compressed_from(at, &header)?;
+            let header = packs.header(current)?;
+            let compressed = packs.compressed_from(current, &header)?;
             let decompressed = inflate(&mut state.inflater, compressed, header.decompressed_size)?;
             match header.header {
                 Header::OfsDelta { base_distance } => {
-                    let base_offset = Header::verified_base_pack_offset(at.offset, base_distance)
-                        .ok_or_else(|| {
-                        gix_error::Error::from(gix_error::message("ofs-delta before pack start"))
-                    })?;
+                    let base_offset =
+                        Header::verified_base_pack_offset(current.offset, base_distance)
+                            .ok_or_else(|| {
+                                gix_error::Error::from(gix_error::message(
+                                    "ofs-delta before pack start",
+                                ))
+                            })?;
                     pending.push((current, decompressed));
-                    current = packs.id_at(at.pack, base_offset)?;
+                    current = Located {
+                        pack: current.pack,
+                        offset: base_offset,
+                    };
                 }
                 Header::RefDelta { base_id } => {
                     pending.push((current, decompressed));
-                    current = base_id;
+                    match packs.locate(&base_id) {
+                        Some(base) => current = base,
+                        None => break self.read_by_id(state, &base_id)?,
+                    }
                 }
                 other => {
                     let kind = other.as_kind().ok_or_else(|| {
                         gix_error::Error::from(gix_error::message("unknown pack entry kind"))
                     })?;
                     let object = Arc::new((kind, decompressed));
-                    let _ = state.cache.put_with_weight(current, Arc::clone(&object));
+                    let _ = state
+                        .cache
+                        .put_with_weight(Key::Packed(current), Arc::clone(&object));
                     break object;
                 }
             }
@@ -152,12 +162,30 @@ impl CachingReader {
         };
         // Apply the deltas back up, caching every intermediate object.
         let mut object = base;
-        while let Some((id, delta)) = pending.pop() {
+        while let Some((at, delta)) = pending.pop() {
             let data = apply_delta(&object.1, &delta)?;
             object = Arc::new((object.0, data));
-            let _ = state.cache.put_with_weight(id, Arc::clone(&object));
+            let _ = state
+                .cache
+                .put_with_weight(Key::Packed(at), Arc::clone(&object));
         }
         Ok(Some(object))
+    }
+
+    /// A ref-delta's base that is not in the pack set (a loose object), through the handle.
+    fn read_by_id(&self, state: &mut State, id: &ObjectId) -> Result<Decoded, gix_error::Error> {
+        if let Some(hit) = state.cache.get(&Key::Id(*id)) {
+            return Ok(Arc::clone(hit));
+        }
+        let mut buf = Vec::new();
+        let Some(data) = gix_object::Find::try_find(&self.handle, id, &mut buf)? else {
+            return Err(gix_error::message("delta base is missing").into());
+        };
+        let object = Arc::new((data.kind, data.data.to_vec()));
+        let _ = state
+            .cache
+            .put_with_weight(Key::Id(*id), Arc::clone(&object));
+        Ok(object)
     }
 }
 
@@ -175,25 +203,49 @@ impl gix_object::Find for CachingReader {
             }
             // Loose (or newer than the pack set): read once, then kept like the rest — a
             // fetch of new commits reads their trees several times.
-            None => match gix_object::Find::try_find(&self.handle, id, buffer)? {
-                Some(data) => {
-                    let object = Arc::new((data.kind, data.data.to_vec()));
-                    let _ = self
-                        .state
-                        .borrow_mut()
-                        .cache
-                        .put_with_weight(id.to_owned(), Arc::clone(&object));
-                    buffer.clear();
-                    buffer.extend_from_slice(&object.1);
-                    Ok(Some(Data::new(buffer, object.0, gix_hash::Kind::Sha1)))
+            None => {
+                let hit = (self.state.borrow_mut())
+                    .cache
+                    .get(&Key::Id(id.to_owned()))
+                    .map(Arc::clone);
+                match hit {
+                    Some(hit) => {
+                        buffer.clear();
+                        buffer.extend_from_slice(&hit.1);
+                        Ok(Some(Data::new(buffer, hit.0, gix_hash::Kind::Sha1)))
+                    }
+                    None => self.read_loose(id, buffer),
                 }
-                // git's object layer has the empty tree whether or not it is stored.
-                None if id.is_empty_tree() => {
-                    buffer.clear();
-                    Ok(Some(Data::new(buffer, Kind::Tree, gix_hash::Kind::Sha1)))
-                }
-                None => Ok(None),
-            },
+            }
+        }
+    }
+}
+
+impl CachingReader {
+    /// An object outside the pack set, read through the handle and then kept like the rest.
+    fn read_loose<'a>(
+        &self,
+        id: &oid,
+        buffer: &'a mut Vec<u8>,
+    ) -> Result<Option<Data<'a>>, gix_error::Error> {
+        match gix_object::Find::try_find(&self.handle, id, buffer)? {
+            Some(data) => {
+                let object = Arc::new((data.kind, data.data.to_vec()));
+                let _ = self
+                    .state
+                    .borrow_mut()
+                    .cache
+                    .put_with_weight(Key::Id(id.to_owned()), Arc::clone(&object));
+                buffer.clear();
+                buffer.extend_from_slice(&object.1);
+                Ok(Some(Data::new(buffer, object.0, gix_hash::Kind::Sha1)))
+            }
+            // git's object layer has the empty tree whether or not it is stored.
+            None if id.is_empty_tree() => {
+                buffer.clear();
+                Ok(Some(Data::new(buffer, Kind::Tree, gix_hash::Kind::Sha1)))
+            }
+            None => Ok(None),
         }
     }
 }
