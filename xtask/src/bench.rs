@@ -17,9 +17,15 @@
 //! - `clone`: want every ref value under `refs/heads` and `refs/tags`, no haves.
 //! - `incremental`: the repository is a copy moved forward by [`BEHIND`] commits on its default
 //!   branch; the client has every ref of the original and wants what changed.
+//! - `incremental-50`: the same, 50 commits behind.
 //! - `clone-v0`, `incremental-v0`: the same in protocol v0.
 //! - `clone-depth1`, `clone-blobless`: `git clone --depth 1` and `--filter=blob:none`
 //!   (see [`partial`]).
+//!
+//! # Ref listings (`ls-refs`, `noop-fetch`, `noop-fetch-v0`)
+//!
+//! A full `ls-refs`, and an up-to-date `git fetch` in protocol v2 and v0, on the fixture with
+//! 50,000 more refs: see [`refs`].
 //!
 //! # Push scenarios (`push` = `push-mirror` and `push-incremental`)
 //!
@@ -79,6 +85,7 @@ mod large_push;
 mod measure;
 mod partial;
 mod push;
+mod refs;
 mod results;
 
 use clone::clone_request;
@@ -100,11 +107,13 @@ const AGENT: &str = "agent=git/2.47.3";
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure: `clone` (a full clone), `incremental` (a fetch 10 commits behind),
+    /// `incremental-50` (50 commits behind),
     /// `clone-v0` and `incremental-v0` (the same over protocol v0), `clone-depth1`
     /// (`git clone --depth 1`), `clone-blobless` (`git clone --filter=blob:none`),
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
     /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
-    /// zeros, one push and four at once) or `connections` (idle git:// connections and
+    /// zeros, one push and four at once), `ls-refs`, `noop-fetch` and `noop-fetch-v0` (ref
+    /// listings with 50,000 more refs) or `connections` (idle git:// connections and
     /// `ls-refs` sessions against `git daemon`; runs alone).
     #[arg(value_enum, required = true)]
     scenarios: Vec<Scenario>,
@@ -157,6 +166,9 @@ enum Scenario {
     Clone,
     /// A fetch by a client 10 commits behind on the default branch.
     Incremental,
+    /// A fetch by a client 50 commits behind on the default branch.
+    #[value(name = "incremental-50")]
+    Incremental50,
     /// `clone` over protocol v0.
     CloneV0,
     /// `incremental` over protocol v0.
@@ -177,6 +189,13 @@ enum Scenario {
     PushLargeX4,
     /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
     Connections,
+    /// A full `ls-refs` (peel, symrefs) of the fixture with 50,000 more refs.
+    LsRefs,
+    /// A `git fetch` that is up to date, in protocol v2: `ls-refs` of its refspec's prefixes.
+    NoopFetch,
+    /// The same in protocol v0: the whole advertisement, then the client's flush.
+    #[value(name = "noop-fetch-v0")]
+    NoopFetchV0,
 }
 
 impl Scenario {
@@ -184,6 +203,7 @@ impl Scenario {
         match self {
             Scenario::Clone => "clone",
             Scenario::Incremental => "incremental",
+            Scenario::Incremental50 => "incremental-50",
             Scenario::CloneV0 => "clone-v0",
             Scenario::IncrementalV0 => "incremental-v0",
             Scenario::CloneDepth1 => "clone-depth1",
@@ -194,6 +214,9 @@ impl Scenario {
             Scenario::PushLarge => "push-large",
             Scenario::PushLargeX4 => "push-large-x4",
             Scenario::Connections => "connections",
+            Scenario::LsRefs => "ls-refs",
+            Scenario::NoopFetch => "noop-fetch",
+            Scenario::NoopFetchV0 => "noop-fetch-v0",
         }
     }
 
@@ -202,6 +225,14 @@ impl Scenario {
         match self {
             Scenario::CloneV0 | Scenario::IncrementalV0 => Protocol::V0,
             _ => Protocol::V2,
+        }
+    }
+
+    /// How many commits the client of an incremental scenario is behind.
+    fn behind(self) -> usize {
+        match self {
+            Scenario::Incremental50 => 50,
+            _ => BEHIND,
         }
     }
 
@@ -336,15 +367,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     &servers,
                     scenario.protocol(),
                 )?,
-                Scenario::Incremental | Scenario::IncrementalV0 => incremental_request(
-                    &git,
-                    &work,
-                    &args,
-                    &base,
-                    bitmapped.as_deref(),
-                    &servers,
-                    scenario.protocol(),
-                )?,
+                Scenario::Incremental | Scenario::IncrementalV0 | Scenario::Incremental50 => {
+                    incremental_request(
+                        &git,
+                        &work,
+                        &args,
+                        &base,
+                        bitmapped.as_deref(),
+                        &servers,
+                        scenario,
+                    )?
+                }
                 Scenario::CloneDepth1 => partial_request(
                     &git,
                     &work,
@@ -404,6 +437,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     results.push(Outcome {
                         scenario,
                         note: push.note(scenario),
+                        rows,
+                    });
+                    continue;
+                }
+                Scenario::LsRefs | Scenario::NoopFetch | Scenario::NoopFetchV0 => {
+                    let repo = refs::many_refs_copy(&git, &base)?;
+                    let rows =
+                        refs::measure_refs(&git, &work, scenario, &servers, &repo, args.runs)?;
+                    results.push(Outcome {
+                        scenario,
+                        note: format!(
+                            "the fixture with {} more refs, packed (`{}`); per request, \
+                             each sample a batch of requests",
+                            refs::EXTRA_REFS,
+                            repo.file_name()
+                                .map(|name| name.to_string_lossy().into_owned())
+                                .unwrap_or_default()
+                        ),
                         rows,
                     });
                     continue;

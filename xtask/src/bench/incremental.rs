@@ -1,5 +1,6 @@
-//! The `incremental` (and `incremental-v0`) scenario: the repository is a copy moved forward by [`BEHIND`] commits
-//! on its default branch; the client has every ref of the original and wants what changed.
+//! The `incremental` (and `incremental-v0`, `incremental-50`) scenario: the repository is a copy
+//! moved forward by [`BEHIND`](super::BEHIND) (or 50) commits on its default branch; the client has every ref
+//! of the original and wants what changed.
 //! The moved-forward copy is also the client of the `push-incremental` scenario.
 
 use std::collections::HashSet;
@@ -11,10 +12,10 @@ use packgate_fixture::{append_commits, Append};
 
 use super::{
     derived,
-    fetch::{needed_objects, ref_values, repos_for, Protocol, Request},
+    fetch::{needed_objects, ref_values, repos_for, Request},
     git::Git,
     measure::Server,
-    BenchArgs, BEHIND,
+    BenchArgs, Scenario,
 };
 
 pub(super) fn incremental_request(
@@ -24,9 +25,10 @@ pub(super) fn incremental_request(
     base: &Path,
     bitmapped: Option<&Path>,
     servers: &[Server],
-    protocol: Protocol,
+    scenario: Scenario,
 ) -> anyhow::Result<Request> {
-    let append = ahead_append(git, args, base)?;
+    let (protocol, behind) = (scenario.protocol(), scenario.behind());
+    let append = ahead_append(git, args, base, behind)?;
     let ahead = ahead_copy(base, &append)?;
     let ahead_bitmapped = match bitmapped {
         Some(bitmapped) => Some(ahead_copy(bitmapped, &append)?),
@@ -53,7 +55,7 @@ pub(super) fn incremental_request(
     // A fetching client sends the commits its refs point at, tags peeled.
     let haves = have_commits(git, base)?;
     let needed = needed_objects(git, &ahead, &wants, &haves)?;
-    let file = work.join(format!("incremental{}.request", protocol.suffix()));
+    let file = work.join(format!("incremental{behind}{}.request", protocol.suffix()));
     fs::write(&file, protocol.request(&wants, &haves)?)?;
     Ok(Request {
         protocol,
@@ -66,20 +68,25 @@ pub(super) fn incremental_request(
     })
 }
 
-/// [`BEHIND`] commits on the default branch of `base`.
-pub(super) fn ahead_append(git: &Git<'_>, args: &BenchArgs, base: &Path) -> anyhow::Result<Append> {
+/// `behind` commits on the default branch of `base`.
+pub(super) fn ahead_append(
+    git: &Git<'_>,
+    args: &BenchArgs,
+    base: &Path,
+    behind: usize,
+) -> anyhow::Result<Append> {
     let head = git.run(Some(base), &["symbolic-ref", "--short", "HEAD"])?;
     Ok(Append {
         branch: head.trim().to_owned(),
-        commits: BEHIND,
+        commits: behind,
         git: args.git.clone(),
         ..Append::default()
     })
 }
 
-/// The cached copy of `repo` moved forward by `append` (`<repo>.ahead10.git`).
+/// The cached copy of `repo` moved forward by `append` (`<repo>.ahead10.git` for 10 commits).
 pub(super) fn ahead_copy(repo: &Path, append: &Append) -> anyhow::Result<PathBuf> {
-    derived(repo, &format!("ahead{BEHIND}"), |dir| {
+    derived(repo, &format!("ahead{}", append.commits), |dir| {
         append_commits(dir, append)?;
         Ok(())
     })

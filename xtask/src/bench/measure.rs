@@ -23,6 +23,30 @@ pub(super) enum Service {
     UploadPackV0,
     /// `<program> <args> <repo>`, protocol v0: the advertisement, then the client's push.
     ReceivePack,
+    /// `<program> <args> <repo>` without `GIT_PROTOCOL`: a v0 fetch over git:// or ssh, the
+    /// advertisement first.
+    UploadPackV0Stateful,
+}
+
+impl Service {
+    /// The arguments after the server's own, and its environment.
+    pub(super) fn add_args(self, command: &mut Command, repo: &Path) {
+        match self {
+            Service::UploadPackV2 => {
+                command
+                    .arg("--stateless-rpc")
+                    .arg(repo)
+                    .env("GIT_PROTOCOL", "version=2");
+            }
+            // `isolate` removed any `GIT_PROTOCOL`: protocol v0.
+            Service::UploadPackV0 => {
+                command.arg("--stateless-rpc").arg(repo);
+            }
+            Service::ReceivePack | Service::UploadPackV0Stateful => {
+                command.arg(repo);
+            }
+        }
+    }
 }
 
 /// One server under test.
@@ -169,21 +193,7 @@ pub(super) fn run_server(
         .arg(&server.program)
         .args(&server.args);
     isolate(&mut command);
-    match server.service {
-        Service::UploadPackV2 => {
-            command
-                .arg("--stateless-rpc")
-                .arg(repo)
-                .env("GIT_PROTOCOL", "version=2");
-        }
-        // `isolate` removed any `GIT_PROTOCOL`: protocol v0.
-        Service::UploadPackV0 => {
-            command.arg("--stateless-rpc").arg(repo);
-        }
-        Service::ReceivePack => {
-            command.arg(repo);
-        }
-    }
+    server.service.add_args(&mut command, repo);
     command
         .stdin(File::open(request)?)
         .stdout(stdout)

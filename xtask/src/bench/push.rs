@@ -102,7 +102,7 @@ pub(super) fn push_request(
             (client, pristine, vec![refspec])
         }
         _ => {
-            let append = ahead_append(git, args, base)?;
+            let append = ahead_append(git, args, base, BEHIND)?;
             let ahead = ahead_copy(base, &append)?;
             let refname = format!("refs/heads/{}", append.branch);
             (ahead, base.to_owned(), vec![format!("{refname}:{refname}")])

@@ -44,6 +44,12 @@ pub(super) fn markdown_table(scenario: Scenario, note: &str, rows: &[Row]) -> St
         .find(|row| row.is_packgate)
         .and_then(|row| row.outcome.as_ref().ok())
         .map(|(_, samples)| summarize(samples));
+    // Requests of a few milliseconds (the ref listings) need more digits.
+    let short = rows.iter().all(|row| match &row.outcome {
+        Ok((_, samples)) => summarize(samples).wall < 0.1,
+        Err(_) => true,
+    });
+    let (wall_digits, cpu_digits) = if short { (4, 4) } else { (3, 2) };
     for row in rows {
         match &row.outcome {
             Ok((checked, samples)) => {
@@ -57,7 +63,7 @@ pub(super) fn markdown_table(scenario: Scenario, note: &str, rows: &[Row]) -> St
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {:.2} | {:.0} | {} | {} | {} |",
+                    "| {} | {} | {} | {:.w$} | {:.w$}–{:.w$} | {:.c$} | {:.0} | {} | {} | {} |",
                     row.label,
                     checked.objects,
                     human_size(checked.pack_bytes),
@@ -69,6 +75,8 @@ pub(super) fn markdown_table(scenario: Scenario, note: &str, rows: &[Row]) -> St
                     ratio(summary.wall, packgate.as_ref().map(|p| p.wall)),
                     ratio(summary.cpu, packgate.as_ref().map(|p| p.cpu)),
                     ratio(summary.rss_mib, packgate.as_ref().map(|p| p.rss_mib)),
+                    w = wall_digits,
+                    c = cpu_digits,
                 );
             }
             Err(err) => {
