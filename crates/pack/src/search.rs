@@ -38,8 +38,8 @@ pub(crate) struct PathVersions {
     trees: HashMap<ObjectId, Vec<u8>>,
     tree_bytes: usize,
     /// Per path (hash): the versions found there, in the order found (newest commits first).
-    /// (gix-hashtable's hasher takes object ids only.)
-    versions: std::collections::HashMap<u64, Vec<ObjectId>>,
+    /// The keys are hashes already: not hashed again.
+    versions: std::collections::HashMap<u64, Vec<ObjectId>, BuildPathHasher>,
 }
 
 impl PathVersions {
@@ -107,30 +107,42 @@ impl PathVersions {
             return;
         }
         let (new_data, old_data) = (&buf[..], &old_buf[..]);
-        // Names hash poorly with gix-hashtable's hasher, which expects object ids.
-        let old_entries: std::collections::HashMap<&[u8], (bool, &oid)> =
-            tree::entries(old_data, hash_len)
+        // Both trees are sorted in git's order: one merge pass pairs the entries of a name
+        // (and kind: a tree and a blob of one name are apart in that order, and no pair).
+        let entries = |data| {
+            tree::entries(data, hash_len)
                 .map_while(Result::ok)
                 .filter(|entry| entry.kind() != EntryKind::Gitlink)
-                .map(|entry| (entry.name, (entry.kind() == EntryKind::Tree, entry.id)))
-                .collect();
-        for entry in tree::entries(new_data, hash_len).map_while(Result::ok) {
-            let is_tree = match entry.kind() {
-                EntryKind::Gitlink => continue,
-                kind => kind == EntryKind::Tree,
-            };
-            let Some(&(old_is_tree, old_id)) = old_entries.get(entry.name) else {
+        };
+        let mut old_entries = entries(old_data).peekable();
+        for entry in entries(new_data) {
+            let is_tree = entry.kind() == EntryKind::Tree;
+            let mut old = None;
+            while let Some(candidate) = old_entries.peek() {
+                let candidate_is_tree = candidate.kind() == EntryKind::Tree;
+                match git_order(candidate.name, candidate_is_tree, entry.name, is_tree) {
+                    std::cmp::Ordering::Less => {
+                        old_entries.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        old = old_entries.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let Some(old) = old else {
                 continue;
             };
-            if old_is_tree != is_tree || old_id == entry.id {
+            if old.id == entry.id {
                 continue;
             }
             let child_path = path_hash(path, entry.name);
             if is_tree {
-                pending.push((entry.id.to_owned(), old_id.to_owned(), child_path));
+                pending.push((entry.id.to_owned(), old.id.to_owned(), child_path));
             } else {
                 self.record(entry.id.to_owned(), child_path);
-                self.record(old_id.to_owned(), child_path);
+                self.record(old.id.to_owned(), child_path);
             }
         }
     }
@@ -205,11 +217,48 @@ impl PathVersions {
     }
 }
 
+/// Hashes a path hash (a `u64` already well mixed) as itself.
+#[derive(Default)]
+struct PathHasher(u64);
+
+impl std::hash::Hasher for PathHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for the keys; anything else is folded in, FNV-style.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type BuildPathHasher = std::hash::BuildHasherDefault<PathHasher>;
+
 /// How many bytes of trees [`PathVersions`] keeps.
 const TREE_CACHE_BYTES: usize = 16 << 20;
 
 /// The path hash of the root tree.
 const ROOT: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The order of two tree entries in a git tree: by name, a tree's name compared as if it
+/// ended in `/`.
+fn git_order(a: &[u8], a_is_tree: bool, b: &[u8], b_is_tree: bool) -> std::cmp::Ordering {
+    let common = a.len().min(b.len());
+    a[..common].cmp(&b[..common]).then_with(|| {
+        let next = |name: &[u8], is_tree: bool| match name.get(common) {
+            Some(&byte) => byte,
+            None if is_tree => b'/',
+            None => 0,
+        };
+        next(a, a_is_tree).cmp(&next(b, b_is_tree))
+    })
+}
 
 /// FNV-1a of `name` after `parent`'s hash and a separator.
 fn path_hash(parent: u64, name: &[u8]) -> u64 {
@@ -241,4 +290,38 @@ fn read_commit<Find: gix_object::Find>(
     let data = read_kind(db, id, Kind::Commit, buf)?;
     let commit = CommitHeader::parse(data, id.kind()).ok()?;
     Some((commit.tree, commit.parents().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+
+    use super::git_order;
+
+    #[test]
+    fn entries_compare_in_git_tree_order() {
+        // git sorts the tree `foo` as `foo/`: after the blob `foo-bar`, before `foo0`.
+        assert_eq!(git_order(b"foo", false, b"foo-bar", false), Less);
+        assert_eq!(git_order(b"foo-bar", false, b"foo", true), Less);
+        assert_eq!(git_order(b"foo", true, b"foo0", false), Less);
+        assert_eq!(git_order(b"foo", false, b"foo", true), Less);
+        assert_eq!(git_order(b"foo", true, b"foo", true), Equal);
+        assert_eq!(git_order(b"b", false, b"a", true), Greater);
+        let mut names = [
+            (&b"foo0"[..], false),
+            (b"foo", true),
+            (b"foo-bar", false),
+            (b"foo", false),
+        ];
+        names.sort_by(|a, b| git_order(a.0, a.1, b.0, b.1));
+        assert_eq!(
+            names,
+            [
+                (&b"foo"[..], false),
+                (b"foo-bar", false),
+                (b"foo", true),
+                (b"foo0", false)
+            ]
+        );
+    }
 }
