@@ -200,7 +200,11 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
             user: self.should_interrupt,
             abort: &AtomicBool::new(false),
         };
-        if threads <= 1 || roots.is_empty() {
+        // A fetch's few edge trees share most of their subtrees: threads, each with a cold
+        // cache of its own, would decode them twice, and the delta search that follows reads
+        // them again through this walk's reader. One thread, as git's walk, unless there are
+        // many trees to mark.
+        if threads <= 1 || roots.len() < MIN_ROOTS_FOR_THREADS {
             for root in roots {
                 interrupt.check()?;
                 let visit = Visit::Uninteresting(&mut self.out.client_has);
@@ -258,6 +262,9 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
         Ok(())
     }
 }
+
+/// Fewest trees to mark before the marking takes threads.
+const MIN_ROOTS_FOR_THREADS: usize = 16;
 
 /// Read and parse the commit at `node` of `graph` unless that was done already.
 ///
