@@ -229,7 +229,6 @@ impl PackCache {
         tracing::info!(target: LOG_TARGET, key = %hex(&key), keep, "pack cache: generating");
         let writer = SpoolWriter {
             spool: spool.clone(),
-            ended: false,
         };
         Lookup::Generate(spool, writer)
     }
@@ -371,7 +370,9 @@ impl Spool {
         self.lock().file.is_some()
     }
 
-    fn end(&self, result: Result<(), String>) {
+    /// End the spool: readers get `Err(message)` after the bytes, or the end. Only the
+    /// first end counts.
+    pub fn end(&self, result: Result<(), String>) {
         let mut state = self.lock();
         if state.end.is_none() {
             state.end = Some(result);
@@ -381,11 +382,10 @@ impl Spool {
     }
 }
 
-/// Writes a [`Spool`]: the generator's end. Dropped without [`SpoolWriter::end()`], the
-/// spool ends in an error, so that no reader waits forever.
+/// Writes a [`Spool`]: the generator's end. The generator ends the spool when it is done
+/// ([`SpoolWriter::end()`] or [`Spool::end()`]); until then, readers wait.
 pub struct SpoolWriter {
     spool: Arc<Spool>,
-    ended: bool,
 }
 
 impl std::fmt::Debug for SpoolWriter {
@@ -406,17 +406,8 @@ impl SpoolWriter {
     }
 
     /// The generation is over: readers get `Err(message)` after the bytes, or the end.
-    pub fn end(mut self, result: Result<(), String>) {
-        self.ended = true;
+    pub fn end(self, result: Result<(), String>) {
         self.spool.end(result);
-    }
-}
-
-impl Drop for SpoolWriter {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.spool.end(Err("the pack generation stopped".into()));
-        }
     }
 }
 
