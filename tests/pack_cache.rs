@@ -28,7 +28,7 @@ fn generated_and_shared(log: &str) -> (usize, usize) {
 /// A root with a private copy of the `small` fixture as `small.git`.
 fn root_with_small(dir: &Dir) -> PathBuf {
     let root = dir.join("repos");
-    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&root).unwrap_or_else(|error| panic!("mkdir: {error}"));
     dir.copy_tree(&shared_fixture("small").path, &root.join("small.git"));
     root
 }
@@ -46,15 +46,19 @@ fn clone(dir: &Dir, git: &Git, url: &str, destination: &Path, extra: &[&str]) {
 
 /// The pack files of a clone, by name, with their bytes.
 fn packs(repo: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut packs: Vec<(String, Vec<u8>)> = std::fs::read_dir(repo.join("objects/pack"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "pack"))
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
+    fn must<T>(result: std::io::Result<T>, repo: &Path) -> T {
+        result.unwrap_or_else(|error| panic!("reading {}: {error}", repo.display()))
+    }
+    let mut packs: Vec<(String, Vec<u8>)> =
+        must(std::fs::read_dir(repo.join("objects/pack")), repo)
+            .map(|entry| must(entry, repo).path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "pack"))
+            .map(|path| {
+                let name = path.file_name().unwrap_or_default();
+                let name = name.to_string_lossy().into_owned();
+                (name, must(std::fs::read(&path), repo))
+            })
+            .collect();
     packs.sort();
     packs
 }
@@ -118,7 +122,7 @@ fn a_push_changes_the_key() {
     let git = Git::newest();
     let daemon = Daemon::start_with_env(
         &dir,
-        &["--export-all", "--base-path", root.to_str().unwrap()],
+        &["--export-all", "--base-path", &root.to_string_lossy()],
         &[("PACKGATE_LOG", Some(std::ffi::OsStr::new(LOG)))],
     );
     let url = daemon.url("/small.git");

@@ -71,6 +71,7 @@ use clap::ValueEnum;
 use packgate_fixture::{BuiltFixture, Packing};
 
 mod clone;
+mod clone_server;
 mod connections;
 mod fetch;
 mod git;
@@ -80,6 +81,7 @@ mod measure;
 mod partial;
 mod push;
 mod results;
+mod server;
 
 use clone::clone_request;
 use fetch::{measure_fetch, Protocol};
@@ -104,8 +106,10 @@ pub struct BenchArgs {
     /// (`git clone --depth 1`), `clone-blobless` (`git clone --filter=blob:none`),
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
     /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
-    /// zeros, one push and four at once) or `connections` (idle git:// connections and
-    /// `ls-refs` sessions against `git daemon`; runs alone).
+    /// zeros, one push and four at once), `connections` (idle git:// connections and
+    /// `ls-refs` sessions against `git daemon`; runs alone), or `clone-repeat` and
+    /// `clone-concurrent` (clones from `packgate daemon` and `git daemon`, see
+    /// `--repeat` and `--clients`; apart from the others).
     #[arg(value_enum, required = true)]
     scenarios: Vec<Scenario>,
     /// The fixture preset; it is built repacked without bitmaps (`git repack -ad`) and cached
@@ -131,6 +135,8 @@ pub struct BenchArgs {
     no_record: bool,
     #[command(flatten)]
     connections: connections::ConnectionArgs,
+    #[command(flatten)]
+    clone_server: clone_server::CloneServerArgs,
 }
 
 impl BenchArgs {
@@ -177,6 +183,11 @@ enum Scenario {
     PushLargeX4,
     /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
     Connections,
+    /// The same clone over git:// again and again from `packgate daemon` (its pack cache)
+    /// and `git daemon`: server CPU per clone.
+    CloneRepeat,
+    /// `--clients` clones over git:// starting together: throughput and peak memory.
+    CloneConcurrent,
 }
 
 impl Scenario {
@@ -194,6 +205,8 @@ impl Scenario {
             Scenario::PushLarge => "push-large",
             Scenario::PushLargeX4 => "push-large-x4",
             Scenario::Connections => "connections",
+            Scenario::CloneRepeat => "clone-repeat",
+            Scenario::CloneConcurrent => "clone-concurrent",
         }
     }
 
@@ -210,6 +223,11 @@ impl Scenario {
             self,
             Scenario::Push | Scenario::PushMirror | Scenario::PushIncremental
         ) || self.is_large_push()
+    }
+
+    /// Against long-running servers over git:// ([`clone_server`]).
+    fn is_clone_server(self) -> bool {
+        matches!(self, Scenario::CloneRepeat | Scenario::CloneConcurrent)
     }
 
     fn is_large_push(self) -> bool {
@@ -236,6 +254,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`connections` runs alone: `cargo xtask bench connections`"
         );
         return connections::run(&args);
+    }
+    if args.scenarios.iter().any(|s| s.is_clone_server()) {
+        ensure!(
+            args.scenarios.iter().all(|s| s.is_clone_server()),
+            "`clone-repeat` and `clone-concurrent` run apart from the other scenarios"
+        );
+        return clone_server::run(&args, &args.scenarios);
     }
     check_gnu_time()?;
     let root = workspace_root();
@@ -409,7 +434,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 // Replaced by its parts in `expand`; run alone, above.
-                Scenario::Push | Scenario::Connections => continue,
+                Scenario::Push
+                | Scenario::Connections
+                | Scenario::CloneRepeat
+                | Scenario::CloneConcurrent => continue,
             };
             eprintln!(
                 "bench: {}: {} wants, {} haves, {} objects needed",
