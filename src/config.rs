@@ -259,6 +259,29 @@ mod tests {
     }
 
     #[test]
+    fn pack_cache_table() {
+        let config = ConfigFile::parse(
+            "[pack-cache]\nttl = 60\nmax-bytes = 2048\nmemory-per-entry = 1024\n\
+             temp-dir = \"spill\"\n",
+        )
+        .map_err(|err| format!("{err:#}"));
+        let Ok(config) = config else {
+            panic!("{config:?}");
+        };
+        let cache = config.pack_cache.config();
+        let Some(cache) = cache else {
+            panic!("switched off");
+        };
+        assert_eq!(cache.ttl, std::time::Duration::from_secs(60));
+        assert_eq!((cache.max_bytes, cache.memory_per_entry), (2048, 1024));
+        assert_eq!(cache.temp_dir, Some(PathBuf::from("spill")));
+        // On by default, off on request.
+        assert!(PackCacheSection::default().config().is_some());
+        let off = ConfigFile::parse("[pack-cache]\nenabled = false\n").map(|c| c.pack_cache);
+        assert!(matches!(off, Ok(section) if section.config().is_none()));
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(
             ConfigFile::parse("").map_err(|err| err.to_string()),

@@ -623,6 +623,36 @@ mod tests {
     }
 
     #[test]
+    fn pack_cache_flags() {
+        use packgate::protocol::pack_cache::PackCacheConfig;
+        let defaults = PackCacheConfig::default();
+        assert_eq!(settings(&[]).pack_cache.config(), Some(defaults.clone()));
+        let settings = settings(&[
+            "--pack-cache-ttl=10",
+            "--pack-cache-max-bytes=1000",
+            "--pack-cache-memory=100",
+            "--pack-cache-dir=/var/tmp",
+        ]);
+        assert_eq!(
+            settings.pack_cache.config(),
+            Some(PackCacheConfig {
+                ttl: Duration::from_secs(10),
+                max_bytes: 1000,
+                memory_per_entry: 100,
+                temp_dir: Some("/var/tmp".into()),
+                ..defaults
+            })
+        );
+        for off in [
+            ["--no-pack-cache"],
+            ["--pack-cache-ttl=0"],
+            ["--pack-cache-max-bytes=0"],
+        ] {
+            assert_eq!(self::settings(&off).pack_cache.config(), None, "{off:?}");
+        }
+    }
+
+    #[test]
     fn git_daemon_flags() {
         let settings = settings(&[
             "--listen=LOCALHOST",
