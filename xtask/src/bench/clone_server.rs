@@ -22,7 +22,11 @@
 //!   throughput (pack bytes of completed clones / wall), the server's peak RSS (sampled from
 //!   `/proc` every 100 ms, with descendants) and CPU time. The target: all complete, ≥ 2× git
 //!   daemon's throughput. git daemon listens with a backlog of 5: its clients may wait for
-//!   SYN retransmissions, which is part of what it costs.
+//!   SYN retransmissions, which is part of what it costs. packgate closes the oldest of more
+//!   than 64 connections from one address that have not had their request head read yet
+//!   (`max-waiting-per-address`, which `daemon` has no flag for): in a burst of 256 clients
+//!   from 127.0.0.1 some may be turned away (`ERR too many connections`), and the table
+//!   counts them as not completed.
 //!
 //! Every socket has timeouts and every clone a deadline; every loop is bounded.
 
