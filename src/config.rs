@@ -27,6 +27,13 @@
 //! max-waiting-per-address = 64
 //! max-fetch-request = 10485760
 //! max-push-request = 4294967296
+//!
+//! [pack-cache]                 # identical fetches share one pack (git:// and HTTP)
+//! enabled = true
+//! ttl = 300                    # seconds a finished pack stays servable
+//! max-bytes = 1073741824       # all cached packs together (memory and temporary files)
+//! memory-per-entry = 16777216  # bytes of one pack kept in memory, the rest in a file
+//! temp-dir = "/var/tmp"        # default: the system's temporary directory
 //! ```
 //!
 //!
@@ -63,6 +70,9 @@ pub(crate) struct ConfigFile {
     pub(crate) http: HttpSection,
     /// The git namespace every repository is served in (git's `GIT_NAMESPACE`).
     pub(crate) namespace: Option<String>,
+    /// Single flight and the cache of generated packs.
+    #[serde(default)]
+    pub(crate) pack_cache: PackCacheSection,
     /// Settings of single repositories, by their path below the root.
     #[serde(default)]
     pub(crate) repositories: std::collections::BTreeMap<String, RepositorySection>,
@@ -106,6 +116,46 @@ pub(crate) struct HttpSection {
     pub(crate) max_waiting_per_address: Option<usize>,
     pub(crate) max_fetch_request: Option<u64>,
     pub(crate) max_push_request: Option<u64>,
+}
+
+/// `[pack-cache]`, and `packgate daemon`'s `--pack-cache-*` flags.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct PackCacheSection {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) ttl: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) memory_per_entry: Option<u64>,
+    pub(crate) temp_dir: Option<PathBuf>,
+}
+
+impl PackCacheSection {
+    /// The cache's settings, the defaults where unset; `None` when it is switched off
+    /// (`enabled = false`, or a budget or time to live of 0).
+    pub(crate) fn config(&self) -> Option<packgate::protocol::pack_cache::PackCacheConfig> {
+        let defaults = packgate::protocol::pack_cache::PackCacheConfig::default();
+        let config = packgate::protocol::pack_cache::PackCacheConfig {
+            ttl: self
+                .ttl
+                .map_or(defaults.ttl, std::time::Duration::from_secs),
+            max_bytes: self.max_bytes.unwrap_or(defaults.max_bytes),
+            memory_per_entry: self
+                .memory_per_entry
+                .map_or(defaults.memory_per_entry, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+            temp_dir: self.temp_dir.clone(),
+            ..defaults
+        };
+        let off = self.enabled == Some(false) || config.ttl.is_zero() || config.max_bytes == 0;
+        (!off).then_some(config)
+    }
+
+    /// The cache itself, or `None` when switched off.
+    pub(crate) fn build(&self) -> Option<packgate::protocol::pack_cache::PackCache> {
+        self.config()
+            .map(packgate::protocol::pack_cache::PackCache::new)
+    }
 }
 
 /// Where a front-end listens, or `off`.
@@ -206,6 +256,29 @@ mod tests {
         );
         assert_eq!(config.repositories["plain"].namespace.as_deref(), Some(""));
         assert!(ConfigFile::parse("[repositories.x]\nnamespaces = \"a\"").is_err());
+    }
+
+    #[test]
+    fn pack_cache_table() {
+        let config = ConfigFile::parse(
+            "[pack-cache]\nttl = 60\nmax-bytes = 2048\nmemory-per-entry = 1024\n\
+             temp-dir = \"spill\"\n",
+        )
+        .map_err(|err| format!("{err:#}"));
+        let Ok(config) = config else {
+            panic!("{config:?}");
+        };
+        let cache = config.pack_cache.config();
+        let Some(cache) = cache else {
+            panic!("switched off");
+        };
+        assert_eq!(cache.ttl, std::time::Duration::from_secs(60));
+        assert_eq!((cache.max_bytes, cache.memory_per_entry), (2048, 1024));
+        assert_eq!(cache.temp_dir, Some(PathBuf::from("spill")));
+        // On by default, off on request.
+        assert!(PackCacheSection::default().config().is_some());
+        let off = ConfigFile::parse("[pack-cache]\nenabled = false\n").map(|c| c.pack_cache);
+        assert!(matches!(off, Ok(section) if section.config().is_none()));
     }
 
     #[test]

@@ -117,6 +117,24 @@ pub(crate) struct DaemonArgs {
     /// Where log lines go: stderr (the default) or none.
     #[arg(long, value_name = "DESTINATION")]
     log_destination: Option<String>,
+    /// Generate every pack alone: no single flight, no cache of packs (packgate's own).
+    #[arg(long)]
+    no_pack_cache: bool,
+    /// Seconds a generated pack stays cached for identical fetches (0: no cache) [default:
+    /// 300].
+    #[arg(long, value_name = "N")]
+    pack_cache_ttl: Option<u64>,
+    /// Bytes all cached packs may take together, memory and temporary files [default:
+    /// 1073741824].
+    #[arg(long, value_name = "N")]
+    pack_cache_max_bytes: Option<u64>,
+    /// Bytes of one pack kept in memory; the rest goes to a temporary file [default:
+    /// 16777216].
+    #[arg(long, value_name = "N")]
+    pack_cache_memory: Option<u64>,
+    /// Where cached packs spill to [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pack_cache_dir: Option<PathBuf>,
 
     // git daemon's options that packgate does not implement: refused with a reason.
     #[arg(long, hide = true)]
@@ -177,6 +195,7 @@ struct Settings {
     pid_file: Option<PathBuf>,
     verbose: bool,
     log: LogDestination,
+    pack_cache: crate::config::PackCacheSection,
 }
 
 impl Settings {
@@ -257,6 +276,13 @@ impl Settings {
             pid_file: args.pid_file,
             verbose: args.verbose,
             log,
+            pack_cache: crate::config::PackCacheSection {
+                enabled: Some(!args.no_pack_cache),
+                ttl: args.pack_cache_ttl,
+                max_bytes: args.pack_cache_max_bytes,
+                memory_per_entry: args.pack_cache_memory,
+                temp_dir: args.pack_cache_dir,
+            },
         })
     }
 }
@@ -346,7 +372,10 @@ pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
              repository this user can read"
         );
     }
-    let service = Arc::new(DaemonService::new(registry, settings.config.clone()));
+    let service = Arc::new(
+        DaemonService::new(registry, settings.config.clone())
+            .with_pack_cache(settings.pack_cache.build()),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -591,6 +620,36 @@ mod tests {
         assert_eq!(settings.config, DaemonConfig::default());
         assert_eq!(settings.options.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(settings.pid_file, None);
+    }
+
+    #[test]
+    fn pack_cache_flags() {
+        use packgate::protocol::pack_cache::PackCacheConfig;
+        let defaults = PackCacheConfig::default();
+        assert_eq!(settings(&[]).pack_cache.config(), Some(defaults.clone()));
+        let settings = settings(&[
+            "--pack-cache-ttl=10",
+            "--pack-cache-max-bytes=1000",
+            "--pack-cache-memory=100",
+            "--pack-cache-dir=/var/tmp",
+        ]);
+        assert_eq!(
+            settings.pack_cache.config(),
+            Some(PackCacheConfig {
+                ttl: Duration::from_secs(10),
+                max_bytes: 1000,
+                memory_per_entry: 100,
+                temp_dir: Some("/var/tmp".into()),
+                ..defaults
+            })
+        );
+        for off in [
+            ["--no-pack-cache"],
+            ["--pack-cache-ttl=0"],
+            ["--pack-cache-max-bytes=0"],
+        ] {
+            assert_eq!(self::settings(&off).pack_cache.config(), None, "{off:?}");
+        }
     }
 
     #[test]

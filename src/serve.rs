@@ -81,6 +81,8 @@ struct Settings {
     /// The namespace of every repository, then per repository path below the root.
     namespace: Option<Namespace>,
     repository_namespaces: Vec<(String, Option<Namespace>)>,
+    /// `[pack-cache]`: shared by both front-ends.
+    pack_cache: crate::config::PackCacheSection,
 }
 
 impl Settings {
@@ -98,6 +100,8 @@ impl Settings {
             .unwrap_or_default();
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
         let (git, http) = (file.git, file.http);
+        let mut pack_cache = file.pack_cache;
+        pack_cache.temp_dir = from_file(pack_cache.temp_dir);
         let parse_namespace = |raw: &[u8], what: &str| {
             Namespace::new(raw).with_context(|| format!("invalid namespace for {what}"))
         };
@@ -255,6 +259,7 @@ impl Settings {
             http_options,
             namespace,
             repository_namespaces,
+            pack_cache,
         })
     }
 }
@@ -287,10 +292,12 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let namespaces = namespaces(&settings, &registry)?;
         registry.with_namespaces(namespaces)
     };
-    let service = Arc::new(DaemonService::new(
-        registry.clone(),
-        settings.daemon.clone(),
-    ));
+    // One cache for both front-ends: a clone over git:// and one over HTTP share a pack.
+    let pack_cache = settings.pack_cache.build();
+    let service = Arc::new(
+        DaemonService::new(registry.clone(), settings.daemon.clone())
+            .with_pack_cache(pack_cache.clone()),
+    );
     let push = if settings.allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
     } else if let Some(path) = &settings.credentials {
@@ -312,7 +319,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
     let authenticated = matches!(push, PushAccess::Authenticated(_));
-    let http_service = Arc::new(HttpService::new(registry.clone(), push));
+    let http_service =
+        Arc::new(HttpService::new(registry.clone(), push).with_pack_cache(pack_cache));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

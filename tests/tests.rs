@@ -55,6 +55,9 @@
 //!   overlap; stale quarantines expire; a stale ref lock fails only its ref, as in git.
 //! - `memory`: what one push may allocate: `receive.maxObjectSize` and huge deltas refused,
 //!   blobs above `core.bigFileThreshold` streamed.
+//! - `pack_cache`: identical clones over git:// and HTTP (`serve`, `daemon`) share one pack
+//!   generation and get the same bytes; a push changes the key; depth, filter and
+//!   include-tag fetches do not share a plain clone's pack.
 //! - `serve`: `packgate serve` over git:// on loopback, and what it refuses.
 //! - `http`: smart HTTP clones, fetches and pushes; `http_auth`: pushes with credentials
 //!   (`--http-credentials`, `packgate passwd`), over TLS, and the service embedded in an axum
@@ -105,6 +108,7 @@ mod libgit2;
 mod ls_remote;
 mod memory;
 mod namespaces;
+mod pack_cache;
 mod proc_receive;
 mod push_cert;
 mod receive_fsck;

@@ -77,6 +77,7 @@ use clap::ValueEnum;
 use packgate_fixture::{BuiltFixture, Packing};
 
 mod clone;
+mod clone_server;
 mod connections;
 mod fetch;
 mod git;
@@ -87,6 +88,7 @@ mod partial;
 mod push;
 mod refs;
 mod results;
+mod server;
 
 use clone::clone_request;
 use fetch::{measure_fetch, Protocol};
@@ -113,8 +115,10 @@ pub struct BenchArgs {
     /// `push-mirror` (a mirror push into an empty repository), `push-incremental` (a push of
     /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
     /// zeros, one push and four at once), `ls-refs`, `noop-fetch` and `noop-fetch-v0` (ref
-    /// listings with 50,000 more refs) or `connections` (idle git:// connections and
-    /// `ls-refs` sessions against `git daemon`; runs alone).
+    /// listings with 50,000 more refs), `connections` (idle git:// connections and
+    /// `ls-refs` sessions against `git daemon`; runs alone), or `clone-repeat` and
+    /// `clone-concurrent` (clones from `packgate daemon` and `git daemon`, see
+    /// `--repeat` and `--clients`; apart from the others).
     #[arg(value_enum, required = true)]
     scenarios: Vec<Scenario>,
     /// The fixture preset; it is built repacked without bitmaps (`git repack -ad`) and cached
@@ -140,6 +144,8 @@ pub struct BenchArgs {
     no_record: bool,
     #[command(flatten)]
     connections: connections::ConnectionArgs,
+    #[command(flatten)]
+    clone_server: clone_server::CloneServerArgs,
 }
 
 impl BenchArgs {
@@ -196,6 +202,11 @@ enum Scenario {
     /// The same in protocol v0: the whole advertisement, then the client's flush.
     #[value(name = "noop-fetch-v0")]
     NoopFetchV0,
+    /// The same clone over git:// again and again from `packgate daemon` (its pack cache)
+    /// and `git daemon`: server CPU per clone.
+    CloneRepeat,
+    /// `--clients` clones over git:// starting together: throughput and peak memory.
+    CloneConcurrent,
 }
 
 impl Scenario {
@@ -217,6 +228,8 @@ impl Scenario {
             Scenario::LsRefs => "ls-refs",
             Scenario::NoopFetch => "noop-fetch",
             Scenario::NoopFetchV0 => "noop-fetch-v0",
+            Scenario::CloneRepeat => "clone-repeat",
+            Scenario::CloneConcurrent => "clone-concurrent",
         }
     }
 
@@ -243,6 +256,11 @@ impl Scenario {
         ) || self.is_large_push()
     }
 
+    /// Against long-running servers over git:// ([`clone_server`]).
+    fn is_clone_server(self) -> bool {
+        matches!(self, Scenario::CloneRepeat | Scenario::CloneConcurrent)
+    }
+
     fn is_large_push(self) -> bool {
         matches!(self, Scenario::PushLarge | Scenario::PushLargeX4)
     }
@@ -267,6 +285,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`connections` runs alone: `cargo xtask bench connections`"
         );
         return connections::run(&args);
+    }
+    if args.scenarios.iter().any(|s| s.is_clone_server()) {
+        ensure!(
+            args.scenarios.iter().all(|s| s.is_clone_server()),
+            "`clone-repeat` and `clone-concurrent` run apart from the other scenarios"
+        );
+        return clone_server::run(&args, &args.scenarios);
     }
     check_gnu_time()?;
     let root = workspace_root();
@@ -460,7 +485,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 // Replaced by its parts in `expand`; run alone, above.
-                Scenario::Push | Scenario::Connections => continue,
+                Scenario::Push
+                | Scenario::Connections
+                | Scenario::CloneRepeat
+                | Scenario::CloneConcurrent => continue,
             };
             eprintln!(
                 "bench: {}: {} wants, {} haves, {} objects needed",

@@ -26,6 +26,7 @@ use packgate_wire::{
 };
 
 use crate::{
+    pack_cache::PackCache,
     receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::{AccessError, Registry, RequestLocation},
     repository::Repository,
@@ -84,6 +85,7 @@ impl Default for DaemonConfig {
 pub struct DaemonService {
     registry: Registry,
     config: DaemonConfig,
+    pack_cache: Option<PackCache>,
 }
 
 /// Why a request is refused; what the client is told depends on [`ErrorDetail`].
@@ -102,7 +104,18 @@ enum Refused {
 impl DaemonService {
     /// Serve the repositories of `registry` as `config` says.
     pub fn new(registry: Registry, config: DaemonConfig) -> Self {
-        DaemonService { registry, config }
+        DaemonService {
+            registry,
+            config,
+            pack_cache: None,
+        }
+    }
+
+    /// Share packs between the fetches of this service through `cache` (see
+    /// [`crate::pack_cache`]); `None`, the default, generates every pack alone.
+    pub fn with_pack_cache(mut self, cache: Option<PackCache>) -> Self {
+        self.pack_cache = cache;
+        self
     }
 
     /// The service's switch, or `None` for a service packgate does not implement.
@@ -198,7 +211,8 @@ impl ConnectionHandler for DaemonService {
                     return Session::Refused(format!("upload-pack: {err}"));
                 }
                 if head.wants_version_2() {
-                    return Session::Commands(Box::new(FetchSession { repo }));
+                    let pack_cache = self.pack_cache.clone();
+                    return Session::Commands(Box::new(FetchSession { repo, pack_cache }));
                 }
                 // As git daemon: v0 (v1 on request) for a client that did not ask for v2.
                 let version = if head.extra_parameters.iter().any(|p| p == "version=1") {
@@ -206,7 +220,12 @@ impl ConnectionHandler for DaemonService {
                 } else {
                     ProtocolVersion::V0
                 };
-                Session::Exchange(Box::new(V0FetchSession { repo, version }))
+                let pack_cache = self.pack_cache.clone();
+                Session::Exchange(Box::new(V0FetchSession {
+                    repo,
+                    version,
+                    pack_cache,
+                }))
             }
         }
     }
@@ -217,6 +236,7 @@ impl ConnectionHandler for DaemonService {
 struct V0FetchSession {
     repo: Repository,
     version: ProtocolVersion,
+    pack_cache: Option<PackCache>,
 }
 
 impl ExchangeHandler for V0FetchSession {
@@ -234,6 +254,7 @@ impl ExchangeHandler for V0FetchSession {
     fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
         let result = UploadPack::new(&self.repo)
             .map_err(|err| ServeError::Failed(err.to_string()))
+            .map(|upload_pack| upload_pack.with_pack_cache(self.pack_cache.clone()))
             .and_then(|upload_pack| upload_pack.serve_v0_exchange(input, output, false));
         if let Err(err) = result {
             log_session_error(&err);
@@ -244,12 +265,15 @@ impl ExchangeHandler for V0FetchSession {
 /// A fetch session: upload-pack's commands, one request at a time.
 struct FetchSession {
     repo: Repository,
+    pack_cache: Option<PackCache>,
 }
 
 impl FetchSession {
     fn upload_pack(&self) -> std::io::Result<UploadPack<'_>> {
         // Checked when the session was opened; the configuration has not changed since.
-        UploadPack::new(&self.repo).map_err(std::io::Error::other)
+        UploadPack::new(&self.repo)
+            .map(|upload_pack| upload_pack.with_pack_cache(self.pack_cache.clone()))
+            .map_err(std::io::Error::other)
     }
 }
 

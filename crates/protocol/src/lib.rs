@@ -6,6 +6,8 @@
 //! * [`upload_pack`]: protocol v2 — capability advertisement, `ls-refs`, `fetch`.
 //! * [`receive_pack`]: push (protocol v0/v1) — quarantine, checks, hooks, atomic ref updates;
 //!   [`alternates`]: the refs of the repositories whose objects it borrows (`.have` lines).
+//! * [`pack_cache`]: single flight and a cache for generated packs, shared by the requests
+//!   of a long-running server.
 //! * [`refname`]: ref names and `ref-prefix`es from clients, validated before any file
 //!   system access.
 //! * [`registry`]: which repositories below a root a network front-end may serve, and
@@ -32,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 mod keepalive;
+pub mod pack_cache;
 mod packed_refs;
 pub mod receive_pack;
 pub mod refname;

@@ -108,6 +108,7 @@ pub struct HttpService {
     hooks: Vec<Arc<dyn Hook>>,
     hook_scripts: bool,
     namespace: Option<crate::refname::Namespace>,
+    pack_cache: Option<crate::pack_cache::PackCache>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -119,6 +120,7 @@ impl std::fmt::Debug for HttpService {
             .field("hooks", &self.hooks.len())
             .field("hook_scripts", &self.hook_scripts)
             .field("namespace", &self.namespace)
+            .field("pack_cache", &self.pack_cache)
             .finish()
     }
 }
@@ -134,6 +136,7 @@ impl HttpService {
             hooks: Vec::new(),
             hook_scripts: true,
             namespace: None,
+            pack_cache: None,
         }
     }
 
@@ -141,6 +144,13 @@ impl HttpService {
     /// [`Repository::with_namespace`]).
     pub fn with_namespace(mut self, namespace: Option<crate::refname::Namespace>) -> Self {
         self.namespace = namespace;
+        self
+    }
+
+    /// Share packs between the fetches of this service through `cache` (see
+    /// [`crate::pack_cache`]); `None`, the default, generates every pack alone.
+    pub fn with_pack_cache(mut self, cache: Option<crate::pack_cache::PackCache>) -> Self {
+        self.pack_cache = cache;
         self
     }
 
@@ -301,7 +311,9 @@ impl SmartHttpHandler for HttpService {
     ) {
         let repo = &session.repo;
         let result = match request.service {
-            Service::UploadPack => upload_pack(repo, request, input, output),
+            Service::UploadPack => {
+                upload_pack(repo, self.pack_cache.clone(), request, input, output)
+            }
             Service::ReceivePack => self.receive_pack(repo, session.user(), request, input, output),
             Service::UploadArchive => Ok(()),
         };
@@ -319,6 +331,7 @@ impl SmartHttpHandler for HttpService {
 
 fn upload_pack(
     repo: &Repository,
+    pack_cache: Option<crate::pack_cache::PackCache>,
     request: &GitRequest,
     input: &mut dyn Read,
     output: &mut dyn Write,
@@ -330,7 +343,7 @@ fn upload_pack(
         service_header(&mut out, request.service)?;
     }
     let upload_pack = match UploadPack::new(repo) {
-        Ok(upload_pack) => upload_pack,
+        Ok(upload_pack) => upload_pack.with_pack_cache(pack_cache),
         Err(err) => {
             let message = format!("upload-pack: {err}");
             out.error(&message)?;

@@ -21,7 +21,7 @@ use super::{
 use crate::keepalive;
 
 /// The arguments of one `fetch` request (and of a v0 request, from its capabilities).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Arguments {
     pub(super) wants: Vec<ObjectId>,
     /// `want-ref`s in the order asked for, with what each ref pointed at; their objects are
@@ -442,11 +442,13 @@ pub(super) fn send_pack<W: Write>(
             let repo = upload_pack.repo.clone();
             let config = upload_pack.config.clone();
             let session_id = upload_pack.session_id.clone();
+            let pack_cache = upload_pack.pack_cache.clone();
             keepalive::run(out.get_mut(), interval, move |writer| {
                 let upload_pack = UploadPack {
                     repo: &repo,
                     config,
                     session_id,
+                    pack_cache,
                 };
                 write_pack_section(&upload_pack, arguments, common, shallow, writer, sideband)
             })?;
@@ -466,21 +468,27 @@ pub(super) fn send_pack<W: Write>(
     Ok(())
 }
 
-/// Where the pack goes: sideband packets, or the stream itself.
-enum PackStream<W: Write> {
+/// Where the pack goes: sideband packets, the stream itself, or a pack cache's spool.
+pub(super) enum PackStream<W: Write> {
     Sideband(SidebandWriter<W>),
     Raw(W),
+    /// The bytes and progress messages for the clients of the pack cache to read.
+    Spool(crate::pack_cache::SpoolWriter),
 }
 
 impl<W: Write> PackStream<W> {
     /// Progress for the user: band 2, or nowhere without sideband.
-    fn progress(&mut self, message: &[u8]) -> std::io::Result<()> {
+    pub(super) fn progress(&mut self, message: &[u8]) -> std::io::Result<()> {
         match self {
             PackStream::Sideband(sideband) => {
                 sideband.progress(message)?;
                 sideband.flush()
             }
             PackStream::Raw(_) => Ok(()),
+            PackStream::Spool(spool) => {
+                spool.progress(message);
+                Ok(())
+            }
         }
     }
 
@@ -506,20 +514,23 @@ impl<W: Write> PackStream<W> {
 
     /// A fatal error for the user: band 3; without sideband the client only sees the
     /// pack end early.
-    fn error(&mut self, message: &[u8]) -> std::io::Result<()> {
+    pub(super) fn error(&mut self, message: &[u8]) -> std::io::Result<()> {
         match self {
             PackStream::Sideband(sideband) => {
                 sideband.error(message)?;
                 sideband.flush()
             }
-            PackStream::Raw(_) => Ok(()),
+            // The spool's readers get the error from the generation's result.
+            PackStream::Raw(_) | PackStream::Spool(_) => Ok(()),
         }
     }
 
-    fn max_payload_length(&self) -> usize {
+    pub(super) fn max_payload_length(&self) -> usize {
         match self {
             PackStream::Sideband(sideband) => sideband.mode().max_payload_length(),
-            PackStream::Raw(_) => SidebandMode::SideBand64k.max_payload_length(),
+            PackStream::Raw(_) | PackStream::Spool(_) => {
+                SidebandMode::SideBand64k.max_payload_length()
+            }
         }
     }
 }
@@ -529,6 +540,7 @@ impl<W: Write> Write for PackStream<W> {
         match self {
             PackStream::Sideband(sideband) => sideband.write(data),
             PackStream::Raw(out) => out.write(data),
+            PackStream::Spool(spool) => spool.write(data),
         }
     }
 
@@ -536,6 +548,7 @@ impl<W: Write> Write for PackStream<W> {
         match self {
             PackStream::Sideband(sideband) => sideband.flush(),
             PackStream::Raw(out) => out.flush(),
+            PackStream::Spool(spool) => spool.flush(),
         }
     }
 }
@@ -549,11 +562,27 @@ fn write_pack_section<W: Write>(
     out: W,
     mode: Option<SidebandMode>,
 ) -> Result<(), ServeError> {
-    let repo = upload_pack.repo;
     let mut sideband = match mode {
         Some(mode) => PackStream::Sideband(SidebandWriter::new(out, mode)),
         None => PackStream::Raw(out),
     };
+    if let Some(served) =
+        super::cached::serve(upload_pack, arguments, common, shallow, &mut sideband)
+    {
+        return served;
+    }
+    produce_pack(upload_pack, arguments, common, shallow, sideband)
+}
+
+/// Enumerate and write the pack into `sideband`, with progress messages.
+pub(super) fn produce_pack<W: Write>(
+    upload_pack: &UploadPack<'_>,
+    arguments: &Arguments,
+    common: &[ObjectId],
+    shallow: &ShallowUpdate,
+    mut sideband: PackStream<W>,
+) -> Result<(), ServeError> {
+    let repo = upload_pack.repo;
     let progress = |sideband: &mut PackStream<W>, message: &str| -> std::io::Result<()> {
         if arguments.no_progress {
             return Ok(());

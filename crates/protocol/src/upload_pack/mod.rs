@@ -11,6 +11,7 @@
 //! `fetch` asked for `sideband-all`), or a sideband-3 message once the pack is streaming. After an error the session ends.
 
 mod bundle_uri;
+mod cached;
 mod fetch;
 mod ls_refs;
 mod object_info;
@@ -121,6 +122,8 @@ pub struct UploadPack<'repo> {
     config: UploadPackConfig,
     /// This server session's id, advertised under `transfer.advertiseSID`.
     session_id: String,
+    /// Where packs are shared with other requests of this process, if anywhere.
+    pack_cache: Option<crate::pack_cache::PackCache>,
 }
 
 /// A new session id: unique to this process and call, without spaces (it goes into the
@@ -166,7 +169,16 @@ impl<'repo> UploadPack<'repo> {
             repo,
             config: UploadPackConfig::from_config(repo.config())?,
             session_id: new_session_id(),
+            pack_cache: None,
         })
+    }
+
+    /// Share packs with the other requests of this process through `cache` (single flight
+    /// and cached responses, see [`crate::pack_cache`]); `None`, the default, generates every
+    /// pack for its request alone.
+    pub fn with_pack_cache(mut self, cache: Option<crate::pack_cache::PackCache>) -> Self {
+        self.pack_cache = cache;
+        self
     }
 
     /// The v2 capabilities, in git's order: exactly what is configured and implemented.

@@ -256,6 +256,7 @@ fn fetch_with_keepalive(keepalive: Option<std::time::Duration>) -> Vec<Vec<u8>> 
             ..crate::config::UploadPackConfig::from_config(repo.config()).unwrap()
         },
         session_id: super::new_session_id(),
+        pack_cache: None,
     };
     let input = request(
         "fetch",
