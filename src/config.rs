@@ -27,6 +27,11 @@
 //! max-waiting-per-address = 64
 //! max-fetch-request = 10485760
 //! max-push-request = 4294967296
+//!
+//! [budget]                     # shared by every fetch's pack and push's indexing
+//! cpu-slots = 8                # threads at once (default: the cores)
+//! memory = "8g"                # bytes or k/m/g (default: half the machine's memory)
+//! max-queue-wait = 600         # seconds a request may wait for its turn
 //! ```
 //!
 //!
@@ -63,6 +68,9 @@ pub(crate) struct ConfigFile {
     pub(crate) http: HttpSection,
     /// The git namespace every repository is served in (git's `GIT_NAMESPACE`).
     pub(crate) namespace: Option<String>,
+    /// The CPU and memory budget of pack generation and push indexing.
+    #[serde(default)]
+    pub(crate) budget: crate::budget::BudgetSection,
     /// Settings of single repositories, by their path below the root.
     #[serde(default)]
     pub(crate) repositories: std::collections::BTreeMap<String, RepositorySection>,
@@ -173,6 +181,10 @@ mod tests {
             max-connections = 50
             max-fetch-request = 1024
             max-push-request = 2048
+            [budget]
+            cpu-slots = 2
+            memory = "512m"
+            max-queue-wait = 30
             "#,
         )
         .map_err(|err| format!("{err:#}"));
@@ -187,6 +199,8 @@ mod tests {
             Some(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 8443)))))
         );
         assert_eq!(config.http.max_push_request, Some(2048));
+        assert_eq!(config.budget.memory, Some(crate::budget::Size(512 << 20)));
+        assert_eq!(config.budget.cpu_slots, Some(2));
     }
 
     #[test]

@@ -59,6 +59,8 @@ const LOG_TARGET: &str = "packgate::daemon";
 /// git daemon's flags, in its `--flag=value` form (`--flag value` works too).
 #[derive(Args, Debug)]
 pub(crate) struct DaemonArgs {
+    #[command(flatten)]
+    budget: crate::budget::BudgetArgs,
     /// Listen on this host name or IP address (may be given more than once; default: every
     /// address).
     #[arg(long, value_name = "HOST_OR_IPADDR")]
@@ -169,6 +171,8 @@ enum LogDestination {
 /// The flags, checked and turned into what the library takes.
 #[derive(Debug)]
 struct Settings {
+    /// packgate's own: the CPU and memory budget of every session.
+    budget: packgate::protocol::budget::Budget,
     policy: DaemonPolicy,
     config: DaemonConfig,
     options: DaemonOptions,
@@ -224,6 +228,7 @@ impl Settings {
             Export::MarkedOnly
         };
         Ok(Settings {
+            budget: crate::budget::budget(&args.budget, &Default::default())?,
             policy: DaemonPolicy {
                 export,
                 base_path: args.base_path,
@@ -346,7 +351,9 @@ pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
              repository this user can read"
         );
     }
-    let service = Arc::new(DaemonService::new(registry, settings.config.clone()));
+    let service = Arc::new(
+        DaemonService::new(registry, settings.config.clone()).with_budget(settings.budget.clone()),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

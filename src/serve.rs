@@ -64,6 +64,8 @@ pub(crate) struct ServeArgs {
     /// Tell refused clients why, instead of only "access denied or repository not exported".
     #[arg(long)]
     informative_errors: bool,
+    #[command(flatten)]
+    budget: crate::budget::BudgetArgs,
 }
 
 /// What `serve` runs with: the flags, then the configuration file, then the defaults.
@@ -81,6 +83,8 @@ struct Settings {
     /// The namespace of every repository, then per repository path below the root.
     namespace: Option<Namespace>,
     repository_namespaces: Vec<(String, Option<Namespace>)>,
+    /// Shared by both front-ends.
+    budget: packgate::protocol::budget::Budget,
 }
 
 impl Settings {
@@ -97,6 +101,7 @@ impl Settings {
             .map(Path::to_owned)
             .unwrap_or_default();
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
+        let budget = crate::budget::budget(&args.budget, &file.budget)?;
         let (git, http) = (file.git, file.http);
         let parse_namespace = |raw: &[u8], what: &str| {
             Namespace::new(raw).with_context(|| format!("invalid namespace for {what}"))
@@ -255,6 +260,7 @@ impl Settings {
             http_options,
             namespace,
             repository_namespaces,
+            budget,
         })
     }
 }
@@ -287,10 +293,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let namespaces = namespaces(&settings, &registry)?;
         registry.with_namespaces(namespaces)
     };
-    let service = Arc::new(DaemonService::new(
-        registry.clone(),
-        settings.daemon.clone(),
-    ));
+    let service = Arc::new(
+        DaemonService::new(registry.clone(), settings.daemon.clone())
+            .with_budget(settings.budget.clone()),
+    );
     let push = if settings.allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
     } else if let Some(path) = &settings.credentials {
@@ -312,7 +318,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
     let authenticated = matches!(push, PushAccess::Authenticated(_));
-    let http_service = Arc::new(HttpService::new(registry.clone(), push));
+    let http_service =
+        Arc::new(HttpService::new(registry.clone(), push).with_budget(settings.budget.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

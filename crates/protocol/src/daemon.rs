@@ -26,6 +26,7 @@ use packgate_wire::{
 };
 
 use crate::{
+    budget::Budget,
     receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::{AccessError, Registry, RequestLocation},
     repository::Repository,
@@ -84,6 +85,7 @@ impl Default for DaemonConfig {
 pub struct DaemonService {
     registry: Registry,
     config: DaemonConfig,
+    budget: Budget,
 }
 
 /// Why a request is refused; what the client is told depends on [`ErrorDetail`].
@@ -102,7 +104,18 @@ enum Refused {
 impl DaemonService {
     /// Serve the repositories of `registry` as `config` says.
     pub fn new(registry: Registry, config: DaemonConfig) -> Self {
-        DaemonService { registry, config }
+        DaemonService {
+            registry,
+            config,
+            budget: Budget::global(),
+        }
+    }
+
+    /// Take the CPU slots and memory of pack generation and push ingestion from `budget`
+    /// (by default the process's [`Budget::global()`]); clients are told apart by address.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// The service's switch, or `None` for a service packgate does not implement.
@@ -168,6 +181,11 @@ impl ConnectionHandler for DaemonService {
         let path = head.path.to_str_lossy().into_owned();
         let service = head.service.as_str().trim_start_matches("git-");
         tracing::info!(target: LOG_TARGET, "Request {service} for '{path}'");
+        // The budget's queue takes turns between client addresses.
+        let client = Client {
+            budget: self.budget.clone(),
+            address: addresses.peer.ip().to_string(),
+        };
         let repo = match self.open(head, addresses.local) {
             Ok(repo) => repo,
             Err(refused) => {
@@ -191,14 +209,18 @@ impl ConnectionHandler for DaemonService {
                 if let Err(err) = ReceivePack::new(&repo) {
                     return Session::Refused(format!("receive-pack: {err}"));
                 }
-                Session::Exchange(Box::new(PushSession { repo, version }))
+                Session::Exchange(Box::new(PushSession {
+                    repo,
+                    version,
+                    client,
+                }))
             }
             _ => {
                 if let Err(err) = UploadPack::new(&repo) {
                     return Session::Refused(format!("upload-pack: {err}"));
                 }
                 if head.wants_version_2() {
-                    return Session::Commands(Box::new(FetchSession { repo }));
+                    return Session::Commands(Box::new(FetchSession { repo, client }));
                 }
                 // As git daemon: v0 (v1 on request) for a client that did not ask for v2.
                 let version = if head.extra_parameters.iter().any(|p| p == "version=1") {
@@ -206,7 +228,11 @@ impl ConnectionHandler for DaemonService {
                 } else {
                     ProtocolVersion::V0
                 };
-                Session::Exchange(Box::new(V0FetchSession { repo, version }))
+                Session::Exchange(Box::new(V0FetchSession {
+                    repo,
+                    version,
+                    client,
+                }))
             }
         }
     }
@@ -217,6 +243,13 @@ impl ConnectionHandler for DaemonService {
 struct V0FetchSession {
     repo: Repository,
     version: ProtocolVersion,
+    client: Client,
+}
+
+/// Where a session's expensive work takes its budget from, and as whose.
+struct Client {
+    budget: Budget,
+    address: String,
 }
 
 impl ExchangeHandler for V0FetchSession {
@@ -234,6 +267,9 @@ impl ExchangeHandler for V0FetchSession {
     fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
         let result = UploadPack::new(&self.repo)
             .map_err(|err| ServeError::Failed(err.to_string()))
+            .map(|upload_pack| {
+                upload_pack.with_budget(self.client.budget.clone(), &self.client.address)
+            })
             .and_then(|upload_pack| upload_pack.serve_v0_exchange(input, output, false));
         if let Err(err) = result {
             log_session_error(&err);
@@ -244,12 +280,17 @@ impl ExchangeHandler for V0FetchSession {
 /// A fetch session: upload-pack's commands, one request at a time.
 struct FetchSession {
     repo: Repository,
+    client: Client,
 }
 
 impl FetchSession {
     fn upload_pack(&self) -> std::io::Result<UploadPack<'_>> {
         // Checked when the session was opened; the configuration has not changed since.
-        UploadPack::new(&self.repo).map_err(std::io::Error::other)
+        UploadPack::new(&self.repo)
+            .map(|upload_pack| {
+                upload_pack.with_budget(self.client.budget.clone(), &self.client.address)
+            })
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -286,6 +327,7 @@ impl CommandHandler for FetchSession {
 struct PushSession {
     repo: Repository,
     version: ProtocolVersion,
+    client: Client,
 }
 
 impl ExchangeHandler for PushSession {
@@ -303,6 +345,9 @@ impl ExchangeHandler for PushSession {
     fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
         let result = ReceivePack::new(&self.repo)
             .map_err(|err| ServeError::Failed(err.to_string()))
+            .map(|receive_pack| {
+                receive_pack.with_budget(self.client.budget.clone(), &self.client.address)
+            })
             .and_then(|receive_pack| {
                 // The advertisement is out; what follows is one stateless exchange.
                 let options = ReceivePackOptions {

@@ -108,6 +108,7 @@ pub struct HttpService {
     hooks: Vec<Arc<dyn Hook>>,
     hook_scripts: bool,
     namespace: Option<crate::refname::Namespace>,
+    budget: crate::budget::Budget,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -134,7 +135,16 @@ impl HttpService {
             hooks: Vec::new(),
             hook_scripts: true,
             namespace: None,
+            budget: crate::budget::Budget::global(),
         }
+    }
+
+    /// Take the CPU slots and memory of pack generation and push ingestion from `budget`
+    /// (by default the process's [`Budget::global()`](crate::budget::Budget::global));
+    /// clients are told apart by user, else by address.
+    pub fn with_budget(mut self, budget: crate::budget::Budget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Serve only the refs of `namespace` of every repository (git's `GIT_NAMESPACE`, see
@@ -301,7 +311,10 @@ impl SmartHttpHandler for HttpService {
     ) {
         let repo = &session.repo;
         let result = match request.service {
-            Service::UploadPack => upload_pack(repo, request, input, output),
+            Service::UploadPack => {
+                let client = budget_client(session.user(), request);
+                upload_pack(repo, request, (&self.budget, &client), input, output)
+            }
             Service::ReceivePack => self.receive_pack(repo, session.user(), request, input, output),
             Service::UploadArchive => Ok(()),
         };
@@ -317,9 +330,19 @@ impl SmartHttpHandler for HttpService {
     }
 }
 
+/// Who a request is from, for the budget's turns: the user, else the address.
+fn budget_client(user: Option<&str>, request: &GitRequest) -> String {
+    match (user, request.remote_address.as_deref()) {
+        (Some(user), _) => format!("user {user}"),
+        (None, Some(address)) => address.to_owned(),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
 fn upload_pack(
     repo: &Repository,
     request: &GitRequest,
+    (budget, client): (&crate::budget::Budget, &str),
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<(), ServeError> {
@@ -330,7 +353,7 @@ fn upload_pack(
         service_header(&mut out, request.service)?;
     }
     let upload_pack = match UploadPack::new(repo) {
-        Ok(upload_pack) => upload_pack,
+        Ok(upload_pack) => upload_pack.with_budget(budget.clone(), client),
         Err(err) => {
             let message = format!("upload-pack: {err}");
             out.error(&message)?;
@@ -384,6 +407,7 @@ impl HttpService {
                     receive_pack.with_hook(Arc::clone(hook))
                 })
                 .with_hook_scripts(self.hook_scripts)
+                .with_budget(self.budget.clone(), &budget_client(user, request))
                 .with_remote_user(user.map(str::to_owned))
                 .with_reflog_identity(
                     reflog_name(user),

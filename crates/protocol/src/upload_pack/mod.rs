@@ -121,6 +121,10 @@ pub struct UploadPack<'repo> {
     config: UploadPackConfig,
     /// This server session's id, advertised under `transfer.advertiseSID`.
     session_id: String,
+    /// Where pack generation takes its CPU slots and memory from.
+    budget: crate::budget::Budget,
+    /// Who the request is from, for the budget's fairness between clients.
+    client: std::sync::Arc<str>,
 }
 
 /// A new session id: unique to this process and call, without spaces (it goes into the
@@ -166,7 +170,18 @@ impl<'repo> UploadPack<'repo> {
             repo,
             config: UploadPackConfig::from_config(repo.config())?,
             session_id: new_session_id(),
+            budget: crate::budget::Budget::global(),
+            client: std::sync::Arc::from("local"),
         })
+    }
+
+    /// Take pack generation's CPU slots and memory from `budget`, as a request of `client`
+    /// (an address or a user: the budget's queue takes turns between clients). Without this
+    /// the process-wide [`Budget::global()`](crate::budget::Budget::global) is used.
+    pub fn with_budget(mut self, budget: crate::budget::Budget, client: &str) -> Self {
+        self.budget = budget;
+        self.client = std::sync::Arc::from(client);
+        self
     }
 
     /// The v2 capabilities, in git's order: exactly what is configured and implemented.

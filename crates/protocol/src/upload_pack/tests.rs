@@ -256,6 +256,8 @@ fn fetch_with_keepalive(keepalive: Option<std::time::Duration>) -> Vec<Vec<u8>> 
             ..crate::config::UploadPackConfig::from_config(repo.config()).unwrap()
         },
         session_id: super::new_session_id(),
+        budget: crate::budget::Budget::global(),
+        client: std::sync::Arc::from("test"),
     };
     let input = request(
         "fetch",
