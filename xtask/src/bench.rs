@@ -138,7 +138,11 @@ impl BenchArgs {
     fn preset(&self) -> &str {
         match &self.preset {
             Some(preset) => preset,
-            None if self.scenarios.contains(&Scenario::Connections) => "many-refs",
+            None if self.scenarios.contains(&Scenario::Connections)
+                || self.scenarios.contains(&Scenario::Soak) =>
+            {
+                "many-refs"
+            }
             None if self
                 .scenarios
                 .iter()
@@ -177,6 +181,9 @@ enum Scenario {
     PushLargeX4,
     /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
     Connections,
+    /// Rounds of 1,000 git:// connections (idle, `ls-refs`, small fetches): the server's
+    /// memory after each, against `git daemon`.
+    Soak,
 }
 
 impl Scenario {
@@ -194,6 +201,7 @@ impl Scenario {
             Scenario::PushLarge => "push-large",
             Scenario::PushLargeX4 => "push-large-x4",
             Scenario::Connections => "connections",
+            Scenario::Soak => "soak",
         }
     }
 
@@ -236,6 +244,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`connections` runs alone: `cargo xtask bench connections`"
         );
         return connections::run(&args);
+    }
+    if args.scenarios.contains(&Scenario::Soak) {
+        ensure!(
+            args.scenarios.iter().all(|&s| s == Scenario::Soak),
+            "`soak` runs alone: `cargo xtask bench soak`"
+        );
+        return connections::run_soak(&args);
     }
     check_gnu_time()?;
     let root = workspace_root();
@@ -409,7 +424,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 // Replaced by its parts in `expand`; run alone, above.
-                Scenario::Push | Scenario::Connections => continue,
+                Scenario::Push | Scenario::Connections | Scenario::Soak => continue,
             };
             eprintln!(
                 "bench: {}: {} wants, {} haves, {} objects needed",
