@@ -329,6 +329,7 @@ fn switch(service: ServiceName, args: &DaemonArgs) -> anyhow::Result<ServiceSwit
 pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_args(args)?;
     install_logging(settings.verbose, settings.log)?;
+    crate::trim::spawn_trimmer();
     // git daemon's services inherit GIT_NAMESPACE: every repository is served in it.
     let namespace = match std::env::var_os("GIT_NAMESPACE") {
         Some(raw) => packgate::protocol::refname::Namespace::new(raw.as_encoded_bytes())

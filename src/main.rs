@@ -7,6 +7,7 @@ mod daemon;
 mod http_backend;
 mod passwd;
 mod serve;
+mod trim;
 
 use std::{
     path::{Path, PathBuf},

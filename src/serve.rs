@@ -284,6 +284,7 @@ fn namespaces(settings: &Settings, registry: &Registry) -> anyhow::Result<Namesp
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::new(args)?;
+    crate::trim::spawn_trimmer();
     let root = &settings.root;
     std::fs::create_dir_all(root)
         .with_context(|| format!("could not create {}", root.display()))?;

@@ -7,7 +7,8 @@
 //! sessions (checked against the fixture's refs) and 10% small fetches (one ref tip wanted,
 //! its parent had, `done`: a pack of one commit's changes, checked to start with `PACK`),
 //! the sessions on 8 client threads. After each round the server is left to settle (its
-//! per-connection processes gone, half a second) and its RSS and PSS are read from
+//! per-connection processes gone, then 4.5 s idle: packgate gives freed memory back after
+//! two quiet seconds) and its RSS and PSS are read from
 //! `/proc/PID/smaps_rollup`, summed with its descendants'. `--runs` rounds after a warm-up
 //! round (`--runs 10` for the ten rounds).
 //!
@@ -32,6 +33,9 @@ use super::{
     request_head, settle, start_targets, target_dir, workspace_root, BenchArgs, Git, Memory,
     Packet, Target, AGENT, REPO,
 };
+
+/// How long the server is left idle after a round before its memory is read.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Client threads for the sessions of a round.
 const THREADS: usize = 8;
@@ -95,6 +99,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 let started = Instant::now();
                 let failures = soak_round(target, per_round, &expected, &fetch)?;
                 settle(&target.server);
+                // An idle server's time to give freed memory back (packgate trims after two
+                // quiet seconds, see src/trim.rs); the same wait for both.
+                std::thread::sleep(IDLE_WAIT);
                 target.server.check_alive()?;
                 let after = memory(target.server.pid);
                 eprintln!(
