@@ -34,6 +34,10 @@
 //! max-bytes = 1073741824       # all cached packs together (memory and temporary files)
 //! memory-per-entry = 16777216  # bytes of one pack kept in memory, the rest in a file
 //! temp-dir = "/var/tmp"        # default: the system's temporary directory
+//! [budget]                     # shared by every fetch's pack and push's indexing
+//! cpu-slots = 8                # threads at once (default: the cores)
+//! memory = "8g"                # bytes or k/m/g (default: half the machine's memory)
+//! max-queue-wait = 600         # seconds a request may wait for its turn
 //! ```
 //!
 //!
@@ -73,6 +77,9 @@ pub(crate) struct ConfigFile {
     /// Single flight and the cache of generated packs.
     #[serde(default)]
     pub(crate) pack_cache: PackCacheSection,
+    /// The CPU and memory budget of pack generation and push indexing.
+    #[serde(default)]
+    pub(crate) budget: crate::budget::BudgetSection,
     /// Settings of single repositories, by their path below the root.
     #[serde(default)]
     pub(crate) repositories: std::collections::BTreeMap<String, RepositorySection>,
@@ -223,6 +230,10 @@ mod tests {
             max-connections = 50
             max-fetch-request = 1024
             max-push-request = 2048
+            [budget]
+            cpu-slots = 2
+            memory = "512m"
+            max-queue-wait = 30
             "#,
         )
         .map_err(|err| format!("{err:#}"));
@@ -237,6 +248,8 @@ mod tests {
             Some(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 8443)))))
         );
         assert_eq!(config.http.max_push_request, Some(2048));
+        assert_eq!(config.budget.memory, Some(crate::budget::Size(512 << 20)));
+        assert_eq!(config.budget.cpu_slots, Some(2));
     }
 
     #[test]

@@ -59,6 +59,8 @@ const LOG_TARGET: &str = "packgate::daemon";
 /// git daemon's flags, in its `--flag=value` form (`--flag value` works too).
 #[derive(Args, Debug)]
 pub(crate) struct DaemonArgs {
+    #[command(flatten)]
+    budget: crate::budget::BudgetArgs,
     /// Listen on this host name or IP address (may be given more than once; default: every
     /// address).
     #[arg(long, value_name = "HOST_OR_IPADDR")]
@@ -187,6 +189,8 @@ enum LogDestination {
 /// The flags, checked and turned into what the library takes.
 #[derive(Debug)]
 struct Settings {
+    /// packgate's own: the CPU and memory budget of every session.
+    budget: packgate::protocol::budget::Budget,
     policy: DaemonPolicy,
     config: DaemonConfig,
     options: DaemonOptions,
@@ -243,6 +247,7 @@ impl Settings {
             Export::MarkedOnly
         };
         Ok(Settings {
+            budget: crate::budget::budget(&args.budget, &Default::default())?,
             policy: DaemonPolicy {
                 export,
                 base_path: args.base_path,
@@ -350,6 +355,7 @@ fn switch(service: ServiceName, args: &DaemonArgs) -> anyhow::Result<ServiceSwit
 pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_args(args)?;
     install_logging(settings.verbose, settings.log)?;
+    crate::trim::spawn_trimmer();
     // git daemon's services inherit GIT_NAMESPACE: every repository is served in it.
     let namespace = match std::env::var_os("GIT_NAMESPACE") {
         Some(raw) => packgate::protocol::refname::Namespace::new(raw.as_encoded_bytes())
@@ -374,7 +380,8 @@ pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     }
     let service = Arc::new(
         DaemonService::new(registry, settings.config.clone())
-            .with_pack_cache(settings.pack_cache.build()),
+            .with_pack_cache(settings.pack_cache.build())
+            .with_budget(settings.budget.clone()),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,11 +1,13 @@
 //! The `packgate` command line: parses arguments, opens what they name, runs the library's
 //! services and maps their errors to exit codes. No protocol logic lives here.
 
+mod budget;
 mod config;
 mod daemon;
 mod http_backend;
 mod passwd;
 mod serve;
+mod trim;
 
 use std::{
     path::{Path, PathBuf},

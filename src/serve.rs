@@ -64,6 +64,8 @@ pub(crate) struct ServeArgs {
     /// Tell refused clients why, instead of only "access denied or repository not exported".
     #[arg(long)]
     informative_errors: bool,
+    #[command(flatten)]
+    budget: crate::budget::BudgetArgs,
 }
 
 /// What `serve` runs with: the flags, then the configuration file, then the defaults.
@@ -83,6 +85,8 @@ struct Settings {
     repository_namespaces: Vec<(String, Option<Namespace>)>,
     /// `[pack-cache]`: shared by both front-ends.
     pack_cache: crate::config::PackCacheSection,
+    /// Shared by both front-ends.
+    budget: packgate::protocol::budget::Budget,
 }
 
 impl Settings {
@@ -99,6 +103,7 @@ impl Settings {
             .map(Path::to_owned)
             .unwrap_or_default();
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
+        let budget = crate::budget::budget(&args.budget, &file.budget)?;
         let (git, http) = (file.git, file.http);
         let mut pack_cache = file.pack_cache;
         pack_cache.temp_dir = from_file(pack_cache.temp_dir);
@@ -260,6 +265,7 @@ impl Settings {
             namespace,
             repository_namespaces,
             pack_cache,
+            budget,
         })
     }
 }
@@ -283,6 +289,7 @@ fn namespaces(settings: &Settings, registry: &Registry) -> anyhow::Result<Namesp
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::new(args)?;
+    crate::trim::spawn_trimmer();
     let root = &settings.root;
     std::fs::create_dir_all(root)
         .with_context(|| format!("could not create {}", root.display()))?;
@@ -296,7 +303,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let pack_cache = settings.pack_cache.build();
     let service = Arc::new(
         DaemonService::new(registry.clone(), settings.daemon.clone())
-            .with_pack_cache(pack_cache.clone()),
+            .with_pack_cache(pack_cache.clone())
+            .with_budget(settings.budget.clone()),
     );
     let push = if settings.allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
@@ -319,8 +327,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
     let authenticated = matches!(push, PushAccess::Authenticated(_));
-    let http_service =
-        Arc::new(HttpService::new(registry.clone(), push).with_pack_cache(pack_cache));
+    let http_service = Arc::new(
+        HttpService::new(registry.clone(), push)
+            .with_pack_cache(pack_cache)
+            .with_budget(settings.budget.clone()),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

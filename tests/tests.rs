@@ -27,6 +27,8 @@
 //! - `namespaces`: `GIT_NAMESPACE` for `upload-pack` (v0, v2, want-ref, hideRefs) and
 //!   `receive-pack` (advertisement with `.have`, namespaced updates), and through
 //!   `http-backend`, against git's services.
+//! - `budget`: the CPU and memory budget: with one slot taken, clones over git:// (v2 and
+//!   v0) queue, then all complete and fsck.
 //! - `bad_input`: malformed requests end in `ERR` and a non-zero exit, never a panic or hang;
 //!   a stalled client ends in `--timeout`.
 //! - `advertise`: `--advertise-refs`, `--http-backend-info-refs` and `--stateless-rpc`.
@@ -91,6 +93,7 @@ mod util;
 
 mod advertise;
 mod bad_input;
+mod budget;
 mod clone;
 mod crash;
 mod daemon;

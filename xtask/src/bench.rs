@@ -153,7 +153,11 @@ impl BenchArgs {
     fn preset(&self) -> &str {
         match &self.preset {
             Some(preset) => preset,
-            None if self.scenarios.contains(&Scenario::Connections) => "many-refs",
+            None if self.scenarios.contains(&Scenario::Connections)
+                || self.scenarios.contains(&Scenario::Soak) =>
+            {
+                "many-refs"
+            }
             None if self
                 .scenarios
                 .iter()
@@ -207,6 +211,9 @@ enum Scenario {
     CloneRepeat,
     /// `--clients` clones over git:// starting together: throughput and peak memory.
     CloneConcurrent,
+    /// Rounds of 1,000 git:// connections (idle, `ls-refs`, small fetches): the server's
+    /// memory after each, against `git daemon`.
+    Soak,
 }
 
 impl Scenario {
@@ -230,6 +237,7 @@ impl Scenario {
             Scenario::NoopFetchV0 => "noop-fetch-v0",
             Scenario::CloneRepeat => "clone-repeat",
             Scenario::CloneConcurrent => "clone-concurrent",
+            Scenario::Soak => "soak",
         }
     }
 
@@ -292,6 +300,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`clone-repeat` and `clone-concurrent` run apart from the other scenarios"
         );
         return clone_server::run(&args, &args.scenarios);
+    }
+    if args.scenarios.contains(&Scenario::Soak) {
+        ensure!(
+            args.scenarios.iter().all(|&s| s == Scenario::Soak),
+            "`soak` runs alone: `cargo xtask bench soak`"
+        );
+        return connections::run_soak(&args);
     }
     check_gnu_time()?;
     let root = workspace_root();
@@ -487,6 +502,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 // Replaced by its parts in `expand`; run alone, above.
                 Scenario::Push
                 | Scenario::Connections
+                | Scenario::Soak
                 | Scenario::CloneRepeat
                 | Scenario::CloneConcurrent => continue,
             };

@@ -26,6 +26,7 @@ use packgate_wire::{
 };
 
 use crate::{
+    budget::Budget,
     pack_cache::PackCache,
     receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::{AccessError, Registry, RequestLocation},
@@ -86,6 +87,7 @@ pub struct DaemonService {
     registry: Registry,
     config: DaemonConfig,
     pack_cache: Option<PackCache>,
+    budget: Budget,
 }
 
 /// Why a request is refused; what the client is told depends on [`ErrorDetail`].
@@ -108,6 +110,7 @@ impl DaemonService {
             registry,
             config,
             pack_cache: None,
+            budget: Budget::global(),
         }
     }
 
@@ -115,6 +118,13 @@ impl DaemonService {
     /// [`crate::pack_cache`]); `None`, the default, generates every pack alone.
     pub fn with_pack_cache(mut self, cache: Option<PackCache>) -> Self {
         self.pack_cache = cache;
+        self
+    }
+
+    /// Take the CPU slots and memory of pack generation and push ingestion from `budget`
+    /// (by default the process's [`Budget::global()`]); clients are told apart by address.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
         self
     }
 
@@ -181,6 +191,11 @@ impl ConnectionHandler for DaemonService {
         let path = head.path.to_str_lossy().into_owned();
         let service = head.service.as_str().trim_start_matches("git-");
         tracing::info!(target: LOG_TARGET, "Request {service} for '{path}'");
+        // The budget's queue takes turns between client addresses.
+        let client = Client {
+            budget: self.budget.clone(),
+            address: addresses.peer.ip().to_string(),
+        };
         let repo = match self.open(head, addresses.local) {
             Ok(repo) => repo,
             Err(refused) => {
@@ -204,7 +219,11 @@ impl ConnectionHandler for DaemonService {
                 if let Err(err) = ReceivePack::new(&repo) {
                     return Session::Refused(format!("receive-pack: {err}"));
                 }
-                Session::Exchange(Box::new(PushSession { repo, version }))
+                Session::Exchange(Box::new(PushSession {
+                    repo,
+                    version,
+                    client,
+                }))
             }
             _ => {
                 if let Err(err) = UploadPack::new(&repo) {
@@ -212,7 +231,11 @@ impl ConnectionHandler for DaemonService {
                 }
                 if head.wants_version_2() {
                     let pack_cache = self.pack_cache.clone();
-                    return Session::Commands(Box::new(FetchSession { repo, pack_cache }));
+                    return Session::Commands(Box::new(FetchSession {
+                        repo,
+                        pack_cache,
+                        client,
+                    }));
                 }
                 // As git daemon: v0 (v1 on request) for a client that did not ask for v2.
                 let version = if head.extra_parameters.iter().any(|p| p == "version=1") {
@@ -225,6 +248,7 @@ impl ConnectionHandler for DaemonService {
                     repo,
                     version,
                     pack_cache,
+                    client,
                 }))
             }
         }
@@ -237,6 +261,13 @@ struct V0FetchSession {
     repo: Repository,
     version: ProtocolVersion,
     pack_cache: Option<PackCache>,
+    client: Client,
+}
+
+/// Where a session's expensive work takes its budget from, and as whose.
+struct Client {
+    budget: Budget,
+    address: String,
 }
 
 impl ExchangeHandler for V0FetchSession {
@@ -254,7 +285,11 @@ impl ExchangeHandler for V0FetchSession {
     fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
         let result = UploadPack::new(&self.repo)
             .map_err(|err| ServeError::Failed(err.to_string()))
-            .map(|upload_pack| upload_pack.with_pack_cache(self.pack_cache.clone()))
+            .map(|upload_pack| {
+                upload_pack
+                    .with_pack_cache(self.pack_cache.clone())
+                    .with_budget(self.client.budget.clone(), &self.client.address)
+            })
             .and_then(|upload_pack| upload_pack.serve_v0_exchange(input, output, false));
         if let Err(err) = result {
             log_session_error(&err);
@@ -266,13 +301,18 @@ impl ExchangeHandler for V0FetchSession {
 struct FetchSession {
     repo: Repository,
     pack_cache: Option<PackCache>,
+    client: Client,
 }
 
 impl FetchSession {
     fn upload_pack(&self) -> std::io::Result<UploadPack<'_>> {
         // Checked when the session was opened; the configuration has not changed since.
         UploadPack::new(&self.repo)
-            .map(|upload_pack| upload_pack.with_pack_cache(self.pack_cache.clone()))
+            .map(|upload_pack| {
+                upload_pack
+                    .with_pack_cache(self.pack_cache.clone())
+                    .with_budget(self.client.budget.clone(), &self.client.address)
+            })
             .map_err(std::io::Error::other)
     }
 }
@@ -310,6 +350,7 @@ impl CommandHandler for FetchSession {
 struct PushSession {
     repo: Repository,
     version: ProtocolVersion,
+    client: Client,
 }
 
 impl ExchangeHandler for PushSession {
@@ -327,6 +368,9 @@ impl ExchangeHandler for PushSession {
     fn exchange(self: Box<Self>, input: &mut dyn Read, output: &mut dyn Write) {
         let result = ReceivePack::new(&self.repo)
             .map_err(|err| ServeError::Failed(err.to_string()))
+            .map(|receive_pack| {
+                receive_pack.with_budget(self.client.budget.clone(), &self.client.address)
+            })
             .and_then(|receive_pack| {
                 // The advertisement is out; what follows is one stateless exchange.
                 let options = ReceivePackOptions {

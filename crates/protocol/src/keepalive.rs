@@ -53,6 +53,29 @@ impl std::fmt::Debug for KeepaliveWriter<'_> {
     }
 }
 
+/// Says whether the output of a [`run()`] has failed (the client went away), without
+/// borrowing the writer: for work that waits before it writes.
+#[derive(Clone, Copy)]
+pub struct ClosedWatch<'a> {
+    failure: &'a OnceLock<Failure>,
+}
+
+impl ClosedWatch<'_> {
+    /// Whether writing to the client has failed.
+    pub fn is_closed(&self) -> bool {
+        self.failure.get().is_some()
+    }
+}
+
+impl<'a> KeepaliveWriter<'a> {
+    /// A watch on this writer's output.
+    pub fn watch(&self) -> ClosedWatch<'a> {
+        ClosedWatch {
+            failure: self.failure,
+        }
+    }
+}
+
 impl KeepaliveWriter<'_> {
     fn send(&mut self, message: Message) -> io::Result<()> {
         let sent = match &self.sender {

@@ -30,6 +30,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod alternates;
+pub mod budget;
 pub mod config;
 pub mod daemon;
 pub mod http;

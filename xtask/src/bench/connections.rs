@@ -64,6 +64,9 @@ use super::server::{
     clock_ticks, connect_with_timeout, cpu_seconds, free_port, memory, pkt, read_advertisement,
     read_until_flush, settle, stat_fields, Memory, RunningServer,
 };
+mod soak;
+pub(super) use soak::run as run_soak;
+
 use super::{
     build_fixture, build_packgate, copy_dir,
     git::{path_str, Git},
@@ -251,6 +254,29 @@ fn measure(
     expected: &[String],
 ) -> anyhow::Result<(String, Vec<String>)> {
     let options = &args.connections;
+    let targets = start_targets(
+        git,
+        packgate,
+        mode,
+        work,
+        repos,
+        &options.ref_prefix,
+        expected,
+    )?;
+    measure_targets(args, targets, expected)
+}
+
+/// Starts packgate and git daemon on the fixture below `repos`, each checked with one
+/// `ls-refs` session (the warm-up).
+fn start_targets(
+    git: &Git<'_>,
+    packgate: &Path,
+    mode: PackgateMode,
+    work: &Path,
+    repos: &Path,
+    ref_prefix: &str,
+    expected: &[String],
+) -> anyhow::Result<Vec<Target>> {
     let repos_str = path_str(repos)?;
     let mut targets = Vec::new();
     for is_packgate in [true, false] {
@@ -294,7 +320,7 @@ fn measure(
         // The warm-up: one checked session, whose advertisement shapes the request.
         let capabilities =
             advertisement(server.addr).with_context(|| format!("{label}: first advertisement"))?;
-        let request = ls_refs_request(&capabilities, &options.ref_prefix)
+        let request = ls_refs_request(&capabilities, ref_prefix)
             .with_context(|| format!("{label}: advertisement {capabilities:?}"))?;
         ls_refs_session(server.addr, &request, expected)
             .with_context(|| format!("{label}: the checked ls-refs session"))?;
@@ -306,7 +332,16 @@ fn measure(
             request,
         });
     }
+    Ok(targets)
+}
 
+/// The idle and rate measurements of [`run()`].
+fn measure_targets(
+    args: &BenchArgs,
+    targets: Vec<Target>,
+    expected: &[String],
+) -> anyhow::Result<(String, Vec<String>)> {
+    let options = &args.connections;
     let mut idle = Vec::new();
     for target in &targets {
         settle(&target.server);

@@ -109,6 +109,7 @@ pub struct HttpService {
     hook_scripts: bool,
     namespace: Option<crate::refname::Namespace>,
     pack_cache: Option<crate::pack_cache::PackCache>,
+    budget: crate::budget::Budget,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -137,7 +138,16 @@ impl HttpService {
             hook_scripts: true,
             namespace: None,
             pack_cache: None,
+            budget: crate::budget::Budget::global(),
         }
+    }
+
+    /// Take the CPU slots and memory of pack generation and push ingestion from `budget`
+    /// (by default the process's [`Budget::global()`](crate::budget::Budget::global));
+    /// clients are told apart by user, else by address.
+    pub fn with_budget(mut self, budget: crate::budget::Budget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Serve only the refs of `namespace` of every repository (git's `GIT_NAMESPACE`, see
@@ -312,7 +322,15 @@ impl SmartHttpHandler for HttpService {
         let repo = &session.repo;
         let result = match request.service {
             Service::UploadPack => {
-                upload_pack(repo, self.pack_cache.clone(), request, input, output)
+                let client = budget_client(session.user(), request);
+                upload_pack(
+                    repo,
+                    self.pack_cache.clone(),
+                    request,
+                    (&self.budget, &client),
+                    input,
+                    output,
+                )
             }
             Service::ReceivePack => self.receive_pack(repo, session.user(), request, input, output),
             Service::UploadArchive => Ok(()),
@@ -329,10 +347,20 @@ impl SmartHttpHandler for HttpService {
     }
 }
 
+/// Who a request is from, for the budget's turns: the user, else the address.
+fn budget_client(user: Option<&str>, request: &GitRequest) -> String {
+    match (user, request.remote_address.as_deref()) {
+        (Some(user), _) => format!("user {user}"),
+        (None, Some(address)) => address.to_owned(),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
 fn upload_pack(
     repo: &Repository,
     pack_cache: Option<crate::pack_cache::PackCache>,
     request: &GitRequest,
+    (budget, client): (&crate::budget::Budget, &str),
     input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<(), ServeError> {
@@ -343,7 +371,9 @@ fn upload_pack(
         service_header(&mut out, request.service)?;
     }
     let upload_pack = match UploadPack::new(repo) {
-        Ok(upload_pack) => upload_pack.with_pack_cache(pack_cache),
+        Ok(upload_pack) => upload_pack
+            .with_pack_cache(pack_cache)
+            .with_budget(budget.clone(), client),
         Err(err) => {
             let message = format!("upload-pack: {err}");
             out.error(&message)?;
@@ -397,6 +427,7 @@ impl HttpService {
                     receive_pack.with_hook(Arc::clone(hook))
                 })
                 .with_hook_scripts(self.hook_scripts)
+                .with_budget(self.budget.clone(), &budget_client(user, request))
                 .with_remote_user(user.map(str::to_owned))
                 .with_reflog_identity(
                     reflog_name(user),

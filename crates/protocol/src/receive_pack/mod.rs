@@ -113,6 +113,10 @@ pub struct ReceivePack<'repo> {
     /// The nonce of this session's `push-cert` capability (with `receive.certNonceSeed`),
     /// made when the session starts, as git's receive-pack makes it.
     nonce: Option<String>,
+    /// Where indexing the pack takes its CPU slots and memory from.
+    budget: crate::budget::Budget,
+    /// Who pushes, for the budget's fairness between clients.
+    client: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for ReceivePack<'_> {
@@ -145,7 +149,18 @@ impl<'repo> ReceivePack<'repo> {
             remote_user: None,
             reflog_identity: None,
             nonce,
+            budget: crate::budget::Budget::global(),
+            client: std::sync::Arc::from("local"),
         })
+    }
+
+    /// Take indexing's CPU slots and memory from `budget`, as a request of `client` (an
+    /// address or a user). Without this the process-wide
+    /// [`Budget::global()`](crate::budget::Budget::global) is used.
+    pub fn with_budget(mut self, budget: crate::budget::Budget, client: &str) -> Self {
+        self.budget = budget;
+        self.client = std::sync::Arc::from(client);
+        self
     }
 
     /// Add an in-process hook (a policy of the embedding application). In-process hooks run

@@ -605,6 +605,19 @@ impl Push<'_, '_> {
                 .collect::<HashSet<ObjectId>>();
             shallow.extend(repo.shallow_commits().unwrap_or_default());
         }
+        // Indexing takes CPU slots and memory from the process's budget: wait for a turn
+        // (the client is sending; nothing can go back to it meanwhile).
+        let demand = crate::budget::Demand {
+            threads: config
+                .threads
+                .unwrap_or(self.receive_pack.budget.config().cpu_slots),
+            memory: INGEST_MEMORY,
+        };
+        let grant = self
+            .receive_pack
+            .budget
+            .acquire(&self.receive_pack.client, demand, &|| false)
+            .map_err(|err| err.to_string())?;
         let options = IngestOptions {
             max_input_bytes: config.max_input_size,
             max_objects: config.max_objects,
@@ -615,7 +628,7 @@ impl Push<'_, '_> {
             },
             fsck_options,
             shallow,
-            thread_limit: config.threads,
+            thread_limit: Some(grant.threads()),
             max_object_bytes: Some(config.max_object_size),
             big_file_threshold: Some(config.big_file_threshold),
         };
@@ -627,6 +640,7 @@ impl Push<'_, '_> {
             &self.options.interrupt,
         )
         .map_err(|err| error_chain(&err))?;
+        drop(grant);
         // git's index-pack: `warning: object <id>: <msg-id>: <message>`.
         for warning in &outcome.fsck_warnings {
             channel.warning(warning);
@@ -1509,6 +1523,10 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// What indexing a pushed pack is expected to hold, for the budget: gix-pack's entry tree
+/// and its delta resolution (git's index-pack holds about as much for a push of 100k objects).
+const INGEST_MEMORY: u64 = 64 << 20;
+
 /// A push's receive-pack, owned, for the thread that finishes the push while the session's
 /// thread sends keepalives (a [`Repository`](crate::repository::Repository) can't be shared
 /// between threads; a clone can move to one).
@@ -1520,6 +1538,8 @@ struct Detached {
     remote_user: Option<String>,
     reflog_identity: Option<(BString, BString)>,
     nonce: Option<String>,
+    budget: crate::budget::Budget,
+    client: std::sync::Arc<str>,
 }
 
 impl From<&ReceivePack<'_>> for Detached {
@@ -1532,6 +1552,8 @@ impl From<&ReceivePack<'_>> for Detached {
             remote_user: receive_pack.remote_user.clone(),
             reflog_identity: receive_pack.reflog_identity.clone(),
             nonce: receive_pack.nonce.clone(),
+            budget: receive_pack.budget.clone(),
+            client: receive_pack.client.clone(),
         }
     }
 }
@@ -1546,6 +1568,8 @@ impl Detached {
             remote_user: self.remote_user.clone(),
             reflog_identity: self.reflog_identity.clone(),
             nonce: self.nonce.clone(),
+            budget: self.budget.clone(),
+            client: self.client.clone(),
         }
     }
 }

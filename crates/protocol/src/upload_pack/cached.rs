@@ -76,6 +76,8 @@ fn generate(
     let repo = upload_pack.repo.clone();
     let config = upload_pack.config.clone();
     let session_id = upload_pack.session_id.clone();
+    // The generation takes its turn in the budget as the client that started it.
+    let (budget, client) = (upload_pack.budget.clone(), upload_pack.client.clone());
     // Progress is recorded for every reader; each leaves it out or not.
     let arguments = Arguments {
         no_progress: false,
@@ -94,6 +96,8 @@ fn generate(
                 config,
                 session_id,
                 pack_cache: None,
+                budget,
+                client,
             };
             // Ends the spool should the generation panic: no reader waits forever.
             let ender = Ender {
@@ -107,6 +111,9 @@ fn generate(
                 &common,
                 &shallow,
                 PackStream::<std::io::Sink>::Spool(writer),
+                // Other clients may join while it waits for the budget: it waits for them
+                // too, whether or not the first is still there.
+                &|| false,
             );
             let outcome = match result {
                 Ok(()) => Ok(()),

@@ -124,6 +124,10 @@ pub struct UploadPack<'repo> {
     session_id: String,
     /// Where packs are shared with other requests of this process, if anywhere.
     pack_cache: Option<crate::pack_cache::PackCache>,
+    /// Where pack generation takes its CPU slots and memory from.
+    budget: crate::budget::Budget,
+    /// Who the request is from, for the budget's fairness between clients.
+    client: std::sync::Arc<str>,
 }
 
 /// A new session id: unique to this process and call, without spaces (it goes into the
@@ -170,6 +174,8 @@ impl<'repo> UploadPack<'repo> {
             config: UploadPackConfig::from_config(repo.config())?,
             session_id: new_session_id(),
             pack_cache: None,
+            budget: crate::budget::Budget::global(),
+            client: std::sync::Arc::from("local"),
         })
     }
 
@@ -178,6 +184,15 @@ impl<'repo> UploadPack<'repo> {
     /// pack for its request alone.
     pub fn with_pack_cache(mut self, cache: Option<crate::pack_cache::PackCache>) -> Self {
         self.pack_cache = cache;
+        self
+    }
+
+    /// Take pack generation's CPU slots and memory from `budget`, as a request of `client`
+    /// (an address or a user: the budget's queue takes turns between clients). Without this
+    /// the process-wide [`Budget::global()`](crate::budget::Budget::global) is used.
+    pub fn with_budget(mut self, budget: crate::budget::Budget, client: &str) -> Self {
+        self.budget = budget;
+        self.client = std::sync::Arc::from(client);
         self
     }
 

@@ -257,6 +257,8 @@ fn fetch_with_keepalive(keepalive: Option<std::time::Duration>) -> Vec<Vec<u8>> 
         },
         session_id: super::new_session_id(),
         pack_cache: None,
+        budget: crate::budget::Budget::global(),
+        client: std::sync::Arc::from("test"),
     };
     let input = request(
         "fetch",
@@ -316,4 +318,131 @@ fn agent_is_one_printable_token() {
         super::sanitize_agent(b"my agent\t\x7f\xc3\xa9/1"),
         "my.agent..../1"
     );
+}
+
+/// An upload-pack of `repo` with a 1 ms keepalive and its own `budget`.
+fn budgeted<'r>(repo: &'r Repository, budget: &crate::budget::Budget) -> UploadPack<'r> {
+    UploadPack {
+        repo,
+        config: crate::config::UploadPackConfig {
+            keepalive: Some(std::time::Duration::from_millis(1)),
+            ..crate::config::UploadPackConfig::from_config(repo.config()).unwrap()
+        },
+        session_id: super::new_session_id(),
+        pack_cache: None,
+        budget: budget.clone(),
+        client: std::sync::Arc::from("test"),
+    }
+}
+
+/// A budget of one slot, and a grant that holds it.
+fn held_budget() -> (crate::budget::Budget, crate::budget::Grant) {
+    let budget = crate::budget::Budget::new(crate::budget::BudgetConfig {
+        cpu_slots: 1,
+        memory_bytes: 1 << 30,
+        max_wait: std::time::Duration::from_secs(60),
+    });
+    let demand = crate::budget::Demand {
+        threads: 1,
+        memory: 1,
+    };
+    let holder = budget.acquire("someone else", demand, &|| false).unwrap();
+    (budget, holder)
+}
+
+/// Output shared with the test while the session writes it.
+#[derive(Clone, Default)]
+struct SharedOutput(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedOutput {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fetch_waits_for_the_budget_with_keepalives() {
+    let (dir, tip) = repository_with_commits(30);
+    let (budget, holder) = held_budget();
+    let input = request(
+        "fetch",
+        &[format!("want {tip}"), "done".into(), "no-progress".into()],
+    );
+    let output = SharedOutput::default();
+    let options = SessionOptions {
+        stateless: true,
+        ..SessionOptions::default()
+    };
+    std::thread::scope(|scope| {
+        let (mut out, budget, input, options) = (output.clone(), &budget, &input, &options);
+        let path = dir.path();
+        let session = scope.spawn(move || {
+            // A repository stays on its thread.
+            let repo = Repository::open(path, PathLookup::Strict, None).unwrap();
+            budgeted(&repo, budget).serve(&input[..], &mut out, options)
+        });
+        // Queued, and the client hears keepalives meanwhile.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let written = output.0.lock().unwrap().clone();
+            if budget.stats().waiting == 1 && written.ends_with(b"0005\x01") {
+                assert!(!written.windows(4).any(|w| w == b"PACK"), "no pack yet");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", budget.stats());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(holder);
+        session.join().unwrap().unwrap();
+    });
+    let packets = raw_packets(&output.0.lock().unwrap());
+    assert!(packets
+        .iter()
+        .any(|p| p.len() > 5 && p[1..].starts_with(b"PACK")));
+    let stats = budget.stats();
+    assert_eq!((stats.queued, stats.granted, stats.free_slots), (1, 2, 1));
+}
+
+/// Fails every write of a keepalive packet: a client that went away while the server was
+/// silent.
+struct GoneAtKeepalive;
+
+impl std::io::Write for GoneAtKeepalive {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if data == b"0005\x01" {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fetch_whose_client_went_away_leaves_the_budgets_queue() {
+    let (dir, tip) = repository_with_commits(30);
+    let repo = Repository::open(dir.path(), PathLookup::Strict, None).unwrap();
+    let (budget, holder) = held_budget();
+    let upload_pack = budgeted(&repo, &budget);
+    let input = request(
+        "fetch",
+        &[format!("want {tip}"), "done".into(), "no-progress".into()],
+    );
+    let options = SessionOptions {
+        stateless: true,
+        ..SessionOptions::default()
+    };
+    let result = upload_pack.serve(&input[..], GoneAtKeepalive, &options);
+    assert!(result.is_err(), "{result:?}");
+    let stats = budget.stats();
+    assert_eq!((stats.cancelled, stats.waiting, stats.granted), (1, 0, 1));
+    drop(holder);
+    assert_eq!(budget.stats().free_slots, 1);
 }
