@@ -9,7 +9,7 @@
 //! timeout = 600                # seconds a session may go without traffic
 //! max-connections = 256
 //! max-waiting-connections = 4096
-//! max-waiting-per-address = 64
+//! max-waiting-per-address = 256
 //! informative-errors = false
 //! receive-pack = false         # push over git:// to every repository (else per repository:
 //!                              # daemon.receivepack)
@@ -24,7 +24,7 @@
 //! timeout = 600
 //! max-connections = 256
 //! max-waiting-connections = 4096
-//! max-waiting-per-address = 64
+//! max-waiting-per-address = 256
 //! max-fetch-request = 10485760
 //! max-push-request = 4294967296
 //!

@@ -38,8 +38,11 @@ pub struct ConnectionLimits {
 impl ConnectionLimits {
     /// Default of [`ConnectionLimits::max_waiting`]: an idle connection costs a few KiB.
     pub const DEFAULT_MAX_WAITING: usize = 4096;
-    /// Default of [`ConnectionLimits::max_waiting_per_address`].
-    pub const DEFAULT_MAX_WAITING_PER_ADDRESS: usize = 64;
+    /// Default of [`ConnectionLimits::max_waiting_per_address`]: a burst of clones from one
+    /// address (CI runners behind one NAT address) connects faster than the request heads
+    /// are read, and at 64 a burst of 256 clients lost a quarter of them; 256 waiting
+    /// connections cost about a megabyte.
+    pub const DEFAULT_MAX_WAITING_PER_ADDRESS: usize = 256;
 
     /// `max_active` sessions and the default caps on waiting connections.
     pub fn with_max_active(max_active: usize) -> Self {
