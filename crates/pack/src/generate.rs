@@ -38,7 +38,7 @@ use crate::{
 pub struct WriteOptions<'a> {
     /// Objects the client is known to have: the only bases a ref-delta may point at.
     /// `None` means the client did not ask for a thin pack, so every delta base is in the pack.
-    pub client_has: Option<&'a HashSet<ObjectId>>,
+    pub client_has: Option<ClientHas<'a>>,
     /// The client understands offset deltas (`ofs-delta`); without it in-pack deltas are
     /// written as ref-deltas.
     pub ofs_delta: bool,
@@ -49,6 +49,25 @@ pub struct WriteOptions<'a> {
     /// sent: give the enumeration's [`crate::reader::CachingReader`] and its packs and
     /// delta-base cache are used again, as git's are; `None` opens the packs anew.
     pub reader: Option<&'a crate::reader::CachingReader>,
+}
+
+/// The objects a thin pack may use as delta bases: what the client is known to have.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientHas<'a> {
+    /// Exactly these objects.
+    Set(&'a HashSet<ObjectId>),
+    /// Whatever the haves' bitmaps reach.
+    Bitmap(&'a crate::bitmap::count::Counted),
+}
+
+impl ClientHas<'_> {
+    /// Whether the client has `id`.
+    pub fn contains(&self, id: &gix_hash::oid) -> bool {
+        match self {
+            ClientHas::Set(set) => set.contains(id),
+            ClientHas::Bitmap(counted) => counted.client_has(id),
+        }
+    }
 }
 
 /// Where and how hard to look for delta bases of objects that would be written whole.
@@ -342,7 +361,7 @@ struct EntrySource<'a> {
     packs: &'a PackSet,
     reader: &'a crate::reader::CachingReader,
     plan: &'a Plan,
-    client_has: Option<&'a HashSet<ObjectId>>,
+    client_has: Option<ClientHas<'a>>,
     /// Reused for every object compressed here: setting one up costs more than compressing a
     /// small object.
     compressor: flate2::Compress,
@@ -527,7 +546,7 @@ impl DeltaSearcher<'_> {
         &mut self,
         target: &Target<'_>,
         read: impl FnOnce() -> Option<std::borrow::Cow<'t, [u8]>>,
-        client_has: Option<&HashSet<ObjectId>>,
+        client_has: Option<ClientHas<'_>>,
         depths: &[u16],
         ofs_delta: bool,
     ) -> Option<Found> {
@@ -829,7 +848,7 @@ mod tests {
         .unwrap();
         let objects = enumeration.objects();
         let options = WriteOptions {
-            client_has: thin.then(|| enumeration.client_has()),
+            client_has: thin.then(|| enumeration.known_to_client()),
             ofs_delta,
             delta_search: Some(DeltaSearch::new(&objects[..enumeration.counts().commits])),
             reader: None,

@@ -44,6 +44,8 @@ pub struct EntryHeader {
 #[derive(Default)]
 pub struct PackSet {
     packs: Vec<Pack>,
+    /// The first usable `.bitmap` of the set's packs, looked for on first use.
+    bitmap: OnceLock<Option<Arc<crate::bitmap::PackBitmap>>>,
 }
 
 struct Pack {
@@ -78,7 +80,10 @@ impl PackSet {
         for dir in &dirs {
             packs.extend(open_packs(&dir.join("pack"), store.object_hash()));
         }
-        PackSet { packs }
+        PackSet {
+            packs,
+            bitmap: OnceLock::new(),
+        }
     }
 
     /// How many packs the set holds.
@@ -89,6 +94,48 @@ impl PackSet {
     /// Whether the set holds no pack.
     pub fn is_empty(&self) -> bool {
         self.packs.is_empty()
+    }
+
+    /// The reachability bitmap of one of the set's packs (git allows one per repository; the
+    /// first usable one of the newest pack first), if there is one that passes every check.
+    /// A multi-pack index's bitmap is not read: without a pack bitmap, `None`.
+    pub fn bitmap(&self) -> Option<Arc<crate::bitmap::PackBitmap>> {
+        self.bitmap
+            .get_or_init(|| {
+                for pack in &self.packs {
+                    let path = pack.index.path().with_extension("bitmap");
+                    if !path.is_file() {
+                        continue;
+                    }
+                    if let Some(bitmap) =
+                        crate::bitmap::load(&path, pack.index.path(), || pack.order_arc())
+                    {
+                        return Some(bitmap);
+                    }
+                }
+                if let Some(pack) = self.packs.first() {
+                    let dir = pack.index.path().parent().map(Path::to_owned);
+                    let midx = dir.and_then(|dir| std::fs::read_dir(dir).ok()).is_some_and(
+                        |mut entries| {
+                            entries.any(|entry| {
+                                entry.is_ok_and(|entry| {
+                                    let name = entry.file_name();
+                                    let name = name.to_string_lossy();
+                                    name.starts_with("multi-pack-index-")
+                                        && name.ends_with(".bitmap")
+                                })
+                            })
+                        },
+                    );
+                    if midx {
+                        tracing::debug!(
+                            "multi-pack-index bitmaps are not read; counting objects by walking"
+                        );
+                    }
+                }
+                None
+            })
+            .clone()
     }
 
     /// Where `id`'s entry is, if it is in one of the set's packs.
@@ -179,8 +226,16 @@ impl PackSet {
 
 impl Pack {
     fn order(&self) -> &[u32] {
+        self.order_arc_ref()
+    }
+
+    fn order_arc(&self) -> Arc<[u32]> {
+        Arc::clone(self.order_arc_ref())
+    }
+
+    fn order_arc_ref(&self) -> &Arc<[u32]> {
         self.order.get_or_init(|| {
-            let key = OrderKey::of(self.index.path());
+            let key = FileKey::of(self.index.path());
             if let Some(order) = key.as_ref().and_then(cached_order) {
                 return order;
             }
@@ -207,18 +262,18 @@ impl Pack {
 /// version. A pack's name is its checksum, so a changed index under the same name is only
 /// a rewrite of the same pack; the metadata catches even that.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct OrderKey {
-    path: PathBuf,
+pub(crate) struct FileKey {
+    pub(crate) path: PathBuf,
     len: u64,
     modified: Option<std::time::SystemTime>,
     inode: u64,
 }
 
-impl OrderKey {
-    fn of(index: &Path) -> Option<OrderKey> {
+impl FileKey {
+    pub(crate) fn of(index: &Path) -> Option<FileKey> {
         use std::os::unix::fs::MetadataExt as _;
         let meta = std::fs::metadata(index).ok()?;
-        Some(OrderKey {
+        Some(FileKey {
             path: index.to_owned(),
             len: meta.len(),
             modified: meta.modified().ok(),
@@ -229,13 +284,13 @@ impl OrderKey {
 
 /// Pack orders of recent requests, shared by the process: a server answering many fetches
 /// of one repository reads each `.rev` once, not once per request.
-static ORDERS: std::sync::Mutex<Vec<(OrderKey, Arc<[u32]>)>> = std::sync::Mutex::new(Vec::new());
+static ORDERS: std::sync::Mutex<Vec<(FileKey, Arc<[u32]>)>> = std::sync::Mutex::new(Vec::new());
 
 /// How many entries of pack orders the process keeps at most (4 bytes each): 32 MiB, the
 /// orders of several git.git-sized packs.
 const ORDERS_KEPT: usize = 8 << 20;
 
-fn cached_order(key: &OrderKey) -> Option<Arc<[u32]>> {
+fn cached_order(key: &FileKey) -> Option<Arc<[u32]>> {
     let orders = ORDERS.lock().ok()?;
     orders
         .iter()
@@ -243,7 +298,7 @@ fn cached_order(key: &OrderKey) -> Option<Arc<[u32]>> {
         .map(|(_, order)| Arc::clone(order))
 }
 
-fn remember_order(key: OrderKey, order: Arc<[u32]>) {
+fn remember_order(key: FileKey, order: Arc<[u32]>) {
     let Ok(mut orders) = ORDERS.lock() else {
         return;
     };

@@ -318,6 +318,7 @@ fn options(tree_exclusion: TreeExclusion, threads: usize) -> EnumerateOptions {
         filter: None,
         shallow: Default::default(),
         commit_graph: None,
+        bitmap: None,
     }
 }
 
