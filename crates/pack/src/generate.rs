@@ -120,6 +120,10 @@ pub struct WriteOutcome {
     pub recompressed: u32,
     /// Of the deltas, those computed here rather than copied from the repository's packs.
     pub computed_deltas: u32,
+    /// Entries copied exactly as stored, header included.
+    pub verbatim: u32,
+    /// The copies those took: consecutive verbatim entries are copied as one range.
+    pub verbatim_copies: u32,
     /// Bytes written, including header and trailer.
     pub bytes: u64,
     /// The pack's trailing checksum.
@@ -223,6 +227,7 @@ pub fn write_pack<W: Write>(
         depths: Vec::with_capacity(objects.len()),
         deltas: 0,
         computed: 0,
+        verbatim: 0,
         error: None,
         searcher,
     };
@@ -230,6 +235,7 @@ pub fn write_pack<W: Write>(
         inner: out,
         hasher: sha1::Sha1::new(),
         written: 0,
+        copies: 0,
     };
     let mut header = Vec::with_capacity(12);
     header.extend_from_slice(b"PACK");
@@ -238,6 +244,11 @@ pub fn write_pack<W: Write>(
     out.put(&header).map_err(WriteError::Write)?;
     // Where each entry starts: an offset delta names its base by the distance back to it.
     let mut offsets: Vec<u64> = Vec::with_capacity(plan.slots.len());
+    // Entries that go out exactly as stored, one after the other in the same pack, are
+    // copied as one range: a bitmapped clone is mostly one long copy.
+    let packs = reader.packs();
+    let mut run = Run::default();
+    let mut encoded = Vec::with_capacity(32);
     for start in (0..plan.slots.len()).step_by(CHUNK) {
         if should_interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(WriteError::Interrupted);
@@ -245,8 +256,8 @@ pub fn write_pack<W: Write>(
         let chunk = fixer
             .chunk(start..(start + CHUNK).min(plan.slots.len()))
             .map_err(|err| fixer.error.take().unwrap_or(WriteError::Read(err)))?;
-        for entry in chunk {
-            let offset = out.written;
+        for (entry, raw) in chunk {
+            let offset = out.written + run.len();
             let header = match entry.kind {
                 Kind::Base(kind) => match kind {
                     gix_object::Kind::Commit => Header::Commit,
@@ -266,15 +277,42 @@ pub fn write_pack<W: Write>(
                     }
                 }
             };
-            let mut encoded = Vec::with_capacity(32);
+            encoded.clear();
             header
                 .write_to(entry.decompressed_size as u64, &mut encoded)
                 .map_err(WriteError::Write)?;
-            out.put(&encoded).map_err(WriteError::Write)?;
-            out.put(&entry.compressed_data).map_err(WriteError::Write)?;
             offsets.push(offset);
+            match raw {
+                Some(raw) => {
+                    let stored = packs
+                        .raw(raw.pack, raw.offset..raw.data_offset)
+                        .map_err(WriteError::Read)?;
+                    if stored == encoded.as_slice() {
+                        if !run.extend(raw) {
+                            run.flush(packs, &mut out)?;
+                            run = Run::start(raw);
+                        }
+                        fixer.verbatim += 1;
+                        continue;
+                    }
+                    // Another header (an offset delta whose base moved, a ref-delta for a
+                    // client without ofs-delta): the header anew, the data as stored.
+                    run.flush(packs, &mut out)?;
+                    out.put(&encoded).map_err(WriteError::Write)?;
+                    let data = packs
+                        .raw(raw.pack, raw.data_offset..raw.end)
+                        .map_err(WriteError::Read)?;
+                    out.put(data).map_err(WriteError::Write)?;
+                }
+                None => {
+                    run.flush(packs, &mut out)?;
+                    out.put(&encoded).map_err(WriteError::Write)?;
+                    out.put(&entry.compressed_data).map_err(WriteError::Write)?;
+                }
+            }
         }
     }
+    run.flush(packs, &mut out)?;
     use sha1::Digest as _;
     let digest: [u8; 20] = out.hasher.finalize().into();
     out.inner.write_all(&digest).map_err(WriteError::Write)?;
@@ -283,6 +321,8 @@ pub fn write_pack<W: Write>(
         deltas: fixer.deltas,
         recompressed: fixer.source.recompressed,
         computed_deltas: fixer.computed,
+        verbatim: fixer.verbatim,
+        verbatim_copies: out.copies,
         bytes: out.written + 20,
         checksum: ObjectId::Sha1(digest),
     })
@@ -295,6 +335,8 @@ struct PackOutput<W> {
     inner: W,
     hasher: sha1::Sha1,
     written: u64,
+    /// Ranges of verbatim entries written.
+    copies: u32,
 }
 
 impl<W: Write> PackOutput<W> {
@@ -303,6 +345,58 @@ impl<W: Write> PackOutput<W> {
         self.inner.write_all(bytes)?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// A range of consecutive entries of one pack that go out exactly as stored, not written yet.
+#[derive(Debug, Default)]
+struct Run {
+    pack: u32,
+    start: u64,
+    end: u64,
+}
+
+/// A run is written once it is this long, so the pack streams while it is made.
+const MAX_RUN: u64 = 4 << 20;
+
+impl Run {
+    fn start(raw: Raw) -> Run {
+        Run {
+            pack: raw.pack,
+            start: raw.offset,
+            end: raw.end,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Add the entry at `raw` if it directly follows the run's end.
+    fn extend(&mut self, raw: Raw) -> bool {
+        if self.len() > 0 && self.pack == raw.pack && self.end == raw.offset && self.len() < MAX_RUN
+        {
+            self.end = raw.end;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn flush<W: Write>(
+        &mut self,
+        packs: &PackSet,
+        out: &mut PackOutput<W>,
+    ) -> Result<(), WriteError> {
+        if self.len() > 0 {
+            let bytes = packs
+                .raw(self.pack, self.start..self.end)
+                .map_err(WriteError::Read)?;
+            out.put(bytes).map_err(WriteError::Write)?;
+            out.copies += 1;
+        }
+        *self = Run::default();
         Ok(())
     }
 }
@@ -368,10 +462,20 @@ struct EntrySource<'a> {
     recompressed: u32,
 }
 
+/// Where a copied entry is in its pack: the header from `offset`, the data from
+/// `data_offset` to `end`.
+#[derive(Debug, Clone, Copy)]
+struct Raw {
+    pack: u32,
+    offset: u64,
+    data_offset: u64,
+    end: u64,
+}
+
 /// A slot's entry as the source made it.
 enum Made {
-    /// Copied from a pack, ready to write.
-    Copied(output::Entry),
+    /// Copied from a pack, ready to write; its data is where [`Raw`] says, not in the entry.
+    Copied(output::Entry, Raw),
     /// An object to write whole, not yet compressed: a delta may still be found for it.
     Whole(Whole),
 }
@@ -390,16 +494,21 @@ impl EntrySource<'_> {
             .get(index)
             .ok_or(WriteError::MissingObjects)?;
         if let Some(at) = slot.at {
-            if let Some(entry) = self.copy(slot.id, at).map_err(WriteError::Read)? {
-                return Ok(Made::Copied(entry));
+            if let Some((entry, raw)) = self.copy(slot.id, at).map_err(WriteError::Read)? {
+                return Ok(Made::Copied(entry, raw));
             }
         }
         self.whole(slot.id).map(Made::Whole)
     }
 
     /// The stored entry of `id` at `at` as it can be sent, or `None` if it is a delta whose
-    /// base will be neither in the pack nor with the client.
-    fn copy(&self, id: ObjectId, at: Located) -> Result<Option<output::Entry>, gix_error::Error> {
+    /// base will be neither in the pack nor with the client. The entry's data is left in the
+    /// pack, where the returned [`Raw`] says.
+    fn copy(
+        &self,
+        id: ObjectId,
+        at: Located,
+    ) -> Result<Option<(output::Entry, Raw)>, gix_error::Error> {
         let header = self.packs.header(at)?;
         let kind = match header.header {
             Header::OfsDelta { base_distance } => {
@@ -435,12 +544,24 @@ impl EntrySource<'_> {
         };
         let decompressed_size = usize::try_from(header.decompressed_size)
             .map_err(|_| gix_error::message("pack entry too large"))?;
-        Ok(Some(output::Entry {
-            id,
-            kind,
-            decompressed_size,
-            compressed_data: self.packs.compressed(at, &header)?.to_vec(),
-        }))
+        let end = self.packs.entry_end_of(at)?;
+        if header.data_offset > end {
+            return Err(gix_error::message("pack entry header runs into the next entry").into());
+        }
+        Ok(Some((
+            output::Entry {
+                id,
+                kind,
+                decompressed_size,
+                compressed_data: Vec::new(),
+            },
+            Raw {
+                pack: at.pack,
+                offset: at.offset,
+                data_offset: header.data_offset,
+                end,
+            },
+        )))
     }
 
     /// `id` read in full.
@@ -501,6 +622,8 @@ struct EntryFixer<'a> {
     depths: Vec<u16>,
     deltas: u32,
     computed: u32,
+    /// Entries written exactly as stored.
+    verbatim: u32,
     error: Option<WriteError>,
     searcher: Option<DeltaSearcher<'a>>,
 }
@@ -616,24 +739,29 @@ impl DeltaSearcher<'_> {
 
 impl EntryFixer<'_> {
     /// The entries of slots `range`, ready to write.
-    fn chunk(&mut self, range: std::ops::Range<usize>) -> gix_error::Result<Vec<output::Entry>> {
+    /// A copied entry comes with where its data is ([`Raw`]); its `compressed_data` is empty.
+    fn chunk(
+        &mut self,
+        range: std::ops::Range<usize>,
+    ) -> gix_error::Result<Vec<(output::Entry, Option<Raw>)>> {
         let mut chunk = Vec::with_capacity(range.len());
         for index in range {
             let made = self.source.entry(index).and_then(|made| match made {
-                Made::Copied(entry) => Ok((entry, None)),
+                Made::Copied(entry, raw) => Ok((entry, None, Some(raw))),
                 Made::Whole(whole) => match self.delta_for_whole(&whole) {
-                    Some((entry, depth)) => Ok((entry, Some(depth))),
-                    None => self.source.compress(whole).map(|entry| (entry, None)),
+                    Some((entry, depth)) => Ok((entry, Some(depth), None)),
+                    None => self.source.compress(whole).map(|entry| (entry, None, None)),
                 },
             });
-            let (entry, depth) = match made {
+            let (entry, depth, mut raw) = match made {
                 Ok(made) => made,
                 Err(err) => {
                     self.error = Some(err);
                     return Err(gix_error::message("could not make a pack entry").into());
                 }
             };
-            chunk.push(self.fix(entry, depth)?);
+            let entry = self.fix(entry, depth, &mut raw)?;
+            chunk.push((entry, raw));
         }
         Ok(chunk)
     }
@@ -673,10 +801,12 @@ impl EntryFixer<'_> {
 
     /// Count and record `entry`, and try a delta for a stored whole object. `computed` is the
     /// depth of a delta computed for it already.
+    /// A copied entry (`raw`) whose delta is computed here is no longer a copy.
     fn fix(
         &mut self,
         mut entry: output::Entry,
         computed: Option<u16>,
+        raw: &mut Option<Raw>,
     ) -> gix_error::Result<output::Entry> {
         let mut depth = computed.unwrap_or(0);
         if computed.is_some() {
@@ -711,8 +841,22 @@ impl EntryFixer<'_> {
                 Kind::Base(gix_object::Kind::Tree | gix_object::Kind::Blob)
             )
         {
-            if let Some(found) = self.try_delta(&mut entry) {
-                depth = found;
+            let searched = self
+                .searcher
+                .as_ref()
+                .is_some_and(|searcher| searcher.paths.contains(&entry.id));
+            if searched {
+                if let Some(copied) = *raw {
+                    entry.compressed_data = self
+                        .source
+                        .packs
+                        .raw(copied.pack, copied.data_offset..copied.end)?
+                        .to_vec();
+                }
+                if let Some(found) = self.try_delta(&mut entry) {
+                    depth = found;
+                    *raw = None;
+                }
             }
         }
         let index = self.written_ids.len();

@@ -176,6 +176,19 @@ impl PackSet {
             .ok_or_else(|| gix_error::message("pack entry beyond the pack's end").into())
     }
 
+    /// Where the entry at `at` ends: its data runs from `header.data_offset` to there.
+    pub fn entry_end_of(&self, at: Located) -> Result<u64, gix_error::Error> {
+        self.entry_end(at)
+    }
+
+    /// The bytes `range` of pack `pack`, as stored: entries to copy verbatim.
+    pub fn raw(&self, pack: u32, range: std::ops::Range<u64>) -> Result<&[u8], gix_error::Error> {
+        self.pack(pack)?
+            .data
+            .entry_slice(range)
+            .ok_or_else(|| gix_error::message("pack range beyond the pack's end").into())
+    }
+
     /// The compressed data of the entry at `at` up to the pack's end: enough to inflate the
     /// entry, without needing the reverse index.
     pub fn compressed_from(

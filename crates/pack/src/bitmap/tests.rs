@@ -426,3 +426,105 @@ fn bad_or_stale_bitmaps_are_ignored() {
     std::fs::rename(&path, &other).unwrap();
     assert!(repo.bitmap().is_none());
 }
+
+/// The pack of `wants`/`haves` counted with the bitmap, as a client without `ofs_delta` or
+/// with a thin pack would get it, checked by `git index-pack --strict` and fsck in a fresh
+/// repository that has the haves.
+fn pack_and_check(
+    repo: &Repo,
+    wants: &[ObjectId],
+    haves: &[ObjectId],
+    thin: bool,
+    ofs_delta: bool,
+) -> (Vec<u8>, crate::WriteOutcome) {
+    let found = repo.enumerate(wants, haves, None, true);
+    let options = crate::WriteOptions {
+        client_has: thin.then(|| found.known_to_client()),
+        ofs_delta,
+        delta_search: None,
+        reader: None,
+    };
+    let mut out = Vec::new();
+    let outcome = crate::write_pack(
+        &repo.db(),
+        found.objects(),
+        &options,
+        &mut out,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(outcome.objects as usize, found.len());
+    assert_eq!(outcome.bytes, out.len() as u64);
+    let client = tempfile::tempdir().unwrap();
+    git(client.path(), &["init", "-q", "--bare", "."], None);
+    if !haves.is_empty() {
+        git(
+            &repo.bare,
+            &["push", "-q", client.path().to_str().unwrap()]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(
+                    haves
+                        .iter()
+                        .enumerate()
+                        .map(|(n, id)| format!("{id}:refs/heads/have{n}")),
+                )
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            None,
+        );
+    }
+    let mut args = vec!["index-pack", "--strict", "--stdin"];
+    if thin {
+        args.push("--fix-thin");
+    }
+    let indexed = git(client.path(), &args, Some(&out));
+    assert!(indexed.starts_with("pack\t"), "{indexed}");
+    for (n, want) in wants.iter().enumerate() {
+        git(
+            client.path(),
+            &["update-ref", &format!("refs/want/{n}"), &want.to_string()],
+            None,
+        );
+    }
+    git(
+        client.path(),
+        &["fsck", "--full", "--strict", "--no-dangling"],
+        None,
+    );
+    (out, outcome)
+}
+
+#[test]
+fn a_bitmapped_clone_is_one_copy_of_the_pack() {
+    let repo = Repo::new();
+    let everything: Vec<ObjectId> = ["main", "side", "v1"].iter().map(|r| repo.id(r)).collect();
+    let (out, outcome) = pack_and_check(&repo, &everything, &[], false, true);
+    // Every entry as stored, in one range: the pack's own entries between its header and
+    // trailer, byte for byte.
+    assert_eq!(outcome.verbatim, outcome.objects, "{outcome:?}");
+    assert_eq!(outcome.verbatim_copies, 1, "{outcome:?}");
+    let stored = std::fs::read(repo.bitmap_path().unwrap().with_extension("pack")).unwrap();
+    assert_eq!(out[..12], stored[..12]);
+    assert_eq!(out[12..out.len() - 20], stored[12..stored.len() - 20]);
+}
+
+#[test]
+fn gaps_rewrite_offset_deltas() {
+    let repo = Repo::new();
+    let (main, side) = (repo.id("main"), repo.id("side"));
+    // Part of the pack: runs with gaps between them, offset deltas whose base moved.
+    let (_, outcome) = pack_and_check(&repo, &[main], &[side], false, true);
+    assert!(
+        outcome.verbatim > 0 && outcome.verbatim < outcome.objects,
+        "{outcome:?}"
+    );
+    assert!(outcome.verbatim_copies > 1, "{outcome:?}");
+    pack_and_check(&repo, &[main], &[repo.id("main~3")], true, true);
+    // Without ofs-delta every in-pack delta gets a ref-delta header, its data as stored.
+    let (_, outcome) = pack_and_check(&repo, &[main, side], &[], false, false);
+    assert!(outcome.deltas > 0, "{outcome:?}");
+    assert!(outcome.verbatim < outcome.objects, "{outcome:?}");
+}
