@@ -75,8 +75,8 @@ fn clones_and_fetches_from_a_bitmapped_repository() {
             log.contains(COUNTED_WITH_BITMAPS),
             "clone with {git}: {log}"
         );
-        // A want of a tree or blob under a filter is left to the walk (what the client names
-        // is sent whatever the filter says): the tags of trees and blobs go for these.
+        // A want of a tree under a filter is left to the walk (the tree is sent whatever the
+        // filter says, its entries not): the tags of trees go for these.
         let listing = dir
             .git_in(&git, &source)
             .args([

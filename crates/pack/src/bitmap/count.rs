@@ -162,7 +162,8 @@ pub fn count<Find: gix_object::Find + gix_object::FindHeader>(
         extended: Vec::new(),
         extended_at: HashMap::default(),
         buf: Vec::new(),
-        named_non_commits: false,
+        named_trees: false,
+        named_blobs: Vec::new(),
     };
     let no_haves = Bits::default();
     let have_bits = if haves.is_empty() {
@@ -173,9 +174,10 @@ pub fn count<Find: gix_object::Find + gix_object::FindHeader>(
     let mut send = counter.reach(wants, true, &have_bits)?;
     send.and_not(&have_bits);
     if let Some(filter) = filter {
-        if counter.named_non_commits {
-            // What a want names is sent whatever the filter says: leave that to the walk.
-            return Err(BitmapError::Unsupported("filter with a tree or blob wanted").into());
+        if counter.named_trees {
+            // A wanted tree is sent whatever the filter says, its entries not: leave that
+            // to the walk.
+            return Err(BitmapError::Unsupported("filter with a tree wanted").into());
         }
         let mut leave_out: Vec<Kind> = vec![Kind::Blob];
         if matches!(filter, Filter::TreeDepth(0)) {
@@ -190,6 +192,12 @@ pub fn count<Find: gix_object::Find + gix_object::FindHeader>(
                 let mut one = Bits::default();
                 one.set(pack_objects + n);
                 send.and_not(&one);
+            }
+        }
+        // A wanted blob is sent whatever the filter says, unless the client has it.
+        for &at in &counter.named_blobs {
+            if !have_bits.get(at) {
+                send.set(at);
             }
         }
     }
@@ -212,8 +220,10 @@ struct Counter<'a, Find> {
     extended: Vec<(ObjectId, Kind)>,
     extended_at: HashMap<ObjectId, u32>,
     buf: Vec<u8>,
-    /// A want named (or peeled to) a tree or blob.
-    named_non_commits: bool,
+    /// A want named (or peeled to) a tree.
+    named_trees: bool,
+    /// The positions of blobs wants named (or peeled to).
+    named_blobs: Vec<usize>,
 }
 
 impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
@@ -287,13 +297,15 @@ impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
                         break;
                     }
                     Kind::Tree => {
-                        self.named_non_commits |= strict;
+                        self.named_trees |= strict;
                         trees.push(id);
                         break;
                     }
                     Kind::Blob => {
-                        self.named_non_commits |= strict;
                         let at = self.position(&id, Kind::Blob);
+                        if strict {
+                            self.named_blobs.push(at);
+                        }
                         bits.set(at);
                         break;
                     }

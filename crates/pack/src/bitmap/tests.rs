@@ -44,6 +44,11 @@ impl Repo {
         git(&repo.work, &["merge", "-q", "--no-edit", "side"], None);
         repo.commits("main", 12..15);
         git(&repo.work, &["tag", "-a", "-m", "v1", "v1", "main~2"], None);
+        git(
+            &repo.work,
+            &["tag", "-a", "-m", "a blob", "blob-tag", "main~5:top-main"],
+            None,
+        );
         repo.push();
         git(
             &repo.bare,
@@ -194,8 +199,11 @@ impl Repo {
 
 fn requests(repo: &Repo) -> Vec<(Vec<ObjectId>, Vec<ObjectId>)> {
     let (main, side, tag) = (repo.id("main"), repo.id("side"), repo.id("v1"));
+    let blob_tag = repo.id("blob-tag");
     vec![
         (vec![main, side, tag], vec![]),
+        (vec![main, side, tag, blob_tag], vec![]),
+        (vec![main, blob_tag], vec![side]),
         (vec![main], vec![repo.id("main~3")]),
         (vec![main], vec![side]),
         (vec![side, tag], vec![repo.id("main~6")]),
@@ -500,7 +508,10 @@ fn pack_and_check(
 #[test]
 fn a_bitmapped_clone_is_one_copy_of_the_pack() {
     let repo = Repo::new();
-    let everything: Vec<ObjectId> = ["main", "side", "v1"].iter().map(|r| repo.id(r)).collect();
+    let everything: Vec<ObjectId> = ["main", "side", "v1", "blob-tag"]
+        .iter()
+        .map(|r| repo.id(r))
+        .collect();
     let (out, outcome) = pack_and_check(&repo, &everything, &[], false, true);
     // Every entry as stored, in one range: the pack's own entries between its header and
     // trailer, byte for byte.
