@@ -54,6 +54,9 @@ struct Pack {
     /// The index positions of the entries in pack order: the reverse index. Read or computed
     /// on first use.
     order: OnceLock<Arc<[u32]>>,
+    /// The entries' offsets in pack order, made from `order` on first use: looked up by
+    /// binary search for every entry copied.
+    offsets: OnceLock<Box<[u64]>>,
 }
 
 impl std::fmt::Debug for PackSet {
@@ -206,26 +209,24 @@ impl PackSet {
     pub fn id_at(&self, pack: u32, offset: u64) -> Result<ObjectId, gix_error::Error> {
         let p = self.pack(pack)?;
         let order = p.order();
-        let position = self.position(p, order, offset)?;
+        let position = self.position(p, offset)?;
         Ok(p.index.oid_at_index(order[position]).to_owned())
     }
 
     /// Where the entry at `at` ends: the next entry's offset or the pack's trailer.
     fn entry_end(&self, at: Located) -> Result<u64, gix_error::Error> {
         let pack = self.pack(at.pack)?;
-        let order = pack.order();
-        let position = self.position(pack, order, at.offset)?;
-        Ok(match order.get(position + 1) {
-            Some(&next) => pack.index.pack_offset_at_index(next),
+        let offsets = pack.offsets();
+        let position = self.position(pack, at.offset)?;
+        Ok(match offsets.get(position + 1) {
+            Some(&next) => next,
             None => pack.data.pack_end() as u64,
         })
     }
 
-    fn position(&self, pack: &Pack, order: &[u32], offset: u64) -> Result<usize, gix_error::Error> {
-        order
-            .binary_search_by_key(&offset, |&position| {
-                pack.index.pack_offset_at_index(position)
-            })
+    fn position(&self, pack: &Pack, offset: u64) -> Result<usize, gix_error::Error> {
+        pack.offsets()
+            .binary_search(&offset)
             .map_err(|_| gix_error::message("no pack entry starts at this offset").into())
     }
 
@@ -240,6 +241,15 @@ impl PackSet {
 impl Pack {
     fn order(&self) -> &[u32] {
         self.order_arc_ref()
+    }
+
+    fn offsets(&self) -> &[u64] {
+        self.offsets.get_or_init(|| {
+            self.order()
+                .iter()
+                .map(|&position| self.index.pack_offset_at_index(position))
+                .collect()
+        })
     }
 
     fn order_arc(&self) -> Arc<[u32]> {
@@ -355,6 +365,7 @@ fn open_packs(dir: &Path, hash: gix_hash::Kind) -> Vec<Pack> {
                     index,
                     data,
                     order: OnceLock::new(),
+                    offsets: OnceLock::new(),
                 }),
                 Ok(_) => {
                     tracing::debug!(index = %idx.display(), "index and pack disagree; pack left out");

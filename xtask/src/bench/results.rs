@@ -39,12 +39,17 @@ pub(super) fn markdown_table(scenario: Scenario, note: &str, rows: &[Row]) -> St
          | peak RSS MiB | wall git/pg | CPU git/pg | RSS git/pg |\n",
     );
     out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
-    let packgate = rows
-        .iter()
-        .find(|row| row.is_packgate)
-        .and_then(|row| row.outcome.as_ref().ok())
-        .map(|(_, samples)| summarize(samples));
+    // Each git row is compared with the packgate row above it (on the same repository: the
+    // bitmapped copy's rows come after the plain ones).
+    let mut packgate = None;
     for row in rows {
+        if row.is_packgate {
+            packgate = row
+                .outcome
+                .as_ref()
+                .ok()
+                .map(|(_, samples)| summarize(samples));
+        }
         match &row.outcome {
             Ok((checked, samples)) => {
                 let summary = summarize(samples);
@@ -191,7 +196,7 @@ pub(super) fn record_section(
         "- fixture: `{file_name}` (preset `{}`, `git repack -ad`{}), {} objects, {} refs",
         args.preset(),
         if args.bitmaps && fetches {
-            "; bitmaps row: a copy after `git repack -adb`"
+            "; bitmaps rows: a copy after `git repack -adb`, each git row compared with the packgate row above it"
         } else {
             ""
         },

@@ -314,6 +314,7 @@ impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
         }
         // Commits first: their bitmaps cover most trees the walked ones share.
         let mut walked = 0usize;
+        let (mut commits_walked, mut bitmaps_used) = (0usize, 0usize);
         while let Some(commit) = commits.pop() {
             let at = self.position(&commit, Kind::Commit);
             if bits.get(at) || seen.get(at) {
@@ -322,9 +323,11 @@ impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
             if let Some(entry) = self.bitmap.entry_of(&commit) {
                 let reachable = self.bitmap.bitmap(entry, &mut self.resolved)?;
                 bits.or(&reachable);
+                bitmaps_used += 1;
                 continue;
             }
             walked += 1;
+            commits_walked += 1;
             if walked.is_multiple_of(1024) {
                 self.interrupted()?;
             }
@@ -421,7 +424,13 @@ impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
                 }
             }
         }
-        tracing::trace!(walked, "bitmap boundary walked");
+        tracing::debug!(
+            wants = strict,
+            commits_walked,
+            trees_read = walked - commits_walked,
+            bitmaps_used,
+            "bitmap boundary walked"
+        );
         Ok(bits)
     }
 }

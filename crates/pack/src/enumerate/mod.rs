@@ -294,6 +294,7 @@ where
             && crate::bitmap::count::supports(options.filter.as_ref())
         {
             let started = std::time::Instant::now();
+            tracing::debug!(bitmap = %bitmap.path().display(), "counting with bitmaps");
             match crate::bitmap::count::count(
                 bitmap,
                 db,
