@@ -187,6 +187,9 @@ pub fn write_pack<W: Write>(
         }
     };
     let plan = Plan::new(reader.packs(), objects);
+    if let Some(pack) = whole_pack(reader.packs(), &plan, options) {
+        return copy_whole_pack(reader.packs(), pack, out, should_interrupt);
+    }
 
     let searcher = options.delta_search.and_then(|search| {
         // Through the walk's cache: the trees compared are mostly the ones it just read.
@@ -325,6 +328,61 @@ pub fn write_pack<W: Write>(
         verbatim_copies: out.copies,
         bytes: out.written + 20,
         checksum: ObjectId::Sha1(digest),
+    })
+}
+
+/// The pack whose every object, and nothing else, is to be sent, if the client takes it as
+/// stored (offset deltas; a repository's pack is never thin, and its deltas are what git
+/// would send). Its entries then need no looking at: the pack file is the pack to send.
+fn whole_pack(packs: &PackSet, plan: &Plan, options: &WriteOptions<'_>) -> Option<u32> {
+    if !options.ofs_delta {
+        return None;
+    }
+    let [(pack, range)] = plan.by_pack.as_slice() else {
+        return None;
+    };
+    let count = packs.num_objects(*pack).ok()?;
+    if range.start != 0 || range.len() != plan.slots.len() || count as usize != plan.slots.len() {
+        return None;
+    }
+    let (header, _, _) = packs.whole(*pack).ok()?;
+    let mut expected = Vec::with_capacity(12);
+    expected.extend_from_slice(b"PACK");
+    expected.extend_from_slice(&2u32.to_be_bytes());
+    expected.extend_from_slice(&count.to_be_bytes());
+    (header == expected.as_slice()).then_some(*pack)
+}
+
+/// Write pack `pack` as stored: its header (the same count), entries and checksum.
+fn copy_whole_pack<W: Write>(
+    packs: &PackSet,
+    pack: u32,
+    mut out: W,
+    should_interrupt: &AtomicBool,
+) -> Result<WriteOutcome, WriteError> {
+    let (header, body, trailer) = packs.whole(pack).map_err(WriteError::Read)?;
+    let objects = packs.num_objects(pack).map_err(WriteError::Read)?;
+    let deltas = packs.count_deltas(pack).map_err(WriteError::Read)?;
+    out.write_all(header).map_err(WriteError::Write)?;
+    for piece in body.chunks(MAX_RUN as usize) {
+        if should_interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(WriteError::Interrupted);
+        }
+        out.write_all(piece).map_err(WriteError::Write)?;
+    }
+    out.write_all(trailer).map_err(WriteError::Write)?;
+    let checksum = ObjectId::try_from(trailer)
+        .map_err(|_| WriteError::Read(gix_error::message("pack trailer is not a SHA-1").into()))?;
+    tracing::debug!(objects, deltas, "whole pack copied as stored");
+    Ok(WriteOutcome {
+        objects,
+        deltas,
+        recompressed: 0,
+        computed_deltas: 0,
+        verbatim: objects,
+        verbatim_copies: body.len().div_ceil(MAX_RUN as usize) as u32,
+        bytes: (header.len() + body.len() + trailer.len()) as u64,
+        checksum,
     })
 }
 

@@ -20,6 +20,9 @@ use std::{
 use gix_hash::{oid, ObjectId};
 use gix_pack::data::{self, entry::Header};
 
+/// A pack file as stored: its header, its entries and its trailing checksum.
+pub type StoredPack<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// A pack's entry: where it is and what its header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Located {
@@ -182,6 +185,44 @@ impl PackSet {
     /// Where the entry at `at` ends: its data runs from `header.data_offset` to there.
     pub fn entry_end_of(&self, at: Located) -> Result<u64, gix_error::Error> {
         self.entry_end(at)
+    }
+
+    /// How many objects pack `pack` holds.
+    pub fn num_objects(&self, pack: u32) -> Result<u32, gix_error::Error> {
+        Ok(self.pack(pack)?.data.num_objects())
+    }
+
+    /// Pack `pack`'s whole file as stored: its 12-byte header, its entries and its trailing
+    /// checksum. A pack is copied whole when every object in it is sent.
+    pub fn whole(&self, pack: u32) -> Result<StoredPack<'_>, gix_error::Error> {
+        let p = self.pack(pack)?;
+        let end = p.data.pack_end() as u64;
+        let trailer_len = p.index.object_hash().len_in_bytes() as u64;
+        let missing = || gix_error::message("pack shorter than its header and trailer");
+        let header = p.data.entry_slice(0..12).ok_or_else(missing)?;
+        let body = p.data.entry_slice(12..end).ok_or_else(missing)?;
+        let trailer = p
+            .data
+            .entry_slice(end..end + trailer_len)
+            .ok_or_else(missing)?;
+        Ok((header, body, trailer))
+    }
+
+    /// How many of pack `pack`'s entries are deltas, from the type in each entry's first byte.
+    pub fn count_deltas(&self, pack: u32) -> Result<u32, gix_error::Error> {
+        let p = self.pack(pack)?;
+        let mut deltas = 0;
+        for &offset in p.offsets() {
+            let byte = p
+                .data
+                .entry_slice(offset..offset + 1)
+                .ok_or_else(|| gix_error::message("pack entry beyond the pack's end"))?;
+            // OBJ_OFS_DELTA (6) and OBJ_REF_DELTA (7).
+            if matches!((byte[0] >> 4) & 7, 6 | 7) {
+                deltas += 1;
+            }
+        }
+        Ok(deltas)
     }
 
     /// The bytes `range` of pack `pack`, as stored: entries to copy verbatim.

@@ -513,13 +513,36 @@ fn a_bitmapped_clone_is_one_copy_of_the_pack() {
         .map(|r| repo.id(r))
         .collect();
     let (out, outcome) = pack_and_check(&repo, &everything, &[], false, true);
-    // Every entry as stored, in one range: the pack's own entries between its header and
-    // trailer, byte for byte.
+    // Every object of the pack is sent: the pack file is the pack, byte for byte.
     assert_eq!(outcome.verbatim, outcome.objects, "{outcome:?}");
     assert_eq!(outcome.verbatim_copies, 1, "{outcome:?}");
     let stored = std::fs::read(repo.bitmap_path().unwrap().with_extension("pack")).unwrap();
-    assert_eq!(out[..12], stored[..12]);
-    assert_eq!(out[12..out.len() - 20], stored[12..stored.len() - 20]);
+    assert!(out == stored, "the stored pack");
+    let verified = git(
+        &repo.bare,
+        &[
+            "verify-pack",
+            "-v",
+            repo.bitmap_path()
+                .unwrap()
+                .with_extension("idx")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    let deltas = verified
+        .lines()
+        .filter(|line| line.split_whitespace().count() == 7)
+        .count();
+    assert_eq!(outcome.deltas as usize, deltas, "{verified}");
+
+    // One object less (the blob tag's target is left out): runs of entries, one copy
+    // each, and the same entries otherwise.
+    let (out, outcome) = pack_and_check(&repo, &everything[..3], &[], false, true);
+    assert_eq!(outcome.verbatim, outcome.objects, "{outcome:?}");
+    assert!(outcome.verbatim_copies <= 3, "{outcome:?}");
+    assert!(out.len() < stored.len());
 }
 
 #[test]
