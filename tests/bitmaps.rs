@@ -108,7 +108,8 @@ fn clones_and_fetches_from_a_bitmapped_repository() {
         );
 
         // New commits and tags after the bitmap, loose: the count walks from them to
-        // commits with bitmaps. Fetched into the clone that has the old history.
+        // commits with bitmaps (if every have has one; otherwise the fetch is walked).
+        // Fetched into the clone that has the old history.
         move_source_forward(&dir, &git, &source);
         let clone = dir.join("clone-packgate.git");
         let log = through_packgate(

@@ -138,6 +138,7 @@ impl Repo {
         let options = EnumerateOptions {
             filter,
             bitmap: if bitmap { self.bitmap() } else { None },
+            bitmap_boundary_haves: true,
             thread_limit: Some(1),
             ..Default::default()
         };
@@ -285,6 +286,36 @@ fn filters_agree_with_the_walk() {
                 assert!(!has.contains(&tree));
             }
         }
+    }
+    // A have without a bitmap of its own: the walk, unless asked to walk to bitmaps.
+    let unbitmapped = (1..10)
+        .map(|n| repo.id(&format!("main~{n}")))
+        .find(|id| repo.bitmap().unwrap().entry_of(id).is_none())
+        .unwrap();
+    let options = EnumerateOptions {
+        bitmap: repo.bitmap(),
+        ..Default::default()
+    };
+    let found = enumerate(
+        &repo.db(),
+        &[repo.id("main")],
+        &[unbitmapped],
+        &options,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(!found.used_bitmap());
+    let tip = repo.id("side");
+    if repo.bitmap().unwrap().entry_of(&tip).is_some() {
+        let found = enumerate(
+            &repo.db(),
+            &[repo.id("main")],
+            &[tip],
+            &options,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(found.used_bitmap());
     }
     // A filter the bitmaps do not implement: the walk.
     let options = EnumerateOptions {

@@ -135,6 +135,11 @@ pub struct EnumerateOptions {
     /// would (no shallow grafts, the default [`TreeExclusion`], a filter
     /// [`crate::bitmap::count::supports()`]); see [`crate::bitmap::count`].
     pub bitmap: Option<std::sync::Arc<crate::bitmap::PackBitmap>>,
+    /// Count with the bitmap also when a have has no bitmap of its own, walking from it to
+    /// commits that do, as git does. Off (the default), such a fetch is counted by the walk:
+    /// on a 522k-object repository the haves' boundary walk of an incremental fetch took
+    /// three times the CPU of the whole walk.
+    pub bitmap_boundary_haves: bool,
 }
 
 /// How many objects of each kind an [`Enumeration`] holds.
@@ -289,9 +294,12 @@ where
     Find: gix_object::Find + gix_object::FindHeader + Clone + Send,
 {
     if let Some(bitmap) = &options.bitmap {
+        let haves_bitmapped = options.bitmap_boundary_haves
+            || haves.iter().all(|have| bitmap.entry_of(have).is_some());
         if options.shallow.is_empty()
             && options.tree_exclusion == TreeExclusion::EdgeCommits
             && crate::bitmap::count::supports(options.filter.as_ref())
+            && haves_bitmapped
         {
             let started = std::time::Instant::now();
             tracing::debug!(bitmap = %bitmap.path().display(), "counting with bitmaps");

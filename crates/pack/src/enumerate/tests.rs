@@ -319,6 +319,7 @@ fn options(tree_exclusion: TreeExclusion, threads: usize) -> EnumerateOptions {
         shallow: Default::default(),
         commit_graph: None,
         bitmap: None,
+        bitmap_boundary_haves: false,
     }
 }
 
