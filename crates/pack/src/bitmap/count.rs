@@ -315,6 +315,19 @@ impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
         // Commits first: their bitmaps cover most trees the walked ones share.
         let mut walked = 0usize;
         let (mut commits_walked, mut bitmaps_used) = (0usize, 0usize);
+        // The roots' own bitmaps first: what one covers need not be walked from another
+        // root (many ref tips of a clone lead to commits other tips' bitmaps hold).
+        for commit in &commits {
+            if let Some(entry) = self.bitmap.entry_of(commit) {
+                let at = self.position(commit, Kind::Commit);
+                if !bits.get(at) && !seen.get(at) {
+                    let reachable = self.bitmap.bitmap(entry, &mut self.resolved)?;
+                    bits.or(&reachable);
+                    bitmaps_used += 1;
+                }
+            }
+        }
+
         while let Some(commit) = commits.pop() {
             let at = self.position(&commit, Kind::Commit);
             if bits.get(at) || seen.get(at) {
