@@ -129,8 +129,8 @@ pub struct BenchArgs {
     /// Timed runs per server, after one warm-up run each.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Also measure git on a copy of the repository repacked with a bitmap index
-    /// (`git repack -adb`), as its own row (fetch scenarios only).
+    /// Also measure packgate and git on a copy of the repository repacked with a bitmap
+    /// index (`git repack -adb`), each as its own row (fetch scenarios only).
     #[arg(long)]
     bitmaps: bool,
     /// The git to run, as server and for the fixture.
@@ -353,6 +353,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
     ];
     if args.bitmaps {
+        servers.push(Server {
+            label: "packgate, bitmaps".to_owned(),
+            program: packgate.clone(),
+            args: vec!["upload-pack".to_owned()],
+            service: Service::UploadPackV2,
+            is_packgate: true,
+            bitmaps: true,
+        });
         servers.push(Server {
             label: "git upload-pack, bitmaps".to_owned(),
             program: args.git.clone(),

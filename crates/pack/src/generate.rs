@@ -38,7 +38,7 @@ use crate::{
 pub struct WriteOptions<'a> {
     /// Objects the client is known to have: the only bases a ref-delta may point at.
     /// `None` means the client did not ask for a thin pack, so every delta base is in the pack.
-    pub client_has: Option<&'a HashSet<ObjectId>>,
+    pub client_has: Option<ClientHas<'a>>,
     /// The client understands offset deltas (`ofs-delta`); without it in-pack deltas are
     /// written as ref-deltas.
     pub ofs_delta: bool,
@@ -49,6 +49,25 @@ pub struct WriteOptions<'a> {
     /// sent: give the enumeration's [`crate::reader::CachingReader`] and its packs and
     /// delta-base cache are used again, as git's are; `None` opens the packs anew.
     pub reader: Option<&'a crate::reader::CachingReader>,
+}
+
+/// The objects a thin pack may use as delta bases: what the client is known to have.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientHas<'a> {
+    /// Exactly these objects.
+    Set(&'a HashSet<ObjectId>),
+    /// Whatever the haves' bitmaps reach.
+    Bitmap(&'a crate::bitmap::count::Counted),
+}
+
+impl ClientHas<'_> {
+    /// Whether the client has `id`.
+    pub fn contains(&self, id: &gix_hash::oid) -> bool {
+        match self {
+            ClientHas::Set(set) => set.contains(id),
+            ClientHas::Bitmap(counted) => counted.client_has(id),
+        }
+    }
 }
 
 /// Where and how hard to look for delta bases of objects that would be written whole.
@@ -101,6 +120,10 @@ pub struct WriteOutcome {
     pub recompressed: u32,
     /// Of the deltas, those computed here rather than copied from the repository's packs.
     pub computed_deltas: u32,
+    /// Entries copied exactly as stored, header included.
+    pub verbatim: u32,
+    /// The copies those took: consecutive verbatim entries are copied as one range.
+    pub verbatim_copies: u32,
     /// Bytes written, including header and trailer.
     pub bytes: u64,
     /// The pack's trailing checksum.
@@ -164,6 +187,9 @@ pub fn write_pack<W: Write>(
         }
     };
     let plan = Plan::new(reader.packs(), objects);
+    if let Some(pack) = whole_pack(reader.packs(), &plan, options) {
+        return copy_whole_pack(reader.packs(), pack, out, should_interrupt);
+    }
 
     let searcher = options.delta_search.and_then(|search| {
         // Through the walk's cache: the trees compared are mostly the ones it just read.
@@ -204,6 +230,7 @@ pub fn write_pack<W: Write>(
         depths: Vec::with_capacity(objects.len()),
         deltas: 0,
         computed: 0,
+        verbatim: 0,
         error: None,
         searcher,
     };
@@ -211,6 +238,7 @@ pub fn write_pack<W: Write>(
         inner: out,
         hasher: sha1::Sha1::new(),
         written: 0,
+        copies: 0,
     };
     let mut header = Vec::with_capacity(12);
     header.extend_from_slice(b"PACK");
@@ -219,6 +247,11 @@ pub fn write_pack<W: Write>(
     out.put(&header).map_err(WriteError::Write)?;
     // Where each entry starts: an offset delta names its base by the distance back to it.
     let mut offsets: Vec<u64> = Vec::with_capacity(plan.slots.len());
+    // Entries that go out exactly as stored, one after the other in the same pack, are
+    // copied as one range: a bitmapped clone is mostly one long copy.
+    let packs = reader.packs();
+    let mut run = Run::default();
+    let mut encoded = Vec::with_capacity(32);
     for start in (0..plan.slots.len()).step_by(CHUNK) {
         if should_interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(WriteError::Interrupted);
@@ -226,8 +259,8 @@ pub fn write_pack<W: Write>(
         let chunk = fixer
             .chunk(start..(start + CHUNK).min(plan.slots.len()))
             .map_err(|err| fixer.error.take().unwrap_or(WriteError::Read(err)))?;
-        for entry in chunk {
-            let offset = out.written;
+        for (entry, raw) in chunk {
+            let offset = out.written + run.len();
             let header = match entry.kind {
                 Kind::Base(kind) => match kind {
                     gix_object::Kind::Commit => Header::Commit,
@@ -247,15 +280,42 @@ pub fn write_pack<W: Write>(
                     }
                 }
             };
-            let mut encoded = Vec::with_capacity(32);
+            encoded.clear();
             header
                 .write_to(entry.decompressed_size as u64, &mut encoded)
                 .map_err(WriteError::Write)?;
-            out.put(&encoded).map_err(WriteError::Write)?;
-            out.put(&entry.compressed_data).map_err(WriteError::Write)?;
             offsets.push(offset);
+            match raw {
+                Some(raw) => {
+                    let stored = packs
+                        .raw(raw.pack, raw.offset..raw.data_offset)
+                        .map_err(WriteError::Read)?;
+                    if stored == encoded.as_slice() {
+                        if !run.extend(raw) {
+                            run.flush(packs, &mut out)?;
+                            run = Run::start(raw);
+                        }
+                        fixer.verbatim += 1;
+                        continue;
+                    }
+                    // Another header (an offset delta whose base moved, a ref-delta for a
+                    // client without ofs-delta): the header anew, the data as stored.
+                    run.flush(packs, &mut out)?;
+                    out.put(&encoded).map_err(WriteError::Write)?;
+                    let data = packs
+                        .raw(raw.pack, raw.data_offset..raw.end)
+                        .map_err(WriteError::Read)?;
+                    out.put(data).map_err(WriteError::Write)?;
+                }
+                None => {
+                    run.flush(packs, &mut out)?;
+                    out.put(&encoded).map_err(WriteError::Write)?;
+                    out.put(&entry.compressed_data).map_err(WriteError::Write)?;
+                }
+            }
         }
     }
+    run.flush(packs, &mut out)?;
     use sha1::Digest as _;
     let digest: [u8; 20] = out.hasher.finalize().into();
     out.inner.write_all(&digest).map_err(WriteError::Write)?;
@@ -264,8 +324,65 @@ pub fn write_pack<W: Write>(
         deltas: fixer.deltas,
         recompressed: fixer.source.recompressed,
         computed_deltas: fixer.computed,
+        verbatim: fixer.verbatim,
+        verbatim_copies: out.copies,
         bytes: out.written + 20,
         checksum: ObjectId::Sha1(digest),
+    })
+}
+
+/// The pack whose every object, and nothing else, is to be sent, if the client takes it as
+/// stored (offset deltas; a repository's pack is never thin, and its deltas are what git
+/// would send). Its entries then need no looking at: the pack file is the pack to send.
+fn whole_pack(packs: &PackSet, plan: &Plan, options: &WriteOptions<'_>) -> Option<u32> {
+    if !options.ofs_delta {
+        return None;
+    }
+    let [(pack, range)] = plan.by_pack.as_slice() else {
+        return None;
+    };
+    let count = packs.num_objects(*pack).ok()?;
+    if range.start != 0 || range.len() != plan.slots.len() || count as usize != plan.slots.len() {
+        return None;
+    }
+    let (header, _, _) = packs.whole(*pack).ok()?;
+    let mut expected = Vec::with_capacity(12);
+    expected.extend_from_slice(b"PACK");
+    expected.extend_from_slice(&2u32.to_be_bytes());
+    expected.extend_from_slice(&count.to_be_bytes());
+    (header == expected.as_slice()).then_some(*pack)
+}
+
+/// Write pack `pack` as stored: its header (the same count), entries and checksum.
+fn copy_whole_pack<W: Write>(
+    packs: &PackSet,
+    pack: u32,
+    mut out: W,
+    should_interrupt: &AtomicBool,
+) -> Result<WriteOutcome, WriteError> {
+    let (header, body, trailer) = packs.whole(pack).map_err(WriteError::Read)?;
+    let objects = packs.num_objects(pack).map_err(WriteError::Read)?;
+    let deltas = packs.count_deltas(pack).map_err(WriteError::Read)?;
+    out.write_all(header).map_err(WriteError::Write)?;
+    for piece in body.chunks(MAX_RUN as usize) {
+        if should_interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(WriteError::Interrupted);
+        }
+        out.write_all(piece).map_err(WriteError::Write)?;
+    }
+    out.write_all(trailer).map_err(WriteError::Write)?;
+    let checksum = ObjectId::try_from(trailer)
+        .map_err(|_| WriteError::Read(gix_error::message("pack trailer is not a SHA-1").into()))?;
+    tracing::debug!(objects, deltas, "whole pack copied as stored");
+    Ok(WriteOutcome {
+        objects,
+        deltas,
+        recompressed: 0,
+        computed_deltas: 0,
+        verbatim: objects,
+        verbatim_copies: body.len().div_ceil(MAX_RUN as usize) as u32,
+        bytes: (header.len() + body.len() + trailer.len()) as u64,
+        checksum,
     })
 }
 
@@ -276,6 +393,8 @@ struct PackOutput<W> {
     inner: W,
     hasher: sha1::Sha1,
     written: u64,
+    /// Ranges of verbatim entries written.
+    copies: u32,
 }
 
 impl<W: Write> PackOutput<W> {
@@ -284,6 +403,58 @@ impl<W: Write> PackOutput<W> {
         self.inner.write_all(bytes)?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// A range of consecutive entries of one pack that go out exactly as stored, not written yet.
+#[derive(Debug, Default)]
+struct Run {
+    pack: u32,
+    start: u64,
+    end: u64,
+}
+
+/// A run is written once it is this long, so the pack streams while it is made.
+const MAX_RUN: u64 = 4 << 20;
+
+impl Run {
+    fn start(raw: Raw) -> Run {
+        Run {
+            pack: raw.pack,
+            start: raw.offset,
+            end: raw.end,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Add the entry at `raw` if it directly follows the run's end.
+    fn extend(&mut self, raw: Raw) -> bool {
+        if self.len() > 0 && self.pack == raw.pack && self.end == raw.offset && self.len() < MAX_RUN
+        {
+            self.end = raw.end;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn flush<W: Write>(
+        &mut self,
+        packs: &PackSet,
+        out: &mut PackOutput<W>,
+    ) -> Result<(), WriteError> {
+        if self.len() > 0 {
+            let bytes = packs
+                .raw(self.pack, self.start..self.end)
+                .map_err(WriteError::Read)?;
+            out.put(bytes).map_err(WriteError::Write)?;
+            out.copies += 1;
+        }
+        *self = Run::default();
         Ok(())
     }
 }
@@ -342,17 +513,27 @@ struct EntrySource<'a> {
     packs: &'a PackSet,
     reader: &'a crate::reader::CachingReader,
     plan: &'a Plan,
-    client_has: Option<&'a HashSet<ObjectId>>,
+    client_has: Option<ClientHas<'a>>,
     /// Reused for every object compressed here: setting one up costs more than compressing a
     /// small object.
     compressor: flate2::Compress,
     recompressed: u32,
 }
 
+/// Where a copied entry is in its pack: the header from `offset`, the data from
+/// `data_offset` to `end`.
+#[derive(Debug, Clone, Copy)]
+struct Raw {
+    pack: u32,
+    offset: u64,
+    data_offset: u64,
+    end: u64,
+}
+
 /// A slot's entry as the source made it.
 enum Made {
-    /// Copied from a pack, ready to write.
-    Copied(output::Entry),
+    /// Copied from a pack, ready to write; its data is where [`Raw`] says, not in the entry.
+    Copied(output::Entry, Raw),
     /// An object to write whole, not yet compressed: a delta may still be found for it.
     Whole(Whole),
 }
@@ -371,16 +552,21 @@ impl EntrySource<'_> {
             .get(index)
             .ok_or(WriteError::MissingObjects)?;
         if let Some(at) = slot.at {
-            if let Some(entry) = self.copy(slot.id, at).map_err(WriteError::Read)? {
-                return Ok(Made::Copied(entry));
+            if let Some((entry, raw)) = self.copy(slot.id, at).map_err(WriteError::Read)? {
+                return Ok(Made::Copied(entry, raw));
             }
         }
         self.whole(slot.id).map(Made::Whole)
     }
 
     /// The stored entry of `id` at `at` as it can be sent, or `None` if it is a delta whose
-    /// base will be neither in the pack nor with the client.
-    fn copy(&self, id: ObjectId, at: Located) -> Result<Option<output::Entry>, gix_error::Error> {
+    /// base will be neither in the pack nor with the client. The entry's data is left in the
+    /// pack, where the returned [`Raw`] says.
+    fn copy(
+        &self,
+        id: ObjectId,
+        at: Located,
+    ) -> Result<Option<(output::Entry, Raw)>, gix_error::Error> {
         let header = self.packs.header(at)?;
         let kind = match header.header {
             Header::OfsDelta { base_distance } => {
@@ -416,12 +602,24 @@ impl EntrySource<'_> {
         };
         let decompressed_size = usize::try_from(header.decompressed_size)
             .map_err(|_| gix_error::message("pack entry too large"))?;
-        Ok(Some(output::Entry {
-            id,
-            kind,
-            decompressed_size,
-            compressed_data: self.packs.compressed(at, &header)?.to_vec(),
-        }))
+        let end = self.packs.entry_end_of(at)?;
+        if header.data_offset > end {
+            return Err(gix_error::message("pack entry header runs into the next entry").into());
+        }
+        Ok(Some((
+            output::Entry {
+                id,
+                kind,
+                decompressed_size,
+                compressed_data: Vec::new(),
+            },
+            Raw {
+                pack: at.pack,
+                offset: at.offset,
+                data_offset: header.data_offset,
+                end,
+            },
+        )))
     }
 
     /// `id` read in full.
@@ -482,6 +680,8 @@ struct EntryFixer<'a> {
     depths: Vec<u16>,
     deltas: u32,
     computed: u32,
+    /// Entries written exactly as stored.
+    verbatim: u32,
     error: Option<WriteError>,
     searcher: Option<DeltaSearcher<'a>>,
 }
@@ -527,7 +727,7 @@ impl DeltaSearcher<'_> {
         &mut self,
         target: &Target<'_>,
         read: impl FnOnce() -> Option<std::borrow::Cow<'t, [u8]>>,
-        client_has: Option<&HashSet<ObjectId>>,
+        client_has: Option<ClientHas<'_>>,
         depths: &[u16],
         ofs_delta: bool,
     ) -> Option<Found> {
@@ -597,24 +797,29 @@ impl DeltaSearcher<'_> {
 
 impl EntryFixer<'_> {
     /// The entries of slots `range`, ready to write.
-    fn chunk(&mut self, range: std::ops::Range<usize>) -> gix_error::Result<Vec<output::Entry>> {
+    /// A copied entry comes with where its data is ([`Raw`]); its `compressed_data` is empty.
+    fn chunk(
+        &mut self,
+        range: std::ops::Range<usize>,
+    ) -> gix_error::Result<Vec<(output::Entry, Option<Raw>)>> {
         let mut chunk = Vec::with_capacity(range.len());
         for index in range {
             let made = self.source.entry(index).and_then(|made| match made {
-                Made::Copied(entry) => Ok((entry, None)),
+                Made::Copied(entry, raw) => Ok((entry, None, Some(raw))),
                 Made::Whole(whole) => match self.delta_for_whole(&whole) {
-                    Some((entry, depth)) => Ok((entry, Some(depth))),
-                    None => self.source.compress(whole).map(|entry| (entry, None)),
+                    Some((entry, depth)) => Ok((entry, Some(depth), None)),
+                    None => self.source.compress(whole).map(|entry| (entry, None, None)),
                 },
             });
-            let (entry, depth) = match made {
+            let (entry, depth, mut raw) = match made {
                 Ok(made) => made,
                 Err(err) => {
                     self.error = Some(err);
                     return Err(gix_error::message("could not make a pack entry").into());
                 }
             };
-            chunk.push(self.fix(entry, depth)?);
+            let entry = self.fix(entry, depth, &mut raw)?;
+            chunk.push((entry, raw));
         }
         Ok(chunk)
     }
@@ -654,10 +859,12 @@ impl EntryFixer<'_> {
 
     /// Count and record `entry`, and try a delta for a stored whole object. `computed` is the
     /// depth of a delta computed for it already.
+    /// A copied entry (`raw`) whose delta is computed here is no longer a copy.
     fn fix(
         &mut self,
         mut entry: output::Entry,
         computed: Option<u16>,
+        raw: &mut Option<Raw>,
     ) -> gix_error::Result<output::Entry> {
         let mut depth = computed.unwrap_or(0);
         match entry.kind {
@@ -685,8 +892,22 @@ impl EntryFixer<'_> {
                 Kind::Base(gix_object::Kind::Tree | gix_object::Kind::Blob)
             )
         {
-            if let Some(found) = self.try_delta(&mut entry) {
-                depth = found;
+            let searched = self
+                .searcher
+                .as_ref()
+                .is_some_and(|searcher| searcher.paths.contains(&entry.id));
+            if searched {
+                if let Some(copied) = *raw {
+                    entry.compressed_data = self
+                        .source
+                        .packs
+                        .raw(copied.pack, copied.data_offset..copied.end)?
+                        .to_vec();
+                }
+                if let Some(found) = self.try_delta(&mut entry) {
+                    depth = found;
+                    *raw = None;
+                }
             }
         }
         let index = self.written_ids.len();
@@ -824,7 +1045,7 @@ mod tests {
         .unwrap();
         let objects = enumeration.objects();
         let options = WriteOptions {
-            client_has: thin.then(|| enumeration.client_has()),
+            client_has: thin.then(|| enumeration.known_to_client()),
             ofs_delta,
             delta_search: Some(DeltaSearch::new(&objects[..enumeration.counts().commits])),
             reader: None,

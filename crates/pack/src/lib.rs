@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bitmap;
 pub mod delta;
 pub mod enumerate;
 pub mod explode;

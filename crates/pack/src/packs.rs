@@ -20,6 +20,9 @@ use std::{
 use gix_hash::{oid, ObjectId};
 use gix_pack::data::{self, entry::Header};
 
+/// A pack file as stored: its header, its entries and its trailing checksum.
+pub type StoredPack<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// A pack's entry: where it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Located {
@@ -44,6 +47,8 @@ pub struct EntryHeader {
 #[derive(Default)]
 pub struct PackSet {
     packs: Vec<Pack>,
+    /// The first usable `.bitmap` of the set's packs, looked for on first use.
+    bitmap: OnceLock<Option<Arc<crate::bitmap::PackBitmap>>>,
 }
 
 struct Pack {
@@ -52,6 +57,9 @@ struct Pack {
     /// The index positions of the entries in pack order: the reverse index. Read or computed
     /// on first use.
     order: OnceLock<Arc<[u32]>>,
+    /// The entries' offsets in pack order, made from `order` on first use: looked up by
+    /// binary search for every entry copied.
+    offsets: OnceLock<Box<[u64]>>,
 }
 
 impl std::fmt::Debug for PackSet {
@@ -78,7 +86,10 @@ impl PackSet {
         for dir in &dirs {
             packs.extend(open_packs(&dir.join("pack"), store.object_hash()));
         }
-        PackSet { packs }
+        PackSet {
+            packs,
+            bitmap: OnceLock::new(),
+        }
     }
 
     /// How many packs the set holds.
@@ -89,6 +100,48 @@ impl PackSet {
     /// Whether the set holds no pack.
     pub fn is_empty(&self) -> bool {
         self.packs.is_empty()
+    }
+
+    /// The reachability bitmap of one of the set's packs (git allows one per repository; the
+    /// first usable one of the newest pack first), if there is one that passes every check.
+    /// A multi-pack index's bitmap is not read: without a pack bitmap, `None`.
+    pub fn bitmap(&self) -> Option<Arc<crate::bitmap::PackBitmap>> {
+        self.bitmap
+            .get_or_init(|| {
+                for pack in &self.packs {
+                    let path = pack.index.path().with_extension("bitmap");
+                    if !path.is_file() {
+                        continue;
+                    }
+                    if let Some(bitmap) =
+                        crate::bitmap::load(&path, pack.index.path(), || pack.order_arc())
+                    {
+                        return Some(bitmap);
+                    }
+                }
+                if let Some(pack) = self.packs.first() {
+                    let dir = pack.index.path().parent().map(Path::to_owned);
+                    let midx = dir.and_then(|dir| std::fs::read_dir(dir).ok()).is_some_and(
+                        |mut entries| {
+                            entries.any(|entry| {
+                                entry.is_ok_and(|entry| {
+                                    let name = entry.file_name();
+                                    let name = name.to_string_lossy();
+                                    name.starts_with("multi-pack-index-")
+                                        && name.ends_with(".bitmap")
+                                })
+                            })
+                        },
+                    );
+                    if midx {
+                        tracing::debug!(
+                            "multi-pack-index bitmaps are not read; counting objects by walking"
+                        );
+                    }
+                }
+                None
+            })
+            .clone()
     }
 
     /// Where `id`'s entry is, if it is in one of the set's packs.
@@ -129,6 +182,57 @@ impl PackSet {
             .ok_or_else(|| gix_error::message("pack entry beyond the pack's end").into())
     }
 
+    /// Where the entry at `at` ends: its data runs from `header.data_offset` to there.
+    pub fn entry_end_of(&self, at: Located) -> Result<u64, gix_error::Error> {
+        self.entry_end(at)
+    }
+
+    /// How many objects pack `pack` holds.
+    pub fn num_objects(&self, pack: u32) -> Result<u32, gix_error::Error> {
+        Ok(self.pack(pack)?.data.num_objects())
+    }
+
+    /// Pack `pack`'s whole file as stored: its 12-byte header, its entries and its trailing
+    /// checksum. A pack is copied whole when every object in it is sent.
+    pub fn whole(&self, pack: u32) -> Result<StoredPack<'_>, gix_error::Error> {
+        let p = self.pack(pack)?;
+        let end = p.data.pack_end() as u64;
+        let trailer_len = p.index.object_hash().len_in_bytes() as u64;
+        let missing = || gix_error::message("pack shorter than its header and trailer");
+        let header = p.data.entry_slice(0..12).ok_or_else(missing)?;
+        let body = p.data.entry_slice(12..end).ok_or_else(missing)?;
+        let trailer = p
+            .data
+            .entry_slice(end..end + trailer_len)
+            .ok_or_else(missing)?;
+        Ok((header, body, trailer))
+    }
+
+    /// How many of pack `pack`'s entries are deltas, from the type in each entry's first byte.
+    pub fn count_deltas(&self, pack: u32) -> Result<u32, gix_error::Error> {
+        let p = self.pack(pack)?;
+        let mut deltas = 0;
+        for &offset in p.offsets() {
+            let byte = p
+                .data
+                .entry_slice(offset..offset + 1)
+                .ok_or_else(|| gix_error::message("pack entry beyond the pack's end"))?;
+            // OBJ_OFS_DELTA (6) and OBJ_REF_DELTA (7).
+            if matches!((byte[0] >> 4) & 7, 6 | 7) {
+                deltas += 1;
+            }
+        }
+        Ok(deltas)
+    }
+
+    /// The bytes `range` of pack `pack`, as stored: entries to copy verbatim.
+    pub fn raw(&self, pack: u32, range: std::ops::Range<u64>) -> Result<&[u8], gix_error::Error> {
+        self.pack(pack)?
+            .data
+            .entry_slice(range)
+            .ok_or_else(|| gix_error::message("pack range beyond the pack's end").into())
+    }
+
     /// The compressed data of the entry at `at` up to the pack's end: enough to inflate the
     /// entry, without needing the reverse index.
     pub fn compressed_from(
@@ -146,26 +250,24 @@ impl PackSet {
     pub fn id_at(&self, pack: u32, offset: u64) -> Result<ObjectId, gix_error::Error> {
         let p = self.pack(pack)?;
         let order = p.order();
-        let position = self.position(p, order, offset)?;
+        let position = self.position(p, offset)?;
         Ok(p.index.oid_at_index(order[position]).to_owned())
     }
 
     /// Where the entry at `at` ends: the next entry's offset or the pack's trailer.
     fn entry_end(&self, at: Located) -> Result<u64, gix_error::Error> {
         let pack = self.pack(at.pack)?;
-        let order = pack.order();
-        let position = self.position(pack, order, at.offset)?;
-        Ok(match order.get(position + 1) {
-            Some(&next) => pack.index.pack_offset_at_index(next),
+        let offsets = pack.offsets();
+        let position = self.position(pack, at.offset)?;
+        Ok(match offsets.get(position + 1) {
+            Some(&next) => next,
             None => pack.data.pack_end() as u64,
         })
     }
 
-    fn position(&self, pack: &Pack, order: &[u32], offset: u64) -> Result<usize, gix_error::Error> {
-        order
-            .binary_search_by_key(&offset, |&position| {
-                pack.index.pack_offset_at_index(position)
-            })
+    fn position(&self, pack: &Pack, offset: u64) -> Result<usize, gix_error::Error> {
+        pack.offsets()
+            .binary_search(&offset)
             .map_err(|_| gix_error::message("no pack entry starts at this offset").into())
     }
 
@@ -179,8 +281,25 @@ impl PackSet {
 
 impl Pack {
     fn order(&self) -> &[u32] {
+        self.order_arc_ref()
+    }
+
+    fn offsets(&self) -> &[u64] {
+        self.offsets.get_or_init(|| {
+            self.order()
+                .iter()
+                .map(|&position| self.index.pack_offset_at_index(position))
+                .collect()
+        })
+    }
+
+    fn order_arc(&self) -> Arc<[u32]> {
+        Arc::clone(self.order_arc_ref())
+    }
+
+    fn order_arc_ref(&self) -> &Arc<[u32]> {
         self.order.get_or_init(|| {
-            let key = OrderKey::of(self.index.path());
+            let key = FileKey::of(self.index.path());
             if let Some(order) = key.as_ref().and_then(cached_order) {
                 return order;
             }
@@ -207,18 +326,18 @@ impl Pack {
 /// version. A pack's name is its checksum, so a changed index under the same name is only
 /// a rewrite of the same pack; the metadata catches even that.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct OrderKey {
-    path: PathBuf,
+pub(crate) struct FileKey {
+    pub(crate) path: PathBuf,
     len: u64,
     modified: Option<std::time::SystemTime>,
     inode: u64,
 }
 
-impl OrderKey {
-    fn of(index: &Path) -> Option<OrderKey> {
+impl FileKey {
+    pub(crate) fn of(index: &Path) -> Option<FileKey> {
         use std::os::unix::fs::MetadataExt as _;
         let meta = std::fs::metadata(index).ok()?;
-        Some(OrderKey {
+        Some(FileKey {
             path: index.to_owned(),
             len: meta.len(),
             modified: meta.modified().ok(),
@@ -229,13 +348,13 @@ impl OrderKey {
 
 /// Pack orders of recent requests, shared by the process: a server answering many fetches
 /// of one repository reads each `.rev` once, not once per request.
-static ORDERS: std::sync::Mutex<Vec<(OrderKey, Arc<[u32]>)>> = std::sync::Mutex::new(Vec::new());
+static ORDERS: std::sync::Mutex<Vec<(FileKey, Arc<[u32]>)>> = std::sync::Mutex::new(Vec::new());
 
 /// How many entries of pack orders the process keeps at most (4 bytes each): 32 MiB, the
 /// orders of several git.git-sized packs.
 const ORDERS_KEPT: usize = 8 << 20;
 
-fn cached_order(key: &OrderKey) -> Option<Arc<[u32]>> {
+fn cached_order(key: &FileKey) -> Option<Arc<[u32]>> {
     let orders = ORDERS.lock().ok()?;
     orders
         .iter()
@@ -243,7 +362,7 @@ fn cached_order(key: &OrderKey) -> Option<Arc<[u32]>> {
         .map(|(_, order)| Arc::clone(order))
 }
 
-fn remember_order(key: OrderKey, order: Arc<[u32]>) {
+fn remember_order(key: FileKey, order: Arc<[u32]>) {
     let Ok(mut orders) = ORDERS.lock() else {
         return;
     };
@@ -287,6 +406,7 @@ fn open_packs(dir: &Path, hash: gix_hash::Kind) -> Vec<Pack> {
                     index,
                     data,
                     order: OnceLock::new(),
+                    offsets: OnceLock::new(),
                 }),
                 Ok(_) => {
                     tracing::debug!(index = %idx.display(), "index and pack disagree; pack left out");

@@ -441,6 +441,9 @@ pub struct UploadPackConfig {
     /// `core.deltaBaseCacheLimit`: decoded objects each walking thread keeps while walking
     /// trees (git's default, 96 MiB, unless configured).
     pub delta_base_cache_limit: usize,
+    /// `pack.useBitmaps` (default true, as in git): count a fetch's objects with the
+    /// repository's reachability bitmap when it has one.
+    pub use_bitmaps: bool,
     /// `uploadpack.keepAlive`: how long the pack may be silent (enumeration, the start of
     /// generation) before an empty keepalive packet goes out; `None` (0 or negative in the
     /// configuration) sends none. Git's default, 5 seconds, unless configured.
@@ -720,6 +723,7 @@ impl Default for UploadPackConfig {
             restrict_v2_wants: false,
             pack_threads: None,
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
+            use_bitmaps: true,
             keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
             lsrefs_unborn: UnbornPolicy::default(),
             allow_ref_in_want: false,
@@ -786,6 +790,13 @@ impl UploadPackConfig {
             restrict_v2_wants: boolean(RESTRICT_V2_WANTS)?,
             pack_threads,
             delta_base_cache_limit,
+            use_bitmaps: config
+                .boolean("pack.useBitmaps")
+                .map_err(|source| ConfigError::Value {
+                    key: "pack.useBitmaps".into(),
+                    source,
+                })?
+                .unwrap_or(true),
             keepalive: keepalive(config, "uploadpack.keepAlive")?,
             lsrefs_unborn: UnbornPolicy::from_config(config)?,
             allow_ref_in_want: boolean("uploadpack.allowRefInWant")?,

@@ -39,18 +39,23 @@ pub(super) fn markdown_table(scenario: Scenario, note: &str, rows: &[Row]) -> St
          | peak RSS MiB | wall git/pg | CPU git/pg | RSS git/pg |\n",
     );
     out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
-    let packgate = rows
-        .iter()
-        .find(|row| row.is_packgate)
-        .and_then(|row| row.outcome.as_ref().ok())
-        .map(|(_, samples)| summarize(samples));
     // Requests of a few milliseconds (the ref listings) need more digits.
     let short = rows.iter().all(|row| match &row.outcome {
         Ok((_, samples)) => summarize(samples).wall < 0.1,
         Err(_) => true,
     });
     let (wall_digits, cpu_digits) = if short { (4, 4) } else { (3, 2) };
+    // Each git row is compared with the packgate row above it (on the same repository: the
+    // bitmapped copy's rows come after the plain ones).
+    let mut packgate = None;
     for row in rows {
+        if row.is_packgate {
+            packgate = row
+                .outcome
+                .as_ref()
+                .ok()
+                .map(|(_, samples)| summarize(samples));
+        }
         match &row.outcome {
             Ok((checked, samples)) => {
                 let summary = summarize(samples);
@@ -199,7 +204,7 @@ pub(super) fn record_section(
         "- fixture: `{file_name}` (preset `{}`, `git repack -ad`{}), {} objects, {} refs",
         args.preset(),
         if args.bitmaps && fetches {
-            "; bitmaps row: a copy after `git repack -adb`"
+            "; bitmaps rows: a copy after `git repack -adb`, each git row compared with the packgate row above it"
         } else {
             ""
         },

@@ -318,6 +318,8 @@ fn options(tree_exclusion: TreeExclusion, threads: usize) -> EnumerateOptions {
         filter: None,
         shallow: Default::default(),
         commit_graph: None,
+        bitmap: None,
+        bitmap_boundary_haves: false,
     }
 }
 

@@ -646,6 +646,11 @@ pub(super) fn produce_pack<W: Write>(
             filter: arguments.filter.clone(),
             shallow: shallow.grafts.clone(),
             commit_graph: repo.commit_graph(),
+            bitmap: upload_pack
+                .config
+                .use_bitmaps
+                .then(|| reader.packs().bitmap())
+                .flatten(),
             ..Default::default()
         },
         &interrupt,
@@ -679,7 +684,7 @@ pub(super) fn produce_pack<W: Write>(
     let started = std::time::Instant::now();
 
     let options = packgate_pack::WriteOptions {
-        client_has: arguments.thin_pack.then(|| enumeration.client_has()),
+        client_has: arguments.thin_pack.then(|| enumeration.known_to_client()),
         ofs_delta: arguments.ofs_delta,
         // `objects` starts with the enumeration's commits, most recent first. A shallow clone
         // has no older versions of anything: nothing to search.

@@ -1,0 +1,431 @@
+//! git's reachability bitmaps (`.bitmap` files, version 1): for selected commits, the set of
+//! every object reachable from them, one bit per object of the pack in pack order.
+//!
+//! [`PackBitmap`] reads a pack's bitmap file and checks everything in it against the pack:
+//! its trailing checksum, the pack checksum it names, the type bitmaps (every object exactly
+//! one type), each entry's commit and XOR reference, and the optional name-hash cache and
+//! lookup table (their sizes; the table's offsets must name entries). A bitmap that fails any
+//! check is not used: the caller counts with the walk instead. Bitmaps of a multi-pack index
+//! are not read (their object order is the MIDX's); with only one of those the walk is used.
+//!
+//! [`count`] is git's `prepare_bitmap_walk`: OR of the wants' bitmaps, walking from wants
+//! without a bitmap until commits with one, minus the same for the haves.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use gix_hash::{oid, ObjectId};
+use gix_hashtable::HashMap;
+use gix_object::Kind;
+
+mod bits;
+pub mod count;
+
+pub use bits::{decode_ewah, Bits, EwahError};
+
+/// Why a bitmap file is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum BitmapError {
+    /// The file could not be read.
+    #[error("could not read {path}")]
+    Io {
+        /// The bitmap file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a version 1 bitmap with the full-closure flag, or with extensions not read here.
+    #[error("unsupported bitmap: {0}")]
+    Unsupported(&'static str),
+    /// The file's trailing checksum does not match its contents.
+    #[error("bitmap checksum mismatch")]
+    Checksum,
+    /// The bitmap was made for another pack.
+    #[error("bitmap belongs to pack {named}, not {actual}")]
+    Stale {
+        /// The pack checksum in the bitmap.
+        named: ObjectId,
+        /// The checksum of the pack beside it.
+        actual: ObjectId,
+    },
+    /// A structural problem.
+    #[error("corrupt bitmap: {0}")]
+    Corrupt(&'static str),
+    /// A stored EWAH bitmap is malformed.
+    #[error("corrupt bitmap: {0}")]
+    Ewah(#[from] EwahError),
+}
+
+const FLAG_FULL_DAG: u16 = 0x1;
+const FLAG_HASH_CACHE: u16 = 0x4;
+const FLAG_LOOKUP_TABLE: u16 = 0x10;
+/// The longest XOR reference git writes (and accepts).
+const MAX_XOR_OFFSET: usize = 160;
+
+/// A pack's reachability bitmaps, read and checked, with the pack's index and order to map
+/// bit positions to objects and back.
+pub struct PackBitmap {
+    path: PathBuf,
+    index: gix_pack::index::File,
+    /// Index positions in pack order: bit `n` is the object at index position `order[n]`.
+    order: Arc<[u32]>,
+    /// Pack positions in index order: the inverse of `order`.
+    inverse: Vec<u32>,
+    /// Commits, trees, blobs, tags.
+    types: [Bits; 4],
+    /// Each entry's XOR offset and where its EWAH bitmap starts in `data`.
+    entries: Vec<(u8, usize)>,
+    by_commit: HashMap<ObjectId, u32>,
+    data: Vec<u8>,
+    pack_checksum: ObjectId,
+    name_hashes: bool,
+    lookup_table: bool,
+}
+
+impl std::fmt::Debug for PackBitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackBitmap")
+            .field("path", &self.path)
+            .field("objects", &self.inverse.len())
+            .field("entries", &self.entries.len())
+            .field("name_hashes", &self.name_hashes)
+            .field("lookup_table", &self.lookup_table)
+            .finish()
+    }
+}
+
+/// Two bitmaps are the same if they are for the same pack from the same path.
+impl PartialEq for PackBitmap {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.pack_checksum == other.pack_checksum
+    }
+}
+impl Eq for PackBitmap {}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    let bytes = data.get(at..at + 4)?;
+    Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+impl PackBitmap {
+    /// Read the bitmap file at `path` for the pack whose index is at `index_path`, with that
+    /// pack's order (`order[n]` is the index position of the `n`th entry of the pack).
+    pub fn open(
+        path: &Path,
+        index_path: &Path,
+        order: Arc<[u32]>,
+    ) -> Result<PackBitmap, BitmapError> {
+        let data = std::fs::read(path).map_err(|source| BitmapError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let index = gix_pack::index::File::at(index_path, gix_hash::Kind::Sha1).map_err(|_| {
+            BitmapError::Io {
+                path: index_path.to_owned(),
+                source: std::io::Error::other("pack index unreadable"),
+            }
+        })?;
+        Self::from_bytes(path.to_owned(), data, index, order)
+    }
+
+    fn from_bytes(
+        path: PathBuf,
+        data: Vec<u8>,
+        index: gix_pack::index::File,
+        order: Arc<[u32]>,
+    ) -> Result<PackBitmap, BitmapError> {
+        const HASH: usize = 20;
+        const HEADER: usize = 4 + 2 + 2 + 4 + HASH;
+        let objects = index.num_objects() as usize;
+        if order.len() != objects {
+            return Err(BitmapError::Corrupt("pack order does not match the index"));
+        }
+        if data.len() < HEADER + HASH {
+            return Err(BitmapError::Corrupt("too short"));
+        }
+        let body = data.len() - HASH;
+        {
+            use sha1::Digest as _;
+            let digest = sha1::Sha1::digest(&data[..body]);
+            if digest.as_slice() != &data[body..] {
+                return Err(BitmapError::Checksum);
+            }
+        }
+        if &data[..4] != b"BITM" {
+            return Err(BitmapError::Unsupported("no BITM signature"));
+        }
+        if data[4..6] != 1u16.to_be_bytes() {
+            return Err(BitmapError::Unsupported("version other than 1"));
+        }
+        let flags = u16::from_be_bytes([data[6], data[7]]);
+        if flags & FLAG_FULL_DAG == 0 {
+            return Err(BitmapError::Unsupported("no full-closure flag"));
+        }
+        if flags & !(FLAG_FULL_DAG | FLAG_HASH_CACHE | FLAG_LOOKUP_TABLE) != 0 {
+            return Err(BitmapError::Unsupported(
+                "unknown extensions (pseudo-merges?)",
+            ));
+        }
+        let name_hashes = flags & FLAG_HASH_CACHE != 0;
+        let lookup_table = flags & FLAG_LOOKUP_TABLE != 0;
+        let count = u32_at(&data, 8).unwrap_or(0) as usize;
+        let named = ObjectId::from_bytes_or_panic(&data[12..12 + HASH]);
+        let actual = index.pack_checksum().to_owned();
+        if named != actual {
+            return Err(BitmapError::Stale { named, actual });
+        }
+        // The extensions at the end: lookup table, then name-hash cache, then the trailer.
+        let tail =
+            if lookup_table { count * 16 } else { 0 } + if name_hashes { objects * 4 } else { 0 };
+        let entries_end = body
+            .checked_sub(tail)
+            .filter(|&end| end >= HEADER)
+            .ok_or(BitmapError::Corrupt("extensions longer than the file"))?;
+
+        let mut at = HEADER;
+        let mut types: [Bits; 4] = Default::default();
+        for bits in &mut types {
+            let (decoded, used) = decode_ewah(&data[at..entries_end], objects)?;
+            *bits = decoded;
+            at += used;
+        }
+        let mut all = Bits::with_capacity(objects);
+        let mut sum = 0;
+        for bits in &types {
+            all.or(bits);
+            sum += bits.count();
+        }
+        if sum != objects || all.count() != objects {
+            return Err(BitmapError::Corrupt(
+                "type bitmaps do not cover each object once",
+            ));
+        }
+        let mut inverse = vec![0u32; objects];
+        for (position, &in_index) in order.iter().enumerate() {
+            let slot = inverse
+                .get_mut(in_index as usize)
+                .ok_or(BitmapError::Corrupt("pack order out of range"))?;
+            *slot = position as u32;
+        }
+
+        let mut entries = Vec::with_capacity(count);
+        let mut by_commit = HashMap::default();
+        for n in 0..count {
+            let in_index = u32_at(&data[..entries_end], at)
+                .ok_or(BitmapError::Corrupt("entries truncated"))?;
+            let (xor, _flags) = match data[..entries_end].get(at + 4..at + 6) {
+                Some(bytes) => (bytes[0], bytes[1]),
+                None => return Err(BitmapError::Corrupt("entries truncated")),
+            };
+            let position = *inverse.get(in_index as usize).ok_or(BitmapError::Corrupt(
+                "entry names an object outside the pack",
+            ))?;
+            if !types[0].get(position as usize) {
+                return Err(BitmapError::Corrupt(
+                    "entry names an object that is not a commit",
+                ));
+            }
+            if usize::from(xor) > n || usize::from(xor) > MAX_XOR_OFFSET {
+                return Err(BitmapError::Corrupt("XOR offset out of range"));
+            }
+            let ewah = at + 6;
+            // Only the length now; the bitmap is decoded (and checked) when used.
+            let bits = u32_at(&data[..entries_end], ewah)
+                .ok_or(BitmapError::Corrupt("entries truncated"))?;
+            let words = u32_at(&data[..entries_end], ewah + 4)
+                .ok_or(BitmapError::Corrupt("entries truncated"))?;
+            if bits as usize > objects.div_ceil(64) * 64 {
+                return Err(EwahError::TooLong.into());
+            }
+            at = (words as usize)
+                .checked_mul(8)
+                .and_then(|len| len.checked_add(ewah + 12))
+                .filter(|&end| end <= entries_end)
+                .ok_or(BitmapError::Corrupt("entries truncated"))?;
+            let commit = index.oid_at_index(in_index).to_owned();
+            if by_commit.insert(commit, n as u32).is_some() {
+                return Err(BitmapError::Corrupt("two entries for one commit"));
+            }
+            entries.push((xor, ewah));
+        }
+        if at != entries_end {
+            return Err(BitmapError::Corrupt(
+                "data between the entries and the extensions",
+            ));
+        }
+        if lookup_table {
+            let starts: Vec<usize> = entries.iter().map(|&(_, ewah)| ewah - 6).collect();
+            for row in data[entries_end..entries_end + count * 16].chunks_exact(16) {
+                let commit = u32_at(row, 0).unwrap_or(u32::MAX) as usize;
+                let offset = u64::from_be_bytes([
+                    row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11],
+                ]);
+                let xor_row = u32_at(row, 12).unwrap_or(0);
+                if commit >= objects
+                    || starts.binary_search(&(offset as usize)).is_err()
+                    || (xor_row != u32::MAX && xor_row as usize >= count)
+                {
+                    return Err(BitmapError::Corrupt(
+                        "lookup table does not match the entries",
+                    ));
+                }
+            }
+        }
+        Ok(PackBitmap {
+            path,
+            index,
+            order,
+            inverse,
+            types,
+            entries,
+            by_commit,
+            data,
+            pack_checksum: actual,
+            name_hashes,
+            lookup_table,
+        })
+    }
+
+    /// How many objects the pack (and each bitmap) has.
+    pub fn num_objects(&self) -> usize {
+        self.inverse.len()
+    }
+
+    /// How many commits have a bitmap.
+    pub fn num_entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The bitmap file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checksum of the pack the bitmap is for.
+    pub fn pack_checksum(&self) -> &oid {
+        &self.pack_checksum
+    }
+
+    /// The position (pack order) of `id`, if it is in the pack.
+    pub fn position(&self, id: &oid) -> Option<usize> {
+        let in_index = self.index.lookup(id)?;
+        self.inverse.get(in_index as usize).map(|&p| p as usize)
+    }
+
+    /// The object at `position`.
+    pub fn id_at(&self, position: usize) -> Option<ObjectId> {
+        let in_index = *self.order.get(position)?;
+        Some(self.index.oid_at_index(in_index).to_owned())
+    }
+
+    /// The kind of the object at `position`, from the type bitmaps.
+    pub fn kind_at(&self, position: usize) -> Option<Kind> {
+        [Kind::Commit, Kind::Tree, Kind::Blob, Kind::Tag]
+            .into_iter()
+            .zip(&self.types)
+            .find_map(|(kind, bits)| bits.get(position).then_some(kind))
+    }
+
+    /// The type bitmap of `kind`: which positions hold objects of that kind.
+    pub fn of_kind(&self, kind: Kind) -> &Bits {
+        match kind {
+            Kind::Commit => &self.types[0],
+            Kind::Tree => &self.types[1],
+            Kind::Blob => &self.types[2],
+            Kind::Tag => &self.types[3],
+        }
+    }
+
+    /// The entry number of `commit`'s bitmap, if it has one.
+    pub fn entry_of(&self, commit: &oid) -> Option<u32> {
+        self.by_commit.get(commit).copied()
+    }
+
+    /// The bitmap of entry `entry`, its XOR chain resolved. Resolved entries are kept in
+    /// `resolved` (a request's own cache: chains share their bases).
+    pub fn bitmap(
+        &self,
+        entry: u32,
+        resolved: &mut std::collections::HashMap<u32, Arc<Bits>>,
+    ) -> Result<Arc<Bits>, BitmapError> {
+        if let Some(hit) = resolved.get(&entry) {
+            return Ok(Arc::clone(hit));
+        }
+        // The chain down to an entry without XOR or one already resolved.
+        let mut chain = vec![entry];
+        let mut base: Option<Arc<Bits>> = None;
+        loop {
+            let last = *chain.last().unwrap_or(&entry);
+            let &(xor, _) = self
+                .entries
+                .get(last as usize)
+                .ok_or(BitmapError::Corrupt("no such entry"))?;
+            if xor == 0 {
+                break;
+            }
+            let below = last - u32::from(xor);
+            if let Some(hit) = resolved.get(&below) {
+                base = Some(Arc::clone(hit));
+                break;
+            }
+            chain.push(below);
+        }
+        for &n in chain.iter().rev() {
+            let (_, ewah) = self.entries[n as usize];
+            let (mut bits, _) = decode_ewah(&self.data[ewah..], self.num_objects())?;
+            if let Some(base) = &base {
+                bits.xor(base);
+            }
+            let bits = Arc::new(bits);
+            resolved.insert(n, Arc::clone(&bits));
+            base = Some(bits);
+        }
+        base.ok_or(BitmapError::Corrupt("empty XOR chain"))
+    }
+}
+
+/// Bitmaps of recent requests, shared by the process: a server reads and checks a bitmap
+/// file once, not once per request, while the file stays the same.
+static BITMAPS: std::sync::Mutex<Vec<(crate::packs::FileKey, Arc<PackBitmap>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// How many bitmaps the process keeps.
+const BITMAPS_KEPT: usize = 4;
+
+/// The bitmap at `path`, from the process's cache or read now; `None` (with a warning) if it
+/// can't be used.
+pub(crate) fn load(
+    path: &Path,
+    index_path: &Path,
+    order: impl FnOnce() -> Arc<[u32]>,
+) -> Option<Arc<PackBitmap>> {
+    let key = crate::packs::FileKey::of(path)?;
+    if let Ok(kept) = BITMAPS.lock() {
+        if let Some((_, bitmap)) = kept.iter().find(|(cached, _)| *cached == key) {
+            return Some(Arc::clone(bitmap));
+        }
+    }
+    match PackBitmap::open(path, index_path, order()) {
+        Ok(bitmap) => {
+            let bitmap = Arc::new(bitmap);
+            if let Ok(mut kept) = BITMAPS.lock() {
+                kept.retain(|(cached, _)| cached.path != key.path);
+                if kept.len() >= BITMAPS_KEPT {
+                    kept.remove(0);
+                }
+                kept.push((key, Arc::clone(&bitmap)));
+            }
+            Some(bitmap)
+        }
+        Err(err) => {
+            tracing::warn!(bitmap = %path.display(), %err, "bitmap not used; counting objects by walking");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! Fetches from a repository with a reachability bitmap (`git repack -adb`): packgate counts
+//! with the bitmap (its debug event says so) and sends what git's upload-pack sends.
+
+use std::path::Path;
+
+use crate::fetch::move_source_forward;
+use crate::util::{
+    file_url, fsck, git_upload_pack_option, packgate_upload_pack_option, present_objects,
+    preset_spec, refs, Dir, Git,
+};
+
+/// The debug event of a count made with bitmaps.
+const COUNTED_WITH_BITMAPS: &str = "counted objects with bitmaps";
+
+/// `git <args>` in `dir` through packgate, its pack crate's debug events on standard error.
+fn through_packgate(dir: &Dir, git: &Git, cwd: &Path, args: &[&str]) -> String {
+    dir.git(git)
+        .current_dir(cwd)
+        .env("PACKGATE_LOG", "packgate_pack=debug")
+        .args(["-c", "protocol.version=2"])
+        .args(args)
+        .arg(packgate_upload_pack_option())
+        .run()
+        .stderr_text()
+}
+
+/// A fresh `small` fixture repacked with a bitmap.
+fn bitmapped_source(dir: &Dir, git: &Git) -> std::path::PathBuf {
+    let source = dir.fixture(&preset_spec("small")).path;
+    dir.git_in(git, &source).args(["repack", "-adbq"]).run();
+    dir.git_in(git, &source)
+        .args(["config", "uploadpack.allowFilter", "true"])
+        .run();
+    source
+}
+
+/// The same clone through git's upload-pack and through packgate: the same objects.
+fn clone_both(dir: &Dir, git: &Git, source: &Path, name: &str, extra: &[&str]) -> String {
+    let by_git = dir.join(&format!("{name}-git.git"));
+    let by_packgate = dir.join(&format!("{name}-packgate.git"));
+    dir.git(git)
+        .args(["-c", "protocol.version=2", "clone", "--bare", "--no-local"])
+        .args(extra)
+        .arg(git_upload_pack_option(git))
+        .arg(file_url(source))
+        .arg(&by_git)
+        .run();
+    let mut args = vec!["clone", "--bare", "--no-local"];
+    args.extend(extra);
+    let url = file_url(source);
+    let target = by_packgate.to_string_lossy().into_owned();
+    args.extend([url.as_str(), target.as_str()]);
+    let log = through_packgate(dir, git, dir.path(), &args);
+    fsck(dir, git, &by_packgate);
+    assert_eq!(
+        present_objects(dir, git, &by_packgate),
+        present_objects(dir, git, &by_git),
+        "{name} with {git}: objects differ from git's"
+    );
+    assert_eq!(
+        refs(dir, git, &by_packgate, &[]),
+        refs(dir, git, &by_git, &[])
+    );
+    log
+}
+
+#[test]
+fn clones_and_fetches_from_a_bitmapped_repository() {
+    for git in Git::all() {
+        let dir = Dir::new("bitmaps");
+        let source = bitmapped_source(&dir, &git);
+
+        let log = clone_both(&dir, &git, &source, "clone", &[]);
+        assert!(
+            log.contains(COUNTED_WITH_BITMAPS),
+            "clone with {git}: {log}"
+        );
+        // A want of a tree under a filter is left to the walk (the tree is sent whatever the
+        // filter says, its entries not): the tags of trees go for these.
+        let listing = dir
+            .git_in(&git, &source)
+            .args([
+                "for-each-ref",
+                "--format=%(refname) %(objecttype) %(*objecttype)",
+            ])
+            .run()
+            .stdout_text();
+        for line in listing.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields[1..]
+                .iter()
+                .any(|kind| *kind == "tree" || *kind == "blob")
+            {
+                dir.git_in(&git, &source)
+                    .args(["update-ref", "-d", fields[0]])
+                    .run();
+            }
+        }
+        let log = clone_both(&dir, &git, &source, "blobless", &["--filter=blob:none"]);
+        assert!(
+            log.contains(COUNTED_WITH_BITMAPS),
+            "blob:none with {git}: {log}"
+        );
+        let log = clone_both(&dir, &git, &source, "treeless", &["--filter=tree:0"]);
+        assert!(
+            log.contains(COUNTED_WITH_BITMAPS),
+            "tree:0 with {git}: {log}"
+        );
+
+        // New commits and tags after the bitmap, loose: the count walks from them to
+        // commits with bitmaps (if every have has one; otherwise the fetch is walked).
+        // Fetched into the clone that has the old history.
+        move_source_forward(&dir, &git, &source);
+        let clone = dir.join("clone-packgate.git");
+        let log = through_packgate(
+            &dir,
+            &git,
+            &clone,
+            &[
+                "fetch",
+                "--prune",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+        );
+        assert!(
+            log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
+            "fetch with {git}: {log}"
+        );
+        fsck(&dir, &git, &clone);
+        let fetched = refs(&dir, &git, &clone, &["refs/heads", "refs/tags"]);
+        let expected = refs(&dir, &git, &source, &["refs/heads", "refs/tags"]);
+        crate::util::assert_same_refs(&fetched, &expected, &format!("fetch with {git}"));
+        // And a clone of the moved repository, with the same objects as git's.
+        clone_both(&dir, &git, &source, "after", &[]);
+    }
+}
+
+#[test]
+fn pack_use_bitmaps_false_counts_by_walking() {
+    let git = Git::newest();
+    let dir = Dir::new("bitmaps-off");
+    let source = bitmapped_source(&dir, &git);
+    dir.git_in(&git, &source)
+        .args(["config", "pack.useBitmaps", "false"])
+        .run();
+    let clone = dir.join("clone.git").to_string_lossy().into_owned();
+    let url = file_url(&source);
+    let log = through_packgate(&dir, &git, dir.path(), &["clone", "--bare", &url, &clone]);
+    assert!(!log.contains(COUNTED_WITH_BITMAPS), "{log}");
+    assert!(log.contains("enumerated objects"), "{log}");
+    fsck(&dir, &git, Path::new(&clone));
+}
