@@ -68,6 +68,14 @@ impl ClientHas<'_> {
             ClientHas::Bitmap(counted) => counted.client_has(id),
         }
     }
+
+    /// Whether the client has nothing (a clone).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            ClientHas::Set(set) => set.is_empty(),
+            ClientHas::Bitmap(counted) => counted.client_has_len() == 0,
+        }
+    }
 }
 
 /// Where and how hard to look for delta bases of objects that would be written whole.
@@ -334,8 +342,15 @@ pub fn write_pack<W: Write>(
 /// The pack whose every object, and nothing else, is to be sent, if the client takes it as
 /// stored (offset deltas; a repository's pack is never thin, and its deltas are what git
 /// would send). Its entries then need no looking at: the pack file is the pack to send.
+///
+/// Not for a client that has objects and takes a thin pack: a pack of just the new
+/// objects (one a push or `fast-import` wrote) stores whole what a delta against the
+/// client's versions sends in a fraction of the bytes.
 fn whole_pack(packs: &PackSet, plan: &Plan, options: &WriteOptions<'_>) -> Option<u32> {
     if !options.ofs_delta {
+        return None;
+    }
+    if options.delta_search.is_some() && options.client_has.is_some_and(|has| !has.is_empty()) {
         return None;
     }
     let [(pack, range)] = plan.by_pack.as_slice() else {
@@ -1102,6 +1117,55 @@ mod tests {
         git(&client, &["fsck", "--full", "--strict"], None);
         let shown = git(&client, &["show", "main:dir/file.txt"], None);
         assert_eq!(shown, file(2));
+    }
+
+    /// A fetch of exactly the objects of one pack (as a push or `fast-import` writes them) by
+    /// a client that has older versions: deltas against those, not the pack as stored.
+    #[test]
+    fn a_pack_of_just_the_new_objects_is_not_sent_whole_to_a_client_with_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, commits) = repository(dir.path());
+        let git_dir = work.join(".git");
+        // Everything up to v1 in one pack, then v2's objects alone in another.
+        git(
+            &git_dir,
+            &["update-ref", "refs/heads/old", &commits[1].to_string()],
+            None,
+        );
+        git(&work, &["checkout", "-q", "old"], None);
+        git(&git_dir, &["update-ref", "-d", "refs/heads/main"], None);
+        git(
+            &git_dir,
+            &["reflog", "expire", "--expire=now", "--all"],
+            None,
+        );
+        git(&git_dir, &["repack", "-a", "-d", "-q"], None);
+        git(
+            &git_dir,
+            &["update-ref", "refs/heads/main", &commits[2].to_string()],
+            None,
+        );
+        git(&git_dir, &["repack", "-d", "-q"], None);
+        let packs = std::fs::read_dir(git_dir.join("objects/pack"))
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|ext| ext == "pack")
+            })
+            .count();
+        assert_eq!(packs, 2, "v2's objects in a pack of their own");
+        let (thin, outcome) = pack(&work, &commits[2..], &commits[..2], true, true);
+        assert_eq!(outcome.objects, 5);
+        assert!(outcome.computed_deltas > 0, "{outcome:?}");
+        assert_eq!(outcome.deltas, 2, "both blobs are deltas: {outcome:?}");
+        assert!(thin.len() < 1000, "{} bytes", thin.len());
+        // Without the client's objects, the stored pack is the answer.
+        let (whole, _) = pack(&work, &commits[2..], &commits[..2], false, true);
+        assert!(whole.len() > thin.len());
     }
 
     #[test]
