@@ -49,6 +49,10 @@ pub struct WriteOptions<'a> {
     /// sent: give the enumeration's [`crate::reader::CachingReader`] and its packs and
     /// delta-base cache are used again, as git's are; `None` opens the packs anew.
     pub reader: Option<&'a crate::reader::CachingReader>,
+    /// The checksum of a pack whose objects are exactly `objects`, as a bitmap count knows
+    /// ([`crate::enumerate::Enumeration::whole_pack`]): the pack file is then sent as
+    /// stored without looking each object up. Trusted only when the counts agree.
+    pub whole_pack: Option<ObjectId>,
 }
 
 /// The objects a thin pack may use as delta bases: what the client is known to have.
@@ -194,6 +198,9 @@ pub fn write_pack<W: Write>(
             &owned_reader
         }
     };
+    if let Some(pack) = known_whole_pack(reader.packs(), objects.len(), options) {
+        return copy_whole_pack(reader.packs(), pack, out, should_interrupt);
+    }
     let plan = Plan::new(reader.packs(), objects);
     if let Some(pack) = whole_pack(reader.packs(), &plan, options) {
         return copy_whole_pack(reader.packs(), pack, out, should_interrupt);
@@ -366,6 +373,23 @@ fn whole_pack(packs: &PackSet, plan: &Plan, options: &WriteOptions<'_>) -> Optio
     expected.extend_from_slice(&2u32.to_be_bytes());
     expected.extend_from_slice(&count.to_be_bytes());
     (header == expected.as_slice()).then_some(*pack)
+}
+
+/// The pack of [`WriteOptions::whole_pack`], if it is in the set, holds `count` objects and
+/// may be sent as stored ([`whole_pack`]'s conditions on the client).
+fn known_whole_pack(packs: &PackSet, count: usize, options: &WriteOptions<'_>) -> Option<u32> {
+    let checksum = options.whole_pack?;
+    if !options.ofs_delta
+        || (options.delta_search.is_some() && options.client_has.is_some_and(|has| !has.is_empty()))
+    {
+        return None;
+    }
+    (0..u32::try_from(packs.len()).ok()?).find(|&pack| {
+        packs.num_objects(pack).is_ok_and(|n| n as usize == count)
+            && packs
+                .whole(pack)
+                .is_ok_and(|(_, _, trailer)| trailer == checksum.as_slice())
+    })
 }
 
 /// Write pack `pack` as stored: its header (the same count), entries and checksum.
@@ -1064,6 +1088,7 @@ mod tests {
             ofs_delta,
             delta_search: Some(DeltaSearch::new(&objects[..enumeration.counts().commits])),
             reader: None,
+            whole_pack: None,
         };
         let mut out = Vec::new();
         let outcome =

@@ -89,6 +89,17 @@ impl Counted {
         self.position(id).is_some_and(|n| self.haves.get(n))
     }
 
+    /// The checksum of the bitmapped pack when the objects to send are exactly its objects
+    /// (every one of them, nothing outside it): a clone of a fully bitmapped repository.
+    pub fn sends_whole_pack(&self) -> Option<ObjectId> {
+        let pack_objects = self.bitmap.num_objects();
+        let outside = (0..self.extended.len())
+            .filter(|n| self.send.get(pack_objects + n))
+            .count();
+        (outside == 0 && self.send.count() == pack_objects)
+            .then(|| self.bitmap.pack_checksum().to_owned())
+    }
+
     /// How many objects the client is known to have.
     pub fn client_has_len(&self) -> usize {
         self.haves.count()

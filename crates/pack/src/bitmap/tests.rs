@@ -482,6 +482,8 @@ fn pack_and_check(
         ofs_delta,
         delta_search: None,
         reader: None,
+        // As a fetch passes it: the count says when the objects are the whole pack.
+        whole_pack: found.whole_pack(),
     };
     let mut out = Vec::new();
     let outcome = crate::write_pack(
@@ -543,6 +545,14 @@ fn a_bitmapped_clone_is_one_copy_of_the_pack() {
         .iter()
         .map(|r| repo.id(r))
         .collect();
+    // The count knows it is the whole pack: the writer need not look the objects up.
+    let stored_checksum = repo.enumerate(&everything, &[], None, true).whole_pack();
+    assert!(stored_checksum.is_some());
+    assert_eq!(
+        repo.enumerate(&everything[..3], &[], None, true)
+            .whole_pack(),
+        None
+    );
     let (out, outcome) = pack_and_check(&repo, &everything, &[], false, true);
     // Every object of the pack is sent: the pack file is the pack, byte for byte.
     assert_eq!(outcome.verbatim, outcome.objects, "{outcome:?}");

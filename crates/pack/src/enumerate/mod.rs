@@ -191,6 +191,12 @@ impl Enumeration {
         self.counted.is_some()
     }
 
+    /// When counted with bitmaps and the objects are exactly those of the bitmapped pack:
+    /// that pack's checksum, for [`crate::WriteOptions::whole_pack`].
+    pub fn whole_pack(&self) -> Option<ObjectId> {
+        self.counted.as_ref()?.sends_whole_pack()
+    }
+
     /// The objects a thin pack may use as delta bases: [`Enumeration::client_has()`], or
     /// when counted with bitmaps, everything the haves reach.
     pub fn known_to_client(&self) -> crate::generate::ClientHas<'_> {

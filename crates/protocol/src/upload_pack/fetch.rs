@@ -696,6 +696,11 @@ pub(super) fn produce_pack<W: Write>(
         }),
         // Whole objects for a thin pack's missing bases come through the walk's cache.
         reader: Some(&reader),
+        // What the bitmap counted, unless include-tag added or packfile-uris took objects.
+        whole_pack: (arguments.uri_protocols.is_empty()
+            && objects.len() == enumeration.objects().len())
+        .then(|| enumeration.whole_pack())
+        .flatten(),
     };
     let written = {
         // Fill whole sideband packets instead of sending one per small write.
