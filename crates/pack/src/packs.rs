@@ -285,6 +285,9 @@ impl Pack {
     }
 
     fn offsets(&self) -> &[u64] {
+        // Reading the order may fill the offsets as it goes: first, and outside their own
+        // initialisation.
+        self.order();
         self.offsets.get_or_init(|| {
             self.order()
                 .iter()
@@ -303,17 +306,24 @@ impl Pack {
             if let Some(order) = key.as_ref().and_then(cached_order) {
                 return order;
             }
+            // Reading (and checking) the order looks up every entry's offset: keep them, so
+            // the offsets table costs no second pass over the index.
             let rev = self.data.path().with_extension("rev");
-            let order: Arc<[u32]> = match read_reverse_index(&rev, &self.index) {
-                Some(order) => order.into(),
-                None => {
-                    let mut order: Vec<u32> = (0..self.index.num_objects()).collect();
-                    order.sort_unstable_by_key(|&position| {
-                        self.index.pack_offset_at_index(position)
-                    });
-                    order.into()
-                }
-            };
+            let (order, offsets): (Arc<[u32]>, Box<[u64]>) =
+                match read_reverse_index(&rev, &self.index) {
+                    Some((order, offsets)) => (order.into(), offsets),
+                    None => {
+                        let mut pairs: Vec<(u64, u32)> = (0..self.index.num_objects())
+                            .map(|position| (self.index.pack_offset_at_index(position), position))
+                            .collect();
+                        pairs.sort_unstable();
+                        (
+                            pairs.iter().map(|&(_, position)| position).collect(),
+                            pairs.iter().map(|&(offset, _)| offset).collect(),
+                        )
+                    }
+                };
+            let _ = self.offsets.set(offsets);
             if let Some(key) = key {
                 remember_order(key, Arc::clone(&order));
             }
@@ -421,9 +431,13 @@ fn open_packs(dir: &Path, hash: gix_hash::Kind) -> Vec<Pack> {
         .collect()
 }
 
-/// The pack order stored in a `.rev` file, if it is well-formed and agrees with `index`:
-/// every position once, offsets strictly increasing.
-fn read_reverse_index(path: &Path, index: &gix_pack::index::File) -> Option<Box<[u32]>> {
+/// The pack order stored in a `.rev` file, if it is well-formed and agrees with `index`
+/// (every position once, offsets strictly increasing), with the entries' offsets in that
+/// order.
+fn read_reverse_index(
+    path: &Path,
+    index: &gix_pack::index::File,
+) -> Option<(Box<[u32]>, Box<[u64]>)> {
     const HEADER: usize = 12;
     let bytes = std::fs::read(path).ok()?;
     let count = usize::try_from(index.num_objects()).ok()?;
@@ -443,6 +457,7 @@ fn read_reverse_index(path: &Path, index: &gix_pack::index::File) -> Option<Box<
         .chunks_exact(4)
         .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
         .collect();
+    let mut offsets = Vec::with_capacity(count);
     let mut previous: Option<u64> = None;
     for &position in order.iter() {
         if position >= index.num_objects() {
@@ -453,8 +468,9 @@ fn read_reverse_index(path: &Path, index: &gix_pack::index::File) -> Option<Box<
             return None;
         }
         previous = Some(offset);
+        offsets.push(offset);
     }
-    Some(order)
+    Some((order, offsets.into_boxed_slice()))
 }
 
 #[cfg(test)]
