@@ -209,10 +209,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if !self.has_exited() {
-            signal(self.pid(), "KILL");
-            let _ = self.child.wait();
-        }
+        // The whole process group: `git daemon` runs `git-daemon` as a child of its own,
+        // which outlived the test when only the `git` process was killed.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.pid())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
     }
 }
 
