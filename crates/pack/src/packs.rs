@@ -431,13 +431,13 @@ fn open_packs(dir: &Path, hash: gix_hash::Kind) -> Vec<Pack> {
         .collect()
 }
 
+/// A pack's index positions in pack order, and the entries' offsets in the same order.
+type OrderAndOffsets = (Box<[u32]>, Box<[u64]>);
+
 /// The pack order stored in a `.rev` file, if it is well-formed and agrees with `index`
 /// (every position once, offsets strictly increasing), with the entries' offsets in that
 /// order.
-fn read_reverse_index(
-    path: &Path,
-    index: &gix_pack::index::File,
-) -> Option<(Box<[u32]>, Box<[u64]>)> {
+fn read_reverse_index(path: &Path, index: &gix_pack::index::File) -> Option<OrderAndOffsets> {
     const HEADER: usize = 12;
     let bytes = std::fs::read(path).ok()?;
     let count = usize::try_from(index.num_objects()).ok()?;
