@@ -44,15 +44,15 @@ use packgate_wire::pkt_line;
 use sha1::{Digest as _, Sha1};
 
 use super::server::{
-    clock_ticks, cpu_seconds, free_port, memory, pkt, read_advertisement, read_packet, settle,
-    Packet, RunningServer,
+    clock_ticks, command_start, cpu_seconds, free_port, memory, pkt, read_advertisement,
+    read_packet, settle, Packet, RunningServer,
 };
 use super::{
     build_fixture, build_packgate, copy_dir,
     git::{path_str, Git},
     measure::median,
     results::{append_results, human_size, load_average, SectionHeader},
-    target_dir, workspace_root, BenchArgs, Scenario, AGENT,
+    target_dir, workspace_root, BenchArgs, Scenario,
 };
 
 /// The name the fixture is served under, below the root.
@@ -419,21 +419,8 @@ fn request_head() -> anyhow::Result<Vec<u8>> {
 
 /// `command=fetch` of every want, as `git clone` sends it to a server with `capabilities`.
 fn fetch_request(capabilities: &[String], wants: &[String]) -> anyhow::Result<Vec<u8>> {
-    ensure!(
-        capabilities
-            .iter()
-            .any(|c| c == "fetch" || c.starts_with("fetch=")),
-        "fetch is not advertised: {capabilities:?}"
-    );
     let mut out = Vec::new();
-    pkt(&mut out, b"command=fetch\n")?;
-    if capabilities.iter().any(|c| c.starts_with("agent=")) {
-        pkt(&mut out, format!("{AGENT}\n").as_bytes())?;
-    }
-    if capabilities.iter().any(|c| c == "object-format=sha1") {
-        pkt(&mut out, b"object-format=sha1\n")?;
-    }
-    pkt_line::encode_delimiter(&mut out);
+    command_start(&mut out, "fetch", capabilities)?;
     for line in ["thin-pack", "no-progress", "ofs-delta", "include-tag"] {
         pkt(&mut out, format!("{line}\n").as_bytes())?;
     }

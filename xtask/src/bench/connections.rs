@@ -61,8 +61,8 @@ use anyhow::{ensure, Context as _};
 use packgate_wire::pkt_line;
 
 use super::server::{
-    clock_ticks, connect_with_timeout, cpu_seconds, free_port, memory, pkt, read_advertisement,
-    read_until_flush, settle, stat_fields, Memory, RunningServer,
+    clock_ticks, command_start, connect_with_timeout, cpu_seconds, free_port, memory, pkt,
+    read_advertisement, read_until_flush, settle, stat_fields, Memory, RunningServer,
 };
 mod soak;
 pub(super) use soak::run as run_soak;
@@ -464,21 +464,8 @@ fn advertisement(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
 
 /// `command=ls-refs` as git 2.47 sends it to a server with `capabilities`.
 fn ls_refs_request(capabilities: &[String], prefix: &str) -> anyhow::Result<Vec<u8>> {
-    ensure!(
-        capabilities
-            .iter()
-            .any(|c| c == "ls-refs" || c.starts_with("ls-refs=")),
-        "ls-refs is not advertised"
-    );
     let mut out = Vec::new();
-    pkt(&mut out, b"command=ls-refs\n")?;
-    if capabilities.iter().any(|c| c.starts_with("agent=")) {
-        pkt(&mut out, format!("{AGENT}\n").as_bytes())?;
-    }
-    if capabilities.iter().any(|c| c == "object-format=sha1") {
-        pkt(&mut out, b"object-format=sha1\n")?;
-    }
-    pkt_line::encode_delimiter(&mut out);
+    command_start(&mut out, "ls-refs", capabilities)?;
     pkt(&mut out, b"peel\n")?;
     pkt(&mut out, b"symrefs\n")?;
     pkt(&mut out, format!("ref-prefix {prefix}\n").as_bytes())?;

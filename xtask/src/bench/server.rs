@@ -263,6 +263,31 @@ pub(super) fn pkt(out: &mut Vec<u8>, text: &[u8]) -> anyhow::Result<()> {
     Ok(pkt_line::encode_data(text, out)?)
 }
 
+/// The start of a v2 request as git 2.47 sends it to a server with `capabilities`:
+/// `command=<command>`, `agent` and `object-format` when advertised, then the delim-pkt.
+/// Fails when the command is not advertised.
+pub(super) fn command_start(
+    out: &mut Vec<u8>,
+    command: &str,
+    capabilities: &[String],
+) -> anyhow::Result<()> {
+    ensure!(
+        capabilities
+            .iter()
+            .any(|c| c == command || c.starts_with(&format!("{command}="))),
+        "{command} is not advertised: {capabilities:?}"
+    );
+    pkt(out, format!("command={command}\n").as_bytes())?;
+    if capabilities.iter().any(|c| c.starts_with("agent=")) {
+        pkt(out, format!("{}\n", super::AGENT).as_bytes())?;
+    }
+    if capabilities.iter().any(|c| c == "object-format=sha1") {
+        pkt(out, b"object-format=sha1\n")?;
+    }
+    pkt_line::encode_delimiter(out);
+    Ok(())
+}
+
 /// What one pkt-line was.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Packet {
