@@ -23,10 +23,9 @@
 //!   `/proc` every 100 ms, with descendants) and CPU time. The target: all complete, ≥ 2× git
 //!   daemon's throughput. git daemon listens with a backlog of 5: its clients may wait for
 //!   SYN retransmissions, which is part of what it costs. packgate closes the oldest of more
-//!   than 64 connections from one address that have not had their request head read yet
-//!   (`max-waiting-per-address`, which `daemon` has no flag for): in a burst of 256 clients
-//!   from 127.0.0.1 some may be turned away (`ERR too many connections`), and the table
-//!   counts them as not completed.
+//!   than 256 connections from one address that have not had their request head read yet
+//!   (`max-waiting-per-address`; at its earlier default of 64 a burst of 256 clients lost
+//!   some): a client turned away (`ERR too many connections`) counts as not completed.
 //!
 //! Every socket has timeouts and every clone a deadline; every loop is bounded.
 
