@@ -50,7 +50,7 @@ use super::{
     build_fixture, build_packgate, copy_dir,
     git::{path_str, Git},
     measure::median,
-    results::{append_results, human_size, load_average, SectionHeader},
+    results::{human_size, load_average, ServerSection},
     target_dir, workspace_root, BenchArgs, Scenario,
 };
 
@@ -130,42 +130,24 @@ pub(super) fn run(args: &BenchArgs, scenarios: &[Scenario]) -> anyhow::Result<()
     println!("{tables}");
     eprintln!("bench: load average before {load_before}, after {load_after}");
     if !args.no_record {
-        let header = SectionHeader::new(&git, &root)?;
         let names: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
-        let mut section = String::new();
-        let _ = writeln!(
-            section,
-            "## {}: {} on `{}`\n",
-            header.date,
-            names.join(", "),
-            args.preset()
-        );
-        section.push_str(&header.lines());
-        let _ = writeln!(
-            section,
-            "- fixture: preset `{}` (`git repack -ad`), {} objects, {} refs, served as \
-             `/{REPO}` below a root directory",
-            args.preset(),
-            built.objects,
-            built.refs
-        );
-        for command in &commands {
-            let _ = writeln!(section, "- server: `{command}`");
+        ServerSection {
+            title: &names.join(", "),
+            preset: args.preset(),
+            fixture: &format!("preset `{}` (`git repack -ad`)", args.preset()),
+            built: &built,
+            repo: REPO,
+            commands: &commands,
+            lines: &[
+                format!("load average (1/5/15 min): {load_before} before, {load_after} after"),
+                "client: git:// v2 `fetch` of every ref (thin-pack, ofs-delta, include-tag, \
+                 no-progress), pack read to its end and checked (trailer, object count); two \
+                 warm-up clones per server first"
+                    .to_owned(),
+            ],
+            tables: &tables,
         }
-        let _ = writeln!(
-            section,
-            "- load average (1/5/15 min): {load_before} before, {load_after} after"
-        );
-        let _ = writeln!(
-            section,
-            "- client: git:// v2 `fetch` of every ref (thin-pack, ofs-delta, include-tag, \
-             no-progress), pack read to its end and checked (trailer, object count); two \
-             warm-up clones per server first\n"
-        );
-        section.push_str(&tables);
-        let results_file = root.join("benches").join("RESULTS.md");
-        append_results(&results_file, &section)?;
-        eprintln!("bench: appended to {}", results_file.display());
+        .append(&git, &root)?;
     }
     eprintln!("bench: done in {:.1?}", started.elapsed());
     Ok(())

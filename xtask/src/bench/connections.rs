@@ -71,7 +71,7 @@ use super::{
     build_fixture, build_packgate, copy_dir,
     git::{path_str, Git},
     measure::median,
-    results::{append_results, load_average, SectionHeader},
+    results::{load_average, ServerSection},
     target_dir, workspace_root, BenchArgs, AGENT,
 };
 
@@ -183,61 +183,49 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("{tables}");
     eprintln!("bench: load average before {load_before}, after {load_after}");
     if !args.no_record {
-        let header = SectionHeader::new(&git, &root)?;
         let file_name = built
             .path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut section = String::new();
-        let _ = writeln!(
-            section,
-            "## {}: connections on `{}`\n",
-            header.date,
-            args.preset()
-        );
-        section.push_str(&header.lines());
-        let _ = writeln!(
-            section,
-            "- fixture: `{file_name}` (preset `{}`, `git repack -ad`), {} objects, {} refs, \
-             served as `/{REPO}` below a root directory",
-            args.preset(),
-            built.objects,
-            built.refs
-        );
-        for command in &commands {
-            let _ = writeln!(section, "- server: `{command}`");
+        ServerSection {
+            title: "connections",
+            preset: args.preset(),
+            fixture: &format!(
+                "`{file_name}` (preset `{}`, `git repack -ad`)",
+                args.preset()
+            ),
+            built: &built,
+            repo: REPO,
+            commands: &commands,
+            lines: &[
+                format!(
+                    "load average (1/5/15 min, shared machine): {load_before} before, \
+                     {load_after} after"
+                ),
+                format!(
+                    "idle: {} git:// connections opened in batches of {BATCH}, each sent a v2 \
+                     upload-pack request head and read its advertisement, then left open; server \
+                     memory from `/proc/PID/smaps_rollup` summed over the server and its \
+                     descendants; per connection = (after − before) / connections advertised",
+                    options.idle_connections
+                ),
+                format!(
+                    "ls-refs: {} client threads, {} runs of {} s per server, interleaved; each \
+                     session connects, reads the advertisement, sends `ls-refs` with `peel`, \
+                     `symrefs`, `ref-prefix {}` ({} refs, checked), a flush, and reads until the \
+                     server closes; CPU is the server's user+system time (git: with its children) \
+                     per session",
+                    options.concurrency,
+                    args.runs,
+                    options.duration,
+                    options.ref_prefix,
+                    expected.len()
+                ),
+            ],
+            tables: &tables,
         }
-        let _ = writeln!(
-            section,
-            "- load average (1/5/15 min, shared machine): {load_before} before, {load_after} \
-             after"
-        );
-        let _ = writeln!(
-            section,
-            "- idle: {} git:// connections opened in batches of {BATCH}, each sent a v2 \
-             upload-pack request head and read its advertisement, then left open; server \
-             memory from `/proc/PID/smaps_rollup` summed over the server and its \
-             descendants; per connection = (after − before) / connections advertised",
-            options.idle_connections
-        );
-        let _ = writeln!(
-            section,
-            "- ls-refs: {} client threads, {} runs of {} s per server, interleaved; each \
-             session connects, reads the advertisement, sends `ls-refs` with `peel`, \
-             `symrefs`, `ref-prefix {}` ({} refs, checked), a flush, and reads until the \
-             server closes; CPU is the server's user+system time (git: with its children) per \
-             session\n",
-            options.concurrency,
-            args.runs,
-            options.duration,
-            options.ref_prefix,
-            expected.len()
-        );
-        section.push_str(&tables);
-        let results_file = root.join("benches").join("RESULTS.md");
-        append_results(&results_file, &section)?;
-        eprintln!("bench: appended to {}", results_file.display());
+        .append(&git, &root)?;
     }
     eprintln!("bench: done in {:.1?}", started.elapsed());
     Ok(())

@@ -171,6 +171,52 @@ impl SectionHeader {
     }
 }
 
+/// A long-running-server run's section of `benches/RESULTS.md`, appended to it: the heading
+/// (`title` on the preset), the header lines, the fixture served as `/<repo>` (`fixture`: its
+/// description), each server's command line, the `lines` that say what the scenario did
+/// (load averages among them where measured), then `tables`.
+pub(super) struct ServerSection<'a> {
+    pub(super) title: &'a str,
+    pub(super) preset: &'a str,
+    pub(super) fixture: &'a str,
+    pub(super) built: &'a packgate_fixture::BuiltFixture,
+    pub(super) repo: &'a str,
+    pub(super) commands: &'a [String],
+    pub(super) lines: &'a [String],
+    pub(super) tables: &'a str,
+}
+
+impl ServerSection<'_> {
+    /// Writes the section into `<root>/benches/RESULTS.md`.
+    pub(super) fn append(&self, git: &Git<'_>, root: &Path) -> anyhow::Result<()> {
+        let header = SectionHeader::new(git, root)?;
+        let mut section = String::new();
+        let _ = writeln!(
+            section,
+            "## {}: {} on `{}`\n",
+            header.date, self.title, self.preset
+        );
+        section.push_str(&header.lines());
+        let _ = writeln!(
+            section,
+            "- fixture: {}, {} objects, {} refs, served as `/{}` below a root directory",
+            self.fixture, self.built.objects, self.built.refs, self.repo
+        );
+        for command in self.commands {
+            let _ = writeln!(section, "- server: `{command}`");
+        }
+        for line in self.lines {
+            let _ = writeln!(section, "- {line}");
+        }
+        section.push('\n');
+        section.push_str(self.tables);
+        let results_file = root.join("benches").join("RESULTS.md");
+        append_results(&results_file, &section)?;
+        eprintln!("bench: appended to {}", results_file.display());
+        Ok(())
+    }
+}
+
 pub(super) fn record_section(
     git: &Git<'_>,
     root: &Path,

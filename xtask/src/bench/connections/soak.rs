@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _};
 
-use crate::bench::results::{append_results, SectionHeader};
+use crate::bench::results::ServerSection;
 
 use super::{
     build_fixture, build_packgate, check_open_files, connect, copy_dir, expected_refs, hold_idle,
@@ -125,33 +125,25 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (table, commands) = result?;
     println!("{table}");
     if !args.no_record {
-        let header = SectionHeader::new(&git, &root)?;
-        let mut section = String::new();
-        let _ = writeln!(section, "## {}: soak on `{}`\n", header.date, args.preset());
-        section.push_str(&header.lines());
-        let _ = writeln!(
-            section,
-            "- fixture: preset `{}` (`git repack -ad`), {} objects, {} refs, served as `/{REPO}`",
-            args.preset(),
-            built.objects,
-            built.refs
-        );
-        for command in &commands {
-            let _ = writeln!(section, "- server: `{command}`");
+        ServerSection {
+            title: "soak",
+            preset: args.preset(),
+            fixture: &format!("preset `{}` (`git repack -ad`)", args.preset()),
+            built: &built,
+            repo: REPO,
+            commands: &commands,
+            lines: &[format!(
+                "`cargo xtask bench soak --runs {}`: a warm-up round, then {} rounds of \
+                 {per_round} git:// connections (60% idle v2 sessions held until all are open, \
+                 30% `ls-refs`, 10% small fetches, on {THREADS} client threads); after each \
+                 round the server settles and idles 4 s, then RSS and PSS from \
+                 `/proc/PID/smaps_rollup` (server and descendants); baseline: after the \
+                 warm-up round",
+                args.runs, args.runs
+            )],
+            tables: &table,
         }
-        let _ = writeln!(
-            section,
-            "- `cargo xtask bench soak --runs {}`: a warm-up round, then {} rounds of {per_round} \
-             git:// connections (60% idle v2 sessions held until all are open, 30% `ls-refs`, \
-             10% small fetches, on {THREADS} client threads); after each round the server \
-             settles and idles 4 s, then RSS and PSS from `/proc/PID/smaps_rollup` (server \
-             and descendants); baseline: after the warm-up round\n",
-            args.runs, args.runs
-        );
-        section.push_str(&table);
-        let results_file = root.join("benches").join("RESULTS.md");
-        append_results(&results_file, &section)?;
-        eprintln!("bench: appended to {}", results_file.display());
+        .append(&git, &root)?;
     }
     Ok(())
 }
