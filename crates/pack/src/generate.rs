@@ -354,10 +354,7 @@ pub fn write_pack<W: Write>(
 /// objects (one a push or `fast-import` wrote) stores whole what a delta against the
 /// client's versions sends in a fraction of the bytes.
 fn whole_pack(packs: &PackSet, plan: &Plan, options: &WriteOptions<'_>) -> Option<u32> {
-    if !options.ofs_delta {
-        return None;
-    }
-    if options.delta_search.is_some() && options.client_has.is_some_and(|has| !has.is_empty()) {
+    if !takes_a_stored_pack(options) {
         return None;
     }
     let [(pack, range)] = plan.by_pack.as_slice() else {
@@ -375,13 +372,19 @@ fn whole_pack(packs: &PackSet, plan: &Plan, options: &WriteOptions<'_>) -> Optio
     (header == expected.as_slice()).then_some(*pack)
 }
 
+/// Whether a stored pack may go out as it is to this client: it takes offset deltas, and it
+/// has nothing a delta search could use as a base ([`whole_pack`]).
+fn takes_a_stored_pack(options: &WriteOptions<'_>) -> bool {
+    options.ofs_delta
+        && !(options.delta_search.is_some()
+            && options.client_has.is_some_and(|has| !has.is_empty()))
+}
+
 /// The pack of [`WriteOptions::whole_pack`], if it is in the set, holds `count` objects and
 /// may be sent as stored ([`whole_pack`]'s conditions on the client).
 fn known_whole_pack(packs: &PackSet, count: usize, options: &WriteOptions<'_>) -> Option<u32> {
     let checksum = options.whole_pack?;
-    if !options.ofs_delta
-        || (options.delta_search.is_some() && options.client_has.is_some_and(|has| !has.is_empty()))
-    {
+    if !takes_a_stored_pack(options) {
         return None;
     }
     (0..u32::try_from(packs.len()).ok()?).find(|&pack| {
