@@ -322,8 +322,8 @@ pub(super) fn visible_tips(
 ) -> Result<Vec<ObjectId>, crate::repository::RefsError> {
     let tips = Tips::collect(upload_pack)?;
     let mut out: Vec<ObjectId> = tips.visible.iter().copied().collect();
-    for id in &tips.visible {
-        if let Some(peeled) = upload_pack.repo.peel_tag(id)? {
+    for peeled in tips.peeled(upload_pack.repo) {
+        if let Some(peeled) = peeled? {
             out.push(peeled);
         }
     }
@@ -366,9 +366,8 @@ pub(super) fn check_wants(
     }
     // Peeled tags are tips too; peel only when a want was not a ref value itself.
     let peeled: HashSet<ObjectId> = tips
-        .visible
-        .iter()
-        .filter_map(|id| repo.peel_tag(id).ok().flatten())
+        .peeled(repo)
+        .filter_map(|peeled| peeled.ok().flatten())
         .collect();
     unresolved.retain(|id| !peeled.contains(id));
     if unresolved.is_empty() {
@@ -386,10 +385,15 @@ pub(super) fn check_wants(
     }
 }
 
-/// The object ids that refs point at, split by visibility.
+/// The object ids that refs point at, split by visibility, and what the visible ones peel
+/// to where `packed-refs` says (the rest are read only when asked, [`Tips::peeled`]).
 struct Tips {
     visible: HashSet<ObjectId>,
     hidden: HashSet<ObjectId>,
+    /// Visible tips' peeled values recorded in `packed-refs`.
+    known_peeled: HashSet<ObjectId>,
+    /// Visible tips whose peeled value is not recorded: read to know.
+    unknown_peeled: HashSet<ObjectId>,
 }
 
 impl Tips {
@@ -397,26 +401,49 @@ impl Tips {
         let mut tips = Tips {
             visible: HashSet::default(),
             hidden: HashSet::default(),
+            known_peeled: HashSet::default(),
+            unknown_peeled: HashSet::default(),
         };
         if let crate::repository::Head::Born(head) = upload_pack.repo.head()? {
-            tips.add(upload_pack, &head.name, head.id);
+            tips.add(upload_pack, head.view());
         }
         upload_pack.repo.visit_refs(None, |record| {
-            tips.add(upload_pack, record.name, record.id);
+            tips.add(upload_pack, record);
             Ok::<_, crate::repository::RefsError>(())
         })?;
         Ok(tips)
     }
 
-    fn add(&mut self, upload_pack: &UploadPack<'_>, name: &[u8], id: ObjectId) {
+    fn add(&mut self, upload_pack: &UploadPack<'_>, record: crate::repository::RefView<'_>) {
         if upload_pack
             .config
-            .is_hidden(name, upload_pack.repo.namespace())
+            .is_hidden(record.name, upload_pack.repo.namespace())
         {
-            self.hidden.insert(id);
-        } else {
-            self.visible.insert(id);
+            self.hidden.insert(record.id);
+            return;
         }
+        self.visible.insert(record.id);
+        match record.peeled {
+            crate::repository::Peeled::Tag(peeled) => {
+                self.known_peeled.insert(peeled);
+            }
+            crate::repository::Peeled::NotATag => {}
+            crate::repository::Peeled::Unknown => {
+                self.unknown_peeled.insert(record.id);
+            }
+        }
+    }
+
+    /// What the visible tips peel to: `packed-refs`' values, then the tags read for the rest
+    /// (`None` for a tip that is not a tag).
+    fn peeled<'a>(
+        &'a self,
+        repo: &'a crate::repository::Repository,
+    ) -> impl Iterator<Item = Result<Option<ObjectId>, crate::repository::RefsError>> + 'a {
+        self.known_peeled
+            .iter()
+            .map(|id| Ok(Some(*id)))
+            .chain(self.unknown_peeled.iter().map(|id| repo.peel_tag(id)))
     }
 }
 
