@@ -162,20 +162,9 @@ impl Listing {
     /// The response's refs in the form of [`Listing::expected`].
     fn listed(&self, response: &[u8]) -> anyhow::Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();
-        let mut rest = response;
-        while rest.len() >= 4 {
-            let length = usize::from_str_radix(std::str::from_utf8(&rest[..4])?, 16)
-                .context("a pkt-line length")?;
-            if length < 4 {
-                // A flush ends the listing.
-                break;
-            }
-            ensure!(
-                rest.len() >= length,
-                "a pkt-line runs past the response's end"
-            );
-            let payload = &rest[4..length];
-            rest = &rest[length..];
+        let mut reader = pkt_line::PacketReader::new(response);
+        // A flush ends the listing.
+        while let Some(pkt_line::Packet::Data(payload)) = reader.read_packet()? {
             // v0: capabilities after a NUL on the first line.
             let payload = payload.split(|&b| b == 0).next().unwrap_or(payload);
             let line = std::str::from_utf8(payload)?.trim_end_matches('\n');
