@@ -263,3 +263,93 @@ pub(crate) fn assert_fetched_everything(
     );
     fsck(dir, git, clone_git_dir);
 }
+
+/// The `objects` count of the "enumerated objects" event in `log`.
+fn enumerated_objects(log: &str) -> usize {
+    let line = log
+        .lines()
+        .find(|line| line.contains("enumerated objects"))
+        .unwrap_or_else(|| panic!("no enumeration in {log}"));
+    let field = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("objects="))
+        .unwrap_or_else(|| panic!("no count in {line}"));
+    field.parse().unwrap_or_else(|_| panic!("count in {line}"))
+}
+
+/// A fetch learns what the client has as git's upload-pack does (`pack.useSparse`, on by
+/// default): only the paths the fetched commits changed are compared, so a file moved into a
+/// new directory is sent again; `pack.useSparse=false` walks the client's trees whole.
+#[test]
+fn a_fetch_compares_trees_sparsely_unless_configured_off() {
+    let git = Git::newest();
+    let dir = Dir::new("fetch-sparse");
+    let source = dir.join("source");
+    dir.git(&git)
+        .args(["init", "-q", "-b", "main"])
+        .arg(&source)
+        .run();
+    let in_source = || dir.git(&git).current_dir(&source);
+    let commit = |message: &str| {
+        in_source()
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(["commit", "-q", "-m", message])
+            .run();
+    };
+    for (path, content) in [
+        ("a/old-name", "moved\n"),
+        ("keep/file", "kept\n"),
+        ("keep/other", "one\n"),
+    ] {
+        let path = source.join(path);
+        let parent = path.parent().unwrap_or(&source);
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", parent.display()));
+        crate::util::write_file(&path, content.as_bytes());
+    }
+    in_source().args(["add", "."]).run();
+    commit("first");
+    let clones = [("sparse.git", "true", 6), ("whole.git", "false", 5)];
+    for (clone, _, _) in clones {
+        dir.git(&git)
+            .args(["-c", "protocol.version=2", "clone", "-q", "--bare"])
+            .arg(packgate_upload_pack_option())
+            .arg(file_url(&source))
+            .arg(dir.join(clone))
+            .run();
+    }
+    std::fs::create_dir(source.join("b")).unwrap_or_else(|error| panic!("creating b: {error}"));
+    in_source().args(["mv", "a/old-name", "b/new-name"]).run();
+    crate::util::write_file(&source.join("keep/other"), b"two\n");
+    in_source().args(["add", "."]).run();
+    commit("second");
+
+    // commit, root tree, `b`, `keep`, `keep/other` — and with sparse marking `b/new-name`.
+    for (clone, use_sparse, expected) in clones {
+        in_source()
+            .args(["config", "pack.useSparse", use_sparse])
+            .run();
+        let clone = dir.join(clone);
+        let log = dir
+            .git(&git)
+            .current_dir(&clone)
+            .env("PACKGATE_LOG", "packgate_pack=debug")
+            .args(["-c", "protocol.version=2", "fetch", "-q"])
+            .arg(packgate_upload_pack_option())
+            .arg(file_url(&source))
+            .arg("+refs/heads/*:refs/heads/*")
+            .run()
+            .stderr_text();
+        assert_eq!(
+            enumerated_objects(&log),
+            expected,
+            "pack.useSparse={use_sparse}: {log}"
+        );
+        fsck(&dir, &git, &clone);
+        assert_same_refs(
+            &refs(&dir, &git, &clone, &["refs/heads"]),
+            &refs(&dir, &git, &source.join(".git"), &["refs/heads"]),
+            &format!("pack.useSparse={use_sparse}"),
+        );
+    }
+}

@@ -13,7 +13,8 @@
 //! - `bitmaps`: clones (whole, `blob:none`, `tree:0`) and a fetch from a repository with a
 //!   reachability bitmap and loose objects after it: counted with the bitmap (its debug
 //!   event), the same objects as git's upload-pack sends; `pack.useBitmaps=false` walks.
-//! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git.
+//! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git;
+//!   `pack.useSparse` on (git's sparse tree comparison) and off.
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
 //!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
 //!   advertisement against git's.

@@ -444,6 +444,11 @@ pub struct UploadPackConfig {
     /// `pack.useBitmaps` (default true, as in git): count a fetch's objects with the
     /// repository's reachability bitmap when it has one.
     pub use_bitmaps: bool,
+    /// `pack.useSparse` (default true, as in git since 2.27): which trees of the boundary a
+    /// fetch reads to learn what the client has — only the paths where the fetched commits
+    /// changed something ([`packgate_pack::TreeExclusion::Sparse`]), or the boundary's trees
+    /// whole ([`packgate_pack::TreeExclusion::EdgeCommits`]).
+    pub use_sparse: bool,
     /// `uploadpack.keepAlive`: how long the pack may be silent (enumeration, the start of
     /// generation) before an empty keepalive packet goes out; `None` (0 or negative in the
     /// configuration) sends none. Git's default, 5 seconds, unless configured.
@@ -724,6 +729,7 @@ impl Default for UploadPackConfig {
             pack_threads: None,
             delta_base_cache_limit: packgate_pack::reader::DEFAULT_CACHE_BYTES,
             use_bitmaps: true,
+            use_sparse: true,
             keepalive: Some(Duration::from_secs(DEFAULT_KEEPALIVE_SECONDS)),
             lsrefs_unborn: UnbornPolicy::default(),
             allow_ref_in_want: false,
@@ -794,6 +800,13 @@ impl UploadPackConfig {
                 .boolean("pack.useBitmaps")
                 .map_err(|source| ConfigError::Value {
                     key: "pack.useBitmaps".into(),
+                    source,
+                })?
+                .unwrap_or(true),
+            use_sparse: config
+                .boolean("pack.useSparse")
+                .map_err(|source| ConfigError::Value {
+                    key: "pack.useSparse".into(),
                     source,
                 })?
                 .unwrap_or(true),

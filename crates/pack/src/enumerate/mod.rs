@@ -10,7 +10,8 @@
 //!    commits that are older than the last interesting one, plus a few more (git's "slop",
 //!    which tolerates some clock skew).
 //! 2. Every tree and blob reachable from the root trees of the boundary's uninteresting commits
-//!    is marked as something the client has (which commits: [`TreeExclusion`]).
+//!    is marked as something the client has (which commits, and whether their trees are read
+//!    whole or only where the fetched commits changed a path: [`TreeExclusion`]).
 //! 3. The trees and blobs of the interesting commits that are not marked are collected,
 //!    depth first, in the order git finds them.
 //!
@@ -104,6 +105,13 @@ pub enum TreeExclusion {
     /// fetching the last 100 commits took 17 ms instead of 11 ms (one thread), and sent not
     /// one object less.
     VisitedCommits,
+    /// What `git upload-pack` does (its `pack-objects` with `pack.useSparse`, git's default
+    /// since 2.27): the boundary's trees are compared with the interesting commits' trees path
+    /// by path and read only where a path has versions on both sides. Much cheaper for a
+    /// small fetch from a large tree; an object the client has only at another path is sent
+    /// again, as git sends it. Under shallow grafts this is [`TreeExclusion::EdgeCommits`],
+    /// as in git (`--objects-edge-aggressive`).
+    Sparse,
 }
 
 /// How to enumerate.
@@ -303,7 +311,7 @@ where
         let haves_bitmapped = options.bitmap_boundary_haves
             || haves.iter().all(|have| bitmap.entry_of(have).is_some());
         if options.shallow.is_empty()
-            && options.tree_exclusion == TreeExclusion::EdgeCommits
+            && options.tree_exclusion != TreeExclusion::VisitedCommits
             && crate::bitmap::count::supports(options.filter.as_ref())
             && haves_bitmapped
         {

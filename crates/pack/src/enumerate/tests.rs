@@ -75,6 +75,36 @@ impl Repo {
             .collect()
     }
 
+    /// The objects `git pack-objects --revs --sparse` packs for `wants` minus `haves`: what
+    /// `git upload-pack` sends by default (`pack.useSparse`).
+    fn pack_objects_sparse(&self, wants: &[ObjectId], haves: &[ObjectId]) -> BTreeSet<ObjectId> {
+        let out = tempfile::tempdir().unwrap();
+        let mut input = String::new();
+        for want in wants {
+            input.push_str(&format!("{want}\n"));
+        }
+        for have in haves {
+            input.push_str(&format!("^{have}\n"));
+        }
+        let base = out.path().join("p");
+        let hash = self.git_in(
+            &self.path,
+            &[
+                "pack-objects",
+                "--revs",
+                "--sparse",
+                "-q",
+                base.to_str().unwrap(),
+            ],
+            Some(input.as_bytes()),
+        );
+        let idx = std::fs::read(out.path().join(format!("p-{}.idx", hash.trim()))).unwrap();
+        self.git_in(&self.path, &["show-index"], Some(&idx))
+            .lines()
+            .map(|line| ObjectId::from_hex(line.split(' ').nth(1).unwrap().as_bytes()).unwrap())
+            .collect()
+    }
+
     /// Make an annotated tag object of `target` (of `kind`) and return its id.
     fn tag(&self, name: &str, target: ObjectId, kind: &str) -> ObjectId {
         let tag = format!(
@@ -386,6 +416,28 @@ fn check(wants: &[&str], haves: &[&str]) {
             );
             assert!(!visited.contains(id), "{context}: {id} both sent and had");
         }
+    }
+
+    // Sparse marking, as `git upload-pack` does by default: git's objects, at least what the
+    // client lacks, and nothing it has in both lists.
+    let sparse = run(repo, &wants, &haves, options(TreeExclusion::Sparse, 1));
+    let ours: BTreeSet<ObjectId> = sparse.objects().iter().copied().collect();
+    assert_eq!(ours.len(), sparse.len(), "{context}: sparse: duplicates");
+    assert_eq!(
+        ours,
+        repo.pack_objects_sparse(&wants, &haves),
+        "{context}: not the objects of git's sparse pack-objects"
+    );
+    assert!(exact.is_subset(&ours), "{context}: sparse misses objects");
+    for id in sparse.client_has() {
+        assert!(
+            reachable_from_haves.contains(id),
+            "{context}: sparse: client can't have {id}"
+        );
+        assert!(
+            !sparse.contains(id),
+            "{context}: sparse: {id} both sent and had"
+        );
     }
 
     // Commits read from the commit-graph walk the same.
@@ -1041,4 +1093,54 @@ fn commits_come_from_the_commit_graph() {
         assert_eq!(from_graph.get(b).date, from_objects.get(a).date, "{rev}");
         assert_eq!(parents(&from_graph, b), parents(&from_objects, a), "{rev}");
     }
+}
+
+#[test]
+fn sparse_marking_sends_a_moved_file_again_as_git_does() {
+    // The client's commit has `a/old-name` and `keep/file`; the wanted one moved the file to
+    // `b/new-name`, dropped `a`, and changed `keep/other`.
+    let repo = Repo::new();
+    let mut s = Stream::default();
+    let old = s.commit(
+        "main",
+        1_600_000_000,
+        &[],
+        &[
+            Change::File("a/old-name", "moved content\n".to_owned()),
+            Change::File("keep/file", "kept\n".to_owned()),
+            Change::File("keep/other", "one\n".to_owned()),
+        ],
+    );
+    let new = s.commit(
+        "main",
+        1_600_000_100,
+        &[old],
+        &[
+            Change::DeleteAll,
+            Change::File("b/new-name", "moved content\n".to_owned()),
+            Change::File("keep/file", "kept\n".to_owned()),
+            Change::File("keep/other", "two\n".to_owned()),
+        ],
+    );
+    s.reset("main", new);
+    repo.git_in(&repo.path, &["fast-import", "--quiet"], Some(&s.out));
+    let (want, have) = (repo.id("main"), repo.id("main~1"));
+    let moved = repo.id("main:b/new-name");
+
+    let edges = run(
+        &repo,
+        &[want],
+        &[have],
+        options(TreeExclusion::EdgeCommits, 1),
+    );
+    assert!(!edges.contains(&moved), "the boundary's whole tree has it");
+    let sparse = run(&repo, &[want], &[have], options(TreeExclusion::Sparse, 1));
+    assert!(
+        sparse.contains(&moved),
+        "`a` differs on one side only: not read"
+    );
+    assert!(sparse.client_has().contains(&repo.id("main~1:keep/other")));
+    assert!(!sparse.contains(&repo.id("main:keep/file")));
+    let ours: BTreeSet<ObjectId> = sparse.objects().iter().copied().collect();
+    assert_eq!(ours, repo.pack_objects_sparse(&[want], &[have]));
 }

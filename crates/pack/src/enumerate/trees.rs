@@ -494,3 +494,72 @@ impl TreeBuffers {
         }
     }
 }
+
+/// git's sparse marking of what the client has (`pack.useSparse`, `mark_trees_uninteresting_sparse()`):
+/// `roots` are the root trees of the interesting commits and of the boundary, the boundary's
+/// already in `client_has`. Trees are compared path by path: where one path has versions on
+/// both sides, every version there is read, what the client's versions hold is marked as the
+/// client's (their entries, not below them), and the subtrees are compared again one level
+/// down. A path with versions on one side only is not read at all, which is what makes this
+/// cheaper than walking the boundary's trees whole.
+///
+/// The price is git's: an object the client has only at another path than where the fetched
+/// commits have it is not found, and is sent again.
+pub(super) fn mark_sparse<Find: gix_object::Find>(
+    db: &Find,
+    roots: Vec<ObjectId>,
+    client_has: &mut HashSet<ObjectId>,
+    interrupt: Interrupt<'_>,
+) -> Result<(), EnumerateError> {
+    let mut buf = Vec::new();
+    let mut groups = vec![roots];
+    let mut subtrees: std::collections::HashMap<Vec<u8>, Vec<ObjectId>> =
+        std::collections::HashMap::new();
+    while let Some(group) = groups.pop() {
+        interrupt.check()?;
+        let clients = group.iter().filter(|id| client_has.contains(*id)).count();
+        if clients == 0 || clients == group.len() {
+            continue;
+        }
+        for id in &group {
+            let clients_version = client_has.contains(id);
+            let Some((Kind::Tree, range)) = read_object(db, id, &mut buf)? else {
+                // Missing below the boundary is ignored, as git does; missing below a want
+                // is reported by the walk that collects it.
+                continue;
+            };
+            for entry in tree::entries(&buf[range], id.kind().len_in_bytes()) {
+                let Ok(entry) = entry else {
+                    break;
+                };
+                match entry.kind() {
+                    EntryKind::Tree => {
+                        if clients_version {
+                            client_has.insert(entry.id.to_owned());
+                        }
+                        let versions = match subtrees.get_mut(entry.name) {
+                            Some(versions) => versions,
+                            None => subtrees.entry(entry.name.to_vec()).or_default(),
+                        };
+                        if !versions.iter().any(|version| version.as_ref() == entry.id) {
+                            versions.push(entry.id.to_owned());
+                        }
+                    }
+                    EntryKind::Blob => {
+                        if clients_version {
+                            client_has.insert(entry.id.to_owned());
+                        }
+                    }
+                    EntryKind::Gitlink => {}
+                }
+            }
+        }
+        groups.extend(
+            subtrees
+                .drain()
+                .map(|(_, versions)| versions)
+                .filter(|versions| versions.len() > 1),
+        );
+    }
+    Ok(())
+}

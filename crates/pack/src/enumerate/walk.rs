@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use super::{
     filtered::parallel_blob_none,
     header_kind, read_object,
-    trees::{collect_items, mark_in_parallel, Interrupt, Item, TreeBuffers, Visit},
+    trees::{collect_items, mark_in_parallel, mark_sparse, Interrupt, Item, TreeBuffers, Visit},
     EnumerateError, Enumeration, TreeExclusion,
 };
 use crate::filter::Filter;
@@ -163,7 +163,48 @@ impl<Find: gix_object::Find + gix_object::FindHeader + Clone + Send> State<'_, F
                     (node.flags & wanted == wanted).then_some(node.tree)
                 }));
             }
-            TreeExclusion::EdgeCommits => {
+            TreeExclusion::Sparse if !self.graph.has_grafts() => {
+                for node in &self.graph.nodes {
+                    if node.flags & flag::UNINTERESTING != 0 {
+                        self.out.client_has.insert(node.id);
+                    }
+                }
+                // git's `mark_edges_uninteresting()` with `sparse`: every interesting
+                // commit's tree and the trees of its uninteresting parents, compared path by
+                // path. Trees given as haves are the client's whole, as without it.
+                let mut compared = Vec::new();
+                for &node in interesting {
+                    let entry = self.graph.get(node);
+                    if entry.flags & flag::UNINTERESTING != 0 {
+                        self.out.client_has.insert(entry.tree);
+                    }
+                    compared.push(entry.tree);
+                    for position in entry.parents.clone() {
+                        let parent = self.graph.get(self.graph.parent(position));
+                        let wanted = flag::PARSED | flag::UNINTERESTING;
+                        if parent.flags & wanted == wanted {
+                            self.out.client_has.insert(parent.tree);
+                            compared.push(parent.tree);
+                        }
+                    }
+                }
+                compared.sort_unstable();
+                compared.dedup();
+                let interrupt = Interrupt {
+                    user: self.should_interrupt,
+                    abort: &AtomicBool::new(false),
+                };
+                mark_sparse(self.db, compared, &mut self.out.client_has, interrupt)?;
+                for root in roots {
+                    interrupt.check()?;
+                    let visit = Visit::Uninteresting(&mut self.out.client_has);
+                    self.trees.walk(self.db, root, visit, None, interrupt)?;
+                }
+                return Ok(());
+            }
+            // Under shallow grafts sparse marking is not enough: `pack-objects --shallow`
+            // marks the trees of every negative commit whole (`--objects-edge-aggressive`).
+            TreeExclusion::EdgeCommits | TreeExclusion::Sparse => {
                 // Under shallow grafts a have may be no interesting commit's parent (the
                 // graft cut the link): its tree counts all the same, as `pack-objects
                 // --shallow` marks the trees of every negative commit

@@ -678,6 +678,11 @@ pub(super) fn produce_pack<W: Write>(
                 .use_bitmaps
                 .then(|| reader.packs().bitmap())
                 .flatten(),
+            tree_exclusion: if upload_pack.config.use_sparse {
+                packgate_pack::TreeExclusion::Sparse
+            } else {
+                packgate_pack::TreeExclusion::EdgeCommits
+            },
             ..Default::default()
         },
         &interrupt,
