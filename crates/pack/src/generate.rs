@@ -395,6 +395,25 @@ fn known_whole_pack(packs: &PackSet, count: usize, options: &WriteOptions<'_>) -
     })
 }
 
+/// Write the stored pack [`WriteOptions::whole_pack`] names, as it is, when `packs` has it
+/// with `count` objects and the client may take a stored pack (it takes offset deltas, and a
+/// thin pack has no delta search to do); `Ok(None)`, with nothing written, otherwise.
+///
+/// [`write_pack()`] does the same by itself; this is for a caller that knows its objects are
+/// that pack's without listing them (a clone counted with the pack's bitmap).
+pub fn write_stored_pack<W: Write>(
+    packs: &PackSet,
+    count: usize,
+    options: &WriteOptions<'_>,
+    out: W,
+    should_interrupt: &AtomicBool,
+) -> Result<Option<WriteOutcome>, WriteError> {
+    match known_whole_pack(packs, count, options) {
+        Some(pack) => copy_whole_pack(packs, pack, out, should_interrupt).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Write pack `pack` as stored: its header (the same count), entries and checksum.
 fn copy_whole_pack<W: Write>(
     packs: &PackSet,

@@ -20,6 +20,7 @@ pub mod explode;
 pub mod filter;
 pub mod generate;
 pub mod ingest;
+mod lookup;
 pub mod packs;
 pub mod reader;
 mod search;
@@ -28,7 +29,9 @@ mod test_git;
 pub use enumerate::{
     enumerate, Counts, EnumerateError, EnumerateOptions, Enumeration, TreeExclusion,
 };
-pub use generate::{write_pack, DeltaSearch, WriteError, WriteOptions, WriteOutcome};
+pub use generate::{
+    write_pack, write_stored_pack, DeltaSearch, WriteError, WriteOptions, WriteOutcome,
+};
 pub use ingest::{
     check_connectivity, ingest_pack, ConnectivityError, ConnectivityOutcome, FsckObjects,
     FsckOptions, FsckProblem, FsckSettingError, FsckSeverity, FsckWarning, IngestError,

@@ -147,7 +147,7 @@ impl PackSet {
     /// Where `id`'s entry is, if it is in one of the set's packs.
     pub fn locate(&self, id: &oid) -> Option<Located> {
         self.packs.iter().enumerate().find_map(|(n, pack)| {
-            let position = pack.index.lookup(id)?;
+            let position = crate::lookup::lookup(&pack.index, id)?;
             Some(Located {
                 pack: u32::try_from(n).ok()?,
                 offset: pack.index.pack_offset_at_index(position),

@@ -103,6 +103,20 @@ impl Write for KeepaliveWriter<'_> {
         Ok(data.len())
     }
 
+    /// All of `bufs` as one message: a sideband packet's header and payload are one write.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let len = bufs.iter().map(|buf| buf.len()).sum();
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut bytes = Vec::with_capacity(len);
+        for buf in bufs {
+            bytes.extend_from_slice(buf);
+        }
+        self.send(Message::Bytes(bytes))?;
+        Ok(len)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.send(Message::Flush)
     }

@@ -29,8 +29,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes the output thread writes at a time: a pipe write blocks until all of it is taken, so
 /// smaller pieces show that a slow client still reads.
 const WRITE_PIECE: usize = 16 * 1024;
-/// The buffer between the session and standard output.
-const OUTPUT_BUFFER: usize = 64 * 1024;
+/// The buffer between the session and standard output: small pkt-lines are gathered into
+/// writes of up to this size, and larger writes (a pack's 64 KiB sideband packets) pass
+/// straight through, not copied into it.
+const OUTPUT_BUFFER: usize = 32 * 1024;
 
 /// A session's input and output.
 pub struct SessionIo {
@@ -60,9 +62,12 @@ impl SessionIo {
     /// Standard input and output; with a `limit`, no wait for the client may last longer.
     pub fn new(limit: Option<Duration>) -> io::Result<SessionIo> {
         let Some(limit) = limit else {
+            // Standard output as a file, not std's `Stdout`, which looks for newlines in what
+            // it is given and copies what follows the last one: a pack is binary.
+            let stdout = File::from(io::stdout().as_fd().try_clone_to_owned()?);
             return Ok(SessionIo {
                 input: Box::new(io::stdin().lock()),
-                output: Box::new(BufWriter::with_capacity(OUTPUT_BUFFER, io::stdout().lock())),
+                output: Box::new(BufWriter::with_capacity(OUTPUT_BUFFER, stdout)),
                 timeout: None,
             });
         };

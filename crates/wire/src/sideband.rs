@@ -15,6 +15,8 @@ use crate::pkt_line::{
     self, decode, push_length_prefix, DecodeError, Decoded, Packet, LENGTH_PREFIX_LENGTH,
 };
 
+/// Payloads from this size on are written without copying them into a packet buffer.
+const COPY_LIMIT: usize = 4096;
 /// The band a sideband packet belongs to, its first payload byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -125,13 +127,30 @@ impl<W: Write> SidebandWriter<W> {
     }
 
     /// Writes one packet; `payload` fits in this writer's mode.
+    ///
+    /// A small packet is put together in a buffer and written at once; a large one (a pack's
+    /// data) goes out as its header and the caller's payload in one vectored write, not copied
+    /// first: a clone sends its whole pack through here.
     fn write_packet(&mut self, band: Band, payload: &[u8]) -> io::Result<()> {
         debug_assert!(payload.len() <= self.mode.max_payload_length());
         self.buffer.clear();
         push_length_prefix(LENGTH_PREFIX_LENGTH + 1 + payload.len(), &mut self.buffer);
         self.buffer.push(band.as_byte());
-        self.buffer.extend_from_slice(payload);
-        self.inner.write_all(&self.buffer)
+        if payload.len() < COPY_LIMIT {
+            self.buffer.extend_from_slice(payload);
+            return self.inner.write_all(&self.buffer);
+        }
+        let mut slices = [io::IoSlice::new(&self.buffer), io::IoSlice::new(payload)];
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.inner.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => io::IoSlice::advance_slices(&mut slices, written),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// The underlying stream.

@@ -105,6 +105,23 @@ impl Counted {
         self.haves.count()
     }
 
+    /// How many objects of each kind are to be sent, from the bits alone.
+    pub fn counts(&self) -> crate::Counts {
+        let mut counts = crate::Counts {
+            commits: self.send.count_and(self.bitmap.of_kind(Kind::Commit)),
+            tags: self.send.count_and(self.bitmap.of_kind(Kind::Tag)),
+            trees: self.send.count_and(self.bitmap.of_kind(Kind::Tree)),
+            blobs: self.send.count_and(self.bitmap.of_kind(Kind::Blob)),
+        };
+        let pack_objects = self.bitmap.num_objects();
+        for (n, (_, kind)) in self.extended.iter().enumerate() {
+            if self.send.get(pack_objects + n) {
+                tally(&mut counts, *kind);
+            }
+        }
+        counts
+    }
+
     /// The objects to send: commits first (those found by walking, then the pack's in pack
     /// order, which is newest first in packs git wrote), then tags, trees and blobs.
     pub fn objects(&self) -> (Vec<ObjectId>, crate::Counts) {
@@ -175,6 +192,7 @@ pub fn count<Find: gix_object::Find + gix_object::FindHeader>(
         buf: Vec::new(),
         named_trees: false,
         named_blobs: Vec::new(),
+        found: HashMap::default(),
     };
     let no_haves = Bits::default();
     let have_bits = if haves.is_empty() {
@@ -235,12 +253,20 @@ struct Counter<'a, Find> {
     named_trees: bool,
     /// The positions of blobs wants named (or peeled to).
     named_blobs: Vec<usize>,
+    /// Pack positions looked up so far: the trees of the commits a boundary walk reads share
+    /// most entries (a wide root tree repeats in every commit), and a lookup in this small
+    /// table costs a fraction of one in the pack index.
+    found: HashMap<ObjectId, usize>,
 }
 
 impl<Find: gix_object::Find + gix_object::FindHeader> Counter<'_, Find> {
     /// The position of `id` of `kind`: in the pack, or a new or known extended one.
     fn position(&mut self, id: &oid, kind: Kind) -> usize {
+        if let Some(&n) = self.found.get(id) {
+            return n;
+        }
         if let Some(n) = self.bitmap.position(id) {
+            self.found.insert(id.to_owned(), n);
             return n;
         }
         let next = self.extended.len() as u32;

@@ -311,7 +311,7 @@ impl PackBitmap {
 
     /// The position (pack order) of `id`, if it is in the pack.
     pub fn position(&self, id: &oid) -> Option<usize> {
-        let in_index = self.index.lookup(id)?;
+        let in_index = crate::lookup::lookup(&self.index, id)?;
         self.inverse.get(in_index as usize).map(|&p| p as usize)
     }
 

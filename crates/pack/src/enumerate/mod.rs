@@ -170,20 +170,29 @@ pub struct Enumeration {
     set: HashSet<ObjectId>,
     client_has: HashSet<ObjectId>,
     counts: Counts,
-    /// Set when counted with bitmaps: membership comes from its bits, not `set`.
+    /// Set when counted with bitmaps: membership comes from its bits, not `set`, and
+    /// `objects` is listed from them when first asked for (`listed`): a clone that goes out as
+    /// the stored pack never needs the list.
     counted: Option<Box<crate::bitmap::count::Counted>>,
+    listed: std::sync::OnceLock<Vec<ObjectId>>,
 }
 
 impl Enumeration {
     /// Every object to send, without duplicates, in pack order: commits (most recent first),
     /// then wanted tags, then trees and blobs in traversal order.
     pub fn objects(&self) -> &[ObjectId] {
-        &self.objects
+        match &self.counted {
+            Some(counted) => self.listed.get_or_init(|| counted.objects().0),
+            None => &self.objects,
+        }
     }
 
     /// The objects to send, consuming `self`.
-    pub fn into_objects(self) -> Vec<ObjectId> {
-        self.objects
+    pub fn into_objects(mut self) -> Vec<ObjectId> {
+        match self.counted.take() {
+            Some(counted) => self.listed.take().unwrap_or_else(|| counted.objects().0),
+            None => self.objects,
+        }
     }
 
     /// Whether `id` is among the objects to send.
@@ -231,12 +240,18 @@ impl Enumeration {
 
     /// The number of objects to send.
     pub fn len(&self) -> usize {
-        self.objects.len()
+        match &self.counted {
+            Some(_) => {
+                let counts = self.counts;
+                counts.commits + counts.tags + counts.trees + counts.blobs
+            }
+            None => self.objects.len(),
+        }
     }
 
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
+        self.len() == 0
     }
 }
 
@@ -326,19 +341,20 @@ where
                 should_interrupt,
             ) {
                 Ok(counted) => {
-                    let (objects, counts) = counted.objects();
+                    let counts = counted.counts();
                     tracing::debug!(
-                        objects = objects.len(),
+                        objects = counts.commits + counts.tags + counts.trees + counts.blobs,
                         client_has = counted.client_has_len(),
                         elapsed = ?started.elapsed(),
                         "counted objects with bitmaps"
                     );
                     return Ok(Enumeration {
-                        objects,
+                        objects: Vec::new(),
                         set: HashSet::default(),
                         client_has: HashSet::default(),
                         counts,
                         counted: Some(Box::new(counted)),
+                        listed: std::sync::OnceLock::new(),
                     });
                 }
                 Err(crate::bitmap::count::CountError::Walk(err)) => return Err(err),

@@ -690,13 +690,62 @@ pub(super) fn produce_pack<W: Write>(
         Ok(enumeration) => enumeration,
         Err(err) => return Err(fail(&mut sideband, err.to_string())),
     };
-    let mut objects: Vec<ObjectId> = enumeration.objects().to_vec();
-    if arguments.include_tag {
+    let tags = if arguments.include_tag {
         match tags_to_include(upload_pack, &enumeration) {
-            Ok(tags) => objects.extend(tags),
+            Ok(tags) => tags,
             Err(err) => return Err(fail(&mut sideband, err.to_string())),
         }
+    } else {
+        Vec::new()
+    };
+    // A clone counted with the bitmap that is its whole pack goes out as stored, without
+    // listing its objects.
+    if tags.is_empty() && arguments.uri_protocols.is_empty() {
+        if let Some(checksum) = enumeration.whole_pack() {
+            let options = packgate_pack::WriteOptions {
+                // As below: a thin pack whose client has objects gets a delta search, not
+                // the stored pack.
+                client_has: arguments.thin_pack.then(|| enumeration.known_to_client()),
+                ofs_delta: arguments.ofs_delta,
+                delta_search: Some(packgate_pack::DeltaSearch::new(&[])),
+                reader: Some(&reader),
+                whole_pack: Some(checksum),
+            };
+            let objects = enumeration.len();
+            progress(
+                &mut sideband,
+                &format!("Enumerating objects: {objects}, done.\n"),
+            )?;
+            tracing::debug!(objects, elapsed = ?started.elapsed(), "enumerated");
+            let started = std::time::Instant::now();
+            let mut buffered =
+                std::io::BufWriter::with_capacity(sideband.max_payload_length(), &mut sideband);
+            let written = packgate_pack::write_stored_pack(
+                reader.packs(),
+                objects,
+                &options,
+                &mut buffered,
+                &interrupt,
+            );
+            let written = buffered.flush().map(|()| written);
+            drop(buffered);
+            match written {
+                Ok(Ok(Some(outcome))) => {
+                    return finish_pack(&mut sideband, &outcome, started, arguments.no_progress)
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(packgate_pack::WriteError::Write(_))) | Err(_) => {
+                    return Err(ServeError::Io(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "the client stopped reading the pack",
+                    )))
+                }
+                Ok(Err(err)) => return Err(fail(&mut sideband, err.to_string())),
+            }
+        }
     }
+    let mut objects: Vec<ObjectId> = enumeration.objects().to_vec();
+    objects.extend(tags);
     if !arguments.uri_protocols.is_empty() {
         if let Some(message) = &upload_pack.config.blob_packfile_uri_error {
             return Err(fail(&mut sideband, message.clone()));
@@ -757,6 +806,16 @@ pub(super) fn produce_pack<W: Write>(
         }
         Ok(Err(err)) => return Err(fail(&mut sideband, err.to_string())),
     };
+    finish_pack(&mut sideband, &outcome, started, arguments.no_progress)
+}
+
+/// After the pack: log it, tell the client its totals (unless `no_progress`), flush.
+fn finish_pack<W: Write>(
+    sideband: &mut PackStream<W>,
+    outcome: &packgate_pack::WriteOutcome,
+    started: std::time::Instant,
+    no_progress: bool,
+) -> Result<(), ServeError> {
     tracing::debug!(
         objects = outcome.objects,
         deltas = outcome.deltas,
@@ -766,10 +825,11 @@ pub(super) fn produce_pack<W: Write>(
         elapsed = ?started.elapsed(),
         "pack written"
     );
-    progress(
-        &mut sideband,
-        &format!("Total {} (delta {})\n", outcome.objects, outcome.deltas),
-    )?;
+    if !no_progress {
+        sideband.progress(
+            format!("Total {} (delta {})\n", outcome.objects, outcome.deltas).as_bytes(),
+        )?;
+    }
     sideband.flush()?;
     Ok(())
 }

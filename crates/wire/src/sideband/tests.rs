@@ -71,6 +71,73 @@ fn write_sends_one_packet_per_call() {
     assert_eq!(packet_lengths(writer.get_ref()), [1000]);
 }
 
+/// Takes at most `step` bytes per call, vectored or not, and counts its calls.
+struct Trickle {
+    written: Vec<u8>,
+    step: usize,
+    calls: usize,
+}
+
+impl Write for Trickle {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.calls += 1;
+        let n = data.len().min(self.step);
+        self.written.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.calls += 1;
+        let mut room = self.step;
+        let mut n = 0;
+        for buf in bufs {
+            let taken = buf.len().min(room);
+            self.written.extend_from_slice(&buf[..taken]);
+            (room, n) = (room - taken, n + taken);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn large_packets_are_whole_through_partial_vectored_writes() {
+    let payload: Vec<u8> = (0..3 * 65515 + 17)
+        .map(|index| (index % 251) as u8)
+        .collect();
+    for step in [1, 3, 5, 6, 4096, 65519, 65520, usize::MAX] {
+        let mut writer = SidebandWriter::new(
+            Trickle {
+                written: Vec::new(),
+                step,
+                calls: 0,
+            },
+            SidebandMode::SideBand64k,
+        );
+        writer.write_all(&payload).unwrap();
+        let trickle = writer.into_inner();
+        assert_eq!(
+            packet_lengths(&trickle.written),
+            [65520, 65520, 65520, 22],
+            "step {step}"
+        );
+        assert_eq!(
+            demux(&trickle.written, SidebandMode::SideBand64k)
+                .unwrap()
+                .data,
+            payload,
+            "step {step}"
+        );
+        if step == usize::MAX {
+            // Header and payload of each large packet in one call, the small one in another.
+            assert_eq!(trickle.calls, 4);
+        }
+    }
+}
+
 #[test]
 fn writer_table() {
     #[track_caller]
