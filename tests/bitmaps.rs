@@ -152,3 +152,79 @@ fn pack_use_bitmaps_false_counts_by_walking() {
     assert!(log.contains("enumerated objects"), "{log}");
     fsck(&dir, &git, Path::new(&clone));
 }
+
+/// A multi-pack index's bitmap (`git multi-pack-index write --bitmap`, several packs, no pack
+/// bitmap): clones and fetches are counted with it, and send what git sends.
+#[test]
+fn clones_and_fetches_with_a_multi_pack_index_bitmap() {
+    let git = Git::newest();
+    let dir = Dir::new("bitmaps-midx");
+    let source = dir.fixture(&preset_spec("small")).path;
+    dir.git_in(&git, &source)
+        .args(["repack", "-adq", "--no-write-bitmap-index"])
+        .run();
+    let old = dir.join("old.git");
+    dir.git(&git)
+        .args(["clone", "-q", "--bare", "--no-local"])
+        .arg(file_url(&source))
+        .arg(&old)
+        .run();
+    // Newer history in a second pack, then one MIDX bitmap over both.
+    move_source_forward(&dir, &git, &source);
+    dir.git_in(&git, &source)
+        .args(["repack", "-dq", "--no-write-bitmap-index"])
+        .run();
+    dir.git_in(&git, &source)
+        .args(["multi-pack-index", "write", "--bitmap", "--no-progress"])
+        .run();
+    let pack_dir = source.join("objects/pack");
+    let names: Vec<String> = std::fs::read_dir(&pack_dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", pack_dir.display()))
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().filter(|name| name.ends_with(".pack")).count() >= 2,
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with("multi-pack-index-") && name.ends_with(".bitmap")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|name| name.starts_with("pack-") && name.ends_with(".bitmap")),
+        "{names:?}"
+    );
+
+    let log = clone_both(&dir, &git, &source, "clone", &[]);
+    assert!(log.contains(COUNTED_WITH_BITMAPS), "clone: {log}");
+    assert!(log.contains("multi-pack-index-"), "clone: {log}");
+
+    // The old clone fetches what moved (its haves have bitmaps or are walked to ones that do).
+    let log = through_packgate(
+        &dir,
+        &git,
+        &old,
+        &[
+            "fetch",
+            "--prune",
+            "origin",
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+    );
+    assert!(
+        log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
+        "fetch: {log}"
+    );
+    fsck(&dir, &git, &old);
+    crate::util::assert_same_refs(
+        &refs(&dir, &git, &old, &["refs/heads", "refs/tags"]),
+        &refs(&dir, &git, &source, &["refs/heads", "refs/tags"]),
+        "fetch with a MIDX bitmap",
+    );
+}

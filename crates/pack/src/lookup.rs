@@ -33,14 +33,23 @@ fn compare(id: &oid, wanted: u64, other: &oid) -> std::cmp::Ordering {
 
 /// The index position of `id` in `index`, as [`gix_pack::index::File::lookup()`] finds it.
 pub(crate) fn lookup(index: &gix_pack::index::File, id: &oid) -> Option<u32> {
-    let objects = index.num_objects();
+    lookup_sorted(index.num_objects(), |n| index.oid_at_index(n), id)
+}
+
+/// The position of `id` among the `objects` sorted ids that `oid_at` gives (a pack index's,
+/// a multi-pack index's).
+pub(crate) fn lookup_sorted<'a>(
+    objects: u32,
+    oid_at: impl Fn(u32) -> &'a oid,
+    id: &oid,
+) -> Option<u32> {
     if objects == 0 {
         return None;
     }
     let wanted = key(id);
     // Inclusive bounds, with their keys.
     let (mut low, mut high) = (0u32, objects - 1);
-    let (mut low_key, mut high_key) = (key(index.oid_at_index(low)), key(index.oid_at_index(high)));
+    let (mut low_key, mut high_key) = (key(oid_at(low)), key(oid_at(high)));
     for _ in 0..MAX_GUESSES {
         if wanted < low_key || wanted > high_key {
             return None;
@@ -52,21 +61,21 @@ pub(crate) fn lookup(index: &gix_pack::index::File, id: &oid) -> Option<u32> {
             let offset = u128::from(wanted - low_key) * u128::from(high - low) / u128::from(span);
             low + u32::try_from(offset).unwrap_or(high - low)
         };
-        match compare(id, wanted, index.oid_at_index(guess)) {
+        match compare(id, wanted, oid_at(guess)) {
             std::cmp::Ordering::Equal => return Some(guess),
             std::cmp::Ordering::Less => {
                 if guess == low {
                     return None;
                 }
                 high = guess - 1;
-                high_key = key(index.oid_at_index(high));
+                high_key = key(oid_at(high));
             }
             std::cmp::Ordering::Greater => {
                 if guess == high {
                     return None;
                 }
                 low = guess + 1;
-                low_key = key(index.oid_at_index(low));
+                low_key = key(oid_at(low));
             }
         }
     }
@@ -74,7 +83,7 @@ pub(crate) fn lookup(index: &gix_pack::index::File, id: &oid) -> Option<u32> {
     let (mut low, mut high) = (low, high + 1);
     while low < high {
         let middle = low + (high - low) / 2;
-        match compare(id, wanted, index.oid_at_index(middle)) {
+        match compare(id, wanted, oid_at(middle)) {
             std::cmp::Ordering::Equal => return Some(middle),
             std::cmp::Ordering::Less => high = middle,
             std::cmp::Ordering::Greater => low = middle + 1,

@@ -102,12 +102,19 @@ impl PackSet {
         self.packs.is_empty()
     }
 
-    /// The reachability bitmap of one of the set's packs (git allows one per repository; the
-    /// first usable one of the newest pack first), if there is one that passes every check.
-    /// A multi-pack index's bitmap is not read: without a pack bitmap, `None`.
+    /// The repository's reachability bitmap, if there is one that passes every check: as
+    /// git, its multi-pack index's first, else the first usable one of its packs' (newest
+    /// pack first; git allows one).
     pub fn bitmap(&self) -> Option<Arc<crate::bitmap::PackBitmap>> {
         self.bitmap
             .get_or_init(|| {
+                let own_dir = self
+                    .packs
+                    .first()
+                    .and_then(|pack| pack.index.path().parent().map(Path::to_owned));
+                if let Some(bitmap) = own_dir.as_deref().and_then(crate::bitmap::load_midx) {
+                    return Some(bitmap);
+                }
                 for pack in &self.packs {
                     let path = pack.index.path().with_extension("bitmap");
                     if !path.is_file() {
@@ -117,26 +124,6 @@ impl PackSet {
                         crate::bitmap::load(&path, pack.index.path(), || pack.order_arc())
                     {
                         return Some(bitmap);
-                    }
-                }
-                if let Some(pack) = self.packs.first() {
-                    let dir = pack.index.path().parent().map(Path::to_owned);
-                    let midx = dir.and_then(|dir| std::fs::read_dir(dir).ok()).is_some_and(
-                        |mut entries| {
-                            entries.any(|entry| {
-                                entry.is_ok_and(|entry| {
-                                    let name = entry.file_name();
-                                    let name = name.to_string_lossy();
-                                    name.starts_with("multi-pack-index-")
-                                        && name.ends_with(".bitmap")
-                                })
-                            })
-                        },
-                    );
-                    if midx {
-                        tracing::debug!(
-                            "multi-pack-index bitmaps are not read; counting objects by walking"
-                        );
                     }
                 }
                 None

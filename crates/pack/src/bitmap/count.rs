@@ -96,8 +96,8 @@ impl Counted {
         let outside = (0..self.extended.len())
             .filter(|n| self.send.get(pack_objects + n))
             .count();
-        (outside == 0 && self.send.count() == pack_objects)
-            .then(|| self.bitmap.pack_checksum().to_owned())
+        let checksum = self.bitmap.pack_checksum()?;
+        (outside == 0 && self.send.count() == pack_objects).then(|| checksum.to_owned())
     }
 
     /// How many objects the client is known to have.

@@ -5,8 +5,10 @@
 //! its trailing checksum, the pack checksum it names, the type bitmaps (every object exactly
 //! one type), each entry's commit and XOR reference, and the optional name-hash cache and
 //! lookup table (their sizes; the table's offsets must name entries). A bitmap that fails any
-//! check is not used: the caller counts with the walk instead. Bitmaps of a multi-pack index
-//! are not read (their object order is the MIDX's); with only one of those the walk is used.
+//! check is not used: the caller counts with the walk instead. A multi-pack index's bitmap
+//! (`multi-pack-index-<checksum>.bitmap`) is read the same way, its bits in the MIDX's
+//! pseudo-pack order (its `RIDX` chunk): [`PackBitmap::open_midx()`]. Incremental MIDX chains
+//! (`multi-pack-index.d/`) are not read.
 //!
 //! [`count`] is git's `prepare_bitmap_walk`: OR of the wants' bitmaps, walking from wants
 //! without a bitmap until commits with one, minus the same for the haves.
@@ -65,12 +67,54 @@ const FLAG_LOOKUP_TABLE: u16 = 0x10;
 /// The longest XOR reference git writes (and accepts).
 const MAX_XOR_OFFSET: usize = 160;
 
-/// A pack's reachability bitmaps, read and checked, with the pack's index and order to map
-/// bit positions to objects and back.
+/// The objects a bitmap's bits stand for, sorted by id: a pack's index, or a multi-pack
+/// index.
+enum Objects {
+    Pack(gix_pack::index::File),
+    Midx(gix_pack::multi_index::File),
+}
+
+impl Objects {
+    fn len(&self) -> u32 {
+        match self {
+            Objects::Pack(index) => index.num_objects(),
+            Objects::Midx(midx) => midx.num_objects(),
+        }
+    }
+
+    /// The id at sorted position `n`, which must be below [`Objects::len()`].
+    fn oid_at(&self, n: u32) -> &oid {
+        match self {
+            Objects::Pack(index) => index.oid_at_index(n),
+            Objects::Midx(midx) => midx.oid_at_index(n),
+        }
+    }
+
+    fn lookup(&self, id: &oid) -> Option<u32> {
+        match self {
+            Objects::Pack(index) => crate::lookup::lookup(index, id),
+            Objects::Midx(midx) => {
+                crate::lookup::lookup_sorted(midx.num_objects(), |n| midx.oid_at_index(n), id)
+            }
+        }
+    }
+
+    /// The checksum a bitmap for these objects names: the pack's, or the MIDX's.
+    fn checksum(&self) -> ObjectId {
+        match self {
+            Objects::Pack(index) => index.pack_checksum().to_owned(),
+            Objects::Midx(midx) => midx.checksum(),
+        }
+    }
+}
+
+/// A pack's (or a multi-pack index's) reachability bitmaps, read and checked, with the index
+/// and order to map bit positions to objects and back.
 pub struct PackBitmap {
     path: PathBuf,
-    index: gix_pack::index::File,
-    /// Index positions in pack order: bit `n` is the object at index position `order[n]`.
+    objects: Objects,
+    /// Index positions in pack order (a MIDX's pseudo-pack order): bit `n` is the object at
+    /// index position `order[n]`.
     order: Arc<[u32]>,
     /// Pack positions in index order: the inverse of `order`.
     inverse: Vec<u32>,
@@ -128,18 +172,35 @@ impl PackBitmap {
                 source: std::io::Error::other("pack index unreadable"),
             }
         })?;
-        Self::from_bytes(path.to_owned(), data, index, order)
+        Self::from_bytes(path.to_owned(), data, Objects::Pack(index), order)
+    }
+
+    /// Read the bitmap file at `path` of the multi-pack index at `midx_path`; its bits follow
+    /// the MIDX's pseudo-pack order, which git writes into the MIDX's `RIDX` chunk.
+    pub fn open_midx(path: &Path, midx_path: &Path) -> Result<PackBitmap, BitmapError> {
+        let io = |source| BitmapError::Io {
+            path: midx_path.to_owned(),
+            source,
+        };
+        let midx = gix_pack::multi_index::File::at(midx_path, None)
+            .map_err(|err| io(std::io::Error::other(err.to_string())))?;
+        let order = midx_pseudo_pack_order(midx_path, midx.num_objects()).map_err(io)?;
+        let data = std::fs::read(path).map_err(|source| BitmapError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(path.to_owned(), data, Objects::Midx(midx), order.into())
     }
 
     fn from_bytes(
         path: PathBuf,
         data: Vec<u8>,
-        index: gix_pack::index::File,
+        index: Objects,
         order: Arc<[u32]>,
     ) -> Result<PackBitmap, BitmapError> {
         const HASH: usize = 20;
         const HEADER: usize = 4 + 2 + 2 + 4 + HASH;
-        let objects = index.num_objects() as usize;
+        let objects = index.len() as usize;
         if order.len() != objects {
             return Err(BitmapError::Corrupt("pack order does not match the index"));
         }
@@ -173,7 +234,7 @@ impl PackBitmap {
         let lookup_table = flags & FLAG_LOOKUP_TABLE != 0;
         let count = u32_at(&data, 8).unwrap_or(0) as usize;
         let named = ObjectId::from_bytes_or_panic(&data[12..12 + HASH]);
-        let actual = index.pack_checksum().to_owned();
+        let actual = index.checksum();
         if named != actual {
             return Err(BitmapError::Stale { named, actual });
         }
@@ -203,11 +264,14 @@ impl PackBitmap {
                 "type bitmaps do not cover each object once",
             ));
         }
-        let mut inverse = vec![0u32; objects];
+        let mut inverse = vec![u32::MAX; objects];
         for (position, &in_index) in order.iter().enumerate() {
             let slot = inverse
                 .get_mut(in_index as usize)
                 .ok_or(BitmapError::Corrupt("pack order out of range"))?;
+            if *slot != u32::MAX {
+                return Err(BitmapError::Corrupt("pack order names an object twice"));
+            }
             *slot = position as u32;
         }
 
@@ -245,7 +309,7 @@ impl PackBitmap {
                 .and_then(|len| len.checked_add(ewah + 12))
                 .filter(|&end| end <= entries_end)
                 .ok_or(BitmapError::Corrupt("entries truncated"))?;
-            let commit = index.oid_at_index(in_index).to_owned();
+            let commit = index.oid_at(in_index).to_owned();
             if by_commit.insert(commit, n as u32).is_some() {
                 return Err(BitmapError::Corrupt("two entries for one commit"));
             }
@@ -276,7 +340,7 @@ impl PackBitmap {
         }
         Ok(PackBitmap {
             path,
-            index,
+            objects: index,
             order,
             inverse,
             types,
@@ -304,21 +368,25 @@ impl PackBitmap {
         &self.path
     }
 
-    /// The checksum of the pack the bitmap is for.
-    pub fn pack_checksum(&self) -> &oid {
-        &self.pack_checksum
+    /// The checksum of the pack the bitmap is for; `None` for a multi-pack index's bitmap,
+    /// whose objects are no one pack's.
+    pub fn pack_checksum(&self) -> Option<&oid> {
+        match self.objects {
+            Objects::Pack(_) => Some(&self.pack_checksum),
+            Objects::Midx(_) => None,
+        }
     }
 
     /// The position (pack order) of `id`, if it is in the pack.
     pub fn position(&self, id: &oid) -> Option<usize> {
-        let in_index = crate::lookup::lookup(&self.index, id)?;
+        let in_index = self.objects.lookup(id)?;
         self.inverse.get(in_index as usize).map(|&p| p as usize)
     }
 
     /// The object at `position`.
     pub fn id_at(&self, position: usize) -> Option<ObjectId> {
         let in_index = *self.order.get(position)?;
-        Some(self.index.oid_at_index(in_index).to_owned())
+        Some(self.objects.oid_at(in_index).to_owned())
     }
 
     /// The kind of the object at `position`, from the type bitmaps.
@@ -395,6 +463,72 @@ static BITMAPS: std::sync::Mutex<Vec<(crate::packs::FileKey, Arc<PackBitmap>)>> 
 /// How many bitmaps the process keeps.
 const BITMAPS_KEPT: usize = 4;
 
+/// The pseudo-pack order of the multi-pack index at `path` with `objects` objects: its
+/// `RIDX` chunk (MIDX positions in bitmap order), read without reading the rest of the file.
+fn midx_pseudo_pack_order(path: &Path, objects: u32) -> std::io::Result<Vec<u32>> {
+    use std::io::{Read as _, Seek as _};
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 12];
+    file.read_exact(&mut header)?;
+    if &header[..4] != b"MIDX" || header[4] != 1 {
+        return Err(invalid("not a version 1 multi-pack index"));
+    }
+    if header[7] != 0 {
+        return Err(invalid("a multi-pack index with base layers"));
+    }
+    let chunks = usize::from(header[6]);
+    let mut table = vec![0u8; (chunks + 1) * 12];
+    file.read_exact(&mut table)?;
+    let rows: Vec<([u8; 4], u64)> = table
+        .chunks_exact(12)
+        .map(|row| {
+            let mut id = [0u8; 4];
+            id.copy_from_slice(&row[..4]);
+            let mut offset = [0u8; 8];
+            offset.copy_from_slice(&row[4..]);
+            (id, u64::from_be_bytes(offset))
+        })
+        .collect();
+    let (at, next) = rows
+        .windows(2)
+        .find(|pair| &pair[0].0 == b"RIDX")
+        .map(|pair| (pair[0].1, pair[1].1))
+        .ok_or_else(|| invalid("no RIDX chunk (the bitmap's object order)"))?;
+    let len = u64::from(objects) * 4;
+    if next.checked_sub(at) != Some(len) {
+        return Err(invalid("RIDX chunk of the wrong size"));
+    }
+    file.seek(std::io::SeekFrom::Start(at))?;
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| invalid("too many objects"))?];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]))
+        .collect())
+}
+
+/// The bitmap of the multi-pack index in `pack_dir`, if it has one that passes every check.
+pub(crate) fn load_midx(pack_dir: &Path) -> Option<Arc<PackBitmap>> {
+    let midx_path = pack_dir.join("multi-pack-index");
+    if !midx_path.is_file() {
+        return None;
+    }
+    let checksum = match gix_pack::multi_index::File::at(&midx_path, None) {
+        Ok(midx) => midx.checksum(),
+        Err(err) => {
+            tracing::debug!(%err, midx = %midx_path.display(), "multi-pack index unreadable");
+            return None;
+        }
+    };
+    let path = pack_dir.join(format!("multi-pack-index-{checksum}.bitmap"));
+    if !path.is_file() {
+        return None;
+    }
+    load_with(&path, || PackBitmap::open_midx(&path, &midx_path))
+}
+
 /// The bitmap at `path`, from the process's cache or read now; `None` (with a warning) if it
 /// can't be used.
 pub(crate) fn load(
@@ -402,13 +536,21 @@ pub(crate) fn load(
     index_path: &Path,
     order: impl FnOnce() -> Arc<[u32]>,
 ) -> Option<Arc<PackBitmap>> {
+    load_with(path, || PackBitmap::open(path, index_path, order()))
+}
+
+/// The bitmap at `path` from the process's cache, or from `open`.
+fn load_with(
+    path: &Path,
+    open: impl FnOnce() -> Result<PackBitmap, BitmapError>,
+) -> Option<Arc<PackBitmap>> {
     let key = crate::packs::FileKey::of(path)?;
     if let Ok(kept) = BITMAPS.lock() {
         if let Some((_, bitmap)) = kept.iter().find(|(cached, _)| *cached == key) {
             return Some(Arc::clone(bitmap));
         }
     }
-    match PackBitmap::open(path, index_path, order()) {
+    match open() {
         Ok(bitmap) => {
             let bitmap = Arc::new(bitmap);
             if let Ok(mut kept) = BITMAPS.lock() {

@@ -603,3 +603,64 @@ fn gaps_rewrite_offset_deltas() {
     assert!(outcome.deltas > 0, "{outcome:?}");
     assert!(outcome.verbatim < outcome.objects, "{outcome:?}");
 }
+
+#[test]
+fn a_multi_pack_index_bitmap_counts_as_the_walk_and_git() {
+    let repo = Repo::new();
+    // More history in packs of their own, then one MIDX bitmap over all packs.
+    repo.commits("main", 15..20);
+    repo.push();
+    git(&repo.bare, &["repack", "-dq"], None);
+    repo.commits("side", 105..108);
+    repo.push();
+    git(&repo.bare, &["repack", "-dq"], None);
+    git(
+        &repo.bare,
+        &["multi-pack-index", "write", "--bitmap", "--no-progress"],
+        None,
+    );
+    if let Some(path) = repo.bitmap_path().filter(|path| {
+        path.file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("pack-"))
+    }) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let packs = std::fs::read_dir(repo.bare.join("objects/pack"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "pack")
+        })
+        .count();
+    assert!(packs >= 3, "{packs} packs");
+    let bitmap = repo.bitmap().unwrap();
+    assert!(
+        bitmap
+            .path()
+            .to_string_lossy()
+            .contains("multi-pack-index-"),
+        "{}",
+        bitmap.path().display()
+    );
+    assert!(bitmap.pack_checksum().is_none(), "no one pack's");
+    for (wants, haves) in requests(&repo) {
+        let counted = repo.check(&wants, &haves);
+        assert!(counted.whole_pack().is_none());
+    }
+    // A MIDX without its RIDX chunk (the bitmap's order) is not used.
+    let midx = repo.bare.join("objects/pack/multi-pack-index");
+    let mut data = std::fs::read(&midx).unwrap();
+    let chunks = usize::from(data[6]);
+    let table = 12..12 + chunks * 12;
+    let row = data[table]
+        .chunks_exact(12)
+        .position(|row| &row[..4] == b"RIDX")
+        .unwrap();
+    data[12 + row * 12..12 + row * 12 + 4].copy_from_slice(b"XXXX");
+    std::fs::write(&midx, &data).unwrap();
+    assert!(super::PackBitmap::open_midx(bitmap.path(), &midx).is_err());
+}
