@@ -159,6 +159,9 @@ pub fn write_commit_graph(
     };
     let mut commits = collect(db, tips, &chain)?;
     if commits.is_empty() {
+        if options.split {
+            expire_unchained(&info, &graphs_dir);
+        }
         return Ok(CommitGraphWritten::default());
     }
     if options.split {
@@ -171,14 +174,39 @@ pub fn write_commit_graph(
         fs::create_dir_all(&info).map_err(io_error("create directory", &info))?;
         lock.write_and_commit(&file.bytes)?;
         sync_dir(&info);
+        let written = CommitGraphWritten {
+            commits: ids.len() as u64,
+            files: vec![path.clone()],
+        };
+        if killed("graph committed") {
+            return Ok(written);
+        }
         // The single file now takes precedence; the chain and its layers go.
         remove_file_if_exists(&graphs_dir.join("commit-graph-chain"));
+        if killed("chain removed") {
+            return Ok(written);
+        }
         expire(&graphs_dir, &HashSet::new());
-        Ok(CommitGraphWritten {
-            commits: ids.len() as u64,
-            files: vec![path],
-        })
+        Ok(written)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The phase after which a test's write stops as if killed: nothing after it is done, no
+    /// lock is released.
+    static KILL_AFTER: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether a test kills the write after `phase`.
+#[cfg(test)]
+fn killed(phase: &'static str) -> bool {
+    KILL_AFTER.with(|kill| kill.get() == Some(phase))
+}
+
+#[cfg(not(test))]
+fn killed(_phase: &'static str) -> bool {
+    false
 }
 
 /// git's `commit_graph_compatible()` without the configuration: no shallow file, no grafts,
@@ -363,6 +391,14 @@ fn write_split(
     let path = layer_path(graphs_dir, &file.hash);
     write_new_file(graphs_dir, &path, &file.bytes)?;
     names.push(file.hash);
+    let written = CommitGraphWritten {
+        commits: ids.len() as u64,
+        files: vec![path, chain_path.clone()],
+    };
+    if killed("layer written") {
+        std::mem::forget(lock);
+        return Ok(written);
+    }
     let mut text = String::new();
     for hash in &names {
         text.push_str(&hash.to_string());
@@ -373,7 +409,13 @@ fn write_split(
     // Old files go last: the single-file graph (which would take precedence over the chain),
     // then the layers that are no longer in the chain — under the chain's lock again, so that
     // a concurrent writer's new layer is not taken for a stale one.
+    if killed("chain committed") {
+        return Ok(written);
+    }
     remove_file_if_exists(&v1_path);
+    if killed("single file removed") {
+        return Ok(written);
+    }
     if let Ok(lock) = Lock::acquire(&chain_path) {
         let keep: HashSet<PathBuf> = names
             .iter()
@@ -382,10 +424,7 @@ fn write_split(
         expire(graphs_dir, &keep);
         drop(lock);
     }
-    Ok(CommitGraphWritten {
-        commits: ids.len() as u64,
-        files: vec![path, chain_path],
-    })
+    Ok(written)
 }
 
 fn layer_path(graphs_dir: &Path, hash: &oid) -> PathBuf {
@@ -446,6 +485,24 @@ fn remove_file_if_exists(path: &Path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => tracing::warn!(?path, %err, "could not remove an old commit-graph file"),
     }
+}
+
+/// Remove the layers that are not in the chain (left by a write killed before its clean-up),
+/// under the chain's lock and reading the chain again under it. git leaves them until a write
+/// has new commits; removing them when there is nothing to write is harmless.
+fn expire_unchained(info: &Path, graphs_dir: &Path) {
+    if info.join("commit-graph").exists() || !graphs_dir.is_dir() {
+        return;
+    }
+    let Ok(lock) = Lock::acquire(&graphs_dir.join("commit-graph-chain")) else {
+        return;
+    };
+    let chain = Chain::load(info);
+    if !chain.layers.is_empty() {
+        let keep: HashSet<PathBuf> = chain.layers.iter().map(|l| l.path.clone()).collect();
+        expire(graphs_dir, &keep);
+    }
+    drop(lock);
 }
 
 /// git's expire_commit_graphs() with its default expiry time (now): every `*.graph` file of
