@@ -317,7 +317,19 @@ fn collect_loose(dir: &Path, prefix: &[u8], out: &mut Vec<(BString, ObjectId)>, 
         let mut name = BString::from(prefix);
         name.extend_from_slice(&file_name);
         let path = entry.path();
-        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        // As git: a symbolic link is followed to a directory; one whose text is `refs/…` is
+        // an old-style symbolic ref, never packed; any other is read through.
+        let is_dir = kind.is_dir() || (kind.is_symlink() && path.is_dir());
+        if !is_dir && kind.is_symlink() {
+            if let Ok(target) = std::fs::read_link(&path) {
+                if target.as_os_str().as_encoded_bytes().starts_with(b"refs/") {
+                    continue;
+                }
+            }
+        }
         if is_dir {
             if depth < 256 {
                 name.push(b'/');

@@ -102,6 +102,10 @@ impl Repo {
             write("refs/worktree/x", &format!("{first}\n"));
             write("refs/rewritten/y", &format!("{first}\n"));
             write("refs/heads/.hidden", &format!("{first}\n"));
+            // An old-style symbolic ref: a link whose text is `refs/…`, here also one that
+            // resolves (to the ref `refs/heads/refs/heads/main`).
+            write("refs/heads/refs/heads/main", &format!("{first}\n"));
+            std::os::unix::fs::symlink("refs/heads/main", path.join("refs/heads/link")).unwrap();
         }
         Repo { _dir: dir, path }
     }
@@ -130,7 +134,10 @@ fn loose_files(repo: &Path) -> Vec<(String, String)> {
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            if entry.file_type().unwrap().is_dir() {
+            if entry.file_type().unwrap().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((name, format!("-> {}", target.display())));
+            } else if entry.file_type().unwrap().is_dir() {
                 out.push((name + "/", String::new()));
                 walk(root, &path, out);
             } else {
