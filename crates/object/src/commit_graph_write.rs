@@ -343,12 +343,17 @@ fn write_split(
 ) -> Result<CommitGraphWritten> {
     // git's split_graph_merge_strategy(): merge the top layer while it is not more than
     // `size_multiple` times what the new layer holds so far.
-    let size_multiple = u64::from(options.size_multiple.max(1));
+    // As git, 0 means the default.
+    let size_multiple = match options.size_multiple {
+        0 => 2,
+        multiple => u64::from(multiple),
+    };
     let mut total = commits.len() as u64;
     let mut keep = chain.layers.len();
     while keep > 0 {
         let layer = &chain.layers[keep - 1];
-        if u64::from(layer.count) > size_multiple.saturating_mul(total) {
+        // The header counts the base layers in one byte.
+        if u64::from(layer.count) > size_multiple.saturating_mul(total) && keep < 255 {
             break;
         }
         total += u64::from(layer.count);
