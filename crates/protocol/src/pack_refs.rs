@@ -1,7 +1,6 @@
 //! git's `pack-refs` on the files backend: loose refs move into `packed-refs`.
 //!
-//! As git's `files_pack_refs()`: under `packed-refs.lock` (waiting up to git's default
-//! `core.packedRefsTimeout`, one second), the loose refs below `refs/` are read; those to
+//! As git's `files_pack_refs()`: under `packed-refs.lock`, the loose refs below `refs/` are read; those to
 //! pack — every ref with `all` (`--all`), else the tags (`refs/tags/*`), never a symbolic
 //! ref, a per-worktree ref (`refs/bisect/`, `refs/worktree/`, `refs/rewritten/`), a ref with
 //! an invalid name or one that does not point at an existing object — are merged with the
@@ -12,15 +11,14 @@
 //! packed — a ref updated meanwhile keeps its new loose value, which takes precedence — and
 //! its empty parent directories are removed, sparing `refs/` and its immediate subdirectories.
 //!
-//! Differences from git: `core.packedRefsTimeout` and `core.filesRefLockTimeout` are not
-//! read (git's defaults are used); a `packed-refs` that is a symbolic link is replaced, not
-//! written through.
+//! The locks are waited for as git does (`core.packedRefsTimeout`, 1 s by default;
+//! `core.filesRefLockTimeout`, 100 ms). Difference from git: a `packed-refs` that is a
+//! symbolic link is replaced, not written through.
 
 use std::{
     collections::BTreeMap,
     io::{self, Write as _},
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use bstr::{BStr, BString, ByteSlice};
@@ -56,6 +54,9 @@ pub enum PackRefsError {
         #[source]
         source: gix_error::Error,
     },
+    /// The repository's configuration cannot be read.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A file operation failed.
     #[error("{action} '{path}': {source}")]
     Io {
@@ -89,11 +90,6 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Pack
 /// The header git writes.
 pub const PACKED_REFS_HEADER: &str = "# pack-refs with: peeled fully-peeled sorted \n";
 
-/// git's `packed_refs_lock()` default timeout (`core.packedRefsTimeout`).
-const PACKED_REFS_TIMEOUT: Duration = Duration::from_millis(1000);
-/// git's `core.filesRefLockTimeout` default.
-const REF_LOCK_TIMEOUT: Duration = Duration::from_millis(100);
-
 /// git's `pack-refs` on the files backend: packed-refs written with the header
 /// `# pack-refs with: peeled fully-peeled sorted `, peeled lines for tags, under
 /// `packed-refs.lock` (git's lock-file convention), loose refs that were packed deleted
@@ -115,17 +111,25 @@ fn pack_refs_with(
     let objects = git_dir.join("objects");
     let db = gix_odb::at(&objects, gix_hash::Kind::Sha1)
         .map_err(io_error("open the object database", &objects))?;
+    let config = crate::config::load(git_dir, None)?;
+    let timeout = |key: &str, default_millis| -> Result<_, PackRefsError> {
+        let configured = config.integer(key).map_err(|source| {
+            PackRefsError::Config(crate::config::ConfigError::Value {
+                key: key.to_owned(),
+                source,
+            })
+        })?;
+        Ok(crate::config::lock_timeout(configured, default_millis))
+    };
+    let packed_refs_timeout = timeout("core.packedRefsTimeout", 1000)?;
+    let ref_lock_timeout = timeout("core.filesRefLockTimeout", 100)?;
     let packed_path = git_dir.join("packed-refs");
-    let mut lock = gix_lock::File::acquire_to_update_resource(
-        &packed_path,
-        gix_lock::acquire::Fail::AfterDurationWithBackoff(PACKED_REFS_TIMEOUT),
-        None,
-        0,
-    )
-    .map_err(|source| PackRefsError::Lock {
-        path: packed_path.clone(),
-        source,
-    })?;
+    let mut lock =
+        gix_lock::File::acquire_to_update_resource(&packed_path, packed_refs_timeout, None, 0)
+            .map_err(|source| PackRefsError::Lock {
+                path: packed_path.clone(),
+                source,
+            })?;
 
     // The refs packed so far, read under the lock, with their peeled values when known.
     let mut refs: BTreeMap<BString, (ObjectId, Option<ObjectId>)> = BTreeMap::new();
@@ -192,7 +196,7 @@ fn pack_refs_with(
     let mut pruned = 0;
     if options.prune {
         for (name, expected) in &packed {
-            if prune_loose(git_dir, name.as_ref(), expected) {
+            if prune_loose(git_dir, name.as_ref(), expected, ref_lock_timeout) {
                 pruned += 1;
             }
         }
@@ -357,17 +361,17 @@ fn collect_loose(dir: &Path, prefix: &[u8], out: &mut Vec<(BString, ObjectId)>, 
 
 /// git's `prune_ref()`: delete the loose `name` under its lock if it still holds `expected`,
 /// then its empty parent directories. Whether it was deleted.
-fn prune_loose(git_dir: &Path, name: &BStr, expected: &ObjectId) -> bool {
+fn prune_loose(
+    git_dir: &Path,
+    name: &BStr,
+    expected: &ObjectId,
+    timeout: gix_lock::acquire::Fail,
+) -> bool {
     let Ok(relative) = gix_path::from_bstr(name) else {
         return false;
     };
     let path = git_dir.join(relative);
-    let marker = match gix_lock::Marker::acquire_to_hold_resource(
-        &path,
-        gix_lock::acquire::Fail::AfterDurationWithBackoff(REF_LOCK_TIMEOUT),
-        None,
-        0,
-    ) {
+    let marker = match gix_lock::Marker::acquire_to_hold_resource(&path, timeout, None, 0) {
         Ok(marker) => marker,
         Err(err) => {
             tracing::warn!(%name, %err, "cannot lock ref '{name}' to prune it");

@@ -380,3 +380,27 @@ fn old_style_packed_refs_are_peeled_again() {
         std::fs::read_to_string(reference.join("packed-refs")).unwrap()
     );
 }
+
+#[test]
+fn the_configured_ref_lock_timeout_is_waited_for() {
+    let repo = Repo::new(false);
+    git(&repo.path, &["config", "core.filesRefLockTimeout", "20000"]);
+    let lock = repo.path.join("refs/heads/a/d.lock");
+    std::fs::write(&lock, b"").unwrap();
+    // Another writer holds the ref's lock for a while (longer than git's default 100 ms).
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::fs::remove_file(lock).unwrap();
+    });
+    let outcome = pack_refs(
+        &repo.path,
+        &PackRefsOptions {
+            all: true,
+            prune: true,
+        },
+    )
+    .unwrap();
+    holder.join().unwrap();
+    assert_eq!(outcome.pruned, outcome.packed);
+    assert!(!repo.path.join("refs/heads/a").exists());
+}
