@@ -131,7 +131,9 @@ const OFFSET_OVERFLOW: u32 = 0x8000_0000;
 ///
 /// Tips that are annotated tags are peeled; tips that are not commits (or are missing) are
 /// skipped, as git's `--reachable` skips refs that do not point at commits. See the module
-/// documentation for when nothing is written.
+/// documentation for when nothing is written. Configuration is the caller's: git writes
+/// nothing when `core.commitGraph` is false, and this always writes generation data v2
+/// (`commitGraph.generationVersion` 2, git's default) unless a kept layer below lacks it.
 pub fn write_commit_graph(
     objects_dir: &Path,
     db: &impl gix_object::Find,
