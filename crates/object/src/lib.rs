@@ -19,12 +19,16 @@
 use std::ops::Range;
 
 mod commit;
+mod commit_graph_write;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tree;
 mod walk;
 
 pub use commit::{commit_date, CommitError, CommitHeader};
+pub use commit_graph_write::{
+    write_commit_graph, CommitGraphWriteError, CommitGraphWriteOptions, CommitGraphWritten,
+};
 pub use walk::{
     flag, CommitGraph, CommitGraphFile, Edge, LimitedWalk, Node, ReadError, Stop, Unparsable,
 };

@@ -104,6 +104,23 @@ pub fn hide_refs(config: &gix_config::File, service: &str) -> Vec<BString> {
         .collect()
 }
 
+/// git's lock timeouts in milliseconds (`core.filesRefLockTimeout`, `core.packedRefsTimeout`):
+/// 0 fails at once, a negative value waits (practically) forever.
+pub(crate) fn lock_timeout(
+    configured: Option<i64>,
+    default_millis: u64,
+) -> gix_lock::acquire::Fail {
+    /// "Forever": a year.
+    const FOREVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 60 * 60);
+    match configured {
+        None => std::time::Duration::from_millis(default_millis).into(),
+        Some(millis) => match u64::try_from(millis) {
+            Ok(millis) => std::time::Duration::from_millis(millis).into(),
+            Err(_) => FOREVER.into(),
+        },
+    }
+}
+
 /// git's system configuration file unless `GIT_CONFIG_SYSTEM` names another.
 pub const SYSTEM_CONFIG: &str = "/etc/gitconfig";
 

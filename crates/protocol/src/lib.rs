@@ -36,6 +36,8 @@ pub mod daemon;
 pub mod http;
 mod keepalive;
 pub mod pack_cache;
+pub mod pack_refs;
+pub use pack_refs::{pack_refs, PackRefsError, PackRefsOptions, PackRefsOutcome};
 mod packed_refs;
 pub mod receive_pack;
 pub mod refname;

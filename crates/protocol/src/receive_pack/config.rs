@@ -51,19 +51,7 @@ impl Deny {
 /// How long a quarantine directory may stay unchanged before a push removes it: one day.
 pub const DEFAULT_QUARANTINE_EXPIRY_SECONDS: u64 = 24 * 60 * 60;
 
-/// git's lock timeouts in milliseconds (`core.filesRefLockTimeout`, `core.packedRefsTimeout`):
-/// 0 fails at once, a negative value waits (practically) forever.
-fn lock_timeout(configured: Option<i64>, default_millis: u64) -> gix_lock::acquire::Fail {
-    /// "Forever": a year.
-    const FOREVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 60 * 60);
-    match configured {
-        None => std::time::Duration::from_millis(default_millis).into(),
-        Some(millis) => match u64::try_from(millis) {
-            Ok(millis) => std::time::Duration::from_millis(millis).into(),
-            Err(_) => FOREVER.into(),
-        },
-    }
-}
+use crate::config::lock_timeout;
 
 /// The default of `receive.maxObjectSize`: 2 GiB, twice the largest object git's
 /// `core.bigFileThreshold` default lets a client deltify, and more than most hosts accept.
