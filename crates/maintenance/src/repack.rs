@@ -1,0 +1,714 @@
+//! The tasks: repacking (full and of loose objects), pruning, and the calls to the
+//! commit-graph, pack-refs, `.rev` and `.bitmap` writers.
+
+use std::{
+    fs::{self, File},
+    io::{BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::atomic::AtomicBool,
+    time::SystemTime,
+};
+
+use gix_hash::ObjectId;
+use gix_hashtable::HashSet;
+use gix_object::{Find, Write as _};
+use packgate_pack::{
+    ingest::{ingest_pack, IngestOptions, Quarantine},
+    reader::CachingReader,
+    DeltaSearch, WriteOptions,
+};
+use packgate_protocol::repository::Repository;
+
+use crate::{
+    config::MaintenanceConfig, pause_point, pending, reach, MaintenanceError, Options, Report, Task,
+};
+
+const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
+
+/// What `gc --auto` would do, by git's `need_to_gc()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcNeed {
+    /// Below every threshold.
+    Nothing,
+    /// Too many loose objects: pack the reachable loose ones (`repack -d -l`).
+    LooseObjects,
+    /// Too many packs: repack everything (`repack -A -d -l`).
+    AllIntoOne,
+}
+
+/// git's `need_to_gc()`: more than `gc.autoPackLimit` local packs without `.keep`, or more
+/// than `gc.auto` loose objects as estimated from `objects/17`.
+pub fn needs_gc(objects_dir: &Path, config: &MaintenanceConfig) -> GcNeed {
+    if config.gc_auto <= 0 {
+        return GcNeed::Nothing;
+    }
+    if config.gc_auto_pack_limit > 0 {
+        let packs = local_packs(objects_dir)
+            .iter()
+            .filter(|pack| !pack.keep)
+            .count();
+        if i64::try_from(packs).unwrap_or(i64::MAX) > config.gc_auto_pack_limit {
+            return GcNeed::AllIntoOne;
+        }
+    }
+    let threshold = (config.gc_auto + 255) / 256;
+    let mut count = 0i64;
+    if let Ok(entries) = fs::read_dir(objects_dir.join("17")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.as_encoded_bytes();
+            if name.len() == 38 && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                count += 1;
+                if count > threshold {
+                    return GcNeed::LooseObjects;
+                }
+            }
+        }
+    }
+    GcNeed::Nothing
+}
+
+pub(crate) fn auto_condition(
+    repo: &Repository,
+    config: &MaintenanceConfig,
+    task: Task,
+) -> Result<bool, MaintenanceError> {
+    let objects_dir = objects_dir(repo);
+    Ok(match task {
+        Task::Gc => needs_gc(&objects_dir, config) != GcNeed::Nothing,
+        Task::LooseObjects => match config.loose_objects_auto {
+            0 => false,
+            limit if limit < 0 => true,
+            limit => i64::try_from(loose_objects(&objects_dir).len()).unwrap_or(i64::MAX) >= limit,
+        },
+        Task::CommitGraph | Task::PackRefs => true,
+        Task::IncrementalRepack | Task::Prefetch => false,
+    })
+}
+
+pub(crate) fn run_task(
+    repo: &Repository,
+    config: &MaintenanceConfig,
+    task: Task,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), MaintenanceError> {
+    match task {
+        Task::Gc => gc(repo, config, options, report),
+        Task::LooseObjects => pack_loose_objects(repo, options, report),
+        Task::CommitGraph => {
+            let tips = reach::tips(repo)?;
+            commit_graph(repo, &tips, report)
+                .map_err(|message| MaintenanceError::TaskFailed { task, message })
+        }
+        Task::PackRefs => {
+            pack_refs(repo).map_err(|message| MaintenanceError::TaskFailed { task, message })
+        }
+        Task::IncrementalRepack | Task::Prefetch => Err(MaintenanceError::Unsupported(task)),
+    }
+}
+
+/// git's `gc`: pack-refs, repack (everything, or with `--auto` below the pack limit only the
+/// loose objects), prune, commit-graph.
+fn gc(
+    repo: &Repository,
+    config: &MaintenanceConfig,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), MaintenanceError> {
+    let mut failures = Vec::new();
+    if config.pack_refs {
+        if let Err(message) = pack_refs(repo) {
+            failures.push(format!("pack-refs: {message}"));
+        }
+    }
+    pause_point("refs-packed");
+    let need = if options.auto {
+        needs_gc(&objects_dir(repo), config)
+    } else {
+        GcNeed::AllIntoOne
+    };
+    let tips = reach::tips(repo)?;
+    match need {
+        GcNeed::AllIntoOne => full_repack(repo, config, &tips, options, report)?,
+        GcNeed::LooseObjects | GcNeed::Nothing => {
+            incremental_repack(repo, config, &tips, options, report)?
+        }
+    }
+    if config.write_commit_graph {
+        if let Err(message) = commit_graph(repo, &tips, report) {
+            failures.push(format!("commit-graph: {message}"));
+        }
+    }
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(MaintenanceError::TaskFailed {
+            task: Task::Gc,
+            message: failures.join("; "),
+        }),
+    }
+}
+
+fn commit_graph(repo: &Repository, tips: &reach::Tips, report: &mut Report) -> Result<(), String> {
+    let written = pending::write_commit_graph(
+        &objects_dir(repo),
+        repo.objects(),
+        &tips.refs,
+        &pending::CommitGraphWriteOptions::default(),
+    )
+    .map_err(|err| crate::error_chain(&err))?;
+    tracing::debug!(commits = written.commits, "commit-graph written");
+    report.commit_graph = true;
+    Ok(())
+}
+
+fn pack_refs(repo: &Repository) -> Result<(), String> {
+    let outcome = pending::pack_refs(
+        repo.git_dir(),
+        &pending::PackRefsOptions {
+            all: true,
+            prune: true,
+        },
+    )
+    .map_err(|err| crate::error_chain(&err))?;
+    tracing::debug!(
+        packed = outcome.packed,
+        pruned = outcome.pruned,
+        "refs packed"
+    );
+    Ok(())
+}
+
+/// Everything reachable into one new pack (`repack -a -d -l`, git's `-A` for what is not):
+/// see the crate documentation for the order of steps.
+fn full_repack(
+    repo: &Repository,
+    config: &MaintenanceConfig,
+    tips: &reach::Tips,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), MaintenanceError> {
+    let objects_dir = objects_dir(repo);
+    let cutoff = config
+        .prune_expire
+        .map(|expiry| expiry.cutoff(SystemTime::now()));
+    let old = local_packs(&objects_dir);
+    let reader = CachingReader::new(
+        repo.objects().clone(),
+        packgate_pack::reader::DEFAULT_CACHE_BYTES,
+    );
+    let reachable = walk(repo, &reader, tips, options)?;
+    let mut objects = reachable.objects.clone();
+    let alternates = has_alternates(&objects_dir);
+    if alternates {
+        // `-l`: what an alternate holds stays there.
+        let local = open_indices(&old);
+        objects.retain(|id| {
+            local.iter().any(|index| index.lookup(id).is_some())
+                || loose_path(&objects_dir, id).is_file()
+        });
+    }
+    let kept: Vec<&LocalPack> = old.iter().filter(|pack| pack.keep).collect();
+    if !kept.is_empty() && !config.pack_kept_objects {
+        let kept = open_indices(kept.iter().copied());
+        objects.retain(|id| !kept.iter().any(|index| index.lookup(id).is_some()));
+    }
+    let all_in_one = objects.len() == reachable.objects.len();
+    let bitmap_tips = (config.write_bitmaps && all_in_one).then_some(tips.refs.as_slice());
+    if config.write_bitmaps && !all_in_one {
+        report
+            .warnings
+            .push("disabling bitmap writing, as some objects are not being packed".into());
+    }
+    let new_pack = if objects.is_empty() {
+        None
+    } else {
+        write_and_install(
+            repo,
+            &reader,
+            &objects,
+            &reachable.commits,
+            bitmap_tips,
+            reachable.whole_pack.filter(|_| all_in_one),
+            config,
+            options,
+            report,
+        )?
+    };
+    pause_point("installed");
+
+    let new_name = new_pack
+        .as_ref()
+        .and_then(|path| path.file_name().map(ToOwned::to_owned));
+    let new_index = new_pack
+        .as_ref()
+        .and_then(|pack| gix_pack::index::File::at(pack.with_extension("idx"), HASH).ok());
+    let doomed: Vec<&LocalPack> = old
+        .iter()
+        .filter(|pack| !pack.keep && pack.pack.file_name() != new_name.as_deref())
+        .collect();
+    // Unreachable objects of the packs about to go: the young ones stay, as loose objects
+    // with their pack's time (git's `repack -A`), so the grace period counts from there.
+    let loose_store = gix_odb::loose::Store::at(&objects_dir, HASH);
+    let mut deletable = Vec::new();
+    let mut buf = Vec::new();
+    for pack in doomed {
+        let young = cutoff.is_none_or(|cutoff| pack.mtime >= cutoff);
+        if young {
+            let Ok(index) = gix_pack::index::File::at(&pack.idx, HASH) else {
+                report
+                    .warnings
+                    .push(format!("{} unreadable; kept", pack.idx.display()));
+                continue;
+            };
+            for entry in index.iter() {
+                let id = entry.oid;
+                if reachable.set.contains(&id)
+                    || new_index
+                        .as_ref()
+                        .is_some_and(|new| new.lookup(&id).is_some())
+                    || loose_path(&objects_dir, &id).is_file()
+                {
+                    continue;
+                }
+                let data = repo
+                    .objects()
+                    .try_find(&id, &mut buf)
+                    .map_err(|err| MaintenanceError::Read {
+                        id,
+                        message: err.to_string(),
+                    })?
+                    .ok_or_else(|| MaintenanceError::Read {
+                        id,
+                        message: "not found".into(),
+                    })?;
+                let (kind, data) = (data.kind, data.data.to_vec());
+                loose_store
+                    .write_buf(kind, &data)
+                    .map_err(|err| MaintenanceError::Read {
+                        id,
+                        message: format!("could not write it as a loose object: {err}"),
+                    })?;
+                set_mtime(&loose_path(&objects_dir, &id), pack.mtime);
+                report.loosened += 1;
+            }
+        }
+        deletable.push(pack);
+    }
+    pause_point("loosened");
+    for pack in deletable {
+        delete_pack(pack);
+        report.packs_deleted += 1;
+    }
+    pause_point("deleted");
+    prune_packed(&objects_dir, report);
+    prune_unreachable(&objects_dir, &reachable.set, cutoff, report);
+    Ok(())
+}
+
+/// `repack -d -l` without `-a`: the reachable loose objects into a new pack, then the loose
+/// copies and the expired unreachable loose objects go.
+fn incremental_repack(
+    repo: &Repository,
+    config: &MaintenanceConfig,
+    tips: &reach::Tips,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), MaintenanceError> {
+    let objects_dir = objects_dir(repo);
+    let cutoff = config
+        .prune_expire
+        .map(|expiry| expiry.cutoff(SystemTime::now()));
+    let packs = local_packs(&objects_dir);
+    let indices = open_indices(&packs);
+    let reader = CachingReader::new(
+        repo.objects().clone(),
+        packgate_pack::reader::DEFAULT_CACHE_BYTES,
+    );
+    let reachable = walk(repo, &reader, tips, options)?;
+    let loose: HashSet<ObjectId> = loose_objects(&objects_dir)
+        .into_iter()
+        .map(|object| object.id)
+        .collect();
+    let objects: Vec<ObjectId> = reachable
+        .objects
+        .iter()
+        .filter(|id| {
+            loose.contains(*id) && !indices.iter().any(|index| index.lookup(*id).is_some())
+        })
+        .copied()
+        .collect();
+    if !objects.is_empty() {
+        let commits: Vec<ObjectId> = reachable
+            .commits
+            .iter()
+            .filter(|id| loose.contains(*id))
+            .copied()
+            .collect();
+        write_and_install(
+            repo, &reader, &objects, &commits, None, None, config, options, report,
+        )?;
+    }
+    pause_point("installed");
+    prune_packed(&objects_dir, report);
+    prune_unreachable(&objects_dir, &reachable.set, cutoff, report);
+    Ok(())
+}
+
+/// The `loose-objects` task: every loose object (at most 50 000, git's batch size) into a
+/// new pack, then the loose copies go.
+fn pack_loose_objects(
+    repo: &Repository,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), MaintenanceError> {
+    let objects_dir = objects_dir(repo);
+    prune_packed(&objects_dir, report);
+    let mut objects: Vec<ObjectId> = loose_objects(&objects_dir)
+        .into_iter()
+        .map(|object| object.id)
+        .collect();
+    objects.sort();
+    objects.truncate(50_000);
+    if !objects.is_empty() {
+        let reader = CachingReader::new(
+            repo.objects().clone(),
+            packgate_pack::reader::DEFAULT_CACHE_BYTES,
+        );
+        let config = MaintenanceConfig::from_config(repo.config())?;
+        write_and_install(
+            repo,
+            &reader,
+            &objects,
+            &[],
+            None,
+            None,
+            &config,
+            options,
+            report,
+        )?;
+        prune_packed(&objects_dir, report);
+    }
+    Ok(())
+}
+
+struct Reachable {
+    /// In pack order (commits first).
+    objects: Vec<ObjectId>,
+    commits: Vec<ObjectId>,
+    set: HashSet<ObjectId>,
+    whole_pack: Option<ObjectId>,
+}
+
+fn walk(
+    repo: &Repository,
+    reader: &CachingReader,
+    tips: &reach::Tips,
+    options: &Options,
+) -> Result<Reachable, MaintenanceError> {
+    if tips.all.is_empty() {
+        return Ok(Reachable {
+            objects: Vec::new(),
+            commits: Vec::new(),
+            set: HashSet::default(),
+            whole_pack: None,
+        });
+    }
+    let interrupt = AtomicBool::new(false);
+    let enumeration = packgate_pack::enumerate(
+        reader,
+        &tips.all,
+        &[],
+        &packgate_pack::EnumerateOptions {
+            thread_limit: options.threads,
+            commit_graph: repo.commit_graph(),
+            bitmap: reader.packs().bitmap(),
+            ..Default::default()
+        },
+        &interrupt,
+    )
+    .map_err(MaintenanceError::Enumerate)?;
+    let commits = enumeration.objects()[..enumeration.counts().commits].to_vec();
+    let whole_pack = enumeration.whole_pack();
+    let objects = enumeration.into_objects();
+    let set = objects.iter().copied().collect();
+    Ok(Reachable {
+        objects,
+        commits,
+        set,
+        whole_pack,
+    })
+}
+
+/// Write `objects` as a pack in a quarantine, index it, add `.rev` and (with `bitmap_tips`)
+/// `.bitmap`, and move it into `objects/pack` (`.idx` last). Returns the installed pack.
+#[allow(clippy::too_many_arguments)]
+fn write_and_install(
+    repo: &Repository,
+    reader: &CachingReader,
+    objects: &[ObjectId],
+    commits: &[ObjectId],
+    bitmap_tips: Option<&[ObjectId]>,
+    whole_pack: Option<ObjectId>,
+    config: &MaintenanceConfig,
+    options: &Options,
+    report: &mut Report,
+) -> Result<Option<PathBuf>, MaintenanceError> {
+    let objects_dir = objects_dir(repo);
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| MaintenanceError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let quarantine = Quarantine::create(&objects_dir).map_err(io(
+        "could not create a temporary directory in",
+        &objects_dir,
+    ))?;
+    let tmp = quarantine.path().join("pack").join("tmp_repack.pack");
+    let interrupt = AtomicBool::new(false);
+    {
+        let file = File::create(&tmp).map_err(io("could not create", &tmp))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        packgate_pack::write_pack(
+            repo.objects(),
+            objects,
+            &WriteOptions {
+                client_has: None,
+                ofs_delta: true,
+                delta_search: Some(DeltaSearch::new(commits)),
+                reader: Some(reader),
+                whole_pack,
+            },
+            &mut out,
+            &interrupt,
+        )
+        .map_err(MaintenanceError::WritePack)?;
+        out.flush().map_err(io("could not write", &tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|err| io("could not write", &tmp)(err.into_error()))?;
+        file.sync_all().map_err(io("could not write", &tmp))?;
+    }
+    pause_point("packed");
+    let input = File::open(&tmp).map_err(io("could not open", &tmp))?;
+    let outcome = ingest_pack(
+        &mut BufReader::with_capacity(1 << 20, input),
+        repo.objects(),
+        &quarantine,
+        &IngestOptions {
+            thread_limit: options.threads,
+            ..Default::default()
+        },
+        &interrupt,
+    )
+    .map_err(MaintenanceError::Index)?;
+    fs::remove_file(&tmp).ok();
+    let (Some(pack), Some(idx)) = (outcome.pack, outcome.index) else {
+        return Ok(None);
+    };
+    if let Err(err) = pending::write_rev(&idx) {
+        report
+            .warnings
+            .push(format!("no reverse index: {}", crate::error_chain(&err)));
+    }
+    if let Some(tips) = bitmap_tips {
+        match pending::write_bitmap(
+            &pack,
+            reader,
+            tips,
+            None,
+            &pending::BitmapWriteOptions {
+                hash_cache: config.bitmap_hash_cache,
+                lookup_table: config.bitmap_lookup_table,
+            },
+        ) {
+            Ok(written) => {
+                tracing::debug!(commits = written.commits, "bitmap written");
+                report.bitmap = true;
+            }
+            Err(err) => report.warnings.push(format!(
+                "Failed to write bitmap index. Packs generated without bitmaps: {}",
+                crate::error_chain(&err)
+            )),
+        }
+    }
+    pause_point("indexed");
+    quarantine.migrate().map_err(MaintenanceError::Index)?;
+    let Some(name) = pack.file_name() else {
+        return Ok(None);
+    };
+    let installed = objects_dir.join("pack").join(name);
+    report.packs_written.push(installed.clone());
+    Ok(Some(installed))
+}
+
+fn objects_dir(repo: &Repository) -> PathBuf {
+    repo.objects().store_ref().path().to_owned()
+}
+
+fn has_alternates(objects_dir: &Path) -> bool {
+    fs::read(objects_dir.join("info").join("alternates"))
+        .is_ok_and(|content| content.iter().any(|byte| !byte.is_ascii_whitespace()))
+}
+
+/// A pack of the repository's own `objects/pack`.
+#[derive(Debug)]
+pub(crate) struct LocalPack {
+    pub(crate) idx: PathBuf,
+    pub(crate) pack: PathBuf,
+    pub(crate) keep: bool,
+    pub(crate) mtime: SystemTime,
+}
+
+/// The packs with both `.idx` and `.pack`, newest first.
+pub(crate) fn local_packs(objects_dir: &Path) -> Vec<LocalPack> {
+    let mut packs = Vec::new();
+    let Ok(entries) = fs::read_dir(objects_dir.join("pack")) else {
+        return packs;
+    };
+    for entry in entries.flatten() {
+        let idx = entry.path();
+        let is_pack_index = idx.extension().is_some_and(|ext| ext == "idx")
+            && idx
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("pack-"));
+        if !is_pack_index {
+            continue;
+        }
+        let pack = idx.with_extension("pack");
+        // A pack that vanished between the listing and now is simply not there.
+        let Ok(meta) = fs::metadata(&pack) else {
+            continue;
+        };
+        packs.push(LocalPack {
+            keep: idx.with_extension("keep").exists(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            idx,
+            pack,
+        });
+    }
+    packs.sort_by(|a, b| b.mtime.cmp(&a.mtime));
+    packs
+}
+
+fn open_indices<'a>(packs: impl IntoIterator<Item = &'a LocalPack>) -> Vec<gix_pack::index::File> {
+    packs
+        .into_iter()
+        .filter_map(|pack| gix_pack::index::File::at(&pack.idx, HASH).ok())
+        .collect()
+}
+
+/// Remove a pack: the index first, so no reader finds a pack without its data.
+fn delete_pack(pack: &LocalPack) {
+    let _ = fs::remove_file(&pack.idx);
+    for ext in ["pack", "rev", "bitmap", "mtimes", "promisor"] {
+        let path = pack.idx.with_extension(ext);
+        if let Err(err) = fs::remove_file(&path) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %err, "could not remove");
+            }
+        }
+    }
+}
+
+/// A loose object.
+#[derive(Debug)]
+pub(crate) struct Loose {
+    pub(crate) id: ObjectId,
+    pub(crate) path: PathBuf,
+    pub(crate) mtime: SystemTime,
+}
+
+pub(crate) fn loose_path(objects_dir: &Path, id: &gix_hash::oid) -> PathBuf {
+    let hex = id.to_hex().to_string();
+    objects_dir.join(&hex[..2]).join(&hex[2..])
+}
+
+/// Every loose object of `objects_dir`.
+pub(crate) fn loose_objects(objects_dir: &Path) -> Vec<Loose> {
+    let mut out = Vec::new();
+    for fanout in 0..=255u8 {
+        let dir = objects_dir.join(format!("{fanout:02x}"));
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 38 {
+                continue;
+            }
+            let Ok(id) = ObjectId::from_hex(format!("{fanout:02x}{name}").as_bytes()) else {
+                continue;
+            };
+            let mtime = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .unwrap_or(SystemTime::now());
+            out.push(Loose {
+                id,
+                path: entry.path(),
+                mtime,
+            });
+        }
+    }
+    out
+}
+
+/// git's `prune-packed`: loose objects that a pack holds go.
+fn prune_packed(objects_dir: &Path, report: &mut Report) {
+    let indices = open_indices(&local_packs(objects_dir));
+    for object in loose_objects(objects_dir) {
+        if indices
+            .iter()
+            .any(|index| index.lookup(&object.id).is_some())
+            && fs::remove_file(&object.path).is_ok()
+        {
+            report.pruned_packed += 1;
+        }
+    }
+    remove_empty_fanouts(objects_dir);
+}
+
+/// git's `prune --expire`: unreachable loose objects older than the cutoff go.
+fn prune_unreachable(
+    objects_dir: &Path,
+    reachable: &HashSet<ObjectId>,
+    cutoff: Option<SystemTime>,
+    report: &mut Report,
+) {
+    let Some(cutoff) = cutoff else { return };
+    pause_point("pruning");
+    for object in loose_objects(objects_dir) {
+        if reachable.contains(&object.id) || object.mtime >= cutoff {
+            continue;
+        }
+        // Looked at again right before: a push may have written it anew since the listing.
+        let fresh = fs::metadata(&object.path)
+            .and_then(|meta| meta.modified())
+            .map_or(true, |mtime| mtime >= cutoff);
+        if !fresh && fs::remove_file(&object.path).is_ok() {
+            report.pruned_unreachable += 1;
+        }
+    }
+    remove_empty_fanouts(objects_dir);
+}
+
+fn remove_empty_fanouts(objects_dir: &Path) {
+    for fanout in 0..=255u8 {
+        // Fails unless empty, which is what is wanted.
+        let _ = fs::remove_dir(objects_dir.join(format!("{fanout:02x}")));
+    }
+}
+
+fn set_mtime(path: &Path, mtime: SystemTime) {
+    if let Ok(file) = File::open(path) {
+        if let Err(err) = file.set_modified(mtime) {
+            tracing::debug!(path = %path.display(), %err, "could not set the time of a loose object");
+        }
+    }
+}
