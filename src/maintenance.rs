@@ -194,10 +194,13 @@ impl Maintainer {
     }
 }
 
-/// The in-process hook of `serve` and `daemon`: after a push that moved refs, `--auto`
-/// maintenance in the background when `receive.autogc` allows it.
-pub(crate) struct AutoMaintenanceHook {
-    pub(crate) maintainer: Maintainer,
+/// The in-process hook of `serve`, `daemon` and `http-backend`: after a push that moved
+/// refs, `--auto` maintenance in the background when `receive.autogc` allows it.
+pub(crate) enum AutoMaintenanceHook {
+    /// On a thread of this (long-running) process.
+    InProcess(Maintainer),
+    /// In a detached `packgate maintenance run --auto` (a process that ends with the request).
+    Detached,
 }
 
 impl packgate::hooks::Hook for AutoMaintenanceHook {
@@ -210,9 +213,106 @@ impl packgate::hooks::Hook for AutoMaintenanceHook {
         if updates.is_empty() {
             return;
         }
-        let config = packgate::protocol::config::load(ctx.git_dir, None);
-        if config.as_ref().is_ok_and(autogc_enabled) {
-            self.maintainer.start(ctx.git_dir, true);
+        let Ok(config) = packgate::protocol::config::load(ctx.git_dir, None) else {
+            return;
+        };
+        match self {
+            AutoMaintenanceHook::InProcess(maintainer) => {
+                if autogc_enabled(&config) {
+                    maintainer.start(ctx.git_dir, true);
+                }
+            }
+            AutoMaintenanceHook::Detached => spawn_auto_after_push(ctx.git_dir, &config),
         }
+    }
+}
+
+/// `serve`'s scheduled maintenance: every `interval`, `--auto` maintenance of each repository
+/// below `root` (bare ones and work trees, at most four levels down), one at a time per
+/// repository through `maintainer`.
+pub(crate) fn start_schedule(maintainer: Maintainer, root: PathBuf, interval: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("maintenance-schedule".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            for repository in repositories_below(&root, 4) {
+                maintainer.start(&repository, true);
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "could not start scheduled maintenance");
+    }
+}
+
+/// Git directories below `root`: a directory with `HEAD`, `objects` and `refs` is one (and is
+/// not descended into); `<dir>/.git` is one.
+fn repositories_below(root: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![(root.to_owned(), 0)];
+    while let Some((dir, level)) = stack.pop() {
+        let is_git_dir = |dir: &Path| {
+            dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir()
+        };
+        if is_git_dir(&dir) {
+            found.push(dir);
+            continue;
+        }
+        if is_git_dir(&dir.join(".git")) {
+            found.push(dir.join(".git"));
+            continue;
+        }
+        if level >= depth {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                stack.push((entry.path(), level + 1));
+            }
+        }
+    }
+    found
+}
+
+/// A duration as `[maintenance] interval` takes it: seconds, or a number with `s`, `m`, `h`
+/// or `d`.
+pub(crate) fn parse_interval(text: &str) -> anyhow::Result<std::time::Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid interval '{text}'"))?;
+    let seconds = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("invalid interval '{text}' (use s, m, h or d)"),
+    };
+    if number == 0 {
+        anyhow::bail!("invalid interval '{text}': must be more than 0");
+    }
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("1h").unwrap().as_secs(), 3600);
+        assert_eq!(parse_interval("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_interval("2d").unwrap().as_secs(), 172_800);
+        assert!(parse_interval("0m").is_err());
+        assert!(parse_interval("1w").is_err());
     }
 }

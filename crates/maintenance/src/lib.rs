@@ -307,13 +307,16 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     message
 }
 
-/// `gc.pid` and `objects/maintenance.lock`, both held for a run.
+/// `gc.pid`, held for a run, after a look at git's `objects/maintenance.lock`.
 struct Locks {
     gc: GcLock,
-    maintenance: PathBuf,
 }
 
 impl Locks {
+    /// git's `maintenance run` holds `objects/maintenance.lock` while it runs any task (some
+    /// of which never take `gc.pid`): while that file exists (and is not older than 12
+    /// hours), nothing runs. packgate itself holds `gc.pid` only, whose staleness git can
+    /// judge (a lock file left by a killed process would block every later run).
     fn acquire(git_dir: &Path, force: bool) -> Result<Locks, MaintenanceError> {
         let maintenance = git_dir.join("objects").join("maintenance.lock");
         if let Ok(meta) = std::fs::metadata(&maintenance) {
@@ -322,49 +325,26 @@ impl Locks {
                 .ok()
                 .and_then(|modified| modified.elapsed().ok())
                 .is_some_and(|age| age > lock::STALE_AFTER);
-            if stale || force {
-                std::fs::remove_file(&maintenance).ok();
+            if !stale && !force {
+                return Err(MaintenanceError::MaintenanceLocked(maintenance));
             }
         }
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&maintenance)
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(MaintenanceError::MaintenanceLocked(maintenance))
-            }
-            Err(source) => {
-                return Err(MaintenanceError::Io {
-                    action: "could not create",
-                    path: maintenance,
-                    source,
-                })
-            }
-        }
-        match GcLock::acquire(git_dir, force) {
-            Ok(gc) => Ok(Locks { gc, maintenance }),
-            Err(err) => {
-                std::fs::remove_file(&maintenance).ok();
-                Err(err.into())
-            }
-        }
-    }
-}
-
-impl Drop for Locks {
-    fn drop(&mut self) {
-        std::fs::remove_file(&self.maintenance).ok();
+        Ok(Locks {
+            gc: GcLock::acquire(git_dir, force)?,
+        })
     }
 }
 
 /// The test-only stopping points: with `PACKGATE_TEST_MAINTENANCE_PAUSE=<phase>` in the
-/// environment, maintenance announces `maintenance paused at <phase>` on standard error when it
-/// reaches that phase and waits there (at most two minutes) to be killed.
+/// environment, maintenance announces `maintenance paused at <phase>` on standard error (and
+/// creates the file `PACKGATE_TEST_MAINTENANCE_PAUSED` names, if set) when it reaches that
+/// phase and waits there (at most two minutes) to be killed.
 pub(crate) fn pause_point(phase: &str) {
     if std::env::var_os("PACKGATE_TEST_MAINTENANCE_PAUSE").is_some_and(|wanted| wanted == phase) {
         eprintln!("maintenance paused at {phase}");
+        if let Some(marker) = std::env::var_os("PACKGATE_TEST_MAINTENANCE_PAUSED") {
+            let _ = std::fs::write(marker, phase);
+        }
         std::thread::sleep(std::time::Duration::from_secs(120));
     }
 }
