@@ -491,7 +491,7 @@ fn maintenance_runs_no_git() {
         .run();
     for (key, value) in [
         ("receive.unpackLimit", "1"),
-        ("gc.autoPackLimit", "2"),
+        ("gc.autoPackLimit", "3"),
         ("gc.pruneExpire", "now"),
     ] {
         dir.git_in(&git, &repo).args(["config", key, value]).run();
