@@ -93,7 +93,8 @@ fn clone_matches(setup: &Setup, name: &str) {
 
 fn set_mtime(path: &Path, age: Duration) {
     let file = std::fs::File::open(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-    file.set_modified(SystemTime::now() - age).unwrap();
+    file.set_modified(SystemTime::now() - age)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
 }
 
 fn loose_path(repo: &Path, id: &str) -> PathBuf {
@@ -213,12 +214,12 @@ fn unreachable_objects_younger_than_the_grace_period_survive() {
                 .dir
                 .git_in(&git, &setup.server)
                 .args(["show-index"])
-                .stdin(std::fs::read(&idx).unwrap())
+                .stdin(std::fs::read(&idx).unwrap_or_else(|err| panic!("{err}")))
                 .run()
                 .stdout_text();
             listed.contains(&old_commit)
         })
-        .expect("the pack of the old commit");
+        .unwrap_or_else(|| panic!("no pack holds the old commit"));
     set_mtime(&old_pack, THREE_WEEKS);
     // Loose ones.
     let hash = |text: &str| {
@@ -510,10 +511,12 @@ fn maintenance_beside_pushes_and_clones_loses_nothing() {
                 .output();
             assert!(cloned.status.success(), "clone {i}: {cloned}");
             fsck(&setup.dir, &git, &clone);
-            std::fs::remove_dir_all(&clone).unwrap();
+            std::fs::remove_dir_all(&clone).unwrap_or_else(|err| panic!("{err}"));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        maintainer.join().unwrap()
+        maintainer
+            .join()
+            .unwrap_or_else(|_| panic!("the maintenance thread panicked"))
     });
     assert!(runs > 0);
     fsck(&setup.dir, &git, &setup.server);
@@ -531,11 +534,12 @@ fn repository_paths_as_upload_pack_takes_them() {
     repack_only(&setup);
     push_commits(&setup, "change", 3);
     let spaced = setup.dir.join("with space.git");
-    std::fs::rename(&setup.server, &spaced).unwrap();
+    std::fs::rename(&setup.server, &spaced).unwrap_or_else(|err| panic!("{err}"));
     let ran = maintenance(&setup.dir, Path::new("with space.git"), &[]);
     assert!(ran.status.success(), "{ran}");
     assert_eq!(packs(&spaced).len(), 1);
-    std::os::unix::fs::symlink(&spaced, setup.dir.join("link")).unwrap();
+    std::os::unix::fs::symlink(&spaced, setup.dir.join("link"))
+        .unwrap_or_else(|err| panic!("{err}"));
     let ran = maintenance(&setup.dir, Path::new("link"), &[]);
     assert!(ran.status.success(), "{ran}");
     // git's lenient lookup: `<dir>.git`.

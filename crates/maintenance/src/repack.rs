@@ -266,7 +266,7 @@ fn full_repack(
                 if reachable.set.contains(&id)
                     || new_index
                         .as_ref()
-                        .is_some_and(|new| new.lookup(&id).is_some())
+                        .is_some_and(|new| new.lookup(id).is_some())
                     || loose_path(&objects_dir, &id).is_file()
                 {
                     continue;
@@ -591,7 +591,7 @@ pub(crate) fn local_packs(objects_dir: &Path) -> Vec<LocalPack> {
             pack,
         });
     }
-    packs.sort_by(|a, b| b.mtime.cmp(&a.mtime));
+    packs.sort_by_key(|pack| std::cmp::Reverse(pack.mtime));
     packs
 }
 
@@ -665,7 +665,7 @@ fn prune_packed(objects_dir: &Path, report: &mut Report) {
     for object in loose_objects(objects_dir) {
         if indices
             .iter()
-            .any(|index| index.lookup(&object.id).is_some())
+            .any(|index| index.lookup(object.id).is_some())
             && fs::remove_file(&object.path).is_ok()
         {
             report.pruned_packed += 1;
