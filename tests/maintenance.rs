@@ -555,3 +555,131 @@ fn repository_paths_as_upload_pack_takes_them() {
         "{unknown}"
     );
 }
+
+/// `--task incremental-repack` repacks geometrically: small packs merge into one, the big
+/// pack (the last full repack) is left as it is; nothing is lost.
+#[test]
+fn incremental_repack_merges_small_packs_and_keeps_the_big_one() {
+    let git = Git::newest();
+    let setup = setup("geometric", &git);
+    repack_only(&setup);
+    push_commits(&setup, "base", 30);
+    let ran = maintenance(&setup.dir, &setup.server, &[]);
+    assert!(ran.status.success(), "{ran}");
+    let big = packs(&setup.server);
+    assert_eq!(big.len(), 1);
+    push_commits(&setup, "small", 4);
+    assert_eq!(packs(&setup.server).len(), 5);
+    let ran = maintenance(&setup.dir, &setup.server, &["--task", "incremental-repack"]);
+    assert!(ran.status.success(), "{ran}");
+    let after = packs(&setup.server);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.contains(&big[0]),
+        "the big pack was rewritten: {after:?}"
+    );
+    fsck(&setup.dir, &git, &setup.server);
+    // Below maintenance.incremental-repack.auto (10 packs), --auto leaves them.
+    push_commits(&setup, "more", 3);
+    let ran = maintenance(
+        &setup.dir,
+        &setup.server,
+        &["--auto", "--task", "incremental-repack"],
+    );
+    assert!(ran.status.success(), "{ran}");
+    assert_eq!(packs(&setup.server).len(), 5);
+    clone_matches(&setup, "clone.git");
+}
+
+/// `serve` runs `--auto` maintenance on a thread after pushes over HTTP and git://, and on
+/// its `[maintenance] interval` schedule.
+#[test]
+fn serve_runs_maintenance_after_pushes_and_on_schedule() {
+    use crate::http::{Push, Server, ServerOptions};
+    let git = Git::newest();
+    let setup = Setup::new("serve-autogc", &git);
+    let repos = setup.dir.join("repos");
+    std::fs::create_dir_all(&repos).unwrap_or_else(|err| panic!("{err}"));
+    let served = repos.join("served.git");
+    setup
+        .dir
+        .git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(&served)
+        .run();
+    for (key, value) in [
+        ("receive.unpackLimit", "1"),
+        ("gc.autoPackLimit", "3"),
+        ("gc.writeCommitGraph", "false"),
+        ("gc.packRefs", "false"),
+        ("repack.writeBitmaps", "false"),
+        ("daemon.receivepack", "true"),
+    ] {
+        setup
+            .dir
+            .git_in(&git, &served)
+            .args(["config", key, value])
+            .run();
+    }
+    let server = Server::start(&repos, Push::AllowedWithoutAuthentication);
+    let wait_for_one_pack = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while packs(&served).len() > 1 || served.join("gc.pid").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no maintenance: {:?}",
+                packs(&served)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Each phase ends with the push that makes more than gc.autoPackLimit (3) packs: the
+    // first starts from none, the second from the one the first left.
+    for (what, url, pushes) in [
+        ("http", server.http_url("served.git"), 4),
+        ("git", server.git_url("served.git"), 3),
+    ] {
+        for i in 0..pushes {
+            setup.commit(&format!("{what} {i}"));
+            setup
+                .client()
+                .args(["push", "-q", &url, "HEAD:refs/heads/master"])
+                .run();
+        }
+        wait_for_one_pack(what);
+        fsck(&setup.dir, &git, &served);
+    }
+    drop(server);
+
+    // The schedule: packs left by git itself (which is not to maintain them: no autogc),
+    // then `serve` with an interval of one second.
+    setup
+        .dir
+        .git_in(&git, &served)
+        .args(["config", "receive.autogc", "false"])
+        .run();
+    for i in 0..4 {
+        setup.commit(&format!("scheduled {i}"));
+        setup
+            .dir
+            .git(&git)
+            .current_dir(&setup.client)
+            .args(["push", "-q"])
+            .arg(&served)
+            .arg("HEAD:refs/heads/master")
+            .run();
+    }
+    assert!(packs(&served).len() > 3);
+    let config = setup.dir.join("serve.toml");
+    crate::util::write_file(&config, b"[maintenance]\ninterval = \"1s\"\n");
+    let server = Server::start_with(
+        &repos,
+        &ServerOptions {
+            config: Some(config),
+            ..ServerOptions::new(Push::AllowedWithoutAuthentication)
+        },
+    );
+    wait_for_one_pack("schedule");
+    fsck(&setup.dir, &git, &served);
+    drop(server);
+}

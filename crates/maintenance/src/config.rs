@@ -25,6 +25,10 @@ pub struct MaintenanceConfig {
     pub pack_kept_objects: bool,
     /// `maintenance.loose-objects.auto`.
     pub loose_objects_auto: i64,
+    /// `maintenance.incremental-repack.auto`: packs from which `--auto` runs the task.
+    pub incremental_repack_auto: i64,
+    /// `repack.geometricFactor` (packgate's name for `repack --geometric=<factor>`; 2).
+    pub geometric_factor: u64,
     /// `core.bare`.
     pub bare: bool,
 }
@@ -159,6 +163,10 @@ impl MaintenanceConfig {
             bitmap_lookup_table: boolean("pack.writeBitmapLookupTable")?.unwrap_or(false),
             pack_kept_objects: boolean("repack.packKeptObjects")?.unwrap_or(write_bitmaps),
             loose_objects_auto: int("maintenance.loose-objects.auto", 100)?,
+            incremental_repack_auto: int("maintenance.incremental-repack.auto", 10)?,
+            geometric_factor: u64::try_from(int("repack.geometricFactor", 2)?)
+                .unwrap_or(2)
+                .max(2),
             bare,
         })
     }

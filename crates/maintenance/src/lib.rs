@@ -29,7 +29,7 @@ use std::{
 
 pub use config::{Expiry, MaintenanceConfig};
 pub use lock::{GcLock, LockError};
-pub use repack::{needs_gc, GcNeed};
+pub use repack::{geometric_split, needs_gc, GcNeed};
 
 /// One of git's maintenance tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,7 +40,7 @@ pub enum Task {
     CommitGraph,
     /// `loose-objects`: pack loose objects and remove the loose copies.
     LooseObjects,
-    /// `incremental-repack`: multi-pack-index based; not implemented (refused).
+    /// `incremental-repack`: geometric repacking (git's uses a multi-pack-index instead).
     IncrementalRepack,
     /// `pack-refs`: `git pack-refs --all --prune`.
     PackRefs,
@@ -210,7 +210,7 @@ pub fn run(git_dir: &Path, options: &Options) -> Result<Report, MaintenanceError
         options.tasks.clone()
     };
     for task in &tasks {
-        if matches!(task, Task::IncrementalRepack | Task::Prefetch) {
+        if *task == Task::Prefetch {
             return Err(MaintenanceError::Unsupported(*task));
         }
     }
@@ -269,9 +269,6 @@ pub fn auto_needed(git_dir: &Path) -> Result<bool, MaintenanceError> {
     )?;
     let config = MaintenanceConfig::from_config(repo.config())?;
     for task in enabled_tasks(repo.config()) {
-        if matches!(task, Task::IncrementalRepack | Task::Prefetch) {
-            continue;
-        }
         if repack::auto_condition(&repo, &config, task)? {
             return Ok(true);
         }
@@ -290,7 +287,7 @@ fn enabled_tasks(config: &gix_config::File) -> Vec<Task> {
                 .flatten()
                 .unwrap_or(*task == Task::Gc)
         })
-        .filter(|task| !matches!(task, Task::IncrementalRepack | Task::Prefetch))
+        .filter(|task| *task != Task::Prefetch)
         .collect();
     tasks.dedup();
     tasks

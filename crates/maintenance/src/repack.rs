@@ -82,7 +82,18 @@ pub(crate) fn auto_condition(
             limit => i64::try_from(loose_objects(&objects_dir).len()).unwrap_or(i64::MAX) >= limit,
         },
         Task::CommitGraph | Task::PackRefs => true,
-        Task::IncrementalRepack | Task::Prefetch => false,
+        Task::IncrementalRepack => match config.incremental_repack_auto {
+            0 => false,
+            limit if limit < 0 => true,
+            limit => {
+                let packs = local_packs(&objects_dir)
+                    .iter()
+                    .filter(|pack| !pack.keep)
+                    .count();
+                i64::try_from(packs).unwrap_or(i64::MAX) >= limit
+            }
+        },
+        Task::Prefetch => false,
     })
 }
 
@@ -104,8 +115,115 @@ pub(crate) fn run_task(
         Task::PackRefs => {
             pack_refs(repo).map_err(|message| MaintenanceError::TaskFailed { task, message })
         }
-        Task::IncrementalRepack | Task::Prefetch => Err(MaintenanceError::Unsupported(task)),
+        Task::IncrementalRepack => geometric_repack(repo, config, options, report),
+        Task::Prefetch => Err(MaintenanceError::Unsupported(task)),
     }
+}
+
+/// Which of `counts` (object counts, sorted ascending) to roll up into one pack so that the
+/// packs left and the new one form a geometric progression with `factor`, as git's
+/// `repack --geometric=<factor>` splits them: the number of smallest packs to merge.
+pub fn geometric_split(counts: &[u64], factor: u64) -> usize {
+    if counts.len() < 2 {
+        return 0;
+    }
+    // From the largest down, find the first pair out of progression.
+    let mut split = 0;
+    for i in (1..counts.len()).rev() {
+        if counts[i] < factor.saturating_mul(counts[i - 1]) {
+            split = i;
+            break;
+        }
+    }
+    if split == 0 {
+        return 0;
+    }
+    // The larger pack of the pair that broke the progression is merged too.
+    let mut split = split + 1;
+    let mut rolled: u64 = counts[..split].iter().sum();
+    // Packs above that the merged pack would outgrow join it.
+    while split < counts.len() && counts[split] < factor.saturating_mul(rolled) {
+        rolled += counts[split];
+        split += 1;
+    }
+    split
+}
+
+/// The `incremental-repack` task as geometric repacking (git's `repack --geometric=2 -d`):
+/// the smallest packs, and the loose objects, become one pack so that pack sizes (objects)
+/// form a progression of factor `repack.geometricFactor`; larger packs are left alone. No
+/// reachability walk: every object of the merged packs is kept.
+fn geometric_repack(
+    repo: &Repository,
+    config: &MaintenanceConfig,
+    options: &Options,
+    report: &mut Report,
+) -> Result<(), MaintenanceError> {
+    let objects_dir = objects_dir(repo);
+    let mut packs: Vec<(u64, LocalPack, gix_pack::index::File)> = local_packs(&objects_dir)
+        .into_iter()
+        .filter(|pack| !pack.keep)
+        .filter_map(|pack| {
+            let index = gix_pack::index::File::at(&pack.idx, HASH).ok()?;
+            Some((u64::from(index.num_objects()), pack, index))
+        })
+        .collect();
+    packs.sort_by_key(|(count, _, _)| *count);
+    let counts: Vec<u64> = packs.iter().map(|(count, _, _)| *count).collect();
+    let split = geometric_split(&counts, config.geometric_factor.max(2));
+    let loose = loose_objects(&objects_dir);
+    if split < 2 && loose.is_empty() {
+        return Ok(());
+    }
+    let rolled = &packs[..split];
+    let mut seen: HashSet<ObjectId> = HashSet::default();
+    let mut objects = Vec::new();
+    for (_, _, index) in rolled {
+        for entry in index.iter() {
+            if seen.insert(entry.oid) {
+                objects.push(entry.oid);
+            }
+        }
+    }
+    let kept = &packs[rolled.len()..];
+    for object in &loose {
+        let packed_elsewhere = kept
+            .iter()
+            .any(|(_, _, index)| index.lookup(object.id).is_some());
+        if !packed_elsewhere && seen.insert(object.id) {
+            objects.push(object.id);
+        }
+    }
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let reader = CachingReader::new(
+        repo.objects().clone(),
+        packgate_pack::reader::DEFAULT_CACHE_BYTES,
+    );
+    let new_pack = write_and_install(
+        repo,
+        &reader,
+        &objects,
+        &[],
+        None,
+        None,
+        config,
+        options,
+        report,
+    )?;
+    pause_point("installed");
+    let new_name = new_pack
+        .as_ref()
+        .and_then(|path| path.file_name().map(ToOwned::to_owned));
+    for (_, pack, _) in rolled {
+        if pack.pack.file_name() != new_name.as_deref() {
+            delete_pack(pack);
+            report.packs_deleted += 1;
+        }
+    }
+    prune_packed(&objects_dir, report);
+    Ok(())
 }
 
 /// git's `gc`: pack-refs, repack (everything, or with `--auto` below the pack limit only the
@@ -710,5 +828,27 @@ fn set_mtime(path: &Path, mtime: SystemTime) {
         if let Err(err) = file.set_modified(mtime) {
             tracing::debug!(path = %path.display(), %err, "could not set the time of a loose object");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::geometric_split;
+
+    #[test]
+    fn geometric_progression_is_left_alone() {
+        assert_eq!(geometric_split(&[1, 2, 4, 8, 100], 2), 0);
+        assert_eq!(geometric_split(&[5], 2), 0);
+        assert_eq!(geometric_split(&[], 2), 0);
+    }
+
+    #[test]
+    fn small_packs_roll_up() {
+        // Many equal small packs under a big one: they all merge, the big one stays.
+        assert_eq!(geometric_split(&[3, 3, 3, 3, 1000], 2), 4);
+        // The merged pack outgrows the next one: that one joins.
+        assert_eq!(geometric_split(&[1, 1, 3, 4, 100], 2), 4);
+        // Everything out of progression: all merge.
+        assert_eq!(geometric_split(&[10, 11, 12], 2), 3);
     }
 }
