@@ -29,6 +29,8 @@ pub struct MaintenanceConfig {
     pub incremental_repack_auto: i64,
     /// `repack.geometricFactor` (packgate's name for `repack --geometric=<factor>`; 2).
     pub geometric_factor: u64,
+    /// `gc.cruftPacks` (git 2.47 default: true).
+    pub cruft_packs: bool,
     /// `core.bare`.
     pub bare: bool,
 }
@@ -167,6 +169,7 @@ impl MaintenanceConfig {
             geometric_factor: u64::try_from(int("repack.geometricFactor", 2)?)
                 .unwrap_or(2)
                 .max(2),
+            cruft_packs: boolean("gc.cruftPacks")?.unwrap_or(true),
             bare,
         })
     }

@@ -118,9 +118,11 @@ pub struct Report {
     pub packs_written: Vec<PathBuf>,
     /// Packs deleted.
     pub packs_deleted: usize,
-    /// Unreachable objects of deleted packs kept as loose objects (younger than the grace
-    /// period).
+    /// Unreachable objects younger than the grace period kept (in the cruft pack, or as loose
+    /// objects with `gc.cruftPacks=false`).
     pub loosened: usize,
+    /// The cruft pack written, if any.
+    pub cruft_pack: Option<PathBuf>,
     /// Loose objects deleted because a pack holds them.
     pub pruned_packed: usize,
     /// Unreachable loose objects deleted (older than the grace period).

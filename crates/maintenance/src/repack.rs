@@ -160,9 +160,10 @@ fn geometric_repack(
     report: &mut Report,
 ) -> Result<(), MaintenanceError> {
     let objects_dir = objects_dir(repo);
+    // Cruft packs are not part of the progression, as in git.
     let mut packs: Vec<(u64, LocalPack, gix_pack::index::File)> = local_packs(&objects_dir)
         .into_iter()
-        .filter(|pack| !pack.keep)
+        .filter(|pack| !pack.keep && !pack.idx.with_extension("mtimes").exists())
         .filter_map(|pack| {
             let index = gix_pack::index::File::at(&pack.idx, HASH).ok()?;
             Some((u64::from(index.num_objects()), pack, index))
@@ -365,55 +366,113 @@ fn full_repack(
         .iter()
         .filter(|pack| !pack.keep && pack.pack.file_name() != new_name.as_deref())
         .collect();
-    // Unreachable objects of the packs about to go: the young ones stay, as loose objects
-    // with their pack's time (git's `repack -A`), so the grace period counts from there.
-    let loose_store = gix_odb::loose::Store::at(&objects_dir, HASH);
+    // Unreachable objects of the packs about to go: the young ones stay (their time is the
+    // one a cruft pack's `.mtimes` records, else their pack's), in a cruft pack as git 2.47's
+    // gc keeps them, or as loose objects with that time (`gc.cruftPacks=false`, git's older
+    // `repack -A`), so the grace period counts from there. Older ones are dropped.
+    let expired = |mtime: SystemTime| cutoff.is_some_and(|cutoff| mtime < cutoff);
+    let mut unreachable: std::collections::HashMap<ObjectId, SystemTime> = Default::default();
     let mut deletable = Vec::new();
-    let mut buf = Vec::new();
     for pack in doomed {
-        let young = cutoff.is_none_or(|cutoff| pack.mtime >= cutoff);
-        if young {
-            let Ok(index) = gix_pack::index::File::at(&pack.idx, HASH) else {
-                report
-                    .warnings
-                    .push(format!("{} unreadable; kept", pack.idx.display()));
+        let Ok(index) = gix_pack::index::File::at(&pack.idx, HASH) else {
+            report
+                .warnings
+                .push(format!("{} unreadable; kept", pack.idx.display()));
+            continue;
+        };
+        let mtimes = read_mtimes(&pack.idx.with_extension("mtimes"), index.num_objects());
+        for (position, entry) in index.iter().enumerate() {
+            let id = entry.oid;
+            if reachable.set.contains(&id)
+                || new_index
+                    .as_ref()
+                    .is_some_and(|new| new.lookup(id).is_some())
+            {
                 continue;
-            };
-            for entry in index.iter() {
-                let id = entry.oid;
-                if reachable.set.contains(&id)
-                    || new_index
-                        .as_ref()
-                        .is_some_and(|new| new.lookup(id).is_some())
-                    || loose_path(&objects_dir, &id).is_file()
-                {
-                    continue;
-                }
-                let data = repo
-                    .objects()
-                    .try_find(&id, &mut buf)
-                    .map_err(|err| MaintenanceError::Read {
-                        id,
-                        message: err.to_string(),
-                    })?
-                    .ok_or_else(|| MaintenanceError::Read {
-                        id,
-                        message: "not found".into(),
-                    })?;
-                let (kind, data) = (data.kind, data.data.to_vec());
-                loose_store
-                    .write_buf(kind, &data)
-                    .map_err(|err| MaintenanceError::Read {
-                        id,
-                        message: format!("could not write it as a loose object: {err}"),
-                    })?;
-                set_mtime(&loose_path(&objects_dir, &id), pack.mtime);
-                report.loosened += 1;
             }
+            let mtime = mtimes
+                .as_ref()
+                .and_then(|mtimes| mtimes.get(position))
+                .map_or(pack.mtime, |seconds| {
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(*seconds))
+                });
+            if expired(mtime) {
+                continue;
+            }
+            let newest = unreachable.entry(id).or_insert(mtime);
+            *newest = (*newest).max(mtime);
         }
         deletable.push(pack);
     }
-    pause_point("loosened");
+    if config.cruft_packs {
+        // The young unreachable loose objects join the cruft pack (their loose copies then go
+        // as packed ones).
+        for object in loose_objects(&objects_dir) {
+            if !reachable.set.contains(&object.id) && !expired(object.mtime) {
+                let newest = unreachable.entry(object.id).or_insert(object.mtime);
+                *newest = (*newest).max(object.mtime);
+            }
+        }
+        if !unreachable.is_empty() {
+            let mut objects: Vec<ObjectId> = unreachable.keys().copied().collect();
+            objects.sort();
+            let mtimes: std::collections::HashMap<ObjectId, u32> = unreachable
+                .iter()
+                .map(|(id, mtime)| {
+                    let seconds = mtime
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |age| age.as_secs());
+                    (*id, u32::try_from(seconds).unwrap_or(u32::MAX))
+                })
+                .collect();
+            let cruft = write_pack_files(
+                repo,
+                &reader,
+                &objects,
+                &[],
+                Extras {
+                    mtimes: Some(&mtimes),
+                    ..Extras::default()
+                },
+                config,
+                options,
+                report,
+            )?;
+            report.loosened += objects.len();
+            if let Some(cruft) = cruft {
+                report.cruft_pack = Some(cruft);
+            }
+        }
+    } else {
+        let loose_store = gix_odb::loose::Store::at(&objects_dir, HASH);
+        let mut buf = Vec::new();
+        for (id, mtime) in &unreachable {
+            if loose_path(&objects_dir, id).is_file() {
+                continue;
+            }
+            let data = repo
+                .objects()
+                .try_find(id, &mut buf)
+                .map_err(|err| MaintenanceError::Read {
+                    id: *id,
+                    message: err.to_string(),
+                })?
+                .ok_or_else(|| MaintenanceError::Read {
+                    id: *id,
+                    message: "not found".into(),
+                })?;
+            let (kind, data) = (data.kind, data.data.to_vec());
+            loose_store
+                .write_buf(kind, &data)
+                .map_err(|err| MaintenanceError::Read {
+                    id: *id,
+                    message: format!("could not write it as a loose object: {err}"),
+                })?;
+            set_mtime(&loose_path(&objects_dir, id), *mtime);
+            report.loosened += 1;
+        }
+    }
+    pause_point("unreachable-kept");
     for pack in deletable {
         delete_pack(pack);
         report.packs_deleted += 1;
@@ -572,6 +631,49 @@ fn write_and_install(
     options: &Options,
     report: &mut Report,
 ) -> Result<Option<PathBuf>, MaintenanceError> {
+    write_pack_files(
+        repo,
+        reader,
+        objects,
+        commits,
+        Extras {
+            bitmap_tips,
+            whole_pack,
+            mtimes: None,
+        },
+        config,
+        options,
+        report,
+    )
+}
+
+/// What a pack gets besides its index and reverse index.
+#[derive(Default, Clone, Copy)]
+struct Extras<'a> {
+    /// Write a `.bitmap` for these tips.
+    bitmap_tips: Option<&'a [ObjectId]>,
+    /// The objects are exactly this pack's (copied as it is).
+    whole_pack: Option<ObjectId>,
+    /// A cruft pack: every object's time for `.mtimes`.
+    mtimes: Option<&'a std::collections::HashMap<ObjectId, u32>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_pack_files(
+    repo: &Repository,
+    reader: &CachingReader,
+    objects: &[ObjectId],
+    commits: &[ObjectId],
+    extras: Extras<'_>,
+    config: &MaintenanceConfig,
+    options: &Options,
+    report: &mut Report,
+) -> Result<Option<PathBuf>, MaintenanceError> {
+    let Extras {
+        bitmap_tips,
+        whole_pack,
+        mtimes,
+    } = extras;
     let objects_dir = objects_dir(repo);
     let io = |action: &'static str, path: &Path| {
         let path = path.to_owned();
@@ -631,6 +733,13 @@ fn write_and_install(
         report
             .warnings
             .push(format!("no reverse index: {}", crate::error_chain(&err)));
+    }
+    if let Some(mtimes) = mtimes {
+        write_mtimes(&idx, mtimes).map_err(|source| MaintenanceError::Io {
+            action: "could not write the .mtimes of",
+            path: idx.clone(),
+            source,
+        })?;
     }
     if let Some(tips) = bitmap_tips {
         match pending::write_bitmap(
@@ -718,6 +827,55 @@ fn open_indices<'a>(packs: impl IntoIterator<Item = &'a LocalPack>) -> Vec<gix_p
         .into_iter()
         .filter_map(|pack| gix_pack::index::File::at(&pack.idx, HASH).ok())
         .collect()
+}
+
+/// A cruft pack's `.mtimes` (gitformat-pack): `MTME`, version 1, SHA-1, one 4-byte time per
+/// object in index order, the pack's checksum and the file's own.
+fn write_mtimes(
+    idx: &Path,
+    mtimes: &std::collections::HashMap<ObjectId, u32>,
+) -> std::io::Result<PathBuf> {
+    use sha1::Digest as _;
+    let index = gix_pack::index::File::at(idx, HASH).map_err(std::io::Error::other)?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |age| age.as_secs());
+    let now = u32::try_from(now).unwrap_or(u32::MAX);
+    let count = usize::try_from(index.num_objects()).unwrap_or(0);
+    let mut out = Vec::with_capacity(12 + 4 * count + 40);
+    out.extend_from_slice(b"MTME");
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(&1u32.to_be_bytes());
+    for entry in index.iter() {
+        let mtime = mtimes.get(&entry.oid).copied().unwrap_or(now);
+        out.extend_from_slice(&mtime.to_be_bytes());
+    }
+    out.extend_from_slice(index.pack_checksum().as_bytes());
+    let digest = sha1::Sha1::digest(&out);
+    out.extend_from_slice(&digest);
+    let path = idx.with_extension("mtimes");
+    fs::write(&path, out)?;
+    Ok(path)
+}
+
+/// The times of a cruft pack's objects, in index order, if `path` is a valid `.mtimes` for
+/// a pack of `count` objects.
+fn read_mtimes(path: &Path, count: u32) -> Option<Vec<u32>> {
+    let data = fs::read(path).ok()?;
+    let count = usize::try_from(count).ok()?;
+    if data.len() != 12 + 4 * count + 40
+        || &data[..4] != b"MTME"
+        || data[4..8] != 1u32.to_be_bytes()
+        || data[8..12] != 1u32.to_be_bytes()
+    {
+        return None;
+    }
+    Some(
+        data[12..12 + 4 * count]
+            .chunks_exact(4)
+            .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+            .collect(),
+    )
 }
 
 /// Remove a pack: the index first, so no reader finds a pack without its data.
