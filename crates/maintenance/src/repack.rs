@@ -1010,3 +1010,75 @@ mod tests {
         assert_eq!(geometric_split(&[10, 11, 12], 2), 3);
     }
 }
+
+#[cfg(test)]
+mod mtimes_tests {
+    use super::{read_mtimes, write_mtimes};
+
+    /// What git's `write_mtimes_file()` lays out, read back; a file of the wrong length or
+    /// magic is not taken.
+    #[test]
+    fn mtimes_round_trip_against_the_index_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("r.git");
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(&repo)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        std::process::Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&repo)
+            .status()
+            .unwrap();
+        let mut ids = Vec::new();
+        for text in ["a", "b", "c"] {
+            let path = dir.path().join(text);
+            std::fs::write(&path, text).unwrap();
+            ids.push(
+                git(&["hash-object", "-w", path.to_str().unwrap()])
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        let base = repo.join("objects/pack/pack");
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&repo)
+            .args(["pack-objects", "-q", base.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(ids.join("\n").as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        let name = String::from_utf8(out.stdout).unwrap();
+        let idx = repo.join(format!("objects/pack/pack-{}.idx", name.trim()));
+        let mut sorted: Vec<gix_hash::ObjectId> = ids
+            .iter()
+            .map(|id| gix_hash::ObjectId::from_hex(id.as_bytes()).unwrap())
+            .collect();
+        sorted.sort();
+        let mtimes = sorted
+            .iter()
+            .zip([100u32, 200, 300])
+            .map(|(id, time)| (*id, time))
+            .collect();
+        let path = write_mtimes(&idx, &mtimes).unwrap();
+        assert_eq!(read_mtimes(&path, 3), Some(vec![100, 200, 300]));
+        assert_eq!(read_mtimes(&path, 4), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 12 + 12 + 40);
+    }
+}
