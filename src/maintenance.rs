@@ -99,14 +99,27 @@ pub(crate) fn spawn_auto_after_push(git_dir: &Path, config: &gix_config::File) {
         }
     };
     use std::os::unix::process::CommandExt;
-    let spawned = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .args(["maintenance", "run", "--auto", "--quiet"])
         .arg(git_dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn();
+        .process_group(0);
+    // git's gc.autoDetach=false: the push waits for it (git's own tests rely on that).
+    let detach = config
+        .boolean("gc.autoDetach")
+        .ok()
+        .flatten()
+        .unwrap_or(true);
+    if !detach {
+        if let Err(err) = command.status() {
+            tracing::warn!(%err, "could not run auto maintenance");
+        }
+        return;
+    }
+    let spawned = command.spawn();
     match spawned {
         // Not waited for: it outlives this session; init reaps it.
         Ok(child) => tracing::debug!(pid = child.id(), "auto maintenance started"),

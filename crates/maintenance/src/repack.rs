@@ -971,7 +971,33 @@ fn prune_unreachable(
             report.pruned_unreachable += 1;
         }
     }
+    remove_stale_temporaries(objects_dir, cutoff);
     remove_empty_fanouts(objects_dir);
+}
+
+/// git's `prune` also removes what interrupted writers left: files named `tmp_*` in the
+/// object directory, its fan-out directories and `pack/`, once older than the cutoff.
+fn remove_stale_temporaries(objects_dir: &Path, cutoff: SystemTime) {
+    let mut dirs = vec![objects_dir.to_owned(), objects_dir.join("pack")];
+    dirs.extend((0..=255u8).map(|fanout| objects_dir.join(format!("{fanout:02x}"))));
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let is_temporary = entry.file_name().to_string_lossy().starts_with("tmp_")
+                && entry.file_type().is_ok_and(|kind| kind.is_file());
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|mtime| mtime < cutoff);
+            if is_temporary && old {
+                if let Err(err) = fs::remove_file(entry.path()) {
+                    tracing::debug!(path = %entry.path().display(), %err, "could not remove");
+                }
+            }
+        }
+    }
 }
 
 fn remove_empty_fanouts(objects_dir: &Path) {
