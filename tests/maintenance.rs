@@ -748,3 +748,46 @@ fn serve_runs_maintenance_after_pushes_and_on_schedule() {
     fsck(&setup.dir, &git, &served);
     drop(server);
 }
+
+/// A pack with a `.keep` file is never rewritten nor deleted, and (without bitmaps) its
+/// objects are not copied into the new pack, as `git repack -a -d`.
+#[test]
+fn kept_packs_stay() {
+    let git = Git::newest();
+    let setup = setup("keep", &git);
+    repack_only(&setup);
+    push_commits(&setup, "change", 4);
+    let first = packs(&setup.server)[0].clone();
+    let keep = setup
+        .server
+        .join("objects/pack")
+        .join(&first)
+        .with_extension("keep");
+    crate::util::write_file(&keep, b"");
+    let ran = maintenance(&setup.dir, &setup.server, &[]);
+    assert!(ran.status.success(), "{ran}");
+    let after = packs(&setup.server);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&first), "the kept pack went: {after:?}");
+    assert!(keep.is_file());
+    let counted = setup
+        .dir
+        .git_in(&git, &setup.server)
+        .args(["count-objects", "-v"])
+        .run()
+        .stdout_text();
+    fsck(&setup.dir, &git, &setup.server);
+    // Nothing of the kept pack was copied: the objects in packs are each in one pack.
+    let listed = setup
+        .dir
+        .git_in(&git, &setup.server)
+        .args(["rev-list", "--objects", "--all"])
+        .run()
+        .stdout_text()
+        .lines()
+        .count();
+    assert!(
+        counted.contains(&format!("in-pack: {listed}\n")),
+        "objects counted twice: {counted} vs {listed} reachable"
+    );
+}
