@@ -20,7 +20,15 @@ use packgate_pack::{
 use packgate_protocol::repository::Repository;
 
 use crate::{
-    config::MaintenanceConfig, pause_point, pending, reach, MaintenanceError, Options, Report, Task,
+    config::MaintenanceConfig, pause_point, reach, MaintenanceError, Options, Report, Task,
+};
+// The other branches' writers of issue #15; at their merge these become
+// `packgate_object::{write_commit_graph, CommitGraphWriteOptions}`,
+// `packgate_protocol::pack_refs::{pack_refs, PackRefsOptions}`,
+// `packgate_pack::{write_rev, bitmap::{write_bitmap, BitmapWriteOptions}}`.
+use crate::pending::{
+    pack_refs, write_bitmap, write_commit_graph, write_rev, BitmapWriteOptions,
+    CommitGraphWriteOptions, PackRefsOptions,
 };
 
 const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
@@ -113,7 +121,7 @@ pub(crate) fn run_task(
                 .map_err(|message| MaintenanceError::TaskFailed { task, message })
         }
         Task::PackRefs => {
-            pack_refs(repo).map_err(|message| MaintenanceError::TaskFailed { task, message })
+            run_pack_refs(repo).map_err(|message| MaintenanceError::TaskFailed { task, message })
         }
         Task::IncrementalRepack => geometric_repack(repo, config, options, report),
         Task::Prefetch => Err(MaintenanceError::Unsupported(task)),
@@ -237,7 +245,7 @@ fn gc(
 ) -> Result<(), MaintenanceError> {
     let mut failures = Vec::new();
     if config.pack_refs {
-        if let Err(message) = pack_refs(repo) {
+        if let Err(message) = run_pack_refs(repo) {
             failures.push(format!("pack-refs: {message}"));
         }
     }
@@ -269,11 +277,11 @@ fn gc(
 }
 
 fn commit_graph(repo: &Repository, tips: &reach::Tips, report: &mut Report) -> Result<(), String> {
-    let written = pending::write_commit_graph(
+    let written = write_commit_graph(
         &objects_dir(repo),
         repo.objects(),
         &tips.refs,
-        &pending::CommitGraphWriteOptions::default(),
+        &CommitGraphWriteOptions::default(),
     )
     .map_err(|err| crate::error_chain(&err))?;
     tracing::debug!(commits = written.commits, "commit-graph written");
@@ -281,10 +289,10 @@ fn commit_graph(repo: &Repository, tips: &reach::Tips, report: &mut Report) -> R
     Ok(())
 }
 
-fn pack_refs(repo: &Repository) -> Result<(), String> {
-    let outcome = pending::pack_refs(
+fn run_pack_refs(repo: &Repository) -> Result<(), String> {
+    let outcome = pack_refs(
         repo.git_dir(),
-        &pending::PackRefsOptions {
+        &PackRefsOptions {
             all: true,
             prune: true,
         },
@@ -729,7 +737,7 @@ fn write_pack_files(
     let (Some(pack), Some(idx)) = (outcome.pack, outcome.index) else {
         return Ok(None);
     };
-    if let Err(err) = pending::write_rev(&idx) {
+    if let Err(err) = write_rev(&idx) {
         report
             .warnings
             .push(format!("no reverse index: {}", crate::error_chain(&err)));
@@ -742,12 +750,12 @@ fn write_pack_files(
         })?;
     }
     if let Some(tips) = bitmap_tips {
-        match pending::write_bitmap(
+        match write_bitmap(
             &pack,
             reader,
             tips,
             None,
-            &pending::BitmapWriteOptions {
+            &BitmapWriteOptions {
                 hash_cache: config.bitmap_hash_cache,
                 lookup_table: config.bitmap_lookup_table,
             },
