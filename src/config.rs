@@ -38,6 +38,9 @@
 //! cpu-slots = 8                # threads at once (default: the cores)
 //! memory = "8g"                # bytes or k/m/g (default: half the machine's memory)
 //! max-queue-wait = 600         # seconds a request may wait for its turn
+//! [maintenance]                # git's `maintenance run --auto`, without git
+//! auto-after-push = true       # after each push (each repository's receive.autogc too)
+//! interval = "1h"              # also every hour for every repository (default: never)
 //! ```
 //!
 //!
@@ -80,9 +83,23 @@ pub(crate) struct ConfigFile {
     /// The CPU and memory budget of pack generation and push indexing.
     #[serde(default)]
     pub(crate) budget: crate::budget::BudgetSection,
+    /// Maintenance after pushes and on a schedule.
+    #[serde(default)]
+    pub(crate) maintenance: MaintenanceSection,
     /// Settings of single repositories, by their path below the root.
     #[serde(default)]
     pub(crate) repositories: std::collections::BTreeMap<String, RepositorySection>,
+}
+
+/// `[maintenance]`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct MaintenanceSection {
+    /// Run `--auto` maintenance after pushes (default true; receive.autogc decides per
+    /// repository).
+    pub(crate) auto_after_push: Option<bool>,
+    /// Run `--auto` maintenance of every repository this often (`"1h"`, `"30m"`, seconds).
+    pub(crate) interval: Option<String>,
 }
 
 /// `[repositories."<path>"]`.

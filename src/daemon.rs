@@ -378,10 +378,15 @@ pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
              repository this user can read"
         );
     }
+    // As git daemon's receive-pack: `--auto` maintenance after a push (receive.autogc), here
+    // on a thread of the daemon holding a slot of its CPU budget.
     let service = Arc::new(
         DaemonService::new(registry, settings.config.clone())
             .with_pack_cache(settings.pack_cache.build())
-            .with_budget(settings.budget.clone()),
+            .with_budget(settings.budget.clone())
+            .with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
+                crate::maintenance::Maintainer::new(settings.budget.clone()),
+            )),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -195,7 +195,11 @@ fn prepare(cgi: &CgiEnvironment) -> Result<Prepared, SmallResponse> {
         }
         None => None,
     };
-    let service = HttpService::new(registry, PushAccess::RemoteUser).with_namespace(namespace);
+    // git http-backend's receive-pack runs `--auto` maintenance after a push; the CGI process
+    // ends with the request, so it is a detached `packgate maintenance run --auto`.
+    let service = HttpService::new(registry, PushAccess::RemoteUser)
+        .with_namespace(namespace)
+        .with_hook(crate::maintenance::AutoMaintenanceHook::Detached);
     let session = service.open(&git).map_err(SmallResponse::from_refusal)?;
     Ok(Prepared {
         service,

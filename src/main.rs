@@ -5,6 +5,7 @@ mod budget;
 mod config;
 mod daemon;
 mod http_backend;
+mod maintenance;
 mod passwd;
 mod serve;
 mod trim;
@@ -54,6 +55,8 @@ pub(crate) enum Command {
     /// A CGI program for a web server (Apache, nginx with fcgiwrap): a drop-in for
     /// git-http-backend, configured by GIT_PROJECT_ROOT, GIT_HTTP_EXPORT_ALL and REMOTE_USER.
     HttpBackend(http_backend::HttpBackendArgs),
+    /// Repository maintenance as `git maintenance`: repack, prune, commit-graph, pack-refs.
+    Maintenance(maintenance::MaintenanceArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => daemon::daemon(*args),
         Command::Passwd(args) => passwd::passwd(args),
         Command::HttpBackend(args) => http_backend::http_backend(args),
+        Command::Maintenance(args) => maintenance::maintenance(args),
     };
     match result {
         Ok(code) => code,
@@ -168,8 +172,15 @@ fn receive_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
         output,
         timeout,
     } = session_io(args.timeout)?;
-    let result = receive_pack.serve(input, output, &options).map(drop);
-    session_end(result, timeout.as_ref())
+    let result = receive_pack.serve(input, output, &options);
+    // git's receive-pack runs `git maintenance run --auto` after a push (receive.autogc);
+    // packgate starts its own, detached, so the client is not kept waiting.
+    if let Ok(Some(report)) = &result {
+        if report.unpack.is_ok() {
+            maintenance::spawn_auto_after_push(repo.git_dir(), repo.config());
+        }
+    }
+    session_end(result.map(drop), timeout.as_ref())
 }
 
 /// Open the repository a stdio session serves, the way git finds it (`strict`: the path must

@@ -87,6 +87,9 @@ struct Settings {
     pack_cache: crate::config::PackCacheSection,
     /// Shared by both front-ends.
     budget: packgate::protocol::budget::Budget,
+    /// `[maintenance]`: after pushes, and every `maintenance_interval`.
+    auto_maintenance: bool,
+    maintenance_interval: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -105,6 +108,13 @@ impl Settings {
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
         let budget = crate::budget::budget(&args.budget, &file.budget)?;
         let (git, http) = (file.git, file.http);
+        let auto_maintenance = file.maintenance.auto_after_push.unwrap_or(true);
+        let maintenance_interval = file
+            .maintenance
+            .interval
+            .as_deref()
+            .map(crate::maintenance::parse_interval)
+            .transpose()?;
         let mut pack_cache = file.pack_cache;
         pack_cache.temp_dir = from_file(pack_cache.temp_dir);
         let parse_namespace = |raw: &[u8], what: &str| {
@@ -266,6 +276,8 @@ impl Settings {
             repository_namespaces,
             pack_cache,
             budget,
+            auto_maintenance,
+            maintenance_interval,
         })
     }
 }
@@ -301,11 +313,23 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // One cache for both front-ends: a clone over git:// and one over HTTP share a pack.
     let pack_cache = settings.pack_cache.build();
-    let service = Arc::new(
-        DaemonService::new(registry.clone(), settings.daemon.clone())
-            .with_pack_cache(pack_cache.clone())
-            .with_budget(settings.budget.clone()),
-    );
+    let maintainer = crate::maintenance::Maintainer::new(settings.budget.clone());
+    if let Some(interval) = settings.maintenance_interval {
+        crate::maintenance::start_schedule(
+            maintainer.clone(),
+            registry.root().to_owned(),
+            interval,
+        );
+    }
+    let mut service = DaemonService::new(registry.clone(), settings.daemon.clone())
+        .with_pack_cache(pack_cache.clone())
+        .with_budget(settings.budget.clone());
+    if settings.auto_maintenance {
+        service = service.with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
+            maintainer.clone(),
+        ));
+    }
+    let service = Arc::new(service);
     let push = if settings.allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
     } else if let Some(path) = &settings.credentials {
@@ -327,11 +351,15 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
     let authenticated = matches!(push, PushAccess::Authenticated(_));
-    let http_service = Arc::new(
-        HttpService::new(registry.clone(), push)
-            .with_pack_cache(pack_cache)
-            .with_budget(settings.budget.clone()),
-    );
+    let mut http_service = HttpService::new(registry.clone(), push)
+        .with_pack_cache(pack_cache)
+        .with_budget(settings.budget.clone());
+    if settings.auto_maintenance {
+        http_service = http_service.with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
+            maintainer,
+        ));
+    }
+    let http_service = Arc::new(http_service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,5 +1,5 @@
 //! The layering of the workspace (ARCHITECTURE.md): the crates below the front-ends —
-//! `protocol`, `negotiate`, `pack`, `object`, `hooks` and `wire` — never depend on an async
+//! `protocol`, `negotiate`, `pack`, `object`, `hooks`, `maintenance` and `wire` — never depend on an async
 //! runtime, an HTTP server or TLS, directly or through another crate.
 
 use std::{path::Path, time::Duration};
@@ -13,6 +13,7 @@ const SANS_IO: &[&str] = &[
     "packgate-pack",
     "packgate-object",
     "packgate-hooks",
+    "packgate-maintenance",
     "packgate-wire",
 ];
 

@@ -89,8 +89,13 @@
 //! - `update_instead`: `receive.denyCurrentBranch=updateInstead` and the `push-to-checkout`
 //!   hook: pushes into the branch checked out in a main or linked work tree update it (or
 //!   are refused when it is not clean), compared with git's receive-pack on the same setup.
+//! - `maintenance`: `packgate maintenance run`: 200 pushes repacked by `--auto` into a pack
+//!   with a bitmap and a commit-graph git reads; the prune grace period (loose and in packs);
+//!   `gc.pid` both ways with git; `--auto` thresholds; a push starting maintenance; kill -9 at
+//!   each phase; maintenance beside pushes and clones; repository paths.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
-//!   every front-end); no entry point runs `git`.
+//!   every front-end); no entry point runs `git`, nor does maintenance (run by hand or
+//!   started by a push).
 
 mod cgi_host;
 mod pkt;
@@ -115,6 +120,7 @@ mod large;
 mod layers;
 mod libgit2;
 mod ls_remote;
+mod maintenance;
 mod memory;
 mod namespaces;
 mod pack_cache;

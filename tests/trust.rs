@@ -474,3 +474,80 @@ fn updating_a_work_tree_runs_no_git() {
         assert_eq!(status.stdout_text(), "");
     }
 }
+
+/// Maintenance never runs git: `packgate maintenance run` by hand, and the `--auto` run a
+/// push through `packgate receive-pack` starts, with a `PATH` whose first `git` records its
+/// runs.
+#[test]
+fn maintenance_runs_no_git() {
+    let git = Git::newest();
+    let dir = Dir::new("trust-maintenance");
+    let fake = FakeGit::new(&dir);
+    let work = client(&dir, &git, "client");
+    let repo = dir.join("server.git");
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(&repo)
+        .run();
+    for (key, value) in [
+        ("receive.unpackLimit", "1"),
+        ("gc.autoPackLimit", "3"),
+        ("gc.pruneExpire", "now"),
+    ] {
+        dir.git_in(&git, &repo).args(["config", key, value]).run();
+    }
+    let pack_count = || {
+        std::fs::read_dir(repo.join("objects/pack"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|entry| entry.file_name().to_string_lossy().ends_with(".pack"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for i in 0..4 {
+        write_file(&work.join(format!("file-{i}")), b"content\n");
+        dir.git(&git).current_dir(&work).args(["add", "."]).run();
+        dir.git(&git)
+            .current_dir(&work)
+            .args(["commit", "-q", "-m", &format!("commit {i}")])
+            .run();
+        dir.git(&git)
+            .current_dir(&work)
+            .arg("push")
+            .arg(receive_pack_option(&fake.shell_prefix()))
+            .arg(&repo)
+            .arg("HEAD:refs/heads/master")
+            .run();
+    }
+    // The push above the pack limit started maintenance: wait for its result.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pack_count() > 1 || repo.join("gc.pid").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no maintenance after the pushes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // By hand, every task this branch has (whatever the writers of other branches say).
+    for task in ["gc", "loose-objects", "commit-graph", "pack-refs"] {
+        crate::util::Cmd::new(Path::new("/bin/sh"))
+            .args([
+                "-c",
+                &format!(
+                    "{}{} maintenance run --task {task} {}",
+                    fake.shell_prefix(),
+                    shell_quote(PACKGATE),
+                    shell_quote(&repo.to_string_lossy())
+                ),
+            ])
+            .output();
+    }
+    fsck(&dir, &git, &repo);
+    assert_eq!(
+        fake.runs(),
+        "",
+        "maintenance ran git (a line per run: its arguments)"
+    );
+}

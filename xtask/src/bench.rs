@@ -47,6 +47,11 @@
 //! - `push-large`, `push-large-x4`: a push of a 1 GiB blob of zeros into an empty
 //!   repository, one at a time and four at once: see [`large_push`].
 //!
+//! # Maintenance (`repack`, `auto-gc`)
+//!
+//! `packgate maintenance run` against `git repack -adb` and `git gc --auto`, each run on a
+//! fresh copy: see [`repack`].
+//!
 //! # Measurements
 //!
 //! What is measured per run: wall time (our own clock around the process), user+system CPU
@@ -87,6 +92,7 @@ mod measure;
 mod partial;
 mod push;
 mod refs;
+mod repack;
 mod results;
 mod server;
 
@@ -116,7 +122,9 @@ pub struct BenchArgs {
     /// 10 commits), `push` (both pushes), `push-large` and `push-large-x4` (a 1 GiB blob of
     /// zeros, one push and four at once), `ls-refs`, `noop-fetch` and `noop-fetch-v0` (ref
     /// listings with 50,000 more refs), `connections` (idle git:// connections and
-    /// `ls-refs` sessions against `git daemon`; runs alone), or `clone-repeat` and
+    /// `ls-refs` sessions against `git daemon`; runs alone), `repack` (a full repack with
+    /// a bitmap against `git repack -adb`), `auto-gc` (`--auto` maintenance after 100 pushes
+    /// against `git gc --auto`), or `clone-repeat` and
     /// `clone-concurrent` (clones from `packgate daemon` and `git daemon`, see
     /// `--repeat` and `--clients`; apart from the others).
     #[arg(value_enum, required = true)]
@@ -214,6 +222,12 @@ enum Scenario {
     /// Rounds of 1,000 git:// connections (idle, `ls-refs`, small fetches): the server's
     /// memory after each, against `git daemon`.
     Soak,
+    /// A full repack with a bitmap: `packgate maintenance run --task gc` against
+    /// `git repack -a -d -b`.
+    Repack,
+    /// `--auto` maintenance after 100 pushes: `packgate maintenance run --auto` against
+    /// `git gc --auto`.
+    AutoGc,
 }
 
 impl Scenario {
@@ -238,6 +252,8 @@ impl Scenario {
             Scenario::CloneRepeat => "clone-repeat",
             Scenario::CloneConcurrent => "clone-concurrent",
             Scenario::Soak => "soak",
+            Scenario::Repack => "repack",
+            Scenario::AutoGc => "auto-gc",
         }
     }
 
@@ -503,6 +519,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                                 .map(|name| name.to_string_lossy().into_owned())
                                 .unwrap_or_default()
                         ),
+                        rows,
+                    });
+                    continue;
+                }
+                Scenario::Repack | Scenario::AutoGc => {
+                    let source = repack::source(&git, &base, scenario)?;
+                    let maintainers = repack::maintainers(scenario, &packgate, &args.git);
+                    let rows =
+                        repack::measure(&git, &work, scenario, &maintainers, &source, args.runs)?;
+                    let note = match scenario {
+                        Scenario::AutoGc => format!(
+                            "the fixture after {} pushes of one commit, each left as a pack; \
+                             a fresh copy per run; pack = the resulting pack",
+                            repack::PUSHES
+                        ),
+                        _ => "a fresh copy of the fixture per run; pack = the resulting pack"
+                            .to_owned(),
+                    };
+                    results.push(Outcome {
+                        scenario,
+                        note,
                         rows,
                     });
                     continue;

@@ -82,12 +82,24 @@ impl Default for DaemonConfig {
 }
 
 /// Serves upload-pack and receive-pack for the repositories of a [`Registry`].
-#[derive(Debug)]
 pub struct DaemonService {
     registry: Registry,
     config: DaemonConfig,
     pack_cache: Option<PackCache>,
     budget: Budget,
+    hooks: Vec<std::sync::Arc<dyn packgate_hooks::Hook>>,
+}
+
+impl std::fmt::Debug for DaemonService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonService")
+            .field("registry", &self.registry)
+            .field("config", &self.config)
+            .field("pack_cache", &self.pack_cache)
+            .field("budget", &self.budget)
+            .field("hooks", &self.hooks.len())
+            .finish()
+    }
 }
 
 /// Why a request is refused; what the client is told depends on [`ErrorDetail`].
@@ -111,7 +123,15 @@ impl DaemonService {
             config,
             pack_cache: None,
             budget: Budget::global(),
+            hooks: Vec::new(),
         }
+    }
+
+    /// Add an in-process hook that every push over git:// runs (see
+    /// [`ReceivePack::with_hook`]), before the repository's hook scripts.
+    pub fn with_hook(mut self, hook: impl packgate_hooks::Hook + 'static) -> Self {
+        self.hooks.push(std::sync::Arc::new(hook));
+        self
     }
 
     /// Share packs between the fetches of this service through `cache` (see
@@ -195,6 +215,7 @@ impl ConnectionHandler for DaemonService {
         let client = Client {
             budget: self.budget.clone(),
             address: addresses.peer.ip().to_string(),
+            hooks: self.hooks.clone(),
         };
         let repo = match self.open(head, addresses.local) {
             Ok(repo) => repo,
@@ -268,6 +289,7 @@ struct V0FetchSession {
 struct Client {
     budget: Budget,
     address: String,
+    hooks: Vec<std::sync::Arc<dyn packgate_hooks::Hook>>,
 }
 
 impl ExchangeHandler for V0FetchSession {
@@ -369,7 +391,13 @@ impl ExchangeHandler for PushSession {
         let result = ReceivePack::new(&self.repo)
             .map_err(|err| ServeError::Failed(err.to_string()))
             .map(|receive_pack| {
-                receive_pack.with_budget(self.client.budget.clone(), &self.client.address)
+                self.client
+                    .hooks
+                    .iter()
+                    .fold(receive_pack, |receive_pack, hook| {
+                        receive_pack.with_hook(std::sync::Arc::clone(hook))
+                    })
+                    .with_budget(self.client.budget.clone(), &self.client.address)
             })
             .and_then(|receive_pack| {
                 // The advertisement is out; what follows is one stateless exchange.
