@@ -262,7 +262,7 @@ impl gix_object::Exists for CachingReader {
     }
 }
 
-fn inflate(
+pub(crate) fn inflate(
     inflater: &mut flate2::Decompress,
     compressed: &[u8],
     size: u64,
@@ -302,7 +302,7 @@ fn delta_size(data: &[u8], pos: &mut usize) -> Option<usize> {
 }
 
 /// Apply a git delta to `base`.
-fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, gix_error::Error> {
+pub(crate) fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, gix_error::Error> {
     let corrupt = || gix_error::Error::from(gix_error::message("corrupt delta"));
     let mut pos = 0;
     let base_size = delta_size(delta, &mut pos).ok_or_else(corrupt)?;
