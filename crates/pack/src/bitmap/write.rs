@@ -31,7 +31,7 @@ use gix_object::Kind;
 
 use super::{
     bits::{encode_ewah, ewah_len},
-    graph::{PackGraph, DESCEND, MISSING},
+    graph::{Decoder, PackGraph, DESCEND, GITLINK, MISSING},
     Bits, FLAG_FULL_DAG, FLAG_HASH_CACHE, FLAG_LOOKUP_TABLE,
 };
 
@@ -159,7 +159,7 @@ pub fn write_bitmap(
     let loaded = started.elapsed();
     let (commits, preferred) = reachable_commits(&graph, tips)?;
     let selected = select_commits(&graph, commits, &preferred);
-    let bitmaps = build(&graph, &selected)?;
+    let (bitmaps, trees_parsed) = build(&graph, db, &selected)?;
     let built = started.elapsed();
     let entries = xor_compress(&bitmaps, objects)?;
 
@@ -177,7 +177,7 @@ pub fn write_bitmap(
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
-    out.extend_from_slice(graph.index.pack_checksum().as_slice());
+    out.extend_from_slice(graph.pack.index.pack_checksum().as_slice());
     for kind in [Kind::Commit, Kind::Tree, Kind::Blob, Kind::Tag] {
         let mut bits = Bits::with_capacity(objects);
         for (pos, _) in graph.kinds.iter().enumerate().filter(|(_, k)| **k == kind) {
@@ -190,7 +190,7 @@ pub fn write_bitmap(
     let mut offsets = Vec::with_capacity(entries.len());
     for (&commit, (xor, ewah)) in selected.iter().zip(&entries) {
         offsets.push(out.len() as u64);
-        out.extend_from_slice(&graph.order[commit as usize].to_be_bytes());
+        out.extend_from_slice(&graph.pack.order[commit as usize].to_be_bytes());
         out.push(*xor);
         out.push(0);
         out.extend_from_slice(ewah);
@@ -198,7 +198,7 @@ pub fn write_bitmap(
     if options.lookup_table {
         // Rows by the commit's index position; an XOR base named by its row.
         let mut rows: Vec<usize> = (0..selected.len()).collect();
-        rows.sort_by_key(|&entry| graph.order[selected[entry] as usize]);
+        rows.sort_by_key(|&entry| graph.pack.order[selected[entry] as usize]);
         let mut row_of = vec![0u32; selected.len()];
         for (row, &entry) in rows.iter().enumerate() {
             row_of[entry] = row as u32;
@@ -210,7 +210,7 @@ pub fn write_bitmap(
             } else {
                 row_of[entry - xor]
             };
-            out.extend_from_slice(&graph.order[selected[entry] as usize].to_be_bytes());
+            out.extend_from_slice(&graph.pack.order[selected[entry] as usize].to_be_bytes());
             out.extend_from_slice(&offsets[entry].to_be_bytes());
             out.extend_from_slice(&xor_row.to_be_bytes());
         }
@@ -228,6 +228,7 @@ pub fn write_bitmap(
         commits = count,
         load_ms = loaded.as_millis() as u64,
         build_ms = (built - loaded).as_millis() as u64,
+        trees_parsed,
         total_ms = started.elapsed().as_millis() as u64,
         "bitmap written"
     );
@@ -365,8 +366,13 @@ struct Encoded {
 }
 
 /// The bitmap of every selected commit (by its place in `selected`).
-fn build(graph: &PackGraph, selected: &[u32]) -> Result<Vec<Encoded>, BitmapWriteError> {
+fn build(
+    graph: &PackGraph,
+    db: &impl gix_object::Find,
+    selected: &[u32],
+) -> Result<(Vec<Encoded>, usize), BitmapWriteError> {
     let n = graph.len();
+    let mut decoder = Decoder::new(&graph.pack, db);
     let mut entry_of: HashMap<u32, usize> = HashMap::with_capacity(selected.len());
     for (entry, &commit) in selected.iter().enumerate() {
         entry_of.insert(commit, entry);
@@ -415,7 +421,7 @@ fn build(graph: &PackGraph, selected: &[u32]) -> Result<Vec<Encoded>, BitmapWrit
                 }
             }
         };
-        walk.fill(graph, &mut bits, selected[entry])?;
+        walk.fill(graph, &mut decoder, &mut bits, selected[entry])?;
         let words = bits.trimmed_words();
         let bit_size = (words.len().max(1) * 64) as u32;
         let mut ewah = Vec::new();
@@ -427,14 +433,15 @@ fn build(graph: &PackGraph, selected: &[u32]) -> Result<Vec<Encoded>, BitmapWrit
             stack.extend(next.iter().rev().map(|&child| (child, Some(entry))));
         }
     }
-    encoded
+    let encoded = encoded
         .into_iter()
         .map(|e| {
             e.ok_or(BitmapWriteError::Internal(
                 "a selected commit got no bitmap",
             ))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((encoded, decoder.parsed))
 }
 
 /// The stacks of one bitmap's walk, kept between walks.
@@ -451,6 +458,7 @@ impl Walk {
     fn fill(
         &mut self,
         graph: &PackGraph,
+        decoder: &mut Decoder<'_, impl gix_object::Find>,
         bits: &mut Bits,
         commit: u32,
     ) -> Result<(), BitmapWriteError> {
@@ -491,9 +499,12 @@ impl Walk {
                         message: "reached as a tree, but is not one".into(),
                     });
                 }
-                for &edge in graph.edges(tree) {
-                    if edge == MISSING {
-                        return Err(not_closed(tree));
+                let decoded = decoder.tree(tree)?;
+                for &edge in &decoded.edges {
+                    match edge {
+                        MISSING => return Err(not_closed(tree)),
+                        GITLINK => continue,
+                        _ => {}
                     }
                     let pos = (edge & !DESCEND) as usize;
                     if bits.get(pos) {
