@@ -12,7 +12,8 @@
 //! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
 //! - `bitmaps`: clones (whole, `blob:none`, `tree:0`) and a fetch from a repository with a
 //!   reachability bitmap and loose objects after it: counted with the bitmap (its debug
-//!   event), the same objects as git's upload-pack sends; `pack.useBitmaps=false` walks.
+//!   event), the same objects as git's upload-pack sends; `pack.useBitmaps=false` walks; the
+//!   same with a `.rev` and `.bitmap` packgate's writers made for git's plain repack.
 //! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git.
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
 //!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
