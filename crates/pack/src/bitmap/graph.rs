@@ -478,51 +478,11 @@ impl<'a, F: gix_object::Find> Decoder<'a, F> {
         self.parse(data)
     }
 
-    /// Parse the tree `data`, taking the entries in `self.copied` as they are where one
-    /// starts where an entry does.
+    /// Parse the tree `data`, taking the entries in `self.copied` as they are.
     fn parse(&mut self, data: Vec<u8>) -> Decoded {
         self.parsed += 1;
-        // Most trees have about as many entries as the base they were copied from.
-        let mut starts = Vec::with_capacity(self.copied.len() + 8);
-        let mut edges = Vec::with_capacity(self.copied.len() + 8);
-        let mut at = 0usize;
-        let mut copied = self.copied.iter().peekable();
-        while at < data.len() {
-            while copied.next_if(|c| (c.0 as usize) < at).is_some() {}
-            if let Some(&(_, len, edge)) = copied.next_if(|c| c.0 as usize == at) {
-                starts.push(at as u32);
-                edges.push(edge);
-                at += len as usize;
-                continue;
-            }
-            match packgate_object::tree::next_entry(&data[at..], 20) {
-                Ok((entry, rest)) => {
-                    starts.push(at as u32);
-                    edges.push(match entry.kind() {
-                        packgate_object::tree::EntryKind::Tree => {
-                            self.pack.lookup(entry.id) | DESCEND
-                        }
-                        packgate_object::tree::EntryKind::Blob => self.pack.lookup(entry.id),
-                        packgate_object::tree::EntryKind::Gitlink => GITLINK,
-                    });
-                    at = data.len() - rest.len();
-                }
-                Err(_) => {
-                    // Unreadable: a walk that reaches it fails, as git's does.
-                    return Decoded {
-                        data,
-                        starts: Vec::new(),
-                        edges: vec![MISSING],
-                    };
-                }
-            }
-        }
-        starts.push(data.len() as u32);
-        Decoded {
-            data,
-            starts,
-            edges,
-        }
+        let pack = self.pack;
+        parse_tree(data, &self.copied, |id| pack.lookup(id))
     }
 
     /// Apply `delta` to the tree `base`: the result, parsed, with the edges of the base's
@@ -530,25 +490,170 @@ impl<'a, F: gix_object::Find> Decoder<'a, F> {
     fn apply_to_tree(&mut self, base: &Decoded, delta: &[u8]) -> Result<Decoded, gix_error::Error> {
         let mut copied = std::mem::take(&mut self.copied);
         copied.clear();
-        let starts = &base.starts;
         let result = crate::reader::apply_delta_with(&base.data, delta, |out_at, from, len| {
-            // The base's entries that lie within base[from..from + len].
-            if starts.len() < 2 {
-                return;
-            }
-            let end = from + len;
-            let mut entry = starts.partition_point(|&s| (s as usize) < from);
-            while entry + 1 < starts.len() && starts[entry + 1] as usize <= end {
-                let start = starts[entry] as usize;
-                copied.push((
-                    (start - from + out_at) as u32,
-                    starts[entry + 1] - starts[entry],
-                    base.edges[entry],
-                ));
-                entry += 1;
-            }
+            copied_entries(base, out_at, from, len, &mut copied)
         });
         self.copied = copied;
         Ok(self.parse(result?))
+    }
+}
+
+/// Parse the tree `data` into its entries' edges, `lookup` giving an id's position. Where a
+/// copied entry (start in `data`, length, edge: from the base a delta copied it from) starts
+/// exactly where an entry starts, it is that entry, bytes and all: taken without parsing or
+/// looking up. Entries are found from the start, so one that a copy put elsewhere (the
+/// bytes of an entry inside another's) is never taken.
+fn parse_tree(data: Vec<u8>, copied: &[(u32, u32, u32)], lookup: impl Fn(&oid) -> u32) -> Decoded {
+    // Most trees have about as many entries as the base they were copied from.
+    let mut starts = Vec::with_capacity(copied.len() + 8);
+    let mut edges = Vec::with_capacity(copied.len() + 8);
+    let mut at = 0usize;
+    let mut copied = copied.iter().peekable();
+    while at < data.len() {
+        while copied.next_if(|c| (c.0 as usize) < at).is_some() {}
+        if let Some(&(_, len, edge)) = copied.next_if(|c| c.0 as usize == at) {
+            starts.push(at as u32);
+            edges.push(edge);
+            at += len as usize;
+            continue;
+        }
+        match packgate_object::tree::next_entry(&data[at..], 20) {
+            Ok((entry, rest)) => {
+                starts.push(at as u32);
+                edges.push(match entry.kind() {
+                    packgate_object::tree::EntryKind::Tree => lookup(entry.id) | DESCEND,
+                    packgate_object::tree::EntryKind::Blob => lookup(entry.id),
+                    packgate_object::tree::EntryKind::Gitlink => GITLINK,
+                });
+                at = data.len() - rest.len();
+            }
+            Err(_) => {
+                // Unreadable: a walk that reaches it fails, as git's does.
+                return Decoded {
+                    data,
+                    starts: Vec::new(),
+                    edges: vec![MISSING],
+                };
+            }
+        }
+    }
+    starts.push(data.len() as u32);
+    Decoded {
+        data,
+        starts,
+        edges,
+    }
+}
+
+/// The entries of `base` that a copy of `base[from..from + len]` carries whole, as
+/// (start in the result, length, edge) for a copy landing at `out_at`.
+fn copied_entries(
+    base: &Decoded,
+    out_at: usize,
+    from: usize,
+    len: usize,
+    copied: &mut Vec<(u32, u32, u32)>,
+) {
+    let starts = &base.starts;
+    if starts.len() < 2 {
+        return;
+    }
+    let end = from + len;
+    let mut entry = starts.partition_point(|&s| (s as usize) < from);
+    while entry + 1 < starts.len() && starts[entry + 1] as usize <= end {
+        copied.push((
+            (starts[entry] as usize - from + out_at) as u32,
+            starts[entry + 1] - starts[entry],
+            base.edges[entry],
+        ));
+        entry += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree of `names` (a trailing `/` makes a subtree), each entry's id made from its
+    /// name and `version`.
+    fn tree(names: &[(&str, u8)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, version) in names {
+            let (mode, name) = match name.strip_suffix('/') {
+                Some(dir) => ("40000", dir),
+                None => ("100644", *name),
+            };
+            out.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            let mut id = [*version; 20];
+            id[..name.len().min(20)].copy_from_slice(&name.as_bytes()[..name.len().min(20)]);
+            out.extend_from_slice(&id);
+        }
+        out
+    }
+
+    /// A position from the id's bytes, so a wrong id gives a wrong position.
+    fn lookup(id: &oid) -> u32 {
+        let b = id.as_bytes();
+        u32::from_be_bytes([b[0], b[1], b[18] & 0x7f, b[19]])
+    }
+
+    fn through_delta(base: &[u8], target: &[u8]) -> (Decoded, usize) {
+        let base = parse_tree(base.to_vec(), &[], lookup);
+        let delta = crate::delta::delta(&base.data, target, usize::MAX).unwrap();
+        let mut copied = Vec::new();
+        let data = crate::reader::apply_delta_with(&base.data, &delta, |out_at, from, len| {
+            copied_entries(&base, out_at, from, len, &mut copied)
+        })
+        .unwrap();
+        assert_eq!(data, target);
+        let reused = copied.len();
+        (parse_tree(data, &copied, lookup), reused)
+    }
+
+    /// Entries taken from a delta's base are exactly those a full parse finds.
+    #[test]
+    fn entries_copied_from_the_base_are_the_parsed_ones() {
+        let names: Vec<String> = (0..60).map(|n| format!("entry-{n:03}")).collect();
+        let base: Vec<(&str, u8)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        let mut cases = Vec::new();
+        // One id changed; one entry gone; one added; a directory renamed; all changed.
+        let mut changed = base.clone();
+        changed[30].1 = 2;
+        cases.push(changed);
+        let mut removed = base.clone();
+        removed.remove(7);
+        cases.push(removed);
+        let mut added = base.clone();
+        added.insert(20, ("entry-019a/", 3));
+        cases.push(added);
+        let mut renamed = base.clone();
+        renamed[40].0 = "entry-040/";
+        cases.push(renamed);
+        cases.push(base.iter().map(|(n, _)| (*n, 9)).collect());
+        // Names that repeat one another's bytes, so copies can land inside entries.
+        let tricky = vec![("a", 1), ("aa", 1), ("aaa/", 1), ("100644 a", 1), ("b", 1)];
+        let tricky_changed = vec![("a", 1), ("aa", 2), ("aaa/", 1), ("100644 a", 3), ("c", 1)];
+        let base_bytes = tree(&base);
+        for case in &cases {
+            let target = tree(case);
+            let (through, reused) = through_delta(&base_bytes, &target);
+            let full = parse_tree(target, &[], lookup);
+            assert_eq!(through.edges, full.edges);
+            assert_eq!(through.starts, full.starts);
+            if case.iter().filter(|(_, v)| *v == 1).count() > 50 {
+                assert!(reused > 40, "{reused}");
+            }
+        }
+        let (through, _) = through_delta(&tree(&tricky), &tree(&tricky_changed));
+        let full = parse_tree(tree(&tricky_changed), &[], lookup);
+        assert_eq!((through.edges, through.starts), (full.edges, full.starts));
+        // A copied entry that does not start where an entry starts is not taken.
+        let data = tree(&[("x", 1), ("y", 1)]);
+        let full = parse_tree(data.clone(), &[], lookup);
+        let misplaced = parse_tree(data, &[(3, 10, 12345)], lookup);
+        assert_eq!(misplaced.edges, full.edges);
+        // An unreadable tree is one missing edge.
+        let broken = parse_tree(b"100644 x\0short".to_vec(), &[], lookup);
+        assert_eq!(broken.edges, [MISSING]);
     }
 }
