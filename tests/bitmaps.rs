@@ -1,5 +1,6 @@
-//! Fetches from a repository with a reachability bitmap (`git repack -adb`): packgate counts
-//! with the bitmap (its debug event says so) and sends what git's upload-pack sends.
+//! Fetches from a repository with a reachability bitmap (`git repack -adb`, or packgate's own
+//! writer after git's plain repack): packgate counts with the bitmap (its debug event says
+//! so) and sends what git's upload-pack sends.
 
 use std::path::Path;
 
@@ -28,6 +29,71 @@ fn through_packgate(dir: &Dir, git: &Git, cwd: &Path, args: &[&str]) -> String {
 fn bitmapped_source(dir: &Dir, git: &Git) -> std::path::PathBuf {
     let source = dir.fixture(&preset_spec("small")).path;
     dir.git_in(git, &source).args(["repack", "-adbq"]).run();
+    dir.git_in(git, &source)
+        .args(["config", "uploadpack.allowFilter", "true"])
+        .run();
+    source
+}
+
+/// A fresh `small` fixture fully repacked by git without a bitmap or reverse index, both
+/// then written by packgate's writers (as its maintenance does after a full repack), with
+/// the lookup table. git itself checks the bitmap of the tip.
+fn packgate_bitmapped_source(dir: &Dir, git: &Git) -> std::path::PathBuf {
+    let source = dir.fixture(&preset_spec("small")).path;
+    dir.git_in(git, &source)
+        .args([
+            "-c",
+            "repack.writeBitmaps=false",
+            "-c",
+            "pack.writeReverseIndex=false",
+        ])
+        .args(["repack", "-adq"])
+        .run();
+    let objects = dir
+        .git_in(git, &source)
+        .args([
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-path",
+            "objects",
+        ])
+        .run()
+        .stdout_text();
+    let objects = Path::new(objects.trim());
+    let packs: Vec<std::path::PathBuf> = std::fs::read_dir(objects.join("pack"))
+        .unwrap_or_else(|err| panic!("{objects:?}: {err}"))
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pack"))
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let tips: Vec<gix_hash::ObjectId> = dir
+        .git_in(git, &source)
+        .args(["for-each-ref", "--format=%(objectname)"])
+        .run()
+        .stdout_text()
+        .lines()
+        .map(|line| {
+            gix_hash::ObjectId::from_hex(line.as_bytes())
+                .unwrap_or_else(|err| panic!("{line}: {err}"))
+        })
+        .collect();
+    let db = gix_odb::at(objects, gix_hash::Kind::Sha1)
+        .unwrap_or_else(|err| panic!("{objects:?}: {err}"));
+    packgate_pack::write_rev(&packs[0].with_extension("idx"))
+        .unwrap_or_else(|err| panic!("{git}: {err}"));
+    let options = packgate_pack::BitmapWriteOptions {
+        hash_cache: true,
+        lookup_table: true,
+    };
+    let written = packgate_pack::write_bitmap(&packs[0], &db, &tips, None, &options)
+        .unwrap_or_else(|err| panic!("{git}: {err}"));
+    assert!(written.commits > 0);
+    let tested = dir
+        .git_in(git, &source)
+        .args(["rev-list", "--test-bitmap", "HEAD"])
+        .run()
+        .stderr_text();
+    assert!(tested.contains("OK!"), "{git}: {tested}");
     dir.git_in(git, &source)
         .args(["config", "uploadpack.allowFilter", "true"])
         .run();
@@ -133,6 +199,55 @@ fn clones_and_fetches_from_a_bitmapped_repository() {
         let expected = refs(&dir, &git, &source, &["refs/heads", "refs/tags"]);
         crate::util::assert_same_refs(&fetched, &expected, &format!("fetch with {git}"));
         // And a clone of the moved repository, with the same objects as git's.
+        clone_both(&dir, &git, &source, "after", &[]);
+    }
+}
+
+#[test]
+fn clones_and_fetches_with_a_bitmap_packgate_wrote() {
+    for git in Git::all() {
+        let dir = Dir::new("bitmaps-written");
+        let source = packgate_bitmapped_source(&dir, &git);
+        for (name, extra) in [
+            ("clone", &[][..]),
+            ("blobless", &["--filter=blob:none"][..]),
+        ] {
+            let log = clone_both(&dir, &git, &source, name, extra);
+            assert!(
+                log.contains(COUNTED_WITH_BITMAPS),
+                "{name} with {git}: {log}"
+            );
+        }
+        // git's own upload-pack counts with it too.
+        let counted = dir
+            .git_in(&git, &source)
+            .args(["rev-list", "--use-bitmap-index", "--objects", "--all"])
+            .run()
+            .stdout_text();
+        let walked = dir
+            .git_in(&git, &source)
+            .args(["rev-list", "--objects", "--all"])
+            .run()
+            .stdout_text();
+        assert_eq!(counted.lines().count(), walked.lines().count(), "{git}");
+        move_source_forward(&dir, &git, &source);
+        let clone = dir.join("clone-packgate.git");
+        let log = through_packgate(
+            &dir,
+            &git,
+            &clone,
+            &[
+                "fetch",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+        );
+        assert!(
+            log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
+            "fetch with {git}: {log}"
+        );
+        fsck(&dir, &git, &clone);
         clone_both(&dir, &git, &source, "after", &[]);
     }
 }

@@ -13,7 +13,8 @@
 //! - `bitmaps`: clones (whole, `blob:none`, `tree:0`) and a fetch from a repository with a
 //!   reachability bitmap and loose objects after it: counted with the bitmap (its debug
 //!   event), the same objects as git's upload-pack sends; `pack.useBitmaps=false` walks; a
-//!   multi-pack index's bitmap over several packs.
+//!   multi-pack index's bitmap over several packs; the same with a `.rev` and `.bitmap`
+//!   packgate's writers made for git's plain repack.
 //! - `fetch`: incremental and no-op fetches; packgate sends no more objects than git;
 //!   `pack.useSparse` on (git's sparse tree comparison) and off.
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,

@@ -17,7 +17,6 @@
 
 pub mod config;
 pub mod lock;
-mod pending;
 pub mod reach;
 mod repack;
 

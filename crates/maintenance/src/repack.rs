@@ -22,14 +22,12 @@ use packgate_protocol::repository::Repository;
 use crate::{
     config::MaintenanceConfig, pause_point, reach, MaintenanceError, Options, Report, Task,
 };
-// The other branches' writers of issue #15; at their merge these become
-// `packgate_object::{write_commit_graph, CommitGraphWriteOptions}`,
-// `packgate_protocol::pack_refs::{pack_refs, PackRefsOptions}`,
-// `packgate_pack::{write_rev, bitmap::{write_bitmap, BitmapWriteOptions}}`.
-use crate::pending::{
-    pack_refs, write_bitmap, write_commit_graph, write_rev, BitmapWriteOptions,
-    CommitGraphWriteOptions, PackRefsOptions,
+use packgate_object::{write_commit_graph, CommitGraphWriteOptions};
+use packgate_pack::{
+    bitmap::{write_bitmap, BitmapWriteOptions},
+    write_rev,
 };
+use packgate_protocol::pack_refs::{pack_refs, PackRefsOptions};
 
 const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
 

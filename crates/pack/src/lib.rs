@@ -23,9 +23,11 @@ pub mod ingest;
 mod lookup;
 pub mod packs;
 pub mod reader;
+mod rev;
 mod search;
 #[cfg(test)]
 mod test_git;
+pub use bitmap::{write_bitmap, BitmapWriteError, BitmapWriteOptions, BitmapWritten};
 pub use enumerate::{
     enumerate, Counts, EnumerateError, EnumerateOptions, Enumeration, TreeExclusion,
 };
@@ -37,3 +39,4 @@ pub use ingest::{
     FsckOptions, FsckProblem, FsckSettingError, FsckSeverity, FsckWarning, IngestError,
     IngestOptions, IngestOutcome, Quarantine,
 };
+pub use rev::write_rev;

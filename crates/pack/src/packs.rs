@@ -419,23 +419,23 @@ fn open_packs(dir: &Path, hash: gix_hash::Kind) -> Vec<Pack> {
 }
 
 /// A pack's index positions in pack order, and the entries' offsets in the same order.
-type OrderAndOffsets = (Box<[u32]>, Box<[u64]>);
+pub(crate) type OrderAndOffsets = (Box<[u32]>, Box<[u64]>);
 
 /// The pack order stored in a `.rev` file, if it is well-formed and agrees with `index`
 /// (every position once, offsets strictly increasing), with the entries' offsets in that
 /// order.
-fn read_reverse_index(path: &Path, index: &gix_pack::index::File) -> Option<OrderAndOffsets> {
-    const HEADER: usize = 12;
+pub(crate) fn read_reverse_index(
+    path: &Path,
+    index: &gix_pack::index::File,
+) -> Option<OrderAndOffsets> {
+    use crate::rev::{HEADER_LEN as HEADER, SIGNATURE, VERSION};
     let bytes = std::fs::read(path).ok()?;
     let count = usize::try_from(index.num_objects()).ok()?;
     let trailer = 2 * index.object_hash().len_in_bytes();
-    let hash_id: u32 = match index.object_hash() {
-        gix_hash::Kind::Sha1 => 1,
-        _ => return None,
-    };
+    let hash_id = crate::rev::hash_id(index.object_hash())?;
     if bytes.len() != HEADER + 4 * count + trailer
-        || &bytes[..4] != b"RIDX"
-        || bytes[4..8] != 1u32.to_be_bytes()
+        || &bytes[..4] != SIGNATURE
+        || bytes[4..8] != VERSION.to_be_bytes()
         || bytes[8..12] != hash_id.to_be_bytes()
     {
         return None;

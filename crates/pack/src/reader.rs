@@ -262,7 +262,7 @@ impl gix_object::Exists for CachingReader {
     }
 }
 
-fn inflate(
+pub(crate) fn inflate(
     inflater: &mut flate2::Decompress,
     compressed: &[u8],
     size: u64,
@@ -302,7 +302,17 @@ fn delta_size(data: &[u8], pos: &mut usize) -> Option<usize> {
 }
 
 /// Apply a git delta to `base`.
-fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, gix_error::Error> {
+pub(crate) fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, gix_error::Error> {
+    apply_delta_with(base, delta, |_, _, _| {})
+}
+
+/// Apply a git delta to `base`, telling `copied` of each copy from the base: where in the
+/// result it lands, where in the base it starts, and how long it is.
+pub(crate) fn apply_delta_with(
+    base: &[u8],
+    delta: &[u8],
+    mut copied: impl FnMut(usize, usize, usize),
+) -> Result<Vec<u8>, gix_error::Error> {
     let corrupt = || gix_error::Error::from(gix_error::message("corrupt delta"));
     let mut pos = 0;
     let base_size = delta_size(delta, &mut pos).ok_or_else(corrupt)?;
@@ -333,7 +343,9 @@ fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, gix_error::Error> {
                 size = 0x10000;
             }
             let end = offset.checked_add(size).ok_or_else(corrupt)?;
-            out.extend_from_slice(base.get(offset..end).ok_or_else(corrupt)?);
+            let from = base.get(offset..end).ok_or_else(corrupt)?;
+            copied(out.len(), offset, size);
+            out.extend_from_slice(from);
         } else if command != 0 {
             let end = pos + usize::from(command);
             out.extend_from_slice(delta.get(pos..end).ok_or_else(corrupt)?);

@@ -116,6 +116,36 @@ impl Bits {
         })
     }
 
+    /// The words, lowest bits first; trailing zero words may or may not be there.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// The words up to the last one with a bit set.
+    pub fn trimmed_words(&self) -> &[u64] {
+        let len = self
+            .words
+            .iter()
+            .rposition(|&word| word != 0)
+            .map_or(0, |last| last + 1);
+        &self.words[..len]
+    }
+
+    /// Remove every bit, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.words.iter_mut().for_each(|word| *word = 0);
+    }
+
+    /// `self = a ^ b`, reusing `self`'s allocation.
+    pub fn set_xor_of(&mut self, a: &Bits, b: &Bits) {
+        let len = a.words.len().max(b.words.len());
+        self.words.clear();
+        self.words.resize(len, 0);
+        for (n, word) in self.words.iter_mut().enumerate() {
+            *word = a.words.get(n).copied().unwrap_or(0) ^ b.words.get(n).copied().unwrap_or(0);
+        }
+    }
+
     /// Clear every bit at `bits` or above.
     fn truncate_bits(&mut self, bits: usize) {
         self.words.truncate(bits.div_ceil(64));
@@ -175,6 +205,82 @@ pub fn decode_ewah(data: &[u8], max_bits: usize) -> Result<(Bits, usize), EwahEr
         return Err(EwahError::TooLong);
     }
     Ok((decoded, words_end + 4))
+}
+
+/// The longest run of clean words one EWAH marker word can state.
+const EWAH_MAX_RUN: u64 = (1 << 32) - 1;
+/// The most literal words one EWAH marker word can announce.
+const EWAH_MAX_LITERALS: u64 = (1 << 31) - 1;
+
+/// Encode `words` (lowest bits first) as git's EWAH (the JavaEWAH layout): each marker word
+/// holds a run of all-zero or all-one words (bit 0 the value, 32 bits the length) and the
+/// count of literal words that follow it (31 bits). Clean words become runs, others
+/// literals, as git's `ewah_add()` appends them word by word. Appends the serialization to
+/// `out`: the stated size in bits (`bit_size`, at least every word given except trailing
+/// zero words), the number of words, the words, and the position of the last marker word,
+/// all big-endian.
+pub fn encode_ewah(words: &[u64], bit_size: u32, out: &mut Vec<u8>) {
+    let mut buffer: Vec<u64> = vec![0];
+    let mut marker = 0usize;
+    let run_of = |rlw: u64| (rlw >> 1) & EWAH_MAX_RUN;
+    let literals_of = |rlw: u64| rlw >> 33;
+    for &word in words {
+        if word == 0 || word == u64::MAX {
+            let bit = u64::from(word != 0);
+            let rlw = buffer[marker];
+            let (run, literals) = (run_of(rlw), literals_of(rlw));
+            if literals == 0 && (run == 0 || rlw & 1 == bit) && run < EWAH_MAX_RUN {
+                buffer[marker] = (rlw & !(EWAH_MAX_RUN << 1) & !1) | ((run + 1) << 1) | bit;
+            } else {
+                marker = buffer.len();
+                buffer.push((1 << 1) | bit);
+            }
+        } else {
+            let literals = literals_of(buffer[marker]);
+            if literals < EWAH_MAX_LITERALS {
+                buffer[marker] = (buffer[marker] & ((1 << 33) - 1)) | ((literals + 1) << 33);
+            } else {
+                marker = buffer.len();
+                buffer.push(1 << 33);
+            }
+            buffer.push(word);
+        }
+    }
+    out.reserve(12 + 8 * buffer.len());
+    out.extend_from_slice(&bit_size.to_be_bytes());
+    out.extend_from_slice(&(buffer.len() as u32).to_be_bytes());
+    for word in &buffer {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    out.extend_from_slice(&(marker as u32).to_be_bytes());
+}
+
+/// How many bytes [`encode_ewah`] would write for `words`, without writing them.
+pub(crate) fn ewah_len(words: &[u64]) -> usize {
+    let mut count = 1usize;
+    let mut run = 0u64;
+    let mut run_bit = 0u64;
+    let mut literals = 0u64;
+    for &word in words {
+        if word == 0 || word == u64::MAX {
+            let bit = u64::from(word != 0);
+            if literals == 0 && (run == 0 || run_bit == bit) && run < EWAH_MAX_RUN {
+                run += 1;
+                run_bit = bit;
+            } else {
+                count += 1;
+                (run, run_bit, literals) = (1, bit, 0);
+            }
+        } else {
+            if literals >= EWAH_MAX_LITERALS {
+                count += 1;
+                (run, literals) = (0, 0);
+            }
+            literals += 1;
+            count += 1;
+        }
+    }
+    12 + 8 * count
 }
 
 #[cfg(test)]
@@ -272,5 +378,68 @@ mod tests {
         xor.xor(&b);
         assert_eq!(xor.ones().collect::<Vec<_>>(), [1, 7, 64, 300]);
         assert!(a.get(64) && !a.get(65) && !a.get(100_000));
+    }
+
+    /// Encoding then decoding gives the bits back, runs are runs, and the size estimate
+    /// is the size.
+    #[test]
+    fn encode_round_trips() {
+        let cases: Vec<Vec<u64>> = vec![
+            vec![],
+            vec![0],
+            vec![1],
+            vec![u64::MAX, u64::MAX, 5, 0, 0, 0, u64::MAX, 7, 0, 1 << 63],
+            vec![0, 0, 0, 9, 9, 9, 0, u64::MAX],
+            (0..300).map(|n| if n % 3 == 0 { n } else { 0 }).collect(),
+        ];
+        for words in cases {
+            let bits = words.len() as u32 * 64;
+            let mut out = Vec::new();
+            encode_ewah(&words, bits, &mut out);
+            assert_eq!(out.len(), ewah_len(&words), "{words:?}");
+            let (decoded, used) = decode_ewah(&out, words.len() * 64).unwrap();
+            assert_eq!(used, out.len());
+            let mut expected = Bits {
+                words: words.clone(),
+            };
+            expected.truncate_bits(words.len() * 64);
+            assert_eq!(
+                decoded.trimmed_words(),
+                expected.trimmed_words(),
+                "{words:?}"
+            );
+        }
+        // Runs compress: a million zero words then one bit are three words.
+        let mut words = vec![0u64; 1_000_000];
+        words.push(1);
+        let mut out = Vec::new();
+        encode_ewah(&words, words.len() as u32 * 64, &mut out);
+        assert_eq!(out.len(), 12 + 8 * 2);
+        // git's serialization of an empty bitmap: one empty marker word.
+        let mut out = Vec::new();
+        encode_ewah(&[], 0, &mut out);
+        assert_eq!(
+            out,
+            [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encode_decode(words in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(0u64),
+                proptest::strategy::Just(u64::MAX),
+                proptest::num::u64::ANY,
+            ],
+            0..200,
+        )) {
+            let mut out = Vec::new();
+            encode_ewah(&words, words.len() as u32 * 64, &mut out);
+            proptest::prop_assert_eq!(out.len(), ewah_len(&words));
+            let (decoded, _) = decode_ewah(&out, words.len() * 64).unwrap();
+            let expected = Bits { words: words.clone() };
+            proptest::prop_assert_eq!(decoded.trimmed_words(), expected.trimmed_words());
+        }
     }
 }

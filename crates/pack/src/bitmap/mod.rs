@@ -24,8 +24,11 @@ use gix_object::Kind;
 
 mod bits;
 pub mod count;
+mod graph;
+mod write;
 
-pub use bits::{decode_ewah, Bits, EwahError};
+pub use bits::{decode_ewah, encode_ewah, Bits, EwahError};
+pub use write::{write_bitmap, BitmapWriteError, BitmapWriteOptions, BitmapWritten};
 
 /// Why a bitmap file is not used.
 #[derive(Debug, thiserror::Error)]

@@ -15,14 +15,33 @@ use crate::{
 
 /// A bare repository with history on two branches, a merge, an annotated tag and files in
 /// subdirectories, fully packed with a bitmap (lookup table and name-hash cache included).
-struct Repo {
+pub(super) struct Repo {
     _dir: tempfile::TempDir,
-    bare: PathBuf,
-    work: PathBuf,
+    pub(super) bare: PathBuf,
+    pub(super) work: PathBuf,
 }
 
 impl Repo {
     fn new() -> Repo {
+        let repo = Repo::history();
+        git(
+            &repo.bare,
+            &[
+                "-c",
+                "pack.writeBitmapLookupTable=true",
+                "-c",
+                "pack.writeBitmapHashCache=true",
+                "repack",
+                "-adbq",
+            ],
+            None,
+        );
+        assert!(repo.bitmap_path().is_some(), "git wrote a bitmap");
+        repo
+    }
+
+    /// The history, pushed to the bare repository and not repacked.
+    pub(super) fn history() -> Repo {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("repo.git");
         let work = dir.path().join("work");
@@ -50,23 +69,10 @@ impl Repo {
             None,
         );
         repo.push();
-        git(
-            &repo.bare,
-            &[
-                "-c",
-                "pack.writeBitmapLookupTable=true",
-                "-c",
-                "pack.writeBitmapHashCache=true",
-                "repack",
-                "-adbq",
-            ],
-            None,
-        );
-        assert!(repo.bitmap_path().is_some(), "git wrote a bitmap");
         repo
     }
 
-    fn commits(&self, branch: &str, range: std::ops::Range<usize>) {
+    pub(super) fn commits(&self, branch: &str, range: std::ops::Range<usize>) {
         for n in range {
             let dir = self.work.join(format!("dir{}", n % 3)).join("sub");
             std::fs::create_dir_all(&dir).unwrap();
@@ -84,7 +90,7 @@ impl Repo {
         }
     }
 
-    fn push(&self) {
+    pub(super) fn push(&self) {
         git(
             &self.work,
             &[
@@ -104,7 +110,7 @@ impl Repo {
         );
     }
 
-    fn id(&self, rev: &str) -> ObjectId {
+    pub(super) fn id(&self, rev: &str) -> ObjectId {
         ObjectId::from_hex(
             git(&self.bare, &["rev-parse", "--verify", rev], None)
                 .trim()
@@ -113,22 +119,22 @@ impl Repo {
         .unwrap()
     }
 
-    fn bitmap_path(&self) -> Option<PathBuf> {
+    pub(super) fn bitmap_path(&self) -> Option<PathBuf> {
         std::fs::read_dir(self.bare.join("objects/pack"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|x| x == "bitmap"))
     }
 
-    fn db(&self) -> gix_odb::Handle {
+    pub(super) fn db(&self) -> gix_odb::Handle {
         gix_odb::at(self.bare.join("objects"), gix_hash::Kind::Sha1).unwrap()
     }
 
-    fn bitmap(&self) -> Option<std::sync::Arc<super::PackBitmap>> {
+    pub(super) fn bitmap(&self) -> Option<std::sync::Arc<super::PackBitmap>> {
         PackSet::open(&self.db()).bitmap()
     }
 
-    fn enumerate(
+    pub(super) fn enumerate(
         &self,
         wants: &[ObjectId],
         haves: &[ObjectId],
@@ -148,7 +154,11 @@ impl Repo {
     }
 
     /// git's own answer with its bitmaps: `rev-list --objects --use-bitmap-index`.
-    fn git_bitmap_answer(&self, wants: &[ObjectId], haves: &[ObjectId]) -> BTreeSet<ObjectId> {
+    pub(super) fn git_bitmap_answer(
+        &self,
+        wants: &[ObjectId],
+        haves: &[ObjectId],
+    ) -> BTreeSet<ObjectId> {
         let mut args = vec![
             "rev-list".to_string(),
             "--objects".into(),
@@ -172,7 +182,7 @@ impl Repo {
     }
 
     /// The bitmap count of a request equals the walk's and git's, kinds counted alike.
-    fn check(&self, wants: &[ObjectId], haves: &[ObjectId]) -> Enumeration {
+    pub(super) fn check(&self, wants: &[ObjectId], haves: &[ObjectId]) -> Enumeration {
         let walked = self.enumerate(wants, haves, None, false);
         let counted = self.enumerate(wants, haves, None, true);
         let set = |e: &Enumeration| e.objects().iter().copied().collect::<BTreeSet<_>>();
@@ -198,7 +208,7 @@ impl Repo {
     }
 }
 
-fn requests(repo: &Repo) -> Vec<(Vec<ObjectId>, Vec<ObjectId>)> {
+pub(super) fn requests(repo: &Repo) -> Vec<(Vec<ObjectId>, Vec<ObjectId>)> {
     let (main, side, tag) = (repo.id("main"), repo.id("side"), repo.id("v1"));
     let blob_tag = repo.id("blob-tag");
     vec![
