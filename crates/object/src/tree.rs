@@ -87,10 +87,7 @@ pub fn next_entry(data: &[u8], hash_len: usize) -> Result<(TreeEntry<'_>, &[u8])
         mode_end += 1;
     }
     let name_start = mode_end + 1;
-    let name_len = data[name_start..]
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(TreeError::Truncated)?;
+    let name_len = memchr::memchr(0, &data[name_start..]).ok_or(TreeError::Truncated)?;
     if name_len == 0 {
         return Err(TreeError::EmptyName);
     }

@@ -36,7 +36,9 @@ pub struct CachingReader {
 }
 
 /// A decoded object, shared between the cache and readers of it.
-type Decoded = Arc<(Kind, Vec<u8>)>;
+/// A decoded object as the cache keeps it: its kind and data, shared.
+pub type Shared = Arc<(Kind, Vec<u8>)>;
+type Decoded = Shared;
 
 struct State {
     cache: clru::CLruCache<Key, Decoded, std::collections::hash_map::RandomState, Weight>,
@@ -222,6 +224,26 @@ impl gix_object::Find for CachingReader {
 }
 
 impl CachingReader {
+    /// Object `id` as the cache keeps it, shared rather than copied out: its kind and data.
+    pub fn shared(&self, id: &oid) -> Result<Option<Shared>, gix_error::Error> {
+        if let Some(object) = self.decode_packed(id)? {
+            return Ok(Some(object));
+        }
+        let key = Key::Id(id.to_owned());
+        let hit = self.state.borrow_mut().cache.get(&key).map(Arc::clone);
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let mut buffer = Vec::new();
+        let kind = match self.read_loose(id, &mut buffer)? {
+            Some(data) => data.kind,
+            None => return Ok(None),
+        };
+        let hit = self.state.borrow_mut().cache.get(&key).map(Arc::clone);
+        // Not kept (too large for the cache, or the empty tree): what was read is all there is.
+        Ok(Some(hit.unwrap_or_else(|| Arc::new((kind, buffer)))))
+    }
+
     /// An object outside the pack set, read through the handle and then kept like the rest.
     fn read_loose<'a>(
         &self,
@@ -251,7 +273,20 @@ impl CachingReader {
 }
 
 impl gix_object::FindHeader for CachingReader {
+    /// A whole object's header straight from its pack entry (no inflating, and the pack set's
+    /// lookup); a delta's kind is its base's, so deltas and loose objects ask the database.
     fn try_header(&self, id: &oid) -> Result<Option<gix_object::Header>, gix_error::Error> {
+        let packs = self.packs();
+        if let Some(at) = packs.locate(id) {
+            if let Ok(entry) = packs.header(at) {
+                if let Some(kind) = entry.header.as_kind() {
+                    return Ok(Some(gix_object::Header {
+                        kind,
+                        size: entry.decompressed_size,
+                    }));
+                }
+            }
+        }
         gix_object::FindHeader::try_header(&self.handle, id)
     }
 }

@@ -11,6 +11,8 @@
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::{HashMap, HashSet};
 use gix_object::Kind;
+
+use crate::reader::{CachingReader, Shared};
 use packgate_object::{
     tree::{self, EntryKind},
     CommitHeader,
@@ -35,7 +37,7 @@ pub(crate) struct PathVersions {
     trees_read: usize,
     /// The trees read, while they fit into [`TREE_CACHE_BYTES`]: most are targets or bases of
     /// the delta search that follows.
-    trees: HashMap<ObjectId, Vec<u8>>,
+    trees: HashMap<ObjectId, Shared>,
     tree_bytes: usize,
     /// Per path (hash): the versions found there, in the order found (newest commits first).
     /// The keys are hashes already: not hashed again.
@@ -46,11 +48,7 @@ impl PathVersions {
     /// Compare the trees of `commits` (most recent first) with their parents' trees, within
     /// `limits`. Objects that cannot be read are skipped: this only finds candidates, and a
     /// missing object is reported by whoever needs it.
-    pub(crate) fn collect<Find: gix_object::Find>(
-        db: &Find,
-        commits: &[ObjectId],
-        limits: CollectLimits,
-    ) -> Self {
+    pub(crate) fn collect(db: &CachingReader, commits: &[ObjectId], limits: CollectLimits) -> Self {
         let mut out = PathVersions::default();
         let mut buf = Vec::new();
         let mut parent_buf = Vec::new();
@@ -75,15 +73,7 @@ impl PathVersions {
                 if out.trees_read + 2 > limits.trees {
                     return out;
                 }
-                out.compare_trees(
-                    db,
-                    &new,
-                    &old,
-                    path,
-                    &mut buf,
-                    &mut parent_buf,
-                    &mut pending,
-                );
+                out.compare_trees(db, &new, &old, path, &mut pending);
             }
         }
         out
@@ -91,22 +81,20 @@ impl PathVersions {
 
     /// Record the entries of trees `new` and `old` at `path` that differ; queue changed
     /// subtrees.
-    #[allow(clippy::too_many_arguments)]
-    fn compare_trees<Find: gix_object::Find>(
+    fn compare_trees(
         &mut self,
-        db: &Find,
+        db: &CachingReader,
         new: &oid,
         old: &oid,
         path: u64,
-        buf: &mut Vec<u8>,
-        old_buf: &mut Vec<u8>,
         pending: &mut Vec<(ObjectId, ObjectId, u64)>,
     ) {
         let hash_len = new.kind().len_in_bytes();
-        if !self.load_tree(db, new, buf) || !self.load_tree(db, old, old_buf) {
+        let (Some(new_tree), Some(old_tree)) = (self.load_tree(db, new), self.load_tree(db, old))
+        else {
             return;
-        }
-        let (new_data, old_data) = (&buf[..], &old_buf[..]);
+        };
+        let (new_data, old_data) = (&new_tree.1[..], &old_tree.1[..]);
         // Both trees are sorted in git's order: one merge pass pairs the entries of a name
         // (and kind: a tree and a blob of one name are apart in that order, and no pair).
         let entries = |data| {
@@ -147,30 +135,24 @@ impl PathVersions {
         }
     }
 
-    /// Tree `id` into `buf`, from the trees kept if it is there (in a line of commits, each
-    /// tree is compared as the newer and then as the older side); `false` if it can't be read.
-    fn load_tree<Find: gix_object::Find>(
-        &mut self,
-        db: &Find,
-        id: &oid,
-        buf: &mut Vec<u8>,
-    ) -> bool {
-        buf.clear();
+    /// Tree `id`, from the trees kept if it is there (in a line of commits, each tree is
+    /// compared as the newer and then as the older side), shared, not copied; `None` if it
+    /// can't be read.
+    fn load_tree(&mut self, db: &CachingReader, id: &oid) -> Option<Shared> {
         if let Some(data) = self.trees.get(id) {
-            buf.extend_from_slice(data);
-            return true;
+            return Some(std::sync::Arc::clone(data));
         }
         self.trees_read += 1;
-        let mut read = Vec::new();
-        let Some(data) = read_kind(db, id, Kind::Tree, &mut read) else {
-            return false;
-        };
-        buf.extend_from_slice(data);
-        if self.tree_bytes + buf.len() <= TREE_CACHE_BYTES {
-            self.tree_bytes += buf.len();
-            self.trees.insert(id.to_owned(), buf.clone());
+        let data = db.shared(id).ok().flatten()?;
+        if data.0 != Kind::Tree {
+            return None;
         }
-        true
+        if self.tree_bytes + data.1.len() <= TREE_CACHE_BYTES {
+            self.tree_bytes += data.1.len();
+            self.trees
+                .insert(id.to_owned(), std::sync::Arc::clone(&data));
+        }
+        Some(data)
     }
 
     fn record(&mut self, id: ObjectId, path: u64) {
@@ -193,7 +175,7 @@ impl PathVersions {
 
     /// Tree `id` if it was read and kept.
     pub(crate) fn cached_tree(&self, id: &oid) -> Option<&[u8]> {
-        self.trees.get(id).map(Vec::as_slice)
+        self.trees.get(id).map(|tree| &tree.1[..])
     }
 
     /// Whether nothing was recorded.

@@ -673,45 +673,21 @@ impl Repository {
 
     /// Peel `id` through annotated tags. Returns `None` when `id` is not a tag.
     pub fn peel_tag(&self, id: &ObjectId) -> Result<Option<ObjectId>, RefsError> {
-        let mut buf = Vec::new();
-        let mut current = *id;
-        let mut peeled = None;
-        // Bound the chain: a tag of a tag of … cannot be longer than this in practice.
-        for _ in 0..64 {
-            // Most refs point at commits: their type is in the pack entry's header, and
-            // nothing needs inflating to tell they are not tags.
-            let header =
-                gix_object::FindHeader::try_header(&self.objects, &current).map_err(|source| {
-                    RefsError::Object {
-                        id: current,
-                        source,
-                    }
-                })?;
-            match header {
-                Some(header) if header.kind == gix_object::Kind::Tag => {}
-                _ => return Ok(peeled),
-            }
-            let data = self
-                .objects
-                .try_find(&current, &mut buf)
-                .map_err(|source| RefsError::Object {
-                    id: current,
-                    source,
-                })?;
-            let Some(data) = data else { return Ok(peeled) };
-            if data.kind != gix_object::Kind::Tag {
-                return Ok(peeled);
-            }
-            let target = gix_object::TagRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
-                .target_id()
-                .map_err(|source| RefsError::Object {
-                    id: current,
-                    source,
-                })?;
-            current = target;
-            peeled = Some(target);
+        peel_tag_in(&self.objects, id, &mut Vec::new())
+    }
+
+    /// What `record` peels to, as [`Repository::peeled`] says, reading tags from `db` (a
+    /// request's own reader) when `packed-refs` does not say.
+    pub fn peeled_in(
+        db: &(impl gix_object::Find + gix_object::FindHeader),
+        record: RefView<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<ObjectId>, RefsError> {
+        match record.peeled {
+            Peeled::Unknown => peel_tag_in(db, &record.id, buf),
+            Peeled::NotATag => Ok(None),
+            Peeled::Tag(id) => Ok(Some(id)),
         }
-        Ok(peeled)
     }
 
     /// Whether the object exists.
@@ -1005,6 +981,51 @@ fn follow_gitfile(path: &Path) -> Option<PathBuf> {
 /// git's test: `objects/` and `refs/` directories and a `HEAD` file.
 fn is_git_dir(path: &Path) -> bool {
     path.join("objects").is_dir() && path.join("refs").is_dir() && path.join("HEAD").is_file()
+}
+
+/// Peel `id` through annotated tags read from `db`, with `buf` for their data. Returns `None`
+/// when `id` is not a tag.
+fn peel_tag_in(
+    db: &(impl gix_object::Find + gix_object::FindHeader),
+    id: &ObjectId,
+    buf: &mut Vec<u8>,
+) -> Result<Option<ObjectId>, RefsError> {
+    let mut current = *id;
+    let mut peeled = None;
+    // Bound the chain: a tag of a tag of … cannot be longer than this in practice.
+    for _ in 0..64 {
+        // Most refs point at commits: their type is in the pack entry's header, and
+        // nothing needs inflating to tell they are not tags.
+        let header = gix_object::FindHeader::try_header(db, &current).map_err(|source| {
+            RefsError::Object {
+                id: current,
+                source,
+            }
+        })?;
+        match header {
+            Some(header) if header.kind == gix_object::Kind::Tag => {}
+            _ => return Ok(peeled),
+        }
+        let data = db
+            .try_find(&current, buf)
+            .map_err(|source| RefsError::Object {
+                id: current,
+                source,
+            })?;
+        let Some(data) = data else { return Ok(peeled) };
+        if data.kind != gix_object::Kind::Tag {
+            return Ok(peeled);
+        }
+        let target = gix_object::TagRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
+            .target_id()
+            .map_err(|source| RefsError::Object {
+                id: current,
+                source,
+            })?;
+        current = target;
+        peeled = Some(target);
+    }
+    Ok(peeled)
 }
 
 #[cfg(test)]

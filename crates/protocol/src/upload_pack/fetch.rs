@@ -691,7 +691,7 @@ pub(super) fn produce_pack<W: Write>(
         Err(err) => return Err(fail(&mut sideband, err.to_string())),
     };
     let tags = if arguments.include_tag {
-        match tags_to_include(upload_pack, &enumeration) {
+        match tags_to_include(upload_pack, &enumeration, &reader) {
             Ok(tags) => tags,
             Err(err) => return Err(fail(&mut sideband, err.to_string())),
         }
@@ -914,9 +914,13 @@ const CLONE_DELTA_SEARCH_COMMITS: usize = 10;
 
 /// `include-tag`: annotated tags under `refs/tags/` whose target is being sent, but which
 /// are not themselves, together with the tags they point through.
+///
+/// Tags are read through `reader`, the request's: its lookups and headers come from the pack
+/// set directly, and a repository's tags are mostly loose refs to peel.
 fn tags_to_include(
     upload_pack: &UploadPack<'_>,
     enumeration: &packgate_pack::enumerate::Enumeration,
+    reader: &packgate_pack::reader::CachingReader,
 ) -> Result<Vec<ObjectId>, crate::repository::RefsError> {
     use gix_object::Find;
     let repo = upload_pack.repo;
@@ -930,7 +934,8 @@ fn tags_to_include(
         {
             return Ok(());
         }
-        let Some(peeled) = repo.peeled(record)? else {
+        let Some(peeled) = crate::repository::Repository::peeled_in(reader, record, &mut buf)?
+        else {
             return Ok(());
         };
         if !enumeration.contains(&peeled) {
@@ -940,13 +945,12 @@ fn tags_to_include(
         let mut current = record.id;
         while current != peeled && !enumeration.contains(&current) && added.insert(current) {
             out.push(current);
-            let data = repo
-                .objects()
-                .try_find(&current, &mut buf)
-                .map_err(|source| crate::repository::RefsError::Object {
+            let data = reader.try_find(&current, &mut buf).map_err(|source| {
+                crate::repository::RefsError::Object {
                     id: current,
                     source,
-                })?;
+                }
+            })?;
             let Some(data) = data.filter(|d| d.kind == gix_object::Kind::Tag) else {
                 break;
             };
