@@ -25,6 +25,33 @@ fn through_packgate(dir: &Dir, git: &Git, cwd: &Path, args: &[&str]) -> String {
         .stderr_text()
 }
 
+/// `git fetch --prune origin` of every branch and tag into `clone` through packgate, after
+/// `source` moved: counted with the bitmap, or walked when a have has none; then the clone
+/// passes `git fsck` and has the source's refs. Returns packgate's log.
+fn fetch_what_moved(dir: &Dir, git: &Git, clone: &Path, source: &Path) -> String {
+    let log = through_packgate(
+        dir,
+        git,
+        clone,
+        &[
+            "fetch",
+            "--prune",
+            "origin",
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+    );
+    assert!(
+        log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
+        "fetch with {git}: {log}"
+    );
+    fsck(dir, git, clone);
+    let fetched = refs(dir, git, clone, &["refs/heads", "refs/tags"]);
+    let expected = refs(dir, git, source, &["refs/heads", "refs/tags"]);
+    crate::util::assert_same_refs(&fetched, &expected, &format!("fetch with {git}"));
+    log
+}
+
 /// A fresh `small` fixture repacked with a bitmap.
 fn bitmapped_source(dir: &Dir, git: &Git) -> std::path::PathBuf {
     let source = dir.fixture(&preset_spec("small")).path;
@@ -177,27 +204,7 @@ fn clones_and_fetches_from_a_bitmapped_repository() {
         // commits with bitmaps (if every have has one; otherwise the fetch is walked).
         // Fetched into the clone that has the old history.
         move_source_forward(&dir, &git, &source);
-        let clone = dir.join("clone-packgate.git");
-        let log = through_packgate(
-            &dir,
-            &git,
-            &clone,
-            &[
-                "fetch",
-                "--prune",
-                "origin",
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        );
-        assert!(
-            log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
-            "fetch with {git}: {log}"
-        );
-        fsck(&dir, &git, &clone);
-        let fetched = refs(&dir, &git, &clone, &["refs/heads", "refs/tags"]);
-        let expected = refs(&dir, &git, &source, &["refs/heads", "refs/tags"]);
-        crate::util::assert_same_refs(&fetched, &expected, &format!("fetch with {git}"));
+        fetch_what_moved(&dir, &git, &dir.join("clone-packgate.git"), &source);
         // And a clone of the moved repository, with the same objects as git's.
         clone_both(&dir, &git, &source, "after", &[]);
     }
@@ -231,23 +238,7 @@ fn clones_and_fetches_with_a_bitmap_packgate_wrote() {
             .stdout_text();
         assert_eq!(counted.lines().count(), walked.lines().count(), "{git}");
         move_source_forward(&dir, &git, &source);
-        let clone = dir.join("clone-packgate.git");
-        let log = through_packgate(
-            &dir,
-            &git,
-            &clone,
-            &[
-                "fetch",
-                "origin",
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ],
-        );
-        assert!(
-            log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
-            "fetch with {git}: {log}"
-        );
-        fsck(&dir, &git, &clone);
+        fetch_what_moved(&dir, &git, &dir.join("clone-packgate.git"), &source);
         clone_both(&dir, &git, &source, "after", &[]);
     }
 }
@@ -320,26 +311,5 @@ fn clones_and_fetches_with_a_multi_pack_index_bitmap() {
     assert!(log.contains("multi-pack-index-"), "clone: {log}");
 
     // The old clone fetches what moved (its haves have bitmaps or are walked to ones that do).
-    let log = through_packgate(
-        &dir,
-        &git,
-        &old,
-        &[
-            "fetch",
-            "--prune",
-            "origin",
-            "+refs/heads/*:refs/heads/*",
-            "+refs/tags/*:refs/tags/*",
-        ],
-    );
-    assert!(
-        log.contains(COUNTED_WITH_BITMAPS) || log.contains("enumerated objects"),
-        "fetch: {log}"
-    );
-    fsck(&dir, &git, &old);
-    crate::util::assert_same_refs(
-        &refs(&dir, &git, &old, &["refs/heads", "refs/tags"]),
-        &refs(&dir, &git, &source, &["refs/heads", "refs/tags"]),
-        "fetch with a MIDX bitmap",
-    );
+    fetch_what_moved(&dir, &git, &old, &source);
 }
