@@ -146,6 +146,41 @@ fn auto_after_200_pushes_repacks_with_bitmap_and_commit_graph() {
     clone_matches(&setup, "clone.git");
 }
 
+/// Lock files a killed writer left (of `packed-refs`, the commit-graph chain) older than an
+/// hour are removed under gc.pid, so pack-refs and the commit-graph go on; a fresh one (a
+/// writer at work) stays, and its task fails without touching it.
+#[test]
+fn stale_locks_of_killed_writers_do_not_stop_maintenance() {
+    let git = Git::newest();
+    let setup = setup("stale-locks", &git);
+    push_commits(&setup, "change", 3);
+    let packed_lock = setup.server.join("packed-refs.lock");
+    let chain_dir = setup.server.join("objects/info/commit-graphs");
+    std::fs::create_dir_all(&chain_dir).unwrap_or_else(|err| panic!("{err}"));
+    let chain_lock = chain_dir.join("commit-graph-chain.lock");
+    for lock in [&packed_lock, &chain_lock] {
+        crate::util::write_file(lock, b"");
+    }
+    // Fresh: a writer may be at work; the gc task reports the failure and leaves them.
+    let ran = maintenance(&setup.dir, &setup.server, &[]);
+    assert!(!ran.status.success(), "{ran}");
+    assert!(packed_lock.exists() && chain_lock.exists());
+    // Left by a writer killed two hours ago: removed, and the task completes.
+    for lock in [&packed_lock, &chain_lock] {
+        set_mtime(lock, Duration::from_secs(2 * 3600));
+    }
+    let ran = maintenance(&setup.dir, &setup.server, &[]);
+    assert!(ran.status.success(), "{ran}");
+    assert!(!packed_lock.exists() && !chain_lock.exists());
+    assert!(setup.server.join("packed-refs").is_file());
+    fsck(&setup.dir, &git, &setup.server);
+    setup
+        .dir
+        .git_in(&git, &setup.server)
+        .args(["commit-graph", "verify"])
+        .run();
+}
+
 /// The full repack without the other branches' writers: packs become one, git reads it, the
 /// pushed history is all there, and the loose copies of packed objects go.
 #[test]

@@ -93,7 +93,8 @@
 //! - `maintenance`: `packgate maintenance run`: 200 pushes repacked by `--auto` into a pack
 //!   with a bitmap and a commit-graph git reads; the prune grace period (loose and in packs);
 //!   `gc.pid` both ways with git; `--auto` thresholds; a push starting maintenance; kill -9 at
-//!   each phase; maintenance beside pushes and clones; repository paths.
+//!   each phase; maintenance beside pushes and clones; repository paths; stale lock files
+//!   of killed writers.
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
 //!   every front-end); no entry point runs `git`, nor does maintenance (run by hand or
 //!   started by a push).

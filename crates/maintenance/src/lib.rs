@@ -235,6 +235,8 @@ pub fn run(git_dir: &Path, options: &Options) -> Result<Report, MaintenanceError
         }
         Err(err) => return Err(err),
     };
+    // Under gc.pid: locks a killed writer left would stop pack-refs and the commit-graph.
+    lock::clear_stale_locks(repo.git_dir());
     let mut failed = None;
     for task in due {
         locks.gc.touch();

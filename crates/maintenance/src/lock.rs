@@ -142,10 +142,74 @@ impl Drop for GcLock {
     }
 }
 
+/// How old a lock file of what maintenance writes must be to count as left by a killed
+/// process: every writer holds one for seconds.
+pub const STALE_LOCK_AFTER: Duration = Duration::from_secs(3600);
+
+/// The lock files of what maintenance writes (`packed-refs`, the commit-graph and its chain),
+/// relative to the git directory.
+const MAINTENANCE_LOCKS: [&str; 3] = [
+    "packed-refs.lock",
+    "objects/info/commit-graph.lock",
+    "objects/info/commit-graphs/commit-graph-chain.lock",
+];
+
+/// Remove the lock files of what maintenance writes that are older than
+/// [`STALE_LOCK_AFTER`]: a process killed while writing `packed-refs` or the commit-graph
+/// leaves its lock behind (git's and packgate's alike), and it would stop every later
+/// `pack-refs`, commit-graph write and packed-ref deletion for good. Call it only while
+/// holding `gc.pid` (no other maintenance is writing them). Returns what was removed.
+pub fn clear_stale_locks(git_dir: &Path) -> Vec<PathBuf> {
+    let now = SystemTime::now();
+    let mut removed = Vec::new();
+    for relative in MAINTENANCE_LOCKS {
+        let path = git_dir.join(relative);
+        let Ok(modified) = fs::metadata(&path).and_then(|meta| meta.modified()) else {
+            continue;
+        };
+        let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
+        if age > STALE_LOCK_AFTER && fs::remove_file(&path).is_ok() {
+            tracing::warn!(lock = %path.display(), ?age, "removed a stale lock file");
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn stale_maintenance_locks_go_and_fresh_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("objects/info/commit-graphs")).unwrap();
+        for relative in MAINTENANCE_LOCKS {
+            fs::write(dir.path().join(relative), "").unwrap();
+        }
+        // Another lock that is not maintenance's stays, however old.
+        fs::write(dir.path().join("HEAD.lock"), "").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(2 * 3600);
+        for relative in ["packed-refs.lock", MAINTENANCE_LOCKS[2], "HEAD.lock"] {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(dir.path().join(relative))
+                .unwrap();
+            file.set_modified(old).unwrap();
+        }
+        let removed = clear_stale_locks(dir.path());
+        assert_eq!(
+            removed,
+            vec![
+                dir.path().join("packed-refs.lock"),
+                dir.path().join(MAINTENANCE_LOCKS[2])
+            ]
+        );
+        assert!(dir.path().join(MAINTENANCE_LOCKS[1]).exists(), "fresh");
+        assert!(dir.path().join("HEAD.lock").exists());
+        assert!(clear_stale_locks(dir.path()).is_empty());
+    }
 
     #[test]
     fn held_by_live_process_blocks_and_dead_or_stale_does_not() {
