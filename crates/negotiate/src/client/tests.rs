@@ -415,6 +415,8 @@ fn fork_far_ahead_finds_the_base() {
     // 3050 commits: the base's round goes on below it, as the ACK comes after the round.
     assert_eq!(gated.sizes(), [16, 32, 64, 128, 256, 512, 1024, 1018]);
     assert!(gated.haves().contains(&base));
+    // git 2.47 sends the same.
+    assert_eq!(git_fetch_rounds(&pair, "2"), (gated.rounds.clone(), false));
 
     let ungated = drive_v2(&pair, pair.negotiator(Protocol::V2).ungated());
     assert!(ungated.done && !ungated.ready);
@@ -424,6 +426,12 @@ fn fork_far_ahead_finds_the_base() {
     for stateless in [false, true] {
         let gated = drive_v0(&pair, stateless, false, true);
         assert!(gated.common.contains(&base), "stateless {stateless}");
+        if !stateless {
+            assert_eq!(
+                git_fetch_rounds(&pair, "0"),
+                (gated.rounds.clone(), gated.done)
+            );
+        }
         let ungated = drive_v0(&pair, stateless, false, false);
         assert!(!ungated.ready && ungated.common.is_empty());
         // Stateful: read a round behind, 288 sent; stateless: after the round of 256, 512.
@@ -557,8 +565,75 @@ fn answers_out_of_turn_are_errors() {
     assert!(v2.next_request(&db).unwrap().done);
 }
 
-/// The same haves, in the same rounds, as git 2.47's `git fetch` against `git upload-pack`
-/// over protocol v2, for a fork ahead of its parent and a merge.
+/// The haves of each request `git fetch` (git 2.47, the default negotiator) sends to
+/// `git upload-pack` over protocol `version` (a local path: a stateful connection for v0),
+/// without the common haves v2 repeats; and whether it sent `done`. The fetch runs in a
+/// copy of the client.
+fn git_fetch_rounds(pair: &Pair, version: &str) -> (Vec<Vec<ObjectId>>, bool) {
+    let trace = pair.client.join(format!("../trace-v{version}"));
+    // A copy, so that what one fetch brings does not change the next.
+    let copy = pair.client.join(format!("../copy-v{version}.git"));
+    git(
+        &pair.client,
+        &["clone", "--quiet", "--mirror", ".", copy.to_str().unwrap()],
+        None,
+        &[],
+    );
+    git(
+        &copy,
+        &[
+            "-c",
+            &format!("protocol.version={version}"),
+            "-c",
+            "fetch.negotiationAlgorithm=consecutive",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            pair.server.to_str().unwrap(),
+            &format!("refs/heads/main:refs/remotes/v{version}/main"),
+        ],
+        None,
+        &[("GIT_TRACE_PACKET", trace.to_str().unwrap())],
+    );
+    let trace = std::fs::read_to_string(trace).unwrap();
+    let mut rounds: Vec<Vec<ObjectId>> = Vec::new();
+    let mut round: Vec<ObjectId> = Vec::new();
+    let mut common: Vec<ObjectId> = Vec::new();
+    let mut done = false;
+    let mut in_fetch = false;
+    for line in trace.lines() {
+        if let Some((_, ack)) = line.split_once("fetch< ACK ") {
+            let id = ack.split(' ').next().unwrap();
+            common.push(ObjectId::from_hex(id.trim().as_bytes()).unwrap());
+            continue;
+        }
+        let Some((_, packet)) = line.split_once("fetch> ") else {
+            continue;
+        };
+        if packet == "command=fetch" {
+            in_fetch = true;
+        } else if let Some(id) = packet.strip_prefix("have ") {
+            let id = ObjectId::from_hex(id.as_bytes()).unwrap();
+            if version == "0" || !common.contains(&id) {
+                round.push(id);
+            }
+        } else if packet == "done" {
+            done = true;
+            if version == "0" {
+                rounds.push(std::mem::take(&mut round));
+            }
+        } else if packet == "0000" && (in_fetch || (version == "0" && !round.is_empty())) {
+            // v2: every fetch request ends in a flush; v0: the wants end in one too.
+            in_fetch = false;
+            rounds.push(std::mem::take(&mut round));
+        }
+    }
+    (rounds, done)
+}
+
+/// The same haves, in the same rounds, as git 2.47's `git fetch` against `git upload-pack`,
+/// over protocol v2 and over a stateful v0 connection (`multi_ack_detailed`, a round ahead),
+/// for a fork ahead of its parent with a merged topic.
 #[test]
 fn same_haves_as_git_fetch() {
     let mut history = History::default();
@@ -572,48 +647,15 @@ fn same_haves_as_git_fetch() {
     history.branch("server/main", upstream[9]);
     let pair = history.build();
 
-    let ours = drive_v2(&pair, pair.negotiator(Protocol::V2));
-    assert!(ours.ready);
+    let v2 = drive_v2(&pair, pair.negotiator(Protocol::V2));
+    assert!(v2.ready);
+    let (rounds, done) = git_fetch_rounds(&pair, "2");
+    assert_eq!(v2.rounds, rounds);
+    assert_eq!(v2.done, done);
 
-    let trace = pair.client.join("../trace");
-    git(
-        &pair.client,
-        &[
-            "-c",
-            "protocol.version=2",
-            "-c",
-            "fetch.negotiationAlgorithm=consecutive",
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            pair.server.to_str().unwrap(),
-            "refs/heads/main:refs/remotes/origin/main",
-        ],
-        None,
-        &[("GIT_TRACE_PACKET", trace.to_str().unwrap())],
-    );
-    let trace = std::fs::read_to_string(trace).unwrap();
-    // Rounds: each `fetch>` request's haves, without the repeated common ones.
-    let mut rounds: Vec<Vec<ObjectId>> = Vec::new();
-    let mut common: Vec<ObjectId> = Vec::new();
-    for line in trace.lines() {
-        let Some((_, packet)) = line.split_once("fetch> ") else {
-            continue;
-        };
-        if packet == "command=fetch" {
-            rounds.push(Vec::new());
-        } else if let Some(id) = packet.strip_prefix("have ") {
-            let id = ObjectId::from_hex(id.as_bytes()).unwrap();
-            if !common.contains(&id) {
-                rounds.last_mut().unwrap().push(id);
-            }
-        }
-        if let Some(id) = line
-            .split_once("fetch< ACK ")
-            .map(|(_, id)| ObjectId::from_hex(id.trim().as_bytes()).unwrap())
-        {
-            common.push(id);
-        }
-    }
-    assert_eq!(ours.rounds, rounds);
+    let v0 = drive_v0(&pair, false, false, true);
+    let (rounds, done) = git_fetch_rounds(&pair, "0");
+    assert_eq!(v0.sizes(), rounds.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_eq!(v0.rounds, rounds);
+    assert!(v0.done && done);
 }
