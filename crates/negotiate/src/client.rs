@@ -46,7 +46,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The skipping negotiator (`fetch.negotiationAlgorithm=skipping`) is not implemented.
+//! [`Algorithm::Skipping`] is git's `fetch.negotiationAlgorithm=skipping` instead.
 
 use std::{cmp::Reverse, collections::BinaryHeap};
 
@@ -244,6 +244,21 @@ impl Walk {
         Ok(())
     }
 
+    fn known_common(&mut self, db: &impl gix_object::Find, node: u32) -> Result<(), Error> {
+        if self.flags(node) & SEEN == 0 {
+            self.push(db, node, COMMON_REF | SEEN)?;
+            self.mark_common(db, node, true, false)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `node` was known to be common; it and its ancestors are now.
+    fn ack(&mut self, db: &impl gix_object::Find, node: u32) -> Result<bool, Error> {
+        let was_common = self.flags(node) & COMMON != 0;
+        self.mark_common(db, node, false, false)?;
+        Ok(was_common)
+    }
+
     /// The next commit to send as a have, if any (git's `get_rev()`).
     fn next(&mut self, db: &impl gix_object::Find) -> Result<Option<ObjectId>, Error> {
         // Every commit is queued at most once, so this ends.
@@ -282,6 +297,61 @@ impl Walk {
     }
 }
 
+/// Which walk chooses the haves (git's `fetch.negotiationAlgorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// git's default (`consecutive`): every commit, newest first.
+    #[default]
+    Consecutive,
+    /// `skipping`: newest first, but skipping ever more commits between haves on each line
+    /// of history; fewer rounds on long histories, a less exact common base.
+    Skipping,
+}
+
+/// The walk of the chosen [`Algorithm`].
+#[derive(Debug)]
+enum Walker {
+    Consecutive(Walk),
+    Skipping(skipping::Skipping),
+}
+
+impl Walker {
+    fn graph(&mut self) -> &mut CommitGraph {
+        match self {
+            Walker::Consecutive(walk) => &mut walk.graph,
+            Walker::Skipping(walk) => &mut walk.graph,
+        }
+    }
+
+    fn known_common(&mut self, db: &impl gix_object::Find, node: u32) -> Result<(), Error> {
+        match self {
+            Walker::Consecutive(walk) => walk.known_common(db, node),
+            Walker::Skipping(walk) => walk.known_common(db, node),
+        }
+    }
+
+    fn add_tip(&mut self, db: &impl gix_object::Find, node: u32) -> Result<(), Error> {
+        match self {
+            Walker::Consecutive(walk) => walk.push(db, node, SEEN),
+            Walker::Skipping(walk) => walk.add_tip(db, node),
+        }
+    }
+
+    fn ack(&mut self, db: &impl gix_object::Find, node: u32) -> Result<bool, Error> {
+        match self {
+            Walker::Consecutive(walk) => walk.ack(db, node),
+            Walker::Skipping(walk) => walk.ack(node),
+        }
+    }
+
+    fn next(&mut self, db: &impl gix_object::Find) -> Result<Option<ObjectId>, Error> {
+        match self {
+            Walker::Consecutive(walk) => walk.next(db),
+            Walker::Skipping(walk) => walk.next(db),
+        }
+    }
+}
+
 /// Where a v0 negotiation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -301,7 +371,7 @@ enum Phase {
 /// The client side of negotiating one fetch.
 #[derive(Debug)]
 pub struct ClientNegotiator {
-    walk: Walk,
+    walk: Walker,
     protocol: Protocol,
     /// A tip was added: too late for known_common().
     tips_added: bool,
@@ -331,8 +401,13 @@ pub struct ClientNegotiator {
 }
 
 impl ClientNegotiator {
-    /// Start negotiating over `protocol`.
+    /// Start negotiating over `protocol` with git's default algorithm.
     pub fn new(protocol: Protocol) -> Self {
+        Self::with_algorithm(protocol, Algorithm::Consecutive)
+    }
+
+    /// Start negotiating over `protocol`, choosing haves with `algorithm`.
+    pub fn with_algorithm(protocol: Protocol, algorithm: Algorithm) -> Self {
         let multi_ack = matches!(
             protocol,
             Protocol::V0 {
@@ -340,8 +415,12 @@ impl ClientNegotiator {
                 ..
             }
         );
+        let walk = match algorithm {
+            Algorithm::Consecutive => Walker::Consecutive(Walk::default()),
+            Algorithm::Skipping => Walker::Skipping(skipping::Skipping::default()),
+        };
         ClientNegotiator {
-            walk: Walk::default(),
+            walk,
             protocol,
             tips_added: false,
             requested: false,
@@ -363,7 +442,7 @@ impl ClientNegotiator {
 
     /// Read commits from the repository's commit-graph where it has them.
     pub fn use_commit_graph(&mut self, graph: Option<packgate_object::CommitGraphFile>) {
-        self.walk.graph.use_commit_graph(graph);
+        self.walk.graph().use_commit_graph(graph);
     }
 
     /// Count every have towards the in_vain cut-off, even before any acknowledgment: git's
@@ -385,11 +464,7 @@ impl ClientNegotiator {
         let Some(node) = self.commit(db, id)? else {
             return Ok(());
         };
-        if self.walk.flags(node) & SEEN == 0 {
-            self.walk.push(db, node, COMMON_REF | SEEN)?;
-            self.walk.mark_common(db, node, true, false)?;
-        }
-        Ok(())
+        self.walk.known_common(db, node)
     }
 
     /// A local tip to walk from (git adds every local ref). Tags are peeled; other objects
@@ -400,7 +475,7 @@ impl ClientNegotiator {
         }
         self.tips_added = true;
         if let Some(node) = self.commit(db, id)? {
-            self.walk.push(db, node, SEEN)?;
+            self.walk.add_tip(db, node)?;
         }
         Ok(())
     }
@@ -591,8 +666,7 @@ impl ClientNegotiator {
                 Ok(Next::Send)
             }
             Ack::Common(id) | Ack::Ready(id) | Ack::Continue(id) => {
-                let was_common = self.walk_flags(&id) & COMMON != 0;
-                self.ack(db, &id)?;
+                let was_common = self.ack(db, &id)?;
                 // Stateless: a `common` the client knew already does not reset in_vain (the
                 // server only repeats what the client replayed).
                 if !(stateless && matches!(answer, Ack::Common(_)) && was_common) {
@@ -622,18 +696,14 @@ impl ClientNegotiator {
         }
     }
 
-    fn walk_flags(&mut self, id: &ObjectId) -> u16 {
-        let node = self.walk.graph.node(id);
-        self.walk.flags(node)
-    }
-
-    /// The server has `id`: it and its ancestors are common (git's `ack()`).
-    fn ack(&mut self, db: &impl gix_object::Find, id: &ObjectId) -> Result<(), Error> {
+    /// The server has `id`: it and its ancestors are common (git's `ack()`); whether it
+    /// was known to be.
+    fn ack(&mut self, db: &impl gix_object::Find, id: &ObjectId) -> Result<bool, Error> {
         if self.common_set.insert(*id) {
             self.common.push(*id);
         }
-        let node = self.walk.graph.node(id);
-        self.walk.mark_common(db, node, false, false)
+        let node = self.walk.graph().node(id);
+        self.walk.ack(db, node)
     }
 
     /// The commit `id` peels to, as a node of the walk.
@@ -641,9 +711,10 @@ impl ClientNegotiator {
         let Some(commit) = crate::peel_to_commit(db, id, &mut self.buf)? else {
             return Ok(None);
         };
-        Ok(Some(self.walk.graph.node(&commit)))
+        Ok(Some(self.walk.graph().node(&commit)))
     }
 }
 
+mod skipping;
 #[cfg(test)]
 mod tests;
