@@ -178,6 +178,8 @@ struct Outcome {
     ready: bool,
     /// What the server knows is common when it sends the pack.
     common: Vec<ObjectId>,
+    /// v0: every answer line.
+    acks: Vec<Ack>,
 }
 
 impl Outcome {
@@ -226,10 +228,15 @@ fn drive_v2(pair: &Pair, mut negotiator: ClientNegotiator) -> Outcome {
 /// Protocol v0 (`multi_ack_detailed`) against [`V0Negotiation`]: one server over a stateful
 /// connection, its answers queued as on a pipe; or one per request when `stateless`.
 fn drive_v0(pair: &Pair, stateless: bool, no_done: bool, gated: bool) -> Outcome {
+    drive_v0_in(pair, AckMode::Detailed, stateless, no_done, gated)
+}
+
+/// [`drive_v0()`] in acknowledgment mode `mode`.
+fn drive_v0_in(pair: &Pair, mode: AckMode, stateless: bool, no_done: bool, gated: bool) -> Outcome {
     let (client, server) = (pair.client_db(), pair.server_db());
     let wants = Pair::refs(&pair.server);
     let protocol = Protocol::V0 {
-        mode: AckMode::Detailed,
+        mode,
         stateless,
         no_done,
     };
@@ -237,7 +244,7 @@ fn drive_v0(pair: &Pair, stateless: bool, no_done: bool, gated: bool) -> Outcome
     if !gated {
         negotiator = negotiator.ungated();
     }
-    let mut session = V0Negotiation::new(wants.clone(), AckMode::Detailed, no_done);
+    let mut session = V0Negotiation::new(wants.clone(), mode, no_done);
     let mut pipe: VecDeque<Ack> = VecDeque::new();
     let mut outcome = Outcome::default();
     let mut pack = false;
@@ -256,7 +263,7 @@ fn drive_v0(pair: &Pair, stateless: bool, no_done: bool, gated: bool) -> Outcome
                     continue;
                 }
                 if stateless {
-                    session = V0Negotiation::new(wants.clone(), AckMode::Detailed, no_done);
+                    session = V0Negotiation::new(wants.clone(), mode, no_done);
                     for id in negotiator.common() {
                         session.have(&server, id, &mut Vec::new()).unwrap();
                     }
@@ -277,6 +284,7 @@ fn drive_v0(pair: &Pair, stateless: bool, no_done: bool, gated: bool) -> Outcome
                     pack = true;
                 }
                 outcome.ready |= acks.iter().any(|ack| matches!(ack, Ack::Ready(_)));
+                outcome.acks.extend(acks.iter().copied());
                 pipe.extend(acks);
                 next = request.then;
             }
@@ -288,7 +296,12 @@ fn drive_v0(pair: &Pair, stateless: bool, no_done: bool, gated: bool) -> Outcome
             }
             Next::Pack => {
                 assert!(pack, "the client expects a pack the server does not send");
-                assert!(pipe.is_empty(), "answers left unread: {pipe:?}");
+                // Single-ACK servers (git's too) acknowledge every common have while only one
+                // was new; the client stops reading at the first.
+                assert!(
+                    mode == AckMode::Single || pipe.is_empty(),
+                    "answers left unread: {pipe:?}"
+                );
                 outcome.common = session.negotiation().common().to_vec();
                 return outcome;
             }
@@ -441,6 +454,41 @@ fn fork_far_ahead_finds_the_base() {
         // Stateful: read a round behind, 288 sent; stateless: after the round of 256, 512.
         assert_eq!(ungated.haves().len(), if stateless { 512 } else { 288 });
     }
+}
+
+/// `multi_ack` and single-ACK sessions (v0 without `multi_ack_detailed`) find the base too:
+/// single ACK ends negotiation at the first common commit.
+#[test]
+fn other_ack_modes() {
+    let mut history = History::default();
+    let shared = history.line(None, 50, BASE, 10);
+    let fork = history.line(Some(shared[49]), 600, BASE + 100_000, 10);
+    history.branch("client/main", fork[599]);
+    let upstream = history.line(Some(shared[49]), 20, BASE + 1_000, 10);
+    history.branch("server/main", upstream[19]);
+    let pair = history.build();
+    let base = pair.id(shared[49]);
+    for mode in [AckMode::Single, AckMode::MultiAck] {
+        for stateless in [false, true] {
+            let outcome = drive_v0_in(&pair, mode, stateless, false, true);
+            assert!(outcome.done, "{mode:?} stateless {stateless}");
+            assert!(outcome.common.contains(&base), "{mode:?} {stateless}");
+            let first = outcome.acks.iter().find(|ack| !matches!(ack, Ack::Nak));
+            match mode {
+                AckMode::Single => assert_eq!(first, Some(&Ack::Ack(base))),
+                _ => {
+                    assert_eq!(first, Some(&Ack::Continue(base)));
+                    assert!(matches!(outcome.acks.last(), Some(Ack::Ack(_))));
+                }
+            }
+        }
+    }
+    let single = drive_v0_in(&pair, AckMode::Single, false, false, true);
+    let last = single.rounds.last().unwrap();
+    assert!(
+        last.is_empty(),
+        "the ACK ends the haves: `done` comes alone"
+    );
 }
 
 /// After the first ACK, 256 haves in vain end the negotiation: the client has a second
