@@ -28,7 +28,7 @@
 //! between requests beyond what the caller keeps in a [`Negotiation`]. It does not enumerate
 //! the objects to send (that is `packgate-pack`'s job, given [`Negotiation::common()`]), and
 //! it does not write `shallow-info`: [`shallow`] computes the boundary, the caller sends it.
-//! The client-side negotiator is not here yet.
+//! The client side of negotiation is [`client`].
 //!
 //! # Example
 //!
@@ -457,6 +457,7 @@ fn read(
     })
 }
 
+pub mod client;
 pub mod shallow;
 pub mod v0;
 
