@@ -635,11 +635,7 @@ pub(super) fn produce_pack<W: Write>(
         }
         sideband.progress(message.as_bytes())
     };
-    let fail = |sideband: &mut PackStream<W>, message: String| -> ServeError {
-        tracing::warn!(%message, "fetch failed while sending the pack");
-        let _ = sideband.error(format!("upload-pack: {message}\n").as_bytes());
-        ServeError::Failed(message)
-    };
+    let fail = |sideband: &mut PackStream<W>, message: String| fail_pack(sideband, message);
     let interrupt = AtomicBool::new(false);
 
     // The process's CPU slots and memory: wait for a turn (fairly between clients).
@@ -729,18 +725,8 @@ pub(super) fn produce_pack<W: Write>(
             );
             let written = buffered.flush().map(|()| written);
             drop(buffered);
-            match written {
-                Ok(Ok(Some(outcome))) => {
-                    return finish_pack(&mut sideband, &outcome, started, arguments.no_progress)
-                }
-                Ok(Ok(None)) => {}
-                Ok(Err(packgate_pack::WriteError::Write(_))) | Err(_) => {
-                    return Err(ServeError::Io(std::io::Error::new(
-                        std::io::ErrorKind::BrokenPipe,
-                        "the client stopped reading the pack",
-                    )))
-                }
-                Ok(Err(err)) => return Err(fail(&mut sideband, err.to_string())),
+            if let Some(outcome) = pack_written(&mut sideband, written)? {
+                return finish_pack(&mut sideband, &outcome, started, arguments.no_progress);
             }
         }
     }
@@ -796,17 +782,34 @@ pub(super) fn produce_pack<W: Write>(
         );
         buffered.flush().map(|()| outcome)
     };
-    let outcome = match written {
-        Ok(Ok(outcome)) => outcome,
+    let outcome = pack_written(&mut sideband, written)?;
+    finish_pack(&mut sideband, &outcome, started, arguments.no_progress)
+}
+
+/// A fetch that fails while its pack section is open: the message goes out on band 3 (as
+/// far as the client still reads), and ends the request.
+fn fail_pack<W: Write>(sideband: &mut PackStream<W>, message: String) -> ServeError {
+    tracing::warn!(%message, "fetch failed while sending the pack");
+    let _ = sideband.error(format!("upload-pack: {message}\n").as_bytes());
+    ServeError::Failed(message)
+}
+
+/// What writing the pack (then flushing it) came to: its outcome, or how the request ends —
+/// a client that stopped reading, or an error it is told of.
+fn pack_written<W: Write, T>(
+    sideband: &mut PackStream<W>,
+    written: std::io::Result<Result<T, packgate_pack::WriteError>>,
+) -> Result<T, ServeError> {
+    match written {
+        Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(packgate_pack::WriteError::Write(_))) | Err(_) => {
-            return Err(ServeError::Io(std::io::Error::new(
+            Err(ServeError::Io(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "the client stopped reading the pack",
             )))
         }
-        Ok(Err(err)) => return Err(fail(&mut sideband, err.to_string())),
-    };
-    finish_pack(&mut sideband, &outcome, started, arguments.no_progress)
+        Ok(Err(err)) => Err(fail_pack(sideband, err.to_string())),
+    }
 }
 
 /// After the pack: log it, tell the client its totals (unless `no_progress`), flush.
