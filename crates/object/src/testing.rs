@@ -1,5 +1,6 @@
 //! Commit histories in memory for unit tests of the crates that walk them (feature
-//! `test-support`): commits named by number, with chosen parents and dates.
+//! `test-support`): commits named by number, with chosen parents and dates; and [`run_git()`],
+//! the real git as those tests' fixture builder and reference.
 
 use gix_hash::{oid, ObjectId};
 use gix_hashtable::HashMap;
@@ -76,4 +77,56 @@ impl gix_object::FindHeader for NumberedCommits {
             size: data.len() as u64,
         }))
     }
+}
+
+/// Runs `program <args>` (a git) in `cwd` with a fixed identity, no user or system
+/// configuration and the extra `env`, feeding it `stdin`; panics unless it succeeds. Returns
+/// its standard output.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub fn run_git(
+    program: &str,
+    cwd: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&[u8]>,
+) -> Vec<u8> {
+    use std::{
+        io::Write as _,
+        process::{Command, Stdio},
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "A U Thor")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_COMMITTER_NAME", "C O Mitter")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Fed from a thread: a large input must not deadlock against a full output pipe.
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || pipe.write_all(&input).unwrap())
+    });
+    let output = child.wait_with_output().unwrap();
+    if let Some(writer) = writer {
+        writer.join().unwrap();
+    }
+    assert!(
+        output.status.success(),
+        "{program} {args:?} in {cwd:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }

@@ -11,24 +11,7 @@ use super::*;
 const GIT_239: &str = "/usr/bin/git";
 
 fn run(git: &str, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(git)
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "A U Thor")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_COMMITTER_NAME", "C O Mitter")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{git} {args:?} in {cwd:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    String::from_utf8(crate::testing::run_git(git, cwd, args, env, None)).unwrap()
 }
 
 /// A bare repository whose commits are made with `git commit-tree` at chosen dates.

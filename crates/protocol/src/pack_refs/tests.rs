@@ -9,25 +9,12 @@ use std::{
 use super::*;
 
 fn git(cwd: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "A U Thor")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_COMMITTER_NAME", "C O Mitter")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-        .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-        .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?} in {cwd:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    let dates = [
+        ("GIT_COMMITTER_DATE", "@1700000000 +0000"),
+        ("GIT_AUTHOR_DATE", "@1700000000 +0000"),
+    ];
+    let out = packgate_object::testing::run_git("git", cwd, args, &dates, None);
+    String::from_utf8(out).unwrap()
 }
 
 struct Repo {
