@@ -198,20 +198,31 @@ pub(super) fn run_server(
         .stdin(File::open(request)?)
         .stdout(stdout)
         .stderr(File::create(&stderr_path)?);
+    timed(command, server, &stderr_path, &times)
+}
+
+/// Run `command` (GNU time around `server`, writing `times`; the server's standard error to
+/// `stderr_path`) to its end: the wall time around it, GNU time's CPU and peak RSS.
+pub(super) fn timed(
+    mut command: Command,
+    server: &Server,
+    stderr_path: &Path,
+    times: &Path,
+) -> anyhow::Result<Sample> {
     let started = Instant::now();
     let status = command
         .status()
         .with_context(|| format!("running {}", server.program.display()))?;
     let wall = started.elapsed();
     if !status.success() {
-        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        let stderr = fs::read_to_string(stderr_path).unwrap_or_default();
         let stderr = stderr.trim();
         if stderr.is_empty() {
             bail!("{} failed ({status}) and printed nothing", server.label);
         }
         bail!("{} failed ({status}): {stderr}", server.label);
     }
-    let (cpu, rss_kib) = parse_time_line(&fs::read_to_string(&times)?)?;
+    let (cpu, rss_kib) = parse_time_line(&fs::read_to_string(times)?)?;
     Ok(Sample { wall, cpu, rss_kib })
 }
 

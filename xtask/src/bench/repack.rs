@@ -18,12 +18,11 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{ensure, Context as _};
 
 use super::git::{isolate, path_str, Git};
-use super::measure::{parse_time_line, warm_up_then_time, Checked, Row, Sample, GNU_TIME};
+use super::measure::{warm_up_then_time, Checked, Row, Sample, GNU_TIME};
 use super::{derived, Scenario};
 
 /// How many pushes the `auto-gc` repository had.
@@ -287,15 +286,5 @@ fn run_maintenance(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&stderr_path)?);
-    let started = Instant::now();
-    let status = command
-        .status()
-        .with_context(|| format!("running {}", server.program.display()))?;
-    let wall = started.elapsed();
-    if !status.success() {
-        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
-        bail!("{} failed ({status}): {}", server.label, stderr.trim());
-    }
-    let (cpu, rss_kib) = parse_time_line(&fs::read_to_string(&times)?)?;
-    Ok(Sample { wall, cpu, rss_kib })
+    super::measure::timed(command, server, &stderr_path, &times)
 }
