@@ -31,6 +31,7 @@
 
 pub mod alternates;
 pub mod budget;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod http;

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client;
 pub mod credentials;
 pub mod daemon;
 pub mod http;

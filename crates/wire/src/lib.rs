@@ -59,6 +59,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client;
 pub mod pkt_line;
 pub mod service;
 pub mod shallow;

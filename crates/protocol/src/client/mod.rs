@@ -1,0 +1,10 @@
+//! packgate's own git client: the other half of the protocol the server speaks, for the gate
+//! (forwarding a push upstream) and the mirror (fetching from upstream).
+//!
+//! It speaks over any [`Connection`](packgate_wire::client::Connection); the transports that
+//! make one live in `packgate-transport` (`transport::client`). Nothing here runs `git`.
+//!
+//! * [`advertisement`]: what a server says first (v0's refs and capabilities, or v2's
+//!   capabilities), read once for both clients.
+
+pub mod advertisement;
