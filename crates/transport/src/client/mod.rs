@@ -1,18 +1,28 @@
 //! The client transports: what opens a [`Connection`] to a git server for packgate's fetch
 //! and push clients (`packgate-protocol`'s `client` module).
 //!
+//! * [`url`]: the URLs git accepts, parsed into the transport they name.
 //! * [`process`]: a child process's standard input and output (local paths and `file://`,
 //!   and ssh, which runs the system's `ssh`).
+//! * [`git`]: git://, git daemon's protocol over TCP.
+//! * [`ssh`]: the system's ssh program and git's rules for its arguments.
+//! * [`http`]: smart HTTP(S) on hyper and rustls.
 //! * [`Client`]: the [`Connector`] that picks the transport from the URL.
 //!
 //! [`Connection`]: packgate_wire::client::Connection
 
+pub mod git;
+pub mod http;
 pub mod process;
+pub mod ssh;
+pub mod url;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use packgate_wire::client::{ConnectError, ConnectOptions, Connection, Connector};
 use packgate_wire::service::Service;
+
+use self::url::RemoteUrl;
 
 /// The [`Connector`] for every URL packgate's clients accept.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +31,12 @@ pub struct Client {
     /// [`ConnectOptions::program`] names none (`<exe> upload-pack <path>`). `None`:
     /// local repositories cannot be reached without a program.
     pub local_executable: Option<PathBuf>,
+    /// git's `core.sshCommand` (the caller reads it from its configuration): the ssh
+    /// command line when `GIT_SSH_COMMAND` is not set.
+    pub ssh_command: Option<String>,
+    /// git's `http.sslCAInfo`: a PEM file of the CAs HTTPS servers are checked against,
+    /// instead of the built-in roots. `GIT_SSL_CAINFO` in the environment wins.
+    pub ssl_ca_info: Option<PathBuf>,
 }
 
 impl Connector for Client {
@@ -30,13 +46,54 @@ impl Connector for Client {
         service: Service,
         options: &ConnectOptions,
     ) -> Result<Box<dyn Connection>, ConnectError> {
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        if path.contains("://") {
-            let scheme = url.split("://").next().unwrap_or(url);
-            return Err(ConnectError::Unsupported(scheme.to_owned()));
+        if service == Service::UploadArchive {
+            return Err(ConnectError::Unsupported(
+                "upload-archive as a client".to_owned(),
+            ));
         }
+        match url::parse(url)? {
+            RemoteUrl::Local { path } => self.local(&path, service, options),
+            RemoteUrl::Git { host, port, path } => {
+                tracing::debug!(%host, ?port, %path, "connecting over git://");
+                let connection = git::GitConnection::connect(&host, port, &path, service, options)?;
+                Ok(Box::new(connection))
+            }
+            RemoteUrl::Ssh {
+                user,
+                host,
+                port,
+                path,
+            } => self.ssh(user.as_deref(), &host, port, &path, service, options),
+            RemoteUrl::Http(http_url) => {
+                tracing::debug!(url = %http_url.base(), "connecting over smart HTTP");
+                let tls = http::TlsSettings {
+                    ca_file: self.ssl_ca_info.clone(),
+                };
+                let connection = http::HttpConnection::connect(http_url, service, options, tls)?;
+                Ok(Box::new(connection))
+            }
+        }
+    }
+}
+
+impl Client {
+    /// A local repository: `options.program` by the shell, or packgate itself.
+    fn local(
+        &self,
+        path: &Path,
+        service: Service,
+        options: &ConnectOptions,
+    ) -> Result<Box<dyn Connection>, ConnectError> {
         let command = match (&options.program, &self.local_executable) {
-            (Some(program), _) => process::shell_command(program, path),
+            (Some(program), _) => {
+                let Some(path) = path.to_str() else {
+                    return Err(ConnectError::Url {
+                        url: path.display().to_string(),
+                        reason: "a path that is not UTF-8 cannot be given to a program".to_owned(),
+                    });
+                };
+                process::shell_command(program, path)
+            }
             (None, Some(exe)) => {
                 let mut command = std::process::Command::new(exe);
                 command.arg(subcommand(service)?).arg(path);
@@ -49,6 +106,27 @@ impl Connector for Client {
             }
         };
         let connection = process::ProcessConnection::spawn(command, options)?;
+        Ok(Box::new(connection))
+    }
+
+    /// ssh: the ssh program with git's arguments and the remote command.
+    fn ssh(
+        &self,
+        user: Option<&str>,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+        service: Service,
+        options: &ConnectOptions,
+    ) -> Result<Box<dyn Connection>, ConnectError> {
+        let program = ssh::SshProgram::choose(self.ssh_command.as_deref());
+        let user_host = ssh::user_host(user, host);
+        let variant_override = std::env::var("GIT_SSH_VARIANT").ok();
+        let variant = program.variant(variant_override.as_deref(), &user_host, port, options);
+        let remote = ssh::remote_command(service, path, options);
+        let args = ssh::ssh_args(variant, user, host, port, remote, options)?;
+        tracing::debug!(program = %program.command, ?args, "connecting over ssh");
+        let connection = process::ProcessConnection::spawn(program.command(&args), options)?;
         Ok(Box::new(connection))
     }
 }
