@@ -19,11 +19,11 @@ use crate::{
 #[path = "../examples/axum.rs"]
 mod axum_example;
 
-const USER: &str = "alice";
-const PASSWORD: &str = "correct-horse-battery-staple";
+pub(crate) const USER: &str = "alice";
+pub(crate) const PASSWORD: &str = "correct-horse-battery-staple";
 
 /// A credentials file written by `packgate passwd` (bcrypt of `cost`).
-fn credentials_file(dir: &Dir, users: &[(&str, &str)], cost: u32) -> PathBuf {
+pub(crate) fn credentials_file(dir: &Dir, users: &[(&str, &str)], cost: u32) -> PathBuf {
     let file = dir.join("users");
     for (user, password) in users {
         dir.packgate()
@@ -362,7 +362,7 @@ fn weak_credentials_files_are_refused() {
 }
 
 /// A self-signed certificate for 127.0.0.1, as `(cert.pem, key.pem)`.
-fn self_signed_certificate(dir: &Dir) -> (PathBuf, PathBuf) {
+pub(crate) fn self_signed_certificate(dir: &Dir) -> (PathBuf, PathBuf) {
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
             .unwrap_or_else(|error| panic!("generating a certificate: {error}"));

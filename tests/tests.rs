@@ -9,6 +9,9 @@
 //!   (and plays Apache's `Require valid-user` on push URLs).
 //!
 //! Tests:
+//! - `client_transport`: packgate's client transports (`transport::client::Client`) against
+//!   `git daemon`, `git http-backend`, `packgate serve` (HTTP, HTTPS, credentials), ssh through a
+//!   recording shim, and local paths; refused, stalled (timeouts), 404 and malformed URLs.
 //! - `clone`: bare, mirror and work-tree clones of every small preset, with every git.
 //! - `bitmaps`: clones (whole, `blob:none`, `tree:0`) and a fetch from a repository with a
 //!   reachability bitmap and loose objects after it: counted with the bitmap (its debug
@@ -107,6 +110,7 @@ mod advertise;
 mod bad_input;
 mod bitmaps;
 mod budget;
+mod client_transport;
 mod clone;
 mod crash;
 mod daemon;

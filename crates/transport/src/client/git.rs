@@ -73,8 +73,44 @@ pub(crate) fn tcp_connect(
 #[derive(Debug)]
 pub struct GitConnection {
     stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    reader: BufReader<Timed>,
+    writer: BufWriter<Timed>,
+}
+
+/// The socket, with a timed-out read or write reported as [`io::ErrorKind::TimedOut`]
+/// (the socket timeout shows as `WouldBlock` on Unix).
+#[derive(Debug)]
+struct Timed(TcpStream);
+
+fn timed_out(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "timed out waiting for the git:// server",
+        )
+    } else {
+        error
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result.map_err(timed_out),
+            }
+        }
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(timed_out)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(timed_out)
+    }
 }
 
 impl GitConnection {
@@ -104,11 +140,11 @@ impl GitConnection {
         stream.set_read_timeout(options.timeout)?;
         stream.set_write_timeout(options.timeout)?;
         let _ = stream.set_nodelay(true);
-        let mut writer = BufWriter::with_capacity(64 * 1024, stream.try_clone()?);
+        let mut writer = BufWriter::with_capacity(64 * 1024, Timed(stream.try_clone()?));
         writer.write_all(format!("{pkt_len:04x}").as_bytes())?;
         writer.write_all(&head)?;
         writer.flush()?;
-        let reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+        let reader = BufReader::with_capacity(64 * 1024, Timed(stream.try_clone()?));
         Ok(GitConnection {
             stream,
             reader,

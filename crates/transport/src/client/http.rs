@@ -62,20 +62,16 @@ fn user_agent() -> String {
 /// Where TLS trust comes from.
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
-    /// A PEM file of CA certificates (git's `http.sslCAInfo`); replaces the built-in
-    /// roots, as with git. `GIT_SSL_CAINFO` in the environment wins over it.
+    /// A PEM file of CA certificates (git's `http.sslCAInfo` or `GIT_SSL_CAINFO`);
+    /// replaces the built-in roots, as with git.
     pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl TlsSettings {
     fn client_config(&self) -> Result<ClientConfig, ConnectError> {
-        let ca_file = std::env::var_os("GIT_SSL_CAINFO")
-            .filter(|value| !value.is_empty())
-            .map(std::path::PathBuf::from)
-            .or_else(|| self.ca_file.clone());
         let mut roots = RootCertStore::empty();
-        match ca_file {
-            Some(path) => load_ca_file(&mut roots, &path)?,
+        match &self.ca_file {
+            Some(path) => load_ca_file(&mut roots, path)?,
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -37,6 +37,10 @@ pub struct Client {
     /// git's `http.sslCAInfo`: a PEM file of the CAs HTTPS servers are checked against,
     /// instead of the built-in roots. `GIT_SSL_CAINFO` in the environment wins.
     pub ssl_ca_info: Option<PathBuf>,
+    /// Read none of git's environment variables (`GIT_SSH_COMMAND`, `GIT_SSH`,
+    /// `GIT_SSH_VARIANT`, `GIT_SSL_CAINFO`), only the fields above: for an embedding
+    /// application (or a test) whose environment is not meant for git.
+    pub ignore_environment: bool,
 }
 
 impl Connector for Client {
@@ -66,8 +70,12 @@ impl Connector for Client {
             } => self.ssh(user.as_deref(), &host, port, &path, service, options),
             RemoteUrl::Http(http_url) => {
                 tracing::debug!(url = %http_url.base(), "connecting over smart HTTP");
+                // As git: the environment wins over the configuration.
                 let tls = http::TlsSettings {
-                    ca_file: self.ssl_ca_info.clone(),
+                    ca_file: self
+                        .env("GIT_SSL_CAINFO")
+                        .map(PathBuf::from)
+                        .or_else(|| self.ssl_ca_info.clone()),
                 };
                 let connection = http::HttpConnection::connect(http_url, service, options, tls)?;
                 Ok(Box::new(connection))
@@ -77,6 +85,14 @@ impl Connector for Client {
 }
 
 impl Client {
+    /// A git environment variable, unless ignored; empty counts as unset.
+    fn env(&self, name: &str) -> Option<String> {
+        if self.ignore_environment {
+            return None;
+        }
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+
     /// A local repository: `options.program` by the shell, or packgate itself.
     fn local(
         &self,
@@ -119,9 +135,9 @@ impl Client {
         service: Service,
         options: &ConnectOptions,
     ) -> Result<Box<dyn Connection>, ConnectError> {
-        let program = ssh::SshProgram::choose(self.ssh_command.as_deref());
+        let program = ssh::SshProgram::choose(&|name| self.env(name), self.ssh_command.as_deref());
         let user_host = ssh::user_host(user, host);
-        let variant_override = std::env::var("GIT_SSH_VARIANT").ok();
+        let variant_override = self.env("GIT_SSH_VARIANT");
         let variant = program.variant(variant_override.as_deref(), &user_host, port, options);
         let remote = ssh::remote_command(service, path, options);
         let args = ssh::ssh_args(variant, user, host, port, remote, options)?;

@@ -73,9 +73,12 @@ pub struct SshProgram {
 }
 
 impl SshProgram {
-    /// git's choice: `GIT_SSH_COMMAND`, `core_ssh_command`, `GIT_SSH`, `ssh`.
-    pub fn choose(core_ssh_command: Option<&str>) -> SshProgram {
-        let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    /// git's choice: `GIT_SSH_COMMAND`, `core_ssh_command`, `GIT_SSH`, `ssh`; `env` looks
+    /// up an environment variable.
+    pub fn choose(
+        env: &dyn Fn(&str) -> Option<String>,
+        core_ssh_command: Option<&str>,
+    ) -> SshProgram {
         if let Some(command) = env("GIT_SSH_COMMAND") {
             return SshProgram {
                 command,
@@ -273,6 +276,52 @@ mod tests {
         assert_eq!(
             ssh_args(SshVariant::Simple, None, "h", None, "c".into(), &options).unwrap(),
             ["h", "c"]
+        );
+    }
+
+    #[test]
+    fn program_choice_follows_git() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        let chosen = SshProgram::choose(
+            &env(&[("GIT_SSH_COMMAND", "a -v"), ("GIT_SSH", "b")]),
+            Some("c"),
+        );
+        assert_eq!(
+            chosen,
+            SshProgram {
+                command: "a -v".into(),
+                shell: true
+            }
+        );
+        let chosen = SshProgram::choose(&env(&[("GIT_SSH", "b")]), Some("c"));
+        assert_eq!(
+            chosen,
+            SshProgram {
+                command: "c".into(),
+                shell: true
+            }
+        );
+        let chosen = SshProgram::choose(&env(&[("GIT_SSH", "b")]), None);
+        assert_eq!(
+            chosen,
+            SshProgram {
+                command: "b".into(),
+                shell: false
+            }
+        );
+        let chosen = SshProgram::choose(&env(&[]), None);
+        assert_eq!(
+            chosen,
+            SshProgram {
+                command: "ssh".into(),
+                shell: false
+            }
         );
     }
 
