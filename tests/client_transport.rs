@@ -7,6 +7,7 @@
 //! malformed URLs.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -238,9 +239,32 @@ fn over_git_http_backend() {
     check_upload_pack(&client(), &host.url("with%20space.git"), &expected);
 
     // Stateless v0: the wants and `done` in one POST; the answer is NAK and the pack.
+    assert!(stateless_fetch(&host.url("small.git/"), 0) > 10);
+    // With haves the server does not know: 10 KiB (sent gzip-compressed) and 1.2 MiB (past
+    // git's post buffer: streamed in chunks while written).
+    assert!(stateless_fetch(&host.url("small.git"), 200) > 10);
+    assert!(stateless_fetch(&host.url("small.git"), 25_000) > 10);
+
+    // A missing repository.
+    let error = client()
+        .connect(
+            &host.url("missing.git"),
+            Service::UploadPack,
+            &options(WireVersion::V2),
+        )
+        .err();
+    assert!(
+        matches!(&error, Some(ConnectError::Refused(message)) if message.contains("not found")),
+        "{error:?}"
+    );
+}
+
+/// One stateless v0 fetch of every advertised ref with `haves` unknown commits: checks
+/// the `NAK` and returns the number of objects in the pack.
+fn stateless_fetch(url: &str, haves: usize) -> u32 {
     let (mut connection, advertisement) = advertise(
         &client(),
-        &host.url("small.git/"),
+        url,
         Service::UploadPack,
         &options(WireVersion::V0),
     );
@@ -258,8 +282,14 @@ fn over_git_http_backend() {
         request.extend(pkt::line(line));
     }
     request.extend_from_slice(pkt::FLUSH);
+    for n in 0..haves {
+        request.extend(pkt::line(format!("have {:040x}\n", n + 1)));
+    }
     request.extend(pkt::line("done\n"));
-    connection.writer().write_all(&request).must();
+    // Written in small pieces, as a client does.
+    for piece in request.chunks(1000) {
+        connection.writer().write_all(piece).must();
+    }
     connection.end_request().must();
     let mut reader = PacketReader::new(connection.reader());
     let nak = reader.read_packet().must();
@@ -267,24 +297,134 @@ fn over_git_http_backend() {
     let mut pack = Vec::new();
     connection.reader().read_to_end(&mut pack).must();
     assert!(
-        pack.starts_with(b"PACK"),
+        pack.starts_with(b"PACK") && pack.len() > 12,
         "no pack: {:?}",
         &pack[..pack.len().min(16)]
     );
-    let objects = u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]]);
-    assert!(objects > 10, "{objects} objects");
     connection.finish().must();
+    u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]])
+}
 
-    // A missing repository.
+/// A web server that answers each of at most `connections` requests with `answer(request
+/// line)`; returns its port.
+fn fake_http(connections: usize, answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").must();
+    let port = listener.local_addr().must().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(stream) = stream else { break };
+            let _ = stream.set_read_timeout(Some(TIMEOUT));
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            for _ in 0..100 {
+                let mut header = String::new();
+                match reader.read_line(&mut header) {
+                    Ok(n) if n > 2 => {}
+                    _ => break,
+                }
+            }
+            let _ = reader.get_mut().write_all(&answer(line.trim_end()));
+        }
+    });
+    port
+}
+
+/// An HTTP response with `Connection: close`.
+fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut text = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The first request's redirect is followed and the POSTs go to the new base; a gzip
+/// response is decoded; a dumb server is refused.
+#[test]
+fn http_redirects_gzip_and_dumb_servers() {
+    let dir = Dir::new("client-http-details");
+    let root = root(&dir);
+    let expected = ls_remote(&dir, &root.join("small.git"));
+    let host = git_http_backend(&root);
+    let target = host.url("small.git/info/refs?service=git-upload-pack");
+    let redirector = fake_http(1, move |_| {
+        response("302 Found", &[("Location", &target)], b"")
+    });
+    let url = format!("http://127.0.0.1:{redirector}/old.git");
+    let (mut connection, advertisement) = advertise(
+        &client(),
+        &url,
+        Service::UploadPack,
+        &options(WireVersion::V2),
+    );
+    assert!(matches!(advertisement, Advertisement::V2 { .. }));
+    assert_eq!(ls_refs(connection.as_mut()), expected);
+    connection.finish().must();
+    let posts: Vec<_> = host
+        .access_log()
+        .into_iter()
+        .filter(|logged| logged.method == "POST")
+        .map(|logged| logged.target)
+        .collect();
+    assert_eq!(posts, ["/small.git/git-upload-pack"]);
+
+    let id = "0123456789012345678901234567890123456789";
+    let mut advertisement = pkt::line("# service=git-upload-pack\n");
+    advertisement.extend_from_slice(pkt::FLUSH);
+    advertisement.extend(pkt::line(format!(
+        "{id} refs/heads/main\0multi_ack_detailed\n"
+    )));
+    advertisement.extend_from_slice(pkt::FLUSH);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&advertisement).must();
+    let gzipped = gzip.finish().must();
+    let server = fake_http(2, move |line| {
+        if line.starts_with("GET /gz.git/info/refs?service=git-upload-pack ") {
+            response(
+                "200 OK",
+                &[
+                    (
+                        "Content-Type",
+                        "application/x-git-upload-pack-advertisement",
+                    ),
+                    ("Content-Encoding", "gzip"),
+                ],
+                &gzipped,
+            )
+        } else {
+            response(
+                "200 OK",
+                &[("Content-Type", "text/plain")],
+                format!("{id}\trefs/heads/main\n").as_bytes(),
+            )
+        }
+    });
+    let (_, advertisement) = advertise(
+        &client(),
+        &format!("http://127.0.0.1:{server}/gz.git"),
+        Service::UploadPack,
+        &options(WireVersion::V0),
+    );
+    assert_eq!(
+        v0_refs(&advertisement),
+        BTreeSet::from([format!("{id} refs/heads/main")])
+    );
     let error = client()
         .connect(
-            &host.url("missing.git"),
+            &format!("http://127.0.0.1:{server}/dumb.git"),
             Service::UploadPack,
-            &options(WireVersion::V2),
+            &options(WireVersion::V0),
         )
         .err();
     assert!(
-        matches!(&error, Some(ConnectError::Refused(message)) if message.contains("not found")),
+        matches!(&error, Some(ConnectError::Refused(message)) if message.contains("dumb")),
         "{error:?}"
     );
 }
