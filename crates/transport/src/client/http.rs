@@ -13,7 +13,9 @@
 //!
 //! The connection owns a small tokio runtime (one worker, which drives the HTTP connection
 //! and a streamed request body); the blocking calls wait on it, each wait bounded by
-//! [`ConnectOptions::timeout`]. Keep-alive connections are reused between requests.
+//! [`ConnectOptions::timeout`]. Keep-alive connections are reused between requests. Being
+//! blocking, it is called from a plain thread or a runtime's blocking pool
+//! (`spawn_blocking`), never from an async task.
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Cursor, Read, Write};
@@ -50,6 +52,8 @@ const POST_BUFFER: usize = 1024 * 1024;
 const STREAM_CHUNKS: usize = 4;
 /// The most `# service=` header packets skipped before the advertisement.
 const MAX_HEADER_PACKETS: usize = 100;
+/// How long a kept connection may take to become free before a new one is made.
+const REUSE_WAIT: Duration = Duration::from_secs(1);
 /// How much of an error page is read for its message.
 const MAX_ERROR_BODY: usize = 4096;
 
@@ -163,8 +167,17 @@ async fn bounded<T>(
 
 /// What the connection and its response reader share.
 struct Shared {
-    runtime: Runtime,
+    /// Taken only when dropped.
+    runtime: Option<Runtime>,
     timeout: Option<Duration>,
+}
+
+impl Shared {
+    fn runtime(&self) -> io::Result<&Runtime> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the HTTP client's runtime is gone"))
+    }
 }
 
 /// The HTTP side: a kept-alive connection to one origin.
@@ -182,7 +195,13 @@ impl Agent {
         let origin = url.origin();
         if let Some((kept_origin, mut sender)) = self.kept.take() {
             if kept_origin == origin && !sender.is_closed() {
-                let ready = bounded(self.shared.timeout, "waiting for the connection", async {
+                // A connection whose last answer was not read to its end is closed by hyper;
+                // one that is free is ready at once. Either way the wait is short.
+                let limit = self
+                    .shared
+                    .timeout
+                    .map_or(REUSE_WAIT, |timeout| timeout.min(REUSE_WAIT));
+                let ready = bounded(Some(limit), "waiting for the connection", async {
                     sender.ready().await.map_err(io::Error::other)
                 })
                 .await;
@@ -308,7 +327,7 @@ impl Read for BodyRead {
             }
             let timeout = self.shared.timeout;
             let body = &mut self.body;
-            let frame = self.shared.runtime.block_on(bounded(
+            let frame = self.shared.runtime()?.block_on(bounded(
                 timeout,
                 "reading the server's response",
                 async { body.frame().await.transpose().map_err(io::Error::other) },
@@ -410,17 +429,16 @@ impl RequestWriter {
         };
         let sender = streaming.chunks.clone();
         let timeout = self.shared.timeout;
-        let sent =
-            self.shared
-                .runtime
-                .block_on(bounded(timeout, "sending the request", async move {
-                    sender.send(Bytes::from(chunk)).await.map_err(|_| {
-                        io::Error::new(
-                            io::ErrorKind::BrokenPipe,
-                            "the server stopped reading the request",
-                        )
-                    })
-                }));
+        let sent = self.shared.runtime().and_then(|runtime| {
+            runtime.block_on(bounded(timeout, "sending the request", async move {
+                sender.send(Bytes::from(chunk)).await.map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the server stopped reading the request",
+                    )
+                })
+            }))
+        });
         if sent.is_err() {
             self.failed = true;
         }
@@ -465,7 +483,7 @@ impl HttpConnection {
             .enable_time()
             .build()?;
         let shared = Arc::new(Shared {
-            runtime,
+            runtime: Some(runtime),
             timeout: options.timeout,
         });
         let mut agent = Agent {
@@ -489,7 +507,7 @@ impl HttpConnection {
         let authorization = credentials
             .as_ref()
             .map(|(user, password)| basic(user, password));
-        let (base, response) = shared.runtime.block_on(discover(
+        let (base, response) = shared.runtime()?.block_on(discover(
             &mut agent,
             url,
             service,
@@ -549,10 +567,10 @@ impl HttpConnection {
         let agent = &mut self.agent;
         let future = self
             .shared
-            .runtime
+            .runtime()?
             .block_on(agent.start(&base, request))
             .map_err(into_io)?;
-        let response = self.shared.runtime.spawn(response_head(timeout, future));
+        let response = self.shared.runtime()?.spawn(response_head(timeout, future));
         self.writer.streaming = Some(Streaming { chunks, response });
         Ok(())
     }
@@ -563,7 +581,7 @@ impl HttpConnection {
         if status != StatusCode::OK {
             let message = self
                 .shared
-                .runtime
+                .runtime()?
                 .block_on(error_message(self.shared.timeout, response));
             return Err(io::Error::other(format!(
                 "RPC failed; HTTP {}{}",
@@ -635,7 +653,7 @@ impl Connection for HttpConnection {
                 return Err(io::Error::other("no request under way"));
             };
             drop(chunks);
-            self.shared.runtime.block_on(async move {
+            self.shared.runtime()?.block_on(async move {
                 bounded(timeout, "waiting for the server's response", async {
                     response.await.map_err(io::Error::other)?
                 })
@@ -657,7 +675,7 @@ impl Connection for HttpConnection {
             let request = self.post(RequestBody::Full(Some(Bytes::from(body))), gzip)?;
             let base = self.base.clone();
             let agent = &mut self.agent;
-            self.shared.runtime.block_on(async move {
+            self.shared.runtime()?.block_on(async move {
                 let future = agent.start(&base, request).await.map_err(into_io)?;
                 response_head(timeout, future).await
             })?
@@ -674,16 +692,10 @@ impl Connection for HttpConnection {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Not inside another runtime's context: shutting down in the background never
-        // blocks on a stalled server.
-        let runtime = std::mem::replace(
-            &mut self.runtime,
-            match tokio::runtime::Builder::new_current_thread().build() {
-                Ok(runtime) => runtime,
-                Err(_) => return,
-            },
-        );
-        runtime.shutdown_background();
+        // Never waits for a stalled server or name lookup.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -926,6 +938,36 @@ fn strip_service_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gate calls the client from a server's blocking pool: the connection's own
+    /// runtime must work (and be dropped) there.
+    #[test]
+    fn usable_from_a_blocking_pool_thread() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let result = server.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                let url = http(&format!("http://127.0.0.1:{port}/r.git"));
+                let options = ConnectOptions {
+                    timeout: Some(Duration::from_secs(5)),
+                    ..ConnectOptions::default()
+                };
+                HttpConnection::connect(url, Service::UploadPack, &options, TlsSettings::default())
+                    .map(|_| ())
+            })
+            .await
+            .unwrap()
+        });
+        assert!(
+            matches!(&result, Err(ConnectError::Io(error)) if error.kind() == io::ErrorKind::ConnectionRefused),
+            "{result:?}"
+        );
+    }
 
     #[test]
     fn basic_credentials() {
