@@ -109,9 +109,13 @@ pub fn parse(url: &str) -> Result<RemoteUrl, ConnectError> {
         }
         return match scheme.to_ascii_lowercase().as_str() {
             "file" => {
-                let path = decode(url, rest)?;
+                let mut path = decode(url, rest)?;
                 if path.is_empty() {
                     return Err(invalid(url, "no path specified"));
+                }
+                // As git: `file://host/path` keeps the host as part of the path (`//host/path`).
+                if !path.starts_with('/') {
+                    path.insert_str(0, "//");
                 }
                 Ok(RemoteUrl::Local {
                     path: PathBuf::from(path),
