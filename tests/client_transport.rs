@@ -7,7 +7,7 @@
 //! malformed URLs.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -286,9 +286,10 @@ fn stateless_fetch(url: &str, haves: usize) -> u32 {
         request.extend(pkt::line(format!("have {:040x}\n", n + 1)));
     }
     request.extend(pkt::line("done\n"));
-    // Written in small pieces, as a client does.
+    // Written in small pieces through one writer, as a client does.
+    let writer = connection.writer();
     for piece in request.chunks(1000) {
-        connection.writer().write_all(piece).must();
+        writer.write_all(piece).must();
     }
     connection.end_request().must();
     let mut reader = PacketReader::new(connection.reader());
@@ -305,29 +306,87 @@ fn stateless_fetch(url: &str, haves: usize) -> u32 {
     u32::from_be_bytes([pack[8], pack[9], pack[10], pack[11]])
 }
 
-/// A web server that answers each of at most `connections` requests with `answer(request
-/// line)`; returns its port.
-fn fake_http(connections: usize, answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> u16 {
+/// A request a [`fake_http`] server received: request line, headers (names in lower
+/// case) and the body (chunked encoding removed, content encoding kept).
+struct Received {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Reads one request (bounded: 100 headers, a 64 MiB body).
+fn read_request(reader: &mut impl std::io::BufRead) -> std::io::Result<Received> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut headers = Vec::new();
+    for _ in 0..100 {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let mut received = Received {
+        line: line.trim_end().to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(length) = received.header("content-length") {
+        let length: u64 = length.parse().unwrap_or(0).min(64 << 20);
+        reader.take(length).read_to_end(&mut received.body)?;
+    } else if received.header("transfer-encoding") == Some("chunked") {
+        for _ in 0..100_000 {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = u64::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 || received.body.len() > 64 << 20 {
+                let mut end = String::new();
+                reader.read_line(&mut end)?;
+                break;
+            }
+            reader.by_ref().take(size).read_to_end(&mut received.body)?;
+            let mut crlf = String::new();
+            reader.read_line(&mut crlf)?;
+        }
+    }
+    Ok(received)
+}
+
+/// A web server that answers each of at most `connections` requests with `answer(request)`
+/// and passes the requests on; returns its port.
+fn fake_http(
+    connections: usize,
+    answer: impl Fn(&Received) -> Vec<u8> + Send + 'static,
+) -> (u16, std::sync::mpsc::Receiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").must();
     let port = listener.local_addr().must().port();
+    let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(connections) {
             let Ok(stream) = stream else { break };
             let _ = stream.set_read_timeout(Some(TIMEOUT));
             let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            for _ in 0..100 {
-                let mut header = String::new();
-                match reader.read_line(&mut header) {
-                    Ok(n) if n > 2 => {}
-                    _ => break,
-                }
-            }
-            let _ = reader.get_mut().write_all(&answer(line.trim_end()));
+            let Ok(request) = read_request(&mut reader) else {
+                continue;
+            };
+            let _ = reader.get_mut().write_all(&answer(&request));
+            let _ = sender.send(request);
         }
     });
-    port
+    (port, receiver)
 }
 
 /// An HTTP response with `Connection: close`.
@@ -354,7 +413,7 @@ fn http_redirects_gzip_and_dumb_servers() {
     let expected = ls_remote(&dir, &root.join("small.git"));
     let host = git_http_backend(&root);
     let target = host.url("small.git/info/refs?service=git-upload-pack");
-    let redirector = fake_http(1, move |_| {
+    let (redirector, _) = fake_http(1, move |_| {
         response("302 Found", &[("Location", &target)], b"")
     });
     let url = format!("http://127.0.0.1:{redirector}/old.git");
@@ -385,8 +444,11 @@ fn http_redirects_gzip_and_dumb_servers() {
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gzip.write_all(&advertisement).must();
     let gzipped = gzip.finish().must();
-    let server = fake_http(2, move |line| {
-        if line.starts_with("GET /gz.git/info/refs?service=git-upload-pack ") {
+    let (server, _) = fake_http(2, move |request| {
+        if request
+            .line
+            .starts_with("GET /gz.git/info/refs?service=git-upload-pack ")
+        {
             response(
                 "200 OK",
                 &[
@@ -427,6 +489,96 @@ fn http_redirects_gzip_and_dumb_servers() {
         matches!(&error, Some(ConnectError::Refused(message)) if message.contains("dumb")),
         "{error:?}"
     );
+
+    // Request bodies as git sends them: plain when small, gzip above 1 KiB, chunked (and
+    // streamed) past 1 MiB; the headers of each POST.
+    let mut v2 = pkt::line("version 2\n");
+    v2.extend(pkt::line("ls-refs\n"));
+    v2.extend_from_slice(pkt::FLUSH);
+    let (server, requests) = fake_http(4, move |request| {
+        if request.line.starts_with("GET ") {
+            response(
+                "200 OK",
+                &[(
+                    "Content-Type",
+                    "application/x-git-upload-pack-advertisement",
+                )],
+                &v2,
+            )
+        } else {
+            response(
+                "200 OK",
+                &[("Content-Type", "application/x-git-upload-pack-result")],
+                pkt::FLUSH,
+            )
+        }
+    });
+    let url = format!("http://127.0.0.1:{server}/r.git");
+    let (mut connection, _) = advertise(
+        &client(),
+        &url,
+        Service::UploadPack,
+        &options(WireVersion::V2),
+    );
+    let get = requests.recv_timeout(TIMEOUT).must();
+    assert_eq!(
+        get.line,
+        "GET /r.git/info/refs?service=git-upload-pack HTTP/1.1"
+    );
+    assert_eq!(get.header("git-protocol"), Some("version=2"));
+    assert!(get
+        .header("user-agent")
+        .is_some_and(|agent| agent.starts_with("git/")));
+    for size in [100usize, 10_000, 2_000_000] {
+        let body: Vec<u8> = (0..size).map(|n| b'a' + (n % 26) as u8).collect();
+        let writer = connection.writer();
+        for piece in body.chunks(4096) {
+            writer.write_all(piece).must();
+        }
+        connection.end_request().must();
+        let mut answer = Vec::new();
+        connection.reader().read_to_end(&mut answer).must();
+        assert_eq!(answer, pkt::FLUSH);
+        let post = requests.recv_timeout(TIMEOUT).must();
+        assert_eq!(post.line, "POST /r.git/git-upload-pack HTTP/1.1");
+        assert_eq!(
+            post.header("content-type"),
+            Some("application/x-git-upload-pack-request")
+        );
+        assert_eq!(
+            post.header("accept"),
+            Some("application/x-git-upload-pack-result")
+        );
+        assert_eq!(post.header("git-protocol"), Some("version=2"));
+        let sent = match post.header("content-encoding") {
+            Some("gzip") => {
+                assert!(
+                    (1024..=1 << 20).contains(&size),
+                    "{size} bytes gzip-compressed"
+                );
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(&post.body[..])
+                    .read_to_end(&mut plain)
+                    .must();
+                plain
+            }
+            _ => {
+                assert!(
+                    !(1024..=1 << 20).contains(&size),
+                    "{size} bytes not compressed"
+                );
+                post.body.clone()
+            }
+        };
+        assert_eq!(sent, body, "{size} bytes");
+        assert_eq!(
+            post.header("transfer-encoding") == Some("chunked"),
+            size > 1 << 20,
+            "{size} bytes: {:?}",
+            post.headers
+        );
+    }
+    connection.finish().must();
 }
 
 /// `packgate serve` with credentials required for pushes: 401 without, the advertisement

@@ -387,12 +387,6 @@ fn content_type(response: &Response<Incoming>) -> String {
 /// A smart HTTP connection to one repository and service.
 pub struct HttpConnection {
     shared: Arc<Shared>,
-    agent: Agent,
-    service: Service,
-    /// The repository's base after the first request's redirects.
-    base: HttpUrl,
-    authorization: Option<HeaderValue>,
-    protocol: Option<&'static str>,
     reader: Box<dyn BufRead + Send>,
     writer: RequestWriter,
 }
@@ -400,9 +394,45 @@ pub struct HttpConnection {
 impl std::fmt::Debug for HttpConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpConnection")
-            .field("service", &self.service)
-            .field("base", &self.base.base())
+            .field("service", &self.writer.poster.service)
+            .field("base", &self.writer.poster.base.base())
             .finish_non_exhaustive()
+    }
+}
+
+/// What every POST of a connection carries, and the agent that sends it.
+struct Poster {
+    agent: Agent,
+    service: Service,
+    /// The repository's base after the first request's redirects.
+    base: HttpUrl,
+    authorization: Option<HeaderValue>,
+    protocol: Option<&'static str>,
+}
+
+impl Poster {
+    /// A POST to the service with git's headers.
+    fn post(&self, body: RequestBody, gzip: bool) -> Result<Request<RequestBody>, io::Error> {
+        let service = self.service.as_str();
+        let target = format!("{}/{service}", self.base.path);
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(target)
+            .header(hyper::header::HOST, host_header(&self.base))
+            .header(hyper::header::USER_AGENT, user_agent())
+            .header(CONTENT_TYPE, format!("application/x-{service}-request"))
+            .header(ACCEPT, format!("application/x-{service}-result"))
+            .header(hyper::header::ACCEPT_ENCODING, "gzip");
+        if gzip {
+            request = request.header(hyper::header::CONTENT_ENCODING, "gzip");
+        }
+        if let Some(protocol) = self.protocol {
+            request = request.header("Git-Protocol", protocol);
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        request.body(body).map_err(io::Error::other)
     }
 }
 
@@ -410,6 +440,7 @@ impl std::fmt::Debug for HttpConnection {
 /// chunks of a POST already under way.
 struct RequestWriter {
     shared: Arc<Shared>,
+    poster: Poster,
     buffer: Vec<u8>,
     streaming: Option<Streaming>,
     /// Set when a streamed request failed; later writes fail too.
@@ -423,6 +454,22 @@ struct Streaming {
 }
 
 impl RequestWriter {
+    /// Starts a POST whose body follows in chunks.
+    fn start_streaming(&mut self) -> io::Result<()> {
+        let (chunks, receiver) = mpsc::channel(STREAM_CHUNKS);
+        let request = self.poster.post(RequestBody::Channel(receiver), false)?;
+        let timeout = self.shared.timeout;
+        let base = self.poster.base.clone();
+        let agent = &mut self.poster.agent;
+        let runtime = self.shared.runtime()?;
+        let future = runtime
+            .block_on(agent.start(&base, request))
+            .map_err(into_io)?;
+        let response = runtime.spawn(response_head(timeout, future));
+        self.streaming = Some(Streaming { chunks, response });
+        Ok(())
+    }
+
     fn send_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         let Some(streaming) = &self.streaming else {
             return Ok(());
@@ -444,6 +491,72 @@ impl RequestWriter {
         }
         sent
     }
+
+    /// Sends the request written since the last one; returns the response's head.
+    fn send(&mut self) -> io::Result<Response<Incoming>> {
+        if self.failed {
+            self.streaming = None;
+            self.failed = false;
+            self.buffer.clear();
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the request could not be sent",
+            ));
+        }
+        let timeout = self.shared.timeout;
+        if self.streaming.is_some() {
+            let rest = std::mem::take(&mut self.buffer);
+            let sent = if rest.is_empty() {
+                Ok(())
+            } else {
+                self.send_chunk(rest)
+            };
+            // Whatever happened, the next request starts afresh.
+            let streaming = self.streaming.take();
+            self.failed = false;
+            sent?;
+            let Some(Streaming { chunks, response }) = streaming else {
+                return Err(io::Error::other("no request under way"));
+            };
+            // The end of the body.
+            drop(chunks);
+            return self.await_response(response, timeout);
+        }
+        let body = std::mem::take(&mut self.buffer);
+        let gzip = self.poster.service == Service::UploadPack && body.len() > GZIP_ABOVE;
+        let body = if gzip {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 2),
+                flate2::Compression::best(),
+            );
+            encoder.write_all(&body)?;
+            encoder.finish()?
+        } else {
+            body
+        };
+        let request = self
+            .poster
+            .post(RequestBody::Full(Some(Bytes::from(body))), gzip)?;
+        let base = self.poster.base.clone();
+        let agent = &mut self.poster.agent;
+        self.shared.runtime()?.block_on(async move {
+            let future = agent.start(&base, request).await.map_err(into_io)?;
+            response_head(timeout, future).await
+        })
+    }
+
+    fn await_response(
+        &self,
+        response: tokio::task::JoinHandle<io::Result<Response<Incoming>>>,
+        timeout: Option<Duration>,
+    ) -> io::Result<Response<Incoming>> {
+        self.shared.runtime()?.block_on(async move {
+            bounded(timeout, "waiting for the server's response", async {
+                response.await.map_err(io::Error::other)?
+            })
+            .await
+        })
+    }
 }
 
 impl Write for RequestWriter {
@@ -455,6 +568,12 @@ impl Write for RequestWriter {
             ));
         }
         self.buffer.extend_from_slice(buf);
+        if self.streaming.is_none() && self.buffer.len() > POST_BUFFER {
+            if let Err(error) = self.start_streaming() {
+                self.failed = true;
+                return Err(error);
+            }
+        }
         if self.streaming.is_some() && self.buffer.len() >= 64 * 1024 {
             let chunk = std::mem::take(&mut self.buffer);
             self.send_chunk(chunk)?;
@@ -520,59 +639,20 @@ impl HttpConnection {
         Ok(HttpConnection {
             writer: RequestWriter {
                 shared: Arc::clone(&shared),
+                poster: Poster {
+                    agent,
+                    service,
+                    base,
+                    authorization,
+                    protocol,
+                },
                 buffer: Vec::new(),
                 streaming: None,
                 failed: false,
             },
             shared,
-            agent,
-            service,
-            base,
-            authorization,
-            protocol,
             reader,
         })
-    }
-
-    /// The headers every POST carries.
-    fn post(&self, body: RequestBody, gzip: bool) -> Result<Request<RequestBody>, io::Error> {
-        let service = self.service.as_str();
-        let target = format!("{}/{service}", self.base.path);
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(target)
-            .header(hyper::header::HOST, host_header(&self.base))
-            .header(hyper::header::USER_AGENT, user_agent())
-            .header(CONTENT_TYPE, format!("application/x-{service}-request"))
-            .header(ACCEPT, format!("application/x-{service}-result"))
-            .header(hyper::header::ACCEPT_ENCODING, "gzip");
-        if gzip {
-            request = request.header(hyper::header::CONTENT_ENCODING, "gzip");
-        }
-        if let Some(protocol) = self.protocol {
-            request = request.header("Git-Protocol", protocol);
-        }
-        if let Some(authorization) = &self.authorization {
-            request = request.header(AUTHORIZATION, authorization.clone());
-        }
-        request.body(body).map_err(io::Error::other)
-    }
-
-    /// Starts a POST whose body follows in chunks.
-    fn start_streaming(&mut self) -> io::Result<()> {
-        let (chunks, receiver) = mpsc::channel(STREAM_CHUNKS);
-        let request = self.post(RequestBody::Channel(receiver), false)?;
-        let timeout = self.shared.timeout;
-        let base = self.base.clone();
-        let agent = &mut self.agent;
-        let future = self
-            .shared
-            .runtime()?
-            .block_on(agent.start(&base, request))
-            .map_err(into_io)?;
-        let response = self.shared.runtime()?.spawn(response_head(timeout, future));
-        self.writer.streaming = Some(Streaming { chunks, response });
-        Ok(())
     }
 
     /// Checks a POST's response and makes it the reader.
@@ -589,7 +669,10 @@ impl HttpConnection {
                 message
             )));
         }
-        let expected = format!("application/x-{}-result", self.service.as_str());
+        let expected = format!(
+            "application/x-{}-result",
+            self.writer.poster.service.as_str()
+        );
         let kind = content_type(&response);
         if kind != expected {
             return Err(io::Error::new(
@@ -619,67 +702,13 @@ impl Connection for HttpConnection {
     }
 
     fn writer(&mut self) -> &mut dyn Write {
-        if self.writer.streaming.is_none() && self.writer.buffer.len() > POST_BUFFER {
-            if let Err(error) = self.start_streaming() {
-                tracing::debug!(%error, "a streamed HTTP request could not start");
-                self.writer.failed = true;
-            }
-        }
         &mut self.writer
     }
 
     fn end_request(&mut self) -> io::Result<()> {
-        // The previous answer is no longer read.
+        // The previous answer is no longer read (hyper closes its connection if unfinished).
         self.reader = Box::new(Cursor::new(Vec::new()));
-        if self.writer.failed {
-            self.writer.streaming = None;
-            self.writer.failed = false;
-            self.writer.buffer.clear();
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the request could not be sent",
-            ));
-        }
-        if self.writer.streaming.is_none() && self.writer.buffer.len() > POST_BUFFER {
-            self.start_streaming()?;
-        }
-        let timeout = self.shared.timeout;
-        let response = if self.writer.streaming.is_some() {
-            let rest = std::mem::take(&mut self.writer.buffer);
-            if !rest.is_empty() {
-                self.writer.send_chunk(rest)?;
-            }
-            let Some(Streaming { chunks, response }) = self.writer.streaming.take() else {
-                return Err(io::Error::other("no request under way"));
-            };
-            drop(chunks);
-            self.shared.runtime()?.block_on(async move {
-                bounded(timeout, "waiting for the server's response", async {
-                    response.await.map_err(io::Error::other)?
-                })
-                .await
-            })?
-        } else {
-            let body = std::mem::take(&mut self.writer.buffer);
-            let gzip = self.service == Service::UploadPack && body.len() > GZIP_ABOVE;
-            let body = if gzip {
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(body.len() / 2),
-                    flate2::Compression::best(),
-                );
-                encoder.write_all(&body)?;
-                encoder.finish()?
-            } else {
-                body
-            };
-            let request = self.post(RequestBody::Full(Some(Bytes::from(body))), gzip)?;
-            let base = self.base.clone();
-            let agent = &mut self.agent;
-            self.shared.runtime()?.block_on(async move {
-                let future = agent.start(&base, request).await.map_err(into_io)?;
-                response_head(timeout, future).await
-            })?
-        };
+        let response = self.writer.send()?;
         self.take_response(response)
     }
 
