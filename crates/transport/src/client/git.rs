@@ -12,6 +12,9 @@ use std::time::Duration;
 use packgate_wire::client::{ConnectError, ConnectOptions, Connection};
 use packgate_wire::service::Service;
 
+/// How much a finished connection reads and drops at most before it closes.
+const MAX_DRAIN: usize = 1 << 20;
+
 /// git daemon's port.
 pub const DEFAULT_PORT: u16 = 9418;
 
@@ -176,10 +179,12 @@ impl Connection for GitConnection {
         // (bounded by the read timeout), so it is not cut off with a reset.
         let _ = self.stream.shutdown(Shutdown::Write);
         let mut sink = [0u8; 8192];
-        loop {
+        let mut drained = 0usize;
+        // Bounded: a server that keeps talking is cut off after a while.
+        while drained < MAX_DRAIN {
             match self.reader.read(&mut sink) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => drained += n,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
