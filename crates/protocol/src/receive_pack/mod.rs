@@ -167,6 +167,17 @@ impl<'repo> ReceivePack<'repo> {
         self
     }
 
+    /// The push client and the configured upstreams of a server (see [`with_forward`] and
+    /// [`with_upstream`]).
+    ///
+    /// [`with_forward`]: ReceivePack::with_forward
+    /// [`with_upstream`]: ReceivePack::with_upstream
+    pub fn with_upstreams(self, upstreams: &crate::upstream::Upstreams) -> Self {
+        let configured = upstreams.configured(self.repo.git_dir());
+        self.with_forward(upstreams.forward.clone())
+            .with_upstream(configured)
+    }
+
     /// Gate this repository in front of `upstream` when its configuration names none
     /// (`packgate.upstream` wins): the embedding application's setting, e.g. the TOML of
     /// `packgate serve --config`.
