@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod http_backend;
 mod maintenance;
+mod mirror;
 mod passwd;
 mod serve;
 mod trim;
