@@ -38,6 +38,24 @@ pub trait Refresh: Send + Sync {
 struct Flight {
     result: Mutex<Option<Result<(), String>>>,
     done: Condvar,
+    /// The callers waiting for it.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a caller as waiting for a flight while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Runs a [`Refresh`] single flight per repository, bounded in time.
@@ -65,6 +83,16 @@ impl Refresher {
         }
     }
 
+    /// How many callers wait for a refresh in progress, over all repositories.
+    pub fn waiting(&self) -> usize {
+        self.flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .map(|flight| flight.waiting.load(std::sync::atomic::Ordering::SeqCst))
+            .sum()
+    }
+
     /// Bring `git_dir` up to date with `upstream`: start a refresh, or join the one running
     /// for that repository. Returns its result, or an error once the timeout passed (the
     /// refresh itself may go on, and later callers join it until it ends). Failures are
@@ -90,6 +118,7 @@ impl Refresher {
         } else {
             tracing::debug!(git_dir = %git_dir.display(), "joining the refresh in progress");
         }
+        let _waiting = Waiting::new(&flight.waiting);
         let mut result = flight
             .result
             .lock()
@@ -296,22 +325,13 @@ mod tests {
             let refresher = Arc::clone(&refresher);
             std::thread::spawn(move || refresher.refresh(Path::new("/r.git"), "u"))
         };
-        // Release it only once all nine wait on it: the flight is then held by the map, the
-        // refresh's thread and each caller.
+        // Release it only once all nine wait on it.
         let started = Instant::now();
-        loop {
-            let holders = refresher
-                .flights
-                .lock()
-                .unwrap()
-                .get(Path::new("/r.git"))
-                .map_or(0, Arc::strong_count);
-            if holders == 2 + 9 {
-                break;
-            }
+        while refresher.waiting() < 9 {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
-                "{holders} holders"
+                "{} waiting",
+                refresher.waiting()
             );
             std::thread::yield_now();
         }
