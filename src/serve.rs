@@ -335,6 +335,22 @@ fn refresh() -> Option<Arc<dyn packgate::protocol::upstream::Refresh>> {
     None
 }
 
+/// The upstream clients of a front-end without a configuration file (`daemon`,
+/// `http-backend`, the stdio services): gated repositories are those with
+/// `packgate.upstream` in their own configuration.
+pub(crate) fn plugged_upstreams() -> Upstreams {
+    Upstreams {
+        forward: forward(),
+        refresher: refresh().map(|refresh| {
+            Arc::new(Refresher::new(
+                refresh,
+                packgate::protocol::upstream::DEFAULT_REFRESH_TIMEOUT,
+            ))
+        }),
+        ..Upstreams::default()
+    }
+}
+
 /// The gate's and the mirrors' settings, for both front-ends.
 fn upstreams(settings: &Settings, registry: &Registry) -> anyhow::Result<Upstreams> {
     let canonical = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
