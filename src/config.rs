@@ -55,6 +55,25 @@
 //! namespace = "alice"
 //! ```
 //!
+//! Gate and mirror (see README's "Gate and mirror"): `upstream` gates every repository in front
+//! of `<url>/<path below root>`, a repository's `upstream` in front of that URL (a
+//! repository's own `packgate.upstream` wins over both); each `[[mirror]]` is kept current
+//! from its `url` every `interval` (seconds, or `"10m"`, `"1h"`; default 5 minutes) and on
+//! `SIGHUP`:
+//!
+//! ```toml
+//! upstream = "https://forge.example/org"
+//! refresh-timeout = 60         # seconds a refresh may take
+//!
+//! [repositories."special.git"]
+//! upstream = "git://elsewhere.example/special.git"
+//!
+//! [[mirror]]
+//! path = "mirrors/linux.git"   # below root
+//! url = "https://git.example/linux.git"
+//! interval = "10m"
+//! ```
+//!
 //! Every key is optional; a flag on the command line wins over the file, and the file over
 //! the built-in defaults. Unknown keys are errors, so a typo does not go unnoticed.
 
@@ -89,6 +108,33 @@ pub(crate) struct ConfigFile {
     /// Settings of single repositories, by their path below the root.
     #[serde(default)]
     pub(crate) repositories: std::collections::BTreeMap<String, RepositorySection>,
+    /// The upstream of every repository: `<upstream>/<path below root>` (the gate).
+    pub(crate) upstream: Option<String>,
+    /// Seconds a refresh from upstream may take.
+    pub(crate) refresh_timeout: Option<u64>,
+    /// Repositories kept current from an upstream.
+    #[serde(default)]
+    pub(crate) mirror: Vec<MirrorSection>,
+}
+
+/// `[[mirror]]`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct MirrorSection {
+    /// The repository, below the root.
+    pub(crate) path: String,
+    /// Where it is fetched from.
+    pub(crate) url: String,
+    /// How often: seconds, or `"10m"`, `"1h"` (default 5 minutes).
+    pub(crate) interval: Option<Interval>,
+}
+
+/// An interval: seconds, or a number with a unit (`"10m"`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub(crate) enum Interval {
+    Seconds(i64),
+    Text(String),
 }
 
 /// `[maintenance]`.
@@ -108,6 +154,8 @@ pub(crate) struct MaintenanceSection {
 pub(crate) struct RepositorySection {
     /// The git namespace this repository is served in; `""` for none.
     pub(crate) namespace: Option<String>,
+    /// The upstream this repository is a gate of.
+    pub(crate) upstream: Option<String>,
 }
 
 /// `[git]`.
@@ -286,6 +334,32 @@ mod tests {
         );
         assert_eq!(config.repositories["plain"].namespace.as_deref(), Some(""));
         assert!(ConfigFile::parse("[repositories.x]\nnamespaces = \"a\"").is_err());
+    }
+
+    #[test]
+    fn gate_and_mirror_keys_parse() {
+        let config = ConfigFile::parse(
+            "upstream = \"https://forge.example/org\"\nrefresh-timeout = 5\n\
+             [repositories.\"s.git\"]\nupstream = \"git://h/s.git\"\n\
+             [[mirror]]\npath = \"m/a.git\"\nurl = \"https://x/a.git\"\ninterval = 60\n\
+             [[mirror]]\npath = \"m/b.git\"\nurl = \"https://x/b.git\"\ninterval = \"1h\"\n",
+        )
+        .map_err(|err| format!("{err:#}"));
+        let Ok(config) = config else {
+            panic!("{config:?}");
+        };
+        assert_eq!(
+            config.upstream.as_deref(),
+            Some("https://forge.example/org")
+        );
+        assert_eq!(config.refresh_timeout, Some(5));
+        assert_eq!(
+            config.repositories["s.git"].upstream.as_deref(),
+            Some("git://h/s.git")
+        );
+        assert_eq!(config.mirror.len(), 2);
+        assert_eq!(config.mirror[1].path, "m/b.git");
+        assert!(ConfigFile::parse("[[mirror]]\npath = \"a\"\nurl = \"u\"\nevery = 1").is_err());
     }
 
     #[test]

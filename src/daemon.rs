@@ -384,6 +384,7 @@ pub(crate) fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         DaemonService::new(registry, settings.config.clone())
             .with_pack_cache(settings.pack_cache.build())
             .with_budget(settings.budget.clone())
+            .with_upstreams(crate::serve::plugged_upstreams())
             .with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
                 crate::maintenance::Maintainer::new(settings.budget.clone()),
             )),

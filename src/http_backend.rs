@@ -199,6 +199,7 @@ fn prepare(cgi: &CgiEnvironment) -> Result<Prepared, SmallResponse> {
     // ends with the request, so it is a detached `packgate maintenance run --auto`.
     let service = HttpService::new(registry, PushAccess::RemoteUser)
         .with_namespace(namespace)
+        .with_upstreams(crate::serve::plugged_upstreams())
         .with_hook(crate::maintenance::AutoMaintenanceHook::Detached);
     let session = service.open(&git).map_err(SmallResponse::from_refusal)?;
     Ok(Prepared {

@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod http_backend;
 mod maintenance;
+mod mirror;
 mod passwd;
 mod serve;
 mod trim;
@@ -117,8 +118,13 @@ fn main() -> ExitCode {
 fn upload_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
     let protocol = std::env::var("GIT_PROTOCOL").unwrap_or_default();
     let repo = open_for_session(&args.directory, args.strict)?;
-    let upload_pack = UploadPack::new(&repo)?;
     let advertise_only = args.advertise_refs || args.http_backend_info_refs;
+    // `packgate.refreshOnFetch`: once per fetch, so with --stateless-rpc only for the
+    // advertisement, never for the requests of the same fetch.
+    if advertise_only || !args.stateless_rpc {
+        serve::plugged_upstreams().refresh_before_fetch(&repo);
+    }
+    let upload_pack = UploadPack::new(&repo)?;
     let stdio::SessionIo {
         input,
         output,
@@ -155,7 +161,7 @@ fn receive_pack(args: StdioServiceArgs) -> anyhow::Result<ExitCode> {
         _ => ProtocolVersion::V0,
     };
     let repo = open_for_session(&args.directory, args.strict)?;
-    let receive_pack = ReceivePack::new(&repo)?;
+    let receive_pack = ReceivePack::new(&repo)?.with_upstreams(&serve::plugged_upstreams());
     let options = ReceivePackOptions {
         stateless: args.stateless_rpc,
         advertise_only: args.advertise_refs || args.http_backend_info_refs,

@@ -17,6 +17,7 @@ use packgate::{
         http::{HttpService, PushAccess},
         refname::Namespace,
         registry::{Namespaces, Registry},
+        upstream::{Refresher, Upstreams},
     },
     transport::{
         credentials::CredentialsFile,
@@ -90,6 +91,12 @@ struct Settings {
     /// `[maintenance]`: after pushes, and every `maintenance_interval`.
     auto_maintenance: bool,
     maintenance_interval: Option<std::time::Duration>,
+    /// The gate: every repository's upstream below `upstream`, single repositories' own.
+    upstream: Option<String>,
+    repository_upstreams: Vec<(String, String)>,
+    refresh_timeout: Duration,
+    /// `[[mirror]]`.
+    mirrors: Vec<crate::config::MirrorSection>,
 }
 
 impl Settings {
@@ -127,7 +134,14 @@ impl Settings {
             (None, None) => None,
         };
         let mut repository_namespaces = Vec::new();
+        let mut repository_upstreams = Vec::new();
         for (path, section) in file.repositories {
+            if let Some(url) = section.upstream.as_deref().map(str::trim) {
+                if url.is_empty() {
+                    anyhow::bail!("repository {path}: empty upstream");
+                }
+                repository_upstreams.push((path.clone(), url.to_owned()));
+            }
             if let Some(raw) = &section.namespace {
                 let parsed = parse_namespace(raw.as_bytes(), &format!("repository {path}"))?;
                 repository_namespaces.push((path, parsed));
@@ -278,6 +292,14 @@ impl Settings {
             budget,
             auto_maintenance,
             maintenance_interval,
+            upstream: file.upstream.map(|url| url.trim().to_owned()),
+            repository_upstreams,
+            refresh_timeout: match file.refresh_timeout {
+                Some(0) => anyhow::bail!("refresh-timeout must be at least 1 (seconds)"),
+                Some(seconds) => Duration::from_secs(seconds),
+                None => packgate::protocol::upstream::DEFAULT_REFRESH_TIMEOUT,
+            },
+            mirrors: file.mirror,
         })
     }
 }
@@ -299,6 +321,63 @@ fn namespaces(settings: &Settings, registry: &Registry) -> anyhow::Result<Namesp
     Ok(namespaces)
 }
 
+/// The push client gated repositories forward with: none yet in this build (the lead plugs
+/// in `client::push::push`); gated repositories then refuse pushes ("gate has no upstream
+/// client").
+fn forward() -> Option<Arc<dyn packgate::protocol::receive_pack::gate::Forward>> {
+    None
+}
+
+/// The fetch client refreshes run: none yet in this build (the lead plugs in
+/// `client::fetch::fetch`); `packgate.refreshOnFetch` then does nothing and `[[mirror]]` is
+/// refused.
+fn refresh() -> Option<Arc<dyn packgate::protocol::upstream::Refresh>> {
+    None
+}
+
+/// The upstream clients of a front-end without a configuration file (`daemon`,
+/// `http-backend`, the stdio services): gated repositories are those with
+/// `packgate.upstream` in their own configuration.
+pub(crate) fn plugged_upstreams() -> Upstreams {
+    Upstreams {
+        forward: forward(),
+        refresher: refresh().map(|refresh| {
+            Arc::new(Refresher::new(
+                refresh,
+                packgate::protocol::upstream::DEFAULT_REFRESH_TIMEOUT,
+            ))
+        }),
+        ..Upstreams::default()
+    }
+}
+
+/// The gate's and the mirrors' settings, for both front-ends.
+fn upstreams(settings: &Settings, registry: &Registry) -> anyhow::Result<Upstreams> {
+    let canonical = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut upstreams = Upstreams {
+        forward: forward(),
+        refresher: refresh()
+            .map(|refresh| Arc::new(Refresher::new(refresh, settings.refresh_timeout))),
+        root: settings
+            .upstream
+            .clone()
+            .map(|url| (canonical(registry.root()), url)),
+        ..Upstreams::default()
+    };
+    for (path, url) in &settings.repository_upstreams {
+        let repo = registry
+            .open(path.as_bytes(), None)
+            .with_context(|| format!("repository {path} of the configuration"))?;
+        upstreams
+            .repositories
+            .insert(canonical(repo.git_dir()), url.clone());
+    }
+    if !settings.mirrors.is_empty() && upstreams.refresher.is_none() {
+        anyhow::bail!("[[mirror]] needs packgate's fetch client, which this build does not have");
+    }
+    Ok(upstreams)
+}
+
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::new(args)?;
     crate::trim::spawn_trimmer();
@@ -311,6 +390,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let namespaces = namespaces(&settings, &registry)?;
         registry.with_namespaces(namespaces)
     };
+    let upstreams = upstreams(&settings, &registry)?;
+    let mirrors = crate::mirror::mirrors(&settings.mirrors, registry.root())?;
     // One cache for both front-ends: a clone over git:// and one over HTTP share a pack.
     let pack_cache = settings.pack_cache.build();
     let maintainer = crate::maintenance::Maintainer::new(settings.budget.clone());
@@ -323,7 +404,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut service = DaemonService::new(registry.clone(), settings.daemon.clone())
         .with_pack_cache(pack_cache.clone())
-        .with_budget(settings.budget.clone());
+        .with_budget(settings.budget.clone())
+        .with_upstreams(upstreams.clone());
     if settings.auto_maintenance {
         service = service.with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
             maintainer.clone(),
@@ -353,7 +435,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let authenticated = matches!(push, PushAccess::Authenticated(_));
     let mut http_service = HttpService::new(registry.clone(), push)
         .with_pack_cache(pack_cache)
-        .with_budget(settings.budget.clone());
+        .with_budget(settings.budget.clone())
+        .with_upstreams(upstreams.clone());
     if settings.auto_maintenance {
         http_service = http_service.with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
             maintainer,
@@ -410,6 +493,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                      use --tls-cert and --tls-key"
                 );
             }
+        }
+        if let (Some(refresher), false) = (upstreams.refresher.clone(), mirrors.is_empty()) {
+            let (trigger, triggered) = tokio::sync::watch::channel(0);
+            crate::mirror::on_sighup(trigger);
+            crate::mirror::spawn(refresher, mirrors, triggered);
         }
         // One signal stops both front-ends.
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -30,6 +30,11 @@
 //! - `filter`: partial clones (`--filter`, `uploadpack.allowFilter`) over v2 and v0, stdio and
 //!   HTTP, compared with what git's upload-pack sends; lazy fetches after them; `ERR` for bad
 //!   and refused filters.
+//! - `gate`: a gated repository behind git:// and HTTP in process, with fake upstream
+//!   clients: pushes move the gate only as far as upstream accepted, upstream's refusal
+//!   reaches the client, no upstream client refuses; `packgate.refreshOnFetch`: four
+//!   concurrent fetches share one refresh, an HTTP fetch refreshes once (on its GET), a
+//!   failing refresh still serves.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
@@ -118,6 +123,7 @@ mod fetch;
 mod fetch_features;
 mod fetch_v0;
 mod filter;
+mod gate;
 mod http;
 mod http_auth;
 mod http_backend;

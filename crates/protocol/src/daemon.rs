@@ -88,6 +88,7 @@ pub struct DaemonService {
     pack_cache: Option<PackCache>,
     budget: Budget,
     hooks: Vec<std::sync::Arc<dyn packgate_hooks::Hook>>,
+    upstreams: crate::upstream::Upstreams,
 }
 
 impl std::fmt::Debug for DaemonService {
@@ -98,6 +99,7 @@ impl std::fmt::Debug for DaemonService {
             .field("pack_cache", &self.pack_cache)
             .field("budget", &self.budget)
             .field("hooks", &self.hooks.len())
+            .field("upstreams", &self.upstreams)
             .finish()
     }
 }
@@ -124,7 +126,16 @@ impl DaemonService {
             pack_cache: None,
             budget: Budget::global(),
             hooks: Vec::new(),
+            upstreams: crate::upstream::Upstreams::default(),
         }
+    }
+
+    /// Gate and mirror with `upstreams`: pushes to a repository with an upstream are
+    /// forwarded (see [`crate::receive_pack::gate`]), and a repository with
+    /// `packgate.refreshOnFetch` is refreshed when a fetch connects (see [`crate::upstream`]).
+    pub fn with_upstreams(mut self, upstreams: crate::upstream::Upstreams) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// Add an in-process hook that every push over git:// runs (see
@@ -216,6 +227,7 @@ impl ConnectionHandler for DaemonService {
             budget: self.budget.clone(),
             address: addresses.peer.ip().to_string(),
             hooks: self.hooks.clone(),
+            upstreams: self.upstreams.clone(),
         };
         let repo = match self.open(head, addresses.local) {
             Ok(repo) => repo,
@@ -250,6 +262,8 @@ impl ConnectionHandler for DaemonService {
                 if let Err(err) = UploadPack::new(&repo) {
                     return Session::Refused(format!("upload-pack: {err}"));
                 }
+                // One fetch is one connection: refresh once, before anything is advertised.
+                self.upstreams.refresh_before_fetch(&repo);
                 if head.wants_version_2() {
                     let pack_cache = self.pack_cache.clone();
                     return Session::Commands(Box::new(FetchSession {
@@ -290,6 +304,7 @@ struct Client {
     budget: Budget,
     address: String,
     hooks: Vec<std::sync::Arc<dyn packgate_hooks::Hook>>,
+    upstreams: crate::upstream::Upstreams,
 }
 
 impl ExchangeHandler for V0FetchSession {
@@ -398,6 +413,7 @@ impl ExchangeHandler for PushSession {
                         receive_pack.with_hook(std::sync::Arc::clone(hook))
                     })
                     .with_budget(self.client.budget.clone(), &self.client.address)
+                    .with_upstreams(&self.client.upstreams)
             })
             .and_then(|receive_pack| {
                 // The advertisement is out; what follows is one stateless exchange.

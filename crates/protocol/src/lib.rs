@@ -45,3 +45,4 @@ pub mod refname;
 pub mod registry;
 pub mod repository;
 pub mod upload_pack;
+pub mod upstream;

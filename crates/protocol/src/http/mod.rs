@@ -110,6 +110,7 @@ pub struct HttpService {
     namespace: Option<crate::refname::Namespace>,
     pack_cache: Option<crate::pack_cache::PackCache>,
     budget: crate::budget::Budget,
+    upstreams: crate::upstream::Upstreams,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -122,6 +123,7 @@ impl std::fmt::Debug for HttpService {
             .field("hook_scripts", &self.hook_scripts)
             .field("namespace", &self.namespace)
             .field("pack_cache", &self.pack_cache)
+            .field("upstreams", &self.upstreams)
             .finish()
     }
 }
@@ -139,7 +141,17 @@ impl HttpService {
             namespace: None,
             pack_cache: None,
             budget: crate::budget::Budget::global(),
+            upstreams: crate::upstream::Upstreams::default(),
         }
+    }
+
+    /// Gate and mirror with `upstreams`: pushes to a repository with an upstream are
+    /// forwarded (see [`crate::receive_pack::gate`]), and a repository with
+    /// `packgate.refreshOnFetch` is refreshed on a fetch's `GET …/info/refs` (once per fetch:
+    /// never on its POSTs; see [`crate::upstream`]).
+    pub fn with_upstreams(mut self, upstreams: crate::upstream::Upstreams) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// Take the CPU slots and memory of pack generation and push ingestion from `budget`
@@ -322,6 +334,9 @@ impl SmartHttpHandler for HttpService {
         let repo = &session.repo;
         let result = match request.service {
             Service::UploadPack => {
+                if request.kind == RequestKind::Advertisement {
+                    self.upstreams.refresh_before_fetch(repo);
+                }
                 let client = budget_client(session.user(), request);
                 upload_pack(
                     repo,
@@ -428,6 +443,7 @@ impl HttpService {
                 })
                 .with_hook_scripts(self.hook_scripts)
                 .with_budget(self.budget.clone(), &budget_client(user, request))
+                .with_upstreams(&self.upstreams)
                 .with_remote_user(user.map(str::to_owned))
                 .with_reflog_identity(
                     reflog_name(user),

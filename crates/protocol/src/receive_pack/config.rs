@@ -151,6 +151,11 @@ pub struct ReceivePackConfig {
     pub shallow_update: bool,
     /// `receive.procReceiveRefs`: the commands the `proc-receive` hook carries out.
     pub proc_receive_refs: super::ProcReceiveRefs,
+    /// `packgate.upstream`: the URL a gated repository forwards every push to before its
+    /// own refs move (see [`super::gate`]).
+    pub upstream: Option<String>,
+    /// `packgate.upstreamTimeout` (seconds): how long a push waits for its upstream.
+    pub upstream_timeout: std::time::Duration,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -275,6 +280,14 @@ impl ReceivePackConfig {
                 .and_then(|slop| u64::try_from(slop).ok())
                 .unwrap_or(0),
             shallow_update: boolean("receive.shallowUpdate")?.unwrap_or(false),
+            upstream: config
+                .string("packgate.upstream")
+                .map(|url| url.to_str_lossy().trim().to_owned())
+                .filter(|url| !url.is_empty()),
+            upstream_timeout: positive(integer("packgate.upstreamTimeout")?).map_or(
+                super::gate::DEFAULT_UPSTREAM_TIMEOUT,
+                std::time::Duration::from_secs,
+            ),
             proc_receive_refs: super::ProcReceiveRefs::from_config(config),
             signature_verifier: super::push_cert::signature_verifier(
                 config,

@@ -39,6 +39,7 @@
 
 mod commands;
 mod config;
+pub mod gate;
 mod messages;
 pub mod proc_receive;
 pub mod push_cert;
@@ -117,6 +118,8 @@ pub struct ReceivePack<'repo> {
     budget: crate::budget::Budget,
     /// Who pushes, for the budget's fairness between clients.
     client: std::sync::Arc<str>,
+    /// The push client of a gated repository (see [`gate`]).
+    forward: Option<Arc<dyn gate::Forward>>,
 }
 
 impl std::fmt::Debug for ReceivePack<'_> {
@@ -126,6 +129,7 @@ impl std::fmt::Debug for ReceivePack<'_> {
             .field("config", &self.config)
             .field("hooks", &self.hooks.len())
             .field("run_scripts", &self.run_scripts)
+            .field("forward", &self.forward.is_some())
             .finish()
     }
 }
@@ -151,7 +155,37 @@ impl<'repo> ReceivePack<'repo> {
             nonce,
             budget: crate::budget::Budget::global(),
             client: std::sync::Arc::from("local"),
+            forward: None,
         })
+    }
+
+    /// The push client a gated repository (one with an upstream: `packgate.upstream`, or
+    /// [`ReceivePack::with_upstream()`]) forwards pushes with, before its refs move (see
+    /// [`gate`]). Without one, a gated repository refuses every push.
+    pub fn with_forward(mut self, forward: Option<Arc<dyn gate::Forward>>) -> Self {
+        self.forward = forward;
+        self
+    }
+
+    /// The push client and the configured upstreams of a server (see [`with_forward`] and
+    /// [`with_upstream`]).
+    ///
+    /// [`with_forward`]: ReceivePack::with_forward
+    /// [`with_upstream`]: ReceivePack::with_upstream
+    pub fn with_upstreams(self, upstreams: &crate::upstream::Upstreams) -> Self {
+        let configured = upstreams.configured(self.repo.git_dir());
+        self.with_forward(upstreams.forward.clone())
+            .with_upstream(configured)
+    }
+
+    /// Gate this repository in front of `upstream` when its configuration names none
+    /// (`packgate.upstream` wins): the embedding application's setting, e.g. the TOML of
+    /// `packgate serve --config`.
+    pub fn with_upstream(mut self, upstream: Option<String>) -> Self {
+        if self.config.upstream.is_none() {
+            self.config.upstream = upstream;
+        }
+        self
     }
 
     /// Take indexing's CPU slots and memory from `budget`, as a request of `client` (an

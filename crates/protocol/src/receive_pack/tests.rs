@@ -539,3 +539,312 @@ fn proc_receive_refs_without_a_hook_fail_and_atomic_pushes_fail_whole() {
     let listed = text(git(&server, &["for-each-ref", "--format=%(refname)"], None));
     assert_eq!(listed, "refs/heads/next");
 }
+
+/// The gate: pushes forwarded to a fake upstream client before anything moves here.
+mod gate {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::receive_pack::gate::{Forward, ForwardRequest, Forwarded};
+
+    /// What the fake saw of one request.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        upstream: String,
+        updates: Vec<(String, String)>,
+        atomic: bool,
+        push_options: Vec<String>,
+        /// Whether each new value could be read through `objects`.
+        readable: Vec<bool>,
+    }
+
+    /// A fake upstream: records requests, answers from a script, can stall.
+    #[derive(Default)]
+    struct Fake {
+        seen: Mutex<Vec<Seen>>,
+        answers: Vec<Forwarded>,
+        stall: Option<Duration>,
+    }
+
+    impl Forward for Fake {
+        fn forward(
+            &self,
+            request: &ForwardRequest<'_>,
+            progress: &mut dyn Write,
+        ) -> Vec<Forwarded> {
+            use gix_object::Find as _;
+            let readable = request
+                .updates
+                .iter()
+                .map(|update| {
+                    let mut buf = Vec::new();
+                    request
+                        .objects
+                        .try_find(&update.new, &mut buf)
+                        .is_ok_and(|found| found.is_some())
+                })
+                .collect();
+            self.seen.lock().unwrap().push(Seen {
+                upstream: request.upstream.to_owned(),
+                updates: request
+                    .updates
+                    .iter()
+                    .map(|u| (u.name.to_string(), u.new.to_string()))
+                    .collect(),
+                atomic: request.atomic,
+                push_options: request.push_options.to_vec(),
+                readable,
+            });
+            progress.write_all(b"upstream says hello\n").unwrap();
+            if let Some(stall) = self.stall {
+                std::thread::sleep(stall);
+            }
+            self.answers.clone()
+        }
+    }
+
+    fn gated(dir: &Path, timeout: Option<&str>) -> Repository {
+        let server = dir.join("server.git");
+        git(
+            &server,
+            &[
+                "config",
+                "packgate.upstream",
+                "https://upstream.example/r.git",
+            ],
+            None,
+        );
+        git(
+            &server,
+            &["config", "receive.advertisePushOptions", "true"],
+            None,
+        );
+        if let Some(seconds) = timeout {
+            git(
+                &server,
+                &["config", "packgate.upstreamTimeout", seconds],
+                None,
+            );
+        }
+        Repository::open(&server, PathLookup::Strict, None).unwrap()
+    }
+
+    fn with_fake<'r>(repo: &'r Repository, fake: &Arc<Fake>) -> ReceivePack<'r> {
+        ReceivePack::new(repo)
+            .unwrap()
+            .with_forward(Some(Arc::clone(fake) as Arc<dyn Forward>))
+    }
+
+    fn has_object(server: &Path, id: &str) -> bool {
+        Command::new("git")
+            .args(["cat-file", "-e", id])
+            .current_dir(server)
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn tip(server: &Path, name: &str) -> Option<String> {
+        let out = Command::new("git")
+            .args(["rev-parse", "--verify", "-q", name])
+            .current_dir(server)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    }
+
+    /// The report lines and band-2 text of a sideband response.
+    fn report_and_messages(output: &[u8]) -> (Vec<String>, String) {
+        let (outer, _) = split_sideband(output);
+        let demuxed = demux(&outer, SidebandMode::SideBand64k).unwrap();
+        (
+            packets(&demuxed.data),
+            demuxed.progress.as_bstr().to_string(),
+        )
+    }
+
+    #[test]
+    fn accepted_upstream_moves_the_refs_and_the_forwarder_reads_the_quarantine() {
+        let (dir, commit, pack) = setup("clean\n");
+        let repo = gated(dir.path(), None);
+        let fake = Arc::new(Fake {
+            answers: vec![Forwarded::Accepted],
+            ..Fake::default()
+        });
+        let receive_pack = with_fake(&repo, &fake);
+        let (report, output) = serve(
+            &receive_pack,
+            &request(&commit, "report-status side-band-64k", &pack),
+        );
+        assert!(report.unwrap().all_ok());
+        let (lines, messages) = report_and_messages(&output);
+        assert_eq!(lines, ["unpack ok\n", "ok refs/heads/main\n", "flush-pkt"]);
+        assert!(messages.contains("upstream says hello"), "{messages:?}");
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].upstream, "https://upstream.example/r.git");
+        assert_eq!(
+            seen[0].updates,
+            [("refs/heads/main".to_owned(), commit.clone())]
+        );
+        assert!(!seen[0].atomic);
+        assert_eq!(seen[0].readable, [true], "the quarantine is visible");
+        let server = dir.path().join("server.git");
+        assert_eq!(tip(&server, "refs/heads/main").as_deref(), Some(&*commit));
+        git(&server, &["fsck", "--strict"], None);
+        assert_eq!(quarantines(&server), 0);
+    }
+
+    #[test]
+    fn refused_upstream_leaves_the_gate_unchanged_and_tells_why() {
+        let (dir, commit, pack) = setup("clean\n");
+        let repo = gated(dir.path(), None);
+        let fake = Arc::new(Fake {
+            answers: vec![Forwarded::Refused("non-fast-forward".into())],
+            ..Fake::default()
+        });
+        let receive_pack = with_fake(&repo, &fake);
+        let (report, output) = serve(
+            &receive_pack,
+            &request(&commit, "report-status side-band-64k", &pack),
+        );
+        assert!(!report.unwrap().all_ok());
+        let (lines, _) = report_and_messages(&output);
+        assert_eq!(
+            lines[1], "ng refs/heads/main upstream: non-fast-forward\n",
+            "{lines:?}"
+        );
+        let server = dir.path().join("server.git");
+        assert_eq!(tip(&server, "refs/heads/main"), None);
+        assert!(!has_object(&server, &commit), "nothing migrated");
+        assert_eq!(quarantines(&server), 0);
+    }
+
+    fn two_refs(capabilities: &str) -> (tempfile::TempDir, String, Vec<u8>) {
+        let (dir, commit, pack) = setup("clean\n");
+        let mut input = request_for(
+            &["refs/heads/main", "refs/heads/other"],
+            &commit,
+            capabilities,
+            &[],
+        );
+        if capabilities.contains("push-options") {
+            pkt_line::encode_text("ci.skip", &mut input).unwrap();
+            pkt_line::encode_flush(&mut input);
+        }
+        input.extend_from_slice(&pack);
+        (dir, commit, input)
+    }
+
+    #[test]
+    fn mixed_results_move_exactly_what_upstream_accepted() {
+        let (dir, commit, input) = two_refs("report-status push-options");
+        let repo = gated(dir.path(), None);
+        let fake = Arc::new(Fake {
+            answers: vec![
+                Forwarded::Accepted,
+                Forwarded::Unreachable("connection reset".into()),
+            ],
+            ..Fake::default()
+        });
+        let receive_pack = with_fake(&repo, &fake);
+        let (_, output) = serve(&receive_pack, &input);
+        assert_eq!(
+            packets(&output),
+            [
+                "unpack ok\n",
+                "ok refs/heads/main\n",
+                "ng refs/heads/other upstream unreachable: connection reset\n",
+                "flush-pkt"
+            ]
+        );
+        let server = dir.path().join("server.git");
+        assert_eq!(tip(&server, "refs/heads/main").as_deref(), Some(&*commit));
+        assert_eq!(tip(&server, "refs/heads/other"), None);
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(seen[0].updates.len(), 2);
+        assert_eq!(seen[0].push_options, ["ci.skip"]);
+    }
+
+    #[test]
+    fn atomic_push_is_all_or_nothing_and_says_so_upstream() {
+        let (dir, _commit, input) = two_refs("report-status atomic");
+        let repo = gated(dir.path(), None);
+        let fake = Arc::new(Fake {
+            answers: vec![Forwarded::Accepted, Forwarded::Refused("hook".into())],
+            ..Fake::default()
+        });
+        let receive_pack = with_fake(&repo, &fake);
+        let (report, _) = serve(&receive_pack, &input);
+        let report = report.unwrap();
+        assert!(report.refs.iter().all(|r| r.result.is_err()), "{report:?}");
+        assert!(fake.seen.lock().unwrap()[0].atomic);
+        let server = dir.path().join("server.git");
+        assert_eq!(tip(&server, "refs/heads/main"), None);
+        assert_eq!(tip(&server, "refs/heads/other"), None);
+    }
+
+    #[test]
+    fn refused_by_hooks_or_cut_off_mid_pack_never_reaches_upstream() {
+        let (dir, commit, pack) = setup("-----BEGIN PRIVATE KEY-----\nabc\n");
+        let repo = gated(dir.path(), None);
+        let fake = Arc::new(Fake {
+            answers: vec![Forwarded::Accepted],
+            ..Fake::default()
+        });
+        let receive_pack =
+            with_fake(&repo, &fake).with_hook(SecretScanner::new("BEGIN PRIVATE KEY"));
+        let (report, _) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+        assert!(!report.unwrap().all_ok());
+        // A client gone half-way through its pack.
+        let receive_pack = with_fake(&repo, &fake);
+        let input = request(&commit, "report-status", &pack[..pack.len() / 2]);
+        let (report, _) = serve(&receive_pack, &input);
+        assert!(report.unwrap().unpack.is_err());
+        assert!(fake.seen.lock().unwrap().is_empty(), "forwarded anyway");
+        assert_eq!(quarantines(&dir.path().join("server.git")), 0);
+    }
+
+    #[test]
+    fn a_stalled_upstream_is_unreachable_within_the_timeout() {
+        let (dir, commit, pack) = setup("clean\n");
+        let repo = gated(dir.path(), Some("1"));
+        let fake = Arc::new(Fake {
+            answers: vec![Forwarded::Accepted],
+            stall: Some(Duration::from_secs(20)),
+            ..Fake::default()
+        });
+        let receive_pack = with_fake(&repo, &fake);
+        let started = Instant::now();
+        let (_, output) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited too long"
+        );
+        assert_eq!(
+            packets(&output)[1],
+            "ng refs/heads/main upstream unreachable: no answer within 1 seconds\n"
+        );
+        let server = dir.path().join("server.git");
+        assert!(!has_object(&server, &commit));
+    }
+
+    #[test]
+    fn a_gate_without_an_upstream_client_refuses() {
+        let (dir, commit, pack) = setup("clean\n");
+        let repo = gated(dir.path(), None);
+        let receive_pack = ReceivePack::new(&repo).unwrap();
+        let (_, output) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+        assert_eq!(
+            packets(&output)[1],
+            "ng refs/heads/main gate has no upstream client\n"
+        );
+        assert!(!has_object(&dir.path().join("server.git"), &commit));
+    }
+}

@@ -457,6 +457,27 @@ impl Push<'_, '_> {
             return;
         }
 
+        // 5b. A gate forwards what is left upstream, from the quarantine, before anything
+        //     migrates or moves here; only what upstream accepted goes on.
+        if self.receive_pack.config.upstream.is_some() {
+            let objects = match &quarantine {
+                Some(q) => q.objects(),
+                None => Ok(repo.objects().clone()),
+            };
+            match objects {
+                Ok(handle) => self.forward_upstream(pending, handle, channel),
+                Err(err) => {
+                    channel.error(format!("could not open the quarantine: {err}"));
+                    for p in pending.iter_mut() {
+                        p.refuse("unpacker error");
+                    }
+                }
+            }
+            if !pending.iter().any(Pending::is_to_run) {
+                return;
+            }
+        }
+
         // 6. Accepted: the objects join the repository, then the refs move.
         drop(objects);
         if let Some(quarantine) = quarantine {
@@ -498,6 +519,63 @@ impl Push<'_, '_> {
             }
         }
         self.update_refs(pending, channel);
+    }
+
+    /// The gate's step (see [`super::gate`]): refuse what cannot be forwarded, forward the
+    /// rest and refuse what upstream did not accept.
+    fn forward_upstream<W: Write>(
+        &self,
+        pending: &mut [Pending<'_>],
+        objects: gix_odb::Handle,
+        channel: &mut Channel<'_, W>,
+    ) {
+        let config = &self.receive_pack.config;
+        let Some(upstream) = config.upstream.clone() else {
+            return;
+        };
+        let atomic = self.list.capabilities.atomic;
+        let Some(forward) = self.receive_pack.forward.clone() else {
+            channel.error("gate has no upstream client");
+            for p in pending.iter_mut() {
+                p.refuse("gate has no upstream client");
+            }
+            return;
+        };
+        for p in pending.iter_mut().filter(|p| p.is_for_hook()) {
+            p.refuse("proc-receive refs cannot pass a gate");
+        }
+        if atomic && refuse_rest_if_any_failed(pending) {
+            return;
+        }
+        let indices: Vec<usize> = (0..pending.len())
+            .filter(|&index| pending[index].is_to_run())
+            .collect();
+        if indices.is_empty() {
+            return;
+        }
+        let job = super::gate::Job {
+            upstream,
+            updates: indices.iter().map(|&i| pending[i].as_update()).collect(),
+            atomic,
+            push_options: self
+                .push_options
+                .unwrap_or_default()
+                .iter()
+                .map(|option| option.to_str_lossy().into_owned())
+                .collect(),
+            objects,
+            timeout: config.upstream_timeout,
+        };
+        tracing::debug!(refs = indices.len(), upstream = %job.upstream, "forwarding upstream");
+        let results = super::gate::run(&forward, job, &mut channel.messages());
+        for (index, result) in indices.into_iter().zip(results) {
+            if let Some(reason) = super::gate::reason(&result) {
+                pending[index].refuse(reason);
+            }
+        }
+        if atomic {
+            refuse_rest_if_any_failed(pending);
+        }
     }
 
     /// git's `update_shallow_info()`: for each ref set to a commit, the client's shallow
@@ -1540,6 +1618,7 @@ struct Detached {
     nonce: Option<String>,
     budget: crate::budget::Budget,
     client: std::sync::Arc<str>,
+    forward: Option<std::sync::Arc<dyn super::gate::Forward>>,
 }
 
 impl From<&ReceivePack<'_>> for Detached {
@@ -1554,6 +1633,7 @@ impl From<&ReceivePack<'_>> for Detached {
             nonce: receive_pack.nonce.clone(),
             budget: receive_pack.budget.clone(),
             client: receive_pack.client.clone(),
+            forward: receive_pack.forward.clone(),
         }
     }
 }
@@ -1570,6 +1650,7 @@ impl Detached {
             nonce: self.nonce.clone(),
             budget: self.budget.clone(),
             client: self.client.clone(),
+            forward: self.forward.clone(),
         }
     }
 }
