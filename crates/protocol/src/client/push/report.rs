@@ -254,10 +254,7 @@ mod tests {
         );
         let reports = &report.refs[0].reports;
         assert_eq!(reports.len(), 1);
-        assert_eq!(
-            reports[0].ref_name,
-            Some(BString::from("refs/changes/1"))
-        );
+        assert_eq!(reports[0].ref_name, Some(BString::from("refs/changes/1")));
         assert_eq!(reports[0].old, ObjectId::from_hex(a.as_bytes()).ok());
         assert_eq!(reports[0].new, ObjectId::from_hex(b.as_bytes()).ok());
         assert!(reports[0].forced_update);
