@@ -678,6 +678,82 @@ mod tests {
         writer.into_inner()
     }
 
+    /// A remote that said `advertisement` and records what it was sent.
+    struct Memory {
+        answer: io::Cursor<Vec<u8>>,
+        sent: Vec<u8>,
+    }
+
+    impl Connection for Memory {
+        fn stateless(&self) -> bool {
+            false
+        }
+        fn reader(&mut self) -> &mut dyn io::BufRead {
+            &mut self.answer
+        }
+        fn writer(&mut self) -> &mut dyn Write {
+            &mut self.sent
+        }
+        fn end_request(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> io::Result<()> {
+            // At most the empty command list.
+            assert!(
+                self.sent.is_empty() || self.sent == b"0000",
+                "{:?}",
+                self.sent
+            );
+            Ok(())
+        }
+    }
+
+    fn push_to(advertisement: &[&[u8]], options: &PushOptions) -> Result<PushReport, PushError> {
+        let answer = io::Cursor::new(framed(advertisement, true));
+        let connection = Box::new(Memory {
+            answer,
+            sent: Vec::new(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let db = gix_odb::at(dir.path(), gix_hash::Kind::Sha1).unwrap();
+        push(connection, &db, &[], options, &mut Vec::new())
+    }
+
+    #[test]
+    fn refusals_before_anything_is_sent() {
+        let v2 = push_to(
+            &[b"version 2\n", b"agent=git/2.47\n"],
+            &PushOptions::default(),
+        );
+        assert!(matches!(v2, Err(PushError::ProtocolV2)), "{v2:?}");
+        let zero = "0".repeat(40);
+        let empty = format!("{zero} capabilities^{{}}\0report-status delete-refs\n");
+        let atomic = PushOptions {
+            atomic: true,
+            ..PushOptions::default()
+        };
+        let err = push_to(&[empty.as_bytes()], &atomic).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the receiving end does not support --atomic push"
+        );
+        let options = PushOptions {
+            push_options: vec!["x".into()],
+            ..PushOptions::default()
+        };
+        let err = push_to(&[empty.as_bytes()], &options).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the receiving end does not support push options"
+        );
+        let sha256 = format!("{zero} capabilities^{{}}\0report-status object-format=sha256\n");
+        let err = push_to(&[sha256.as_bytes()], &PushOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("hash algorithm"), "{err}");
+        // Nothing to do: the empty command list, nothing else.
+        let report = push_to(&[empty.as_bytes()], &PushOptions::default()).unwrap();
+        assert!(report.refs.is_empty());
+    }
+
     #[test]
     fn sideband_report_with_progress() {
         let inner = framed(&[b"unpack ok\n", b"ok refs/heads/main\n"], true);
