@@ -5,8 +5,9 @@
 //! thin pack). Times are the client's process tree under GNU time, receive-pack included.
 //!
 //! The warm-up run of each client is checked: the server's ref must be the client's value
-//! and the server must pass `git fsck`; the row's pack size is what the push added to the
-//! server's `objects/pack`.
+//! and the server must pass `git fsck`; the row's objects and pack size are what the push
+//! added to the server's packs (`receive.unpackLimit=1` keeps the pack as received, with the
+//! bases `index-pack --fix-thin` appended).
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -64,7 +65,7 @@ pub(super) fn measure(
             bitmaps: false,
         },
     ];
-    let prepare = || -> anyhow::Result<u64> {
+    let prepare = || -> anyhow::Result<(u64, u64)> {
         let _ = fs::remove_dir_all(&server_repo);
         let status = Command::new("cp")
             .arg("-a")
@@ -73,7 +74,9 @@ pub(super) fn measure(
             .status()
             .context("copying the repository")?;
         ensure!(status.success(), "cp -a failed");
-        pack_size(&server_repo)
+        // The push's pack is kept as received (completed), not exploded, to be measured.
+        git.run(Some(&server_repo), &["config", "receive.unpackLimit", "1"])?;
+        Ok((pack_size(&server_repo)?, in_pack(git, &server_repo)?))
     };
     let run = |client: &Server| -> anyhow::Result<Sample> {
         let times = work.join("time");
@@ -98,7 +101,7 @@ pub(super) fn measure(
         &clients,
         runs,
         |_, client| {
-            let before = prepare()?;
+            let (bytes_before, objects_before) = prepare()?;
             run(client)?;
             let value = git.run(Some(&server_repo), &["rev-parse", &refname])?;
             ensure!(
@@ -110,10 +113,10 @@ pub(super) fn measure(
                 Some(&server_repo),
                 &["fsck", "--no-progress", "--no-dangling"],
             )?;
-            let added = pack_size(&server_repo)?.saturating_sub(before);
+            let objects = in_pack(git, &server_repo)?.saturating_sub(objects_before);
             Ok(Checked {
-                objects: 0,
-                pack_bytes: added,
+                objects: u32::try_from(objects).unwrap_or(u32::MAX),
+                pack_bytes: pack_size(&server_repo)?.saturating_sub(bytes_before),
             })
         },
         |_, client| {
@@ -123,6 +126,16 @@ pub(super) fn measure(
     );
     let _ = fs::remove_dir_all(&server_repo);
     Ok(rows)
+}
+
+/// `in-pack` of `git count-objects -v`.
+fn in_pack(git: &Git<'_>, repo: &Path) -> anyhow::Result<u64> {
+    let output = git.run(Some(repo), &["count-objects", "-v"])?;
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("in-pack: "))
+        .and_then(|value| value.trim().parse().ok())
+        .context("no in-pack count")
 }
 
 /// The size of the repository's `.pack` files together.
