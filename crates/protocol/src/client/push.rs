@@ -10,6 +10,12 @@
 //! Each ref's [`RefStatus`] says exactly which of these happened: sent and accepted (`Ok`),
 //! not needed (`UpToDate`), refused by the remote (`Refused`), never sent (`NotSent`), or sent
 //! without an answer (`Unknown`: the connection ended before the report).
+//!
+//! The remote's answer is read only once the whole pack is written (git reads it on a
+//! demultiplexing thread meanwhile): over a stream, what the remote says while it receives
+//! (index-pack's throttled progress) waits in the connection's buffers, well below a pipe's
+//! 64 KiB for any push; a remote that wrote far more before reading the pack's end would
+//! stall the push until the connection's timeout.
 
 pub mod decide;
 pub mod report;
