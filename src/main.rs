@@ -8,6 +8,7 @@ mod http_backend;
 mod maintenance;
 mod mirror;
 mod passwd;
+mod push;
 mod serve;
 mod trim;
 
@@ -58,6 +59,9 @@ pub(crate) enum Command {
     HttpBackend(http_backend::HttpBackendArgs),
     /// Repository maintenance as `git maintenance`: repack, prune, commit-graph, pack-refs.
     Maintenance(maintenance::MaintenanceArgs),
+    /// Push to a git server with packgate's own send-pack: `push <url> <refspec>…`, as
+    /// `git push`.
+    Push(Box<push::PushArgs>),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Passwd(args) => passwd::passwd(args),
         Command::HttpBackend(args) => http_backend::http_backend(args),
         Command::Maintenance(args) => maintenance::maintenance(args),
+        Command::Push(args) => push::push(*args),
     };
     match result {
         Ok(code) => code,

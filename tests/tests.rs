@@ -58,6 +58,10 @@
 //!   tampered (`B`), the same as git's receive-pack tells its hooks.
 //! - `receive_fsck`: `receive.fsckObjects` as git's `index-pack --strict`: `receive.fsck.*`
 //!   severities and skip lists, warnings, packs lacking what their objects name.
+//! - `push_client`: `packgate push` (packgate's send-pack) into `packgate receive-pack` and
+//!   `git receive-pack`: new branch, fast-forward, tag, delete, non-fast-forward and fetch
+//!   first (not sent), forced, the remote's refusals, leases, atomic, push options, hook
+//!   output, thin packs, a stateless connection, a remote killed after the pack (unknown).
 //! - `receive_pack`: `git push` through `packgate receive-pack`: updates, config, hooks, atomic,
 //!   concurrent pushers; pushes cut off mid-pack (client killed, input ended, `--timeout`)
 //!   leave nothing behind.
@@ -138,6 +142,7 @@ mod namespaces;
 mod pack_cache;
 mod proc_receive;
 mod push_cert;
+mod push_client;
 mod receive_fsck;
 mod receive_pack;
 mod ref_names;

@@ -47,6 +47,9 @@
 //! - `push-large`, `push-large-x4`: a push of a 1 GiB blob of zeros into an empty
 //!   repository, one at a time and four at once: see [`large_push`].
 //!
+//! - `push-client`: the client side: `packgate push` against `git push`, both into
+//!   `git receive-pack`: see [`push_client`].
+//!
 //! # Maintenance (`repack`, `auto-gc`)
 //!
 //! `packgate maintenance run` against `git repack -adb` and `git gc --auto`, each run on a
@@ -91,6 +94,7 @@ mod large_push;
 mod measure;
 mod partial;
 mod push;
+mod push_client;
 mod refs;
 mod repack;
 mod results;
@@ -205,6 +209,9 @@ enum Scenario {
     PushLarge,
     /// Four such pushes at once.
     PushLargeX4,
+    /// The push client: `packgate push` against `git push` of 10 new commits, both into
+    /// `git receive-pack`.
+    PushClient,
     /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
     Connections,
     /// A full `ls-refs` (peel, symrefs) of the fixture with 50,000 more refs.
@@ -245,6 +252,7 @@ impl Scenario {
             Scenario::PushIncremental => "push-incremental",
             Scenario::PushLarge => "push-large",
             Scenario::PushLargeX4 => "push-large-x4",
+            Scenario::PushClient => "push-client",
             Scenario::Connections => "connections",
             Scenario::LsRefs => "ls-refs",
             Scenario::NoopFetch => "noop-fetch",
@@ -276,7 +284,10 @@ impl Scenario {
     fn is_push(self) -> bool {
         matches!(
             self,
-            Scenario::Push | Scenario::PushMirror | Scenario::PushIncremental
+            Scenario::Push
+                | Scenario::PushMirror
+                | Scenario::PushIncremental
+                | Scenario::PushClient
         ) || self.is_large_push()
     }
 
@@ -501,6 +512,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     results.push(Outcome {
                         scenario,
                         note: push.note(scenario),
+                        rows,
+                    });
+                    continue;
+                }
+                Scenario::PushClient => {
+                    let rows =
+                        push_client::measure(&git, &work, &args, &base, &packgate, args.runs)?;
+                    results.push(Outcome {
+                        scenario,
+                        note: format!(
+                            "the client side: {BEHIND} new commits on the default branch (the \
+                             fixture's `ahead{BEHIND}` copy) pushed into a fresh copy of the \
+                             fixture served by `git receive-pack` for both clients; times are \
+                             the client's process tree (receive-pack included); pack = what \
+                             the push added to the server"
+                        ),
                         rows,
                     });
                     continue;

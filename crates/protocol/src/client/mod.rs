@@ -6,5 +6,7 @@
 //!
 //! * [`advertisement`]: what a server says first (v0's refs and capabilities, or v2's
 //!   capabilities), read once for both clients.
+//! * [`push`]: send-pack, the push client.
 
 pub mod advertisement;
+pub mod push;
