@@ -13,7 +13,6 @@ use packgate::protocol::client::push::{
     push as send_pack, Expected, PushCommand, PushOptions, RefResult, RefStatus,
 };
 use packgate::protocol::repository::{Head, PathLookup, Repository};
-use packgate::transport::client::Client;
 use packgate::wire::client::{ConnectOptions, Connector, WireVersion};
 use packgate::wire::service::Service;
 
@@ -91,9 +90,7 @@ pub(crate) fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let client = Client {
-        local_executable: Some(std::env::current_exe().context("the packgate executable")?),
-    };
+    let client = crate::serve::client();
     let options = ConnectOptions {
         version,
         program: args.receive_pack.clone(),

@@ -321,11 +321,20 @@ fn namespaces(settings: &Settings, registry: &Registry) -> anyhow::Result<Namesp
     Ok(namespaces)
 }
 
-/// The push client gated repositories forward with: none yet in this build (the lead plugs
-/// in `client::push::push`); gated repositories then refuse pushes ("gate has no upstream
-/// client").
+/// The connector packgate's own clients use: every transport, and this executable for local
+/// paths (`<exe> upload-pack <path>`, never git).
+pub(crate) fn client() -> packgate::transport::client::Client {
+    packgate::transport::client::Client {
+        local_executable: std::env::current_exe().ok(),
+        ..Default::default()
+    }
+}
+
+/// The push client gated repositories forward with.
 fn forward() -> Option<Arc<dyn packgate::protocol::receive_pack::gate::Forward>> {
-    None
+    Some(Arc::new(
+        packgate::protocol::client::upstream::PushForward::new(Arc::new(client())),
+    ))
 }
 
 /// The fetch client refreshes run: none yet in this build (the lead plugs in

@@ -46,3 +46,18 @@ pub mod registry;
 pub mod repository;
 pub mod upload_pack;
 pub mod upstream;
+
+/// An error with its sources, on one line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        let next = err.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = err.source();
+    }
+    text
+}

@@ -7,6 +7,9 @@
 //! * [`advertisement`]: what a server says first (v0's refs and capabilities, or v2's
 //!   capabilities), read once for both clients.
 //! * [`push`]: send-pack, the push client.
+//! * [`upstream`]: the gate's [`Forward`](crate::receive_pack::gate::Forward) made of the push
+//!   client.
 
 pub mod advertisement;
 pub mod push;
+pub mod upstream;

@@ -10,6 +10,7 @@
 //! would be harder to read, not easier. Its siblings hold what is separate already (commands,
 //! configuration, report, messages).
 
+use crate::error_chain;
 use std::io::{BufRead, Write};
 
 use bstr::{BString, ByteSlice};
@@ -1584,21 +1585,6 @@ pub(super) fn pause_for_tests(variable: &str) {
     while marker.exists() && started.elapsed() < LIMIT {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-}
-
-/// An error with its sources, on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(err) = source {
-        let next = err.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = err.source();
-    }
-    text
 }
 
 /// What indexing a pushed pack is expected to hold, for the budget: gix-pack's entry tree

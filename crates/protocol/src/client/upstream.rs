@@ -1,0 +1,106 @@
+//! The real upstream clients of a gate and a mirror: [`PushForward`] forwards a gated push
+//! with [`push`](super::push::push), over whatever [`Connector`] the application gives it (the
+//! `packgate` binary gives `transport::client::Client`).
+
+use std::{
+    io::Write,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use packgate_wire::client::{ConnectError, ConnectOptions, Connector, WireVersion};
+use packgate_wire::service::Service;
+
+use super::push::{self, Expected, PushCommand, PushError, PushOptions, RefStatus};
+use crate::error_chain;
+use crate::receive_pack::gate::{Forward, ForwardRequest, Forwarded};
+
+/// The shortest bound a forwarding's connection gets, even when the deadline is nearer: a
+/// connection with no time at all would fail for nothing.
+const MINIMUM_WAIT: Duration = Duration::from_millis(100);
+
+/// A gate's [`Forward`]: pushes each update upstream with the gate's old value as the
+/// expected one (`--force-with-lease=<ref>:<old>`), so upstream moves only from the state the
+/// gate and the pushing client agreed on; a fast-forward rule is the gate's own (its
+/// `receive.denyNonFastForwards` and hooks ran already) and upstream's, which applies its
+/// own on top.
+pub struct PushForward {
+    connector: Arc<dyn Connector>,
+}
+
+impl PushForward {
+    /// Forwards over `connector`.
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        PushForward { connector }
+    }
+}
+
+impl std::fmt::Debug for PushForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushForward").finish_non_exhaustive()
+    }
+}
+
+impl Forward for PushForward {
+    fn forward(&self, request: &ForwardRequest<'_>, progress: &mut dyn Write) -> Vec<Forwarded> {
+        let count = request.updates.len();
+        let all = |outcome: Forwarded| vec![outcome; count];
+        let mut commands = Vec::with_capacity(count);
+        for update in request.updates {
+            let name = match gix_ref::FullName::try_from(update.name.clone()) {
+                Ok(name) => name,
+                Err(err) => return all(Forwarded::Refused(format!("invalid ref name: {err}"))),
+            };
+            commands.push(PushCommand {
+                name,
+                new: update.new,
+                expected: Expected::Exactly(update.old),
+                force: true,
+            });
+        }
+        let wait = request
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .max(MINIMUM_WAIT);
+        let options = ConnectOptions {
+            version: WireVersion::V0,
+            timeout: Some(wait),
+            ..ConnectOptions::default()
+        };
+        let connection =
+            match self
+                .connector
+                .connect(request.upstream, Service::ReceivePack, &options)
+            {
+                Ok(connection) => connection,
+                Err(err @ ConnectError::Refused(_)) => {
+                    return all(Forwarded::Refused(err.to_string()))
+                }
+                Err(err) => return all(Forwarded::Unreachable(err.to_string())),
+            };
+        let options = PushOptions {
+            atomic: request.atomic,
+            push_options: request.push_options.to_vec(),
+            ..PushOptions::default()
+        };
+        match push::push(connection, request.objects, &commands, &options, progress) {
+            Ok(report) => report
+                .refs
+                .into_iter()
+                .map(|result| match result.status {
+                    RefStatus::Ok { .. } | RefStatus::UpToDate => Forwarded::Accepted,
+                    RefStatus::Refused(reason) | RefStatus::NotSent(reason) => {
+                        Forwarded::Refused(reason)
+                    }
+                    RefStatus::Unknown(reason) => {
+                        Forwarded::Unreachable(format!("outcome unknown: {reason}"))
+                    }
+                })
+                .collect(),
+            Err(err @ (PushError::Io(_) | PushError::Advertisement(_))) => {
+                all(Forwarded::Unreachable(error_chain(&err)))
+            }
+            Err(err) => all(Forwarded::Refused(error_chain(&err))),
+        }
+    }
+}
