@@ -4,6 +4,7 @@
 mod budget;
 mod config;
 mod daemon;
+mod fetch;
 mod http_backend;
 mod maintenance;
 mod passwd;
@@ -57,6 +58,12 @@ pub(crate) enum Command {
     HttpBackend(http_backend::HttpBackendArgs),
     /// Repository maintenance as `git maintenance`: repack, prune, commit-graph, pack-refs.
     Maintenance(maintenance::MaintenanceArgs),
+    /// Fetch refs and objects from another repository into a local one (git's
+    /// `git fetch <url> <refspec>…`), with packgate's own client.
+    Fetch(fetch::FetchArgs),
+    /// Create a bare mirror of a repository (`git clone --mirror`), or bring one up to date:
+    /// every ref, deleted ones pruned, HEAD as the remote's.
+    Mirror(fetch::MirrorArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
         Command::Passwd(args) => passwd::passwd(args),
         Command::HttpBackend(args) => http_backend::http_backend(args),
         Command::Maintenance(args) => maintenance::maintenance(args),
+        Command::Fetch(args) => fetch::fetch(args),
+        Command::Mirror(args) => fetch::mirror(args),
     };
     match result {
         Ok(code) => code,
