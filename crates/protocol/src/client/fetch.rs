@@ -26,6 +26,7 @@
 //! Not here: shallow fetches (`--depth`), partial clone filters, `packfile-uris`, fetching
 //! by object id, submodules.
 
+mod complete;
 pub mod refspec;
 mod sideband;
 mod wire;
@@ -327,10 +328,10 @@ pub fn fetch(
             options.algorithm,
         );
         negotiator.use_commit_graph(repo.commit_graph());
-        for remote in &remote_refs {
-            if let Some(id) = remote.id.filter(|id| repo.has_object(id)) {
-                negotiator.known_common(repo.objects(), &id)?;
-            }
+        let remote_ids: Vec<ObjectId> = remote_refs.iter().filter_map(|r| r.id).collect();
+        let local_ids: Vec<ObjectId> = local_records.iter().map(|r| r.id).collect();
+        for id in complete::known_common(repo.objects(), &remote_ids, &local_ids) {
+            negotiator.known_common(repo.objects(), &id)?;
         }
         for record in &local_records {
             negotiator.add_tip(repo.objects(), &record.id)?;
