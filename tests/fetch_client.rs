@@ -402,6 +402,8 @@ struct StatelessRpc {
     request: Vec<u8>,
     response: Cursor<Vec<u8>>,
     requests: usize,
+    /// Answers are cut to this many bytes (a server that died midway).
+    cut: Option<usize>,
 }
 
 impl StatelessRpc {
@@ -412,6 +414,7 @@ impl StatelessRpc {
             request: Vec::new(),
             response: Cursor::new(Vec::new()),
             requests: 0,
+            cut: None,
         };
         connection.response = Cursor::new(connection.run(&["--advertise-refs"], Vec::new()));
         connection
@@ -443,7 +446,11 @@ impl Connection for StatelessRpc {
     fn end_request(&mut self) -> io::Result<()> {
         let request = std::mem::take(&mut self.request);
         self.requests += 1;
-        self.response = Cursor::new(self.run(&[], request));
+        let mut response = self.run(&[], request);
+        if let Some(cut) = self.cut {
+            response.truncate(cut);
+        }
+        self.response = Cursor::new(response);
         Ok(())
     }
     fn finish(self: Box<Self>) -> io::Result<()> {
@@ -636,5 +643,38 @@ fn a_fork_far_ahead_finds_the_base_with_no_more_haves_than_git() {
             &context,
         );
         fsck(&dir, &git, &pg_repo);
+    }
+}
+
+#[test]
+fn a_fetch_cut_off_mid_pack_leaves_nothing_visible() {
+    let git = Git::newest();
+    let dir = Dir::new("fetch-client-cut");
+    let source = dir.fixture(&preset_spec("small"));
+    let local = dir.join("local.git");
+    init_bare(&dir, &git, &local);
+    for version in [WireVersion::V2, WireVersion::V0] {
+        // The server's answer ends 20,000 bytes in: inside the pack.
+        let mut connection = StatelessRpc::new(&source.path, version);
+        connection.cut = Some(20_000);
+        let result = fetch::fetch(
+            Box::new(connection),
+            &open(&local),
+            &options(&["+refs/*:refs/*"]),
+            &mut io::sink(),
+        );
+        assert!(
+            matches!(result, Err(fetch::FetchError::Ingest(_))),
+            "{version:?}: {result:?}"
+        );
+        assert!(refs(&dir, &git, &local, &[]).is_empty(), "{version:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(local.join("objects"))
+            .unwrap()
+            .chain(std::fs::read_dir(local.join("objects/pack")).unwrap())
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("tmp_objdir") || name.ends_with(".pack"))
+            .collect();
+        assert!(leftovers.is_empty(), "{version:?}: {leftovers:?}");
+        fsck(&dir, &git, &local);
     }
 }
