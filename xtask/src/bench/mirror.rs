@@ -5,7 +5,9 @@
 //! `remote.origin.mirror`).
 //!
 //! Each side fetches from its own server over a local path: packgate serves itself
-//! (`packgate upload-pack`), git runs `git upload-pack`. GNU time's CPU therefore counts
+//! (`packgate upload-pack`), git runs `git upload-pack` (`clone --no-local`, so that it does
+//! not copy the object files instead; the update with `fetch.unpackLimit=1`, so that it
+//! keeps the pack as packgate does). GNU time's CPU therefore counts
 //! client and server, and its peak RSS is the larger of the two. Every run starts from a fresh
 //! destination (removed, or a `cp -a` of the fixture, outside the timed region). The warm-up
 //! run of each side is checked: the mirror's refs and `HEAD` equal the source's; the pack
@@ -70,6 +72,9 @@ pub(super) fn measure(
                 ("remote.origin.url", url.as_str()),
                 ("remote.origin.fetch", "+refs/*:refs/*"),
                 ("remote.origin.mirror", "true"),
+                // git keeps the pack, as packgate always does (else fewer than 100
+                // objects become loose ones).
+                ("fetch.unpackLimit", "1"),
             ] {
                 git.run(Some(&mirror), &["config", key, value])?;
             }
@@ -162,7 +167,8 @@ fn run(
         }
         (false, false) => {
             command
-                .args(["clone", "--mirror", "--quiet"])
+                // --no-local: through upload-pack, not a copy of the object files.
+                .args(["clone", "--mirror", "--no-local", "--quiet"])
                 .arg(source)
                 .arg(mirror);
         }
