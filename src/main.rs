@@ -4,6 +4,7 @@
 mod budget;
 mod config;
 mod daemon;
+mod fetch;
 mod http_backend;
 mod maintenance;
 mod mirror;
@@ -62,6 +63,12 @@ pub(crate) enum Command {
     /// Push to a git server with packgate's own send-pack: `push <url> <refspec>…`, as
     /// `git push`.
     Push(Box<push::PushArgs>),
+    /// Fetch refs and objects from another repository into a local one (git's
+    /// `git fetch <url> <refspec>…`), with packgate's own client.
+    Fetch(fetch::FetchArgs),
+    /// Create a bare mirror of a repository (`git clone --mirror`), or bring one up to date:
+    /// every ref, deleted ones pruned, HEAD as the remote's.
+    Mirror(fetch::MirrorArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -110,6 +117,8 @@ fn main() -> ExitCode {
         Command::HttpBackend(args) => http_backend::http_backend(args),
         Command::Maintenance(args) => maintenance::maintenance(args),
         Command::Push(args) => push::push(*args),
+        Command::Fetch(args) => fetch::fetch(args),
+        Command::Mirror(args) => fetch::mirror(args),
     };
     match result {
         Ok(code) => code,

@@ -337,11 +337,11 @@ fn forward() -> Option<Arc<dyn packgate::protocol::receive_pack::gate::Forward>>
     ))
 }
 
-/// The fetch client refreshes run: none yet in this build (the lead plugs in
-/// `client::fetch::fetch`); `packgate.refreshOnFetch` then does nothing and `[[mirror]]` is
-/// refused.
+/// The fetch client gated repositories (`packgate.refreshOnFetch`) and mirrors refresh with.
 fn refresh() -> Option<Arc<dyn packgate::protocol::upstream::Refresh>> {
-    None
+    Some(Arc::new(
+        packgate::protocol::client::upstream::FetchRefresh::new(Arc::new(client())),
+    ))
 }
 
 /// The upstream clients of a front-end without a configuration file (`daemon`,
@@ -380,9 +380,6 @@ fn upstreams(settings: &Settings, registry: &Registry) -> anyhow::Result<Upstrea
         upstreams
             .repositories
             .insert(canonical(repo.git_dir()), url.clone());
-    }
-    if !settings.mirrors.is_empty() && upstreams.refresher.is_none() {
-        anyhow::bail!("[[mirror]] needs packgate's fetch client, which this build does not have");
     }
     Ok(upstreams)
 }

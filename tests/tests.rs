@@ -23,6 +23,11 @@
 //! - `fetch_v0`: protocol v0 and v1 over stdio, git:// (`serve`, `daemon`) and HTTP (`serve`,
 //!   `http-backend`): clones, fetches, a fork far ahead, an empty repository; the
 //!   advertisement against git's.
+//! - `fetch_client`: packgate's own fetch client (`packgate fetch`, `packgate mirror`, and
+//!   a stateless connection in the test) against git's and packgate's upload-pack, v2/v1/v0:
+//!   refs equal `git ls-remote`, fsck, non-fast-forward, tags, prune, a mirror equal to `git
+//!   clone --mirror`, an empty remote, and a fork 3000 commits ahead (no more haves, no
+//!   bigger pack than `git fetch`).
 //! - `fetch_features`: `want-ref`, `wait-for-done`, `sideband-all`, `packfile-uris`,
 //!   `session-id`, `object-info` and `bundle-uri` through git 2.47 and 2.39 (stdio, git://,
 //!   HTTP in `serve` and `http-backend`) and request by request against `git upload-pack`'s
@@ -124,6 +129,7 @@ mod clone;
 mod crash;
 mod daemon;
 mod fetch;
+mod fetch_client;
 mod fetch_features;
 mod fetch_v0;
 mod filter;

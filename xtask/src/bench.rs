@@ -55,6 +55,11 @@
 //! `packgate maintenance run` against `git repack -adb` and `git gc --auto`, each run on a
 //! fresh copy: see [`repack`].
 //!
+//! # Mirrors (`mirror` = `mirror-clone` and `mirror-update`)
+//!
+//! `packgate mirror` against `git clone --mirror` and `git fetch` of a mirror, client and
+//! server together: see [`mirror`].
+//!
 //! # Measurements
 //!
 //! What is measured per run: wall time (our own clock around the process), user+system CPU
@@ -92,6 +97,7 @@ mod git;
 mod incremental;
 mod large_push;
 mod measure;
+mod mirror;
 mod partial;
 mod push;
 mod push_client;
@@ -128,7 +134,9 @@ pub struct BenchArgs {
     /// listings with 50,000 more refs), `connections` (idle git:// connections and
     /// `ls-refs` sessions against `git daemon`; runs alone), `repack` (a full repack with
     /// a bitmap against `git repack -adb`), `auto-gc` (`--auto` maintenance after 100 pushes
-    /// against `git gc --auto`), or `clone-repeat` and
+    /// against `git gc --auto`), `mirror-clone` and `mirror-update` (`packgate mirror`
+    /// against `git clone --mirror` and `git fetch` of a mirror; `mirror` for both), or
+    /// `clone-repeat` and
     /// `clone-concurrent` (clones from `packgate daemon` and `git daemon`, see
     /// `--repeat` and `--clients`; apart from the others).
     #[arg(value_enum, required = true)]
@@ -235,6 +243,14 @@ enum Scenario {
     /// `--auto` maintenance after 100 pushes: `packgate maintenance run --auto` against
     /// `git gc --auto`.
     AutoGc,
+    /// Both mirror scenarios.
+    Mirror,
+    /// `packgate mirror` of the fixture into a new directory against `git clone --mirror`
+    /// (client and server together).
+    MirrorClone,
+    /// A mirror of the fixture updated from its copy 10 commits ahead: `packgate mirror`
+    /// against `git fetch --prune` of a mirror remote.
+    MirrorUpdate,
 }
 
 impl Scenario {
@@ -262,6 +278,9 @@ impl Scenario {
             Scenario::Soak => "soak",
             Scenario::Repack => "repack",
             Scenario::AutoGc => "auto-gc",
+            Scenario::Mirror => "mirror",
+            Scenario::MirrorClone => "mirror-clone",
+            Scenario::MirrorUpdate => "mirror-update",
         }
     }
 
@@ -571,8 +590,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     });
                     continue;
                 }
+                Scenario::MirrorClone | Scenario::MirrorUpdate => {
+                    let (note, rows) =
+                        mirror::measure(&git, &args, &work, scenario, &packgate, &base)?;
+                    results.push(Outcome {
+                        scenario,
+                        note,
+                        rows,
+                    });
+                    continue;
+                }
                 // Replaced by its parts in `expand`; run alone, above.
                 Scenario::Push
+                | Scenario::Mirror
                 | Scenario::Connections
                 | Scenario::Soak
                 | Scenario::CloneRepeat
@@ -641,6 +671,7 @@ fn expand(scenarios: &[Scenario]) -> Vec<Scenario> {
     for &scenario in scenarios {
         let parts: &[Scenario] = match scenario {
             Scenario::Push => &[Scenario::PushMirror, Scenario::PushIncremental],
+            Scenario::Mirror => &[Scenario::MirrorClone, Scenario::MirrorUpdate],
             _ => std::slice::from_ref(&scenario),
         };
         for &part in parts {

@@ -6,10 +6,12 @@
 //!
 //! * [`advertisement`]: what a server says first (v0's refs and capabilities, or v2's
 //!   capabilities), read once for both clients.
+//! * [`fetch`]: `git fetch` and `git clone --mirror` into a local repository.
 //! * [`push`]: send-pack, the push client.
 //! * [`upstream`]: the gate's [`Forward`](crate::receive_pack::gate::Forward) made of the push
-//!   client.
+//!   client, and the [`Refresh`](crate::upstream::Refresh) made of the fetch client.
 
 pub mod advertisement;
+pub mod fetch;
 pub mod push;
 pub mod upstream;

@@ -1,9 +1,11 @@
 //! The real upstream clients of a gate and a mirror: [`PushForward`] forwards a gated push
-//! with [`push`](super::push::push), over whatever [`Connector`] the application gives it (the
-//! `packgate` binary gives `transport::client::Client`).
+//! with [`push`](super::push::push), [`FetchRefresh`] brings a gated repository or a mirror
+//! up to date with [`fetch`](super::fetch::fetch), over whatever [`Connector`] the
+//! application gives them (the `packgate` binary gives `transport::client::Client`).
 
 use std::{
     io::Write,
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -11,9 +13,12 @@ use std::{
 use packgate_wire::client::{ConnectError, ConnectOptions, Connector, WireVersion};
 use packgate_wire::service::Service;
 
+use super::fetch::{self, FetchOptions};
 use super::push::{self, Expected, PushCommand, PushError, PushOptions, RefStatus};
 use crate::error_chain;
 use crate::receive_pack::gate::{Forward, ForwardRequest, Forwarded};
+use crate::repository::{PathLookup, Repository};
+use crate::upstream::Refresh;
 
 /// The shortest bound a forwarding's connection gets, even when the deadline is nearer: a
 /// connection with no time at all would fail for nothing.
@@ -58,10 +63,7 @@ impl Forward for PushForward {
                 force: true,
             });
         }
-        let wait = request
-            .deadline
-            .saturating_duration_since(Instant::now())
-            .max(MINIMUM_WAIT);
+        let wait = time_left(request.deadline);
         let options = ConnectOptions {
             version: WireVersion::V0,
             timeout: Some(wait),
@@ -102,5 +104,69 @@ impl Forward for PushForward {
             }
             Err(err) => all(Forwarded::Refused(error_chain(&err))),
         }
+    }
+}
+
+/// The time left until `deadline`, at least [`MINIMUM_WAIT`].
+fn time_left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(MINIMUM_WAIT)
+}
+
+/// A gate's or a mirror's [`Refresh`]: fetches every ref of upstream as `packgate mirror`
+/// does (`+refs/*:refs/*`, deleted refs pruned, `HEAD` as upstream's), creating the mirror
+/// repository first if it does not exist. Refs move only after the pack is checked and its
+/// objects migrated, so a reader never sees a half-fetched state.
+pub struct FetchRefresh {
+    connector: Arc<dyn Connector>,
+}
+
+impl FetchRefresh {
+    /// Refreshes over `connector`.
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        FetchRefresh { connector }
+    }
+}
+
+impl std::fmt::Debug for FetchRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchRefresh").finish_non_exhaustive()
+    }
+}
+
+impl Refresh for FetchRefresh {
+    fn refresh(&self, git_dir: &Path, upstream: &str, deadline: Instant) -> Result<(), String> {
+        let missing = !git_dir.exists()
+            || std::fs::read_dir(git_dir)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
+        if missing {
+            fetch::init_mirror(git_dir, upstream)
+                .map_err(|err| format!("could not create {}: {err}", git_dir.display()))?;
+        }
+        let repo =
+            Repository::open(git_dir, PathLookup::Strict, None).map_err(|err| error_chain(&err))?;
+        let options = ConnectOptions {
+            timeout: Some(time_left(deadline)),
+            ..ConnectOptions::default()
+        };
+        let connection = self
+            .connector
+            .connect(upstream, Service::UploadPack, &options)
+            .map_err(|err| format!("could not connect to '{upstream}': {err}"))?;
+        let options = FetchOptions {
+            mirror: true,
+            quiet: true,
+            ..FetchOptions::default()
+        };
+        let outcome = fetch::fetch(connection, &repo, &options, &mut std::io::sink())
+            .map_err(|err| error_chain(&err))?;
+        tracing::debug!(
+            git_dir = %git_dir.display(),
+            changes = outcome.changes.len(),
+            "refreshed from upstream"
+        );
+        Ok(())
     }
 }
