@@ -177,11 +177,53 @@ pub(super) fn run(
     }
 }
 
+/// `packgate.upstream` as the gate uses it: a relative local path is taken relative to the
+/// repository's git directory, where git runs a push's hooks (a `git push ../other.git` in a
+/// hook means the same), not to wherever the server happened to start. URLs (`scheme://…`),
+/// scp-like `host:path`, absolute paths and `~…` are kept as they are.
+pub(super) fn resolve_upstream(upstream: &str, git_dir: &std::path::Path) -> String {
+    let is_url = upstream.contains("://");
+    // git's rule: a colon before the first slash makes `host:path` (ssh).
+    let scp_like = upstream
+        .find(':')
+        .is_some_and(|colon| upstream.find('/').is_none_or(|slash| colon < slash));
+    if is_url || scp_like || upstream.starts_with('/') || upstream.starts_with('~') {
+        return upstream.to_owned();
+    }
+    git_dir.join(upstream).to_string_lossy().into_owned()
+}
+
 /// The `ng` reason of an update upstream did not accept; `None` if it did.
 pub(super) fn reason(result: &Forwarded) -> Option<String> {
     match result {
         Forwarded::Accepted => None,
         Forwarded::Refused(why) => Some(format!("upstream: {why}")),
         Forwarded::Unreachable(why) => Some(format!("upstream unreachable: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::resolve_upstream;
+
+    #[test]
+    fn relative_local_upstreams_are_relative_to_the_git_dir() {
+        let git_dir = Path::new("/srv/git/gate.git");
+        for (upstream, resolved) in [
+            ("../up.git", "/srv/git/gate.git/../up.git"),
+            ("up stream.git", "/srv/git/gate.git/up stream.git"),
+            ("./a/b:c", "/srv/git/gate.git/./a/b:c"),
+            ("/abs/up.git", "/abs/up.git"),
+            ("~/up.git", "~/up.git"),
+            ("git://host/up.git", "git://host/up.git"),
+            ("file:///srv/up.git", "file:///srv/up.git"),
+            ("https://host/up.git", "https://host/up.git"),
+            ("host:up.git", "host:up.git"),
+            ("user@host:dir/up.git", "user@host:dir/up.git"),
+        ] {
+            assert_eq!(resolve_upstream(upstream, git_dir), resolved, "{upstream}");
+        }
     }
 }
