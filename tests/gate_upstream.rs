@@ -317,6 +317,38 @@ fn packgate_daemon_gates_too() {
     clean_and_secret_pushes(&setup, &gate.url("/gate.git"), "daemon", "packgate daemon");
 }
 
+/// `serve --config` with `upstream = <url>` at the top of the TOML: every repository of the
+/// root is gated in front of `<url>/<path below root>`.
+#[test]
+fn a_toml_upstream_gates_the_root() {
+    let git = Git::newest();
+    let mut setup = Setup::new("gate-up-toml", &git, 30);
+    // Upstream serves the repository under the gate's name.
+    let renamed = setup.upstream.with_file_name("gate.git");
+    std::fs::rename(&setup.upstream, &renamed).unwrap();
+    setup.upstream = renamed;
+    let base_path = format!("--base-path={}", setup.upstream.parent().unwrap().display());
+    let upstream = Daemon::start_git(
+        &setup.dir,
+        &git,
+        &["--export-all", "--enable=receive-pack", &base_path],
+    );
+    let toml = setup.dir.join("gate.toml");
+    let base_url = upstream.url("");
+    write_file(&toml, format!("upstream = \"{base_url}\"\n").as_bytes());
+    let mut options = ServerOptions::new(Push::AllowedWithoutAuthentication);
+    options.config = Some(toml);
+    let gate = Server::start_with(&setup.gate_root, &options);
+    for url in [gate.git_url("gate.git"), gate.http_url("gate.git")] {
+        let branch = if url.starts_with("http") {
+            "toml-http"
+        } else {
+            "toml-git"
+        };
+        clean_and_secret_pushes(&setup, &url, branch, &format!("TOML upstream via {url}"));
+    }
+}
+
 /// A local path with a space as the upstream (the gate runs `packgate receive-pack` on it),
 /// absolute and relative: a relative one is relative to the gate's git directory, where git
 /// runs a push's hooks (so a `git push ../x.git` in a hook means the same), not to wherever

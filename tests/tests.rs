@@ -36,7 +36,8 @@
 //!   concurrent fetches share one refresh, an HTTP fetch refreshes once (on its GET), a
 //!   failing refresh still serves.
 //! - `gate_upstream`: the gate with the real binary: git 2.47 and 2.39 push to `packgate serve`
-//!   (git:// and HTTP) and `packgate daemon` gated in front of `git daemon
+//!   (git:// and HTTP; `packgate.upstream` or the TOML's `upstream`) and `packgate daemon`
+//!   gated in front of `git daemon
 //!   --enable=receive-pack`, `packgate serve` or a local path with a space: clean pushes land
 //!   in both, a secret-scanning `pre-receive` keeps a key from both, upstream's refusals
 //!   (non-fast-forward, a stale lease) reach the client, a down or stalled upstream fails
