@@ -37,12 +37,12 @@
 //!   failing refresh still serves.
 //! - `gate_upstream`: the gate with the real binary: git 2.47 and 2.39 push to `packgate serve`
 //!   (git:// and HTTP; `packgate.upstream` or the TOML's `upstream`) and `packgate daemon`
-//!   gated in front of `git daemon
-//!   --enable=receive-pack`, `packgate serve` or a local path with a space: clean pushes land
-//!   in both, a secret-scanning `pre-receive` keeps a key from both, upstream's refusals
-//!   (non-fast-forward, a stale lease) reach the client, a down or stalled upstream fails
-//!   within `packgate.upstreamTimeout`, atomic pushes carry push options upstream, a client
-//!   killed mid-pack sends nothing upstream.
+//!   gated in front of `git daemon --enable=receive-pack`, `packgate serve` or a local path
+//!   with a space (absolute, relative): clean pushes land in both, a secret-scanning
+//!   `pre-receive` keeps a key from both, upstream's refusals (non-fast-forward, a stale
+//!   lease) reach the client, a down or stalled upstream fails within
+//!   `packgate.upstreamTimeout`, atomic pushes carry push options upstream, a client killed
+//!   mid-pack sends nothing upstream.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
