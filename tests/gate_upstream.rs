@@ -669,3 +669,36 @@ fn a_client_killed_mid_push_sends_nothing_upstream() {
         setup.assert_in_sync(&format!("{context}: next push"));
     }
 }
+
+/// Known gap (ignored until fixed): the gate stops waiting at `packgate.upstreamTimeout` even
+/// when the push was already sent and upstream is only slow (here its `pre-receive` sleeps
+/// past the timeout). The client is told `upstream unreachable`, the gate does not move, but
+/// upstream then accepts: gate and upstream disagree, and every later push through the gate
+/// is refused as `stale info` until someone levels them. A fix needs the gate to learn the
+/// outcome after sending (wait for the report, or read upstream's refs once it is late).
+#[test]
+#[ignore = "known gap: a slow upstream accepts after the gate gave up"]
+fn a_slow_upstream_that_accepts_late_leaves_gate_and_upstream_agreeing() {
+    let git = Git::newest();
+    let setup = Setup::new("gate-up-slow", &git, 1);
+    write_hook(
+        &setup.upstream.join("hooks/pre-receive"),
+        "#!/bin/sh\ncat >/dev/null\nsleep 3\n",
+    );
+    let _upstream = setup.serve_upstream(UpstreamKind::GitDaemon);
+    let gate = setup.serve_gate();
+    let new = setup.commit("slow.txt", "slow\n");
+    let output = setup.push(&gate.git_url("gate.git"), &["HEAD:refs/heads/main"]);
+    // Bounded wait for upstream's hook to end and its ref to settle.
+    let started = Instant::now();
+    while setup.refs(&setup.upstream)["refs/heads/main"] != new
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_same_refs(
+        &setup.refs(&setup.gate),
+        &setup.refs(&setup.upstream),
+        &format!("gate and upstream after a slow upstream: {output}"),
+    );
+}
