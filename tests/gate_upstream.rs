@@ -702,3 +702,117 @@ fn a_slow_upstream_that_accepts_late_leaves_gate_and_upstream_agreeing() {
         &format!("gate and upstream after a slow upstream: {output}"),
     );
 }
+
+/// A TCP proxy in front of `target` that passes the client's bytes on at about `rate` bytes
+/// a second (the answers at full speed): an upstream that is slow to take a pack.
+struct Throttle {
+    port: u16,
+    /// Connections whose both directions have ended.
+    finished: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Throttle {
+    fn start(target: u16, rate: usize) -> Throttle {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::clone(&finished);
+        std::thread::spawn(move || {
+            for client in listener.incoming().take(4).filter_map(Result::ok) {
+                let upstream = TcpStream::connect(("127.0.0.1", target)).unwrap();
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || {
+                    let (mut answers, mut to_client) =
+                        (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                    let back = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut answers, &mut to_client);
+                        let _ = to_client.shutdown(Shutdown::Write);
+                    });
+                    let (mut from_client, mut to_upstream) = (client, upstream);
+                    let chunk = 16 * 1024;
+                    let mut buf = vec![0; chunk];
+                    let started = Instant::now();
+                    while started.elapsed() < Duration::from_secs(120) {
+                        match from_client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if to_upstream.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                // The throttle itself.
+                                let pace = n as f64 / rate as f64;
+                                std::thread::sleep(Duration::from_secs_f64(pace));
+                            }
+                        }
+                    }
+                    let _ = to_upstream.shutdown(Shutdown::Write);
+                    let _ = back.join();
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Throttle { port, finished }
+    }
+}
+
+/// Upstream takes the pack too slowly for `packgate.upstreamTimeout`: the client hears
+/// `upstream unreachable` at the timeout, and the gate stops sending, so upstream gets a
+/// pack cut short and moves nothing (before, the forward went on and upstream accepted a
+/// push the client was told had failed).
+#[test]
+fn a_forward_cut_off_by_the_timeout_never_lands_upstream() {
+    let git = Git::newest();
+    let setup = Setup::new("gate-up-throttle", &git, 1);
+    let running = setup.serve_upstream(UpstreamKind::GitDaemon);
+    let Running::Git(daemon) = &running else {
+        unreachable!()
+    };
+    let daemon_port: u16 = daemon
+        .url("")
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap();
+    let throttle = Throttle::start(daemon_port, 4 << 20);
+    setup.gate_to(&format!("git://127.0.0.1:{}/up.git", throttle.port));
+    let gate = setup.serve_gate();
+    let upstream_before = setup.refs(&setup.upstream);
+    let gate_before = setup.refs(&setup.gate);
+    // 48 MiB that do not compress: about 12 s through the throttle, well past the buffers.
+    write_file(
+        &setup.work.join("big.bin"),
+        &random_bytes(48 << 20, 0x2545_f491_4f6c_dd1d),
+    );
+    setup.work_git(&["add", "big.bin"]).run();
+    setup.work_git(&["commit", "-q", "-m", "big"]).run();
+    let big = setup.rev_parse("HEAD:big.bin");
+    let output = setup.push(&gate.git_url("gate.git"), &["HEAD:refs/heads/main"]);
+    let text = output.stdout_text() + &output.stderr_text();
+    assert!(
+        !output.status.success() && text.contains("(upstream unreachable: "),
+        "the slow forward was not reported as unreachable: {output}"
+    );
+    // The forward's connection ends (the gate stopped it, or it ran to the end).
+    let started = Instant::now();
+    while throttle.finished.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the forward's connection did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the forward went on after the gate gave up ({:?})",
+        started.elapsed()
+    );
+    assert_same_refs(&setup.refs(&setup.gate), &gate_before, "the gate");
+    assert_same_refs(&setup.refs(&setup.upstream), &upstream_before, "upstream");
+    assert!(
+        !setup.has_object(&setup.upstream, &big),
+        "the blob reached upstream"
+    );
+    fsck(&setup.dir, &git, &setup.upstream);
+}

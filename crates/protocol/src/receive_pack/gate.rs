@@ -10,8 +10,12 @@
 //!
 //! Forwarding is bounded: the [`Forward`] gets the deadline (`packgate.upstreamTimeout`
 //! seconds, default [`DEFAULT_UPSTREAM_TIMEOUT`]) and runs on a thread of its own; if it has
-//! not answered by then, every update it was given fails as `upstream unreachable`, and the
-//! thread is left to end on its own (it holds no lock and moves nothing here).
+//! not answered by then, every update it was given fails as `upstream unreachable`, the
+//! request's [`stop`](ForwardRequest::stop) flag is set (a forward still sending its pack
+//! stops, so upstream never completes a push the client was told failed), and the thread is
+//! left to end on its own (it holds no lock and moves nothing here). A push whose pack was
+//! all sent before the deadline is upstream's to decide: if upstream accepts it after the
+//! deadline, gate and upstream disagree (a known gap, see README).
 //!
 //! Refs that `receive.procReceiveRefs` gives to the `proc-receive` hook are not forwarded:
 //! the hook decides what they become, after migration, which is too late for a gate. They are
@@ -19,7 +23,10 @@
 
 use std::{
     io::Write,
-    sync::{mpsc, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -51,6 +58,9 @@ pub struct ForwardRequest<'a> {
     pub objects: &'a gix_odb::Handle,
     /// When the gate stops waiting for an answer.
     pub deadline: Instant,
+    /// Set when the gate stopped waiting (the deadline passed): a forward still sending
+    /// should stop rather than let upstream complete a push reported as failed.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ForwardRequest<'_> {
@@ -122,6 +132,8 @@ pub(super) fn run(
     let (sender, receiver) = mpsc::channel();
     let forward = Arc::clone(forward);
     let upstream_owned = upstream.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_forward = Arc::clone(&stop);
     let spawned = std::thread::Builder::new()
         .name("packgate-forward".into())
         .spawn(move || {
@@ -132,6 +144,7 @@ pub(super) fn run(
                 push_options: &push_options,
                 objects: &objects,
                 deadline,
+                stop: stop_forward,
             };
             let mut writer = Sender(sender.clone());
             let results = forward.forward(&request, &mut writer);
@@ -164,6 +177,7 @@ pub(super) fn run(
                 return results;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                stop.store(true, Ordering::SeqCst);
                 tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
                 let why = format!("no answer within {} seconds", timeout.as_secs());
                 return vec![Forwarded::Unreachable(why); count];
