@@ -19,6 +19,25 @@ use crate::{
     util::{assert_same_refs, fsck, refs, write_file, Dir, Git, Output},
 };
 
+/// The value, or the test fails saying what it got instead.
+trait Must<T> {
+    fn must(self) -> T;
+}
+
+impl<T, E: std::fmt::Debug> Must<T> for Result<T, E> {
+    #[track_caller]
+    fn must(self) -> T {
+        self.unwrap_or_else(|err| panic!("{err:?}"))
+    }
+}
+
+impl<T> Must<T> for Option<T> {
+    #[track_caller]
+    fn must(self) -> T {
+        self.unwrap_or_else(|| panic!("nothing there"))
+    }
+}
+
 /// A secret-scanning `pre-receive` (the README's example): refuses a push whose new commits
 /// add a line with a private key's header.
 const SECRET_HOOK: &str = r#"#!/bin/sh
@@ -86,7 +105,7 @@ impl Setup {
             &setup.upstream.display().to_string(),
             &["HEAD:refs/heads/main"],
         );
-        std::fs::create_dir_all(&setup.gate_root).unwrap();
+        std::fs::create_dir_all(&setup.gate_root).must();
         setup.dir.copy_tree(&setup.upstream, &setup.gate);
         for (key, value) in [
             ("daemon.receivepack", "true"),
@@ -126,7 +145,7 @@ impl Setup {
 
     /// Serves the upstream repository; sets the gate's `packgate.upstream` to its URL.
     fn serve_upstream(&self, kind: UpstreamKind) -> Running {
-        let root = self.upstream.parent().unwrap();
+        let root = self.upstream.parent().must();
         let (running, url) = match kind {
             UpstreamKind::GitDaemon => {
                 let base_path = format!("--base-path={}", root.display());
@@ -226,7 +245,7 @@ impl Setup {
 fn write_hook(path: &Path, script: &str) {
     use std::os::unix::fs::PermissionsExt;
     write_file(path, script.as_bytes());
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).must();
 }
 
 /// A clean push lands in gate and upstream (upstream's hook output reaches the client); a
@@ -325,9 +344,9 @@ fn a_toml_upstream_gates_the_root() {
     let mut setup = Setup::new("gate-up-toml", &git, 30);
     // Upstream serves the repository under the gate's name.
     let renamed = setup.upstream.with_file_name("gate.git");
-    std::fs::rename(&setup.upstream, &renamed).unwrap();
+    std::fs::rename(&setup.upstream, &renamed).must();
     setup.upstream = renamed;
-    let base_path = format!("--base-path={}", setup.upstream.parent().unwrap().display());
+    let base_path = format!("--base-path={}", setup.upstream.parent().must().display());
     let upstream = Daemon::start_git(
         &setup.dir,
         &git,
@@ -454,9 +473,9 @@ struct Stalled {
 
 impl Stalled {
     fn start() -> Stalled {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").must();
+        listener.set_nonblocking(true).must();
+        let port = listener.local_addr().must().port();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         std::thread::spawn(move || {
@@ -489,8 +508,8 @@ fn unreachable_and_stalled_upstreams_fail_within_the_timeout() {
     let git = Git::newest();
     let setup = Setup::new("gate-up-down", &git, TIMEOUT);
     let closed = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
+        let listener = TcpListener::bind("127.0.0.1:0").must();
+        listener.local_addr().must().port()
     };
     let stalled = Stalled::start();
     let gate = setup.serve_gate();
@@ -715,17 +734,17 @@ impl Throttle {
     fn start(target: u16, rate: usize) -> Throttle {
         use std::io::{Read, Write};
         use std::net::{Shutdown, TcpStream};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").must();
+        let port = listener.local_addr().must().port();
         let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let done = Arc::clone(&finished);
         std::thread::spawn(move || {
             for client in listener.incoming().take(4).filter_map(Result::ok) {
-                let upstream = TcpStream::connect(("127.0.0.1", target)).unwrap();
+                let upstream = TcpStream::connect(("127.0.0.1", target)).must();
                 let done = Arc::clone(&done);
                 std::thread::spawn(move || {
                     let (mut answers, mut to_client) =
-                        (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                        (upstream.try_clone().must(), client.try_clone().must());
                     let back = std::thread::spawn(move || {
                         let _ = std::io::copy(&mut answers, &mut to_client);
                         let _ = to_client.shutdown(Shutdown::Write);
@@ -774,7 +793,7 @@ fn a_forward_cut_off_by_the_timeout_never_lands_upstream() {
         .rsplit(':')
         .next()
         .and_then(|port| port.parse().ok())
-        .unwrap();
+        .must();
     let throttle = Throttle::start(daemon_port, 4 << 20);
     setup.gate_to(&format!("git://127.0.0.1:{}/up.git", throttle.port));
     let gate = setup.serve_gate();
