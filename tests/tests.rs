@@ -40,6 +40,14 @@
 //!   reaches the client, no upstream client refuses; `packgate.refreshOnFetch`: four
 //!   concurrent fetches share one refresh, an HTTP fetch refreshes once (on its GET), a
 //!   failing refresh still serves.
+//! - `gate_upstream`: the gate with the real binary: git 2.47 and 2.39 push to `packgate serve`
+//!   (git:// and HTTP; `packgate.upstream` or the TOML's `upstream`) and `packgate daemon`
+//!   gated in front of `git daemon --enable=receive-pack`, `packgate serve` or a local path
+//!   with a space (absolute, relative): clean pushes land in both, a secret-scanning
+//!   `pre-receive` keeps a key from both, upstream's refusals (non-fast-forward, a stale
+//!   lease) reach the client, a down or stalled upstream fails within
+//!   `packgate.upstreamTimeout`, atomic pushes carry push options upstream, a client killed
+//!   mid-pack sends nothing upstream.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
@@ -134,6 +142,7 @@ mod fetch_features;
 mod fetch_v0;
 mod filter;
 mod gate;
+mod gate_upstream;
 mod http;
 mod http_auth;
 mod http_backend;

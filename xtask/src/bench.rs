@@ -50,6 +50,10 @@
 //! - `push-client`: the client side: `packgate push` against `git push`, both into
 //!   `git receive-pack`: see [`push_client`].
 //!
+//! - `gate`: a `git push` through a gate (`packgate serve` with `packgate.upstream`) against
+//!   the same push straight to its upstream (`packgate serve`), and one upstream round trip:
+//!   see [`gate`].
+//!
 //! # Maintenance (`repack`, `auto-gc`)
 //!
 //! `packgate maintenance run` against `git repack -adb` and `git gc --auto`, each run on a
@@ -93,6 +97,7 @@ mod clone;
 mod clone_server;
 mod connections;
 mod fetch;
+mod gate;
 mod git;
 mod incremental;
 mod large_push;
@@ -220,6 +225,9 @@ enum Scenario {
     /// The push client: `packgate push` against `git push` of 10 new commits, both into
     /// `git receive-pack`.
     PushClient,
+    /// A `git push` of 10 new commits through a gate (`packgate serve` forwarding to an
+    /// upstream `packgate serve`) against the same push straight to the upstream.
+    Gate,
     /// Idle git:// connections and `ls-refs` sessions per second, against `git daemon`.
     Connections,
     /// A full `ls-refs` (peel, symrefs) of the fixture with 50,000 more refs.
@@ -269,6 +277,7 @@ impl Scenario {
             Scenario::PushLarge => "push-large",
             Scenario::PushLargeX4 => "push-large-x4",
             Scenario::PushClient => "push-client",
+            Scenario::Gate => "gate",
             Scenario::Connections => "connections",
             Scenario::LsRefs => "ls-refs",
             Scenario::NoopFetch => "noop-fetch",
@@ -307,6 +316,7 @@ impl Scenario {
                 | Scenario::PushMirror
                 | Scenario::PushIncremental
                 | Scenario::PushClient
+                | Scenario::Gate
         ) || self.is_large_push()
     }
 
@@ -546,6 +556,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                              fixture served by `git receive-pack` for both clients; times are \
                              the client's process tree (receive-pack included); pack = what \
                              the push added to the server"
+                        ),
+                        rows,
+                    });
+                    continue;
+                }
+                Scenario::Gate => {
+                    let rows = gate::measure(&git, &work, &args, &base, &packgate, args.runs)?;
+                    results.push(Outcome {
+                        scenario,
+                        note: format!(
+                            "{BEHIND} new commits on the default branch (the fixture's \
+                             `ahead{BEHIND}` copy) pushed with `git push` over git:// straight \
+                             to an upstream `packgate serve`, and to a gate (`packgate serve`, \
+                             `packgate.upstream` = that upstream); both reset to the fixture \
+                             before every run; times are the `git push` process tree, the \
+                             servers' work inside the wall time only; the last row is one \
+                             `git ls-remote` of the upstream (the target: gated ≤ direct + one \
+                             round trip + 10 %)"
                         ),
                         rows,
                     });

@@ -4,13 +4,16 @@
 //! application gives them (the `packgate` binary gives `transport::client::Client`).
 
 use std::{
-    io::Write,
+    io::{self, BufRead, Write},
     path::Path,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
-use packgate_wire::client::{ConnectError, ConnectOptions, Connector, WireVersion};
+use packgate_wire::client::{ConnectError, ConnectOptions, Connection, Connector, WireVersion};
 use packgate_wire::service::Service;
 
 use super::fetch::{self, FetchOptions};
@@ -85,6 +88,10 @@ impl Forward for PushForward {
             push_options: request.push_options.to_vec(),
             ..PushOptions::default()
         };
+        let connection = Box::new(Stoppable {
+            inner: connection,
+            stop: Arc::clone(&request.stop),
+        });
         match push::push(connection, request.objects, &commands, &options, progress) {
             Ok(report) => report
                 .refs
@@ -168,5 +175,58 @@ impl Refresh for FetchRefresh {
             "refreshed from upstream"
         );
         Ok(())
+    }
+}
+
+/// A connection whose writes fail once the gate stopped waiting ([`ForwardRequest::stop`]):
+/// upstream then sees a pack cut short and moves nothing, instead of completing a push the
+/// gate's client was told had failed. (Bytes already in the transport's buffers still go
+/// out; a pack is incomplete without its end, so that is harmless.)
+struct Stoppable {
+    inner: Box<dyn Connection>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stoppable {
+    fn check(&self) -> io::Result<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the gate stopped waiting for upstream"));
+        }
+        Ok(())
+    }
+}
+
+impl Write for Stoppable {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        self.inner.writer().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.inner.writer().flush()
+    }
+}
+
+impl Connection for Stoppable {
+    fn stateless(&self) -> bool {
+        self.inner.stateless()
+    }
+
+    fn reader(&mut self) -> &mut dyn BufRead {
+        self.inner.reader()
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        self
+    }
+
+    fn end_request(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.inner.end_request()
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.inner.finish()
     }
 }

@@ -283,7 +283,8 @@ impl ReceivePackConfig {
             upstream: config
                 .string("packgate.upstream")
                 .map(|url| url.to_str_lossy().trim().to_owned())
-                .filter(|url| !url.is_empty()),
+                .filter(|url| !url.is_empty())
+                .map(|url| super::gate::resolve_upstream(&url, git_dir)),
             upstream_timeout: positive(integer("packgate.upstreamTimeout")?).map_or(
                 super::gate::DEFAULT_UPSTREAM_TIMEOUT,
                 std::time::Duration::from_secs,

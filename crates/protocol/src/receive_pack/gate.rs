@@ -10,8 +10,12 @@
 //!
 //! Forwarding is bounded: the [`Forward`] gets the deadline (`packgate.upstreamTimeout`
 //! seconds, default [`DEFAULT_UPSTREAM_TIMEOUT`]) and runs on a thread of its own; if it has
-//! not answered by then, every update it was given fails as `upstream unreachable`, and the
-//! thread is left to end on its own (it holds no lock and moves nothing here).
+//! not answered by then, every update it was given fails as `upstream unreachable`, the
+//! request's [`stop`](ForwardRequest::stop) flag is set (a forward still sending its pack
+//! stops, so upstream never completes a push the client was told failed), and the thread is
+//! left to end on its own (it holds no lock and moves nothing here). A push whose pack was
+//! all sent before the deadline is upstream's to decide: if upstream accepts it after the
+//! deadline, gate and upstream disagree (a known gap, see README).
 //!
 //! Refs that `receive.procReceiveRefs` gives to the `proc-receive` hook are not forwarded:
 //! the hook decides what they become, after migration, which is too late for a gate. They are
@@ -19,7 +23,10 @@
 
 use std::{
     io::Write,
-    sync::{mpsc, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -51,6 +58,9 @@ pub struct ForwardRequest<'a> {
     pub objects: &'a gix_odb::Handle,
     /// When the gate stops waiting for an answer.
     pub deadline: Instant,
+    /// Set when the gate stopped waiting (the deadline passed): a forward still sending
+    /// should stop rather than let upstream complete a push reported as failed.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ForwardRequest<'_> {
@@ -122,6 +132,8 @@ pub(super) fn run(
     let (sender, receiver) = mpsc::channel();
     let forward = Arc::clone(forward);
     let upstream_owned = upstream.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_forward = Arc::clone(&stop);
     let spawned = std::thread::Builder::new()
         .name("packgate-forward".into())
         .spawn(move || {
@@ -132,6 +144,7 @@ pub(super) fn run(
                 push_options: &push_options,
                 objects: &objects,
                 deadline,
+                stop: stop_forward,
             };
             let mut writer = Sender(sender.clone());
             let results = forward.forward(&request, &mut writer);
@@ -164,6 +177,7 @@ pub(super) fn run(
                 return results;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                stop.store(true, Ordering::SeqCst);
                 tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
                 let why = format!("no answer within {} seconds", timeout.as_secs());
                 return vec![Forwarded::Unreachable(why); count];
@@ -177,11 +191,53 @@ pub(super) fn run(
     }
 }
 
+/// `packgate.upstream` as the gate uses it: a relative local path is taken relative to the
+/// repository's git directory, where git runs a push's hooks (a `git push ../other.git` in a
+/// hook means the same), not to wherever the server happened to start. URLs (`scheme://…`),
+/// scp-like `host:path`, absolute paths and `~…` are kept as they are.
+pub(super) fn resolve_upstream(upstream: &str, git_dir: &std::path::Path) -> String {
+    let is_url = upstream.contains("://");
+    // git's rule: a colon before the first slash makes `host:path` (ssh).
+    let scp_like = upstream
+        .find(':')
+        .is_some_and(|colon| upstream.find('/').is_none_or(|slash| colon < slash));
+    if is_url || scp_like || upstream.starts_with('/') || upstream.starts_with('~') {
+        return upstream.to_owned();
+    }
+    git_dir.join(upstream).to_string_lossy().into_owned()
+}
+
 /// The `ng` reason of an update upstream did not accept; `None` if it did.
 pub(super) fn reason(result: &Forwarded) -> Option<String> {
     match result {
         Forwarded::Accepted => None,
         Forwarded::Refused(why) => Some(format!("upstream: {why}")),
         Forwarded::Unreachable(why) => Some(format!("upstream unreachable: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::resolve_upstream;
+
+    #[test]
+    fn relative_local_upstreams_are_relative_to_the_git_dir() {
+        let git_dir = Path::new("/srv/git/gate.git");
+        for (upstream, resolved) in [
+            ("../up.git", "/srv/git/gate.git/../up.git"),
+            ("up stream.git", "/srv/git/gate.git/up stream.git"),
+            ("./a/b:c", "/srv/git/gate.git/./a/b:c"),
+            ("/abs/up.git", "/abs/up.git"),
+            ("~/up.git", "~/up.git"),
+            ("git://host/up.git", "git://host/up.git"),
+            ("file:///srv/up.git", "file:///srv/up.git"),
+            ("https://host/up.git", "https://host/up.git"),
+            ("host:up.git", "host:up.git"),
+            ("user@host:dir/up.git", "user@host:dir/up.git"),
+        ] {
+            assert_eq!(resolve_upstream(upstream, git_dir), resolved, "{upstream}");
+        }
     }
 }
