@@ -156,6 +156,11 @@ pub struct ReceivePackConfig {
     pub upstream: Option<String>,
     /// `packgate.upstreamTimeout` (seconds): how long a push waits for its upstream.
     pub upstream_timeout: std::time::Duration,
+    /// `packgate.denySecret` (one value per pattern): a push introducing a blob that contains
+    /// one of these byte strings is refused before its pre-receive hook runs (an in-process
+    /// [`SecretScanner`](packgate_hooks::SecretScanner) per pattern; what a gate scans
+    /// before forwarding, with no script to run).
+    pub secret_patterns: Vec<BString>,
     /// `transfer.hideRefs` followed by `receive.hideRefs` (not advertised, not updatable),
     /// evaluated as upload-pack evaluates its rules.
     hidden: UploadPackConfig,
@@ -289,6 +294,13 @@ impl ReceivePackConfig {
                 super::gate::DEFAULT_UPSTREAM_TIMEOUT,
                 std::time::Duration::from_secs,
             ),
+            secret_patterns: config
+                .strings("packgate.denySecret")
+                .unwrap_or_default()
+                .iter()
+                .filter(|pattern| !pattern.is_empty())
+                .map(|pattern| BString::from(pattern.to_vec()))
+                .collect(),
             proc_receive_refs: super::ProcReceiveRefs::from_config(config),
             signature_verifier: super::push_cert::signature_verifier(
                 config,

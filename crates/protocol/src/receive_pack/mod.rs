@@ -532,6 +532,9 @@ impl<'repo> ReceivePack<'repo> {
         for hook in &self.hooks {
             chain.push(Arc::clone(hook));
         }
+        for pattern in &self.config.secret_patterns {
+            chain.push(packgate_hooks::SecretScanner::new(pattern.to_vec()));
+        }
         if self.run_scripts {
             let mut scripts = packgate_hooks::ScriptHooks::new(self.config.hooks_dir.clone());
             if let Some(seconds) = self.config.hook_timeout_seconds {

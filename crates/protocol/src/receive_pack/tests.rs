@@ -132,6 +132,30 @@ fn push_in_memory_with_report_status() {
 }
 
 #[test]
+fn configured_secret_patterns_refuse_the_push() {
+    let (dir, commit, pack) = setup("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n");
+    let server = dir.path().join("server.git");
+    for (key, value) in [
+        ("packgate.denySecret", "BEGIN RSA PRIVATE KEY"),
+        ("packgate.denySecret", "BEGIN OPENSSH PRIVATE KEY"),
+    ] {
+        git(&server, &["config", "--add", key, value], None);
+    }
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo).unwrap();
+    let (report, _) = serve(&receive_pack, &request(&commit, "report-status", &pack));
+    let report = report.unwrap();
+    assert!(report.refs[0].result.is_err(), "{report:?}");
+    assert_eq!(quarantines(&server), 0);
+    let moved = Command::new("git")
+        .args(["rev-parse", "--verify", "-q", "refs/heads/main"])
+        .current_dir(&server)
+        .status()
+        .unwrap();
+    assert!(!moved.success(), "the refused push moved the ref");
+}
+
+#[test]
 fn in_process_secret_scanner_refuses_and_leaves_nothing() {
     let (dir, commit, pack) = setup("-----BEGIN PRIVATE KEY-----\nabc\n");
     let server = dir.path().join("server.git");
