@@ -94,6 +94,9 @@ pub(crate) struct ConfigFile {
     /// The smart HTTP front-end.
     #[serde(default)]
     pub(crate) http: HttpSection,
+    /// The SSH front-end.
+    #[serde(default)]
+    pub(crate) ssh: SshSection,
     /// The git namespace every repository is served in (git's `GIT_NAMESPACE`).
     pub(crate) namespace: Option<String>,
     /// Single flight and the cache of generated packs.
@@ -170,6 +173,20 @@ pub(crate) struct GitSection {
     pub(crate) max_waiting_per_address: Option<usize>,
     pub(crate) informative_errors: Option<bool>,
     pub(crate) receive_pack: Option<bool>,
+}
+
+/// `[ssh]`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct SshSection {
+    pub(crate) listen: Option<Listen>,
+    pub(crate) authorized_keys: Option<PathBuf>,
+    pub(crate) host_key: Option<PathBuf>,
+    pub(crate) init_timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_waiting_connections: Option<usize>,
+    pub(crate) max_waiting_per_address: Option<usize>,
 }
 
 /// `[http]`.
