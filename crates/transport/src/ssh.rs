@@ -701,6 +701,7 @@ async fn run_command(
             runtime: runtime.clone(),
             chunk: bytes::Bytes::new(),
             idle,
+            ended: false,
         };
         let mut output = io::BufWriter::with_capacity(
             64 * 1024,
@@ -774,18 +775,26 @@ struct ChannelInput {
     runtime: tokio::runtime::Handle,
     chunk: bytes::Bytes,
     idle: Duration,
+    /// The client sent EOF (or closed): every later read returns 0 at once.
+    ended: bool,
 }
 
 impl Read for ChannelInput {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             let message = self
                 .runtime
                 .block_on(tokio::time::timeout(self.idle, self.channel.wait()))
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client idle too long"))?;
             match message {
                 Some(ChannelMsg::Data { data }) => self.chunk = data,
-                Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return Ok(0),
+                Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                    self.ended = true;
+                    return Ok(0);
+                }
                 Some(_) => {}
             }
         }
