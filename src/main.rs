@@ -46,9 +46,9 @@ pub(crate) enum Command {
     UploadPack(StdioServiceArgs),
     /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
     ReceivePack(StdioServiceArgs),
-    /// Serve the repositories below ROOT over git:// (upload-pack, protocols v0-v2) and, with
-    /// --http, smart HTTP.
-    Serve(serve::ServeArgs),
+    /// Serve the repositories below ROOT over git:// (upload-pack, protocols v0-v2), smart
+    /// HTTP and, with --ssh, SSH.
+    Serve(Box<serve::ServeArgs>),
     /// A drop-in for git daemon: serve repositories over git:// with git daemon's flags,
     /// rules (git-daemon-export-ok, --base-path, whitelist) and log lines.
     Daemon(Box<daemon::DaemonArgs>),
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::UploadPack(args) => upload_pack(args),
         Command::ReceivePack(args) => receive_pack(args),
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(*args),
         Command::Daemon(args) => daemon::daemon(*args),
         Command::Passwd(args) => passwd::passwd(args),
         Command::HttpBackend(args) => http_backend::http_backend(args),

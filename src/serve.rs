@@ -743,7 +743,7 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             return Err("not serve".into());
         };
-        Settings::new(args).map_err(|err| format!("{err:#}"))
+        Settings::new(*args).map_err(|err| format!("{err:#}"))
     }
 
     #[test]

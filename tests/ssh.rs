@@ -4,6 +4,8 @@
 //! shell, port forwarding and a path outside the root refused; a push whose input ends
 //! mid-pack leaves nothing.
 
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a failure is the test failing.
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
