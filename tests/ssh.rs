@@ -339,3 +339,117 @@ fn a_push_cut_off_mid_pack_leaves_nothing() {
     // The exit status comes after the session ended, so its cleanup is done.
     before.assert_unchanged(&setup.dir, &git, &setup.server, "push cut off over ssh");
 }
+
+/// A `GIT_SSH_COMMAND` named `ssh` (so git passes `GIT_PROTOCOL` as to ssh) that runs
+/// `packgate shell` as sshd would for a forced command: the remote command in
+/// `SSH_ORIGINAL_COMMAND`.
+fn shell_shim(dir: &Dir, root: &Path) -> PathBuf {
+    let shim_dir = dir.join("shim");
+    std::fs::create_dir_all(&shim_dir).unwrap();
+    let shim = shim_dir.join("ssh");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\nSSH_ORIGINAL_COMMAND=\"$last\" exec {PACKGATE} \
+             shell --user alice --root '{}'\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    shim
+}
+
+#[test]
+fn packgate_shell_runs_git_services_only() {
+    for git in Git::all() {
+        let dir = Dir::new("ssh-shell");
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let repo = root.join("project.git");
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(&repo)
+            .run();
+        // The user reaches the hooks.
+        let seen = dir.join("remote-user");
+        let hook = repo.join("hooks/pre-receive");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\necho \"$REMOTE_USER\" > '{}'\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let shim = shell_shim(&dir, &root);
+        dir.git(&git).args(["init", "-q", "work"]).run();
+        let work = dir.join("work");
+        dir.git(&git)
+            .current_dir(&work)
+            .args(["commit", "-q", "--allow-empty", "-m", "one"])
+            .run();
+        let over_shell = |version: u8| {
+            dir.git(&git)
+                .env("GIT_SSH_COMMAND", &shim)
+                .arg("-c")
+                .arg(format!("protocol.version={version}"))
+        };
+        let push = over_shell(0)
+            .current_dir(&work)
+            .args(["push", "host:project.git", "master"])
+            .output();
+        assert!(push.status.success(), "{git}: {push}");
+        assert_eq!(std::fs::read_to_string(&seen).unwrap(), "alice\n");
+        fsck(&dir, &git, &repo);
+        for version in [2u8, 0] {
+            let clone = format!("clone-v{version}");
+            over_shell(version)
+                .args(["clone", "-q", "ssh://host/project.git", &clone])
+                .run();
+            assert_eq!(
+                refs(
+                    &dir,
+                    &git,
+                    &dir.join(&clone).join(".git"),
+                    &["refs/heads/master"]
+                ),
+                refs(&dir, &git, &repo, &["refs/heads/master"]),
+                "{git}: v{version}"
+            );
+        }
+        // What git-shell refuses, with its words and status.
+        for (command, message) in [
+            ("ls", "fatal: unrecognized command 'ls'"),
+            ("git-upload-pack 'a' 'b'", "fatal: bad argument"),
+        ] {
+            let output = dir
+                .packgate()
+                .args(["shell", "--root"])
+                .arg(&root)
+                .env("SSH_ORIGINAL_COMMAND", command)
+                .output();
+            assert_eq!(output.status.code(), Some(128), "{output}");
+            assert!(output.stderr_text().contains(message), "{output}");
+        }
+        let output = dir.packgate().args(["shell", "--root"]).arg(&root).output();
+        assert_eq!(output.status.code(), Some(128), "{output}");
+        assert!(
+            output
+                .stderr_text()
+                .contains("Interactive git shell is not enabled."),
+            "{output}"
+        );
+        let output = over_shell(2)
+            .args(["ls-remote", "host:../project.git"])
+            .output();
+        assert!(!output.status.success(), "{output}");
+    }
+}
