@@ -55,6 +55,11 @@ fn keygen(path: &Path, comment: &str) {
 impl SshServer {
     /// Serve `root` over SSH for one user, `alice`, whose key is made here in `dir`.
     fn start(dir: &Dir, root: &Path) -> SshServer {
+        SshServer::start_with(dir, root, &[])
+    }
+
+    /// [`SshServer::start`] with more arguments for `serve`.
+    fn start_with(dir: &Dir, root: &Path, args: &[&std::ffi::OsStr]) -> SshServer {
         let key = dir.join("alice_key");
         keygen(&key, "alice");
         let authorized = dir.join("authorized_keys");
@@ -74,6 +79,7 @@ impl SshServer {
             .arg(&authorized)
             .arg("--ssh-host-key")
             .arg(&host_key)
+            .args(args)
             .arg(root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -164,6 +170,23 @@ fn git_over_ssh(dir: &Dir, git: &Git, server: &SshServer, version: u8) -> Cmd {
         .arg(format!("protocol.version={version}"))
 }
 
+/// A pre-receive hook in `repo` that writes `$REMOTE_USER` to the file returned.
+fn write_user_hook(dir: &Dir, repo: &Path) -> PathBuf {
+    let seen = dir.join("remote-user");
+    let hook = repo.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho \"$REMOTE_USER\" > '{}'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    seen
+}
+
 #[test]
 fn clone_fetch_and_push_over_v2_and_v0() {
     for git in Git::all() {
@@ -175,6 +198,7 @@ fn clone_fetch_and_push_over_v2_and_v0() {
                 .args(["init", "-q", "--bare"])
                 .arg(root.join("project.git"))
                 .run();
+            let seen = write_user_hook(&dir, &root.join("project.git"));
             let server = SshServer::start(&dir, &root);
             let context = format!("{git}, protocol v{version}");
 
@@ -194,6 +218,8 @@ fn clone_fetch_and_push_over_v2_and_v0() {
                 .args(["push", "alice@127.0.0.1:project.git", "master"])
                 .output();
             assert!(push.status.success(), "{context}: {push}");
+            // The key's user (its comment) reaches the hooks.
+            assert_eq!(std::fs::read_to_string(&seen).unwrap(), "alice\n");
             fsck(&dir, &git, &root.join("project.git"));
             assert_eq!(
                 refs(&dir, &git, &root.join("project.git"), &[]),
@@ -375,20 +401,7 @@ fn packgate_shell_runs_git_services_only() {
             .arg(&repo)
             .run();
         // The user reaches the hooks.
-        let seen = dir.join("remote-user");
-        let hook = repo.join("hooks/pre-receive");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\ncat >/dev/null\necho \"$REMOTE_USER\" > '{}'\n",
-                seen.display()
-            ),
-        )
-        .unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        let seen = write_user_hook(&dir, &repo);
         let shim = shell_shim(&dir, &root);
         dir.git(&git).args(["init", "-q", "work"]).run();
         let work = dir.join("work");
@@ -451,5 +464,45 @@ fn packgate_shell_runs_git_services_only() {
             .args(["ls-remote", "host:../project.git"])
             .output();
         assert!(!output.status.success(), "{output}");
+    }
+}
+
+#[test]
+fn connections_that_do_not_authenticate_in_time_are_closed() {
+    use std::io::{Read, Write};
+    let dir = Dir::new("ssh-init-timeout");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.join("packgate.toml");
+    std::fs::write(&config, "[ssh]\ninit-timeout = 1\n").unwrap();
+    let server = SshServer::start_with(
+        &dir,
+        &root,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    // Silent from the start, and silent after the identification line.
+    for greeting in [&b""[..], b"SSH-2.0-silent\r\n"] {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(greeting).unwrap();
+        let mut received = Vec::new();
+        // Ends when the server closes the connection (or after the read timeout: a failure).
+        let end = stream.read_to_end(&mut received);
+        assert!(
+            end.is_ok()
+                || end
+                    .as_ref()
+                    .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset),
+            "{end:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "closed after {:?}",
+            started.elapsed()
+        );
+        assert!(received.starts_with(b"SSH-2.0-packgate"), "{received:?}");
     }
 }

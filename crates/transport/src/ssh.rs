@@ -46,6 +46,7 @@ use russh::{
     server::{Auth, ChannelOpenHandle, Msg, Session as SshSession},
     Channel, ChannelId, ChannelMsg, MethodKind, MethodSet,
 };
+use std::future::Future as _;
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Notify};
 use tracing::Instrument;
 
@@ -432,16 +433,33 @@ async fn run(
     connection: Connection,
 ) -> Result<(), russh::Error> {
     tracing::info!(target: LOG_TARGET, "Connection");
-    let init_timeout = connection.options.init_timeout;
+    // The handshake and authentication share one deadline.
+    let deadline = tokio::time::Instant::now() + connection.options.init_timeout;
     let authenticated = Arc::clone(&connection.authenticated);
-    let running = russh::server::run_stream(config, stream, connection).await?;
-    // Ends the session however this future ends (also when the listener drops it to make
-    // room): russh runs the session in a task of its own.
-    let guard = Disconnect(running.handle());
+    // However this future ends (also when the listener drops it to make room), the socket
+    // fails from then on, which ends the session russh runs in a task of its own.
+    let (_kill, killed) = tokio::sync::oneshot::channel::<()>();
+    let stream = Killable {
+        inner: stream,
+        kill: killed,
+        killed: false,
+    };
+    let running = match tokio::time::timeout_at(
+        deadline,
+        russh::server::run_stream(config, stream, connection),
+    )
+    .await
+    {
+        Ok(running) => running?,
+        Err(_) => {
+            tracing::info!(target: LOG_TARGET, "no SSH handshake in time");
+            return Ok(());
+        }
+    };
     tokio::pin!(running);
     let result = tokio::select! {
         result = &mut running => result,
-        timed_out = tokio::time::timeout(init_timeout, authenticated.notified()) => {
+        timed_out = tokio::time::timeout_at(deadline, authenticated.notified()) => {
             if timed_out.is_err() {
                 tracing::info!(target: LOG_TARGET, "not authenticated in time");
                 return Ok(());
@@ -449,7 +467,6 @@ async fn run(
             running.await
         }
     };
-    drop(guard);
     match &result {
         Ok(()) => tracing::info!(target: LOG_TARGET, "Disconnected"),
         Err(err) => tracing::info!(target: LOG_TARGET, "Disconnected (with error: {err})"),
@@ -457,21 +474,68 @@ async fn run(
     result
 }
 
-/// Disconnects the session when dropped.
-struct Disconnect(russh::server::Handle);
+/// A socket that fails every read and write once its `kill` sender is dropped.
+struct Killable {
+    inner: TcpStream,
+    kill: tokio::sync::oneshot::Receiver<()>,
+    killed: bool,
+}
 
-impl Drop for Disconnect {
-    fn drop(&mut self) {
-        let handle = self.0.clone();
-        tokio::spawn(async move {
-            let _ = handle
-                .disconnect(
-                    russh::Disconnect::ByApplication,
-                    String::new(),
-                    String::new(),
-                )
-                .await;
-        });
+impl Killable {
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> io::Result<()> {
+        if !self.killed && std::pin::Pin::new(&mut self.kill).poll(cx).is_ready() {
+            self.killed = true;
+        }
+        if self.killed {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection closed by the server",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncRead for Killable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if let Err(err) = self.check(cx) {
+            return std::task::Poll::Ready(Err(err));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Killable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        if let Err(err) = self.check(cx) {
+            return std::task::Poll::Ready(Err(err));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if let Err(err) = self.check(cx) {
+            return std::task::Poll::Ready(Err(err));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -673,7 +737,7 @@ impl russh::server::Handler for Connection {
         let idle = self.options.idle_timeout;
         tokio::spawn(
             async move {
-                if let Err(err) = run_command(open, head, handler, addresses, idle).await {
+                if let Err(err) = run_command(open, head, user, handler, addresses, idle).await {
                     tracing::info!(target: LOG_TARGET, "command ended with an error: {err}");
                 }
             }
@@ -687,6 +751,7 @@ impl russh::server::Handler for Connection {
 async fn run_command(
     channel: Channel<Msg>,
     head: RequestHead,
+    user: String,
     handler: Arc<dyn ConnectionHandler>,
     addresses: Addresses,
     idle: Duration,
@@ -695,7 +760,7 @@ async fn run_command(
     let runtime = tokio::runtime::Handle::current();
     let writer = output.make_writer();
     let status = tokio::task::spawn_blocking(move || {
-        let session = handler.open(&head, addresses);
+        let session = handler.open_as(&head, addresses, Some(&user));
         let mut input = ChannelInput {
             channel: input,
             runtime: runtime.clone(),
