@@ -23,7 +23,7 @@ use packgate::{
         credentials::CredentialsFile,
         daemon::{self, DaemonOptions},
         http::{self, tls, HttpOptions},
-        ssh::{self, AuthorizedKeys, SshOptions},
+        ssh::{self, AccessPolicy, AuthorizedKeys, SshOptions},
     },
 };
 
@@ -99,6 +99,7 @@ struct Settings {
     ssh_authorized_keys: Option<PathBuf>,
     ssh_host_key: PathBuf,
     ssh_options: SshOptions,
+    ssh_policy: AccessPolicy,
     /// The namespace of every repository, then per repository path below the root.
     namespace: Option<Namespace>,
     repository_namespaces: Vec<(String, Option<Namespace>)>,
@@ -133,6 +134,7 @@ impl Settings {
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
         let budget = crate::budget::budget(&args.budget, &file.budget)?;
         let (git, http, ssh) = (file.git, file.http, file.ssh);
+        let ssh_policy = ssh.policy();
         let auto_maintenance = file.maintenance.auto_after_push.unwrap_or(true);
         let maintenance_interval = file
             .maintenance
@@ -348,6 +350,7 @@ impl Settings {
             ssh_authorized_keys,
             ssh_host_key,
             ssh_options,
+            ssh_policy,
             namespace,
             repository_namespaces,
             pack_cache,
@@ -667,6 +670,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         listener,
                         ssh_service,
                         keys,
+                        Arc::new(settings.ssh_policy),
                         host_key,
                         settings.ssh_options,
                         until_stopped(stopped.clone()),

@@ -8,6 +8,9 @@
 //! current directory, which sshd makes the user's home) with the rules of `packgate serve`'s
 //! front-ends. Everything else is refused in git-shell's words with exit status 128.
 //!
+//! With `--config`, the `[[ssh.access]]` policy of `packgate serve`'s configuration applies
+//! to `--user`, as over `serve --ssh`.
+//!
 //! Differences from git-shell: no interactive mode and no `git-shell-commands` directory;
 //! `git-upload-archive` is refused (packgate does not implement it); paths may not leave
 //! the root (git-shell lets the user reach whatever the account can read).
@@ -31,6 +34,10 @@ pub(crate) struct ShellArgs {
     /// The directory of repositories [default: the current directory].
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// A `packgate serve` configuration file whose `[[ssh.access]]` policy applies (to
+    /// --user; without --user, a policy refuses everything).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The command, as a login shell is given it (`sh -c`); without it,
     /// SSH_ORIGINAL_COMMAND.
     #[arg(short = 'c', value_name = "COMMAND")]
@@ -71,6 +78,16 @@ pub(crate) fn plan(args: &ShellArgs) -> anyhow::Result<Result<Plan, ExitCode>> {
         Ok(head) => head,
         Err(err) => return Ok(refuse(&err.to_string())),
     };
+    if let Some(path) = &args.config {
+        let policy = crate::config::ConfigFile::load(path)?.ssh.policy();
+        let user = args.user.as_deref().unwrap_or("");
+        let write = head.service == Service::ReceivePack;
+        if (user.is_empty() && !policy.rules.is_empty()) || !policy.allows(user, &head.path, write)
+        {
+            let what = if write { "push to" } else { "read" };
+            return Ok(refuse(&format!("{user} may not {what} '{}'", head.path)));
+        }
+    }
     let root = match &args.root {
         Some(root) => root.clone(),
         None => std::env::current_dir().context("no current directory")?,

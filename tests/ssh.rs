@@ -55,15 +55,25 @@ fn keygen(path: &Path, comment: &str) {
 impl SshServer {
     /// Serve `root` over SSH for one user, `alice`, whose key is made here in `dir`.
     fn start(dir: &Dir, root: &Path) -> SshServer {
-        SshServer::start_with(dir, root, &[])
+        SshServer::start_with(dir, root, &[], &[])
     }
 
     /// [`SshServer::start`] with more arguments for `serve`.
-    fn start_with(dir: &Dir, root: &Path, args: &[&std::ffi::OsStr]) -> SshServer {
+    /// `more_keys`: public key files authorized too.
+    fn start_with(
+        dir: &Dir,
+        root: &Path,
+        args: &[&std::ffi::OsStr],
+        more_keys: &[PathBuf],
+    ) -> SshServer {
         let key = dir.join("alice_key");
         keygen(&key, "alice");
         let authorized = dir.join("authorized_keys");
-        std::fs::copy(key.with_extension("pub"), &authorized).unwrap();
+        let mut keys = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        for more in more_keys {
+            keys.push_str(&std::fs::read_to_string(more).unwrap());
+        }
+        std::fs::write(&authorized, keys).unwrap();
         let host_key = dir.join("host_key");
         let mut child = Command::new(PACKGATE)
             .args([
@@ -452,6 +462,37 @@ fn packgate_shell_runs_git_services_only() {
             assert_eq!(output.status.code(), Some(128), "{output}");
             assert!(output.stderr_text().contains(message), "{output}");
         }
+        // The policy of a serve configuration, for --user.
+        let config = dir.join("packgate.toml");
+        std::fs::write(
+            &config,
+            "[[ssh.access]]\npath = \"*\"\nread = [\"*\"]\nwrite = [\"alice\"]\n",
+        )
+        .unwrap();
+        let as_user = |user: &str, command: &str| {
+            dir.packgate()
+                .args(["shell", "--user", user, "--config"])
+                .arg(&config)
+                .arg("--root")
+                .arg(&root)
+                .env("SSH_ORIGINAL_COMMAND", command)
+                .output()
+        };
+        let output = as_user("bob", "git-receive-pack 'project.git'");
+        assert_eq!(output.status.code(), Some(128), "{output}");
+        assert!(
+            output
+                .stderr_text()
+                .contains("fatal: bob may not push to '/project.git'"),
+            "{output}"
+        );
+        // bob may read: the advertisement comes, then the input ends.
+        let output = as_user("bob", "git-upload-pack 'project.git'");
+        assert!(output.status.success(), "{output}");
+        assert!(
+            output.stdout_text().contains("refs/heads/master"),
+            "{output}"
+        );
         let output = dir.packgate().args(["shell", "--root"]).arg(&root).output();
         assert_eq!(output.status.code(), Some(128), "{output}");
         assert!(
@@ -479,6 +520,7 @@ fn connections_that_do_not_authenticate_in_time_are_closed() {
         &dir,
         &root,
         &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        &[],
     );
     // Silent from the start, and silent after the identification line.
     for greeting in [&b""[..], b"SSH-2.0-silent\r\n"] {
@@ -505,4 +547,82 @@ fn connections_that_do_not_authenticate_in_time_are_closed() {
         );
         assert!(received.starts_with(b"SSH-2.0-packgate"), "{received:?}");
     }
+}
+
+#[test]
+fn the_access_policy_decides_who_reads_and_pushes() {
+    let git = Git::newest();
+    let dir = Dir::new("ssh-access");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("team")).unwrap();
+    for repo in ["team/project.git", "secret.git"] {
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(root.join(repo))
+            .run();
+    }
+    let bob = dir.join("bob_key");
+    keygen(&bob, "bob");
+    let config = dir.join("packgate.toml");
+    std::fs::write(
+        &config,
+        "[ssh.groups]\nwriters = [\"alice\"]\n\
+         [[ssh.access]]\npath = \"team/*\"\nread = [\"*\"]\nwrite = [\"@writers\"]\n\
+         [[ssh.access]]\npath = \"secret\"\nread = [\"alice\"]\n",
+    )
+    .unwrap();
+    let server = SshServer::start_with(
+        &dir,
+        &root,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        &[bob.with_extension("pub")],
+    );
+    dir.git(&git).args(["init", "-q", "work"]).run();
+    let work = dir.join("work");
+    dir.git(&git)
+        .current_dir(&work)
+        .args(["commit", "-q", "--allow-empty", "-m", "one"])
+        .run();
+    let push_as = |key: &Path, path: &str| {
+        dir.git(&git)
+            .current_dir(&work)
+            .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+            .args(["push", &server.url(path), "master"])
+            .output()
+    };
+    // alice (a writer) pushes; bob (a reader) is refused, and told so.
+    let output = push_as(&server.key, "team/project.git");
+    assert!(output.status.success(), "{output}");
+    let output = push_as(&bob, "team/project.git");
+    assert!(!output.status.success(), "{output}");
+    assert!(
+        output
+            .stderr_text()
+            .contains("fatal: bob may not push to '/team/project.git'"),
+        "{output}"
+    );
+    // Both read the team's repository; only alice reads the secret; nobody pushes to it.
+    for key in [&server.key, &bob] {
+        let output = dir
+            .git(&git)
+            .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+            .args(["ls-remote", &server.url("team/project.git")])
+            .output();
+        assert!(output.status.success(), "{output}");
+    }
+    let ls_secret = |key: &Path| {
+        dir.git(&git)
+            .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+            .args(["ls-remote", &server.url("secret.git")])
+            .output()
+    };
+    assert!(ls_secret(&server.key).status.success());
+    let output = ls_secret(&bob);
+    assert!(!output.status.success(), "{output}");
+    assert!(
+        output.stderr_text().contains("bob may not read"),
+        "{output}"
+    );
+    assert!(!push_as(&server.key, "secret.git").status.success());
+    assert!(refs(&dir, &git, &root.join("secret.git"), &[]).is_empty());
 }
