@@ -803,6 +803,27 @@ mod tests {
         assert_eq!(flags.git, Some(SocketAddr::from(([127, 0, 0, 1], 2))));
         assert_eq!(flags.http, Some(SocketAddr::from(([127, 0, 0, 1], 3))));
         assert!(settings(&["--git", "off", "--http", "off"]).is_err());
+        // SSH needs its keys; with them it may be the only front-end.
+        let ssh_without_keys = settings(&["--ssh", "127.0.0.1:0"]).map(drop);
+        assert!(
+            ssh_without_keys
+                .as_ref()
+                .is_err_and(|err| err.contains("authorized keys")),
+            "{ssh_without_keys:?}"
+        );
+        let ssh_only = settings(&[
+            "--git",
+            "off",
+            "--http",
+            "off",
+            "--ssh",
+            "127.0.0.1:0",
+            "--ssh-authorized-keys",
+            "keys",
+        ])
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(ssh_only.ssh, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert_eq!(ssh_only.ssh_host_key, PathBuf::from("ssh_host_ed25519_key"));
         assert!(settings(&["--http", "off", "--http-allow-push-without-auth"]).is_err());
         assert!(settings(&["--http", "8080"]).is_err());
         std::fs::write(&file, "[git]\ntimeout = 0\n").unwrap_or_else(|err| panic!("{err}"));
