@@ -94,6 +94,9 @@ pub(crate) struct ConfigFile {
     /// The smart HTTP front-end.
     #[serde(default)]
     pub(crate) http: HttpSection,
+    /// The SSH front-end.
+    #[serde(default)]
+    pub(crate) ssh: SshSection,
     /// The git namespace every repository is served in (git's `GIT_NAMESPACE`).
     pub(crate) namespace: Option<String>,
     /// Single flight and the cache of generated packs.
@@ -170,6 +173,56 @@ pub(crate) struct GitSection {
     pub(crate) max_waiting_per_address: Option<usize>,
     pub(crate) informative_errors: Option<bool>,
     pub(crate) receive_pack: Option<bool>,
+}
+
+/// `[ssh]`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct SshSection {
+    pub(crate) listen: Option<Listen>,
+    pub(crate) authorized_keys: Option<PathBuf>,
+    pub(crate) host_key: Option<PathBuf>,
+    pub(crate) init_timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_waiting_connections: Option<usize>,
+    pub(crate) max_waiting_per_address: Option<usize>,
+    /// `[[ssh.access]]`: who may read and push which repositories.
+    #[serde(default)]
+    pub(crate) access: Vec<AccessSection>,
+    /// `[ssh.groups]`: `name = ["user", …]`, named `@name` in `[[ssh.access]]`.
+    #[serde(default)]
+    pub(crate) groups: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl SshSection {
+    /// `[[ssh.access]]` and `[ssh.groups]` as the SSH front-end and `packgate shell` apply
+    /// them.
+    pub(crate) fn policy(&self) -> packgate::transport::ssh::AccessPolicy {
+        packgate::transport::ssh::AccessPolicy {
+            rules: self
+                .access
+                .iter()
+                .map(|rule| packgate::transport::ssh::AccessRule {
+                    path: rule.path.clone(),
+                    read: rule.read.clone(),
+                    write: rule.write.clone(),
+                })
+                .collect(),
+            groups: self.groups.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// `[[ssh.access]]`.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct AccessSection {
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) read: Vec<String>,
+    #[serde(default)]
+    pub(crate) write: Vec<String>,
 }
 
 /// `[http]`.

@@ -11,6 +11,7 @@ mod mirror;
 mod passwd;
 mod push;
 mod serve;
+mod shell;
 mod trim;
 
 use std::{
@@ -46,9 +47,12 @@ pub(crate) enum Command {
     UploadPack(StdioServiceArgs),
     /// Receive objects from a git client: a drop-in for git-receive-pack (push, protocol v0/v1).
     ReceivePack(StdioServiceArgs),
-    /// Serve the repositories below ROOT over git:// (upload-pack, protocols v0-v2) and, with
-    /// --http, smart HTTP.
-    Serve(serve::ServeArgs),
+    /// Serve the repositories below ROOT over git:// (upload-pack, protocols v0-v2), smart
+    /// HTTP and, with --ssh, SSH.
+    Serve(Box<serve::ServeArgs>),
+    /// A drop-in for git-shell as an OpenSSH forced command: runs only the git service
+    /// SSH_ORIGINAL_COMMAND (or -c) names, for a repository below --root.
+    Shell(shell::ShellArgs),
     /// A drop-in for git daemon: serve repositories over git:// with git daemon's flags,
     /// rules (git-daemon-export-ok, --base-path, whitelist) and log lines.
     Daemon(Box<daemon::DaemonArgs>),
@@ -111,7 +115,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::UploadPack(args) => upload_pack(args),
         Command::ReceivePack(args) => receive_pack(args),
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(*args),
+        Command::Shell(args) => shell(&args),
         Command::Daemon(args) => daemon::daemon(*args),
         Command::Passwd(args) => passwd::passwd(args),
         Command::HttpBackend(args) => http_backend::http_backend(args),
@@ -126,6 +131,27 @@ fn main() -> ExitCode {
             eprintln!("fatal: {err:#}");
             ExitCode::from(EXIT_FATAL)
         }
+    }
+}
+
+/// `packgate shell`: the service its command names, as `packgate upload-pack` /
+/// `receive-pack --strict <git dir>` would run it.
+fn shell(args: &shell::ShellArgs) -> anyhow::Result<ExitCode> {
+    let plan = match shell::plan(args)? {
+        Ok(plan) => plan,
+        Err(code) => return Ok(code),
+    };
+    let args = StdioServiceArgs {
+        stateless_rpc: false,
+        advertise_refs: false,
+        http_backend_info_refs: false,
+        strict: true,
+        timeout: None,
+        directory: plan.git_dir,
+    };
+    match plan.service {
+        packgate::wire::service::Service::ReceivePack => receive_pack(args),
+        _ => upload_pack(args),
     }
 }
 

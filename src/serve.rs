@@ -23,6 +23,7 @@ use packgate::{
         credentials::CredentialsFile,
         daemon::{self, DaemonOptions},
         http::{self, tls, HttpOptions},
+        ssh::{self, AccessPolicy, AuthorizedKeys, SshOptions},
     },
 };
 
@@ -62,6 +63,18 @@ pub(crate) struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Where the SSH front-end listens, or `off` (the default): git's services for the
+    /// users of --ssh-authorized-keys, who may fetch and push.
+    #[arg(long = "ssh", value_name = "ADDR|off")]
+    ssh: Option<Listen>,
+    /// The OpenSSH `authorized_keys` file of the SSH front-end: one key a line, its comment
+    /// naming the user; lines with options are skipped.
+    #[arg(long, value_name = "FILE")]
+    ssh_authorized_keys: Option<PathBuf>,
+    /// The SSH host key (OpenSSH format), generated (ed25519, mode 0600) if missing
+    /// [default: ssh_host_ed25519_key in the current directory].
+    #[arg(long, value_name = "FILE")]
+    ssh_host_key: Option<PathBuf>,
     /// Tell refused clients why, instead of only "access denied or repository not exported".
     #[arg(long)]
     informative_errors: bool,
@@ -81,6 +94,12 @@ struct Settings {
     daemon: DaemonConfig,
     daemon_options: DaemonOptions,
     http_options: HttpOptions,
+    /// The SSH front-end: where, whose keys, the host key, its limits.
+    ssh: Option<SocketAddr>,
+    ssh_authorized_keys: Option<PathBuf>,
+    ssh_host_key: PathBuf,
+    ssh_options: SshOptions,
+    ssh_policy: AccessPolicy,
     /// The namespace of every repository, then per repository path below the root.
     namespace: Option<Namespace>,
     repository_namespaces: Vec<(String, Option<Namespace>)>,
@@ -114,7 +133,8 @@ impl Settings {
             .unwrap_or_default();
         let from_file = |path: Option<PathBuf>| path.map(|path| base.join(path));
         let budget = crate::budget::budget(&args.budget, &file.budget)?;
-        let (git, http) = (file.git, file.http);
+        let (git, http, ssh) = (file.git, file.http, file.ssh);
+        let ssh_policy = ssh.policy();
         let auto_maintenance = file.maintenance.auto_after_push.unwrap_or(true);
         let maintenance_interval = file
             .maintenance
@@ -180,8 +200,21 @@ impl Settings {
             (None, None) => None,
             _ => anyhow::bail!("a TLS certificate needs its key, and a key its certificate"),
         };
-        if git_addr.is_none() && http_addr.is_none() {
-            anyhow::bail!("both front-ends are off: nothing to serve");
+        let ssh_addr = args.ssh.or(ssh.listen).and_then(|listen| listen.0);
+        let ssh_authorized_keys = args
+            .ssh_authorized_keys
+            .or_else(|| from_file(ssh.authorized_keys));
+        let ssh_host_key = args
+            .ssh_host_key
+            .or_else(|| from_file(ssh.host_key))
+            .unwrap_or_else(|| PathBuf::from("ssh_host_ed25519_key"));
+        if ssh_addr.is_some() && ssh_authorized_keys.is_none() {
+            anyhow::bail!(
+                "the SSH front-end needs an authorized keys file (--ssh-authorized-keys)"
+            );
+        }
+        if git_addr.is_none() && http_addr.is_none() && ssh_addr.is_none() {
+            anyhow::bail!("every front-end is off: nothing to serve");
         }
         if http_addr.is_none() {
             for (given, what) in [
@@ -211,6 +244,8 @@ impl Settings {
             ("git.timeout", git.timeout),
             ("http.header-timeout", http.header_timeout),
             ("http.timeout", http.timeout),
+            ("ssh.init-timeout", ssh.init_timeout),
+            ("ssh.timeout", ssh.timeout),
         ] {
             // No "0 means none": a session without a bound is what these settings prevent.
             if value == Some(0) {
@@ -252,7 +287,32 @@ impl Settings {
             max_push_request: http.max_push_request.unwrap_or(defaults.max_push_request),
             ..defaults
         };
+        let defaults = SshOptions::default();
+        let ssh_options = SshOptions {
+            init_timeout: ssh
+                .init_timeout
+                .map_or(defaults.init_timeout, Duration::from_secs),
+            idle_timeout: ssh
+                .timeout
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            max_connections: ssh.max_connections.unwrap_or(defaults.max_connections),
+            max_waiting_connections: ssh
+                .max_waiting_connections
+                .unwrap_or(defaults.max_waiting_connections),
+            max_waiting_per_address: ssh
+                .max_waiting_per_address
+                .unwrap_or(defaults.max_waiting_per_address),
+        };
         for (name, value) in [
+            ("ssh.max-connections", ssh_options.max_connections),
+            (
+                "ssh.max-waiting-connections",
+                ssh_options.max_waiting_connections,
+            ),
+            (
+                "ssh.max-waiting-per-address",
+                ssh_options.max_waiting_per_address,
+            ),
             ("git.max-connections", daemon_options.max_connections),
             (
                 "git.max-waiting-connections",
@@ -286,6 +346,11 @@ impl Settings {
             daemon,
             daemon_options,
             http_options,
+            ssh: ssh_addr,
+            ssh_authorized_keys,
+            ssh_host_key,
+            ssh_options,
+            ssh_policy,
             namespace,
             repository_namespaces,
             pack_cache,
@@ -417,6 +482,43 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             maintainer.clone(),
         ));
     }
+    // SSH users are authenticated: they may fetch and push every repository (as with git
+    // behind sshd), whatever git://'s switches and the repositories' daemon.* settings say.
+    let ssh_service: Arc<dyn daemon::ConnectionHandler> = {
+        let switch = packgate::protocol::daemon::ServiceSwitch {
+            enabled: true,
+            overridable: false,
+        };
+        let config = DaemonConfig {
+            errors: ErrorDetail::Informative,
+            upload_pack: switch,
+            receive_pack: switch,
+        };
+        let mut service = DaemonService::new(registry.clone(), config)
+            .with_pack_cache(pack_cache.clone())
+            .with_budget(settings.budget.clone())
+            .with_upstreams(upstreams.clone());
+        if settings.auto_maintenance {
+            service = service.with_hook(crate::maintenance::AutoMaintenanceHook::InProcess(
+                maintainer.clone(),
+            ));
+        }
+        Arc::new(service)
+    };
+    let ssh_setup = match (settings.ssh, &settings.ssh_authorized_keys) {
+        (Some(_), Some(keys_path)) => {
+            let keys = AuthorizedKeys::load(keys_path)?;
+            if keys.is_empty() {
+                eprintln!(
+                    "packgate: warning: {} names no usable key; nobody can log in over SSH",
+                    keys_path.display()
+                );
+            }
+            let host_key = ssh::load_or_generate_host_key(&settings.ssh_host_key)?;
+            Some((Arc::new(keys), host_key))
+        }
+        _ => None,
+    };
     let service = Arc::new(service);
     let push = if settings.allow_push_without_auth {
         PushAccess::AllowedWithoutAuthentication
@@ -464,6 +566,15 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let git_listener = bind(settings.git).await?;
         let http_listener = bind(settings.http).await?;
+        let ssh_listener = bind(settings.ssh).await?;
+        if let Some(listener) = &ssh_listener {
+            eprintln!(
+                "packgate: serving {} on ssh://{} (pid {})",
+                registry.root().display(),
+                listener.local_addr()?,
+                std::process::id()
+            );
+        }
         if let Some(listener) = &git_listener {
             eprintln!(
                 "packgate: serving {} on git://{} (pid {})",
@@ -552,7 +663,24 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 (None, _) => Ok(()),
             }
         };
-        tokio::try_join!(git, smart_http)?;
+        let ssh_front = async {
+            match (ssh_listener, ssh_setup) {
+                (Some(listener), Some((keys, host_key))) => {
+                    ssh::serve(
+                        listener,
+                        ssh_service,
+                        keys,
+                        Arc::new(settings.ssh_policy),
+                        host_key,
+                        settings.ssh_options,
+                        until_stopped(stopped.clone()),
+                    )
+                    .await
+                }
+                _ => Ok(()),
+            }
+        };
+        tokio::try_join!(git, smart_http, ssh_front)?;
         eprintln!("packgate: shutting down");
         anyhow::Ok(ExitCode::SUCCESS)
     });
@@ -619,7 +747,7 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             return Err("not serve".into());
         };
-        Settings::new(args).map_err(|err| format!("{err:#}"))
+        Settings::new(*args).map_err(|err| format!("{err:#}"))
     }
 
     #[test]
@@ -675,6 +803,27 @@ mod tests {
         assert_eq!(flags.git, Some(SocketAddr::from(([127, 0, 0, 1], 2))));
         assert_eq!(flags.http, Some(SocketAddr::from(([127, 0, 0, 1], 3))));
         assert!(settings(&["--git", "off", "--http", "off"]).is_err());
+        // SSH needs its keys; with them it may be the only front-end.
+        let ssh_without_keys = settings(&["--ssh", "127.0.0.1:0"]).map(drop);
+        assert!(
+            ssh_without_keys
+                .as_ref()
+                .is_err_and(|err| err.contains("authorized keys")),
+            "{ssh_without_keys:?}"
+        );
+        let ssh_only = settings(&[
+            "--git",
+            "off",
+            "--http",
+            "off",
+            "--ssh",
+            "127.0.0.1:0",
+            "--ssh-authorized-keys",
+            "keys",
+        ])
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(ssh_only.ssh, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert_eq!(ssh_only.ssh_host_key, PathBuf::from("ssh_host_ed25519_key"));
         assert!(settings(&["--http", "off", "--http-allow-push-without-auth"]).is_err());
         assert!(settings(&["--http", "8080"]).is_err());
         std::fs::write(&file, "[git]\ntimeout = 0\n").unwrap_or_else(|err| panic!("{err}"));

@@ -110,6 +110,9 @@
 //!   `--shallow-exclude`) with every git, v2 and v0, over stdio, git:// and HTTP, and from a
 //!   shallow repository, each step compared with `git upload-pack`'s result; bad shallow
 //!   requests get git's words; the shallow sections are git's.
+//! - `ssh`: `packgate serve --ssh` with the OpenSSH client: clone, fetch and push over v2
+//!   and v0 with every git; unknown keys, commands, shells, subsystems, forwarding and paths
+//!   outside the root refused; a push cut off mid-pack leaves nothing.
 //! - `sessions`: git:// sessions: push when a repository enables it; idle connections hold
 //!   no thread.
 //! - `update_instead`: `receive.denyCurrentBranch=updateInstead` and the `push-to-checkout`
@@ -165,6 +168,7 @@ mod serve;
 mod sessions;
 mod shallow;
 mod shallow_push;
+mod ssh;
 mod trust;
 mod update_instead;
 mod wants;

@@ -219,6 +219,17 @@ impl DaemonService {
 
 impl ConnectionHandler for DaemonService {
     fn open(&self, head: &RequestHead, addresses: Addresses) -> Session {
+        self.session(head, addresses, None)
+    }
+
+    fn open_as(&self, head: &RequestHead, addresses: Addresses, user: Option<&str>) -> Session {
+        self.session(head, addresses, user.map(str::to_owned))
+    }
+}
+
+impl DaemonService {
+    /// What [`ConnectionHandler::open`] decides, for `user` if the front-end authenticated one.
+    fn session(&self, head: &RequestHead, addresses: Addresses, user: Option<String>) -> Session {
         let path = head.path.to_str_lossy().into_owned();
         let service = head.service.as_str().trim_start_matches("git-");
         tracing::info!(target: LOG_TARGET, "Request {service} for '{path}'");
@@ -228,6 +239,7 @@ impl ConnectionHandler for DaemonService {
             address: addresses.peer.ip().to_string(),
             hooks: self.hooks.clone(),
             upstreams: self.upstreams.clone(),
+            user,
         };
         let repo = match self.open(head, addresses.local) {
             Ok(repo) => repo,
@@ -305,6 +317,8 @@ struct Client {
     address: String,
     hooks: Vec<std::sync::Arc<dyn packgate_hooks::Hook>>,
     upstreams: crate::upstream::Upstreams,
+    /// The user the front-end authenticated, for the hooks.
+    user: Option<String>,
 }
 
 impl ExchangeHandler for V0FetchSession {
@@ -414,6 +428,7 @@ impl ExchangeHandler for PushSession {
                     })
                     .with_budget(self.client.budget.clone(), &self.client.address)
                     .with_upstreams(&self.client.upstreams)
+                    .with_remote_user(self.client.user.clone())
             })
             .and_then(|receive_pack| {
                 // The advertisement is out; what follows is one stateless exchange.

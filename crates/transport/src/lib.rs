@@ -8,6 +8,7 @@
 //! * [`credentials`]: authentication of HTTP users: a credentials file of bcrypt and argon2
 //!   hashes, an [`Authenticator`](packgate_wire::service::http::Authenticator), and
 //!   [`hash_password`](credentials::hash_password) for new entries.
+//! * [`ssh`]: the SSH front-end (russh): host key, `authorized_keys`, git commands only.
 //! * [`stdio`]: standard input and output of a stdio session (`packgate upload-pack` /
 //!   `receive-pack` run by a client over file:// or ssh), with `--timeout`'s bound on every
 //!   wait for the client.
@@ -27,4 +28,5 @@ pub mod credentials;
 pub mod daemon;
 pub mod http;
 pub mod listener;
+pub mod ssh;
 pub mod stdio;

@@ -187,6 +187,14 @@ pub trait ConnectionHandler: Send + Sync + 'static {
     /// open a repository).
     fn open(&self, head: &RequestHead, addresses: Addresses) -> Session;
 
+    /// [`ConnectionHandler::open`] for a `user` the front-end authenticated (the SSH
+    /// front-end's key owner), whom a push's hooks are told (`REMOTE_USER`). By default the
+    /// user is not used.
+    fn open_as(&self, head: &RequestHead, addresses: Addresses, user: Option<&str>) -> Session {
+        let _ = user;
+        self.open(head, addresses)
+    }
+
     /// Tell a client whose head could not be parsed why (as an `ERR` line).
     fn reject(&self, error: &HeadError, output: &mut dyn Write) {
         let mut out = pkt_line::PacketWriter::new(output);

@@ -1,0 +1,628 @@
+//! `packgate serve --ssh`: git over the real OpenSSH client (`ssh`, keys made by
+//! `ssh-keygen`, the host key pinned from the file serve wrote, `StrictHostKeyChecking=yes`):
+//! clone, fetch and push over v2 and v0 with every git; an unknown key, other commands, a
+//! shell, port forwarding and a path outside the root refused; a push whose input ends
+//! mid-pack leaves nothing.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a failure is the test failing.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use crate::{
+    receive_pack::{setup_with_partial_request, Snapshot},
+    util::{fsck, refs, Cmd, Dir, Git, PACKGATE},
+};
+
+/// `ssh` and `ssh-keygen` (the `openssh-client` package).
+const SSH: &str = "/usr/bin/ssh";
+const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+
+/// A running `packgate serve` with only the SSH front-end, killed when dropped.
+struct SshServer {
+    child: Child,
+    port: u16,
+    /// The client's private key, whose public half is in the authorized keys as `alice`.
+    key: PathBuf,
+    /// `known_hosts` with the server's host key.
+    known_hosts: PathBuf,
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`) with `comment`.
+fn keygen(path: &Path, comment: &str) {
+    assert!(
+        Path::new(SSH_KEYGEN).exists() && Path::new(SSH).exists(),
+        "the ssh tests need the OpenSSH client (apt-get install openssh-client)"
+    );
+    Cmd::new(Path::new(SSH_KEYGEN))
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .run();
+}
+
+impl SshServer {
+    /// Serve `root` over SSH for one user, `alice`, whose key is made here in `dir`.
+    fn start(dir: &Dir, root: &Path) -> SshServer {
+        SshServer::start_with(dir, root, &[], &[])
+    }
+
+    /// [`SshServer::start`] with more arguments for `serve`.
+    /// `more_keys`: public key files authorized too.
+    fn start_with(
+        dir: &Dir,
+        root: &Path,
+        args: &[&std::ffi::OsStr],
+        more_keys: &[PathBuf],
+    ) -> SshServer {
+        let key = dir.join("alice_key");
+        keygen(&key, "alice");
+        let authorized = dir.join("authorized_keys");
+        let mut keys = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        for more in more_keys {
+            keys.push_str(&std::fs::read_to_string(more).unwrap());
+        }
+        std::fs::write(&authorized, keys).unwrap();
+        let host_key = dir.join("host_key");
+        let mut child = Command::new(PACKGATE)
+            .args([
+                "serve",
+                "--git",
+                "off",
+                "--http",
+                "off",
+                "--ssh",
+                "127.0.0.1:0",
+            ])
+            .arg("--ssh-authorized-keys")
+            .arg(&authorized)
+            .arg("--ssh-host-key")
+            .arg(&host_key)
+            .args(args)
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start packgate serve: {err}"));
+        let stderr = child.stderr.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line.clone()).is_err() {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let port = loop {
+            let line = receiver
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|err| panic!("packgate serve printed no ready line: {err}"));
+            if let Some(address) = line.split("ssh://").nth(1) {
+                let address = address.split_whitespace().next().unwrap();
+                break address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        drop(receiver);
+        // The host key was written before the listener was ready; pin it.
+        let metadata = std::fs::metadata(&host_key).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        }
+        let public = Cmd::new(Path::new(SSH_KEYGEN))
+            .arg("-y")
+            .arg("-f")
+            .arg(&host_key)
+            .run()
+            .stdout_text();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", public.trim()),
+        )
+        .unwrap();
+        SshServer {
+            child,
+            port,
+            key,
+            known_hosts,
+        }
+    }
+
+    /// The `ssh` command line git runs (`GIT_SSH_COMMAND`), with `key`.
+    fn ssh_command_with(&self, key: &Path) -> String {
+        format!(
+            "{SSH} -F /dev/null -i {} -o IdentitiesOnly=yes -o BatchMode=yes \
+             -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -p {}",
+            key.display(),
+            self.known_hosts.display(),
+            self.port
+        )
+    }
+
+    fn ssh_command(&self) -> String {
+        self.ssh_command_with(&self.key)
+    }
+
+    /// `ssh` itself, with the key and the pinned host key, to 127.0.0.1.
+    fn ssh(&self, args: &[&str]) -> Cmd {
+        let command = self.ssh_command();
+        let mut words = command.split(' ');
+        let program = words.next().unwrap();
+        Cmd::new(Path::new(program))
+            .args(words)
+            .args(args)
+            .timeout(Duration::from_secs(30))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ssh://alice@127.0.0.1/{path}")
+    }
+}
+
+/// A `git` command that reaches the server through `ssh`.
+fn git_over_ssh(dir: &Dir, git: &Git, server: &SshServer, version: u8) -> Cmd {
+    dir.git(git)
+        .env("GIT_SSH_COMMAND", server.ssh_command())
+        .arg("-c")
+        .arg(format!("protocol.version={version}"))
+}
+
+/// A pre-receive hook in `repo` that writes `$REMOTE_USER` to the file returned.
+fn write_user_hook(dir: &Dir, repo: &Path) -> PathBuf {
+    let seen = dir.join("remote-user");
+    let hook = repo.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho \"$REMOTE_USER\" > '{}'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    seen
+}
+
+#[test]
+fn clone_fetch_and_push_over_v2_and_v0() {
+    for git in Git::all() {
+        for version in [2u8, 0] {
+            let dir = Dir::new("ssh-git");
+            let root = dir.join("root");
+            std::fs::create_dir_all(&root).unwrap();
+            dir.git(&git)
+                .args(["init", "-q", "--bare"])
+                .arg(root.join("project.git"))
+                .run();
+            let seen = write_user_hook(&dir, &root.join("project.git"));
+            let server = SshServer::start(&dir, &root);
+            let context = format!("{git}, protocol v{version}");
+
+            // Push a new branch into the empty repository (scp-like path: below the root).
+            dir.git(&git).args(["init", "-q", "work"]).run();
+            let work = dir.join("work");
+            for i in 0..3 {
+                std::fs::write(work.join(format!("f{i}")), format!("{i}\n")).unwrap();
+                dir.git(&git).current_dir(&work).args(["add", "."]).run();
+                dir.git(&git)
+                    .current_dir(&work)
+                    .args(["commit", "-q", "-m", &format!("c{i}")])
+                    .run();
+            }
+            let push = git_over_ssh(&dir, &git, &server, version)
+                .current_dir(&work)
+                .args(["push", "alice@127.0.0.1:project.git", "master"])
+                .output();
+            assert!(push.status.success(), "{context}: {push}");
+            // The key's user (its comment) reaches the hooks.
+            assert_eq!(std::fs::read_to_string(&seen).unwrap(), "alice\n");
+            fsck(&dir, &git, &root.join("project.git"));
+            assert_eq!(
+                refs(&dir, &git, &root.join("project.git"), &[]),
+                refs(&dir, &git, &work.join(".git"), &["refs/heads/master"]),
+                "{context}"
+            );
+
+            // Clone it back (ssh:// URL with a leading slash: below the root too).
+            git_over_ssh(&dir, &git, &server, version)
+                .args(["clone", "-q", &server.url("project.git"), "clone"])
+                .run();
+            fsck(&dir, &git, &dir.join("clone/.git"));
+
+            // A new commit pushed, then fetched.
+            std::fs::write(work.join("more"), "more\n").unwrap();
+            dir.git(&git).current_dir(&work).args(["add", "."]).run();
+            dir.git(&git)
+                .current_dir(&work)
+                .args(["commit", "-q", "-m", "more"])
+                .run();
+            git_over_ssh(&dir, &git, &server, version)
+                .current_dir(&work)
+                .args(["push", "-q", &server.url("project.git"), "master"])
+                .run();
+            let fetch = git_over_ssh(&dir, &git, &server, version)
+                .current_dir(&dir.join("clone"))
+                .args(["fetch", "origin"])
+                .output();
+            assert!(fetch.status.success(), "{context}: {fetch}");
+            assert_eq!(
+                refs(
+                    &dir,
+                    &git,
+                    &dir.join("clone/.git"),
+                    &["refs/remotes/origin/master"]
+                )
+                .into_values()
+                .collect::<Vec<_>>(),
+                refs(&dir, &git, &work.join(".git"), &["refs/heads/master"])
+                    .into_values()
+                    .collect::<Vec<_>>(),
+                "{context}"
+            );
+            fsck(&dir, &git, &dir.join("clone/.git"));
+        }
+    }
+}
+
+#[test]
+fn unknown_keys_other_commands_and_paths_outside_the_root_are_refused() {
+    let git = Git::newest();
+    let dir = Dir::new("ssh-refused");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(root.join("project.git"))
+        .run();
+    // A repository beside the root, which no path may reach.
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(dir.join("outside.git"))
+        .run();
+    let server = SshServer::start(&dir, &root);
+
+    // A key that is not in the authorized keys.
+    let stranger = dir.join("stranger_key");
+    keygen(&stranger, "mallory");
+    let output = dir
+        .git(&git)
+        .env("GIT_SSH_COMMAND", server.ssh_command_with(&stranger))
+        .args(["ls-remote", &server.url("project.git")])
+        .output();
+    assert!(!output.status.success(), "{output}");
+    assert!(
+        output
+            .stderr_text()
+            .contains("Permission denied (publickey)"),
+        "{output}"
+    );
+
+    // The known key works for git...
+    let output = dir
+        .git(&git)
+        .env("GIT_SSH_COMMAND", server.ssh_command())
+        .args(["ls-remote", &server.url("project.git")])
+        .output();
+    assert!(output.status.success(), "{output}");
+
+    // ...and for nothing else: a command, a shell, a subsystem, port forwarding.
+    let output = server.ssh(&["127.0.0.1", "ls", "-la"]).output();
+    assert_eq!(output.status.code(), Some(128), "{output}");
+    assert!(
+        output
+            .stderr_text()
+            .contains("fatal: unrecognized command 'ls -la'"),
+        "{output}"
+    );
+    let output = server.ssh(&["-T", "127.0.0.1"]).output();
+    assert_eq!(output.status.code(), Some(128), "{output}");
+    assert!(
+        output
+            .stderr_text()
+            .contains("fatal: Interactive git shell is not enabled."),
+        "{output}"
+    );
+    let output = server.ssh(&["-s", "127.0.0.1", "sftp"]).output();
+    assert_eq!(output.status.code(), Some(128), "{output}");
+    let forward = format!("127.0.0.1:{}", server.port);
+    let output = server.ssh(&["-W", &forward, "127.0.0.1"]).output();
+    assert!(!output.status.success(), "{output}");
+    assert!(output.stderr_text().contains("open failed"), "{output}");
+
+    // Paths that climb out of the root, absolute or relative, and other users' homes.
+    for path in [
+        "../outside.git",
+        "/../outside.git",
+        "~/../outside.git",
+        "~bob/project.git",
+    ] {
+        let output = dir
+            .git(&git)
+            .env("GIT_SSH_COMMAND", server.ssh_command())
+            .args(["ls-remote", &format!("alice@127.0.0.1:{path}")])
+            .output();
+        assert!(!output.status.success(), "{path}: {output}");
+        assert!(output.stderr_text().contains("fatal:"), "{path}: {output}");
+    }
+}
+
+#[test]
+fn a_push_cut_off_mid_pack_leaves_nothing() {
+    let git = Git::newest();
+    let (setup, request) = setup_with_partial_request("ssh-cut", &git);
+    let before = Snapshot::of(&setup.dir, &git, &setup.server);
+    let server = SshServer::start(&setup.dir, setup.dir.path());
+    // The commands and half the pack, then the end of the input: the client went away.
+    let output = server
+        .ssh(&["127.0.0.1", "git-receive-pack '/server.git'"])
+        .stdin(request)
+        .output();
+    assert!(!output.panicked(), "{output}");
+    // The exit status comes after the session ended, so its cleanup is done.
+    before.assert_unchanged(&setup.dir, &git, &setup.server, "push cut off over ssh");
+}
+
+/// A `GIT_SSH_COMMAND` named `ssh` (so git passes `GIT_PROTOCOL` as to ssh) that runs
+/// `packgate shell` as sshd would for a forced command: the remote command in
+/// `SSH_ORIGINAL_COMMAND`.
+fn shell_shim(dir: &Dir, root: &Path) -> PathBuf {
+    let shim_dir = dir.join("shim");
+    std::fs::create_dir_all(&shim_dir).unwrap();
+    let shim = shim_dir.join("ssh");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\nSSH_ORIGINAL_COMMAND=\"$last\" exec {PACKGATE} \
+             shell --user alice --root '{}'\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    shim
+}
+
+#[test]
+fn packgate_shell_runs_git_services_only() {
+    for git in Git::all() {
+        let dir = Dir::new("ssh-shell");
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let repo = root.join("project.git");
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(&repo)
+            .run();
+        // The user reaches the hooks.
+        let seen = write_user_hook(&dir, &repo);
+        let shim = shell_shim(&dir, &root);
+        dir.git(&git).args(["init", "-q", "work"]).run();
+        let work = dir.join("work");
+        dir.git(&git)
+            .current_dir(&work)
+            .args(["commit", "-q", "--allow-empty", "-m", "one"])
+            .run();
+        let over_shell = |version: u8| {
+            dir.git(&git)
+                .env("GIT_SSH_COMMAND", &shim)
+                .arg("-c")
+                .arg(format!("protocol.version={version}"))
+        };
+        let push = over_shell(0)
+            .current_dir(&work)
+            .args(["push", "host:project.git", "master"])
+            .output();
+        assert!(push.status.success(), "{git}: {push}");
+        assert_eq!(std::fs::read_to_string(&seen).unwrap(), "alice\n");
+        fsck(&dir, &git, &repo);
+        for version in [2u8, 0] {
+            let clone = format!("clone-v{version}");
+            over_shell(version)
+                .args(["clone", "-q", "ssh://host/project.git", &clone])
+                .run();
+            assert_eq!(
+                refs(
+                    &dir,
+                    &git,
+                    &dir.join(&clone).join(".git"),
+                    &["refs/heads/master"]
+                ),
+                refs(&dir, &git, &repo, &["refs/heads/master"]),
+                "{git}: v{version}"
+            );
+        }
+        // What git-shell refuses, with its words and status.
+        for (command, message) in [
+            ("ls", "fatal: unrecognized command 'ls'"),
+            ("git-upload-pack 'a' 'b'", "fatal: bad argument"),
+        ] {
+            let output = dir
+                .packgate()
+                .args(["shell", "--root"])
+                .arg(&root)
+                .env("SSH_ORIGINAL_COMMAND", command)
+                .output();
+            assert_eq!(output.status.code(), Some(128), "{output}");
+            assert!(output.stderr_text().contains(message), "{output}");
+        }
+        // The policy of a serve configuration, for --user.
+        let config = dir.join("packgate.toml");
+        std::fs::write(
+            &config,
+            "[[ssh.access]]\npath = \"*\"\nread = [\"*\"]\nwrite = [\"alice\"]\n",
+        )
+        .unwrap();
+        let as_user = |user: &str, command: &str| {
+            dir.packgate()
+                .args(["shell", "--user", user, "--config"])
+                .arg(&config)
+                .arg("--root")
+                .arg(&root)
+                .env("SSH_ORIGINAL_COMMAND", command)
+                .output()
+        };
+        let output = as_user("bob", "git-receive-pack 'project.git'");
+        assert_eq!(output.status.code(), Some(128), "{output}");
+        assert!(
+            output
+                .stderr_text()
+                .contains("fatal: bob may not push to '/project.git'"),
+            "{output}"
+        );
+        // bob may read: the advertisement comes, then the input ends.
+        let output = as_user("bob", "git-upload-pack 'project.git'");
+        assert!(output.status.success(), "{output}");
+        assert!(
+            output.stdout_text().contains("refs/heads/master"),
+            "{output}"
+        );
+        let output = dir.packgate().args(["shell", "--root"]).arg(&root).output();
+        assert_eq!(output.status.code(), Some(128), "{output}");
+        assert!(
+            output
+                .stderr_text()
+                .contains("Interactive git shell is not enabled."),
+            "{output}"
+        );
+        let output = over_shell(2)
+            .args(["ls-remote", "host:../project.git"])
+            .output();
+        assert!(!output.status.success(), "{output}");
+    }
+}
+
+#[test]
+fn connections_that_do_not_authenticate_in_time_are_closed() {
+    use std::io::{Read, Write};
+    let dir = Dir::new("ssh-init-timeout");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.join("packgate.toml");
+    std::fs::write(&config, "[ssh]\ninit-timeout = 1\n").unwrap();
+    let server = SshServer::start_with(
+        &dir,
+        &root,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        &[],
+    );
+    // Silent from the start, and silent after the identification line.
+    for greeting in [&b""[..], b"SSH-2.0-silent\r\n"] {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(greeting).unwrap();
+        let mut received = Vec::new();
+        // Ends when the server closes the connection (or after the read timeout: a failure).
+        let end = stream.read_to_end(&mut received);
+        assert!(
+            end.is_ok()
+                || end
+                    .as_ref()
+                    .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset),
+            "{end:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "closed after {:?}",
+            started.elapsed()
+        );
+        assert!(received.starts_with(b"SSH-2.0-packgate"), "{received:?}");
+    }
+}
+
+#[test]
+fn the_access_policy_decides_who_reads_and_pushes() {
+    let git = Git::newest();
+    let dir = Dir::new("ssh-access");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("team")).unwrap();
+    for repo in ["team/project.git", "secret.git"] {
+        dir.git(&git)
+            .args(["init", "-q", "--bare"])
+            .arg(root.join(repo))
+            .run();
+    }
+    let bob = dir.join("bob_key");
+    keygen(&bob, "bob");
+    let config = dir.join("packgate.toml");
+    std::fs::write(
+        &config,
+        "[ssh.groups]\nwriters = [\"alice\"]\n\
+         [[ssh.access]]\npath = \"team/*\"\nread = [\"*\"]\nwrite = [\"@writers\"]\n\
+         [[ssh.access]]\npath = \"secret\"\nread = [\"alice\"]\n",
+    )
+    .unwrap();
+    let server = SshServer::start_with(
+        &dir,
+        &root,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        &[bob.with_extension("pub")],
+    );
+    dir.git(&git).args(["init", "-q", "work"]).run();
+    let work = dir.join("work");
+    dir.git(&git)
+        .current_dir(&work)
+        .args(["commit", "-q", "--allow-empty", "-m", "one"])
+        .run();
+    let push_as = |key: &Path, path: &str| {
+        dir.git(&git)
+            .current_dir(&work)
+            .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+            .args(["push", &server.url(path), "master"])
+            .output()
+    };
+    // alice (a writer) pushes; bob (a reader) is refused, and told so.
+    let output = push_as(&server.key, "team/project.git");
+    assert!(output.status.success(), "{output}");
+    let output = push_as(&bob, "team/project.git");
+    assert!(!output.status.success(), "{output}");
+    assert!(
+        output
+            .stderr_text()
+            .contains("fatal: bob may not push to '/team/project.git'"),
+        "{output}"
+    );
+    // Both read the team's repository; only alice reads the secret; nobody pushes to it.
+    for key in [&server.key, &bob] {
+        let output = dir
+            .git(&git)
+            .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+            .args(["ls-remote", &server.url("team/project.git")])
+            .output();
+        assert!(output.status.success(), "{output}");
+    }
+    let ls_secret = |key: &Path| {
+        dir.git(&git)
+            .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+            .args(["ls-remote", &server.url("secret.git")])
+            .output()
+    };
+    assert!(ls_secret(&server.key).status.success());
+    let output = ls_secret(&bob);
+    assert!(!output.status.success(), "{output}");
+    assert!(
+        output.stderr_text().contains("bob may not read"),
+        "{output}"
+    );
+    assert!(!push_as(&server.key, "secret.git").status.success());
+    assert!(refs(&dir, &git, &root.join("secret.git"), &[]).is_empty());
+}
