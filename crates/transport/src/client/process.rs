@@ -69,27 +69,42 @@ impl ProcessConnection {
     }
 
     /// Waits for the child to exit, at most the timeout when there is one (then it is
-    /// killed). The wait polls: std has no wait with a deadline, and a thread that waited
-    /// would own the child this connection must still be able to kill.
+    /// killed).
     fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
-        let Some(timeout) = self.timeout else {
-            return self.child.wait();
-        };
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(timed_out(timeout, "for the remote program to exit"));
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(50));
+        match wait_bounded(&mut self.child, self.timeout)? {
+            Some(status) => Ok(status),
+            None => Err(timed_out(
+                self.timeout.unwrap_or_default(),
+                "for the remote program to exit",
+            )),
         }
+    }
+}
+
+/// Waits for `child` to exit, at most `timeout` (`None`: no bound); past it the child is
+/// killed and reaped, and the answer is `None`. The wait polls: std has no wait with a
+/// deadline, and a thread that waited would own the child the caller must be able to kill.
+pub(crate) fn wait_bounded(
+    child: &mut Child,
+    timeout: Option<Duration>,
+) -> io::Result<Option<std::process::ExitStatus>> {
+    let Some(timeout) = timeout else {
+        return child.wait().map(Some);
+    };
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
