@@ -163,6 +163,26 @@ fn ls_remote(dir: &Dir, row: &Row, url: &str) -> BTreeMap<String, String> {
     listed
 }
 
+/// The remote's progress as git's client shows it (stderr is no terminal here): every
+/// `remote: ` line with text padded with eight spaces before its CR or LF, and no
+/// count-less "Enumerating objects: ..." line (git's servers never send one).
+fn check_progress(stderr: &str, context: &str) {
+    assert!(
+        stderr.contains("remote: "),
+        "{context}: no progress:\n{stderr}"
+    );
+    assert!(!stderr.contains("objects: ..."), "{context}:\n{stderr:?}");
+    for line in stderr.split_inclusive(['\n', '\r']) {
+        if let Some(text) = line.strip_prefix("remote: ") {
+            let text = text.trim_end_matches(['\n', '\r']);
+            assert!(
+                text.is_empty() || text.ends_with("        "),
+                "{context}: {line:?} in\n{stderr:?}"
+            );
+        }
+    }
+}
+
 /// One case: mirror, fetch, push, then the upstream moves and everything again.
 fn case(dir: &Dir, row: &Row, root: &Path, version: &str) {
     let git = Git::newest();
@@ -185,11 +205,12 @@ fn case(dir: &Dir, row: &Row, root: &Path, version: &str) {
 
     for round in 1..=2 {
         let context = format!("{context}, round {round}");
-        packgate(dir, row)
+        let output = packgate(dir, row)
             .args(["mirror", "--timeout", "60", "--protocol", version])
             .arg(&url)
             .arg(&mirror)
             .run();
+        check_progress(&output.stderr_text(), &context);
         let expected = ls_remote(dir, row, &url);
         assert_same_refs(
             &all_refs(dir, &mirror),
