@@ -54,6 +54,18 @@ pub(crate) struct RemoteArgs {
     /// Print nothing but errors, and ask the remote for no progress.
     #[arg(short, long)]
     quiet: bool,
+    /// Give up when connecting, or any single read or write, makes no progress for this
+    /// many seconds (the remote program is then killed). 0 or absent: wait as long as it
+    /// takes, as git does.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+}
+
+/// `--timeout SECONDS` as the transports take it (0: none).
+pub(crate) fn timeout(seconds: Option<u64>) -> Option<std::time::Duration> {
+    seconds
+        .filter(|s| *s > 0)
+        .map(std::time::Duration::from_secs)
 }
 
 /// `packgate fetch`.
@@ -185,6 +197,7 @@ fn run(
             Version::V2 => WireVersion::V2,
         },
         program: remote.upload_pack.clone(),
+        timeout: timeout(remote.timeout),
         ..ConnectOptions::default()
     };
     let connection: Box<dyn Connection> = client

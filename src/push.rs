@@ -49,6 +49,10 @@ pub(crate) struct PushArgs {
     /// Ask the remote for no progress; print the summary only on failure.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Give up when connecting, or any single read or write, makes no progress for this
+    /// many seconds (as `packgate fetch --timeout`). 0 or absent: no limit.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
     /// Where to push: a local path or `file://` URL (and what the client transports reach).
     url: String,
     /// What to push: `[+]<src>[:<dst>]`, `:<dst>` to delete.
@@ -94,6 +98,7 @@ pub(crate) fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let options = ConnectOptions {
         version,
         program: args.receive_pack.clone(),
+        timeout: crate::fetch::timeout(args.timeout),
         ..ConnectOptions::default()
     };
     let connection = client

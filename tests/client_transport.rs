@@ -680,26 +680,31 @@ fn over_packgate_serve_with_credentials() {
     }
 }
 
-/// ssh through `core.sshCommand`: a shim that records its arguments and runs the remote
-/// command locally with git 2.47's upload-pack as `git-upload-pack`.
-#[test]
-fn over_ssh_shim() {
-    let dir = Dir::new("client-ssh");
-    let root = root(&dir);
-    let expected = ls_remote(&dir, &root.join("small.git"));
+/// A test ssh program: records each call's arguments (one a line, then `--`) in `log`,
+/// answers OpenSSH's `-G` probe, and runs the remote command (its last argument) locally
+/// by the shell, with git 2.47's upload-pack and receive-pack as `git-upload-pack` and
+/// `git-receive-pack`.
+pub(crate) struct SshShim {
+    /// The program, for `core.sshCommand` or `GIT_SSH_COMMAND` (quote it).
+    pub(crate) program: PathBuf,
+    /// Where the calls are recorded.
+    pub(crate) log: PathBuf,
+}
+
+pub(crate) fn ssh_shim(dir: &Dir) -> SshShim {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).must();
     let git = Git::newest();
-    write_script(
-        &bin.join("git-upload-pack"),
-        &format!("exec '{}' upload-pack \"$@\"\n", git.program.display()),
-    );
+    for service in ["upload-pack", "receive-pack"] {
+        write_script(
+            &bin.join(format!("git-{service}")),
+            &format!("exec '{}' {service} \"$@\"\n", git.program.display()),
+        );
+    }
     let log = dir.join("ssh-args");
-    let shim = dir.join("ssh-shim");
-    // Records each call (one argument a line, then `--`), answers OpenSSH's `-G` probe,
-    // and runs the last argument, the remote command, by the shell.
+    let program = dir.join("ssh-shim");
     write_script(
-        &shim,
+        &program,
         &format!(
             "for a in \"$@\"; do printf '%s\\n' \"$a\" >> '{log}'; done\n\
              if [ \"$1\" = -G ]; then echo -- >> '{log}'; exit 0; fi\n\
@@ -711,6 +716,16 @@ fn over_ssh_shim() {
             bin = bin.display(),
         ),
     );
+    SshShim { program, log }
+}
+
+/// ssh through `core.sshCommand`: the [`ssh_shim`].
+#[test]
+fn over_ssh_shim() {
+    let dir = Dir::new("client-ssh");
+    let root = root(&dir);
+    let expected = ls_remote(&dir, &root.join("small.git"));
+    let SshShim { program: shim, log } = ssh_shim(&dir);
     let client = Client {
         ssh_command: Some(format!("'{}'", shim.display())),
         ..client()
@@ -741,7 +756,7 @@ fn over_ssh_shim() {
     assert!(recorded.contains("\nhost\ngit-upload-pack '"), "{recorded}");
 }
 
-fn write_script(path: &Path, body: &str) {
+pub(crate) fn write_script(path: &Path, body: &str) {
     write_file(path, format!("#!/bin/sh\n{body}").as_bytes());
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).must();

@@ -228,6 +228,19 @@ impl Server {
         &self.http_address
     }
 
+    /// The server's process id (for signals).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub(crate) fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .join("\n")
+    }
+
     pub(crate) fn git_url(&self, path: &str) -> String {
         format!("git://{}/{path}", self.git_address)
     }

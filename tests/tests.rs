@@ -9,6 +9,10 @@
 //!   (and plays Apache's `Require valid-user` on push URLs).
 //!
 //! Tests:
+//! - `client_matrix`: `packgate mirror`, `fetch` and `push` run as a user would against
+//!   `git daemon` (both gits), `git http-backend`, ssh through a shim, a relative local path
+//!   with a space, and `packgate serve` (git://, HTTP): refs equal `git ls-remote`'s, fsck
+//!   clean on both sides, a second round after the upstream moved.
 //! - `client_transport`: packgate's client transports (`transport::client::Client`) against
 //!   `git daemon`, `git http-backend`, `packgate serve` (HTTP, HTTPS, credentials), ssh through a
 //!   recording shim, and local paths; refused, stalled (timeouts), 404 and malformed URLs.
@@ -50,6 +54,11 @@
 //!   mid-pack sends nothing upstream.
 //! - `wants`: wants of objects that are not ref tips (git's v2 default, and
 //!   `packgate.restrictV2Wants` with the `uploadpack.allow*SHA1InWant` settings).
+//! - `mirror_serve`: `packgate serve --config` with `[[mirror]]` (a local path, `git daemon`):
+//!   created at start and served, following upstream on SIGHUP and on the interval, branches
+//!   pruned; a refresh stalled mid-pack serves the old state and ends by `refresh-timeout`
+//!   with no quarantine left; `packgate.refreshOnFetch` over git:// and HTTP, and a failing
+//!   upstream still served.
 //! - `ls_remote`: `git ls-remote` through packgate equals it through git's upload-pack.
 //! - `namespaces`: `GIT_NAMESPACE` for `upload-pack` (v0, v2, want-ref, hideRefs) and
 //!   `receive-pack` (advertisement with `.have`, namespaced updates), and through
@@ -135,6 +144,7 @@ mod advertise;
 mod bad_input;
 mod bitmaps;
 mod budget;
+mod client_matrix;
 mod client_transport;
 mod clone;
 mod crash;
@@ -156,6 +166,7 @@ mod libgit2;
 mod ls_remote;
 mod maintenance;
 mod memory;
+mod mirror_serve;
 mod namespaces;
 mod pack_cache;
 mod proc_receive;

@@ -647,7 +647,9 @@ pub(super) fn produce_pack<W: Write>(
         Ok(grant) => grant,
         Err(err) => return Err(fail(&mut sideband, err.to_string())),
     };
-    progress(&mut sideband, "Enumerating objects: ...\r")?;
+    // No line before the count: git's pack-objects shows "Enumerating objects" only with a
+    // number (its first update comes after a second), and a count-less line ended by CR
+    // stays glued to the next one wherever CR does not return (logs, CI output).
     let started = std::time::Instant::now();
     // Walks read trees along delta chains: resolve each chain step once, as git does. The
     // request's cache is shared out between its threads (each has a reader).

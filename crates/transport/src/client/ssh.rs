@@ -141,14 +141,16 @@ impl SshProgram {
         let mut args = vec!["-G".to_owned()];
         args.extend(ssh_options(SshVariant::Ssh, port, options));
         args.push(user_host.to_owned());
+        // Bounded by the connection's timeout: a program that never answers is no OpenSSH.
         let probe = self
             .command(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
+            .spawn()
+            .and_then(|mut child| super::process::wait_bounded(&mut child, options.timeout));
         match probe {
-            Ok(status) if status.success() => SshVariant::Ssh,
+            Ok(Some(status)) if status.success() => SshVariant::Ssh,
             _ => SshVariant::Simple,
         }
     }

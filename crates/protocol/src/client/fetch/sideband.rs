@@ -96,16 +96,55 @@ impl Read for Demultiplexer<'_> {
     }
 }
 
-/// Progress as git shows it: `remote: ` before every line, a line ending at LF or CR.
+/// Progress as git shows it: `remote: ` before every line, a line ending at LF or CR, and a
+/// non-empty line padded before its ending so that a shorter line written over a longer one
+/// (after CR) leaves nothing of it: the terminal's clear-to-end-of-line when standard error
+/// is a terminal, else eight spaces (git's rule, from `isatty(2)` and `TERM`).
 fn write_progress(out: &mut dyn Write, payload: &[u8], line_start: &mut bool) -> io::Result<()> {
+    write_progress_with(out, payload, line_start, line_suffix())
+}
+
+fn write_progress_with(
+    out: &mut dyn Write,
+    payload: &[u8],
+    line_start: &mut bool,
+    suffix: &[u8],
+) -> io::Result<()> {
     for piece in payload.split_inclusive(|b| *b == b'\n' || *b == b'\r') {
         if *line_start {
             out.write_all(b"remote: ")?;
         }
-        out.write_all(piece)?;
-        *line_start = matches!(piece.last(), Some(b'\n' | b'\r'));
+        match piece.split_last() {
+            Some((end @ (b'\n' | b'\r'), text)) => {
+                out.write_all(text)?;
+                // git pads a line that has text, counting from its last start.
+                if !text.is_empty() || !*line_start {
+                    out.write_all(suffix)?;
+                }
+                out.write_all(&[*end])?;
+                *line_start = true;
+            }
+            _ => {
+                out.write_all(piece)?;
+                *line_start = false;
+            }
+        }
     }
     out.flush()
+}
+
+/// What ends a progress line before its LF or CR (see [`write_progress`]).
+fn line_suffix() -> &'static [u8] {
+    static SUFFIX: std::sync::OnceLock<&'static [u8]> = std::sync::OnceLock::new();
+    SUFFIX.get_or_init(|| {
+        use std::io::IsTerminal as _;
+        let dumb = std::env::var_os("TERM").is_none_or(|term| term == "dumb");
+        if std::io::stderr().is_terminal() && !dumb {
+            b"\x1b[K"
+        } else {
+            b"        "
+        }
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +172,14 @@ mod tests {
         assert!(demux.ended());
         drop(demux);
         assert_eq!(data, b"PACK");
-        assert_eq!(progress, b"remote: counting\n");
+        assert_eq!(
+            progress,
+            format!(
+                "remote: counting{}\n",
+                std::str::from_utf8(line_suffix()).unwrap()
+            )
+            .as_bytes()
+        );
     }
 
     #[test]
@@ -147,6 +193,24 @@ mod tests {
         assert_eq!(
             demux.remote_error.as_deref(),
             Some("upload-pack: not our ref")
+        );
+    }
+
+    #[test]
+    fn progress_lines_are_prefixed_and_padded_as_git_does() {
+        let mut out = Vec::new();
+        let mut line_start = true;
+        for payload in [
+            &b"Counting: 1\rCounting: 2"[..],
+            b", done.\n",
+            b"\n",
+            b"Total 3\n",
+        ] {
+            write_progress_with(&mut out, payload, &mut line_start, b"~").unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "remote: Counting: 1~\rremote: Counting: 2, done.~\nremote: \nremote: Total 3~\n"
         );
     }
 }
