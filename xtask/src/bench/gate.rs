@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use anyhow::{ensure, Context as _};
 
 use super::git::{isolate, path_str, Git};
-use super::incremental::{ahead_append, ahead_copy};
+use super::incremental::{ahead_push, AheadPush};
 use super::measure::{
     summarize, timed, warm_up_then_time, Checked, Row, Sample, Server, Service, GNU_TIME,
 };
@@ -114,12 +114,12 @@ pub(super) fn measure(
     packgate: &Path,
     runs: usize,
 ) -> anyhow::Result<Vec<Row>> {
-    let append = ahead_append(git, args, base, BEHIND)?;
-    let client = ahead_copy(base, &append)?;
-    let refname = format!("refs/heads/{}", append.branch);
-    let refspec = format!("{refname}:{refname}");
-    let expected = git.run(Some(&client), &["rev-parse", &refname])?;
-    let expected = expected.trim().to_owned();
+    let AheadPush {
+        client,
+        refname,
+        refspec,
+        expected,
+    } = ahead_push(git, args, base, BEHIND)?;
     let original = git.run(Some(base), &["rev-parse", &refname])?;
     let original = original.trim().to_owned();
 

@@ -92,6 +92,40 @@ pub(super) fn ahead_copy(repo: &Path, append: &Append) -> anyhow::Result<PathBuf
     })
 }
 
+/// What the push scenarios push: the cached copy of `base` `behind` commits ahead, its
+/// default branch's full name, the refspec that pushes it to the same name, and the id it
+/// points at (what the server's ref must become).
+pub(super) struct AheadPush {
+    /// The repository to push from.
+    pub client: PathBuf,
+    /// `refs/heads/<default branch>`.
+    pub refname: String,
+    /// `<refname>:<refname>`.
+    pub refspec: String,
+    /// The commit `refname` points at in `client`.
+    pub expected: String,
+}
+
+/// The [`AheadPush`] of `base` moved forward by `behind` commits.
+pub(super) fn ahead_push(
+    git: &Git<'_>,
+    args: &BenchArgs,
+    base: &Path,
+    behind: usize,
+) -> anyhow::Result<AheadPush> {
+    let append = ahead_append(git, args, base, behind)?;
+    let client = ahead_copy(base, &append)?;
+    let refname = format!("refs/heads/{}", append.branch);
+    let refspec = format!("{refname}:{refname}");
+    let expected = git.run(Some(&client), &["rev-parse", &refname])?;
+    Ok(AheadPush {
+        expected: expected.trim().to_owned(),
+        client,
+        refname,
+        refspec,
+    })
+}
+
 /// The distinct commits the refs of `repo` point at, through one level of tag.
 pub(super) fn have_commits(git: &Git<'_>, repo: &Path) -> anyhow::Result<Vec<String>> {
     let out = git.run(
