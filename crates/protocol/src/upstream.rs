@@ -149,20 +149,25 @@ impl Refresher {
         let land = {
             let (flights, dir, flight) = (Arc::clone(&flights), dir.clone(), Arc::clone(&flight));
             move |result: Result<(), String>| {
+                // Leave the map first: a caller that can see the result must not be able to
+                // join this flight any more, or it would get a refresh that ended before it
+                // asked.
+                {
+                    let mut flights = flights
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if flights
+                        .get(&dir)
+                        .is_some_and(|current| Arc::ptr_eq(current, &flight))
+                    {
+                        flights.remove(&dir);
+                    }
+                }
                 *flight
                     .result
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(result);
                 flight.done.notify_all();
-                let mut flights = flights
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if flights
-                    .get(&dir)
-                    .is_some_and(|current| Arc::ptr_eq(current, &flight))
-                {
-                    flights.remove(&dir);
-                }
             }
         };
         let land_here = land.clone();
