@@ -42,6 +42,7 @@ pub use pack_refs::{pack_refs, PackRefsError, PackRefsOptions, PackRefsOutcome};
 mod packed_refs;
 pub mod receive_pack;
 pub mod refname;
+pub mod refs_watch;
 pub mod registry;
 pub mod repository;
 pub mod upload_pack;

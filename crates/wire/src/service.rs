@@ -41,3 +41,23 @@ impl Service {
         }
     }
 }
+
+/// Something a request waits for before it is answered (a `wait-refs` request, an HTTP
+/// long-poll for ref changes): the front-end awaits `changed` or the `deadline`, whichever
+/// comes first, without holding a thread, then asks the handler for the answer. A handler
+/// registers interest *before* it reads the state it compares against, so a change between
+/// the two is never lost; waking up without a change is allowed (the handler checks again).
+pub struct Wait {
+    /// Resolves once the answer may differ from what it was when the wait began.
+    pub changed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>,
+    /// When to answer anyway ("nothing changed").
+    pub deadline: std::time::Instant,
+}
+
+impl std::fmt::Debug for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

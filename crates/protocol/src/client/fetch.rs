@@ -432,6 +432,8 @@ pub fn fetch(
         (Some(target), true) => update_head(repo, target.as_bstr()),
         _ => false,
     };
+    // Waiters on this repository (`wait-refs`, HTTP watches) learn of it now.
+    crate::refs_watch::changed(repo.git_dir());
 
     Ok(FetchOutcome {
         changes,

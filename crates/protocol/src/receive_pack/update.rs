@@ -520,6 +520,8 @@ impl Push<'_, '_> {
             }
         }
         self.update_refs(pending, channel);
+        // Waiters on this repository (`wait-refs`, HTTP watches) learn of it now.
+        crate::refs_watch::changed(self.receive_pack.repo.git_dir());
     }
 
     /// The gate's step (see [`super::gate`]): refuse what cannot be forwarded, forward the

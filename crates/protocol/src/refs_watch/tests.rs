@@ -1,0 +1,207 @@
+use std::{future::Future as _, process::Command};
+
+use super::*;
+use crate::repository::PathLookup;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_COMMITTER_DATE", "1700000000 +0000")
+        .env("GIT_AUTHOR_DATE", "1700000000 +0000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A bare repository with `main` and `next` and an annotated tag; the commit id.
+fn fixture() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["config", "user.name", "t"]);
+    git(&work, &["config", "user.email", "t@t"]);
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "one"]);
+    git(&work, &["tag", "-a", "-m", "t", "v1"]);
+    git(&work, &["branch", "next"]);
+    let bare = dir.path().join("r.git");
+    git(
+        dir.path(),
+        &["clone", "-q", "--bare", "work", bare.to_str().unwrap()],
+    );
+    let id = git(&bare, &["rev-parse", "main"]);
+    (dir, bare, id)
+}
+
+fn open(git_dir: &Path) -> Repository {
+    Repository::open(git_dir, PathLookup::Strict, None).unwrap()
+}
+
+fn token(git_dir: &Path, prefixes: &[&str]) -> RefsToken {
+    let repo = open(git_dir);
+    let config = UploadPackConfig::from_config(repo.config()).unwrap();
+    let prefixes: Vec<RefPrefix> = prefixes.iter().map(|p| RefPrefix::new(*p)).collect();
+    refs_token(&repo, &config, &prefixes).unwrap()
+}
+
+#[test]
+fn tokens_parse_strictly() {
+    let good = "0123456789abcdef0123456789abcdef01234567";
+    assert_eq!(RefsToken::parse(good.as_bytes()).unwrap().as_str(), good);
+    for bad in [
+        "",
+        "0123",
+        "0123456789ABCDEF0123456789abcdef01234567",
+        "0123456789abcdef0123456789abcdef0123456g",
+        "0123456789abcdef0123456789abcdef012345678",
+    ] {
+        assert!(RefsToken::parse(bad.as_bytes()).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn the_token_follows_every_kind_of_ref_update_and_only_those_under_its_prefixes() {
+    let (_dir, bare, id) = fixture();
+    let all = token(&bare, &[]);
+    let heads = token(&bare, &["refs/heads/"]);
+    let tags = token(&bare, &["refs/tags/"]);
+    // Stable while nothing changes, and equal to what the state itself carries.
+    assert_eq!(token(&bare, &[]), all);
+    let repo = open(&bare);
+    let config = UploadPackConfig::from_config(repo.config()).unwrap();
+    let state = refs_state(&repo, &config, &[]).unwrap();
+    assert_eq!(state.token, all);
+    assert_eq!(state.refs[0].name, "HEAD");
+    assert_eq!(
+        state.refs[0].symref_target.as_ref().unwrap(),
+        "refs/heads/main"
+    );
+
+    // git on the same disk, outside the prefix asked for.
+    git(&bare, &["update-ref", "refs/heads/topic", &id]);
+    let all2 = token(&bare, &[]);
+    assert_ne!(all2, all);
+    assert_ne!(token(&bare, &["refs/heads/"]), heads);
+    assert_eq!(token(&bare, &["refs/tags/"]), tags);
+
+    // Packing changes where refs live, not what they are.
+    git(&bare, &["pack-refs", "--all"]);
+    assert_eq!(token(&bare, &[]), all2);
+
+    // A deleted ref (packed), then HEAD pointed elsewhere with the same value.
+    git(&bare, &["update-ref", "-d", "refs/heads/topic"]);
+    assert_eq!(token(&bare, &[]), all);
+    git(&bare, &["symbolic-ref", "HEAD", "refs/heads/next"]);
+    assert_ne!(token(&bare, &[]), all);
+    assert_ne!(token(&bare, &["HEAD"]), token(&bare, &["refs/"]));
+}
+
+#[test]
+fn hidden_refs_do_not_change_the_token() {
+    let (_dir, bare, id) = fixture();
+    git(&bare, &["config", "uploadpack.hideRefs", "refs/secret"]);
+    let before = token(&bare, &[]);
+    git(&bare, &["update-ref", "refs/secret/x", &id]);
+    assert_eq!(token(&bare, &[]), before);
+}
+
+#[test]
+fn a_waiter_is_woken_by_changes_under_its_prefixes_only() {
+    let (_dir, bare, id) = fixture();
+    let watch = RefsWatch::with_interval(None);
+    let repo = open(&bare);
+    let heads = watch
+        .subscribe(&repo, &[RefPrefix::new("refs/heads/")])
+        .unwrap();
+    let tags = watch
+        .subscribe(&repo, &[RefPrefix::new("refs/tags/")])
+        .unwrap();
+    assert_eq!(watch.waiters(), 2);
+    git(&bare, &["update-ref", "refs/heads/topic", &id]);
+    watch.check(repo.git_dir());
+    assert!(heads.fired());
+    assert!(!tags.fired());
+    let told = heads.take();
+    assert_eq!(told.changes.len(), 1);
+    assert_eq!(told.changes[0].name, "refs/heads/topic");
+    assert_eq!(told.changes[0].old, None);
+    assert_eq!(told.changes[0].new.map(|id| id.to_string()), Some(id));
+    assert!(!heads.fired());
+    drop(heads);
+    drop(tags);
+    assert_eq!(watch.waiters(), 0);
+}
+
+#[test]
+fn a_blocked_waiter_wakes_on_a_change_and_times_out_without_one() {
+    let (_dir, bare, _) = fixture();
+    let watch = RefsWatch::with_interval(None);
+    let repo = open(&bare);
+    let subscription = watch.subscribe(&repo, &[]).unwrap();
+    let started = Instant::now();
+    assert!(!subscription.wait_until(Instant::now() + Duration::from_millis(100)));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        ready_tx.send(()).unwrap();
+        subscription.wait_until(Instant::now() + Duration::from_secs(30))
+    });
+    ready_rx.recv().unwrap();
+    git(&bare, &["update-ref", "-d", "refs/heads/next"]);
+    watch.check(repo.git_dir());
+    assert!(waiter.join().unwrap());
+}
+
+#[test]
+fn the_recheck_notices_writes_by_other_programs() {
+    let (_dir, bare, id) = fixture();
+    let watch = RefsWatch::with_interval(Some(Duration::from_millis(50)));
+    let repo = open(&bare);
+    let subscription = watch.subscribe(&repo, &[]).unwrap();
+    git(&bare, &["update-ref", "refs/heads/other", &id]);
+    assert!(subscription.wait_until(Instant::now() + Duration::from_secs(20)));
+}
+
+#[test]
+fn the_future_resolves_once_fired() {
+    let (_dir, bare, id) = fixture();
+    let watch = RefsWatch::with_interval(None);
+    let repo = open(&bare);
+    let subscription = watch.subscribe(&repo, &[]).unwrap();
+    let mut notified = Box::pin(subscription.notified());
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(notified.as_mut().poll(&mut cx).is_pending());
+    git(&bare, &["update-ref", "refs/tags/v2", &id]);
+    watch.check(repo.git_dir());
+    assert!(notified.as_mut().poll(&mut cx).is_ready());
+}
+
+#[test]
+fn namespaced_waiters_see_their_namespace() {
+    let (_dir, bare, id) = fixture();
+    let watch = RefsWatch::with_interval(None);
+    let namespace = crate::refname::Namespace::new(b"team").unwrap();
+    let repo = open(&bare).with_namespace(namespace);
+    let subscription = watch
+        .subscribe(&repo, &[RefPrefix::new("refs/heads/")])
+        .unwrap();
+    git(&bare, &["update-ref", "refs/heads/elsewhere", &id]);
+    watch.check(repo.git_dir());
+    assert!(!subscription.fired());
+    git(
+        &bare,
+        &["update-ref", "refs/namespaces/team/refs/heads/main", &id],
+    );
+    watch.check(repo.git_dir());
+    let told = subscription.take();
+    assert_eq!(told.changes.len(), 1);
+    assert_eq!(
+        visible_name(&repo, &told.changes[0]).unwrap(),
+        "refs/heads/main"
+    );
+}
