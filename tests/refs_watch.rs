@@ -5,6 +5,8 @@
 //! told of hidden refs, leaving when their client hangs up, and bad input answered with
 //! `ERR`; real git still clones and fetches through every front-end.
 
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a failure is the test failing.
+
 use std::{
     io::{Read, Write},
     net::TcpStream,
