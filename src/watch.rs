@@ -68,7 +68,11 @@ pub(crate) fn watch(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
     let connection = client
         .connect(&args.url, Service::UploadPack, &options)
         .with_context(|| format!("could not connect to '{}'", args.url))?;
-    let prefixes: Vec<BString> = args.prefixes.iter().map(BString::from).collect();
+    let prefixes: Vec<BString> = args
+        .prefixes
+        .iter()
+        .map(|p| BString::from(p.as_str()))
+        .collect();
     let mut watch = Watch::start(connection, &prefixes)
         .with_context(|| format!("cannot watch '{}'", args.url))?;
     tracing::debug!(token = watch.token(), refs = watch.refs().len(), "watching");
@@ -84,6 +88,7 @@ pub(crate) fn watch(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
