@@ -1,7 +1,8 @@
 //! The client side of the refs watch (docs/refs-watch.md): `packgate watch` over git:// and
 //! a local path prints the changes real git pushes and fails when the server goes away or
 //! cannot be watched; `packgate mirror` skips an update whose remote is unchanged (no
-//! `fetch` request sent, as the upstream's recorded input shows) and still follows a change.
+//! `fetch` request sent, as the upstream's recorded input shows) and still follows a change;
+//! so does `packgate serve`'s mirror refresh (its debug log says so).
 
 // A failed unwrap in a test is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -13,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::daemon::Daemon;
-use crate::http::{root_with, Push, Server};
+use crate::http::{root_with, Push, Server, ServerOptions};
 use crate::util::{fsck, refs, shared_fixture, write_file, Cmd, Dir, Git, PACKGATE};
 
 /// The bound on every wait for a line or an exit.
@@ -302,6 +303,86 @@ fn a_mirror_update_with_nothing_new_sends_no_fetch() {
     assert!(!fourth.contains("if-none-match "), "{fourth}");
     assert_eq!(
         refs(&dir, &git, &mirror, &[]),
+        refs(&dir, &git, &upstream, &[])
+    );
+}
+
+#[test]
+fn a_mirror_refresh_of_serve_skips_an_unchanged_upstream() {
+    let git = Git::newest();
+    let dir = Dir::new("watch-serve-mirror");
+    let upstream = dir.join("upstream.git");
+    dir.copy_tree(&shared_fixture("small").path, &upstream);
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = dir.join("serve.toml");
+    write_file(
+        &config,
+        format!(
+            "[[mirror]]\npath = \"m.git\"\nurl = \"{}\"\ninterval = \"1h\"\n",
+            upstream.display()
+        )
+        .as_bytes(),
+    );
+    let server = Server::start_with(
+        &root,
+        &ServerOptions {
+            config: Some(config),
+            log_filter: Some("info,packgate_protocol::client=debug"),
+            ..ServerOptions::new(Push::Refused)
+        },
+    );
+    let count = |text: &str| server.log_text().matches(text).count();
+    let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !check() {
+            assert!(
+                started.elapsed() < LIMIT * 3,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("the mirror's creation", &|| {
+        count("refreshed from upstream") == 1
+    });
+    assert_eq!(
+        refs(&dir, &git, &root.join("m.git"), &[]),
+        refs(&dir, &git, &upstream, &[])
+    );
+    // A refresh with nothing new upstream: unchanged, nothing fetched.
+    let hangup = || {
+        Cmd::new(Path::new("kill"))
+            .args(["-HUP", &server.pid().to_string()])
+            .run();
+    };
+    hangup();
+    wait_for("the second refresh", &|| {
+        count("refreshed from upstream") == 2
+    });
+    assert_eq!(
+        count("the remote's refs are unchanged"),
+        1,
+        "{}",
+        server.log_text()
+    );
+    // Upstream moves: the next refresh fetches it.
+    let (work, _) = commit_ahead(&dir, &git, &upstream.display().to_string(), "work");
+    in_work(&dir, &git, &work)
+        .args(["push", "-q", "origin", "HEAD:refs/heads/moved"])
+        .run();
+    hangup();
+    wait_for("the third refresh", &|| {
+        count("refreshed from upstream") == 3
+    });
+    assert_eq!(
+        count("the remote's refs are unchanged"),
+        1,
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(
+        refs(&dir, &git, &root.join("m.git"), &[]),
         refs(&dir, &git, &upstream, &[])
     );
 }
