@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Reads pkt-lines until a flush-pkt; returns the payloads. Panics on a timeout or EOF.
-pub(crate) fn read_until_flush(stream: &mut TcpStream) -> Vec<Vec<u8>> {
+pub(crate) fn read_until_flush(stream: &mut impl Read) -> Vec<Vec<u8>> {
     let mut payloads = Vec::new();
     // Bounded: an advertisement or ls-refs response of a test repository is short.
     for _ in 0..10_000 {

@@ -109,6 +109,11 @@
 //! - `http_backend`: `packgate http-backend`, the CGI drop-in for git-http-backend: CGI
 //!   variables in, CGI response out (export-ok, REMOTE_USER, path attacks, methods), and
 //!   clone, fetch and push with git through `cgi_host`.
+//! - `refs_watch`: refs tokens and `wait-refs` (docs/refs-watch.md) over stdio, git:// and
+//!   HTTP with a raw v2 client: `if-none-match` unchanged until a push or `git update-ref`
+//!   (not `git pack-refs`), waiters woken by pushes over every front-end and by writes on
+//!   disk, timing out, never told of hidden refs, leaving when the client hangs up; bad
+//!   input answered with `ERR`; `packgate.refsWatch = false`; git still clones and fetches.
 //! - `ref_names`: ref names and prefixes from clients: `ref-prefix`es that climb out of the
 //!   repository read nothing; pushes to symbolic refs and to the same ref twice.
 //! - `shallow_push`: pushes from `git clone --depth 1` clones: to their origin (accepted),
@@ -180,6 +185,7 @@ mod push_client;
 mod receive_fsck;
 mod receive_pack;
 mod ref_names;
+mod refs_watch;
 mod serve;
 mod sessions;
 mod shallow;

@@ -439,3 +439,156 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Result<RequestHead
         Err(err) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, err)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+        time::Instant,
+    };
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A session whose one command waits (`waits` times, each until its deadline `wait`
+    /// from now), then answers `answered`. It reports when it is dropped.
+    struct Waiting {
+        waits: usize,
+        wait: Duration,
+        prepared: Arc<AtomicUsize>,
+        dropped: mpsc::UnboundedSender<()>,
+    }
+
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            let _ = self.dropped.send(());
+        }
+    }
+
+    impl CommandHandler for Waiting {
+        fn advertise(&mut self, output: &mut dyn Write) -> std::io::Result<()> {
+            let mut out = pkt_line::PacketWriter::new(output);
+            out.write_text("version 2").map_err(std::io::Error::other)?;
+            out.flush_pkt()
+        }
+
+        fn prepare_wait(&mut self, _request: &v2::Request) -> Option<Wait> {
+            if self.prepared.fetch_add(1, Ordering::SeqCst) >= self.waits {
+                return None;
+            }
+            Some(Wait {
+                changed: Box::pin(std::future::pending()),
+                deadline: Instant::now() + self.wait,
+            })
+        }
+
+        fn handle(&mut self, _request: v2::Request, output: &mut dyn Write) -> Next {
+            let mut out = pkt_line::PacketWriter::new(output);
+            let _ = out.write_text("answered");
+            let _ = out.flush_pkt();
+            Next::Continue
+        }
+    }
+
+    struct Opener {
+        waits: usize,
+        wait: Duration,
+        prepared: Arc<AtomicUsize>,
+        dropped: mpsc::UnboundedSender<()>,
+    }
+
+    impl ConnectionHandler for Opener {
+        fn open(&self, _head: &RequestHead, _addresses: Addresses) -> Session {
+            Session::Commands(Box::new(Waiting {
+                waits: self.waits,
+                wait: self.wait,
+                prepared: Arc::clone(&self.prepared),
+                dropped: self.dropped.clone(),
+            }))
+        }
+    }
+
+    /// A server whose sessions wait as `Opener` says; its address, how often a wait was
+    /// prepared, and a channel told of every session dropped.
+    async fn start(
+        waits: usize,
+        wait: Duration,
+        idle_timeout: Duration,
+    ) -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let prepared = Arc::new(AtomicUsize::new(0));
+        let (dropped, dropped_receiver) = mpsc::unbounded_channel();
+        let handler = Arc::new(Opener {
+            waits,
+            wait,
+            prepared: Arc::clone(&prepared),
+            dropped,
+        });
+        let options = DaemonOptions {
+            idle_timeout,
+            ..DaemonOptions::default()
+        };
+        tokio::spawn(serve(listener, handler, options, std::future::pending()));
+        (address, prepared, dropped_receiver)
+    }
+
+    /// Connect, read the advertisement, send a `wait-refs` request.
+    async fn waiting_client(address: SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let mut bytes = Vec::new();
+        pkt_line::encode_data(b"git-upload-pack /r\0host=x\0\0version=2\0", &mut bytes).unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let mut advertisement = [0u8; 18];
+        stream.read_exact(&mut advertisement).await.unwrap();
+        assert_eq!(&advertisement, b"000eversion 2\n0000");
+        let mut request = Vec::new();
+        pkt_line::encode_data(b"command=wait-refs\n", &mut request).unwrap();
+        request.extend_from_slice(b"0000");
+        stream.write_all(&request).await.unwrap();
+        stream
+    }
+
+    /// A client that hangs up while its request waits ends its session (and what the
+    /// handler waited with) at once, long before the wait's deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_hanging_up_ends_the_wait() {
+        let (address, prepared, mut dropped) =
+            start(1, Duration::from_secs(600), Duration::from_secs(600)).await;
+        let stream = waiting_client(address).await;
+        // Bounded: the request reaches the handler.
+        let started = Instant::now();
+        while prepared.load(Ordering::SeqCst) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "never prepared"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(stream);
+        tokio::time::timeout(Duration::from_secs(20), dropped.recv())
+            .await
+            .expect("the session still runs after its client hung up");
+    }
+
+    /// A wait is awaited as often as the handler asks, without the idle timeout (the waits
+    /// outlast it), then the request is answered on the same session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waits_outlast_the_idle_timeout_then_the_request_is_answered() {
+        let (address, prepared, _dropped) =
+            start(2, Duration::from_millis(400), Duration::from_millis(200)).await;
+        let mut stream = waiting_client(address).await;
+        let mut answer = [0u8; 17];
+        tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut answer))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert_eq!(&answer, b"000danswered\n0000");
+        assert_eq!(prepared.load(Ordering::SeqCst), 3);
+    }
+}

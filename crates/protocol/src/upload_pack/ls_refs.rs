@@ -77,11 +77,6 @@ pub(super) fn handle<W: Write>(
     if arguments.refs_token || arguments.if_none_match.is_some() {
         return with_token(upload_pack, &arguments, out);
     }
-    let arguments = Arguments {
-        format: arguments.format,
-        prefixes: arguments.prefixes,
-        ..Arguments::default()
-    };
     let repo = upload_pack.repo;
     let prefixes = (!arguments.prefixes.is_empty()).then_some(arguments.prefixes.as_slice());
     let matches =

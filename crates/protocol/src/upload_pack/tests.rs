@@ -448,3 +448,86 @@ fn a_fetch_whose_client_went_away_leaves_the_budgets_queue() {
     drop(holder);
     assert_eq!(budget.stats().free_slots, 1);
 }
+
+/// A `wait-refs` a front-end prepared: a `Wait` while nothing changed; once a ref moved (and
+/// the watch was told), no more waiting and a `changed` answer at once, with the listing and
+/// the token `ls-refs` gives; with `timeout 0`, `unchanged` at once.
+#[test]
+fn a_prepared_wait_refs_is_answered_without_blocking() {
+    let (dir, ids) = linear_repository();
+    let repo = Repository::open(dir.path(), PathLookup::Lenient, None).unwrap();
+    let upload_pack = UploadPack::new(&repo).unwrap().stateful(true);
+    let wait_refs = |arguments: &[&str]| Request {
+        command: "wait-refs".into(),
+        capabilities: Vec::new(),
+        arguments: arguments.iter().map(|a| BString::from(*a)).collect(),
+    };
+    let answer = |request: Request, state: &mut super::WaitState| {
+        let mut output = Vec::new();
+        let mut out = packgate_wire::pkt_line::PacketWriter::new(&mut output);
+        upload_pack
+            .handle_prepared(request, &mut out, state)
+            .unwrap();
+        packets(&output)
+    };
+
+    let mut state = super::WaitState::default();
+    let request = wait_refs(&["ref-prefix refs/heads/", "timeout 0"]);
+    assert!(upload_pack.prepare_wait(&request, &mut state).is_none());
+    let unchanged = answer(request, &mut state);
+    assert!(unchanged[0].starts_with("unchanged "), "{unchanged:?}");
+    assert_eq!(unchanged.len(), 2, "{unchanged:?}");
+
+    let request = wait_refs(&["ref-prefix refs/heads/", "timeout 600"]);
+    let wait = upload_pack.prepare_wait(&request, &mut state);
+    assert!(wait.is_some(), "nothing changed yet: it waits");
+    // Asked again without a change, it waits on.
+    assert!(upload_pack.prepare_wait(&request, &mut state).is_some());
+    git(dir.path(), &["update-ref", "refs/heads/new", &ids[0]]);
+    crate::refs_watch::changed(repo.git_dir());
+    assert!(upload_pack.prepare_wait(&request, &mut state).is_none());
+    let changed = answer(request, &mut state);
+    let token = changed[0]
+        .strip_prefix("changed ")
+        .unwrap_or_else(|| panic!("{changed:?}"));
+    assert_ne!(Some(token), unchanged[0].strip_prefix("unchanged "));
+    assert!(
+        changed.contains(&format!("{} refs/heads/new", ids[0])),
+        "{changed:?}"
+    );
+    let listed = serve(
+        dir.path(),
+        &[
+            request_bytes("ls-refs", &["ref-prefix refs/heads/", "refs-token"]),
+            b"0000".to_vec(),
+        ]
+        .concat(),
+        false,
+    );
+    assert!(
+        listed.contains(&format!("refs-token {token}")),
+        "{listed:?} vs {changed:?}"
+    );
+
+    // Not stateful (HTTP): refused, and nothing was prepared.
+    let stateless = UploadPack::new(&repo).unwrap();
+    let request = wait_refs(&["timeout 600"]);
+    assert!(stateless.prepare_wait(&request, &mut state).is_none());
+    let mut output = Vec::new();
+    let mut out = packgate_wire::pkt_line::PacketWriter::new(&mut output);
+    assert!(stateless.handle(request, &mut out).is_err());
+    assert_eq!(
+        packets(&output),
+        vec!["ERR wait-refs needs a stateful connection"]
+    );
+}
+
+fn request_bytes(command: &str, arguments: &[&str]) -> Vec<u8> {
+    request(
+        command,
+        &arguments
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect::<Vec<_>>(),
+    )
+}

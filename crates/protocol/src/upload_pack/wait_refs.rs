@@ -125,6 +125,8 @@ impl UploadPack<'_> {
         if request.command != "wait-refs" || !self.serves_wait_refs(self.stateful) {
             return None;
         }
+        // A request `handle` refuses is refused before it waits.
+        super::check_capabilities(&self.config, &request.capabilities).ok()?;
         let arguments = parse(&request.arguments, self.config.wait_refs_max_timeout).ok()?;
         if let Some(pending) = &state.pending {
             // Woken (or the deadline passed): wait on only if nothing visible changed.
