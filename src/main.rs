@@ -13,6 +13,8 @@ mod push;
 mod serve;
 mod shell;
 mod trim;
+mod watch;
+mod watch_http;
 
 use std::{
     path::{Path, PathBuf},
@@ -73,6 +75,9 @@ pub(crate) enum Command {
     /// Create a bare mirror of a repository (`git clone --mirror`), or bring one up to date:
     /// every ref, deleted ones pruned, HEAD as the remote's.
     Mirror(fetch::MirrorArgs),
+    /// Print a repository's ref changes as they happen, one line per ref (`<old> <new>
+    /// <name>`), until the connection fails (packgate's wait-refs; docs/refs-watch.md).
+    Watch(watch::WatchArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         Command::Push(args) => push::push(*args),
         Command::Fetch(args) => fetch::fetch(args),
         Command::Mirror(args) => fetch::mirror(args),
+        Command::Watch(args) => watch::watch(args),
     };
     match result {
         Ok(code) => code,

@@ -172,6 +172,7 @@ impl Refresh for FetchRefresh {
         tracing::debug!(
             git_dir = %git_dir.display(),
             changes = outcome.changes.len(),
+            unchanged = outcome.unchanged,
             "refreshed from upstream"
         );
         Ok(())

@@ -126,6 +126,23 @@ fn with_token<W: Write>(
     arguments: &Arguments,
     out: &mut PacketWriter<W>,
 ) -> Result<Flow, ServeError> {
+    // The token alone first: while the ref storage is unchanged it is remembered, and an
+    // unchanged answer reads no ref.
+    if let Some(known) = &arguments.if_none_match {
+        match crate::refs_watch::refs_token(
+            upload_pack.repo,
+            &upload_pack.config,
+            &arguments.prefixes,
+        ) {
+            Ok(token) if &token == known => {
+                out.write_text(format!("unchanged {token}"))?;
+                out.flush_pkt()?;
+                return Ok(Flow::Continue);
+            }
+            Ok(_) => {}
+            Err(err) => return Err(reject(out, format!("ls-refs: {err}"))),
+        }
+    }
     let state = match crate::refs_watch::refs_state(
         upload_pack.repo,
         &upload_pack.config,
