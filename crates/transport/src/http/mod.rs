@@ -77,6 +77,7 @@ mod idle;
 mod route;
 mod server;
 pub mod tls;
+mod watch;
 
 pub use body::{decode_whole_body, request_body_reader, BodyEncoding, BoxError, ResponseBody};
 /// The `http` types of [`route`]'s signature, for front-ends that build a request themselves
@@ -84,11 +85,14 @@ pub use body::{decode_whole_body, request_body_reader, BodyEncoding, BoxError, R
 pub use bytes::Bytes;
 pub use hyper::{header, Method, StatusCode};
 pub use packgate_wire::service::http::{
-    basic_challenge, BasicCredentials, GitRequest, Refusal, RequestKind, SmartHttpHandler,
+    basic_challenge, BasicCredentials, GitRequest, RefsLook, RefsQuery, RefsWatcher, Refusal,
+    RequestKind, SmartHttpHandler, WatchRefusal,
 };
-pub use route::{route, RouteError};
+pub use route::{route, route_refs, RouteError};
 pub(crate) use server::serve_admitted;
 pub use server::{respond, serve, serve_connection, PeerAddress};
+pub(crate) use watch::ClientProbe;
+pub use watch::{etag, if_none_match, KEEPALIVE_INTERVAL};
 
 /// Limits of the HTTP front-end.
 #[derive(Debug, Clone)]
