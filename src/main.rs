@@ -13,6 +13,7 @@ mod push;
 mod serve;
 mod shell;
 mod trim;
+mod watch_http;
 
 use std::{
     path::{Path, PathBuf},
@@ -73,6 +74,20 @@ pub(crate) enum Command {
     /// Create a bare mirror of a repository (`git clone --mirror`), or bring one up to date:
     /// every ref, deleted ones pruned, HEAD as the remote's.
     Mirror(fetch::MirrorArgs),
+    /// Test-only until `packgate watch` takes http(s) URLs: follow an http(s) repository's
+    /// refs (`watch_http::run`).
+    #[command(hide = true)]
+    WatchHttp(WatchHttpArgs),
+}
+
+/// `packgate watch-http <url> [--prefix P]…`.
+#[derive(Args)]
+struct WatchHttpArgs {
+    /// Only refs under this prefix (repeatable).
+    #[arg(long = "prefix", value_name = "P")]
+    prefixes: Vec<String>,
+    /// The repository's http(s) URL.
+    url: String,
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -124,6 +139,16 @@ fn main() -> ExitCode {
         Command::Push(args) => push::push(*args),
         Command::Fetch(args) => fetch::fetch(args),
         Command::Mirror(args) => fetch::mirror(args),
+        Command::WatchHttp(args) => {
+            let client = packgate_transport::client::Client::default();
+            watch_http::run(
+                &client,
+                &args.url,
+                &args.prefixes,
+                &mut std::io::stdout().lock(),
+            )
+            .map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
