@@ -680,6 +680,15 @@ mod tests {
             response.contains("www-authenticate: basic realm=\"test realm\", charset=\"utf-8\""),
             "{response}"
         );
+        // The refs watch is opened as a fetch: the same refusal, before the endpoint (which
+        // this handler does not serve: 404).
+        let head = "GET /private/refs HTTP/1.1\r\nHost: x\r\n";
+        let (status, _) = exchange(head, b"").await;
+        assert_eq!(status, 401);
+        let head = "GET /private/refs HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n";
+        assert_eq!(exchange(head, b"").await, (404, b"not found\n".to_vec()));
+        let head = "GET /missing/refs?wait=1 HTTP/1.1\r\nHost: x\r\n";
+        assert_eq!(exchange(head, b"").await.0, 404);
         // With credentials ("u:p"), the handler serves and sees them.
         let head = "GET /private/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\
                     Authorization: Basic dTpw\r\n";

@@ -193,6 +193,7 @@ async fn long_poll(
                 );
             }
             RefsLook::Wait(mut wait) => {
+                tracing::debug!("refs watch waiting");
                 loop {
                     match wait_once(&mut wait, probe.as_deref(), std::future::pending()).await {
                         Woken::Look => break,
@@ -262,6 +263,7 @@ async fn stream_events(
                 return;
             }
             RefsLook::Wait(mut wait) => loop {
+                tracing::debug!("refs watch waiting");
                 match wait_once(&mut wait, probe.as_deref(), sender.closed()).await {
                     Woken::Look => break,
                     Woken::Tick => {
