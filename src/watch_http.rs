@@ -193,6 +193,8 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn listing(pairs: &[(&str, Option<&str>)]) -> Listing {

@@ -4,6 +4,9 @@
 //! fetch, a client leaving while it waits, bad input, `packgate http-backend` answering at
 //! once, and the client side (`watch_http::run`, through the hidden `watch-http` command).
 
+// Tests may unwrap: a failure is a panic with its place either way.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
