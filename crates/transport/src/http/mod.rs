@@ -59,11 +59,17 @@
 //!
 //! # Layout
 //!
-//! * `route`: the sans-IO [`route`] from method, path, query and headers to a [`GitRequest`];
+//! * `route`: the sans-IO [`route`] from method, path, query and headers to a [`GitRequest`]
+//!   (and [`route_refs`] for the refs watch);
 //! * `body`: request bodies (gzip, limits before and after decoding, read whole or streamed
 //!   into the session) and response bodies (a bounded channel from the session);
 //! * `idle`: the idle watchdog, which notes when anything last moved on a connection;
 //! * `server`: the accept loop, one connection, and [`respond`] for one request;
+//! * `watch`: advertisements' `ETag` ([`etag`], [`if_none_match`]: `304 Not Modified`) and
+//!   `GET <repo>/refs` ([`route_refs`], [`SmartHttpHandler::watch_refs`]): a JSON long-poll
+//!   or Server-Sent Events, waiting on the handler's [`RefsLook::Wait`] without a thread,
+//!   with keepalives, ended when the client closes the connection (a duplicate of the socket
+//!   that only peeks notices it: hyper, which lets a client half-close, does not);
 //! * [`tls`]: the same behind rustls.
 //!
 //! This file holds what they share: the re-exported `http` types and [`HttpOptions`].
