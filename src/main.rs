@@ -13,6 +13,7 @@ mod push;
 mod serve;
 mod shell;
 mod trim;
+mod watch;
 mod watch_http;
 
 use std::{
@@ -74,20 +75,9 @@ pub(crate) enum Command {
     /// Create a bare mirror of a repository (`git clone --mirror`), or bring one up to date:
     /// every ref, deleted ones pruned, HEAD as the remote's.
     Mirror(fetch::MirrorArgs),
-    /// Test-only until `packgate watch` takes http(s) URLs: follow an http(s) repository's
-    /// refs (`watch_http::run`).
-    #[command(hide = true)]
-    WatchHttp(WatchHttpArgs),
-}
-
-/// `packgate watch-http <url> [--prefix P]…`.
-#[derive(Args)]
-struct WatchHttpArgs {
-    /// Only refs under this prefix (repeatable).
-    #[arg(long = "prefix", value_name = "P")]
-    prefixes: Vec<String>,
-    /// The repository's http(s) URL.
-    url: String,
+    /// Print a repository's ref changes as they happen, one line per ref (`<old> <new>
+    /// <name>`), until the connection fails (packgate's wait-refs; docs/refs-watch.md).
+    Watch(watch::WatchArgs),
 }
 
 /// The arguments git gives its stdio services (git-upload-pack, git-receive-pack).
@@ -139,16 +129,7 @@ fn main() -> ExitCode {
         Command::Push(args) => push::push(*args),
         Command::Fetch(args) => fetch::fetch(args),
         Command::Mirror(args) => fetch::mirror(args),
-        Command::WatchHttp(args) => {
-            let client = packgate_transport::client::Client::default();
-            watch_http::run(
-                &client,
-                &args.url,
-                &args.prefixes,
-                &mut std::io::stdout().lock(),
-            )
-            .map(|()| ExitCode::SUCCESS)
-        }
+        Command::Watch(args) => watch::watch(args),
     };
     match result {
         Ok(code) => code,

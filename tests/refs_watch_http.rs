@@ -351,6 +351,11 @@ fn refusals_are_those_of_a_fetch() {
     dir.git_in(&git, &disabled)
         .args(["config", "http.uploadpack", "false"])
         .run();
+    let unwatched = dir.join("repos/unwatched.git");
+    dir.copy_tree(&root.join("small.git"), &unwatched);
+    dir.git_in(&git, &unwatched)
+        .args(["config", "packgate.refsWatch", "false"])
+        .run();
     let mut options = ServerOptions::new(Push::Refused);
     options.credentials = Some(credentials);
     let server = Server::start_with(&root, &options);
@@ -377,6 +382,15 @@ fn refusals_are_those_of_a_fetch() {
         get(address, "/missing.git/refs", "").body_text(),
         "Repository not found\n"
     );
+    // Turned off in the repository: fetches as before, no watch.
+    let response = get(address, "/unwatched.git/refs", "");
+    assert_eq!(response.status, 403, "{response}");
+    let response = get(
+        address,
+        "/unwatched.git/info/refs?service=git-upload-pack",
+        "",
+    );
+    assert_eq!(response.status, 200, "{response}");
 }
 
 #[test]
@@ -574,7 +588,7 @@ fn watch_http_prints_pushed_changes_and_fails_when_the_server_goes() {
     let (watcher, stdout) = setup
         .dir
         .packgate()
-        .args(["watch-http", "--prefix", "refs/heads/"])
+        .args(["watch", "--prefix", "refs/heads/"])
         .arg(setup.server.http_url("small.git"))
         .spawn_with_stdout();
     let mut lines = BufReader::new(stdout).lines();

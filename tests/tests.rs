@@ -136,6 +136,10 @@
 //!   `gc.pid` both ways with git; `--auto` thresholds; a push starting maintenance; kill -9 at
 //!   each phase; maintenance beside pushes and clones; repository paths; stale lock files
 //!   of killed writers.
+//! - `watch_client`: `packgate watch` over git:// and a local path prints what real git
+//!   pushes and fails when the server goes away or has no `wait-refs` (git daemon);
+//!   `packgate mirror` sends no `fetch` when the remote's refs token is unchanged, and
+//!   follows a change (and a mirror changed by someone else).
 //! - `trust`: hooks judge pushes whatever path led to the repository (relative, symlinks,
 //!   every front-end); no entry point runs `git`, nor does maintenance (run by hand or
 //!   started by a push).
@@ -188,3 +192,4 @@ mod ssh;
 mod trust;
 mod update_instead;
 mod wants;
+mod watch_client;

@@ -110,6 +110,7 @@ mod refs;
 mod repack;
 mod results;
 mod server;
+mod watch;
 
 use clone::clone_request;
 use fetch::{measure_fetch, Protocol};
@@ -171,6 +172,8 @@ pub struct BenchArgs {
     connections: connections::ConnectionArgs,
     #[command(flatten)]
     clone_server: clone_server::CloneServerArgs,
+    #[command(flatten)]
+    watch: watch::WatchArgs,
 }
 
 impl BenchArgs {
@@ -259,6 +262,9 @@ enum Scenario {
     /// A mirror of the fixture updated from its copy 10 commits ahead: `packgate mirror`
     /// against `git fetch --prune` of a mirror remote.
     MirrorUpdate,
+    /// The refs watch: unchanged `ls-refs if-none-match` answers against git daemon's no-op
+    /// fetch, and waiting `wait-refs` clients woken by a push (50,000 more refs).
+    Watch,
 }
 
 impl Scenario {
@@ -290,6 +296,7 @@ impl Scenario {
             Scenario::Mirror => "mirror",
             Scenario::MirrorClone => "mirror-clone",
             Scenario::MirrorUpdate => "mirror-update",
+            Scenario::Watch => "watch",
         }
     }
 
@@ -356,6 +363,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`clone-repeat` and `clone-concurrent` run apart from the other scenarios"
         );
         return clone_server::run(&args, &args.scenarios);
+    }
+    if args.scenarios.contains(&Scenario::Watch) {
+        ensure!(
+            args.scenarios.iter().all(|&s| s == Scenario::Watch),
+            "`watch` runs alone: `cargo xtask bench watch`"
+        );
+        return watch::run(&args);
     }
     if args.scenarios.contains(&Scenario::Soak) {
         ensure!(
@@ -633,6 +647,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 | Scenario::Mirror
                 | Scenario::Connections
                 | Scenario::Soak
+                | Scenario::Watch
                 | Scenario::CloneRepeat
                 | Scenario::CloneConcurrent => continue,
             };

@@ -500,6 +500,40 @@ pub struct UploadPackConfig {
     pub allow_filter: bool,
     /// Which filters `uploadpack.allowFilter` lets in: git's `uploadpackfilter.*` keys.
     pub filters: FilterPolicy,
+    /// `packgate.refsWatch` (packgate's own key, on by default): advertise and serve refs
+    /// tokens (`ls-refs=refs-token`, `if-none-match`) and the `wait-refs` command
+    /// (docs/refs-watch.md).
+    pub refs_watch: bool,
+    /// `packgate.waitRefsMaxTimeout` (seconds, 600 by default): the longest `timeout` a
+    /// `wait-refs` request may ask for.
+    pub wait_refs_max_timeout: Duration,
+}
+
+/// The key that turns refs tokens and `wait-refs` off.
+pub const REFS_WATCH: &str = "packgate.refsWatch";
+/// The key of the longest wait a `wait-refs` request may ask for, in seconds.
+pub const WAIT_REFS_MAX_TIMEOUT: &str = "packgate.waitRefsMaxTimeout";
+/// The default of [`WAIT_REFS_MAX_TIMEOUT`].
+pub const DEFAULT_WAIT_REFS_MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Read `packgate.waitRefsMaxTimeout`: a number of seconds, 0 or more.
+fn wait_refs_max_timeout(config: &gix_config::File) -> Result<Duration, ConfigError> {
+    let Some(seconds) =
+        config
+            .integer(WAIT_REFS_MAX_TIMEOUT)
+            .map_err(|source| ConfigError::Value {
+                key: WAIT_REFS_MAX_TIMEOUT.to_owned(),
+                source,
+            })?
+    else {
+        return Ok(DEFAULT_WAIT_REFS_MAX_TIMEOUT);
+    };
+    u64::try_from(seconds)
+        .map(Duration::from_secs)
+        .map_err(|_| ConfigError::Invalid {
+            key: WAIT_REFS_MAX_TIMEOUT.to_owned(),
+            value: seconds.to_string().into(),
+        })
 }
 
 /// What `lsrefs.unborn` asks of `ls-refs` about an unborn `HEAD`.
@@ -759,6 +793,8 @@ impl Default for UploadPackConfig {
             bundle_settings: Vec::new(),
             allow_filter: false,
             filters: FilterPolicy::default(),
+            refs_watch: true,
+            wait_refs_max_timeout: DEFAULT_WAIT_REFS_MAX_TIMEOUT,
         }
     }
 }
@@ -839,6 +875,14 @@ impl UploadPackConfig {
             bundle_settings: bundle_settings(config),
             allow_filter: boolean("uploadpack.allowFilter")?,
             filters: FilterPolicy::from_config(config)?,
+            refs_watch: config
+                .boolean(REFS_WATCH)
+                .map_err(|source| ConfigError::Value {
+                    key: REFS_WATCH.to_owned(),
+                    source,
+                })?
+                .unwrap_or(true),
+            wait_refs_max_timeout: wait_refs_max_timeout(config)?,
         })
     }
 

@@ -20,7 +20,7 @@ use packgate_wire::{
             Addresses, CommandHandler, ConnectionHandler, ExchangeHandler, Next, RequestHead,
             Session, LOG_TARGET,
         },
-        Service,
+        Service, Wait,
     },
     v2,
 };
@@ -31,7 +31,7 @@ use crate::{
     receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::{AccessError, Registry, RequestLocation},
     repository::Repository,
-    upload_pack::{Flow, ServeError, SessionOptions, UploadPack},
+    upload_pack::{Flow, ServeError, SessionOptions, UploadPack, WaitState},
 };
 
 /// How much a refused client is told.
@@ -282,6 +282,7 @@ impl DaemonService {
                         repo,
                         pack_cache,
                         client,
+                        waiting: WaitState::default(),
                     }));
                 }
                 // As git daemon: v0 (v1 on request) for a client that did not ask for v2.
@@ -353,6 +354,8 @@ struct FetchSession {
     repo: Repository,
     pack_cache: Option<PackCache>,
     client: Client,
+    /// A `wait-refs` the front-end is waiting for.
+    waiting: WaitState,
 }
 
 impl FetchSession {
@@ -363,6 +366,7 @@ impl FetchSession {
                 upload_pack
                     .with_pack_cache(self.pack_cache.clone())
                     .with_budget(self.client.budget.clone(), &self.client.address)
+                    .stateful(true)
             })
             .map_err(std::io::Error::other)
     }
@@ -380,12 +384,23 @@ impl CommandHandler for FetchSession {
         SessionOptions::default().request_limits
     }
 
+    fn prepare_wait(&mut self, request: &v2::Request) -> Option<Wait> {
+        let mut waiting = std::mem::take(&mut self.waiting);
+        let wait = self
+            .upload_pack()
+            .ok()
+            .and_then(|upload_pack| upload_pack.prepare_wait(request, &mut waiting));
+        self.waiting = waiting;
+        wait
+    }
+
     fn handle(&mut self, request: v2::Request, output: &mut dyn Write) -> Next {
         let mut out = PacketWriter::new(output);
+        let mut waiting = std::mem::take(&mut self.waiting);
         let result = self
             .upload_pack()
             .map_err(ServeError::from)
-            .and_then(|upload_pack| upload_pack.handle(request, &mut out));
+            .and_then(|upload_pack| upload_pack.handle_prepared(request, &mut out, &mut waiting));
         match result {
             Ok(Flow::Continue) => Next::Continue,
             Ok(Flow::End) => Next::Close,

@@ -30,7 +30,7 @@ use std::{
         Arc, Mutex, OnceLock,
     },
     task::{Poll, Waker},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use bstr::{BStr, BString, ByteSlice};
@@ -115,18 +115,50 @@ pub fn refs_state(
     config: &UploadPackConfig,
     prefixes: &[RefPrefix],
 ) -> Result<RefsState, RefsError> {
+    let pending = match cache::global().lookup(repo, config, prefixes, SystemTime::now()) {
+        cache::Lookup::Miss(pending) => pending,
+        cache::Lookup::Hit(_) => None,
+    };
     let mut refs = Vec::new();
     let token = visit_visible(repo, config, prefixes, |visible| refs.push(visible))?;
+    if let Some(pending) = pending {
+        cache::global().remember(pending, &token);
+    }
     Ok(RefsState { token, refs })
 }
 
 /// The token of [`refs_state`] alone.
+///
+/// Remembered while the ref storage it was read from is unchanged (`packed-refs` and the
+/// loose refs that could match `prefixes`, by their files' and directories' stamps, once
+/// these are older than a racy window): then answering costs a few `stat` calls instead of
+/// reading every ref. Never stale: see the `cache` module.
 pub fn refs_token(
     repo: &Repository,
     config: &UploadPackConfig,
     prefixes: &[RefPrefix],
 ) -> Result<RefsToken, RefsError> {
-    visit_visible(repo, config, prefixes, |_| {})
+    refs_token_with(cache::global(), repo, config, prefixes, SystemTime::now())
+}
+
+/// [`refs_token`] with `cache`, as if at `now`.
+fn refs_token_with(
+    cache: &cache::TokenCache,
+    repo: &Repository,
+    config: &UploadPackConfig,
+    prefixes: &[RefPrefix],
+    now: SystemTime,
+) -> Result<RefsToken, RefsError> {
+    match cache.lookup(repo, config, prefixes, now) {
+        cache::Lookup::Hit(token) => Ok(token),
+        cache::Lookup::Miss(pending) => {
+            let token = visit_visible(repo, config, prefixes, |_| {})?;
+            if let Some(pending) = pending {
+                cache.remember(pending, &token);
+            }
+            Ok(token)
+        }
+    }
 }
 
 fn visit_visible(
@@ -691,6 +723,8 @@ pub fn visible_name<'a>(repo: &Repository, change: &'a RefChange) -> Option<&'a 
         None => Some(change.name.as_bstr()),
     }
 }
+
+mod cache;
 
 #[cfg(test)]
 mod tests;

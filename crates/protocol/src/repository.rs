@@ -809,7 +809,7 @@ impl PackedTraits {
     }
 }
 
-fn minimal_prefixes(prefixes: &[RefPrefix]) -> Vec<&RefPrefix> {
+pub(crate) fn minimal_prefixes(prefixes: &[RefPrefix]) -> Vec<&RefPrefix> {
     let mut sorted: Vec<&RefPrefix> = prefixes
         .iter()
         .filter(|p| p.scope() == PrefixScope::Loose)
@@ -875,7 +875,7 @@ fn loose_ref_names(git_dir: &Path, prefix: &RefPrefix) -> std::io::Result<Vec<BS
 
 /// A directory's entries: name, and whether it is a directory (otherwise a regular file;
 /// anything else is left out).
-type Listing = std::sync::Arc<Vec<(BString, bool)>>;
+pub(crate) type Listing = std::sync::Arc<Vec<(BString, bool)>>;
 
 /// Listings of large loose-ref directories, shared by every repository this process opens:
 /// a prefixed `ls-refs` on a repository with thousands of loose refs in one directory would
@@ -894,10 +894,10 @@ const CACHED_LISTING_MIN_ENTRIES: usize = 256;
 /// The most directories remembered; the cache starts over when it is full.
 const CACHED_LISTINGS_MAX: usize = 4096;
 /// How far in the past a modification time must lie for its listing to be remembered.
-const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The entries of the directory at `path`, `None` if there is none.
-fn dir_listing(path: &Path) -> std::io::Result<Option<Listing>> {
+pub(crate) fn dir_listing(path: &Path) -> std::io::Result<Option<Listing>> {
     use std::os::unix::ffi::OsStrExt;
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) if metadata.is_dir() => metadata,

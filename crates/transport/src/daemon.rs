@@ -30,7 +30,7 @@ pub use packgate_wire::service::{
         parse_request_head, Addresses, CommandHandler, ConnectionHandler, ExchangeHandler,
         HeadError, Next, RequestHead, Session, LOG_TARGET,
     },
-    Service,
+    Service, Wait,
 };
 
 use crate::listener::{Admission, ConnectionLimits};
@@ -205,6 +205,13 @@ async fn commands(
                 return Ok(());
             }
         };
+        let Some((returned, request)) =
+            wait_before(&mut stream, handler, request, &mut buffer).await?
+        else {
+            tracing::debug!("the client left while its request waited; the waiter left");
+            return Ok(());
+        };
+        handler = returned;
         let (returned_stream, (returned, next)) =
             blocking(stream, options, move |_input, output| {
                 let next = handler.handle(request, output);
@@ -215,6 +222,52 @@ async fn commands(
         handler = returned;
         if next == Next::Close {
             return Ok(());
+        }
+    }
+}
+
+/// The most bytes read ahead (the client's next request) while a request waits; beyond
+/// that the socket is no longer watched until the wait ends.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
+/// Let `handler` prepare `request`, and await what it must wait for (again, as long as it
+/// asks), without a thread and without the idle timeout, watching the connection meanwhile:
+/// `None` when the client hung up (the handler, and what it waited with, is dropped). Bytes
+/// the client sends meanwhile are kept in `buffer` for the next request.
+async fn wait_before(
+    stream: &mut TcpStream,
+    mut handler: Box<dyn CommandHandler>,
+    mut request: v2::Request,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<Option<(Box<dyn CommandHandler>, v2::Request)>> {
+    loop {
+        let (returned, returned_request, wait) = tokio::task::spawn_blocking(move || {
+            let wait = handler.prepare_wait(&request);
+            (handler, request, wait)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        handler = returned;
+        request = returned_request;
+        let Some(Wait {
+            mut changed,
+            deadline,
+        }) = wait
+        else {
+            return Ok(Some((handler, request)));
+        };
+        let deadline = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(deadline);
+        let mut chunk = [0u8; 512];
+        loop {
+            tokio::select! {
+                () = &mut changed => break,
+                () = &mut deadline => break,
+                read = stream.read(&mut chunk), if buffer.len() < MAX_READ_AHEAD => match read {
+                    Ok(0) | Err(_) => return Ok(None),
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                },
+            }
         }
     }
 }

@@ -28,9 +28,10 @@
 
 mod complete;
 mod init;
+mod mirror_token;
 pub mod refspec;
 mod sideband;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
@@ -168,6 +169,9 @@ pub struct FetchOutcome {
     pub pack_bytes: u64,
     /// Objects in the received pack.
     pub pack_objects: u32,
+    /// A mirror's update found the remote's refs unchanged since its last update (by their
+    /// refs token) and did nothing else.
+    pub unchanged: bool,
 }
 
 /// Why a fetch failed. Refs rejected one by one are not errors: they are in
@@ -269,6 +273,7 @@ pub fn fetch(
         && refspecs
             .iter()
             .any(|spec| !spec.negative && spec.dst.is_some());
+    let mut remote_token: Option<BString> = None;
     let remote_refs = match &advertisement {
         Advertisement::V2 { .. } => {
             let mut prefixes: Vec<BString> = Vec::new();
@@ -285,6 +290,29 @@ pub fn fetch(
             prefixes.dedup();
             if prefixes.is_empty() {
                 Vec::new()
+            } else if options.mirror && wire::has_refs_token(&advertisement) {
+                // A mirror remembers the remote's refs token of its last update: when the
+                // remote's refs and its own are as they were then, there is nothing to do.
+                let known = mirror_token::known(repo);
+                let ask = match &known {
+                    Some(token) => wire::TokenAsk::IfNoneMatch(token.as_str()),
+                    None => wire::TokenAsk::Token,
+                };
+                match wire::ls_refs_token(connection.as_mut(), &advertisement, &prefixes, ask)? {
+                    wire::Listing::Unchanged(_) => {
+                        tracing::debug!(git_dir = %repo.git_dir().display(), "the remote's refs are unchanged: nothing to fetch");
+                        wire::end_session(connection.as_mut(), &advertisement)?;
+                        connection.finish()?;
+                        return Ok(FetchOutcome {
+                            unchanged: true,
+                            ..FetchOutcome::default()
+                        });
+                    }
+                    wire::Listing::Refs { refs, token } => {
+                        remote_token = token;
+                        refs
+                    }
+                }
             } else {
                 wire::ls_refs(connection.as_mut(), &advertisement, &prefixes)?
             }
@@ -434,6 +462,15 @@ pub fn fetch(
     };
     // Waiters on this repository (`wait-refs`, HTTP watches) learn of it now.
     crate::refs_watch::changed(repo.git_dir());
+    if options.mirror {
+        match remote_token {
+            Some(token) if !changes.iter().any(RefChange::is_rejected) => {
+                mirror_token::remember(repo, token.as_bstr());
+            }
+            // Not all as the remote's: the next update must look.
+            _ => mirror_token::forget(repo),
+        }
+    }
 
     Ok(FetchOutcome {
         changes,
@@ -446,6 +483,7 @@ pub fn fetch(
         pack_objects: ingested
             .as_ref()
             .map_or(0, |o| o.objects.saturating_sub(o.completed_bases)),
+        unchanged: false,
     })
 }
 

@@ -8,6 +8,7 @@
 //!   capabilities), read once for both clients.
 //! * [`fetch`]: `git fetch` and `git clone --mirror` into a local repository.
 //! * [`push`]: send-pack, the push client.
+//! * [`watch`]: following a repository's refs with `wait-refs` (`packgate watch`).
 //! * [`upstream`]: the gate's [`Forward`](crate::receive_pack::gate::Forward) made of the push
 //!   client, and the [`Refresh`](crate::upstream::Refresh) made of the fetch client.
 
@@ -15,3 +16,4 @@ pub mod advertisement;
 pub mod fetch;
 pub mod push;
 pub mod upstream;
+pub mod watch;

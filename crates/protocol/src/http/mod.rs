@@ -59,8 +59,6 @@ use crate::{
 
 mod refs;
 
-pub use refs::{max_wait, DEFAULT_MAX_WAIT};
-
 /// What a push is told when the server serves none over HTTP.
 const PUSH_DISABLED: &str = "push over HTTP is disabled on this server";
 

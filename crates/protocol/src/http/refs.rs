@@ -18,27 +18,6 @@ use crate::{
     repository::Repository,
 };
 
-/// `packgate.waitRefsMaxTimeout`'s default: the longest wait, in seconds.
-pub const DEFAULT_MAX_WAIT: u64 = 600;
-
-/// The longest wait the repository allows (`packgate.waitRefsMaxTimeout`, seconds).
-pub fn max_wait(repo: &Repository) -> u64 {
-    match repo.config().integer("packgate.waitRefsMaxTimeout") {
-        Ok(Some(seconds)) => u64::try_from(seconds).unwrap_or(0),
-        Ok(None) => DEFAULT_MAX_WAIT,
-        Err(err) => {
-            tracing::warn!(%err, "invalid packgate.waitRefsMaxTimeout; using the default");
-            DEFAULT_MAX_WAIT
-        }
-    }
-}
-
-/// Whether the repository serves refs tokens and waiting (`packgate.refsWatch`, on unless
-/// set to false).
-fn enabled(repo: &Repository) -> bool {
-    !matches!(repo.config().boolean("packgate.refsWatch"), Ok(Some(false)))
-}
-
 /// Start a watch of `repo` for `query`; `cap` bounds the wait further (a CGI front-end,
 /// which cannot wait, passes 0).
 pub(super) fn watch(
@@ -46,13 +25,14 @@ pub(super) fn watch(
     query: &RefsQuery,
     cap: Option<u64>,
 ) -> Result<Box<dyn RefsWatcher>, WatchRefusal> {
-    if !enabled(&repo) {
-        return Err(WatchRefusal::Forbidden(
-            "refs watch not enabled (packgate.refsWatch=false)".into(),
-        ));
-    }
     let config = UploadPackConfig::from_config(repo.config())
         .map_err(|err| WatchRefusal::Failed(format!("upload-pack configuration: {err}")))?;
+    if !config.refs_watch {
+        return Err(WatchRefusal::Forbidden(format!(
+            "refs watch not enabled ({}=false)",
+            crate::config::REFS_WATCH
+        )));
+    }
     let since = match &query.since {
         Some(text) => Some(
             RefsToken::parse(text.as_bytes())
@@ -60,7 +40,7 @@ pub(super) fn watch(
         ),
         None => None,
     };
-    let max = max_wait(&repo);
+    let max = config.wait_refs_max_timeout.as_secs();
     // A long-poll waits 0 seconds unless asked; a stream lasts the maximum.
     let wait = match query.wait {
         Some(wait) if wait > max => {

@@ -205,3 +205,170 @@ fn namespaced_waiters_see_their_namespace() {
         "refs/heads/main"
     );
 }
+
+/// The token as computed from the refs, without any cache.
+fn uncached(git_dir: &Path, prefixes: &[&str]) -> RefsToken {
+    let repo = open(git_dir);
+    let config = UploadPackConfig::from_config(repo.config()).unwrap();
+    let prefixes: Vec<RefPrefix> = prefixes.iter().map(|p| RefPrefix::new(*p)).collect();
+    visit_visible(&repo, &config, &prefixes, |_| {}).unwrap()
+}
+
+/// The token through `cache`, as if at `now`.
+fn cached(
+    cache: &cache::TokenCache,
+    git_dir: &Path,
+    prefixes: &[&str],
+    now: SystemTime,
+) -> RefsToken {
+    let repo = open(git_dir);
+    let config = UploadPackConfig::from_config(repo.config()).unwrap();
+    let prefixes: Vec<RefPrefix> = prefixes.iter().map(|p| RefPrefix::new(*p)).collect();
+    refs_token_with(cache, &repo, &config, &prefixes, now).unwrap()
+}
+
+/// A clock past the racy window of everything written so far.
+fn settled() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(3)
+}
+
+#[test]
+fn a_remembered_token_is_reused_while_the_ref_storage_is_unchanged_and_only_then() {
+    let (_dir, bare, id) = fixture();
+    let tree = git(&bare, &["rev-parse", &format!("{id}^{{tree}}")]);
+    let other = git(&bare, &["commit-tree", "-p", &id, "-m", "two", &tree]);
+    let cache = cache::TokenCache::default();
+    let prefix_sets: [&[&str]; 5] = [
+        &[],
+        &["refs/heads/"],
+        &["HEAD"],
+        &["refs/tags/", "HEAD"],
+        &["refs/heads/ma"],
+    ];
+    // Every prefix set: the first look after a change agrees with the refs (remembered only
+    // if the change did not touch what that prefix set reads), the second is remembered.
+    let check = |what: &str| {
+        for prefixes in prefix_sets {
+            let truth = uncached(&bare, prefixes);
+            assert_eq!(
+                cached(&cache, &bare, prefixes, settled()),
+                truth,
+                "{what}: {prefixes:?}"
+            );
+            let hits = cache.hits();
+            assert_eq!(
+                cached(&cache, &bare, prefixes, settled()),
+                truth,
+                "{what}: {prefixes:?}"
+            );
+            assert_eq!(
+                cache.hits(),
+                hits + 1,
+                "{what}: {prefixes:?} not remembered"
+            );
+        }
+    };
+    check("fresh");
+    git(&bare, &["update-ref", "refs/heads/topic", &id]);
+    check("a new loose ref");
+    git(&bare, &["pack-refs", "--all"]);
+    check("packed");
+    git(&bare, &["update-ref", "refs/heads/main", &other]);
+    check("a loose ref shadowing a packed one (HEAD's target)");
+    git(&bare, &["update-ref", "-d", "refs/heads/topic"]);
+    check("a packed ref deleted");
+    git(&bare, &["update-ref", "refs/heads/team/a", &id]);
+    check("a new directory");
+    // A symbolic ref pointing outside the prefixes: dangling, then resolvable, then moved.
+    git(
+        &bare,
+        &["symbolic-ref", "refs/heads/link", "refs/other/target"],
+    );
+    check("a dangling symbolic ref");
+    git(&bare, &["update-ref", "refs/other/target", &id]);
+    check("its target created");
+    git(&bare, &["update-ref", "refs/other/target", &other]);
+    check("its target moved");
+    git(&bare, &["pack-refs", "--all"]);
+    check("its target packed");
+    git(&bare, &["symbolic-ref", "HEAD", "refs/heads/next"]);
+    check("HEAD pointed elsewhere");
+    git(
+        &bare,
+        &["update-ref", "--no-deref", "-d", "refs/heads/link"],
+    );
+    check("the symbolic ref deleted");
+
+    // Hiding rules are part of what a token is remembered for.
+    let hidden_before = cached(&cache, &bare, &["refs/heads/"], settled());
+    git(&bare, &["config", "uploadpack.hideRefs", "refs/heads/team"]);
+    let hidden = cached(&cache, &bare, &["refs/heads/"], settled());
+    assert_ne!(hidden, hidden_before);
+    assert_eq!(hidden, uncached(&bare, &["refs/heads/"]));
+
+    // A namespace's refs, and its HEAD.
+    git(
+        &bare,
+        &["update-ref", "refs/namespaces/ns/refs/heads/main", &id],
+    );
+    let repo = open(&bare).with_namespace(crate::refname::Namespace::new(b"ns").unwrap());
+    let config = UploadPackConfig::from_config(repo.config()).unwrap();
+    let in_ns = |now| refs_token_with(&cache, &repo, &config, &[], now).unwrap();
+    let truth = visit_visible(&repo, &config, &[], |_| {}).unwrap();
+    assert_eq!(in_ns(settled()), truth);
+    assert_eq!(in_ns(settled()), truth);
+    git(
+        &bare,
+        &[
+            "symbolic-ref",
+            "refs/namespaces/ns/HEAD",
+            "refs/namespaces/ns/refs/heads/main",
+        ],
+    );
+    let truth2 = visit_visible(&repo, &config, &[], |_| {}).unwrap();
+    assert_ne!(truth2, truth);
+    assert_eq!(in_ns(settled()), truth2);
+    git(
+        &bare,
+        &["update-ref", "refs/namespaces/ns/refs/heads/main", &other],
+    );
+    let truth3 = visit_visible(&repo, &config, &[], |_| {}).unwrap();
+    assert_ne!(truth3, truth2);
+    assert_eq!(in_ns(settled()), truth3);
+}
+
+#[test]
+fn a_change_within_the_racy_window_is_still_seen() {
+    let (_dir, bare, id) = fixture();
+    let tree = git(&bare, &["rev-parse", &format!("{id}^{{tree}}")]);
+    let other = git(&bare, &["commit-tree", "-p", &id, "-m", "two", &tree]);
+    let cache = cache::TokenCache::default();
+    git(&bare, &["update-ref", "refs/heads/topic", &id]);
+    let file = bare.join("refs/heads/topic");
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    // Just written: not remembered, whatever the stamps say, so that a second write in the
+    // same tick of a coarse file-system clock could not go unnoticed.
+    let now = SystemTime::now();
+    let before = cached(&cache, &bare, &["refs/heads/"], now);
+    assert_eq!(cached(&cache, &bare, &["refs/heads/"], now), before);
+    assert_eq!(
+        cache.hits(),
+        0,
+        "a token of refs within the racy window was remembered"
+    );
+    // Rewritten in place with the same size and modification time: still seen.
+    std::fs::write(&file, format!("{other}\n")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let after = cached(&cache, &bare, &["refs/heads/"], now);
+    assert_ne!(after, before);
+    assert_eq!(after, uncached(&bare, &["refs/heads/"]));
+    // Once the window has passed, it is remembered.
+    assert_eq!(cached(&cache, &bare, &["refs/heads/"], settled()), after);
+    assert_eq!(cached(&cache, &bare, &["refs/heads/"], settled()), after);
+    assert_eq!(cache.hits(), 1);
+}

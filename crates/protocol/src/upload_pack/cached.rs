@@ -98,6 +98,7 @@ fn generate(
                 pack_cache: None,
                 budget,
                 client,
+                stateful: false,
             };
             // Ends the spool should the generation panic: no reader waits forever.
             let ender = Ender {

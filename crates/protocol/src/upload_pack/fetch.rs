@@ -479,6 +479,7 @@ pub(super) fn send_pack<W: Write>(
                     pack_cache,
                     budget,
                     client,
+                    stateful: false,
                 };
                 // While it waits for the budget, keepalives go out and a client that went
                 // away (a keepalive could not be written) leaves the queue.

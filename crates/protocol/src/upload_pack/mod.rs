@@ -1,5 +1,6 @@
 //! upload-pack over protocol v2: the capability advertisement, `ls-refs`, `fetch` and, when
-//! configured, `object-info` and `bundle-uri`.
+//! configured, `object-info`, `bundle-uri` and `wait-refs` (with refs tokens for `ls-refs`,
+//! docs/refs-watch.md).
 //!
 //! A session is driven by [`UploadPack::serve()`] over any blocking reader and writer
 //! (standard input and output for `packgate upload-pack`). Front-ends that read requests
@@ -17,8 +18,10 @@ mod ls_refs;
 mod object_info;
 mod shallow;
 mod v0;
+mod wait_refs;
 
 pub use v0::V0Options;
+pub use wait_refs::{WaitState, DEFAULT_TIMEOUT as DEFAULT_WAIT_REFS_TIMEOUT};
 
 use std::io::{Read, Write};
 
@@ -128,6 +131,10 @@ pub struct UploadPack<'repo> {
     budget: crate::budget::Budget,
     /// Who the request is from, for the budget's fairness between clients.
     client: std::sync::Arc<str>,
+    /// Whether [`UploadPack::advertise()`] and [`UploadPack::handle()`] serve a stateful
+    /// connection, which can wait (`wait-refs`). [`UploadPack::serve()`] decides by its
+    /// options instead.
+    stateful: bool,
 }
 
 /// A new session id: unique to this process and call, without spaces (it goes into the
@@ -176,7 +183,16 @@ impl<'repo> UploadPack<'repo> {
             pack_cache: None,
             budget: crate::budget::Budget::global(),
             client: std::sync::Arc::from("local"),
+            stateful: false,
         })
+    }
+
+    /// Say whether [`UploadPack::advertise()`] and [`UploadPack::handle()`] serve a stateful
+    /// connection (git://, SSH: one connection for the whole session), where a request may
+    /// wait: only then is `wait-refs` advertised and served. Off by default (HTTP).
+    pub fn stateful(mut self, stateful: bool) -> Self {
+        self.stateful = stateful;
+        self
     }
 
     /// Share packs with the other requests of this process through `cache` (single flight
@@ -196,12 +212,15 @@ impl<'repo> UploadPack<'repo> {
         self
     }
 
-    /// The v2 capabilities, in git's order: exactly what is configured and implemented.
-    fn capabilities(&self) -> Vec<String> {
+    /// The v2 capabilities, in git's order (packgate's own last): exactly what is configured
+    /// and implemented. `wait-refs` only on a `stateful` connection.
+    fn capabilities(&self, stateful: bool) -> Vec<String> {
         let config = &self.config;
-        let ls_refs = match config.lsrefs_unborn {
-            UnbornPolicy::Advertise => "ls-refs=unborn",
-            UnbornPolicy::Allow | UnbornPolicy::Ignore => "ls-refs",
+        let ls_refs = match (config.lsrefs_unborn, config.refs_watch) {
+            (UnbornPolicy::Advertise, true) => "ls-refs=unborn refs-token",
+            (UnbornPolicy::Advertise, false) => "ls-refs=unborn",
+            (UnbornPolicy::Allow | UnbornPolicy::Ignore, true) => "ls-refs=refs-token",
+            (UnbornPolicy::Allow | UnbornPolicy::Ignore, false) => "ls-refs",
         };
         let mut capabilities = vec![format!("agent={}", agent()), ls_refs.to_owned()];
         let features = fetch_features(config);
@@ -221,17 +240,29 @@ impl<'repo> UploadPack<'repo> {
         if config.advertise_bundle_uris {
             capabilities.push("bundle-uri".to_owned());
         }
+        if self.serves_wait_refs(stateful) {
+            capabilities.push("wait-refs".to_owned());
+        }
         capabilities
     }
 
     /// Write the v2 capability advertisement, ending in a flush.
     ///
-    /// It lists exactly what is implemented and configured: `ls-refs` with `unborn`,
-    /// `fetch` with its features, `server-option`, sha1, and `session-id`, `object-info`
-    /// and `bundle-uri` when their settings ask for them.
+    /// It lists exactly what is implemented and configured: `ls-refs` with `unborn` and
+    /// `refs-token`, `fetch` with its features, `server-option`, sha1, and `session-id`,
+    /// `object-info`, `bundle-uri` and `wait-refs` (on a [stateful](Self::stateful)
+    /// connection) when their settings ask for them.
     pub fn advertise<W: Write>(&self, out: &mut PacketWriter<W>) -> Result<(), ServeError> {
+        self.advertise_as(out, self.stateful)
+    }
+
+    fn advertise_as<W: Write>(
+        &self,
+        out: &mut PacketWriter<W>,
+        stateful: bool,
+    ) -> Result<(), ServeError> {
         out.write_text("version 2")?;
-        for capability in self.capabilities() {
+        for capability in self.capabilities(stateful) {
             out.write_text(capability)?;
         }
         out.flush_pkt()?;
@@ -249,8 +280,9 @@ impl<'repo> UploadPack<'repo> {
     ) -> Result<(), ServeError> {
         let mut reader = PacketReader::new(input);
         let mut out = PacketWriter::new(output);
+        let stateful = !options.stateless;
         if options.advertise_only || !options.stateless {
-            self.advertise(&mut out)?;
+            self.advertise_as(&mut out, stateful)?;
             if options.advertise_only {
                 return Ok(());
             }
@@ -269,7 +301,8 @@ impl<'repo> UploadPack<'repo> {
                 }
                 Err(err) => return Err(reject(&mut out, err.to_string())),
             };
-            let flow = self.handle(request, &mut out)?;
+            // A `wait-refs` blocks this thread: a pipe or an SSH channel has no cheaper way.
+            let flow = self.handle_as(request, &mut out, stateful, &mut WaitState::default())?;
             out.get_mut().flush()?;
             if flow == Flow::End {
                 return Ok(());
@@ -288,10 +321,32 @@ impl<'repo> UploadPack<'repo> {
     }
 
     /// Answer one request. Errors in the request are answered with `ERR` before returning.
+    /// A `wait-refs` blocks the calling thread until it can be answered.
     pub fn handle<W: Write>(
         &self,
         request: v2::Request,
         out: &mut PacketWriter<W>,
+    ) -> Result<Flow, ServeError> {
+        self.handle_as(request, out, self.stateful, &mut WaitState::default())
+    }
+
+    /// [`UploadPack::handle()`] after [`UploadPack::prepare_wait()`] with the same `state`:
+    /// a `wait-refs` it prepared is answered at once, with the state of the refs now.
+    pub fn handle_prepared<W: Write>(
+        &self,
+        request: v2::Request,
+        out: &mut PacketWriter<W>,
+        state: &mut WaitState,
+    ) -> Result<Flow, ServeError> {
+        self.handle_as(request, out, self.stateful, state)
+    }
+
+    fn handle_as<W: Write>(
+        &self,
+        request: v2::Request,
+        out: &mut PacketWriter<W>,
+        stateful: bool,
+        state: &mut WaitState,
     ) -> Result<Flow, ServeError> {
         if let Err(message) = check_capabilities(&self.config, &request.capabilities) {
             return Err(reject(out, message));
@@ -299,6 +354,9 @@ impl<'repo> UploadPack<'repo> {
         let config = &self.config;
         match request.command.as_str() {
             "ls-refs" => ls_refs::handle(self, &request.arguments, out),
+            "wait-refs" if config.refs_watch => {
+                wait_refs::handle(self, &request.arguments, out, stateful, state)
+            }
             "fetch" => fetch::handle(self, &request.arguments, out),
             "object-info" if config.advertise_object_info => {
                 object_info::handle(self, &request.arguments, out)

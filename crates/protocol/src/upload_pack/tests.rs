@@ -259,6 +259,7 @@ fn fetch_with_keepalive(keepalive: Option<std::time::Duration>) -> Vec<Vec<u8>> 
         pack_cache: None,
         budget: crate::budget::Budget::global(),
         client: std::sync::Arc::from("test"),
+        stateful: false,
     };
     let input = request(
         "fetch",
@@ -332,6 +333,7 @@ fn budgeted<'r>(repo: &'r Repository, budget: &crate::budget::Budget) -> UploadP
         pack_cache: None,
         budget: budget.clone(),
         client: std::sync::Arc::from("test"),
+        stateful: false,
     }
 }
 

@@ -160,6 +160,17 @@ pub trait CommandHandler: Send + 'static {
         v2::Limits::default()
     }
 
+    /// Before [`CommandHandler::handle`]: whether `request` must first wait for something
+    /// (a `wait-refs` until a ref changes). The front-end then awaits the [`Wait`](super::Wait)
+    /// without a thread — ending the session if the client hangs up meanwhile, and without
+    /// the idle timeout — and asks again, until this returns `None`; then it calls `handle`,
+    /// which answers without blocking. The handler remembers what it prepared. By default
+    /// nothing waits, and `handle` may block for as long as a request needs.
+    fn prepare_wait(&mut self, request: &v2::Request) -> Option<super::Wait> {
+        let _ = request;
+        None
+    }
+
     /// Answer one request, completely or ending in an error the client is told about.
     fn handle(&mut self, request: v2::Request, output: &mut dyn Write) -> Next;
 

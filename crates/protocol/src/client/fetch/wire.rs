@@ -86,41 +86,150 @@ pub(super) fn ls_refs(
     ad: &Advertisement,
     prefixes: &[BString],
 ) -> Result<Vec<RemoteRef>, FetchError> {
-    let mut request = Request::default();
-    v2_header(&mut request, "ls-refs", ad)?;
-    request.line("peel")?;
+    match ls_refs_token(connection, ad, prefixes, TokenAsk::None)? {
+        Listing::Refs { refs, .. } => Ok(refs),
+        Listing::Unchanged(_) => Err(FetchError::Protocol(
+            "unexpected 'unchanged' in ls-refs".into(),
+        )),
+    }
+}
+
+/// What an `ls-refs` asks of the refs token (docs/refs-watch.md).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TokenAsk<'a> {
+    /// Nothing: a plain listing.
+    None,
+    /// `refs-token`: the listing with its token.
+    Token,
+    /// `if-none-match <token>`: `unchanged` when the listing has this token.
+    IfNoneMatch(&'a str),
+}
+
+/// The answer of an `ls-refs` or a `wait-refs`.
+#[derive(Debug, Clone)]
+pub(crate) enum Listing {
+    /// `unchanged <token>`: nothing but the token.
+    Unchanged(BString),
+    /// The refs, after `refs-token <token>` or `changed <token>` when there was one.
+    Refs {
+        refs: Vec<RemoteRef>,
+        token: Option<BString>,
+    },
+}
+
+/// Whether the server's `ls-refs` takes `refs-token` and `if-none-match`.
+pub(crate) fn has_refs_token(ad: &Advertisement) -> bool {
+    has_ls_refs_feature(ad, b"refs-token")
+}
+
+fn has_ls_refs_feature(ad: &Advertisement, feature: &[u8]) -> bool {
+    ad.value("ls-refs")
+        .is_some_and(|features| features.split_str(" ").any(|f| f == feature))
+}
+
+/// The lines `symrefs`, `unborn` (when the server lists unborn refs) and the prefixes.
+fn listing_arguments(
+    request: &mut Request,
+    ad: &Advertisement,
+    prefixes: &[BString],
+) -> Result<(), FetchError> {
     request.line("symrefs")?;
-    let unborn = ad
-        .value("ls-refs")
-        .is_some_and(|features| features.split_str(" ").any(|f| f == b"unborn"));
-    if unborn {
+    if has_ls_refs_feature(ad, b"unborn") {
         request.line("unborn")?;
     }
     for prefix in prefixes {
         request.line([b"ref-prefix ", prefix.as_slice()].concat())?;
     }
+    Ok(())
+}
+
+/// v2 `ls-refs` for `prefixes`, asking for the refs token as `ask` says.
+pub(crate) fn ls_refs_token(
+    connection: &mut dyn Connection,
+    ad: &Advertisement,
+    prefixes: &[BString],
+    ask: TokenAsk<'_>,
+) -> Result<Listing, FetchError> {
+    let mut request = Request::default();
+    v2_header(&mut request, "ls-refs", ad)?;
+    request.line("peel")?;
+    match ask {
+        TokenAsk::None => {}
+        TokenAsk::Token => request.line("refs-token")?,
+        TokenAsk::IfNoneMatch(token) => request.line(format!("if-none-match {token}"))?,
+    }
+    listing_arguments(&mut request, ad, prefixes)?;
     request.flush();
     request.send(connection)?;
+    read_listing(connection, "ls-refs", b"refs-token ")
+}
+
+/// v2 `wait-refs`: wait up to `timeout` seconds for the listing of `prefixes` to differ
+/// from `since`.
+pub(crate) fn wait_refs(
+    connection: &mut dyn Connection,
+    ad: &Advertisement,
+    since: &str,
+    prefixes: &[BString],
+    timeout: u64,
+) -> Result<Listing, FetchError> {
+    let mut request = Request::default();
+    v2_header(&mut request, "wait-refs", ad)?;
+    request.line(format!("since {since}"))?;
+    request.line(format!("timeout {timeout}"))?;
+    listing_arguments(&mut request, ad, prefixes)?;
+    request.flush();
+    request.send(connection)?;
+    read_listing(connection, "wait-refs", b"changed ")
+}
+
+/// A listing up to its flush: an optional first line (`<token_line><token>` or `unchanged
+/// <token>`), then `ls-refs` lines.
+fn read_listing(
+    connection: &mut dyn Connection,
+    command: &str,
+    token_line: &[u8],
+) -> Result<Listing, FetchError> {
     let mut reader = PacketReader::new(connection.reader());
     let mut refs = Vec::new();
+    let mut token = None;
+    let mut first = true;
     loop {
         let packet = reader.read_packet()?;
         let line = match packet {
-            Some(Packet::Flush) => return Ok(refs),
+            Some(Packet::Flush) => return Ok(Listing::Refs { refs, token }),
             None => {
-                return Err(FetchError::Protocol(
-                    "the remote end hung up during ls-refs".into(),
-                ))
+                return Err(FetchError::Protocol(format!(
+                    "the remote end hung up during {command}"
+                )))
             }
             other => match data_line(other)? {
                 Some(line) => line,
-                None => return Err(FetchError::Protocol("unexpected packet in ls-refs".into())),
+                None => {
+                    return Err(FetchError::Protocol(format!(
+                        "unexpected packet in {command}"
+                    )))
+                }
             },
         };
+        if std::mem::take(&mut first) {
+            if let Some(value) = line.strip_prefix(token_line) {
+                token = Some(BString::from(value));
+                continue;
+            }
+            if let Some(value) = line.strip_prefix(b"unchanged ") {
+                return match reader.read_packet()? {
+                    Some(Packet::Flush) => Ok(Listing::Unchanged(value.into())),
+                    _ => Err(FetchError::Protocol(format!(
+                        "no flush after 'unchanged' in {command}"
+                    ))),
+                };
+            }
+        }
         let mut fields = line.split_str(" ");
         let (Some(id), Some(name)) = (fields.next(), fields.next()) else {
             return Err(FetchError::Protocol(format!(
-                "invalid ls-refs line '{}'",
+                "invalid {command} line '{}'",
                 line.as_bstr()
             )));
         };
@@ -187,7 +296,7 @@ fn ack_mode(ad: &Advertisement) -> AckMode {
 
 /// Ends a session in which nothing is fetched: a stateful connection gets the flush git
 /// sends (v0: no wants; v2: no more commands).
-pub(super) fn end_session(
+pub(crate) fn end_session(
     connection: &mut dyn Connection,
     _ad: &Advertisement,
 ) -> Result<(), FetchError> {
