@@ -2,7 +2,7 @@
 //! `304`) with real git clients still fetching, `GET <repo>/refs` as a long-poll and as
 //! Server-Sent Events woken by pushes over HTTP and git://, hidden refs, refusals as for a
 //! fetch, a client leaving while it waits, bad input, `packgate http-backend` answering at
-//! once, and the client side (`watch_http::run`, through the hidden `watch-http` command).
+//! once, and the client side (`packgate watch` on an http URL: `watch_http::run`).
 
 // Tests may unwrap: a failure is a panic with its place either way.
 #![allow(clippy::unwrap_used)]
