@@ -42,8 +42,8 @@ use packgate::{
         self, basic_challenge,
         header::{self, HeaderMap, HeaderName, HeaderValue},
         BodyEncoding::Identity,
-        GitRequest, HttpOptions, Method, Refusal, RequestKind, RouteError, SmartHttpHandler,
-        StatusCode,
+        GitRequest, HttpOptions, Method, RefsLook, Refusal, RequestKind, RouteError,
+        SmartHttpHandler, StatusCode, WatchRefusal,
     },
 };
 
@@ -64,8 +64,16 @@ pub(crate) struct HttpBackendArgs {
 pub(crate) fn http_backend(_args: HttpBackendArgs) -> anyhow::Result<ExitCode> {
     let cgi = CgiEnvironment::from_process();
     let mut output = BufWriter::with_capacity(OUTPUT_BUFFER, std::io::stdout().lock());
+    if let Some(answer) = watch_refs(&cgi) {
+        match answer {
+            Ok(body) => output.write_all(&body)?,
+            Err(response) => response.write(&mut output)?,
+        }
+        output.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match prepare(&cgi) {
-        Ok(prepared) => serve(prepared, std::io::stdin().lock(), &mut output)?,
+        Ok(prepared) => serve(prepared, &cgi, std::io::stdin().lock(), &mut output)?,
         Err(response) => response.write(&mut output)?,
     }
     output.flush()?;
@@ -86,6 +94,11 @@ struct CgiEnvironment {
     content_length: Option<OsString>,
     content_encoding: Option<OsString>,
     git_protocol: Option<OsString>,
+    /// `HTTP_IF_NONE_MATCH`: an advertisement the client has (`304` if it is current).
+    if_none_match: Option<OsString>,
+    /// `HTTP_ACCEPT` and `HTTP_LAST_EVENT_ID`, for `GET <repo>/refs`.
+    accept: Option<OsString>,
+    last_event_id: Option<OsString>,
     remote_user: Option<OsString>,
     /// `REMOTE_ADDR`: the client's address, for the reflog identity of a push.
     remote_address: Option<OsString>,
@@ -108,6 +121,9 @@ impl CgiEnvironment {
             content_length: var("CONTENT_LENGTH"),
             content_encoding: var("HTTP_CONTENT_ENCODING"),
             git_protocol: var("HTTP_GIT_PROTOCOL"),
+            if_none_match: var("HTTP_IF_NONE_MATCH"),
+            accept: var("HTTP_ACCEPT"),
+            last_event_id: var("HTTP_LAST_EVENT_ID"),
             remote_user: var("REMOTE_USER"),
             remote_address: var("REMOTE_ADDR"),
             export_all: std::env::var_os("GIT_HTTP_EXPORT_ALL").is_some(),
@@ -187,20 +203,7 @@ fn prepare(cgi: &CgiEnvironment) -> Result<Prepared, SmallResponse> {
         user = git.remote_user.as_deref().unwrap_or(""),
         "request"
     );
-    let namespace = match &cgi.namespace {
-        Some(raw) => {
-            use std::os::unix::ffi::OsStrExt;
-            Namespace::new(raw.as_bytes())
-                .map_err(|err| SmallResponse::misconfigured(&err.to_string()))?
-        }
-        None => None,
-    };
-    // git http-backend's receive-pack runs `--auto` maintenance after a push; the CGI process
-    // ends with the request, so it is a detached `packgate maintenance run --auto`.
-    let service = HttpService::new(registry, PushAccess::RemoteUser)
-        .with_namespace(namespace)
-        .with_upstreams(crate::serve::plugged_upstreams())
-        .with_hook(crate::maintenance::AutoMaintenanceHook::Detached);
+    let service = service(cgi, registry)?;
     let session = service.open(&git).map_err(SmallResponse::from_refusal)?;
     Ok(Prepared {
         service,
@@ -210,6 +213,92 @@ fn prepare(cgi: &CgiEnvironment) -> Result<Prepared, SmallResponse> {
         limit,
         content_length,
     })
+}
+
+/// The service answering this process's request.
+fn service(cgi: &CgiEnvironment, registry: Registry) -> Result<HttpService, SmallResponse> {
+    let namespace = match &cgi.namespace {
+        Some(raw) => Namespace::new(raw.as_bytes())
+            .map_err(|err| SmallResponse::misconfigured(&err.to_string()))?,
+        None => None,
+    };
+    // git http-backend's receive-pack runs `--auto` maintenance after a push; the CGI process
+    // ends with the request, so it is a detached `packgate maintenance run --auto`.
+    Ok(HttpService::new(registry, PushAccess::RemoteUser)
+        .with_namespace(namespace)
+        .with_upstreams(crate::serve::plugged_upstreams())
+        .with_hook(crate::maintenance::AutoMaintenanceHook::Detached)
+        // A process per request: the refs watch answers at once, never waits.
+        .with_refs_wait_cap(Some(0)))
+}
+
+/// `GET <repo>/refs` (the refs watch) answered at once: the whole CGI response, or the
+/// refusal; `None` if the request is not one.
+fn watch_refs(cgi: &CgiEnvironment) -> Option<Result<Vec<u8>, SmallResponse>> {
+    let method = match cgi.request_method.as_deref().map(OsStr::as_bytes) {
+        Some(b"HEAD") => Method::GET,
+        Some(other) => Method::from_bytes(other).ok()?,
+        None => return None,
+    };
+    let (registry, path) = match locate(cgi) {
+        Ok(located) => located,
+        Err(response) => return Some(Err(response)),
+    };
+    let query = cgi.query_string.as_deref().map(OsStr::to_string_lossy);
+    let routed = http::route_refs(&method, &path, query.as_deref(), &headers(cgi))?;
+    Some((|| {
+        let (mut git, query) = routed.map_err(|err| SmallResponse::from_route_error(&err))?;
+        git.remote_user = cgi
+            .remote_user
+            .as_deref()
+            .map(|user| user.to_string_lossy().into_owned());
+        tracing::info!(
+            repository = %String::from_utf8_lossy(&git.repository),
+            since = query.since.as_deref().unwrap_or(""),
+            event_stream = query.event_stream,
+            "refs watch"
+        );
+        let service = service(cgi, registry)?;
+        let session = service.open(&git).map_err(SmallResponse::from_refusal)?;
+        let mut watcher = service
+            .watch_refs(session, &git, &query)
+            .map_err(SmallResponse::from_watch_refusal)?;
+        let mut body = Vec::new();
+        // The wait is capped at 0: the watcher sends what the client has not seen, then ends.
+        for _ in 0..2 {
+            match watcher.look() {
+                RefsLook::Event { id, data } if query.event_stream => {
+                    body.extend_from_slice(
+                        format!("id: {id}\nevent: refs\ndata: {data}\n\n").as_bytes(),
+                    );
+                }
+                RefsLook::Event { data, .. } | RefsLook::End(Some(data)) => {
+                    body = data.into_bytes();
+                    body.push(b'\n');
+                    break;
+                }
+                RefsLook::End(None) | RefsLook::Wait(_) => break,
+                RefsLook::Failed(message) => {
+                    tracing::error!(message, "refs not readable");
+                    return Err(SmallResponse::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal server error",
+                    ));
+                }
+            }
+        }
+        let content_type = if query.event_stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut response =
+            format!("Status: 200 OK\r\nContent-Type: {content_type}\r\n").into_bytes();
+        write_no_cache(&mut response).map_err(|_| SmallResponse::misconfigured("write"))?;
+        response.extend_from_slice(b"\r\n");
+        response.extend_from_slice(&body);
+        Ok(response)
+    })())
 }
 
 /// The registry to look the repository up in, and the request path for [`http::route`]
@@ -271,6 +360,8 @@ fn headers(cgi: &CgiEnvironment) -> HeaderMap {
         (header::CONTENT_TYPE, &cgi.content_type),
         (header::CONTENT_ENCODING, &cgi.content_encoding),
         (HeaderName::from_static("git-protocol"), &cgi.git_protocol),
+        (header::ACCEPT, &cgi.accept),
+        (HeaderName::from_static("last-event-id"), &cgi.last_event_id),
     ];
     for (name, value) in pairs {
         if let Some(value) = value
@@ -315,7 +406,12 @@ fn parse_size(value: &OsStr) -> Option<u64> {
 }
 
 /// Write the success headers, then run the session from standard input to `output`.
-fn serve(prepared: Prepared, stdin: impl Read, output: &mut impl Write) -> std::io::Result<()> {
+fn serve(
+    prepared: Prepared,
+    cgi: &CgiEnvironment,
+    stdin: impl Read,
+    output: &mut impl Write,
+) -> std::io::Result<()> {
     let Prepared {
         service,
         session,
@@ -340,6 +436,33 @@ fn serve(prepared: Prepared, stdin: impl Read, output: &mut impl Write) -> std::
     } else {
         http::request_body_reader(body, encoding, limit)
     };
+    if git.kind == RequestKind::Advertisement {
+        // Collected whole for its ETag (the digest of the body).
+        let mut body = Vec::new();
+        service.serve(session, &git, &mut input, &mut body);
+        let tag = http::etag(&body);
+        let not_modified = cgi
+            .if_none_match
+            .as_deref()
+            .and_then(OsStr::to_str)
+            .is_some_and(|value| http::if_none_match(value, &tag));
+        if not_modified {
+            output.write_all(b"Status: 304 Not Modified\r\n")?;
+        } else {
+            write!(
+                output,
+                "Status: 200 OK\r\nContent-Type: {}\r\n",
+                git.response_content_type()
+            )?;
+        }
+        write!(output, "ETag: {tag}\r\nVary: Git-Protocol\r\n")?;
+        write_no_cache(output)?;
+        output.write_all(b"\r\n")?;
+        if !not_modified {
+            output.write_all(&body)?;
+        }
+        return Ok(());
+    }
     write!(
         output,
         "Status: 200 OK\r\nContent-Type: {}\r\n",
@@ -414,6 +537,19 @@ impl SmallResponse {
                 header: Some(("WWW-Authenticate", basic_challenge(&realm))),
                 ..SmallResponse::text(StatusCode::UNAUTHORIZED, "Authentication required")
             },
+        }
+    }
+
+    fn from_watch_refusal(refusal: WatchRefusal) -> Self {
+        match refusal {
+            WatchRefusal::NotServed => SmallResponse::text(StatusCode::NOT_FOUND, "not found"),
+            WatchRefusal::BadRequest(message) => {
+                SmallResponse::text(StatusCode::BAD_REQUEST, &message)
+            }
+            WatchRefusal::Forbidden(message) => {
+                SmallResponse::text(StatusCode::FORBIDDEN, &message)
+            }
+            WatchRefusal::Failed(message) => SmallResponse::misconfigured(&message),
         }
     }
 

@@ -291,7 +291,7 @@ pub(crate) struct RawResponse {
 }
 
 impl RawResponse {
-    fn parse(bytes: &[u8]) -> RawResponse {
+    pub(crate) fn parse(bytes: &[u8]) -> RawResponse {
         let split = bytes
             .windows(4)
             .position(|window| window == b"\r\n\r\n")

@@ -15,22 +15,22 @@ use crate::{
 };
 
 /// What the CGI program answered.
-struct CgiResponse {
-    status: u16,
+pub(crate) struct CgiResponse {
+    pub(crate) status: u16,
     /// The header lines, lower-cased, `Status:` included.
-    headers: String,
-    body: Vec<u8>,
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
     /// For failure messages: the command and its output.
     output: String,
 }
 
 impl CgiResponse {
-    fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     #[track_caller]
-    fn assert_status(&self, status: u16) {
+    pub(crate) fn assert_status(&self, status: u16) {
         assert_eq!(self.status, status, "{}", self.output);
     }
 
@@ -46,7 +46,7 @@ impl CgiResponse {
 
 /// Runs `packgate http-backend` with exactly `vars` as its CGI environment (beyond the
 /// isolated basics) and `stdin` as the request body.
-fn cgi(dir: &Dir, vars: &[(&str, &str)], stdin: &[u8]) -> CgiResponse {
+pub(crate) fn cgi(dir: &Dir, vars: &[(&str, &str)], stdin: &[u8]) -> CgiResponse {
     let mut cmd = dir.packgate().arg("http-backend").stdin(stdin.to_vec());
     for (name, value) in vars {
         cmd = cmd.env(name, value);

@@ -116,6 +116,10 @@
 //!   input answered with `ERR`; `packgate.refsWatch = false`; git still clones and fetches.
 //! - `ref_names`: ref names and prefixes from clients: `ref-prefix`es that climb out of the
 //!   repository read nothing; pushes to symbolic refs and to the same ref twice.
+//! - `refs_watch_http`: the refs watch over HTTP: advertisements' `ETag` and `304` (git still
+//!   fetches), `GET <repo>/refs` long-polls and event streams woken by pushes over HTTP and
+//!   git://, hidden refs, refusals as for a fetch, a client leaving, bad input, the CGI
+//!   front-end answering at once, and the `watch_http` client.
 //! - `shallow_push`: pushes from `git clone --depth 1` clones: to their origin (accepted),
 //!   into repositories without the history (refused, or with `receive.shallowUpdate` the
 //!   same `$GIT_DIR/shallow` as git's receive-pack writes), over stdio, HTTP and git://;
@@ -186,6 +190,7 @@ mod receive_fsck;
 mod receive_pack;
 mod ref_names;
 mod refs_watch;
+mod refs_watch_http;
 mod serve;
 mod sessions;
 mod shallow;

@@ -31,6 +31,11 @@
 //! (its 50,000-ref advertisement included), and the time from the first answer to the last
 //! (the fan-out once the ref moved). Targets: ≤ 10 KiB per waiter, all answered within 1 s.
 //!
+//! `--http-waiters N` (default 10,000; 0: none) do the same over HTTP: each connection sends
+//! `GET /watch.git/refs?since=<token>&prefix=refs/heads/watch-http/&wait=600` (a long-poll,
+//! `Connection: close`), and the push creates `refs/heads/watch-http/x`; an answer is whole
+//! when the server closes the connection after it, and must name the new ref.
+//!
 //! The open-files limit is raised to its hard limit (`prlimit`) when N needs it; the server
 //! inherits it.
 
@@ -65,6 +70,9 @@ const PREFIXES: [&str; 2] = ["refs/heads/", "refs/tags/"];
 /// The prefix the waiters watch, and the ref the push creates below it.
 const WATCHED: &str = "refs/heads/watch/";
 const PUSHED: &str = "refs/heads/watch/x";
+/// The same for the HTTP long-poll waiters.
+const HTTP_WATCHED: &str = "refs/heads/watch-http/";
+const HTTP_PUSHED: &str = "refs/heads/watch-http/x";
 /// Read and write timeout of the client sockets.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The bound on waiting for all waiters' answers.
@@ -78,6 +86,9 @@ pub(super) struct WatchArgs {
     /// watch: how many clients wait with `wait-refs` at once.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     waiters: usize,
+    /// watch: how many HTTP clients long-poll `GET <repo>/refs` at once (0: none).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    http_waiters: usize,
     /// watch: seconds of each request-rate run.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     watch_duration: f64,
@@ -114,7 +125,8 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         options.watch_duration > 0.0 && options.watch_duration <= 600.0,
         "--watch-duration must be between 0 and 600 seconds"
     );
-    raise_open_files(options.waiters + 512)?;
+    // An HTTP connection holds a second descriptor in the server (its peeking probe).
+    raise_open_files(options.waiters.max(options.http_waiters * 2) + 512)?;
     let load_before = load_average();
     let root = workspace_root();
     let target = target_dir(&root);
@@ -167,6 +179,11 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                      `{WATCHED}`; memory is the server's RSS; then `git push` over HTTP \
                      creates `{PUSHED}`",
                     options.waiters
+                ),
+                format!(
+                    "HTTP waiters: {} connections each long-polling `GET {REPO}/refs` on \
+                     `{HTTP_WATCHED}`; then `git push` over HTTP creates `{HTTP_PUSHED}`",
+                    options.http_waiters
                 ),
             ],
             tables: &tables,
@@ -229,10 +246,13 @@ fn measure(
         &config,
         format!(
             "[git]\nmax-connections = {}\nmax-waiting-connections = {}\n\
-             max-waiting-per-address = {}\ntimeout = 600\n",
+             max-waiting-per-address = {}\ntimeout = 600\n\
+             [http]\nmax-connections = {http}\nmax-waiting-connections = {http}\n\
+             max-waiting-per-address = {http}\ntimeout = 900\n",
             options.waiters + 64,
             options.waiters + 64,
-            options.waiters + 64
+            options.waiters + 64,
+            http = options.http_waiters + 64,
         ),
     )?;
     let git_port = free_port()?;
@@ -421,6 +441,16 @@ fn measure(
         http_port,
     )?;
     table.push_str(&waiters);
+    if options.http_waiters > 0 {
+        table.push('\n');
+        table.push_str(&http_waiters(
+            options.http_waiters,
+            &packgate_server,
+            source,
+            git,
+            http_port,
+        )?);
+    }
     Ok((table, commands))
 }
 
@@ -661,6 +691,153 @@ fn waiters(
         push_time.as_secs_f64() * 1000.0,
         last.duration_since(pushed).as_secs_f64() * 1000.0,
         last.duration_since(first).as_secs_f64() * 1000.0
+    );
+    Ok(table)
+}
+
+/// `GET <path>` over HTTP/1.1 with `Connection: close`.
+fn http_request(port: u16, path: &str) -> Vec<u8> {
+    format!("GET /{REPO}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// The `"token"` of a JSON answer of `GET <repo>/refs`.
+fn json_token(answer: &str) -> anyhow::Result<String> {
+    let start = answer
+        .find("\"token\":\"")
+        .context("no token in the answer")?
+        + "\"token\":\"".len();
+    Ok(answer[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect())
+}
+
+/// The HTTP waiters' part: as [`waiters`], with long-polls of `GET <repo>/refs`.
+fn http_waiters(
+    count: usize,
+    server: &RunningServer,
+    source: &Path,
+    git: &Git<'_>,
+    http_port: u16,
+) -> anyhow::Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let stream = connect(addr)?;
+    (&stream).write_all(&http_request(
+        http_port,
+        &format!("/refs?prefix={HTTP_WATCHED}"),
+    ))?;
+    let mut answer = String::new();
+    (&stream).read_to_string(&mut answer)?;
+    ensure!(answer.starts_with("HTTP/1.1 200"), "GET refs: {answer}");
+    let token = json_token(&answer)?;
+    let request = http_request(
+        http_port,
+        &format!("/refs?since={token}&prefix={HTTP_WATCHED}&wait=600"),
+    );
+
+    settle(server);
+    let before = memory(server.pid);
+    eprintln!("bench: watch: opening {count} HTTP waiters…");
+    let opening = Instant::now();
+    let mut waiting = Vec::with_capacity(count);
+    for _ in 0..count {
+        let stream = connect(addr)?;
+        (&stream).write_all(&request)?;
+        waiting.push(Waiter {
+            stream,
+            read: Vec::new(),
+            answered: None,
+        });
+    }
+    eprintln!(
+        "bench: watch: {count} HTTP waiters in {:.1?}",
+        opening.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = memory(server.pid);
+    for waiter in &waiting {
+        waiter.stream.set_nonblocking(true)?;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut early = 0;
+    for waiter in &mut waiting {
+        match (&waiter.stream).read(&mut buf) {
+            Ok(_) => early += 1,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    ensure!(
+        early == 0,
+        "{early} HTTP waiters were answered before the push"
+    );
+
+    let commit = git.run(Some(source), &["rev-parse", "HEAD~1"])?;
+    let url = format!("http://127.0.0.1:{http_port}/{REPO}");
+    let pushed = Instant::now();
+    git.run(
+        Some(source),
+        &[
+            "push",
+            "-q",
+            &url,
+            &format!("{}:{HTTP_PUSHED}", commit.trim()),
+        ],
+    )
+    .context("git push")?;
+    let push_time = pushed.elapsed();
+    let mut left = count;
+    while left > 0 {
+        ensure!(
+            pushed.elapsed() < ANSWER_LIMIT,
+            "{left} of {count} HTTP waiters not answered after {ANSWER_LIMIT:?}"
+        );
+        for waiter in waiting.iter_mut().filter(|w| w.answered.is_none()) {
+            match (&waiter.stream).read(&mut buf) {
+                // The server closes the connection after the answer.
+                Ok(0) => {
+                    waiter.answered = Some(Instant::now());
+                    left -= 1;
+                }
+                Ok(n) => waiter.read.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    let last = waiting
+        .iter()
+        .filter_map(|w| w.answered)
+        .max()
+        .unwrap_or(pushed);
+    for waiter in &waiting {
+        let text = String::from_utf8_lossy(&waiter.read);
+        ensure!(
+            text.starts_with("HTTP/1.1 200")
+                && text.contains("\"changed\":true")
+                && text.contains(HTTP_PUSHED),
+            "an HTTP answer without the change: {text:?}"
+        );
+    }
+    drop(waiting);
+    let per_waiter = (after.rss_kib.saturating_sub(before.rss_kib)) as f64 / count as f64;
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| HTTP long-poll waiters | server RSS before | with waiters | per waiter | threads \
+         before → with waiters | push (`git push` over HTTP) | push start → last waiter \
+         answered |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let _ = writeln!(
+        table,
+        "| {count} | {:.1} MiB | {:.1} MiB | {per_waiter:.2} KiB | {} → {} | {:.0} ms | {:.0} ms |",
+        before.rss_kib as f64 / 1024.0,
+        after.rss_kib as f64 / 1024.0,
+        before.threads,
+        after.threads,
+        push_time.as_secs_f64() * 1000.0,
+        last.duration_since(pushed).as_secs_f64() * 1000.0
     );
     Ok(table)
 }

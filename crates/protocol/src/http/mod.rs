@@ -39,7 +39,10 @@ use packgate_hooks::Hook;
 use packgate_wire::{
     pkt_line::PacketWriter,
     service::{
-        http::{GitRequest, Refusal, RequestKind, SmartHttpHandler},
+        http::{
+            GitRequest, RefsQuery, RefsWatcher, Refusal, RequestKind, SmartHttpHandler,
+            WatchRefusal,
+        },
         Service,
     },
 };
@@ -53,6 +56,8 @@ use crate::{
     repository::Repository,
     upload_pack::{ServeError, SessionOptions, UploadPack, V0Options},
 };
+
+mod refs;
 
 /// What a push is told when the server serves none over HTTP.
 const PUSH_DISABLED: &str = "push over HTTP is disabled on this server";
@@ -111,6 +116,7 @@ pub struct HttpService {
     pack_cache: Option<crate::pack_cache::PackCache>,
     budget: crate::budget::Budget,
     upstreams: crate::upstream::Upstreams,
+    refs_wait_cap: Option<u64>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -142,7 +148,16 @@ impl HttpService {
             pack_cache: None,
             budget: crate::budget::Budget::global(),
             upstreams: crate::upstream::Upstreams::default(),
+            refs_wait_cap: None,
         }
+    }
+
+    /// Answer `GET <repo>/refs` waiting at most `seconds` (beyond the repository's
+    /// `packgate.waitRefsMaxTimeout`): a CGI front-end, which holds a process per request,
+    /// passes 0 and answers at once. `None`, the default, leaves the repository's maximum.
+    pub fn with_refs_wait_cap(mut self, seconds: Option<u64>) -> Self {
+        self.refs_wait_cap = seconds;
+        self
     }
 
     /// Gate and mirror with `upstreams`: pushes to a repository with an upstream are
@@ -359,6 +374,14 @@ impl SmartHttpHandler for HttpService {
                 "session ended with an error"
             ),
         }
+    }
+    fn watch_refs(
+        &self,
+        session: HttpSession,
+        _request: &GitRequest,
+        query: &RefsQuery,
+    ) -> Result<Box<dyn RefsWatcher>, WatchRefusal> {
+        refs::watch(session.repo, query, self.refs_wait_cap)
     }
 }
 

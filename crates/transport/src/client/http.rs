@@ -685,6 +685,92 @@ impl HttpConnection {
     }
 }
 
+/// The answer to a plain [`get`]: its status, media type and body (read as it arrives).
+pub struct HttpGetResponse {
+    /// The status code.
+    pub status: u16,
+    /// The media type (`Content-Type` without parameters, lower case).
+    pub content_type: String,
+    /// The body, gzip-decoded if the server says so; each read waits at most the timeout.
+    pub body: Box<dyn BufRead + Send>,
+    /// Kept for the body's reads.
+    _shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HttpGetResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpGetResponse")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET <url's base><suffix>` (`suffix` is a path and query below the repository, e.g.
+/// `/refs?wait=60`) with `headers`, the URL's credentials as Basic authentication, and
+/// each wait (connecting, the response's head, every read of the body) bounded by
+/// `timeout`. No redirects are followed. For clients of packgate's own endpoints (the refs
+/// watch); blocking, like [`HttpConnection`].
+pub fn get(
+    url: &HttpUrl,
+    suffix: &str,
+    headers: &[(&str, &str)],
+    tls: TlsSettings,
+    timeout: Option<Duration>,
+) -> Result<HttpGetResponse, ConnectError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("packgate-http-client")
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let shared = Arc::new(Shared {
+        runtime: Some(runtime),
+        timeout,
+    });
+    let mut agent = Agent {
+        shared: Arc::clone(&shared),
+        tls: None,
+        tls_settings: tls,
+        kept: None,
+    };
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(format!("{}{suffix}", url.path))
+        .header(hyper::header::HOST, host_header(url))
+        .header(hyper::header::USER_AGENT, user_agent());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some((user, password)) = &url.credentials {
+        request = request.header(
+            AUTHORIZATION,
+            basic(user, password.as_deref().unwrap_or("")),
+        );
+    }
+    let request = request
+        .body(RequestBody::Full(None))
+        .map_err(|error| ConnectError::Url {
+            url: url.base(),
+            reason: error.to_string(),
+        })?;
+    let response = shared.runtime()?.block_on(async {
+        let sent = agent.start(url, request).await?;
+        response_head(timeout, sent)
+            .await
+            .map_err(ConnectError::from)
+    })?;
+    let status = response.status().as_u16();
+    let content_type = content_type(&response);
+    let body = body_reader(&shared, response);
+    Ok(HttpGetResponse {
+        status,
+        content_type,
+        body,
+        _shared: shared,
+    })
+}
+
 fn into_io(error: ConnectError) -> io::Error {
     match error {
         ConnectError::Io(error) => error,

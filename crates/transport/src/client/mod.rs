@@ -85,6 +85,32 @@ impl Connector for Client {
 }
 
 impl Client {
+    /// A plain `GET` below an http(s) repository URL (see [`http::get`]), with this
+    /// client's TLS trust: for packgate's own endpoints, such as the refs watch.
+    pub fn http_get(
+        &self,
+        url: &str,
+        suffix: &str,
+        headers: &[(&str, &str)],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<http::HttpGetResponse, ConnectError> {
+        let RemoteUrl::Http(http_url) = url::parse(url)? else {
+            return Err(ConnectError::Url {
+                url: url.to_owned(),
+                reason: "not an http(s) URL".to_owned(),
+            });
+        };
+        let tls = http::TlsSettings {
+            ca_file: self
+                .env("GIT_SSL_CAINFO")
+                .map(PathBuf::from)
+                .or_else(|| self.ssl_ca_info.clone()),
+        };
+        http::get(&http_url, suffix, headers, tls, timeout)
+    }
+}
+
+impl Client {
     /// A git environment variable, unless ignored; empty counts as unset.
     fn env(&self, name: &str) -> Option<String> {
         if self.ignore_environment {

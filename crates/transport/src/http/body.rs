@@ -39,6 +39,8 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// Chunks the session writes; ends when the session is done.
     Channel(mpsc::Receiver<Bytes>),
+    /// Chunks already received from the session, then the rest of them.
+    Resumed(std::collections::VecDeque<Bytes>, mpsc::Receiver<Bytes>),
 }
 
 impl Body for ResponseBody {
@@ -54,6 +56,12 @@ impl Body for ResponseBody {
             ResponseBody::Channel(receiver) => receiver
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Resumed(received, receiver) => match received.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => receiver
+                    .poll_recv(cx)
+                    .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            },
         }
     }
 
@@ -65,7 +73,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Channel(_) => SizeHint::default(),
+            ResponseBody::Channel(_) | ResponseBody::Resumed(..) => SizeHint::default(),
         }
     }
 }

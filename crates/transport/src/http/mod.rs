@@ -59,11 +59,17 @@
 //!
 //! # Layout
 //!
-//! * `route`: the sans-IO [`route`] from method, path, query and headers to a [`GitRequest`];
+//! * `route`: the sans-IO [`route`] from method, path, query and headers to a [`GitRequest`]
+//!   (and [`route_refs`] for the refs watch);
 //! * `body`: request bodies (gzip, limits before and after decoding, read whole or streamed
 //!   into the session) and response bodies (a bounded channel from the session);
 //! * `idle`: the idle watchdog, which notes when anything last moved on a connection;
 //! * `server`: the accept loop, one connection, and [`respond`] for one request;
+//! * `watch`: advertisements' `ETag` ([`etag`], [`if_none_match`]: `304 Not Modified`) and
+//!   `GET <repo>/refs` ([`route_refs`], [`SmartHttpHandler::watch_refs`]): a JSON long-poll
+//!   or Server-Sent Events, waiting on the handler's [`RefsLook::Wait`] without a thread,
+//!   with keepalives, ended when the client closes the connection (a duplicate of the socket
+//!   that only peeks notices it: hyper, which lets a client half-close, does not);
 //! * [`tls`]: the same behind rustls.
 //!
 //! This file holds what they share: the re-exported `http` types and [`HttpOptions`].
@@ -77,6 +83,7 @@ mod idle;
 mod route;
 mod server;
 pub mod tls;
+mod watch;
 
 pub use body::{decode_whole_body, request_body_reader, BodyEncoding, BoxError, ResponseBody};
 /// The `http` types of [`route`]'s signature, for front-ends that build a request themselves
@@ -84,11 +91,14 @@ pub use body::{decode_whole_body, request_body_reader, BodyEncoding, BoxError, R
 pub use bytes::Bytes;
 pub use hyper::{header, Method, StatusCode};
 pub use packgate_wire::service::http::{
-    basic_challenge, BasicCredentials, GitRequest, Refusal, RequestKind, SmartHttpHandler,
+    basic_challenge, BasicCredentials, GitRequest, RefsLook, RefsQuery, RefsWatcher, Refusal,
+    RequestKind, SmartHttpHandler, WatchRefusal,
 };
-pub use route::{route, RouteError};
+pub use route::{route, route_refs, RouteError};
 pub(crate) use server::serve_admitted;
 pub use server::{respond, serve, serve_connection, PeerAddress};
+pub(crate) use watch::ClientProbe;
+pub use watch::{etag, if_none_match, KEEPALIVE_INTERVAL};
 
 /// Limits of the HTTP front-end.
 #[derive(Debug, Clone)]

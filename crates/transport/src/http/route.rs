@@ -3,7 +3,9 @@
 use bstr::ByteSlice;
 use hyper::header::HeaderMap;
 
-use super::{header, BasicCredentials, BodyEncoding, GitRequest, Method, RequestKind, StatusCode};
+use super::{
+    header, BasicCredentials, BodyEncoding, GitRequest, Method, RefsQuery, RequestKind, StatusCode,
+};
 use crate::daemon::Service;
 
 /// Why a request is not routed to the handler; each is an HTTP status with a short message.
@@ -125,6 +127,100 @@ pub fn route(
         },
         encoding,
     ))
+}
+
+/// Route a `GET <repo>/refs` request (the refs watch, `docs/refs-watch.md`); sans-IO.
+/// `None` if the path is not one (then [`route`] routes it). The request is opened as a
+/// fetch from the repository: `service` upload-pack, kind [`RequestKind::Refs`]. Unknown
+/// query parameters are ignored; a `wait` that is not a number is `400`.
+pub fn route_refs(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Result<(GitRequest, RefsQuery), RouteError>> {
+    if path.ends_with("/info/refs") {
+        return None;
+    }
+    let repository = path.strip_suffix("/refs")?;
+    Some(route_refs_at(method, repository, query, headers))
+}
+
+fn route_refs_at(
+    method: &Method,
+    repository: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(GitRequest, RefsQuery), RouteError> {
+    if method != Method::GET {
+        return Err(RouteError::MethodNotAllowed { allow: "GET" });
+    }
+    let repository = percent_decode(repository)
+        .ok_or_else(|| RouteError::BadRequest("malformed percent-encoding in the path".into()))?;
+    if repository.iter().all(|b| *b == b'/') {
+        return Err(RouteError::NotFound);
+    }
+    let mut refs = RefsQuery::default();
+    let malformed = || RouteError::BadRequest("malformed percent-encoding in the query".into());
+    for pair in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).ok_or_else(malformed)?;
+        match name {
+            "since" => refs.since = Some(String::from_utf8_lossy(&value).into_owned()),
+            "prefix" => refs.prefixes.push(value.into()),
+            "wait" => {
+                let seconds = std::str::from_utf8(&value)
+                    .ok()
+                    .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        RouteError::BadRequest(format!(
+                            "wait must be a whole number of seconds, not '{}'",
+                            value.as_bstr()
+                        ))
+                    })?;
+                refs.wait = Some(seconds);
+            }
+            _ => {}
+        }
+    }
+    if let Some(last) = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+    {
+        refs.since = Some(last.to_owned());
+    }
+    refs.event_stream = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            item.split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+        });
+    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
+    let credentials = match (authorization.next(), authorization.next()) {
+        (Some(value), None) => BasicCredentials::from_authorization(value.as_bytes()),
+        _ => None,
+    };
+    let git = GitRequest {
+        service: Service::UploadPack,
+        kind: RequestKind::Refs,
+        repository: repository.into(),
+        git_protocol: None,
+        credentials,
+        remote_user: None,
+        remote_address: None,
+    };
+    Ok((git, refs))
 }
 
 /// The `service=` of an info/refs query.
@@ -368,6 +464,80 @@ mod tests {
         // Nor is a header claiming a user name.
         let git = route_with(&[("remote-user", "alice"), ("x-remote-user", "alice")]);
         assert_eq!((git.credentials, git.remote_user), (None, None));
+    }
+
+    #[test]
+    fn refs_watch_queries() {
+        let refs = |method: Method, target: &str, pairs: &[(&'static str, &'static str)]| {
+            let (path, query) = match target.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (target, None),
+            };
+            route_refs(&method, path, query, &headers(pairs))
+        };
+        assert_eq!(
+            refs(Method::GET, "/r/info/refs?service=git-upload-pack", &[]),
+            None
+        );
+        assert_eq!(refs(Method::GET, "/r/git-upload-pack", &[]), None);
+        let (git, query) = refs(
+            Method::GET,
+            "/a%20b.git/refs?since=abc&prefix=refs%2Fheads%2F&prefix=refs/tags/&wait=30&x=1",
+            &[("authorization", "Basic dTpw")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (git.service, git.kind, git.repository.as_slice()),
+            (Service::UploadPack, RequestKind::Refs, &b"/a b.git"[..])
+        );
+        assert_eq!(git.credentials, Some(BasicCredentials::new("u", "p")));
+        assert_eq!(
+            query,
+            RefsQuery {
+                since: Some("abc".into()),
+                prefixes: vec!["refs/heads/".into(), "refs/tags/".into()],
+                wait: Some(30),
+                event_stream: false,
+            }
+        );
+        // Last-Event-ID wins over since=; the Accept header asks for events.
+        let (_, query) = refs(
+            Method::GET,
+            "/r/refs?since=abc",
+            &[
+                ("last-event-id", "def"),
+                ("accept", "text/html, text/event-stream;q=0.9"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (query.since.as_deref(), query.event_stream),
+            (Some("def"), true)
+        );
+        for bad in [
+            "/r/refs?wait=x",
+            "/r/refs?wait=-1",
+            "/r/refs?wait=",
+            "/r/refs?wait=1e3",
+        ] {
+            assert!(
+                matches!(
+                    refs(Method::GET, bad, &[]),
+                    Some(Err(RouteError::BadRequest(_)))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            refs(Method::POST, "/r/refs", &[]),
+            Some(Err(RouteError::MethodNotAllowed { allow: "GET" }))
+        );
+        assert_eq!(
+            refs(Method::GET, "/refs", &[]),
+            Some(Err(RouteError::NotFound))
+        );
     }
 
     #[test]

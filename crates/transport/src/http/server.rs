@@ -25,7 +25,9 @@ use super::{
     },
     header,
     idle::{Activity, Tracked},
-    route, Bytes, HttpOptions, Refusal, RequestKind, RouteError, SmartHttpHandler, StatusCode,
+    route, route_refs,
+    watch::{etag, if_none_match, respond_refs, ClientProbe},
+    Bytes, HttpOptions, Refusal, RequestKind, RouteError, SmartHttpHandler, StatusCode,
 };
 use crate::{daemon::Service, listener::Admission};
 
@@ -45,8 +47,11 @@ pub async fn serve<H: SmartHttpHandler>(
         move |stream, peer, admission| {
             let handler = Arc::clone(&handler);
             let options = Arc::clone(&options);
-            async move { serve_admitted(stream, handler, options, Some(admission), Some(peer)).await }
-                .instrument(tracing::info_span!("http", %peer))
+            async move {
+                let probe = ClientProbe::of(&stream);
+                serve_admitted(stream, handler, options, Some(admission), Some(peer), probe).await
+            }
+            .instrument(tracing::info_span!("http", %peer))
         },
     )
     .await
@@ -81,7 +86,7 @@ where
     H: SmartHttpHandler,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_admitted(io, handler, options, None, None).await
+    serve_admitted(io, handler, options, None, None, None).await
 }
 
 /// [`serve_connection`] for our accept loop: the first request makes the connection an
@@ -92,6 +97,7 @@ pub(crate) async fn serve_admitted<H, I>(
     options: Arc<HttpOptions>,
     admission: Option<Arc<Admission>>,
     peer: Option<std::net::SocketAddr>,
+    probe: Option<Arc<ClientProbe>>,
 ) -> Result<(), hyper::Error>
 where
     H: SmartHttpHandler,
@@ -105,6 +111,9 @@ where
         hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             if let Some(peer) = peer {
                 request.extensions_mut().insert(PeerAddress(peer));
+            }
+            if let Some(probe) = &probe {
+                request.extensions_mut().insert(Arc::clone(probe));
             }
             let admitted = admission
                 .as_ref()
@@ -176,6 +185,30 @@ where
     B::Error: Into<BoxError>,
 {
     let uri = request.uri().clone();
+    if let Some(routed) = options
+        .strip_prefix(uri.path())
+        .and_then(|path| route_refs(request.method(), path, uri.query(), request.headers()))
+    {
+        return match routed {
+            Ok((mut git, query)) => {
+                git.remote_address = request
+                    .extensions()
+                    .get::<PeerAddress>()
+                    .map(|peer| peer.0.ip().to_string());
+                tracing::info!(
+                    repository = %git.repository.as_bstr(),
+                    since = query.since.as_deref().unwrap_or(""),
+                    wait = query.wait,
+                    event_stream = query.event_stream,
+                    credentials = git.credentials.is_some(),
+                    "refs watch"
+                );
+                let probe = request.extensions().get::<Arc<ClientProbe>>().cloned();
+                respond_refs(handler, git, query, activity, probe).await
+            }
+            Err(err) => route_error_response(request.method(), uri.path(), err),
+        };
+    }
     let routed = options
         .strip_prefix(uri.path())
         .ok_or(RouteError::NotFound)
@@ -194,16 +227,7 @@ where
         });
     let (mut git, encoding, limit) = match routed {
         Ok(routed) => routed,
-        Err(err) => {
-            tracing::info!(method = %request.method(), path = uri.path(), %err, "not routed");
-            let mut response = text_response(err.status(), &err.to_string());
-            if let RouteError::MethodNotAllowed { allow } = err {
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            return response;
-        }
+        Err(err) => return route_error_response(request.method(), uri.path(), err),
     };
     git.remote_address = request
         .extensions()
@@ -218,6 +242,12 @@ where
         "request"
     );
     let content_type = git.response_content_type();
+    let advertisement = git.kind == RequestKind::Advertisement;
+    let if_none = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let (decision_sender, decision) = oneshot::channel();
     let (chunk_sender, chunks) = mpsc::channel(RESPONSE_CHUNKS_IN_FLIGHT);
     let body = request.into_body().map_err(Into::into).boxed_unsync();
@@ -276,6 +306,7 @@ where
         let _ = output.flush();
     });
     match decision.await {
+        Ok(Ok(())) if advertisement => advertisement_response(chunks, content_type, if_none).await,
         Ok(Ok(())) => {
             let mut response = Response::new(ResponseBody::Channel(chunks));
             let headers = response.headers_mut();
@@ -285,9 +316,86 @@ where
             no_cache(headers);
             response
         }
-        Ok(Err(Refusal::NotFound)) => text_response(StatusCode::NOT_FOUND, "Repository not found"),
-        Ok(Err(Refusal::Forbidden(message))) => text_response(StatusCode::FORBIDDEN, &message),
-        Ok(Err(Refusal::Unauthorized { realm })) => {
+        Ok(Err(refusal)) => refusal_response(refusal),
+        Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+    }
+}
+
+/// The most of an advertisement collected to compute its `ETag`; a larger one is streamed
+/// without.
+const MAX_TAGGED_ADVERTISEMENT: usize = 64 * 1024 * 1024;
+
+/// An advertisement with its strong `ETag` (the digest of the body, so collected first), or
+/// `304 Not Modified` if the client's `If-None-Match` names it.
+async fn advertisement_response(
+    mut chunks: mpsc::Receiver<Bytes>,
+    content_type: String,
+    if_none: Option<String>,
+) -> Response<ResponseBody> {
+    let mut collected = Vec::new();
+    let mut size = 0;
+    while size <= MAX_TAGGED_ADVERTISEMENT {
+        match chunks.recv().await {
+            Some(chunk) => {
+                size += chunk.len();
+                collected.push(chunk);
+            }
+            None => break,
+        }
+    }
+    let complete = size <= MAX_TAGGED_ADVERTISEMENT;
+    let mut response = if complete {
+        let body: Vec<u8> = collected.concat();
+        let tag = etag(&body);
+        let not_modified = if_none
+            .as_deref()
+            .is_some_and(|value| if_none_match(value, &tag));
+        let mut response = if not_modified {
+            tracing::debug!("advertisement not modified");
+            let mut response = Response::new(ResponseBody::Full(None));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        } else {
+            Response::new(ResponseBody::Full(Some(Bytes::from(body))))
+        };
+        if let Ok(value) = HeaderValue::from_str(&tag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        response
+    } else {
+        Response::new(ResponseBody::Resumed(collected.into(), chunks))
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Git-Protocol"));
+    no_cache(headers);
+    response
+}
+
+/// The response to a request that was not routed.
+fn route_error_response(
+    method: &hyper::Method,
+    path: &str,
+    err: RouteError,
+) -> Response<ResponseBody> {
+    tracing::info!(%method, path, %err, "not routed");
+    let mut response = text_response(err.status(), &err.to_string());
+    if let RouteError::MethodNotAllowed { allow } = err {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+/// The response to a handler's refusal.
+pub(super) fn refusal_response(refusal: Refusal) -> Response<ResponseBody> {
+    match refusal {
+        Refusal::NotFound => text_response(StatusCode::NOT_FOUND, "Repository not found"),
+        Refusal::Forbidden(message) => text_response(StatusCode::FORBIDDEN, &message),
+        Refusal::Unauthorized { realm } => {
             let mut response = text_response(StatusCode::UNAUTHORIZED, "Authentication required");
             if let Ok(value) = HeaderValue::from_str(&basic_challenge(&realm)) {
                 response
@@ -296,12 +404,11 @@ where
             }
             response
         }
-        Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }
 }
 
 /// A small `text/plain` response.
-fn text_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
+pub(super) fn text_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(format!(
         "{message}\n"
     )))));
@@ -316,7 +423,7 @@ fn text_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
 }
 
 /// The caching headers git's http-backend sends with every smart response.
-fn no_cache(headers: &mut HeaderMap) {
+pub(super) fn no_cache(headers: &mut HeaderMap) {
     headers.insert(
         header::EXPIRES,
         HeaderValue::from_static("Fri, 01 Jan 1980 00:00:00 GMT"),
@@ -527,7 +634,12 @@ mod tests {
         let written = Arc::new(AtomicU64::new(0));
         let mut client = connect(&written);
         client
-            .write_all(b"GET /flood/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\r\n")
+            // Not an advertisement: that is collected whole for its ETag.
+            .write_all(
+                b"POST /flood/git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+                  Content-Type: application/x-git-upload-pack-request\r\n\
+                  Content-Length: 0\r\n\r\n",
+            )
             .await
             .unwrap();
         let mut start = [0u8; 1024];
@@ -568,6 +680,15 @@ mod tests {
             response.contains("www-authenticate: basic realm=\"test realm\", charset=\"utf-8\""),
             "{response}"
         );
+        // The refs watch is opened as a fetch: the same refusal, before the endpoint (which
+        // this handler does not serve: 404).
+        let head = "GET /private/refs HTTP/1.1\r\nHost: x\r\n";
+        let (status, _) = exchange(head, b"").await;
+        assert_eq!(status, 401);
+        let head = "GET /private/refs HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n";
+        assert_eq!(exchange(head, b"").await, (404, b"not found\n".to_vec()));
+        let head = "GET /missing/refs?wait=1 HTTP/1.1\r\nHost: x\r\n";
+        assert_eq!(exchange(head, b"").await.0, 404);
         // With credentials ("u:p"), the handler serves and sees them.
         let head = "GET /private/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n\
                     Authorization: Basic dTpw\r\n";

@@ -102,6 +102,7 @@ pub async fn serve_tls<H: SmartHttpHandler>(
             let options = Arc::clone(&options);
             let acceptor = acceptor.clone();
             async move {
+                let probe = crate::http::ClientProbe::of(&stream);
                 let stream =
                     match tokio::time::timeout(options.header_timeout, acceptor.accept(stream))
                         .await
@@ -116,8 +117,15 @@ pub async fn serve_tls<H: SmartHttpHandler>(
                             return Ok(());
                         }
                     };
-                crate::http::serve_admitted(stream, handler, options, Some(admission), Some(peer))
-                    .await
+                crate::http::serve_admitted(
+                    stream,
+                    handler,
+                    options,
+                    Some(admission),
+                    Some(peer),
+                    probe,
+                )
+                .await
             }
             .instrument(tracing::info_span!("https", %peer))
         },

@@ -18,6 +18,10 @@ pub enum RequestKind {
     Advertisement,
     /// `POST <repo>/<service>`: one stateless request.
     Rpc,
+    /// `GET <repo>/refs`: the refs watch (`docs/refs-watch.md`), opened as a fetch from the
+    /// repository (`service` is upload-pack) and answered by
+    /// [`SmartHttpHandler::watch_refs`].
+    Refs,
 }
 
 /// A smart HTTP request, as routed: which service, which repository, which protocol.
@@ -64,6 +68,7 @@ impl GitRequest {
         let suffix = match self.kind {
             RequestKind::Advertisement => "advertisement",
             RequestKind::Rpc => "result",
+            RequestKind::Refs => return "application/json".to_owned(),
         };
         format!("application/x-{}-{suffix}", self.service.as_str())
     }
@@ -108,6 +113,74 @@ pub trait SmartHttpHandler: Send + Sync + 'static {
         input: &mut dyn Read,
         output: &mut dyn Write,
     );
+
+    /// Start answering a `GET <repo>/refs` request ([`RequestKind::Refs`]) that
+    /// [`open`](SmartHttpHandler::open) let through: a [`RefsWatcher`] the front-end asks
+    /// for events until it ends. Runs on the blocking pool. By default the endpoint is not
+    /// served (`404`).
+    fn watch_refs(
+        &self,
+        session: Self::Session,
+        request: &GitRequest,
+        query: &RefsQuery,
+    ) -> Result<Box<dyn RefsWatcher>, WatchRefusal> {
+        let _ = (session, request, query);
+        Err(WatchRefusal::NotServed)
+    }
+}
+
+/// The query of a `GET <repo>/refs` request, as the front-end read it (the handler
+/// validates the token and the wait against its limits).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RefsQuery {
+    /// The token the client saw: `Last-Event-ID` if sent, else `since=`; not yet validated.
+    pub since: Option<String>,
+    /// The `prefix=` values, percent-decoded, in order; none means all refs.
+    pub prefixes: Vec<BString>,
+    /// `wait=`: how many seconds to wait for a change; `None` if not given.
+    pub wait: Option<u64>,
+    /// The client asked for Server-Sent Events (`Accept: text/event-stream`).
+    pub event_stream: bool,
+}
+
+/// Why a `GET <repo>/refs` request is not answered with events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchRefusal {
+    /// `404 Not Found`: the handler does not serve the endpoint.
+    NotServed,
+    /// `400 Bad Request`: a malformed token, a wait above the maximum, …
+    BadRequest(String),
+    /// `403 Forbidden`: the repository does not allow it.
+    Forbidden(String),
+    /// `500 Internal Server Error`; the message is logged, not sent.
+    Failed(String),
+}
+
+/// What a refs watcher says when asked to look at the refs.
+#[derive(Debug)]
+pub enum RefsLook {
+    /// The client has not seen the current state: send it. `id` is its token (the SSE
+    /// event's `id:`), `data` its JSON text (one line).
+    Event {
+        /// The token of the state.
+        id: String,
+        /// The event as JSON.
+        data: String,
+    },
+    /// Nothing new: look again when the wait's future resolves, or at its deadline.
+    Wait(super::Wait),
+    /// Nothing new and the time is up: a long-poll answers `data` (JSON); a stream ends.
+    End(Option<String>),
+    /// The refs could not be read (logged by the front-end): `500`, or the stream ends.
+    Failed(String),
+}
+
+/// One `GET <repo>/refs` request being answered: the front-end asks it to [look](RefsWatcher::look)
+/// (on the blocking pool) at first, after every [`RefsLook::Event`], and whenever a
+/// [`RefsLook::Wait`] resolves or reaches its deadline. Dropping it ends the watch.
+pub trait RefsWatcher: Send + 'static {
+    /// Compare the refs with what the client saw.
+    fn look(&mut self) -> RefsLook;
 }
 
 /// Checks a user's password: the pluggable half of a handler that requires authentication

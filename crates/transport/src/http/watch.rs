@@ -1,0 +1,307 @@
+//! Conditional advertisements (`ETag`, `If-None-Match`) and the refs watch endpoint
+//! (`GET <repo>/refs`: a JSON long-poll, or Server-Sent Events), as `docs/refs-watch.md`
+//! describes them. What the refs are is the handler's ([`SmartHttpHandler::watch_refs`]);
+//! this module waits without a thread, sends keepalives and notices a client that left.
+
+use std::{sync::Arc, time::Duration};
+
+use hyper::{header::HeaderValue, Response};
+use sha2::Digest as _;
+use tokio::{net::TcpStream, sync::mpsc};
+use tracing::Instrument as _;
+
+use super::{
+    body::ResponseBody, header, idle::Activity, Bytes, GitRequest, RefsLook, RefsQuery,
+    RefsWatcher, Refusal, SmartHttpHandler, StatusCode, WatchRefusal,
+};
+
+/// How often an event stream sends a `: keepalive` comment while nothing changes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The strong entity tag of a response body: a quoted digest of it.
+pub fn etag(body: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(body);
+    let mut tag = String::with_capacity(66);
+    tag.push('"');
+    for byte in &digest[..20] {
+        use std::fmt::Write as _;
+        let _ = write!(tag, "{byte:02x}");
+    }
+    tag.push('"');
+    tag
+}
+
+/// Whether an `If-None-Match` header value names `etag` (RFC 9110's weak comparison, as
+/// `If-None-Match` uses: `W/"x"` names `"x"`; `*` names any).
+pub fn if_none_match(value: &str, etag: &str) -> bool {
+    value.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+    })
+}
+
+/// A second handle on a client's TCP connection that only peeks, to notice while a request
+/// waits (and nothing is read or written) that the client closed the connection.
+#[derive(Debug)]
+pub(crate) struct ClientProbe(TcpStream);
+
+impl ClientProbe {
+    /// A probe of `stream` (a duplicate of its socket); `None` if it could not be made.
+    pub(crate) fn of(stream: &TcpStream) -> Option<Arc<ClientProbe>> {
+        let duplicate = socket2::SockRef::from(stream)
+            .try_clone()
+            .map_err(|err| tracing::debug!(%err, "no probe for this connection"))
+            .ok()?;
+        let probe = TcpStream::from_std(std::net::TcpStream::from(duplicate))
+            .map_err(|err| tracing::debug!(%err, "no probe for this connection"))
+            .ok()?;
+        Some(Arc::new(ClientProbe(probe)))
+    }
+
+    /// Resolves once the client closed its side (or the connection failed). Pending forever
+    /// if the client sent more data (a pipelined request: it cannot be told apart).
+    pub(crate) async fn gone(&self) {
+        let mut byte = [0u8; 1];
+        match self.0.peek(&mut byte).await {
+            Ok(0) | Err(_) => {}
+            Ok(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Answer a routed `GET <repo>/refs`: open it as a fetch, then a JSON long-poll or an event
+/// stream driven by the handler's [`RefsWatcher`].
+pub(super) async fn respond_refs<H: SmartHttpHandler>(
+    handler: Arc<H>,
+    git: GitRequest,
+    query: RefsQuery,
+    activity: Activity,
+    probe: Option<Arc<ClientProbe>>,
+) -> Response<ResponseBody> {
+    let event_stream = query.event_stream;
+    let started = tokio::task::spawn_blocking(move || {
+        let session = handler.open(&git).map_err(Err)?;
+        let mut watcher = handler.watch_refs(session, &git, &query).map_err(Ok)?;
+        let look = watcher.look();
+        Ok::<_, Result<WatchRefusal, Refusal>>((watcher, look))
+    })
+    .await;
+    let (watcher, look) = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(Err(refusal))) => return super::server::refusal_response(refusal),
+        Ok(Err(Ok(refusal))) => return watch_refusal(refusal),
+        Err(err) => {
+            tracing::warn!(%err, "refs watch failed");
+            return super::server::text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error",
+            );
+        }
+    };
+    if event_stream {
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(
+            stream_events(watcher, look, sender, activity, probe)
+                .instrument(tracing::Span::current()),
+        );
+        let mut response = Response::new(ResponseBody::Channel(receiver));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        super::server::no_cache(headers);
+        return response;
+    }
+    long_poll(watcher, look, activity, probe).await
+}
+
+fn watch_refusal(refusal: WatchRefusal) -> Response<ResponseBody> {
+    use super::server::text_response;
+    match refusal {
+        WatchRefusal::NotServed => text_response(StatusCode::NOT_FOUND, "not found"),
+        WatchRefusal::BadRequest(message) => text_response(StatusCode::BAD_REQUEST, &message),
+        WatchRefusal::Forbidden(message) => text_response(StatusCode::FORBIDDEN, &message),
+        WatchRefusal::Failed(message) => {
+            tracing::warn!(message, "refs watch failed");
+            text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+        }
+    }
+}
+
+/// Look again on the blocking pool.
+async fn look_again(mut watcher: Box<dyn RefsWatcher>) -> Option<(Box<dyn RefsWatcher>, RefsLook)> {
+    match tokio::task::spawn_blocking(move || {
+        let look = watcher.look();
+        (watcher, look)
+    })
+    .await
+    {
+        Ok(looked) => Some(looked),
+        Err(err) => {
+            tracing::warn!(%err, "refs watch failed");
+            None
+        }
+    }
+}
+
+/// What ended one wait.
+enum Woken {
+    /// Look again: something may have changed, or the deadline passed.
+    Look,
+    /// Time for a keepalive (an event stream) or to tell the idle watchdog the wait is
+    /// deliberate.
+    Tick,
+    /// The client left.
+    Gone,
+}
+
+async fn wait_once(
+    wait: &mut packgate_wire::service::Wait,
+    probe: Option<&ClientProbe>,
+    closed: impl std::future::Future<Output = ()>,
+) -> Woken {
+    let client_gone = async {
+        match probe {
+            Some(probe) => probe.gone().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = &mut wait.changed => Woken::Look,
+        () = tokio::time::sleep_until(wait.deadline.into()) => Woken::Look,
+        () = tokio::time::sleep(KEEPALIVE_INTERVAL) => Woken::Tick,
+        () = client_gone => Woken::Gone,
+        () = closed => Woken::Gone,
+    }
+}
+
+async fn long_poll(
+    mut watcher: Box<dyn RefsWatcher>,
+    mut look: RefsLook,
+    activity: Activity,
+    probe: Option<Arc<ClientProbe>>,
+) -> Response<ResponseBody> {
+    loop {
+        match look {
+            RefsLook::Event { data, .. } | RefsLook::End(Some(data)) => return json_response(data),
+            RefsLook::End(None) => return json_response(String::new()),
+            RefsLook::Failed(message) => {
+                tracing::warn!(message, "refs not readable");
+                return super::server::text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal server error",
+                );
+            }
+            RefsLook::Wait(mut wait) => {
+                tracing::debug!("refs watch waiting");
+                loop {
+                    match wait_once(&mut wait, probe.as_deref(), std::future::pending()).await {
+                        Woken::Look => break,
+                        // Waiting on purpose: not idle.
+                        Woken::Tick => activity.touch(),
+                        Woken::Gone => {
+                            tracing::debug!("refs watch ended: the client went away");
+                            return super::server::text_response(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "gone",
+                            );
+                        }
+                    }
+                }
+                drop(wait);
+                (watcher, look) = match look_again(watcher).await {
+                    Some(looked) => looked,
+                    None => {
+                        return super::server::text_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "Internal server error",
+                        )
+                    }
+                };
+            }
+        }
+    }
+}
+
+fn json_response(data: String) -> Response<ResponseBody> {
+    let mut body = data.into_bytes();
+    body.push(b'\n');
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(body))));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    super::server::no_cache(headers);
+    response
+}
+
+/// The event stream's task: events as the watcher finds them, keepalives in between, until
+/// the watcher ends it, the client leaves or a write fails.
+async fn stream_events(
+    mut watcher: Box<dyn RefsWatcher>,
+    mut look: RefsLook,
+    sender: mpsc::Sender<Bytes>,
+    activity: Activity,
+    probe: Option<Arc<ClientProbe>>,
+) {
+    loop {
+        match look {
+            RefsLook::Event { id, data } => {
+                let event = format!("id: {id}\nevent: refs\ndata: {data}\n\n");
+                if sender.send(Bytes::from(event)).await.is_err() {
+                    tracing::debug!("refs watch ended: the client went away");
+                    return;
+                }
+            }
+            RefsLook::End(_) => {
+                tracing::debug!("refs event stream ended");
+                return;
+            }
+            RefsLook::Failed(message) => {
+                tracing::warn!(message, "refs not readable; event stream ended");
+                return;
+            }
+            RefsLook::Wait(mut wait) => loop {
+                tracing::debug!("refs watch waiting");
+                match wait_once(&mut wait, probe.as_deref(), sender.closed()).await {
+                    Woken::Look => break,
+                    Woken::Tick => {
+                        activity.touch();
+                        let keepalive = Bytes::from_static(b": keepalive\n\n");
+                        if sender.send(keepalive).await.is_err() {
+                            tracing::debug!("refs watch ended: the client went away");
+                            return;
+                        }
+                    }
+                    Woken::Gone => {
+                        tracing::debug!("refs watch ended: the client went away");
+                        return;
+                    }
+                }
+            },
+        }
+        (watcher, look) = match look_again(watcher).await {
+            Some(looked) => looked,
+            None => return,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_tags() {
+        let tag = etag(b"0000");
+        assert_eq!(tag.len(), 42);
+        assert!(tag.starts_with('"') && tag.ends_with('"'));
+        assert_ne!(tag, etag(b"0001"));
+        assert!(if_none_match(&tag, &tag));
+        assert!(if_none_match(&format!("\"x\", W/{tag}"), &tag));
+        assert!(if_none_match("*", &tag));
+        assert!(!if_none_match("\"x\"", &tag));
+        assert!(!if_none_match(tag.trim_matches('"'), &tag));
+    }
+}
