@@ -541,7 +541,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
     let authenticated = matches!(push, PushAccess::Authenticated(_));
+    // One policy for SSH and HTTP: a user gets the same decisions over both.
+    let access = Arc::new(settings.ssh_policy.clone());
     let mut http_service = HttpService::new(registry.clone(), push)
+        .with_access(Arc::clone(&access))
         .with_pack_cache(pack_cache)
         .with_budget(settings.budget.clone())
         .with_upstreams(upstreams.clone());
@@ -582,6 +585,12 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 listener.local_addr()?,
                 std::process::id()
             );
+            if !access.is_open() {
+                eprintln!(
+                    "packgate: warning: the access policy ([[ssh.access]]) does not apply to \
+                     git://, which has no users; use --git off to serve only SSH and HTTP"
+                );
+            }
             if settings.daemon.receive_pack.enabled {
                 eprintln!(
                     "packgate: warning: anyone who can reach git://{} may push, without \
@@ -670,7 +679,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         listener,
                         ssh_service,
                         keys,
-                        Arc::new(settings.ssh_policy),
+                        access,
                         host_key,
                         settings.ssh_options,
                         until_stopped(stopped.clone()),

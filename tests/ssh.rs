@@ -31,6 +31,8 @@ struct SshServer {
     key: PathBuf,
     /// `known_hosts` with the server's host key.
     known_hosts: PathBuf,
+    /// The HTTP front-end's port, if it was started.
+    http_port: Option<u16>,
 }
 
 impl Drop for SshServer {
@@ -66,6 +68,18 @@ impl SshServer {
         args: &[&std::ffi::OsStr],
         more_keys: &[PathBuf],
     ) -> SshServer {
+        SshServer::start_full(dir, root, args, more_keys, None)
+    }
+
+    /// [`SshServer::start_with`], with the HTTP front-end too if `http_credentials` names a
+    /// credentials file for it.
+    fn start_full(
+        dir: &Dir,
+        root: &Path,
+        args: &[&std::ffi::OsStr],
+        more_keys: &[PathBuf],
+        http_credentials: Option<&Path>,
+    ) -> SshServer {
         let key = dir.join("alice_key");
         keygen(&key, "alice");
         let authorized = dir.join("authorized_keys");
@@ -76,15 +90,15 @@ impl SshServer {
         std::fs::write(&authorized, keys).unwrap();
         let host_key = dir.join("host_key");
         let mut child = Command::new(PACKGATE)
-            .args([
-                "serve",
-                "--git",
-                "off",
-                "--http",
-                "off",
-                "--ssh",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--git", "off", "--ssh", "127.0.0.1:0", "--http"])
+            .args(match http_credentials {
+                Some(credentials) => vec![
+                    std::ffi::OsStr::new("127.0.0.1:0"),
+                    std::ffi::OsStr::new("--http-credentials"),
+                    credentials.as_os_str(),
+                ],
+                None => vec![std::ffi::OsStr::new("off")],
+            })
             .arg("--ssh-authorized-keys")
             .arg(&authorized)
             .arg("--ssh-host-key")
@@ -105,15 +119,21 @@ impl SshServer {
                 }
             }
         });
-        let port = loop {
+        let (mut port, mut http_port) = (None, None);
+        while port.is_none() || (http_credentials.is_some() && http_port.is_none()) {
             let line = receiver
                 .recv_timeout(Duration::from_secs(20))
                 .unwrap_or_else(|err| panic!("packgate serve printed no ready line: {err}"));
-            if let Some(address) = line.split("ssh://").nth(1) {
-                let address = address.split_whitespace().next().unwrap();
-                break address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            }
-        };
+            let port_of = |scheme: &str| {
+                line.split(scheme).nth(1).map(|address| {
+                    let address = address.split_whitespace().next().unwrap();
+                    address.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+                })
+            };
+            port = port.or(port_of(" on ssh://"));
+            http_port = http_port.or(port_of(" on http://"));
+        }
+        let port = port.unwrap();
         drop(receiver);
         // The host key was written before the listener was ready; pin it.
         let metadata = std::fs::metadata(&host_key).unwrap();
@@ -138,6 +158,7 @@ impl SshServer {
             port,
             key,
             known_hosts,
+            http_port,
         }
     }
 
@@ -625,4 +646,116 @@ fn the_access_policy_decides_who_reads_and_pushes() {
     );
     assert!(!push_as(&server.key, "secret.git").status.success());
     assert!(refs(&dir, &git, &root.join("secret.git"), &[]).is_empty());
+}
+
+#[test]
+fn the_access_policy_decides_the_same_over_http() {
+    let dir = Dir::new("ssh-access-http");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("team")).unwrap();
+    for repo in ["team/project.git", "secret.git"] {
+        dir.git(&Git::newest())
+            .args(["init", "-q", "--bare"])
+            .arg(root.join(repo))
+            .run();
+    }
+    let bob = dir.join("bob_key");
+    keygen(&bob, "bob");
+    let config = dir.join("packgate.toml");
+    std::fs::write(
+        &config,
+        "[ssh.groups]\nwriters = [\"alice\"]\n\
+         [[ssh.access]]\npath = \"team/*\"\nread = [\"*\"]\nwrite = [\"@writers\"]\n\
+         [[ssh.access]]\npath = \"secret\"\nread = [\"alice\"]\n",
+    )
+    .unwrap();
+    let credentials = crate::http_auth::credentials_file(
+        &dir,
+        &[("alice", "alice-password"), ("bob", "bob-password")],
+        4,
+    );
+    let server = SshServer::start_full(
+        &dir,
+        &root,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        &[bob.with_extension("pub")],
+        Some(&credentials),
+    );
+    let http_port = server.http_port.unwrap();
+    let keys = [("alice", server.key.clone()), ("bob", bob.clone())];
+    for (g, git) in Git::all().into_iter().enumerate() {
+        for (n, transport) in ["ssh", "http"].into_iter().enumerate() {
+            let context = format!("{git} over {transport}");
+            let work = dir.join(&format!("work-{g}-{n}"));
+            dir.git(&git).arg("init").arg("-q").arg(&work).run();
+            dir.git(&git)
+                .current_dir(&work)
+                .args(["commit", "-q", "--allow-empty", "-m", &context])
+                .run();
+            // (user, repository, push?, allowed?)
+            let cases = [
+                ("alice", "team/project.git", true, true),
+                ("bob", "team/project.git", true, false),
+                ("alice", "team/project.git", false, true),
+                ("bob", "team/project.git", false, true),
+                ("alice", "secret.git", false, true),
+                ("bob", "secret.git", false, false),
+                ("alice", "secret.git", true, false),
+            ];
+            for (user, path, write, allowed) in cases {
+                let (_, key) = keys.iter().find(|(name, _)| *name == user).unwrap();
+                let url = match transport {
+                    "ssh" => server.url(path),
+                    _ => format!("http://{user}:{user}-password@127.0.0.1:{http_port}/{path}"),
+                };
+                let command = dir
+                    .git(&git)
+                    .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+                    .current_dir(&work);
+                let output = if write {
+                    command
+                        .args(["push", "-f", &url, "HEAD:refs/heads/main"])
+                        .output()
+                } else {
+                    command.args(["ls-remote", &url]).output()
+                };
+                let case = format!("{context}: {user} {path} write={write}");
+                assert_eq!(output.status.success(), allowed, "{case}: {output}");
+                if !allowed {
+                    // The same words in git's terminal over both ("fatal: …" from ssh,
+                    // "remote: …" from the body of HTTP's 403).
+                    let what = if write { "push to" } else { "read" };
+                    let message = format!("{user} may not {what} '/{path}'");
+                    assert!(output.stderr_text().contains(&message), "{case}: {output}");
+                }
+            }
+            // alice's push landed (and nothing else did).
+            let team = root.join("team/project.git");
+            fsck(&dir, &git, &team);
+            assert_eq!(
+                refs(&dir, &git, &team, &[])
+                    .into_values()
+                    .collect::<Vec<_>>(),
+                refs(&dir, &git, &work.join(".git"), &["refs/heads/master"])
+                    .into_values()
+                    .collect::<Vec<_>>(),
+                "{context}"
+            );
+            assert!(refs(&dir, &git, &root.join("secret.git"), &[]).is_empty());
+        }
+        // Over HTTP the policy needs a user: anonymous and wrong passwords are asked for
+        // credentials (git gives up without a terminal), even for a repository everyone reads.
+        for url in [
+            format!("http://127.0.0.1:{http_port}/team/project.git"),
+            format!("http://bob:wrong@127.0.0.1:{http_port}/team/project.git"),
+        ] {
+            let output = dir.git(&git).args(["ls-remote", &url]).output();
+            assert!(!output.status.success(), "{url}: {output}");
+            assert!(
+                output.stderr_text().contains("Authentication failed")
+                    || output.stderr_text().contains("could not read Username"),
+                "{url}: {output}"
+            );
+        }
+    }
 }
