@@ -15,7 +15,10 @@ use std::{
 };
 
 use crate::{
-    receive_pack::{setup_with_partial_request, Snapshot},
+    receive_pack::{
+        quarantines, setup_with_partial_request, temporary_pack_size, wait_until, Snapshot,
+        END_LIMIT,
+    },
     util::{fsck, refs, Cmd, Dir, Git, PACKGATE},
 };
 
@@ -395,6 +398,68 @@ fn a_push_cut_off_mid_pack_leaves_nothing() {
     assert!(!output.panicked(), "{output}");
     // The exit status comes after the session ended, so its cleanup is done.
     before.assert_unchanged(&setup.dir, &git, &setup.server, "push cut off over ssh");
+}
+
+/// The real `ssh` client is killed (SIGKILL) while the server reads the pack: it has the
+/// commands and half the pack, and the writer feeding `ssh` holds the rest back, so the kill
+/// lands mid-pack every time. Nothing is published, the quarantine goes, and the next push
+/// works at once.
+#[test]
+fn killing_the_ssh_client_mid_pack_leaves_nothing() {
+    for git in Git::all() {
+        let (setup, request) = setup_with_partial_request("ssh-kill", &git);
+        let before = Snapshot::of(&setup.dir, &git, &setup.server);
+        let server = SshServer::start(&setup.dir, setup.dir.path());
+        let context = format!("ssh killed mid-pack, {git}");
+        let request_file = setup.dir.join("request");
+        std::fs::write(&request_file, &request).unwrap();
+        let (writer, pipe) = Cmd::new(Path::new("/bin/sh"))
+            .args(["-c", "cat \"$0\" && exec sleep 600"])
+            .arg(&request_file)
+            .spawn_with_stdout();
+        let mut ssh = server
+            .ssh(&["127.0.0.1", "git-receive-pack '/server.git'"])
+            .stdin_from(pipe)
+            .spawn();
+        wait_until(END_LIMIT, "the pack to arrive over ssh", || {
+            temporary_pack_size(&setup.server).is_some() || ssh.has_exited()
+        });
+        assert!(!ssh.has_exited(), "{context}: {}", ssh.kill_group());
+        let killed = ssh.kill_group();
+        assert_eq!(killed.signalled(), Some(9), "{context}: {killed}");
+        drop(writer);
+        // The next push, at once: no lock or quarantine of the killed one is in its way.
+        let tip = refs(
+            &setup.dir,
+            &git,
+            &setup.client.join(".git"),
+            &["refs/heads/master"],
+        );
+        let push = git_over_ssh(&setup.dir, &git, &server, 0)
+            .current_dir(&setup.client)
+            .args([
+                "push",
+                &server.url("server.git"),
+                "master:refs/heads/pushed",
+            ])
+            .output();
+        assert!(push.status.success(), "{context}: {push}");
+        // The killed session cleans up by itself.
+        wait_until(END_LIMIT, "the killed push's quarantine to go", || {
+            quarantines(&setup.server).is_empty()
+        });
+        fsck(&setup.dir, &git, &setup.server);
+        let mut expected = before.refs.clone();
+        expected.insert(
+            "refs/heads/pushed".to_owned(),
+            tip.into_values().next().unwrap(),
+        );
+        assert_eq!(
+            refs(&setup.dir, &git, &setup.server, &[]),
+            expected,
+            "{context}"
+        );
+    }
 }
 
 /// A `GIT_SSH_COMMAND` named `ssh` (so git passes `GIT_PROTOCOL` as to ssh) that runs
