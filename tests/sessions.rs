@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Reads pkt-lines until a flush-pkt; returns the payloads. Panics on a timeout or EOF.
-pub(crate) fn read_until_flush(stream: &mut TcpStream) -> Vec<Vec<u8>> {
+pub(crate) fn read_until_flush(stream: &mut impl Read) -> Vec<Vec<u8>> {
     let mut payloads = Vec::new();
     // Bounded: an advertisement or ls-refs response of a test repository is short.
     for _ in 0..10_000 {
@@ -75,7 +75,7 @@ fn ls_refs(stream: &mut TcpStream) -> Vec<String> {
 }
 
 /// The number of threads of the `packgate serve` process serving `root`.
-fn server_threads(root: &Path) -> usize {
+pub(crate) fn server_threads(root: &Path) -> usize {
     let root = root.to_string_lossy().into_owned();
     let entries = std::fs::read_dir("/proc").unwrap_or_else(|error| panic!("/proc: {error}"));
     let pids: Vec<_> = entries

@@ -824,3 +824,87 @@ fn the_access_policy_decides_the_same_over_http() {
         }
     }
 }
+
+/// Idle v2 sessions over SSH hold no thread, as on git://: 64 real `ssh` clients with the
+/// advertisement read and no request sent leave the server with a handful of threads, and
+/// each session still answers `ls-refs` afterwards.
+#[test]
+fn idle_v2_sessions_hold_no_threads() {
+    use std::io::Write;
+    let git = Git::newest();
+    let dir = Dir::new("ssh-idle");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let repo = root.join("project.git");
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(&repo)
+        .run();
+    dir.git(&git).args(["init", "-q", "work"]).run();
+    let work = dir.join("work");
+    dir.git(&git)
+        .current_dir(&work)
+        .args(["commit", "-q", "--allow-empty", "-m", "one"])
+        .run();
+    let server = SshServer::start(&dir, &root);
+    git_over_ssh(&dir, &git, &server, 2)
+        .current_dir(&work)
+        .args(["push", "-q", &server.url("project.git"), "master"])
+        .run();
+    let command = server.ssh_command();
+    let mut words = command.split(' ');
+    let program = words.next().unwrap();
+    let words: Vec<&str> = words.collect();
+    struct Client(Child);
+    impl Drop for Client {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut clients: Vec<Client> = (0..64)
+        .map(|_| {
+            let mut child = Command::new(program)
+                .args(&words)
+                .args(["-o", "SetEnv=GIT_PROTOCOL=version=2", "127.0.0.1"])
+                .arg("git-upload-pack '/project.git'")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let advertisement = crate::sessions::read_until_flush(child.stdout.as_mut().unwrap());
+            assert_eq!(
+                advertisement.first().map(Vec::as_slice),
+                Some(&b"version 2\n"[..])
+            );
+            Client(child)
+        })
+        .collect();
+    let threads = crate::sessions::server_threads(&root);
+    assert!(threads < 40, "{threads} threads with 64 idle ssh sessions");
+    let ls_refs = |client: &mut Client| {
+        let mut request = crate::pkt::line(b"command=ls-refs\n");
+        request.extend_from_slice(crate::pkt::DELIM);
+        request.extend_from_slice(&crate::pkt::line(b"ref-prefix refs/heads/\n"));
+        request.extend_from_slice(crate::pkt::FLUSH);
+        client
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&request)
+            .unwrap();
+        crate::sessions::read_until_flush(client.0.stdout.as_mut().unwrap())
+    };
+    let first = ls_refs(&mut clients[0]);
+    assert!(
+        first
+            .iter()
+            .any(|line| line.ends_with(b" refs/heads/master\n")),
+        "{first:?}"
+    );
+    let last = clients.len() - 1;
+    assert_eq!(ls_refs(&mut clients[last]), first);
+    assert_eq!(ls_refs(&mut clients[0]), first);
+}

@@ -24,9 +24,10 @@
 //! Limits: a connection is *waiting* (in [`crate::listener`]'s sense, with its caps per
 //! address) until its first command; it must authenticate within
 //! [`SshOptions::init_timeout`] and costs a task, no thread, until then. The connection ends
-//! after [`SshOptions::idle_timeout`] without traffic. A v2 fetch session holds a thread of
-//! the blocking pool while the client is idle between requests (unlike git://), bounded by
-//! the idle timeout.
+//! after [`SshOptions::idle_timeout`] without traffic. A v2 fetch session, as on git://,
+//! reads each request without a thread and answers it on the blocking pool, so a client idle
+//! between requests costs a task; v0 fetches and pushes run on the blocking pool from their
+//! advertisement to their end (the client speaks once).
 
 use std::{
     collections::HashMap,
@@ -51,15 +52,18 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Notify};
 use tracing::Instrument;
 
 use packgate_wire::{
-    pkt_line::{PacketReader, PacketWriter},
+    pkt_line::PacketWriter,
     service::{
-        daemon::{Addresses, ConnectionHandler, Next, RequestHead, Session},
+        daemon::{Addresses, CommandHandler, ConnectionHandler, Next, RequestHead, Session},
         Service,
     },
     v2,
 };
 
-use crate::listener::{Admission, ConnectionLimits};
+use crate::{
+    daemon::{end_of_input, parse_buffered, RequestRead},
+    listener::{Admission, ConnectionLimits},
+};
 
 /// The access policy lives with the other front-end contracts, since HTTP applies it too.
 pub use packgate_wire::service::access::{AccessPolicy, AccessRule};
@@ -770,36 +774,149 @@ async fn run_command(
 ) -> Result<(), russh::Error> {
     let (input, output) = channel.split();
     let runtime = tokio::runtime::Handle::current();
-    let writer = output.make_writer();
-    let status = tokio::task::spawn_blocking(move || {
-        let session = handler.open_as(&head, addresses, Some(&user));
-        let mut input = ChannelInput {
-            channel: input,
-            runtime: runtime.clone(),
-            chunk: bytes::Bytes::new(),
-            idle,
-            ended: false,
+    let writer = ChannelOutput {
+        writer: Box::pin(output.make_writer()),
+        runtime: runtime.clone(),
+        idle,
+    };
+    // Open (and for a v2 session advertise) on the blocking pool.
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut writer = writer;
+        let opened = match handler.open_as(&head, addresses, Some(&user)) {
+            Session::Commands(mut handler) => {
+                let advertised = blocking_write(&mut writer, |output| handler.advertise(output));
+                Opened::Commands(handler, advertised.is_ok())
+            }
+            other => Opened::Other(other),
         };
-        let mut output = io::BufWriter::with_capacity(
-            64 * 1024,
-            ChannelOutput {
-                writer: Box::pin(writer),
-                runtime: runtime.clone(),
-                idle,
-            },
-        );
-        let status = run_session(session, &mut input, &mut output);
-        match output.flush() {
-            Ok(()) => status,
-            Err(_) => EXIT_REFUSED,
-        }
+        (opened, writer)
     })
-    .await
-    .unwrap_or(EXIT_REFUSED);
+    .await;
+    let status = match opened {
+        Err(_) => EXIT_REFUSED,
+        Ok((Opened::Commands(handler, true), writer)) => {
+            commands(input, writer, handler, idle).await
+        }
+        Ok((Opened::Commands(_, false), _)) => EXIT_REFUSED,
+        Ok((Opened::Other(session), writer)) => tokio::task::spawn_blocking(move || {
+            let mut input = ChannelInput {
+                channel: input,
+                runtime,
+                chunk: bytes::Bytes::new(),
+                idle,
+                ended: false,
+            };
+            let mut output = io::BufWriter::with_capacity(64 * 1024, writer);
+            let status = run_session(session, &mut input, &mut output);
+            match output.flush() {
+                Ok(()) => status,
+                Err(_) => EXIT_REFUSED,
+            }
+        })
+        .await
+        .unwrap_or(EXIT_REFUSED),
+    };
     output.exit_status(status).await?;
     output.eof().await?;
     output.close().await?;
     Ok(())
+}
+
+/// What opening a session decided: a v2 session (and whether its advertisement went out),
+/// or one run on the blocking pool from start to end.
+enum Opened {
+    Commands(Box<dyn CommandHandler>, bool),
+    Other(Session),
+}
+
+/// Run `work` over `writer` buffered, then flush; `work`'s result, or the flush's error.
+fn blocking_write<T>(
+    writer: &mut ChannelOutput,
+    work: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut output = io::BufWriter::with_capacity(64 * 1024, writer);
+    let value = work(&mut output)?;
+    output.flush()?;
+    Ok(value)
+}
+
+/// A protocol v2 session after its advertisement, as on git://: each request is read
+/// without a thread (an idle client costs a task), then answered on the blocking pool. The
+/// exit status.
+async fn commands(
+    mut input: russh::ChannelReadHalf,
+    mut writer: ChannelOutput,
+    mut handler: Box<dyn CommandHandler>,
+    idle: Duration,
+) -> u32 {
+    let mut parser = v2::RequestParser::new(handler.limits());
+    let mut buffer = Vec::new();
+    loop {
+        let request = match read_request(&mut input, &mut parser, &mut buffer, idle).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return 0,
+            Err(RequestRead::Io(err)) => {
+                tracing::info!(target: LOG_TARGET, "{err}");
+                return EXIT_REFUSED;
+            }
+            Err(RequestRead::Invalid(err)) => {
+                tracing::info!(target: LOG_TARGET, %err, "bad request");
+                let _ = tokio::task::spawn_blocking(move || {
+                    blocking_write(&mut writer, |output| {
+                        handler.reject(&err, output);
+                        Ok(())
+                    })
+                })
+                .await;
+                return EXIT_REFUSED;
+            }
+        };
+        let answered = tokio::task::spawn_blocking(move || {
+            let next = blocking_write(&mut writer, |output| Ok(handler.handle(request, output)));
+            (handler, writer, next)
+        })
+        .await;
+        match answered {
+            Ok((returned, returned_writer, Ok(next))) => {
+                handler = returned;
+                writer = returned_writer;
+                if next == Next::Close {
+                    return 0;
+                }
+            }
+            Ok((_, _, Err(_))) | Err(_) => return EXIT_REFUSED,
+        }
+    }
+}
+
+/// The next v2 request from the channel (see the git:// front-end's): `Ok(None)` when the
+/// client ends the session. Each wait for data may last `idle`.
+async fn read_request(
+    input: &mut russh::ChannelReadHalf,
+    parser: &mut v2::RequestParser,
+    buffer: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<Option<v2::Request>, RequestRead> {
+    loop {
+        if let Some(outcome) = parse_buffered(parser, buffer) {
+            return outcome;
+        }
+        let message = tokio::time::timeout(idle, input.wait())
+            .await
+            .map_err(|_| {
+                RequestRead::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client idle too long",
+                ))
+            })?;
+        match message {
+            Some(ChannelMsg::Data { data }) => buffer.extend_from_slice(&data),
+            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                return end_of_input(parser, buffer)
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Run what `handler.open` decided over `input` and `output`; the exit status.
@@ -818,31 +935,9 @@ fn run_session(session: Session, input: &mut dyn Read, output: &mut dyn Write) -
             handler.exchange(input, output);
             0
         }
-        Session::Commands(mut handler) => {
-            if handler.advertise(output).is_err() || output.flush().is_err() {
-                return EXIT_REFUSED;
-            }
-            let limits = handler.limits();
-            let mut reader = PacketReader::new(input);
-            loop {
-                match v2::read_request(&mut reader, &limits) {
-                    Ok(Some(request)) => {
-                        let next = handler.handle(request, output);
-                        if output.flush().is_err() {
-                            return EXIT_REFUSED;
-                        }
-                        if next == Next::Close {
-                            return 0;
-                        }
-                    }
-                    Ok(None) => return 0,
-                    Err(err) => {
-                        handler.reject(&err, output);
-                        return EXIT_REFUSED;
-                    }
-                }
-            }
-        }
+        // `run_command` runs v2 sessions itself (`commands`), without a thread between
+        // requests.
+        Session::Commands(_) => EXIT_REFUSED,
     }
 }
 
