@@ -122,7 +122,7 @@ impl SshServer {
                 }
             }
         });
-        let (mut port, mut http_port) = (None, None);
+        let (mut port, mut http_port, mut fingerprint) = (None, None, None);
         while port.is_none() || (http_credentials.is_some() && http_port.is_none()) {
             let line = receiver
                 .recv_timeout(Duration::from_secs(20))
@@ -133,6 +133,9 @@ impl SshServer {
                     address.rsplit(':').next().unwrap().parse::<u16>().unwrap()
                 })
             };
+            if let Some(shown) = line.split(" key fingerprint is ").nth(1) {
+                fingerprint = Some(shown.to_owned());
+            }
             port = port.or(port_of(" on ssh://"));
             http_port = http_port.or(port_of(" on http://"));
         }
@@ -150,6 +153,18 @@ impl SshServer {
             .arg(&host_key)
             .run()
             .stdout_text();
+        // serve printed the fingerprint OpenSSH computes for the key.
+        let listed = Cmd::new(Path::new(SSH_KEYGEN))
+            .arg("-lf")
+            .arg(&host_key)
+            .run()
+            .stdout_text();
+        let fingerprint = fingerprint.expect("serve printed no host key fingerprint");
+        assert_eq!(
+            listed.split_whitespace().nth(1),
+            Some(fingerprint.as_str()),
+            "{listed}"
+        );
         let known_hosts = dir.join("known_hosts");
         std::fs::write(
             &known_hosts,

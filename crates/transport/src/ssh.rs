@@ -192,6 +192,19 @@ pub fn load_or_generate_host_key(path: &Path) -> Result<PrivateKey, SshError> {
     }
 }
 
+/// The fingerprint of `key` as OpenSSH shows it (`ssh-keygen -lf`, and `ssh` on a first
+/// connection): `ED25519 key fingerprint is SHA256:…`.
+pub fn fingerprint(key: &PrivateKey) -> String {
+    let kind = match key.algorithm() {
+        Algorithm::Ed25519 => "ED25519",
+        Algorithm::Ecdsa { .. } => "ECDSA",
+        Algorithm::Rsa { .. } => "RSA",
+        _ => "?",
+    };
+    let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256);
+    format!("{kind} key fingerprint is {fingerprint}")
+}
+
 /// The public keys that may log in, each with its user (the comment of its line).
 #[derive(Debug, Clone, Default)]
 pub struct AuthorizedKeys {
