@@ -159,7 +159,8 @@ impl SshServer {
             .arg(&host_key)
             .run()
             .stdout_text();
-        let fingerprint = fingerprint.expect("serve printed no host key fingerprint");
+        let fingerprint =
+            fingerprint.unwrap_or_else(|| panic!("serve printed no host key fingerprint"));
         assert_eq!(
             listed.split_whitespace().nth(1),
             Some(fingerprint.as_str()),
