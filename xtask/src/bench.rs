@@ -76,6 +76,12 @@
 //! Idle git:// connections and short `ls-refs` sessions against `git daemon`: see
 //! [`connections`].
 //!
+//! # SSH (`ssh`)
+//!
+//! New SSH connections per second (`git ls-remote` of one branch, protocol v2) and memory
+//! per idle SSH session, `packgate serve --ssh` against OpenSSH's sshd running
+//! `git-upload-pack`: see [`ssh`].
+//!
 //! # Layout
 //!
 //! One module per scenario ([`clone`], [`incremental`], [`partial`], [`push`], [`large_push`],
@@ -110,6 +116,7 @@ mod refs;
 mod repack;
 mod results;
 mod server;
+mod ssh;
 
 use clone::clone_request;
 use fetch::{measure_fetch, Protocol};
@@ -171,6 +178,8 @@ pub struct BenchArgs {
     connections: connections::ConnectionArgs,
     #[command(flatten)]
     clone_server: clone_server::CloneServerArgs,
+    #[command(flatten)]
+    ssh: ssh::SshArgs,
 }
 
 impl BenchArgs {
@@ -179,7 +188,8 @@ impl BenchArgs {
         match &self.preset {
             Some(preset) => preset,
             None if self.scenarios.contains(&Scenario::Connections)
-                || self.scenarios.contains(&Scenario::Soak) =>
+                || self.scenarios.contains(&Scenario::Soak)
+                || self.scenarios.contains(&Scenario::Ssh) =>
             {
                 "many-refs"
             }
@@ -253,6 +263,9 @@ enum Scenario {
     AutoGc,
     /// Both mirror scenarios.
     Mirror,
+    /// New SSH connections per second for a prefixed `ls-refs`, and memory per idle SSH
+    /// session: `packgate serve --ssh` against OpenSSH's sshd with `git-upload-pack`.
+    Ssh,
     /// `packgate mirror` of the fixture into a new directory against `git clone --mirror`
     /// (client and server together).
     MirrorClone,
@@ -288,6 +301,7 @@ impl Scenario {
             Scenario::Repack => "repack",
             Scenario::AutoGc => "auto-gc",
             Scenario::Mirror => "mirror",
+            Scenario::Ssh => "ssh",
             Scenario::MirrorClone => "mirror-clone",
             Scenario::MirrorUpdate => "mirror-update",
         }
@@ -356,6 +370,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`clone-repeat` and `clone-concurrent` run apart from the other scenarios"
         );
         return clone_server::run(&args, &args.scenarios);
+    }
+    if args.scenarios.contains(&Scenario::Ssh) {
+        ensure!(
+            args.scenarios.iter().all(|&s| s == Scenario::Ssh),
+            "`ssh` runs alone: `cargo xtask bench ssh`"
+        );
+        return ssh::run(&args);
     }
     if args.scenarios.contains(&Scenario::Soak) {
         ensure!(
@@ -633,6 +654,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 | Scenario::Mirror
                 | Scenario::Connections
                 | Scenario::Soak
+                | Scenario::Ssh
                 | Scenario::CloneRepeat
                 | Scenario::CloneConcurrent => continue,
             };
