@@ -2,7 +2,9 @@
 //! `ssh-keygen`, the host key pinned from the file serve wrote, `StrictHostKeyChecking=yes`):
 //! clone, fetch and push over v2 and v0 with every git; an unknown key, other commands, a
 //! shell, port forwarding and a path outside the root refused; a push whose input ends
-//! mid-pack leaves nothing.
+//! mid-pack, or whose `ssh` is killed mid-pack, leaves nothing; the access policy decides
+//! the same over SSH and HTTP; idle v2 sessions hold no thread; serve prints the host key's
+//! fingerprint as OpenSSH computes it.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a failure is the test failing.
 
