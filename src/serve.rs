@@ -71,8 +71,8 @@ pub(crate) struct ServeArgs {
     /// naming the user; lines with options are skipped.
     #[arg(long, value_name = "FILE")]
     ssh_authorized_keys: Option<PathBuf>,
-    /// The SSH host key (OpenSSH format), generated (ed25519, mode 0600) if missing
-    /// [default: ssh_host_ed25519_key in the current directory].
+    /// The SSH host key (OpenSSH format), generated (ed25519, mode 0600) if missing; serve
+    /// prints its fingerprint at start [default: ROOT/.packgate/ssh_host_ed25519_key].
     #[arg(long, value_name = "FILE")]
     ssh_host_key: Option<PathBuf>,
     /// Tell refused clients why, instead of only "access denied or repository not exported".
@@ -207,7 +207,7 @@ impl Settings {
         let ssh_host_key = args
             .ssh_host_key
             .or_else(|| from_file(ssh.host_key))
-            .unwrap_or_else(|| PathBuf::from("ssh_host_ed25519_key"));
+            .unwrap_or_else(|| root.join(DEFAULT_HOST_KEY));
         if ssh_addr.is_some() && ssh_authorized_keys.is_none() {
             anyhow::bail!(
                 "the SSH front-end needs an authorized keys file (--ssh-authorized-keys)"
@@ -449,6 +449,10 @@ fn upstreams(settings: &Settings, registry: &Registry) -> anyhow::Result<Upstrea
     Ok(upstreams)
 }
 
+/// Where the SSH host key is kept unless configured: with the repositories it serves, in a
+/// directory no repository path can name as a repository.
+const DEFAULT_HOST_KEY: &str = ".packgate/ssh_host_ed25519_key";
+
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::new(args)?;
     crate::trim::spawn_trimmer();
@@ -515,6 +519,12 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let host_key = ssh::load_or_generate_host_key(&settings.ssh_host_key)?;
+            // What the client's first connection shows, to compare before trusting it.
+            eprintln!(
+                "packgate: SSH host key {}: {}",
+                settings.ssh_host_key.display(),
+                ssh::fingerprint(&host_key)
+            );
             Some((Arc::new(keys), host_key))
         }
         _ => None,
@@ -541,7 +551,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let allowed_without_authentication = matches!(push, PushAccess::AllowedWithoutAuthentication);
     let authenticated = matches!(push, PushAccess::Authenticated(_));
+    // One policy for SSH and HTTP: a user gets the same decisions over both.
+    let access = Arc::new(settings.ssh_policy.clone());
     let mut http_service = HttpService::new(registry.clone(), push)
+        .with_access(Arc::clone(&access))
         .with_pack_cache(pack_cache)
         .with_budget(settings.budget.clone())
         .with_upstreams(upstreams.clone());
@@ -582,6 +595,12 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 listener.local_addr()?,
                 std::process::id()
             );
+            if !access.is_open() {
+                eprintln!(
+                    "packgate: warning: the access policy ([[ssh.access]]) does not apply to \
+                     git://, which has no users; use --git off to serve only SSH and HTTP"
+                );
+            }
             if settings.daemon.receive_pack.enabled {
                 eprintln!(
                     "packgate: warning: anyone who can reach git://{} may push, without \
@@ -670,7 +689,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         listener,
                         ssh_service,
                         keys,
-                        Arc::new(settings.ssh_policy),
+                        access,
                         host_key,
                         settings.ssh_options,
                         until_stopped(stopped.clone()),
@@ -823,7 +842,10 @@ mod tests {
         ])
         .unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(ssh_only.ssh, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
-        assert_eq!(ssh_only.ssh_host_key, PathBuf::from("ssh_host_ed25519_key"));
+        assert_eq!(
+            ssh_only.ssh_host_key,
+            PathBuf::from("./repos/.packgate/ssh_host_ed25519_key")
+        );
         assert!(settings(&["--http", "off", "--http-allow-push-without-auth"]).is_err());
         assert!(settings(&["--http", "8080"]).is_err());
         std::fs::write(&file, "[git]\ntimeout = 0\n").unwrap_or_else(|err| panic!("{err}"));

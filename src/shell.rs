@@ -20,7 +20,9 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::Args;
 use packgate::{
-    protocol::registry::Registry, transport::ssh::parse_exec_command, wire::service::Service,
+    protocol::registry::Registry,
+    transport::ssh::{parse_exec_command, AccessPolicy},
+    wire::service::Service,
 };
 
 /// git-shell's exit status for what it refuses (`die`).
@@ -82,10 +84,8 @@ pub(crate) fn plan(args: &ShellArgs) -> anyhow::Result<Result<Plan, ExitCode>> {
         let policy = crate::config::ConfigFile::load(path)?.ssh.policy();
         let user = args.user.as_deref().unwrap_or("");
         let write = head.service == Service::ReceivePack;
-        if (user.is_empty() && !policy.rules.is_empty()) || !policy.allows(user, &head.path, write)
-        {
-            let what = if write { "push to" } else { "read" };
-            return Ok(refuse(&format!("{user} may not {what} '{}'", head.path)));
+        if (user.is_empty() && !policy.is_open()) || !policy.allows(user, &head.path, write) {
+            return Ok(refuse(&AccessPolicy::refusal(user, &head.path, write)));
         }
     }
     let root = match &args.root {

@@ -905,7 +905,7 @@ pub(crate) fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut(
 /// What an abandoned push must leave alone.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Snapshot {
-    refs: BTreeMap<String, String>,
+    pub(crate) refs: BTreeMap<String, String>,
     packs: BTreeSet<String>,
 }
 

@@ -75,7 +75,7 @@ fn ls_refs(stream: &mut TcpStream) -> Vec<String> {
 }
 
 /// The number of threads of the `packgate serve` process serving `root`.
-fn server_threads(root: &Path) -> usize {
+pub(crate) fn server_threads(root: &Path) -> usize {
     let root = root.to_string_lossy().into_owned();
     let entries = std::fs::read_dir("/proc").unwrap_or_else(|error| panic!("/proc: {error}"));
     let pids: Vec<_> = entries

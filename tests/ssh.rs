@@ -2,7 +2,9 @@
 //! `ssh-keygen`, the host key pinned from the file serve wrote, `StrictHostKeyChecking=yes`):
 //! clone, fetch and push over v2 and v0 with every git; an unknown key, other commands, a
 //! shell, port forwarding and a path outside the root refused; a push whose input ends
-//! mid-pack leaves nothing.
+//! mid-pack, or whose `ssh` is killed mid-pack, leaves nothing; the access policy decides
+//! the same over SSH and HTTP; idle v2 sessions hold no thread; serve prints the host key's
+//! fingerprint as OpenSSH computes it.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a failure is the test failing.
 
@@ -15,7 +17,10 @@ use std::{
 };
 
 use crate::{
-    receive_pack::{setup_with_partial_request, Snapshot},
+    receive_pack::{
+        quarantines, setup_with_partial_request, temporary_pack_size, wait_until, Snapshot,
+        END_LIMIT,
+    },
     util::{fsck, refs, Cmd, Dir, Git, PACKGATE},
 };
 
@@ -31,6 +36,8 @@ struct SshServer {
     key: PathBuf,
     /// `known_hosts` with the server's host key.
     known_hosts: PathBuf,
+    /// The HTTP front-end's port, if it was started.
+    http_port: Option<u16>,
 }
 
 impl Drop for SshServer {
@@ -66,6 +73,18 @@ impl SshServer {
         args: &[&std::ffi::OsStr],
         more_keys: &[PathBuf],
     ) -> SshServer {
+        SshServer::start_full(dir, root, args, more_keys, None)
+    }
+
+    /// [`SshServer::start_with`], with the HTTP front-end too if `http_credentials` names a
+    /// credentials file for it.
+    fn start_full(
+        dir: &Dir,
+        root: &Path,
+        args: &[&std::ffi::OsStr],
+        more_keys: &[PathBuf],
+        http_credentials: Option<&Path>,
+    ) -> SshServer {
         let key = dir.join("alice_key");
         keygen(&key, "alice");
         let authorized = dir.join("authorized_keys");
@@ -76,15 +95,15 @@ impl SshServer {
         std::fs::write(&authorized, keys).unwrap();
         let host_key = dir.join("host_key");
         let mut child = Command::new(PACKGATE)
-            .args([
-                "serve",
-                "--git",
-                "off",
-                "--http",
-                "off",
-                "--ssh",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--git", "off", "--ssh", "127.0.0.1:0", "--http"])
+            .args(match http_credentials {
+                Some(credentials) => vec![
+                    std::ffi::OsStr::new("127.0.0.1:0"),
+                    std::ffi::OsStr::new("--http-credentials"),
+                    credentials.as_os_str(),
+                ],
+                None => vec![std::ffi::OsStr::new("off")],
+            })
             .arg("--ssh-authorized-keys")
             .arg(&authorized)
             .arg("--ssh-host-key")
@@ -105,15 +124,24 @@ impl SshServer {
                 }
             }
         });
-        let port = loop {
+        let (mut port, mut http_port, mut fingerprint) = (None, None, None);
+        while port.is_none() || (http_credentials.is_some() && http_port.is_none()) {
             let line = receiver
                 .recv_timeout(Duration::from_secs(20))
                 .unwrap_or_else(|err| panic!("packgate serve printed no ready line: {err}"));
-            if let Some(address) = line.split("ssh://").nth(1) {
-                let address = address.split_whitespace().next().unwrap();
-                break address.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            let port_of = |scheme: &str| {
+                line.split(scheme).nth(1).map(|address| {
+                    let address = address.split_whitespace().next().unwrap();
+                    address.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+                })
+            };
+            if let Some(shown) = line.split(" key fingerprint is ").nth(1) {
+                fingerprint = Some(shown.to_owned());
             }
-        };
+            port = port.or(port_of(" on ssh://"));
+            http_port = http_port.or(port_of(" on http://"));
+        }
+        let port = port.unwrap();
         drop(receiver);
         // The host key was written before the listener was ready; pin it.
         let metadata = std::fs::metadata(&host_key).unwrap();
@@ -127,6 +155,19 @@ impl SshServer {
             .arg(&host_key)
             .run()
             .stdout_text();
+        // serve printed the fingerprint OpenSSH computes for the key.
+        let listed = Cmd::new(Path::new(SSH_KEYGEN))
+            .arg("-lf")
+            .arg(&host_key)
+            .run()
+            .stdout_text();
+        let fingerprint =
+            fingerprint.unwrap_or_else(|| panic!("serve printed no host key fingerprint"));
+        assert_eq!(
+            listed.split_whitespace().nth(1),
+            Some(fingerprint.as_str()),
+            "{listed}"
+        );
         let known_hosts = dir.join("known_hosts");
         std::fs::write(
             &known_hosts,
@@ -138,6 +179,7 @@ impl SshServer {
             port,
             key,
             known_hosts,
+            http_port,
         }
     }
 
@@ -374,6 +416,68 @@ fn a_push_cut_off_mid_pack_leaves_nothing() {
     assert!(!output.panicked(), "{output}");
     // The exit status comes after the session ended, so its cleanup is done.
     before.assert_unchanged(&setup.dir, &git, &setup.server, "push cut off over ssh");
+}
+
+/// The real `ssh` client is killed (SIGKILL) while the server reads the pack: it has the
+/// commands and half the pack, and the writer feeding `ssh` holds the rest back, so the kill
+/// lands mid-pack every time. Nothing is published, the quarantine goes, and the next push
+/// works at once.
+#[test]
+fn killing_the_ssh_client_mid_pack_leaves_nothing() {
+    for git in Git::all() {
+        let (setup, request) = setup_with_partial_request("ssh-kill", &git);
+        let before = Snapshot::of(&setup.dir, &git, &setup.server);
+        let server = SshServer::start(&setup.dir, setup.dir.path());
+        let context = format!("ssh killed mid-pack, {git}");
+        let request_file = setup.dir.join("request");
+        std::fs::write(&request_file, &request).unwrap();
+        let (writer, pipe) = Cmd::new(Path::new("/bin/sh"))
+            .args(["-c", "cat \"$0\" && exec sleep 600"])
+            .arg(&request_file)
+            .spawn_with_stdout();
+        let mut ssh = server
+            .ssh(&["127.0.0.1", "git-receive-pack '/server.git'"])
+            .stdin_from(pipe)
+            .spawn();
+        wait_until(END_LIMIT, "the pack to arrive over ssh", || {
+            temporary_pack_size(&setup.server).is_some() || ssh.has_exited()
+        });
+        assert!(!ssh.has_exited(), "{context}: {}", ssh.kill_group());
+        let killed = ssh.kill_group();
+        assert_eq!(killed.signalled(), Some(9), "{context}: {killed}");
+        drop(writer);
+        // The next push, at once: no lock or quarantine of the killed one is in its way.
+        let tip = refs(
+            &setup.dir,
+            &git,
+            &setup.client.join(".git"),
+            &["refs/heads/master"],
+        );
+        let push = git_over_ssh(&setup.dir, &git, &server, 0)
+            .current_dir(&setup.client)
+            .args([
+                "push",
+                &server.url("server.git"),
+                "master:refs/heads/pushed",
+            ])
+            .output();
+        assert!(push.status.success(), "{context}: {push}");
+        // The killed session cleans up by itself.
+        wait_until(END_LIMIT, "the killed push's quarantine to go", || {
+            quarantines(&setup.server).is_empty()
+        });
+        fsck(&setup.dir, &git, &setup.server);
+        let mut expected = before.refs.clone();
+        expected.insert(
+            "refs/heads/pushed".to_owned(),
+            tip.into_values().next().unwrap(),
+        );
+        assert_eq!(
+            refs(&setup.dir, &git, &setup.server, &[]),
+            expected,
+            "{context}"
+        );
+    }
 }
 
 /// A `GIT_SSH_COMMAND` named `ssh` (so git passes `GIT_PROTOCOL` as to ssh) that runs
@@ -625,4 +729,200 @@ fn the_access_policy_decides_who_reads_and_pushes() {
     );
     assert!(!push_as(&server.key, "secret.git").status.success());
     assert!(refs(&dir, &git, &root.join("secret.git"), &[]).is_empty());
+}
+
+#[test]
+fn the_access_policy_decides_the_same_over_http() {
+    let dir = Dir::new("ssh-access-http");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("team")).unwrap();
+    for repo in ["team/project.git", "secret.git"] {
+        dir.git(&Git::newest())
+            .args(["init", "-q", "--bare"])
+            .arg(root.join(repo))
+            .run();
+    }
+    let bob = dir.join("bob_key");
+    keygen(&bob, "bob");
+    let config = dir.join("packgate.toml");
+    std::fs::write(
+        &config,
+        "[ssh.groups]\nwriters = [\"alice\"]\n\
+         [[ssh.access]]\npath = \"team/*\"\nread = [\"*\"]\nwrite = [\"@writers\"]\n\
+         [[ssh.access]]\npath = \"secret\"\nread = [\"alice\"]\n",
+    )
+    .unwrap();
+    let credentials = crate::http_auth::credentials_file(
+        &dir,
+        &[("alice", "alice-password"), ("bob", "bob-password")],
+        4,
+    );
+    let server = SshServer::start_full(
+        &dir,
+        &root,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+        &[bob.with_extension("pub")],
+        Some(&credentials),
+    );
+    let http_port = server.http_port.unwrap();
+    let keys = [("alice", server.key.clone()), ("bob", bob.clone())];
+    for (g, git) in Git::all().into_iter().enumerate() {
+        for (n, transport) in ["ssh", "http"].into_iter().enumerate() {
+            let context = format!("{git} over {transport}");
+            let work = dir.join(&format!("work-{g}-{n}"));
+            dir.git(&git).arg("init").arg("-q").arg(&work).run();
+            dir.git(&git)
+                .current_dir(&work)
+                .args(["commit", "-q", "--allow-empty", "-m", &context])
+                .run();
+            // (user, repository, push?, allowed?)
+            let cases = [
+                ("alice", "team/project.git", true, true),
+                ("bob", "team/project.git", true, false),
+                ("alice", "team/project.git", false, true),
+                ("bob", "team/project.git", false, true),
+                ("alice", "secret.git", false, true),
+                ("bob", "secret.git", false, false),
+                ("alice", "secret.git", true, false),
+            ];
+            for (user, path, write, allowed) in cases {
+                let (_, key) = keys.iter().find(|(name, _)| *name == user).unwrap();
+                let url = match transport {
+                    "ssh" => server.url(path),
+                    _ => format!("http://{user}:{user}-password@127.0.0.1:{http_port}/{path}"),
+                };
+                let command = dir
+                    .git(&git)
+                    .env("GIT_SSH_COMMAND", server.ssh_command_with(key))
+                    .current_dir(&work);
+                let output = if write {
+                    command
+                        .args(["push", "-f", &url, "HEAD:refs/heads/main"])
+                        .output()
+                } else {
+                    command.args(["ls-remote", &url]).output()
+                };
+                let case = format!("{context}: {user} {path} write={write}");
+                assert_eq!(output.status.success(), allowed, "{case}: {output}");
+                if !allowed {
+                    // The same words in git's terminal over both ("fatal: …" from ssh,
+                    // "remote: …" from the body of HTTP's 403).
+                    let what = if write { "push to" } else { "read" };
+                    let message = format!("{user} may not {what} '/{path}'");
+                    assert!(output.stderr_text().contains(&message), "{case}: {output}");
+                }
+            }
+            // alice's push landed (and nothing else did).
+            let team = root.join("team/project.git");
+            fsck(&dir, &git, &team);
+            assert_eq!(
+                refs(&dir, &git, &team, &[])
+                    .into_values()
+                    .collect::<Vec<_>>(),
+                refs(&dir, &git, &work.join(".git"), &["refs/heads/master"])
+                    .into_values()
+                    .collect::<Vec<_>>(),
+                "{context}"
+            );
+            assert!(refs(&dir, &git, &root.join("secret.git"), &[]).is_empty());
+        }
+        // Over HTTP the policy needs a user: anonymous and wrong passwords are asked for
+        // credentials (git gives up without a terminal), even for a repository everyone reads.
+        for url in [
+            format!("http://127.0.0.1:{http_port}/team/project.git"),
+            format!("http://bob:wrong@127.0.0.1:{http_port}/team/project.git"),
+        ] {
+            let output = dir.git(&git).args(["ls-remote", &url]).output();
+            assert!(!output.status.success(), "{url}: {output}");
+            assert!(
+                output.stderr_text().contains("Authentication failed")
+                    || output.stderr_text().contains("could not read Username"),
+                "{url}: {output}"
+            );
+        }
+    }
+}
+
+/// Idle v2 sessions over SSH hold no thread, as on git://: 64 real `ssh` clients with the
+/// advertisement read and no request sent leave the server with a handful of threads, and
+/// each session still answers `ls-refs` afterwards.
+#[test]
+fn idle_v2_sessions_hold_no_threads() {
+    use std::io::Write;
+    let git = Git::newest();
+    let dir = Dir::new("ssh-idle");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let repo = root.join("project.git");
+    dir.git(&git)
+        .args(["init", "-q", "--bare"])
+        .arg(&repo)
+        .run();
+    dir.git(&git).args(["init", "-q", "work"]).run();
+    let work = dir.join("work");
+    dir.git(&git)
+        .current_dir(&work)
+        .args(["commit", "-q", "--allow-empty", "-m", "one"])
+        .run();
+    let server = SshServer::start(&dir, &root);
+    git_over_ssh(&dir, &git, &server, 2)
+        .current_dir(&work)
+        .args(["push", "-q", &server.url("project.git"), "master"])
+        .run();
+    let command = server.ssh_command();
+    let mut words = command.split(' ');
+    let program = words.next().unwrap();
+    let words: Vec<&str> = words.collect();
+    struct Client(Child);
+    impl Drop for Client {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut clients: Vec<Client> = (0..64)
+        .map(|_| {
+            let mut child = Command::new(program)
+                .args(&words)
+                .args(["-o", "SetEnv=GIT_PROTOCOL=version=2", "127.0.0.1"])
+                .arg("git-upload-pack '/project.git'")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let advertisement = crate::sessions::read_until_flush(child.stdout.as_mut().unwrap());
+            assert_eq!(
+                advertisement.first().map(Vec::as_slice),
+                Some(&b"version 2\n"[..])
+            );
+            Client(child)
+        })
+        .collect();
+    let threads = crate::sessions::server_threads(&root);
+    assert!(threads < 40, "{threads} threads with 64 idle ssh sessions");
+    let ls_refs = |client: &mut Client| {
+        let mut request = crate::pkt::line(b"command=ls-refs\n");
+        request.extend_from_slice(crate::pkt::DELIM);
+        request.extend_from_slice(&crate::pkt::line(b"ref-prefix refs/heads/\n"));
+        request.extend_from_slice(crate::pkt::FLUSH);
+        client
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&request)
+            .unwrap();
+        crate::sessions::read_until_flush(client.0.stdout.as_mut().unwrap())
+    };
+    let first = ls_refs(&mut clients[0]);
+    assert!(
+        first
+            .iter()
+            .any(|line| line.ends_with(b" refs/heads/master\n")),
+        "{first:?}"
+    );
+    let last = clients.len() - 1;
+    assert_eq!(ls_refs(&mut clients[last]), first);
+    assert_eq!(ls_refs(&mut clients[0]), first);
 }

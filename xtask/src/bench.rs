@@ -76,6 +76,12 @@
 //! Idle git:// connections and short `ls-refs` sessions against `git daemon`: see
 //! [`connections`].
 //!
+//! # SSH (`ssh`)
+//!
+//! New SSH connections per second (`git ls-remote` of one branch, protocol v2) and memory
+//! per idle SSH session, `packgate serve --ssh` against OpenSSH's sshd running
+//! `git-upload-pack`: see [`ssh`].
+//!
 //! # Layout
 //!
 //! One module per scenario ([`clone`], [`incremental`], [`partial`], [`push`], [`large_push`],
@@ -111,6 +117,7 @@ mod repack;
 mod results;
 mod server;
 mod watch;
+mod ssh;
 
 use clone::clone_request;
 use fetch::{measure_fetch, Protocol};
@@ -174,6 +181,7 @@ pub struct BenchArgs {
     clone_server: clone_server::CloneServerArgs,
     #[command(flatten)]
     watch: watch::WatchArgs,
+    ssh: ssh::SshArgs,
 }
 
 impl BenchArgs {
@@ -182,7 +190,8 @@ impl BenchArgs {
         match &self.preset {
             Some(preset) => preset,
             None if self.scenarios.contains(&Scenario::Connections)
-                || self.scenarios.contains(&Scenario::Soak) =>
+                || self.scenarios.contains(&Scenario::Soak)
+                || self.scenarios.contains(&Scenario::Ssh) =>
             {
                 "many-refs"
             }
@@ -256,6 +265,9 @@ enum Scenario {
     AutoGc,
     /// Both mirror scenarios.
     Mirror,
+    /// New SSH connections per second for a prefixed `ls-refs`, and memory per idle SSH
+    /// session: `packgate serve --ssh` against OpenSSH's sshd with `git-upload-pack`.
+    Ssh,
     /// `packgate mirror` of the fixture into a new directory against `git clone --mirror`
     /// (client and server together).
     MirrorClone,
@@ -294,6 +306,7 @@ impl Scenario {
             Scenario::Repack => "repack",
             Scenario::AutoGc => "auto-gc",
             Scenario::Mirror => "mirror",
+            Scenario::Ssh => "ssh",
             Scenario::MirrorClone => "mirror-clone",
             Scenario::MirrorUpdate => "mirror-update",
             Scenario::Watch => "watch",
@@ -370,6 +383,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "`watch` runs alone: `cargo xtask bench watch`"
         );
         return watch::run(&args);
+    }
+    if args.scenarios.contains(&Scenario::Ssh) {
+        ensure!(
+            args.scenarios.iter().all(|&s| s == Scenario::Ssh),
+            "`ssh` runs alone: `cargo xtask bench ssh`"
+        );
+        return ssh::run(&args);
     }
     if args.scenarios.contains(&Scenario::Soak) {
         ensure!(
@@ -648,6 +668,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 | Scenario::Connections
                 | Scenario::Soak
                 | Scenario::Watch
+                | Scenario::Ssh
                 | Scenario::CloneRepeat
                 | Scenario::CloneConcurrent => continue,
             };

@@ -296,7 +296,7 @@ async fn exchange(
 }
 
 /// Why no request could be read.
-enum RequestRead {
+pub(crate) enum RequestRead {
     /// The connection failed.
     Io(std::io::Error),
     /// The client sent something that is not a valid request.
@@ -313,35 +313,7 @@ async fn read_request(
     idle: Duration,
 ) -> Result<Option<v2::Request>, RequestRead> {
     loop {
-        // Take every whole packet already buffered.
-        let mut consumed = 0;
-        let outcome = loop {
-            match pkt_line::decode(&buffer[consumed..]) {
-                Ok(Decoded::Complete {
-                    packet,
-                    consumed: n,
-                }) => {
-                    consumed += n;
-                    match parser.push(packet) {
-                        Ok(v2::Parsed::NeedMorePackets) => {}
-                        Ok(v2::Parsed::Complete(request)) => break Some(Ok(Some(request))),
-                        Ok(v2::Parsed::SessionEnd) => break Some(Ok(None)),
-                        Err(err) => break Some(Err(RequestRead::Invalid(err))),
-                    }
-                }
-                Ok(Decoded::Incomplete { .. }) => break None,
-                Err(err) => {
-                    break Some(Err(RequestRead::Invalid(v2::RequestError::Read(
-                        pkt_line::ReadError::Decode(err),
-                    ))))
-                }
-            }
-        };
-        buffer.drain(..consumed);
-        if let Some(outcome) = outcome {
-            if buffer.capacity() > READ_CHUNK * 4 {
-                buffer.shrink_to(READ_CHUNK);
-            }
+        if let Some(outcome) = parse_buffered(parser, buffer) {
             return outcome;
         }
         let start = buffer.len();
@@ -352,30 +324,74 @@ async fn read_request(
         };
         buffer.truncate(start + *read.as_ref().unwrap_or(&0));
         match read {
-            Ok(0) if buffer.is_empty() => {
-                return parser
-                    .end_of_input()
-                    .map(|()| None)
-                    .map_err(RequestRead::Invalid)
-            }
-            Ok(0) => {
-                return Err(RequestRead::Invalid(v2::RequestError::Read(
-                    pkt_line::ReadError::UnexpectedEof {
-                        expected: pkt_line::decode(buffer)
-                            .ok()
-                            .and_then(|decoded| match decoded {
-                                Decoded::Incomplete { needed } => Some(buffer.len() + needed),
-                                Decoded::Complete { .. } => None,
-                            })
-                            .unwrap_or(buffer.len()),
-                        received: buffer.len(),
-                    },
-                )))
-            }
+            Ok(0) => return end_of_input(parser, buffer),
             Ok(_) => {}
             Err(err) => return Err(RequestRead::Io(err)),
         }
     }
+}
+
+/// Feed the whole packets of `buffer` to `parser` (and drop them from the buffer); the
+/// outcome once a request (or the session's end, or an error) is complete, `None` while the
+/// parser needs more.
+pub(crate) fn parse_buffered(
+    parser: &mut v2::RequestParser,
+    buffer: &mut Vec<u8>,
+) -> Option<Result<Option<v2::Request>, RequestRead>> {
+    let mut consumed = 0;
+    let outcome = loop {
+        match pkt_line::decode(&buffer[consumed..]) {
+            Ok(Decoded::Complete {
+                packet,
+                consumed: n,
+            }) => {
+                consumed += n;
+                match parser.push(packet) {
+                    Ok(v2::Parsed::NeedMorePackets) => {}
+                    Ok(v2::Parsed::Complete(request)) => break Some(Ok(Some(request))),
+                    Ok(v2::Parsed::SessionEnd) => break Some(Ok(None)),
+                    Err(err) => break Some(Err(RequestRead::Invalid(err))),
+                }
+            }
+            Ok(Decoded::Incomplete { .. }) => break None,
+            Err(err) => {
+                break Some(Err(RequestRead::Invalid(v2::RequestError::Read(
+                    pkt_line::ReadError::Decode(err),
+                ))))
+            }
+        }
+    };
+    buffer.drain(..consumed);
+    if outcome.is_some() && buffer.capacity() > READ_CHUNK * 4 {
+        buffer.shrink_to(READ_CHUNK);
+    }
+    outcome
+}
+
+/// The outcome when the client's input ends with `buffer` (what is left of it) unparsed:
+/// the session's end between requests, else a request cut short.
+pub(crate) fn end_of_input(
+    parser: &mut v2::RequestParser,
+    buffer: &[u8],
+) -> Result<Option<v2::Request>, RequestRead> {
+    if buffer.is_empty() {
+        return parser
+            .end_of_input()
+            .map(|()| None)
+            .map_err(RequestRead::Invalid);
+    }
+    Err(RequestRead::Invalid(v2::RequestError::Read(
+        pkt_line::ReadError::UnexpectedEof {
+            expected: pkt_line::decode(buffer)
+                .ok()
+                .and_then(|decoded| match decoded {
+                    Decoded::Incomplete { needed } => Some(buffer.len() + needed),
+                    Decoded::Complete { .. } => None,
+                })
+                .unwrap_or(buffer.len()),
+            received: buffer.len(),
+        },
+    )))
 }
 
 /// How much is read from a connection at once while waiting for a request.

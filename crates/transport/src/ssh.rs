@@ -24,9 +24,10 @@
 //! Limits: a connection is *waiting* (in [`crate::listener`]'s sense, with its caps per
 //! address) until its first command; it must authenticate within
 //! [`SshOptions::init_timeout`] and costs a task, no thread, until then. The connection ends
-//! after [`SshOptions::idle_timeout`] without traffic. A v2 fetch session holds a thread of
-//! the blocking pool while the client is idle between requests (unlike git://), bounded by
-//! the idle timeout.
+//! after [`SshOptions::idle_timeout`] without traffic. A v2 fetch session, as on git://,
+//! reads each request without a thread and answers it on the blocking pool, so a client idle
+//! between requests costs a task; v0 fetches and pushes run on the blocking pool from their
+//! advertisement to their end (the client speaks once).
 
 use std::{
     collections::HashMap,
@@ -51,15 +52,21 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, sync::Notify};
 use tracing::Instrument;
 
 use packgate_wire::{
-    pkt_line::{PacketReader, PacketWriter},
+    pkt_line::PacketWriter,
     service::{
-        daemon::{Addresses, ConnectionHandler, Next, RequestHead, Session},
+        daemon::{Addresses, CommandHandler, ConnectionHandler, Next, RequestHead, Session},
         Service,
     },
     v2,
 };
 
-use crate::listener::{Admission, ConnectionLimits};
+use crate::{
+    daemon::{end_of_input, parse_buffered, RequestRead},
+    listener::{Admission, ConnectionLimits},
+};
+
+/// The access policy lives with the other front-end contracts, since HTTP applies it too.
+pub use packgate_wire::service::access::{AccessPolicy, AccessRule};
 
 /// The `tracing` target of the SSH front-end's events.
 pub const LOG_TARGET: &str = "packgate::ssh";
@@ -185,6 +192,19 @@ pub fn load_or_generate_host_key(path: &Path) -> Result<PrivateKey, SshError> {
     }
 }
 
+/// The fingerprint of `key` as OpenSSH shows it (`ssh-keygen -lf`, and `ssh` on a first
+/// connection): `ED25519 key fingerprint is SHA256:…`.
+pub fn fingerprint(key: &PrivateKey) -> String {
+    let kind = match key.algorithm() {
+        Algorithm::Ed25519 => "ED25519",
+        Algorithm::Ecdsa { .. } => "ECDSA",
+        Algorithm::Rsa { .. } => "RSA",
+        _ => "?",
+    };
+    let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256);
+    format!("{kind} key fingerprint is {fingerprint}")
+}
+
 /// The public keys that may log in, each with its user (the comment of its line).
 #[derive(Debug, Clone, Default)]
 pub struct AuthorizedKeys {
@@ -261,94 +281,6 @@ impl AuthorizedKeys {
     /// Whether no key may log in.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-}
-
-/// Who may fetch (read) and push (write) which repositories over SSH: rules tried in order,
-/// the first whose pattern matches the repository's path decides. Without rules every user
-/// may read and write; with rules, a path no rule matches is refused.
-#[derive(Debug, Clone, Default)]
-pub struct AccessPolicy {
-    /// The rules, in order.
-    pub rules: Vec<AccessRule>,
-    /// Groups (`@name` in a rule) and their users.
-    pub groups: HashMap<String, Vec<String>>,
-}
-
-/// One rule of an [`AccessPolicy`].
-#[derive(Debug, Clone, Default)]
-pub struct AccessRule {
-    /// The repository path below the root, with `*` (within one path component) and `**`
-    /// (across components); a trailing `.git` is not part of the comparison.
-    pub path: String,
-    /// Users (`alice`), groups (`@team`) or everyone (`*`) who may fetch.
-    pub read: Vec<String>,
-    /// The same for pushes (who may push may also fetch).
-    pub write: Vec<String>,
-}
-
-impl AccessPolicy {
-    /// Whether `user` may read (or, with `write`, push to) the repository requested as
-    /// `path` (as [`parse_exec_command`] puts it: `/x.git`).
-    pub fn allows(&self, user: &str, path: &[u8], write: bool) -> bool {
-        if self.rules.is_empty() {
-            return true;
-        }
-        let Some(path) = normalize(path) else {
-            // `.`/`..` components or empty ones could name another repository than the
-            // pattern sees: refused whenever a policy is in force.
-            return false;
-        };
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|rule| normalize(rule.path.as_bytes()).is_some_and(|p| glob(&p, &path)))
-        else {
-            return false;
-        };
-        let named = |list: &[String]| {
-            list.iter().any(|entry| {
-                entry == "*"
-                    || entry == user
-                    || entry.strip_prefix('@').is_some_and(|group| {
-                        self.groups
-                            .get(group)
-                            .is_some_and(|users| users.iter().any(|u| u == user))
-                    })
-            })
-        };
-        named(&rule.write) || (!write && named(&rule.read))
-    }
-}
-
-/// A path without leading and trailing slashes and without a trailing `.git` (or `/.git`);
-/// `None` if it has empty, `.` or `..` components.
-fn normalize(path: &[u8]) -> Option<Vec<u8>> {
-    let path = path.trim_start_with(|c| c == '/');
-    let path = path.strip_suffix(b"/").unwrap_or(path);
-    let path = path
-        .strip_suffix(b"/.git")
-        .or_else(|| path.strip_suffix(b".git"))
-        .unwrap_or(path);
-    if path.is_empty()
-        || path
-            .split(|b| *b == b'/')
-            .any(|part| part.is_empty() || part == b"." || part == b"..")
-    {
-        return None;
-    }
-    Some(path.to_vec())
-}
-
-/// Whether `pattern` (`*` within a component, `**` across) matches all of `text`.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern {
-        [] => text.is_empty(),
-        [b'*', b'*', rest @ ..] => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        [b'*', rest @ ..] => (0..=text.len())
-            .take_while(|&i| i == 0 || text[i - 1] != b'/')
-            .any(|i| glob(rest, &text[i..])),
-        [c, rest @ ..] => text.first() == Some(c) && glob(rest, &text[1..]),
     }
 }
 
@@ -806,8 +738,7 @@ impl russh::server::Handler for Connection {
         let user = self.user.clone().unwrap_or_default();
         let write = head.service == Service::ReceivePack;
         if !self.policy.allows(&user, &head.path, write) {
-            let what = if write { "push to" } else { "read" };
-            let message = format!("{user} may not {what} '{}'", head.path);
+            let message = AccessPolicy::refusal(&user, &head.path, write);
             self.refuse(channel, &message, session);
             return Ok(());
         }
@@ -856,36 +787,149 @@ async fn run_command(
 ) -> Result<(), russh::Error> {
     let (input, output) = channel.split();
     let runtime = tokio::runtime::Handle::current();
-    let writer = output.make_writer();
-    let status = tokio::task::spawn_blocking(move || {
-        let session = handler.open_as(&head, addresses, Some(&user));
-        let mut input = ChannelInput {
-            channel: input,
-            runtime: runtime.clone(),
-            chunk: bytes::Bytes::new(),
-            idle,
-            ended: false,
+    let writer = ChannelOutput {
+        writer: Box::pin(output.make_writer()),
+        runtime: runtime.clone(),
+        idle,
+    };
+    // Open (and for a v2 session advertise) on the blocking pool.
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut writer = writer;
+        let opened = match handler.open_as(&head, addresses, Some(&user)) {
+            Session::Commands(mut handler) => {
+                let advertised = blocking_write(&mut writer, |output| handler.advertise(output));
+                Opened::Commands(handler, advertised.is_ok())
+            }
+            other => Opened::Other(other),
         };
-        let mut output = io::BufWriter::with_capacity(
-            64 * 1024,
-            ChannelOutput {
-                writer: Box::pin(writer),
-                runtime: runtime.clone(),
-                idle,
-            },
-        );
-        let status = run_session(session, &mut input, &mut output);
-        match output.flush() {
-            Ok(()) => status,
-            Err(_) => EXIT_REFUSED,
-        }
+        (opened, writer)
     })
-    .await
-    .unwrap_or(EXIT_REFUSED);
+    .await;
+    let status = match opened {
+        Err(_) => EXIT_REFUSED,
+        Ok((Opened::Commands(handler, true), writer)) => {
+            commands(input, writer, handler, idle).await
+        }
+        Ok((Opened::Commands(_, false), _)) => EXIT_REFUSED,
+        Ok((Opened::Other(session), writer)) => tokio::task::spawn_blocking(move || {
+            let mut input = ChannelInput {
+                channel: input,
+                runtime,
+                chunk: bytes::Bytes::new(),
+                idle,
+                ended: false,
+            };
+            let mut output = io::BufWriter::with_capacity(64 * 1024, writer);
+            let status = run_session(session, &mut input, &mut output);
+            match output.flush() {
+                Ok(()) => status,
+                Err(_) => EXIT_REFUSED,
+            }
+        })
+        .await
+        .unwrap_or(EXIT_REFUSED),
+    };
     output.exit_status(status).await?;
     output.eof().await?;
     output.close().await?;
     Ok(())
+}
+
+/// What opening a session decided: a v2 session (and whether its advertisement went out),
+/// or one run on the blocking pool from start to end.
+enum Opened {
+    Commands(Box<dyn CommandHandler>, bool),
+    Other(Session),
+}
+
+/// Run `work` over `writer` buffered, then flush; `work`'s result, or the flush's error.
+fn blocking_write<T>(
+    writer: &mut ChannelOutput,
+    work: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut output = io::BufWriter::with_capacity(64 * 1024, writer);
+    let value = work(&mut output)?;
+    output.flush()?;
+    Ok(value)
+}
+
+/// A protocol v2 session after its advertisement, as on git://: each request is read
+/// without a thread (an idle client costs a task), then answered on the blocking pool. The
+/// exit status.
+async fn commands(
+    mut input: russh::ChannelReadHalf,
+    mut writer: ChannelOutput,
+    mut handler: Box<dyn CommandHandler>,
+    idle: Duration,
+) -> u32 {
+    let mut parser = v2::RequestParser::new(handler.limits());
+    let mut buffer = Vec::new();
+    loop {
+        let request = match read_request(&mut input, &mut parser, &mut buffer, idle).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return 0,
+            Err(RequestRead::Io(err)) => {
+                tracing::info!(target: LOG_TARGET, "{err}");
+                return EXIT_REFUSED;
+            }
+            Err(RequestRead::Invalid(err)) => {
+                tracing::info!(target: LOG_TARGET, %err, "bad request");
+                let _ = tokio::task::spawn_blocking(move || {
+                    blocking_write(&mut writer, |output| {
+                        handler.reject(&err, output);
+                        Ok(())
+                    })
+                })
+                .await;
+                return EXIT_REFUSED;
+            }
+        };
+        let answered = tokio::task::spawn_blocking(move || {
+            let next = blocking_write(&mut writer, |output| Ok(handler.handle(request, output)));
+            (handler, writer, next)
+        })
+        .await;
+        match answered {
+            Ok((returned, returned_writer, Ok(next))) => {
+                handler = returned;
+                writer = returned_writer;
+                if next == Next::Close {
+                    return 0;
+                }
+            }
+            Ok((_, _, Err(_))) | Err(_) => return EXIT_REFUSED,
+        }
+    }
+}
+
+/// The next v2 request from the channel (see the git:// front-end's): `Ok(None)` when the
+/// client ends the session. Each wait for data may last `idle`.
+async fn read_request(
+    input: &mut russh::ChannelReadHalf,
+    parser: &mut v2::RequestParser,
+    buffer: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<Option<v2::Request>, RequestRead> {
+    loop {
+        if let Some(outcome) = parse_buffered(parser, buffer) {
+            return outcome;
+        }
+        let message = tokio::time::timeout(idle, input.wait())
+            .await
+            .map_err(|_| {
+                RequestRead::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client idle too long",
+                ))
+            })?;
+        match message {
+            Some(ChannelMsg::Data { data }) => buffer.extend_from_slice(&data),
+            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                return end_of_input(parser, buffer)
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Run what `handler.open` decided over `input` and `output`; the exit status.
@@ -904,31 +948,9 @@ fn run_session(session: Session, input: &mut dyn Read, output: &mut dyn Write) -
             handler.exchange(input, output);
             0
         }
-        Session::Commands(mut handler) => {
-            if handler.advertise(output).is_err() || output.flush().is_err() {
-                return EXIT_REFUSED;
-            }
-            let limits = handler.limits();
-            let mut reader = PacketReader::new(input);
-            loop {
-                match v2::read_request(&mut reader, &limits) {
-                    Ok(Some(request)) => {
-                        let next = handler.handle(request, output);
-                        if output.flush().is_err() {
-                            return EXIT_REFUSED;
-                        }
-                        if next == Next::Close {
-                            return 0;
-                        }
-                    }
-                    Ok(None) => return 0,
-                    Err(err) => {
-                        handler.reject(&err, output);
-                        return EXIT_REFUSED;
-                    }
-                }
-            }
-        }
+        // `run_command` runs v2 sessions itself (`commands`), without a thread between
+        // requests.
+        Session::Commands(_) => EXIT_REFUSED,
     }
 }
 
@@ -1044,36 +1066,6 @@ mod tests {
         );
         let v2 = parse_exec_command(b"git-upload-pack '/x'", Some("version=2"));
         assert!(v2.is_ok_and(|head| head.wants_version_2()));
-    }
-
-    #[test]
-    fn access_policy_first_match_decides() {
-        let open = AccessPolicy::default();
-        assert!(open.allows("anyone", b"/x.git", true));
-        let policy = AccessPolicy {
-            rules: vec![
-                AccessRule {
-                    path: "team/*".into(),
-                    read: vec!["*".into()],
-                    write: vec!["@devs".into()],
-                },
-                AccessRule {
-                    path: "private/**".into(),
-                    read: vec!["alice".into()],
-                    write: vec![],
-                },
-            ],
-            groups: [("devs".to_owned(), vec!["bob".to_owned()])].into(),
-        };
-        assert!(policy.allows("bob", b"/team/x.git", true));
-        assert!(policy.allows("carol", b"/team/x", false));
-        assert!(!policy.allows("carol", b"/team/x.git", true));
-        assert!(!policy.allows("bob", b"/team/a/b.git", false));
-        assert!(policy.allows("alice", b"/private/a/b.git", false));
-        assert!(!policy.allows("alice", b"/private/a/b.git", true));
-        assert!(!policy.allows("bob", b"/other.git", false));
-        assert!(!policy.allows("bob", b"/team/../private/a.git", false));
-        assert!(!policy.allows("bob", b"/team//x.git", false));
     }
 
     #[test]

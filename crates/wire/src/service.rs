@@ -16,7 +16,10 @@
 //! * [`http`]: smart HTTP: [`GitRequest`](http::GitRequest),
 //!   [`SmartHttpHandler`](http::SmartHttpHandler),
 //!   [`BasicCredentials`](http::BasicCredentials).
+//! * [`access`]: who may read and push which repositories, for every front-end that knows
+//!   its user.
 
+pub mod access;
 pub mod daemon;
 pub mod http;
 

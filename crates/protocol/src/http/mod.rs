@@ -50,6 +50,9 @@ use packgate_wire::{
 /// Checks a user's password; defined with the other front-end contracts in `packgate-wire`.
 pub use packgate_wire::service::http::Authenticator;
 
+/// Who may read and push which repositories; see [`HttpService::with_access`].
+pub use packgate_wire::service::access::AccessPolicy;
+
 use crate::{
     receive_pack::{MessageSink, ProtocolVersion, ReceivePack, ReceivePackOptions},
     registry::Registry,
@@ -117,6 +120,7 @@ pub struct HttpService {
     budget: crate::budget::Budget,
     upstreams: crate::upstream::Upstreams,
     refs_wait_cap: Option<u64>,
+    access: Arc<AccessPolicy>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -130,6 +134,7 @@ impl std::fmt::Debug for HttpService {
             .field("namespace", &self.namespace)
             .field("pack_cache", &self.pack_cache)
             .field("upstreams", &self.upstreams)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -149,6 +154,7 @@ impl HttpService {
             budget: crate::budget::Budget::global(),
             upstreams: crate::upstream::Upstreams::default(),
             refs_wait_cap: None,
+            access: Arc::new(AccessPolicy::default()),
         }
     }
 
@@ -157,6 +163,19 @@ impl HttpService {
     /// passes 0 and answers at once. `None`, the default, leaves the repository's maximum.
     pub fn with_refs_wait_cap(mut self, seconds: Option<u64>) -> Self {
         self.refs_wait_cap = seconds;
+        self
+    }
+
+    /// Decide who may fetch and push which repository with `policy`, as the SSH front-end
+    /// does for its users. Under a policy with rules every request needs an authenticated
+    /// user — the front-end's ([`GitRequest::remote_user`]) or one whose Basic credentials
+    /// the [`PushAccess::Authenticated`] authenticator accepts (`401` with a challenge
+    /// otherwise, so git asks for them; `403` without an authenticator) — and a user the
+    /// policy refuses gets `403` with the same words as over SSH. Pushes still need the
+    /// [`PushAccess`] to allow them first. The default policy has no rules: fetches need no
+    /// credentials.
+    pub fn with_access(mut self, policy: Arc<AccessPolicy>) -> Self {
+        self.access = policy;
         self
     }
 
@@ -211,6 +230,33 @@ impl HttpService {
     pub fn with_hook_scripts(mut self, run: bool) -> Self {
         self.hook_scripts = run;
         self
+    }
+
+    /// The authenticated user of a request under an access policy: the front-end's, else
+    /// the one whose Basic credentials the authenticator accepts.
+    fn authenticate(&self, request: &GitRequest) -> Result<String, Refusal> {
+        if let Some(user) = request.remote_user.clone().filter(|user| !user.is_empty()) {
+            return Ok(user);
+        }
+        let PushAccess::Authenticated(authenticator) = &self.push else {
+            tracing::info!("refused: the access policy needs a user, and none can log in");
+            return Err(Refusal::Forbidden(
+                "this server's access policy needs an authenticated user".into(),
+            ));
+        };
+        let unauthorized = Refusal::Unauthorized {
+            realm: self.realm.clone(),
+        };
+        let Some(credentials) = &request.credentials else {
+            tracing::info!("the access policy needs credentials; asking for them");
+            return Err(unauthorized);
+        };
+        authenticator
+            .authenticate(credentials.user(), credentials.password())
+            .ok_or_else(|| {
+                tracing::info!("refused: authentication failed");
+                unauthorized
+            })
     }
 
     /// Who may push, or the refusal: `Ok(None)` when anyone may and nobody is known.
@@ -277,7 +323,8 @@ impl HttpSession {
         &self.repo
     }
 
-    /// The authenticated user, if there is one (pushes only).
+    /// The authenticated user, if there is one (pushes, and every request under an access
+    /// policy).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
@@ -329,9 +376,24 @@ impl SmartHttpHandler for HttpService {
             )));
         }
         // Authentication last: a push the repository refuses anyway costs no password check.
+        let write = request.service == Service::ReceivePack;
         let user = match request.service {
             Service::ReceivePack => self.authorize_push(request, explicit == Some(true))?,
             _ => None,
+        };
+        let user = if self.access.is_open() {
+            user
+        } else {
+            let user = match user {
+                Some(user) => user,
+                None => self.authenticate(request)?,
+            };
+            if !self.access.allows(&user, &request.repository, write) {
+                let message = AccessPolicy::refusal(&user, &request.repository, write);
+                tracing::info!("refused: {message}");
+                return Err(Refusal::Forbidden(message));
+            }
+            Some(user)
         };
         if let Some(user) = &user {
             tracing::info!(user, "authenticated");
