@@ -256,6 +256,10 @@ async fn wait_before(
         else {
             return Ok(Some((handler, request)));
         };
+        // A waiting session keeps no read buffer it does not need.
+        if buffer.is_empty() {
+            buffer.shrink_to_fit();
+        }
         let deadline = tokio::time::sleep_until(deadline.into());
         tokio::pin!(deadline);
         let mut chunk = [0u8; 512];
