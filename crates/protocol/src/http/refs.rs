@@ -88,6 +88,15 @@ impl RefsWatcher for HttpRefsWatcher {
         // Taken before the refs are read: a change after this wakes the next wait.
         let changes = self.subscription.take();
         let first = std::mem::replace(&mut self.first, false);
+        // The token alone first: remembered while the ref storage is unchanged, so a client
+        // that is up to date costs no read of the refs (and this request holds none).
+        let token = match refs_watch::refs_token(&self.repo, &self.config, &self.prefixes) {
+            Ok(token) => token,
+            Err(err) => return RefsLook::Failed(format!("refs not readable: {err}")),
+        };
+        if self.seen.as_ref() == Some(&token) {
+            return self.unchanged(token);
+        }
         let state = match refs_watch::refs_state(&self.repo, &self.config, &self.prefixes) {
             Ok(state) => state,
             Err(err) => return RefsLook::Failed(format!("refs not readable: {err}")),
@@ -99,10 +108,17 @@ impl RefsWatcher for HttpRefsWatcher {
             self.seen = Some(state.token);
             return RefsLook::Event { id, data };
         }
+        self.unchanged(state.token)
+    }
+}
+
+impl HttpRefsWatcher {
+    /// Nothing new for the client: wait, or end at the deadline.
+    fn unchanged(&self, token: RefsToken) -> RefsLook {
         if Instant::now() >= self.deadline {
             return RefsLook::End(
                 (!self.event_stream)
-                    .then(|| json!({"token": state.token.as_str(), "changed": false}).to_string()),
+                    .then(|| json!({"token": token.as_str(), "changed": false}).to_string()),
             );
         }
         RefsLook::Wait(Wait {
@@ -110,9 +126,7 @@ impl RefsWatcher for HttpRefsWatcher {
             deadline: self.deadline,
         })
     }
-}
 
-impl HttpRefsWatcher {
     /// The changes a client of this request may be told about: in its namespace, not
     /// hidden, under its prefixes.
     fn visible(&self, changes: &[RefChange]) -> Vec<Value> {
