@@ -412,7 +412,12 @@ fn advertisement_lists_what_is_configured_in_gits_order() {
     for key in ["session-id", "object-info", "bundle-uri"] {
         assert!(!packgate.iter().any(|c| c.starts_with(key)), "{packgate:?}");
     }
+    // packgate's own additions (docs/refs-watch.md), off below to compare with git.
+    for added in ["ls-refs=unborn refs-token", "wait-refs"] {
+        assert!(packgate.contains(&added.to_owned()), "{packgate:?}");
+    }
     for (key, value) in [
+        ("packgate.refsWatch", "false"),
         ("uploadpack.allowRefInWant", "true"),
         ("uploadpack.allowSidebandAll", "true"),
         ("transfer.advertiseSID", "true"),
