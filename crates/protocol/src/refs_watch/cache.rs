@@ -76,7 +76,7 @@ impl Stamp {
             })),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             // A path through a regular file (`refs/heads/a/b` while `refs/heads/a` is a ref).
-            Err(err) if err.raw_os_error() == Some(20) => Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
             Err(err) => Err(err),
         }
     }
