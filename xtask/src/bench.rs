@@ -116,8 +116,8 @@ mod refs;
 mod repack;
 mod results;
 mod server;
-mod watch;
 mod ssh;
+mod watch;
 
 use clone::clone_request;
 use fetch::{measure_fetch, Protocol};
@@ -181,6 +181,7 @@ pub struct BenchArgs {
     clone_server: clone_server::CloneServerArgs,
     #[command(flatten)]
     watch: watch::WatchArgs,
+    #[command(flatten)]
     ssh: ssh::SshArgs,
 }
 
