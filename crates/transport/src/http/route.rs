@@ -57,8 +57,9 @@ pub fn route(
 ) -> Result<(GitRequest, BodyEncoding), RouteError> {
     let services = [Service::UploadPack, Service::ReceivePack];
     let (repository, kind, service) = if let Some(repository) = path.strip_suffix("/info/refs") {
-        if method != Method::GET {
-            return Err(RouteError::MethodNotAllowed { allow: "GET" });
+        // As git's http-backend, HEAD is answered as GET (hyper leaves the body out).
+        if method != Method::GET && method != Method::HEAD {
+            return Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" });
         }
         let service = service_from_query(query)?;
         (repository, RequestKind::Advertisement, service)
@@ -377,7 +378,18 @@ mod tests {
             Method::POST,
             "/r/info/refs?service=git-upload-pack",
             &[],
-            Err(RouteError::MethodNotAllowed { allow: "GET" }),
+            Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" }),
+        );
+        // HEAD is answered as GET, as by git's http-backend.
+        assert_eq!(
+            route(
+                &Method::HEAD,
+                "/r/info/refs",
+                Some("service=git-upload-pack"),
+                &HeaderMap::new()
+            )
+            .map(|(request, _)| request.kind),
+            Ok(RequestKind::Advertisement)
         );
         check(
             Method::GET,
