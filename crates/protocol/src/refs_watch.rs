@@ -330,6 +330,8 @@ struct Slot {
     changes: Vec<RefChange>,
     /// More changes happened than were kept.
     overflow: bool,
+    /// The repository's [`Watched::generation`] when it subscribed.
+    generation: u64,
 }
 
 impl Slot {
@@ -347,7 +349,18 @@ struct Watched {
     waiters: HashMap<u64, Slot>,
     /// Held while a check reads and compares, so two checks never interleave.
     checking: Arc<Mutex<()>>,
+    /// How many checks found a change.
+    generation: u64,
+    /// The listings read since the last change, shared by the waiters it woke (see
+    /// [`Subscription::shared_state`]); emptied by every change.
+    answers: HashMap<AnswerKey, SharedAnswer>,
 }
+
+/// What a shared listing is read for: the namespace, the `hideRefs` rules, the prefixes.
+type AnswerKey = (Option<BString>, Vec<BString>, Vec<BString>);
+
+/// One listing, read once by the first waiter that needs it (`None`: the read failed).
+type SharedAnswer = Arc<OnceLock<Option<Arc<RefsState>>>>;
 
 #[derive(Default)]
 struct Hub {
@@ -431,6 +444,7 @@ impl RefsWatch {
             fired: false,
             changes: Vec::new(),
             overflow: false,
+            generation: 0,
         };
         {
             let mut repos = self.lock();
@@ -450,8 +464,14 @@ impl RefsWatch {
                         snapshot: Arc::new(snapshot),
                         waiters: HashMap::new(),
                         checking: Arc::default(),
+                        generation: 0,
+                        answers: HashMap::new(),
                     })
                 }
+            };
+            let slot = Slot {
+                generation: watched.generation,
+                ..slot
             };
             watched.waiters.insert(id, slot);
         }
@@ -489,6 +509,8 @@ impl RefsWatch {
         if changes.is_empty() {
             return;
         }
+        watched.generation += 1;
+        watched.answers.clear();
         for slot in watched.waiters.values_mut() {
             let mut concerned = false;
             for change in &changes {
@@ -630,6 +652,39 @@ impl Subscription {
             }
             None => Changes::default(),
         })
+    }
+
+    /// The refs of `repo` (the subscription's repository) under `prefixes` as `config`
+    /// shows them, read once for all the waiters a change woke: `None` when no change was
+    /// seen since this subscription began (the caller reads for itself, as the answer must
+    /// not be older than its request).
+    ///
+    /// Ten thousand waiters woken by one push then cost one read of the refs, not one
+    /// each (the token cache cannot help: the ref just written is too recent for it). The
+    /// listing shared was read after the change that woke them, so it is as fresh as an
+    /// answer each read alone; a later change empties it.
+    pub fn shared_state(
+        &self,
+        repo: &Repository,
+        config: &UploadPackConfig,
+        prefixes: &[RefPrefix],
+    ) -> Option<Arc<RefsState>> {
+        let key: AnswerKey = (
+            repo.namespace().map(|ns| ns.prefix().to_owned()),
+            config.hide_refs.clone(),
+            prefixes.iter().map(|p| p.as_bstr().to_owned()).collect(),
+        );
+        let cell = {
+            let mut repos = self.watch.lock();
+            let watched = repos.get_mut(&self.git_dir)?;
+            let slot = watched.waiters.get(&self.id)?;
+            if slot.generation == watched.generation {
+                return None;
+            }
+            Arc::clone(watched.answers.entry(key).or_default())
+        };
+        cell.get_or_init(|| refs_state(repo, config, prefixes).ok().map(Arc::new))
+            .clone()
     }
 
     /// A future that resolves once something changed (at once if it already did); it holds

@@ -163,6 +163,186 @@ pub enum Head {
     Missing,
 }
 
+/// Opened repositories shared between the requests for them (a server's [`Registry`]
+/// keeps one): a request for a git directory opened before gets a clone of it — the object
+/// store (its loaded pack indexes), the ref store (its `packed-refs` buffer) and the parsed
+/// configuration shared, not read again — as long as what it was opened from is unchanged.
+///
+/// Checked by the stamps (device, inode, size, modification and change times) of the
+/// configuration files read (the repository's, the global and system ones, the included
+/// ones), `objects/pack`, `objects/info` (alternates, commit-graph) and the commit-graph
+/// chain's directory, a few `stat` calls; a repository whose stamps are within the racy
+/// window ([`RACY_WINDOW`]) is not kept. A configuration change is seen by the next
+/// request, as when every request opened the repository anew.
+///
+/// Ten thousand waiting clients of one repository (`wait-refs`, `GET <repo>/refs`) then
+/// hold one opened repository, not one each.
+///
+/// [`Registry`]: crate::registry::Registry
+#[derive(Debug, Default)]
+pub struct SharedRepositories {
+    entries: std::sync::Mutex<std::collections::HashMap<PathBuf, SharedRepository>>,
+}
+
+#[derive(Debug)]
+struct SharedRepository {
+    stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    repo: Repository,
+}
+
+/// The most repositories kept; the cache starts over when full.
+const MAX_SHARED_REPOSITORIES: usize = 256;
+
+/// What a file or directory looked like (`None` in a list: absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// `Err` when it cannot be told (then nothing is kept).
+    fn of(path: &Path) -> Result<Option<FileStamp>, ()> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(FileStamp {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.size(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            })),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Whether it changed more recently than the racy window before `now`.
+    fn racy(&self, now: std::time::SystemTime) -> bool {
+        let newest = self.mtime.max(self.ctime);
+        let Ok(newest_secs) = u64::try_from(newest.0) else {
+            return true;
+        };
+        let nanos = u32::try_from(newest.1).unwrap_or(0);
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(newest_secs, nanos);
+        now.duration_since(at)
+            .map_or(true, |age| age < RACY_WINDOW)
+    }
+}
+
+impl SharedRepositories {
+    /// [`Repository::open`] without configuration parameters, sharing what it can.
+    pub fn open(&self, path: &Path, lookup: PathLookup) -> Result<Repository, OpenError> {
+        let found = find_git_dir(path, lookup).ok_or_else(|| OpenError::NotARepository {
+            path: path.to_owned(),
+        })?;
+        let git_dir = found.canonicalize().map_err(|source| OpenError::Resolve {
+            path: found.clone(),
+            source,
+        })?;
+        let known = self.lock().get(&git_dir).map(|entry| entry.stamps.clone());
+        if let Some(stamps) = known {
+            let unchanged = stamps
+                .iter()
+                .all(|(path, stamp)| FileStamp::of(path).is_ok_and(|now| now == *stamp));
+            if unchanged {
+                if let Some(entry) = self.lock().get(&git_dir) {
+                    if entry.stamps == stamps {
+                        return Ok(entry.repo.clone());
+                    }
+                }
+            }
+        }
+        // Stamped before reading: a change in between makes the entry stale, never wrong.
+        let stamps = stamp_sources(&git_dir);
+        let repo = Repository::open_git_dir(git_dir.clone(), None)?;
+        let mut entries = self.lock();
+        match stamps.and_then(|stamps| complete_stamps(stamps, &repo)) {
+            Some(stamps) => {
+                if entries.len() >= MAX_SHARED_REPOSITORIES {
+                    entries.clear();
+                }
+                entries.insert(
+                    git_dir,
+                    SharedRepository {
+                        stamps,
+                        repo: repo.clone(),
+                    },
+                );
+            }
+            None => {
+                entries.remove(&git_dir);
+            }
+        }
+        Ok(repo)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, SharedRepository>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The stamps of what opening the repository at `git_dir` reads, but the included
+/// configuration files (see [`complete_stamps`]); `None` if one cannot be told or is racy.
+fn stamp_sources(git_dir: &Path) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+    let mut paths = config::source_files()?;
+    paths.push(git_dir.join("config"));
+    paths.push(git_dir.join("config.worktree"));
+    paths.push(git_dir.join("commondir"));
+    paths.push(git_dir.join("objects/pack"));
+    paths.push(git_dir.join("objects/info"));
+    paths.push(git_dir.join("objects/info/alternates"));
+    paths.push(git_dir.join("objects/info/commit-graph"));
+    paths.push(git_dir.join("objects/info/commit-graphs"));
+    paths.push(git_dir.join("objects/info/commit-graphs/commit-graph-chain"));
+    stamp_all(paths)
+}
+
+/// `stamps` with the configuration files `repo`'s configuration was read from (includes).
+fn complete_stamps(
+    mut stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    repo: &Repository,
+) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+    let mut included: Vec<PathBuf> = Vec::new();
+    for section in repo.config.sections() {
+        if let Some(path) = &section.meta().path {
+            if !stamps.iter().any(|(known, _)| known == path) && !included.contains(path) {
+                included.push(path.clone());
+            }
+        }
+    }
+    stamps.extend(stamp_all(included)?);
+    Some(stamps)
+}
+
+fn stamp_all(paths: Vec<PathBuf>) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+    let now = std::time::SystemTime::now();
+    paths
+        .into_iter()
+        .map(|path| {
+            let stamp = FileStamp::of(&path).ok()?;
+            if stamp.is_some_and(|stamp| stamp.racy(now)) {
+                return None;
+            }
+            Some((path, stamp))
+        })
+        .collect()
+}
+
 /// An opened repository.
 ///
 /// A clone shares the object store and ref store on disk but has its own caches: a
@@ -172,7 +352,8 @@ pub struct Repository {
     git_dir: PathBuf,
     objects: gix_odb::Handle,
     refs: gix_ref::file::Store,
-    config: gix_config::File,
+    /// Shared by clones: read once when opened, never changed.
+    config: std::sync::Arc<gix_config::File>,
     namespace: Option<Namespace>,
     commit_graph: std::sync::OnceLock<Option<packgate_object::CommitGraphFile>>,
 }
@@ -205,6 +386,11 @@ impl Repository {
             path: found.clone(),
             source,
         })?;
+        Self::open_git_dir(git_dir, config_parameters)
+    }
+
+    /// [`Repository::open`] of a git directory already found and canonicalized.
+    fn open_git_dir(git_dir: PathBuf, config_parameters: Option<&str>) -> Result<Self, OpenError> {
         let config = config::load(&git_dir, config_parameters)?;
         let object_format = config.string("extensions.objectFormat");
         if object_format.is_some_and(|format| !format.eq_ignore_ascii_case(b"sha1")) {
@@ -225,7 +411,7 @@ impl Repository {
             git_dir,
             objects,
             refs,
-            config,
+            config: std::sync::Arc::new(config),
             namespace: None,
             commit_graph: std::sync::OnceLock::new(),
         })
