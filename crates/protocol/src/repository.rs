@@ -235,8 +235,7 @@ impl FileStamp {
         };
         let nanos = u32::try_from(newest.1).unwrap_or(0);
         let at = std::time::UNIX_EPOCH + std::time::Duration::new(newest_secs, nanos);
-        now.duration_since(at)
-            .map_or(true, |age| age < RACY_WINDOW)
+        now.duration_since(at).map_or(true, |age| age < RACY_WINDOW)
     }
 }
 

@@ -139,8 +139,9 @@ impl UploadPack<'_> {
                 &arguments.prefixes,
             ) {
                 Some(state) => state.token.clone(),
-                None => refs_watch::refs_token(self.repo, &self.config, &arguments.prefixes)
-                    .ok()?,
+                None => {
+                    refs_watch::refs_token(self.repo, &self.config, &arguments.prefixes).ok()?
+                }
             };
             if current != pending.since || Instant::now() >= pending.deadline {
                 return None;
