@@ -342,6 +342,45 @@ fn stamp_all(paths: Vec<PathBuf>) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
         .collect()
 }
 
+/// A repository's object database handle, made on first use.
+///
+/// A handle owns a zlib inflate state (about 47 KiB) besides its caches: a clone of a
+/// repository (each session's, see [`SharedRepositories`]) makes its own handle only when
+/// it reads an object, so a client that only waits (`wait-refs`, `GET <repo>/refs`) holds
+/// none.
+struct Objects {
+    /// The handle opened, which every clone's own is cloned from (sharing its store).
+    opened: std::sync::Arc<std::sync::Mutex<gix_odb::Handle>>,
+    own: std::cell::OnceCell<gix_odb::Handle>,
+}
+
+impl Objects {
+    fn new(handle: gix_odb::Handle) -> Objects {
+        Objects {
+            opened: std::sync::Arc::new(std::sync::Mutex::new(handle)),
+            own: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn handle(&self) -> &gix_odb::Handle {
+        self.own.get_or_init(|| {
+            self.opened
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        })
+    }
+}
+
+impl Clone for Objects {
+    fn clone(&self) -> Objects {
+        Objects {
+            opened: std::sync::Arc::clone(&self.opened),
+            own: std::cell::OnceCell::new(),
+        }
+    }
+}
+
 /// An opened repository.
 ///
 /// A clone shares the object store and ref store on disk but has its own caches: a
@@ -349,7 +388,7 @@ fn stamp_all(paths: Vec<PathBuf>) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
 #[derive(Clone)]
 pub struct Repository {
     git_dir: PathBuf,
-    objects: gix_odb::Handle,
+    objects: Objects,
     refs: gix_ref::file::Store,
     /// Shared by clones: read once when opened, never changed.
     config: std::sync::Arc<gix_config::File>,
@@ -408,7 +447,7 @@ impl Repository {
         let refs = gix_ref::file::Store::at(git_dir.clone(), gix_hash::Kind::Sha1);
         Ok(Repository {
             git_dir,
-            objects,
+            objects: Objects::new(objects),
             refs,
             config: std::sync::Arc::new(config),
             namespace: None,
@@ -429,7 +468,9 @@ impl Repository {
                     .unwrap_or(true);
                 enabled
                     .then(|| {
-                        packgate_object::CommitGraphFile::open(self.objects.store_ref().path())
+                        packgate_object::CommitGraphFile::open(
+                            self.objects.handle().store_ref().path(),
+                        )
                     })
                     .flatten()
             })
@@ -461,7 +502,7 @@ impl Repository {
 
     /// The object database.
     pub fn objects(&self) -> &gix_odb::Handle {
-        &self.objects
+        self.objects.handle()
     }
 
     /// The configuration: repository, then overrides.
@@ -795,7 +836,7 @@ impl Repository {
     pub fn sparse_blob(&self, expression: &[u8]) -> Option<Vec<u8>> {
         let id = self.sparse_object(expression)?;
         let mut buf = Vec::new();
-        let data = self.objects.try_find(&id, &mut buf).ok()??;
+        let data = self.objects.handle().try_find(&id, &mut buf).ok()??;
         (data.kind == gix_object::Kind::Blob).then(|| data.data.to_vec())
     }
 
@@ -833,7 +874,7 @@ impl Repository {
     fn lookup_path(&self, start: ObjectId, path: &[u8]) -> Option<ObjectId> {
         let mut id = self.peel_tag(&start).ok()?.unwrap_or(start);
         let mut buf = Vec::new();
-        let data = self.objects.try_find(&id, &mut buf).ok()??;
+        let data = self.objects.handle().try_find(&id, &mut buf).ok()??;
         match data.kind {
             gix_object::Kind::Commit => {
                 id = gix_object::CommitRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
@@ -844,7 +885,7 @@ impl Repository {
             _ => return None,
         }
         for name in path.split(|&b| b == b'/').filter(|name| !name.is_empty()) {
-            let data = self.objects.try_find(&id, &mut buf).ok()??;
+            let data = self.objects.handle().try_find(&id, &mut buf).ok()??;
             if data.kind != gix_object::Kind::Tree {
                 return None;
             }
@@ -858,7 +899,7 @@ impl Repository {
 
     /// Peel `id` through annotated tags. Returns `None` when `id` is not a tag.
     pub fn peel_tag(&self, id: &ObjectId) -> Result<Option<ObjectId>, RefsError> {
-        peel_tag_in(&self.objects, id, &mut Vec::new())
+        peel_tag_in(self.objects.handle(), id, &mut Vec::new())
     }
 
     /// What `record` peels to, as [`Repository::peeled`] says, reading tags from `db` (a
@@ -878,7 +919,7 @@ impl Repository {
     /// Whether the object exists.
     pub fn has_object(&self, id: &ObjectId) -> bool {
         use gix_object::Exists;
-        self.objects.exists(id)
+        self.objects.handle().exists(id)
     }
 
     /// The objects `name` can mean as git's `expand_ref()` reads a short ref name: the first
