@@ -242,6 +242,16 @@ impl FileStamp {
 impl SharedRepositories {
     /// [`Repository::open`] without configuration parameters, sharing what it can.
     pub fn open(&self, path: &Path, lookup: PathLookup) -> Result<Repository, OpenError> {
+        self.open_at(path, lookup, std::time::SystemTime::now())
+    }
+
+    /// [`SharedRepositories::open`] as if at `now`: what the racy window is measured from.
+    fn open_at(
+        &self,
+        path: &Path,
+        lookup: PathLookup,
+        now: std::time::SystemTime,
+    ) -> Result<Repository, OpenError> {
         let found = find_git_dir(path, lookup).ok_or_else(|| OpenError::NotARepository {
             path: path.to_owned(),
         })?;
@@ -263,10 +273,10 @@ impl SharedRepositories {
             }
         }
         // Stamped before reading: a change in between makes the entry stale, never wrong.
-        let stamps = stamp_sources(&git_dir);
+        let stamps = stamp_sources(&git_dir, now);
         let repo = Repository::open_git_dir(git_dir.clone(), None)?;
         let mut entries = self.lock();
-        match stamps.and_then(|stamps| complete_stamps(stamps, &repo)) {
+        match stamps.and_then(|stamps| complete_stamps(stamps, &repo, now)) {
             Some(stamps) => {
                 if entries.len() >= MAX_SHARED_REPOSITORIES {
                     entries.clear();
@@ -297,7 +307,10 @@ impl SharedRepositories {
 
 /// The stamps of what opening the repository at `git_dir` reads, but the included
 /// configuration files (see [`complete_stamps`]); `None` if one cannot be told or is racy.
-fn stamp_sources(git_dir: &Path) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+fn stamp_sources(
+    git_dir: &Path,
+    now: std::time::SystemTime,
+) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
     let mut paths = config::source_files()?;
     paths.push(git_dir.join("config"));
     paths.push(git_dir.join("config.worktree"));
@@ -308,13 +321,14 @@ fn stamp_sources(git_dir: &Path) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
     paths.push(git_dir.join("objects/info/commit-graph"));
     paths.push(git_dir.join("objects/info/commit-graphs"));
     paths.push(git_dir.join("objects/info/commit-graphs/commit-graph-chain"));
-    stamp_all(paths)
+    stamp_all(paths, now)
 }
 
 /// `stamps` with the configuration files `repo`'s configuration was read from (includes).
 fn complete_stamps(
     mut stamps: Vec<(PathBuf, Option<FileStamp>)>,
     repo: &Repository,
+    now: std::time::SystemTime,
 ) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
     let mut included: Vec<PathBuf> = Vec::new();
     for section in repo.config.sections() {
@@ -324,12 +338,14 @@ fn complete_stamps(
             }
         }
     }
-    stamps.extend(stamp_all(included)?);
+    stamps.extend(stamp_all(included, now)?);
     Some(stamps)
 }
 
-fn stamp_all(paths: Vec<PathBuf>) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
-    let now = std::time::SystemTime::now();
+fn stamp_all(
+    paths: Vec<PathBuf>,
+    now: std::time::SystemTime,
+) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
     paths
         .into_iter()
         .map(|path| {
@@ -1395,5 +1411,38 @@ mod tests {
         assert_eq!(after.len(), 10, "{after:?}");
         assert!(after.contains(&"refs/tags/many/0299x".to_owned()));
         assert!(!after.contains(&"refs/tags/many/0291".to_owned()));
+    }
+
+    #[test]
+    fn shared_repositories_are_shared_until_their_configuration_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("r.git");
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", bare.to_str().unwrap()],
+        );
+        git(&bare, &["config", "packgate.test", "one"]);
+        let shared = SharedRepositories::default();
+        let later = || std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let value =
+            |repo: &Repository| repo.config().string("packgate.test").map(|v| v.to_string());
+        let first = shared.open_at(&bare, PathLookup::Strict, later()).unwrap();
+        let second = shared.open_at(&bare, PathLookup::Strict, later()).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first.config, &second.config));
+        assert_eq!(value(&second).as_deref(), Some("one"));
+        // A clone makes its own object handle, from the shared store.
+        assert!(second.objects.own.get().is_none());
+        assert!(second.objects().store_ref().path().ends_with("objects"));
+        git(&bare, &["config", "packgate.test", "two"]);
+        let third = shared.open_at(&bare, PathLookup::Strict, later()).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first.config, &third.config));
+        assert_eq!(value(&third).as_deref(), Some("two"));
+        // Within the racy window of a change nothing is kept.
+        git(&bare, &["config", "packgate.test", "three"]);
+        let now = std::time::SystemTime::now();
+        let fourth = shared.open_at(&bare, PathLookup::Strict, now).unwrap();
+        let fifth = shared.open_at(&bare, PathLookup::Strict, now).unwrap();
+        assert_eq!(value(&fifth).as_deref(), Some("three"));
+        assert!(!std::sync::Arc::ptr_eq(&fourth.config, &fifth.config));
     }
 }
