@@ -251,10 +251,14 @@ pub struct RefChange {
 
 /// A repository's refs as the watch compares them: every ref by full name (`HEAD` and the
 /// refs below `refs/`, symbolic ones resolved) with its value and symbolic target.
-type Snapshot = BTreeMap<BString, (Option<ObjectId>, Option<BString>)>;
+///
+/// Kept sorted by name in a vector, not a map: the watch holds one per watched repository
+/// for as long as anybody waits on it, and a map's nodes cost several times as much (50,000
+/// refs: tens of MiB).
+type Snapshot = Vec<(BString, (Option<ObjectId>, Option<BString>))>;
 
 fn snapshot(repo: &Repository) -> Result<Snapshot, RefsError> {
-    let mut refs = Snapshot::new();
+    let mut refs = BTreeMap::new();
     match repo.repository_head()? {
         Head::Born(head) => {
             refs.insert("HEAD".into(), (Some(head.id), head.symref_target));
@@ -271,7 +275,7 @@ fn snapshot(repo: &Repository) -> Result<Snapshot, RefsError> {
         );
         Ok::<_, RefsError>(())
     })?;
-    Ok(refs)
+    Ok(refs.into_iter().collect())
 }
 
 fn diff(old: &Snapshot, new: &Snapshot) -> Vec<RefChange> {
@@ -367,6 +371,11 @@ struct Hub {
     repos: Mutex<HashMap<PathBuf, Watched>>,
     next_id: AtomicU64,
     recheck: OnceLock<()>,
+    /// Held while the first snapshot of a repository is read: the subscribers that come
+    /// meanwhile wait for it instead of each reading its own (10,000 clients subscribing
+    /// at once to a repository with 50,000 refs read it hundreds of times over, and the
+    /// memory those reads took stayed with the process).
+    first_snapshot: Mutex<()>,
 }
 
 /// The waiters of this process, by repository (see the module's documentation).
@@ -429,6 +438,16 @@ impl RefsWatch {
         prefixes: &[RefPrefix],
     ) -> Result<Subscription, RefsError> {
         let git_dir = repo.git_dir().to_owned();
+        let first = if self.lock().contains_key(&git_dir) {
+            None
+        } else {
+            Some(
+                self.hub
+                    .first_snapshot
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            )
+        };
         let known = self.lock().contains_key(&git_dir);
         let fresh = if known {
             None
@@ -456,6 +475,7 @@ impl RefsWatch {
                         // Dropped by its last waiter in between: read it again, unlocked.
                         None => {
                             drop(repos);
+                            drop(first);
                             return self.subscribe(repo, prefixes);
                         }
                     };
@@ -475,6 +495,7 @@ impl RefsWatch {
             };
             watched.waiters.insert(id, slot);
         }
+        drop(first);
         self.start_recheck();
         Ok(Subscription {
             watch: self.clone(),
