@@ -134,6 +134,18 @@ pub fn load(
     load_with(git_dir, &|name| std::env::var_os(name), config_parameters)
 }
 
+/// The global and system configuration files [`load()`] reads (present or not), for
+/// telling whether they changed; `None` if that cannot be told.
+pub(crate) fn source_files() -> Option<Vec<PathBuf>> {
+    let var = |name: &str| std::env::var_os(name);
+    let home = var("HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from);
+    file_sources(&var, home.as_deref())
+        .ok()
+        .map(|sources| sources.into_iter().map(|(path, _, _)| path).collect())
+}
+
 /// [`load()`] with the environment variables from `var`.
 fn load_with(
     git_dir: &Path,

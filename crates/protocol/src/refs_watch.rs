@@ -251,10 +251,14 @@ pub struct RefChange {
 
 /// A repository's refs as the watch compares them: every ref by full name (`HEAD` and the
 /// refs below `refs/`, symbolic ones resolved) with its value and symbolic target.
-type Snapshot = BTreeMap<BString, (Option<ObjectId>, Option<BString>)>;
+///
+/// Kept sorted by name in a vector, not a map: the watch holds one per watched repository
+/// for as long as anybody waits on it, and a map's nodes cost several times as much (50,000
+/// refs: tens of MiB).
+type Snapshot = Vec<(BString, (Option<ObjectId>, Option<BString>))>;
 
 fn snapshot(repo: &Repository) -> Result<Snapshot, RefsError> {
-    let mut refs = Snapshot::new();
+    let mut refs = BTreeMap::new();
     match repo.repository_head()? {
         Head::Born(head) => {
             refs.insert("HEAD".into(), (Some(head.id), head.symref_target));
@@ -271,7 +275,7 @@ fn snapshot(repo: &Repository) -> Result<Snapshot, RefsError> {
         );
         Ok::<_, RefsError>(())
     })?;
-    Ok(refs)
+    Ok(refs.into_iter().collect())
 }
 
 fn diff(old: &Snapshot, new: &Snapshot) -> Vec<RefChange> {
@@ -330,6 +334,8 @@ struct Slot {
     changes: Vec<RefChange>,
     /// More changes happened than were kept.
     overflow: bool,
+    /// The repository's [`Watched::generation`] when it subscribed.
+    generation: u64,
 }
 
 impl Slot {
@@ -347,13 +353,29 @@ struct Watched {
     waiters: HashMap<u64, Slot>,
     /// Held while a check reads and compares, so two checks never interleave.
     checking: Arc<Mutex<()>>,
+    /// How many checks found a change.
+    generation: u64,
+    /// The listings read since the last change, shared by the waiters it woke (see
+    /// [`Subscription::shared_state`]); emptied by every change.
+    answers: HashMap<AnswerKey, SharedAnswer>,
 }
+
+/// What a shared listing is read for: the namespace, the `hideRefs` rules, the prefixes.
+type AnswerKey = (Option<BString>, Vec<BString>, Vec<BString>);
+
+/// One listing, read once by the first waiter that needs it (`None`: the read failed).
+type SharedAnswer = Arc<OnceLock<Option<Arc<RefsState>>>>;
 
 #[derive(Default)]
 struct Hub {
     repos: Mutex<HashMap<PathBuf, Watched>>,
     next_id: AtomicU64,
     recheck: OnceLock<()>,
+    /// Held while the first snapshot of a repository is read: the subscribers that come
+    /// meanwhile wait for it instead of each reading its own (10,000 clients subscribing
+    /// at once to a repository with 50,000 refs read it hundreds of times over, and the
+    /// memory those reads took stayed with the process).
+    first_snapshot: Mutex<()>,
 }
 
 /// The waiters of this process, by repository (see the module's documentation).
@@ -416,6 +438,16 @@ impl RefsWatch {
         prefixes: &[RefPrefix],
     ) -> Result<Subscription, RefsError> {
         let git_dir = repo.git_dir().to_owned();
+        let first = if self.lock().contains_key(&git_dir) {
+            None
+        } else {
+            Some(
+                self.hub
+                    .first_snapshot
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            )
+        };
         let known = self.lock().contains_key(&git_dir);
         let fresh = if known {
             None
@@ -431,6 +463,7 @@ impl RefsWatch {
             fired: false,
             changes: Vec::new(),
             overflow: false,
+            generation: 0,
         };
         {
             let mut repos = self.lock();
@@ -442,6 +475,7 @@ impl RefsWatch {
                         // Dropped by its last waiter in between: read it again, unlocked.
                         None => {
                             drop(repos);
+                            drop(first);
                             return self.subscribe(repo, prefixes);
                         }
                     };
@@ -450,11 +484,18 @@ impl RefsWatch {
                         snapshot: Arc::new(snapshot),
                         waiters: HashMap::new(),
                         checking: Arc::default(),
+                        generation: 0,
+                        answers: HashMap::new(),
                     })
                 }
             };
+            let slot = Slot {
+                generation: watched.generation,
+                ..slot
+            };
             watched.waiters.insert(id, slot);
         }
+        drop(first);
         self.start_recheck();
         Ok(Subscription {
             watch: self.clone(),
@@ -489,6 +530,8 @@ impl RefsWatch {
         if changes.is_empty() {
             return;
         }
+        watched.generation += 1;
+        watched.answers.clear();
         for slot in watched.waiters.values_mut() {
             let mut concerned = false;
             for change in &changes {
@@ -630,6 +673,39 @@ impl Subscription {
             }
             None => Changes::default(),
         })
+    }
+
+    /// The refs of `repo` (the subscription's repository) under `prefixes` as `config`
+    /// shows them, read once for all the waiters a change woke: `None` when no change was
+    /// seen since this subscription began (the caller reads for itself, as the answer must
+    /// not be older than its request).
+    ///
+    /// Ten thousand waiters woken by one push then cost one read of the refs, not one
+    /// each (the token cache cannot help: the ref just written is too recent for it). The
+    /// listing shared was read after the change that woke them, so it is as fresh as an
+    /// answer each read alone; a later change empties it.
+    pub fn shared_state(
+        &self,
+        repo: &Repository,
+        config: &UploadPackConfig,
+        prefixes: &[RefPrefix],
+    ) -> Option<Arc<RefsState>> {
+        let key: AnswerKey = (
+            repo.namespace().map(|ns| ns.prefix().to_owned()),
+            config.hide_refs.clone(),
+            prefixes.iter().map(|p| p.as_bstr().to_owned()).collect(),
+        );
+        let cell = {
+            let mut repos = self.watch.lock();
+            let watched = repos.get_mut(&self.git_dir)?;
+            let slot = watched.waiters.get(&self.id)?;
+            if slot.generation == watched.generation {
+                return None;
+            }
+            Arc::clone(watched.answers.entry(key).or_default())
+        };
+        cell.get_or_init(|| refs_state(repo, config, prefixes).ok().map(Arc::new))
+            .clone()
     }
 
     /// A future that resolves once something changed (at once if it already did); it holds

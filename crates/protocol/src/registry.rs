@@ -44,7 +44,7 @@ use std::{
 
 use bstr::ByteSlice;
 
-use crate::repository::{OpenError, PathLookup, Repository};
+use crate::repository::{OpenError, PathLookup, Repository, SharedRepositories};
 
 /// The file in a git directory that marks it as exported (git daemon's
 /// `git-daemon-export-ok`).
@@ -200,6 +200,8 @@ pub struct Registry {
     root: PathBuf,
     rules: Rules,
     namespaces: std::sync::Arc<Namespaces>,
+    /// The repositories opened, shared between requests.
+    shared: std::sync::Arc<SharedRepositories>,
 }
 
 /// Which git namespace (git's `GIT_NAMESPACE`, see [`Repository::with_namespace`]) the
@@ -259,6 +261,7 @@ impl Registry {
                 template: None,
             },
             namespaces: Default::default(),
+            shared: Default::default(),
         })
     }
 
@@ -314,6 +317,7 @@ impl Registry {
                 template,
             },
             namespaces: Default::default(),
+            shared: Default::default(),
         })
     }
 
@@ -383,7 +387,10 @@ impl Registry {
         } else {
             PathLookup::Lenient
         };
-        let repo = Repository::open(&path, lookup, config_parameters)?;
+        let repo = match config_parameters {
+            None => self.shared.open(&path, lookup)?,
+            Some(_) => Repository::open(&path, lookup, config_parameters)?,
+        };
         // Already absolute with symlinks resolved (`Repository::open`).
         let git_dir = repo.git_dir().to_owned();
         if !git_dir.starts_with(&self.root) {

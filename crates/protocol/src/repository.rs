@@ -163,6 +163,240 @@ pub enum Head {
     Missing,
 }
 
+/// Opened repositories shared between the requests for them (a server's [`Registry`]
+/// keeps one): a request for a git directory opened before gets a clone of it — the object
+/// store (its loaded pack indexes), the ref store (its `packed-refs` buffer) and the parsed
+/// configuration shared, not read again — as long as what it was opened from is unchanged.
+///
+/// Checked by the stamps (device, inode, size, modification and change times) of the
+/// configuration files read (the repository's, the global and system ones, the included
+/// ones), `objects/pack`, `objects/info` (alternates, commit-graph) and the commit-graph
+/// chain's directory, a few `stat` calls; a repository whose stamps are within the racy
+/// window ([`RACY_WINDOW`]) is not kept. A configuration change is seen by the next
+/// request, as when every request opened the repository anew.
+///
+/// Ten thousand waiting clients of one repository (`wait-refs`, `GET <repo>/refs`) then
+/// hold one opened repository, not one each.
+///
+/// [`Registry`]: crate::registry::Registry
+#[derive(Debug, Default)]
+pub struct SharedRepositories {
+    entries: std::sync::Mutex<std::collections::HashMap<PathBuf, SharedRepository>>,
+}
+
+#[derive(Debug)]
+struct SharedRepository {
+    stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    repo: Repository,
+}
+
+/// The most repositories kept; the cache starts over when full.
+const MAX_SHARED_REPOSITORIES: usize = 256;
+
+/// What a file or directory looked like (`None` in a list: absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// `Err` when it cannot be told (then nothing is kept).
+    fn of(path: &Path) -> Result<Option<FileStamp>, ()> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(FileStamp {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.size(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            })),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Whether it changed more recently than the racy window before `now`.
+    fn racy(&self, now: std::time::SystemTime) -> bool {
+        let newest = self.mtime.max(self.ctime);
+        let Ok(newest_secs) = u64::try_from(newest.0) else {
+            return true;
+        };
+        let nanos = u32::try_from(newest.1).unwrap_or(0);
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(newest_secs, nanos);
+        now.duration_since(at).map_or(true, |age| age < RACY_WINDOW)
+    }
+}
+
+impl SharedRepositories {
+    /// [`Repository::open`] without configuration parameters, sharing what it can.
+    pub fn open(&self, path: &Path, lookup: PathLookup) -> Result<Repository, OpenError> {
+        self.open_at(path, lookup, std::time::SystemTime::now())
+    }
+
+    /// [`SharedRepositories::open`] as if at `now`: what the racy window is measured from.
+    fn open_at(
+        &self,
+        path: &Path,
+        lookup: PathLookup,
+        now: std::time::SystemTime,
+    ) -> Result<Repository, OpenError> {
+        let found = find_git_dir(path, lookup).ok_or_else(|| OpenError::NotARepository {
+            path: path.to_owned(),
+        })?;
+        let git_dir = found.canonicalize().map_err(|source| OpenError::Resolve {
+            path: found.clone(),
+            source,
+        })?;
+        let known = self.lock().get(&git_dir).map(|entry| entry.stamps.clone());
+        if let Some(stamps) = known {
+            let unchanged = stamps
+                .iter()
+                .all(|(path, stamp)| FileStamp::of(path).is_ok_and(|now| now == *stamp));
+            if unchanged {
+                if let Some(entry) = self.lock().get(&git_dir) {
+                    if entry.stamps == stamps {
+                        return Ok(entry.repo.clone());
+                    }
+                }
+            }
+        }
+        // Stamped before reading: a change in between makes the entry stale, never wrong.
+        let stamps = stamp_sources(&git_dir, now);
+        let repo = Repository::open_git_dir(git_dir.clone(), None)?;
+        let mut entries = self.lock();
+        match stamps.and_then(|stamps| complete_stamps(stamps, &repo, now)) {
+            Some(stamps) => {
+                if entries.len() >= MAX_SHARED_REPOSITORIES {
+                    entries.clear();
+                }
+                entries.insert(
+                    git_dir,
+                    SharedRepository {
+                        stamps,
+                        repo: repo.clone(),
+                    },
+                );
+            }
+            None => {
+                entries.remove(&git_dir);
+            }
+        }
+        Ok(repo)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PathBuf, SharedRepository>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The stamps of what opening the repository at `git_dir` reads, but the included
+/// configuration files (see [`complete_stamps`]); `None` if one cannot be told or is racy.
+fn stamp_sources(
+    git_dir: &Path,
+    now: std::time::SystemTime,
+) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+    let mut paths = config::source_files()?;
+    paths.push(git_dir.join("config"));
+    paths.push(git_dir.join("config.worktree"));
+    paths.push(git_dir.join("commondir"));
+    paths.push(git_dir.join("objects/pack"));
+    paths.push(git_dir.join("objects/info"));
+    paths.push(git_dir.join("objects/info/alternates"));
+    paths.push(git_dir.join("objects/info/commit-graph"));
+    paths.push(git_dir.join("objects/info/commit-graphs"));
+    paths.push(git_dir.join("objects/info/commit-graphs/commit-graph-chain"));
+    stamp_all(paths, now)
+}
+
+/// `stamps` with the configuration files `repo`'s configuration was read from (includes).
+fn complete_stamps(
+    mut stamps: Vec<(PathBuf, Option<FileStamp>)>,
+    repo: &Repository,
+    now: std::time::SystemTime,
+) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+    let mut included: Vec<PathBuf> = Vec::new();
+    for section in repo.config.sections() {
+        if let Some(path) = &section.meta().path {
+            if !stamps.iter().any(|(known, _)| known == path) && !included.contains(path) {
+                included.push(path.clone());
+            }
+        }
+    }
+    stamps.extend(stamp_all(included, now)?);
+    Some(stamps)
+}
+
+fn stamp_all(
+    paths: Vec<PathBuf>,
+    now: std::time::SystemTime,
+) -> Option<Vec<(PathBuf, Option<FileStamp>)>> {
+    paths
+        .into_iter()
+        .map(|path| {
+            let stamp = FileStamp::of(&path).ok()?;
+            if stamp.is_some_and(|stamp| stamp.racy(now)) {
+                return None;
+            }
+            Some((path, stamp))
+        })
+        .collect()
+}
+
+/// A repository's object database handle, made on first use.
+///
+/// A handle owns a zlib inflate state (about 47 KiB) besides its caches: a clone of a
+/// repository (each session's, see [`SharedRepositories`]) makes its own handle only when
+/// it reads an object, so a client that only waits (`wait-refs`, `GET <repo>/refs`) holds
+/// none.
+struct Objects {
+    /// The handle opened, which every clone's own is cloned from (sharing its store).
+    opened: std::sync::Arc<std::sync::Mutex<gix_odb::Handle>>,
+    own: std::cell::OnceCell<gix_odb::Handle>,
+}
+
+impl Objects {
+    fn new(handle: gix_odb::Handle) -> Objects {
+        Objects {
+            opened: std::sync::Arc::new(std::sync::Mutex::new(handle)),
+            own: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn handle(&self) -> &gix_odb::Handle {
+        self.own.get_or_init(|| {
+            self.opened
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        })
+    }
+}
+
+impl Clone for Objects {
+    fn clone(&self) -> Objects {
+        Objects {
+            opened: std::sync::Arc::clone(&self.opened),
+            own: std::cell::OnceCell::new(),
+        }
+    }
+}
+
 /// An opened repository.
 ///
 /// A clone shares the object store and ref store on disk but has its own caches: a
@@ -170,9 +404,10 @@ pub enum Head {
 #[derive(Clone)]
 pub struct Repository {
     git_dir: PathBuf,
-    objects: gix_odb::Handle,
+    objects: Objects,
     refs: gix_ref::file::Store,
-    config: gix_config::File,
+    /// Shared by clones: read once when opened, never changed.
+    config: std::sync::Arc<gix_config::File>,
     namespace: Option<Namespace>,
     commit_graph: std::sync::OnceLock<Option<packgate_object::CommitGraphFile>>,
 }
@@ -205,6 +440,11 @@ impl Repository {
             path: found.clone(),
             source,
         })?;
+        Self::open_git_dir(git_dir, config_parameters)
+    }
+
+    /// [`Repository::open`] of a git directory already found and canonicalized.
+    fn open_git_dir(git_dir: PathBuf, config_parameters: Option<&str>) -> Result<Self, OpenError> {
         let config = config::load(&git_dir, config_parameters)?;
         let object_format = config.string("extensions.objectFormat");
         if object_format.is_some_and(|format| !format.eq_ignore_ascii_case(b"sha1")) {
@@ -223,9 +463,9 @@ impl Repository {
         let refs = gix_ref::file::Store::at(git_dir.clone(), gix_hash::Kind::Sha1);
         Ok(Repository {
             git_dir,
-            objects,
+            objects: Objects::new(objects),
             refs,
-            config,
+            config: std::sync::Arc::new(config),
             namespace: None,
             commit_graph: std::sync::OnceLock::new(),
         })
@@ -244,7 +484,9 @@ impl Repository {
                     .unwrap_or(true);
                 enabled
                     .then(|| {
-                        packgate_object::CommitGraphFile::open(self.objects.store_ref().path())
+                        packgate_object::CommitGraphFile::open(
+                            self.objects.handle().store_ref().path(),
+                        )
                     })
                     .flatten()
             })
@@ -276,7 +518,7 @@ impl Repository {
 
     /// The object database.
     pub fn objects(&self) -> &gix_odb::Handle {
-        &self.objects
+        self.objects.handle()
     }
 
     /// The configuration: repository, then overrides.
@@ -610,7 +852,7 @@ impl Repository {
     pub fn sparse_blob(&self, expression: &[u8]) -> Option<Vec<u8>> {
         let id = self.sparse_object(expression)?;
         let mut buf = Vec::new();
-        let data = self.objects.try_find(&id, &mut buf).ok()??;
+        let data = self.objects.handle().try_find(&id, &mut buf).ok()??;
         (data.kind == gix_object::Kind::Blob).then(|| data.data.to_vec())
     }
 
@@ -648,7 +890,7 @@ impl Repository {
     fn lookup_path(&self, start: ObjectId, path: &[u8]) -> Option<ObjectId> {
         let mut id = self.peel_tag(&start).ok()?.unwrap_or(start);
         let mut buf = Vec::new();
-        let data = self.objects.try_find(&id, &mut buf).ok()??;
+        let data = self.objects.handle().try_find(&id, &mut buf).ok()??;
         match data.kind {
             gix_object::Kind::Commit => {
                 id = gix_object::CommitRefIter::from_bytes(data.data, gix_hash::Kind::Sha1)
@@ -659,7 +901,7 @@ impl Repository {
             _ => return None,
         }
         for name in path.split(|&b| b == b'/').filter(|name| !name.is_empty()) {
-            let data = self.objects.try_find(&id, &mut buf).ok()??;
+            let data = self.objects.handle().try_find(&id, &mut buf).ok()??;
             if data.kind != gix_object::Kind::Tree {
                 return None;
             }
@@ -673,7 +915,7 @@ impl Repository {
 
     /// Peel `id` through annotated tags. Returns `None` when `id` is not a tag.
     pub fn peel_tag(&self, id: &ObjectId) -> Result<Option<ObjectId>, RefsError> {
-        peel_tag_in(&self.objects, id, &mut Vec::new())
+        peel_tag_in(self.objects.handle(), id, &mut Vec::new())
     }
 
     /// What `record` peels to, as [`Repository::peeled`] says, reading tags from `db` (a
@@ -693,7 +935,7 @@ impl Repository {
     /// Whether the object exists.
     pub fn has_object(&self, id: &ObjectId) -> bool {
         use gix_object::Exists;
-        self.objects.exists(id)
+        self.objects.handle().exists(id)
     }
 
     /// The objects `name` can mean as git's `expand_ref()` reads a short ref name: the first
@@ -1169,5 +1411,38 @@ mod tests {
         assert_eq!(after.len(), 10, "{after:?}");
         assert!(after.contains(&"refs/tags/many/0299x".to_owned()));
         assert!(!after.contains(&"refs/tags/many/0291".to_owned()));
+    }
+
+    #[test]
+    fn shared_repositories_are_shared_until_their_configuration_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("r.git");
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", bare.to_str().unwrap()],
+        );
+        git(&bare, &["config", "packgate.test", "one"]);
+        let shared = SharedRepositories::default();
+        let later = || std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let value =
+            |repo: &Repository| repo.config().string("packgate.test").map(|v| v.to_string());
+        let first = shared.open_at(&bare, PathLookup::Strict, later()).unwrap();
+        let second = shared.open_at(&bare, PathLookup::Strict, later()).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first.config, &second.config));
+        assert_eq!(value(&second).as_deref(), Some("one"));
+        // A clone makes its own object handle, from the shared store.
+        assert!(second.objects.own.get().is_none());
+        assert!(second.objects().store_ref().path().ends_with("objects"));
+        git(&bare, &["config", "packgate.test", "two"]);
+        let third = shared.open_at(&bare, PathLookup::Strict, later()).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first.config, &third.config));
+        assert_eq!(value(&third).as_deref(), Some("two"));
+        // Within the racy window of a change nothing is kept.
+        git(&bare, &["config", "packgate.test", "three"]);
+        let now = std::time::SystemTime::now();
+        let fourth = shared.open_at(&bare, PathLookup::Strict, now).unwrap();
+        let fifth = shared.open_at(&bare, PathLookup::Strict, now).unwrap();
+        assert_eq!(value(&fifth).as_deref(), Some("three"));
+        assert!(!std::sync::Arc::ptr_eq(&fourth.config, &fifth.config));
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     config::UploadPackConfig,
     refname::RefPrefix,
-    refs_watch::{self, RefChange, RefsState, RefsToken, Subscription},
+    refs_watch::{self, Changes, RefChange, RefsState, RefsToken, Subscription},
     repository::Repository,
 };
 
@@ -88,6 +88,13 @@ impl RefsWatcher for HttpRefsWatcher {
         // Taken before the refs are read: a change after this wakes the next wait.
         let changes = self.subscription.take();
         let first = std::mem::replace(&mut self.first, false);
+        // Woken by a change: the listing every waiter it woke shares, read once.
+        if let Some(state) =
+            self.subscription
+                .shared_state(&self.repo, &self.config, &self.prefixes)
+        {
+            return self.answer(&state, first, &changes);
+        }
         // The token alone first: remembered while the ref storage is unchanged, so a client
         // that is up to date costs no read of the refs (and this request holds none).
         let token = match refs_watch::refs_token(&self.repo, &self.config, &self.prefixes) {
@@ -101,18 +108,23 @@ impl RefsWatcher for HttpRefsWatcher {
             Ok(state) => state,
             Err(err) => return RefsLook::Failed(format!("refs not readable: {err}")),
         };
-        if self.seen.as_ref() != Some(&state.token) {
-            let changes = (!first && !changes.overflow).then(|| self.visible(&changes.changes));
-            let data = event(&state, changes).to_string();
-            let id = state.token.as_str().to_owned();
-            self.seen = Some(state.token);
-            return RefsLook::Event { id, data };
-        }
-        self.unchanged(state.token)
+        self.answer(&state, first, &changes)
     }
 }
 
 impl HttpRefsWatcher {
+    /// The event for `state` if the client has not seen it, else wait on.
+    fn answer(&mut self, state: &RefsState, first: bool, changes: &Changes) -> RefsLook {
+        if self.seen.as_ref() != Some(&state.token) {
+            let changes = (!first && !changes.overflow).then(|| self.visible(&changes.changes));
+            let data = event(state, changes).to_string();
+            let id = state.token.as_str().to_owned();
+            self.seen = Some(state.token.clone());
+            return RefsLook::Event { id, data };
+        }
+        self.unchanged(state.token.clone())
+    }
+
     /// Nothing new for the client: wait, or end at the deadline.
     fn unchanged(&self, token: RefsToken) -> RefsLook {
         if Instant::now() >= self.deadline {

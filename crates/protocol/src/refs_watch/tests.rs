@@ -372,3 +372,35 @@ fn a_change_within_the_racy_window_is_still_seen() {
     assert_eq!(cached(&cache, &bare, &["refs/heads/"], settled()), after);
     assert_eq!(cache.hits(), 1);
 }
+
+#[test]
+fn waiters_woken_by_one_change_share_one_listing_read_after_it() {
+    let (_dir, bare, id) = fixture();
+    let watch = RefsWatch::with_interval(None);
+    let repo = open(&bare);
+    let config = UploadPackConfig::default();
+    let prefixes = [RefPrefix::new("refs/heads/")];
+    let first = watch.subscribe(&repo, &prefixes).unwrap();
+    let second = watch.subscribe(&repo, &prefixes).unwrap();
+    // Nothing changed since they subscribed: each reads for itself.
+    assert!(first.shared_state(&repo, &config, &prefixes).is_none());
+    git(&bare, &["update-ref", "refs/heads/topic", &id]);
+    watch.check(repo.git_dir());
+    let one = first.shared_state(&repo, &config, &prefixes).unwrap();
+    let two = second.shared_state(&repo, &config, &prefixes).unwrap();
+    assert!(Arc::ptr_eq(&one, &two), "one read for both");
+    assert_eq!(*one, refs_state(&repo, &config, &prefixes).unwrap());
+    assert!(one.refs.iter().any(|r| r.name == "refs/heads/topic"));
+    // Other prefixes: a listing of their own.
+    let tags = [RefPrefix::new("refs/tags/")];
+    let other = first.shared_state(&repo, &config, &tags).unwrap();
+    assert!(!Arc::ptr_eq(&one, &other));
+    // A later change: a new listing, with it.
+    git(&bare, &["update-ref", "-d", "refs/heads/topic"]);
+    watch.check(repo.git_dir());
+    let after = second.shared_state(&repo, &config, &prefixes).unwrap();
+    assert!(!after.refs.iter().any(|r| r.name == "refs/heads/topic"));
+    // A waiter subscribed after the change reads for itself until the next one.
+    let late = watch.subscribe(&repo, &prefixes).unwrap();
+    assert!(late.shared_state(&repo, &config, &prefixes).is_none());
+}

@@ -9,6 +9,7 @@
 
 use std::{
     io::Write,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -131,8 +132,17 @@ impl UploadPack<'_> {
         if let Some(pending) = &state.pending {
             // Woken (or the deadline passed): wait on only if nothing visible changed.
             pending.subscription.take();
-            let current =
-                refs_watch::refs_token(self.repo, &self.config, &arguments.prefixes).ok()?;
+            // Woken by a change: the listing its waiters share, read once for all of them.
+            let current = match pending.subscription.shared_state(
+                self.repo,
+                &self.config,
+                &arguments.prefixes,
+            ) {
+                Some(state) => state.token.clone(),
+                None => {
+                    refs_watch::refs_token(self.repo, &self.config, &arguments.prefixes).ok()?
+                }
+            };
             if current != pending.since || Instant::now() >= pending.deadline {
                 return None;
             }
@@ -184,10 +194,18 @@ pub(super) fn handle<W: Write>(
     let repo = upload_pack.repo;
     let (state, since) = match pending {
         // The front-end waited already: answer with what is there now.
-        Some(pending) => match refs_watch::refs_state(repo, config, &arguments.prefixes) {
-            Ok(state) => (state, pending.since),
-            Err(err) => return Err(failed(out, &err)),
-        },
+        Some(pending) => {
+            match pending
+                .subscription
+                .shared_state(repo, config, &arguments.prefixes)
+            {
+                Some(state) => (state, pending.since),
+                None => match refs_watch::refs_state(repo, config, &arguments.prefixes) {
+                    Ok(state) => (Arc::new(state), pending.since),
+                    Err(err) => return Err(failed(out, &err)),
+                },
+            }
+        }
         // Wait here, blocking this thread.
         None => {
             let deadline = Instant::now() + arguments.timeout;
@@ -203,7 +221,7 @@ pub(super) fn handle<W: Write>(
                 };
                 let since = since.get_or_insert_with(|| state.token.clone());
                 if state.token != *since || Instant::now() >= deadline {
-                    break (state, since.clone());
+                    break (Arc::new(state), since.clone());
                 }
                 if subscription.wait_until(deadline) {
                     subscription.take();
