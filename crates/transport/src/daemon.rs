@@ -205,21 +205,42 @@ async fn commands(
                 return Ok(());
             }
         };
-        let Some((returned, request)) =
-            wait_before(&mut stream, handler, request, &mut buffer).await?
-        else {
-            tracing::debug!("the client left while its request waited; the waiter left");
-            return Ok(());
-        };
-        handler = returned;
-        let (returned_stream, (returned, next)) =
+        // One trip to the blocking pool for a request that does not wait: prepared and
+        // answered there together.
+        let (returned_stream, (returned, answered)) =
             blocking(stream, options, move |_input, output| {
-                let next = handler.handle(request, output);
-                (handler, next)
+                match handler.prepare_wait(&request) {
+                    None => {
+                        let next = handler.handle(request, output);
+                        (handler, Ok(next))
+                    }
+                    Some(wait) => (handler, Err((request, wait))),
+                }
             })
             .await?;
         stream = returned_stream;
         handler = returned;
+        let next = match answered {
+            Ok(next) => next,
+            Err((request, wait)) => {
+                let Some((returned, request)) =
+                    wait_before(&mut stream, handler, request, wait, &mut buffer).await?
+                else {
+                    tracing::debug!("the client left while its request waited; the waiter left");
+                    return Ok(());
+                };
+                handler = returned;
+                let (returned_stream, (returned, next)) =
+                    blocking(stream, options, move |_input, output| {
+                        let next = handler.handle(request, output);
+                        (handler, next)
+                    })
+                    .await?;
+                stream = returned_stream;
+                handler = returned;
+                next
+            }
+        };
         if next == Next::Close {
             return Ok(());
         }
@@ -230,25 +251,34 @@ async fn commands(
 /// that the socket is no longer watched until the wait ends.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
-/// Let `handler` prepare `request`, and await what it must wait for (again, as long as it
-/// asks), without a thread and without the idle timeout, watching the connection meanwhile:
-/// `None` when the client hung up (the handler, and what it waited with, is dropped). Bytes
-/// the client sends meanwhile are kept in `buffer` for the next request.
+/// Await `wait`, which `handler` prepared for `request`, and what it asks to wait for after
+/// (again, as long as it asks), without a thread and without the idle timeout, watching the
+/// connection meanwhile: `None` when the client hung up (the handler, and what it waited
+/// with, is dropped). Bytes the client sends meanwhile are kept in `buffer` for the next
+/// request.
 async fn wait_before(
     stream: &mut TcpStream,
     mut handler: Box<dyn CommandHandler>,
     mut request: v2::Request,
+    wait: Wait,
     buffer: &mut Vec<u8>,
 ) -> std::io::Result<Option<(Box<dyn CommandHandler>, v2::Request)>> {
+    let mut wait = Some(wait);
     loop {
-        let (returned, returned_request, wait) = tokio::task::spawn_blocking(move || {
-            let wait = handler.prepare_wait(&request);
-            (handler, request, wait)
-        })
-        .await
-        .map_err(std::io::Error::other)?;
-        handler = returned;
-        request = returned_request;
+        let wait = match wait.take() {
+            Some(wait) => Some(wait),
+            None => {
+                let (returned, returned_request, wait) = tokio::task::spawn_blocking(move || {
+                    let wait = handler.prepare_wait(&request);
+                    (handler, request, wait)
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                handler = returned;
+                request = returned_request;
+                wait
+            }
+        };
         let Some(Wait {
             mut changed,
             deadline,
