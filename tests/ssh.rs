@@ -653,14 +653,14 @@ fn connections_that_do_not_authenticate_in_time_are_closed() {
     }
 }
 
-#[test]
-fn the_access_policy_decides_who_reads_and_pushes() {
-    let git = Git::newest();
-    let dir = Dir::new("ssh-access");
+/// The access-policy tests' setup: `root` with `team/project.git` and `secret.git`, a key
+/// for bob, and a TOML whose policy lets everyone read the team's repositories, the
+/// `writers` group (alice) push to them, and only alice read the secret one.
+fn access_fixture(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("team")).unwrap();
     for repo in ["team/project.git", "secret.git"] {
-        dir.git(&git)
+        dir.git(&Git::newest())
             .args(["init", "-q", "--bare"])
             .arg(root.join(repo))
             .run();
@@ -675,6 +675,14 @@ fn the_access_policy_decides_who_reads_and_pushes() {
          [[ssh.access]]\npath = \"secret\"\nread = [\"alice\"]\n",
     )
     .unwrap();
+    (root, bob, config)
+}
+
+#[test]
+fn the_access_policy_decides_who_reads_and_pushes() {
+    let git = Git::newest();
+    let dir = Dir::new("ssh-access");
+    let (root, bob, config) = access_fixture(&dir);
     let server = SshServer::start_with(
         &dir,
         &root,
@@ -734,24 +742,7 @@ fn the_access_policy_decides_who_reads_and_pushes() {
 #[test]
 fn the_access_policy_decides_the_same_over_http() {
     let dir = Dir::new("ssh-access-http");
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("team")).unwrap();
-    for repo in ["team/project.git", "secret.git"] {
-        dir.git(&Git::newest())
-            .args(["init", "-q", "--bare"])
-            .arg(root.join(repo))
-            .run();
-    }
-    let bob = dir.join("bob_key");
-    keygen(&bob, "bob");
-    let config = dir.join("packgate.toml");
-    std::fs::write(
-        &config,
-        "[ssh.groups]\nwriters = [\"alice\"]\n\
-         [[ssh.access]]\npath = \"team/*\"\nread = [\"*\"]\nwrite = [\"@writers\"]\n\
-         [[ssh.access]]\npath = \"secret\"\nread = [\"alice\"]\n",
-    )
-    .unwrap();
+    let (root, bob, config) = access_fixture(&dir);
     let credentials = crate::http_auth::credentials_file(
         &dir,
         &[("alice", "alice-password"), ("bob", "bob-password")],
