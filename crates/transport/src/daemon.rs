@@ -124,11 +124,16 @@ async fn connection(
     options: &DaemonOptions,
     admission: &Admission,
 ) -> std::io::Result<()> {
-    let head = tokio::time::timeout(options.init_timeout, read_head(&mut stream))
-        .await
-        .map_err(|_| timed_out("no request head in time"))??;
+    // Every step but the session's requests is boxed, so that the task a connection is
+    // (and a waiting client costs) is no larger than what the current step needs.
+    let head = Box::pin(tokio::time::timeout(
+        options.init_timeout,
+        read_head(&mut stream),
+    ))
+    .await
+    .map_err(|_| timed_out("no request head in time"))??;
     if !admission.activate() {
-        refuse_busy(stream, peer).await;
+        Box::pin(refuse_busy(stream, peer)).await;
         return Ok(());
     }
     let head = match head {
@@ -136,9 +141,9 @@ async fn connection(
         Err(err) => {
             tracing::info!(target: LOG_TARGET, "Bad request: {err}");
             let handler = Arc::clone(&handler);
-            blocking(stream, options, move |_input, output| {
+            Box::pin(blocking(stream, options, move |_input, output| {
                 handler.reject(&err, output)
-            })
+            }))
             .await?;
             return Ok(());
         }
@@ -153,41 +158,54 @@ async fn connection(
         peer,
         local: stream.local_addr()?,
     };
-    let session = {
-        let handler = Arc::clone(&handler);
-        let head = head.clone();
-        tokio::task::spawn_blocking(move || handler.open(&head, addresses))
-            .await
-            .map_err(std::io::Error::other)?
-    };
-    match session {
-        Session::Refused(message) => {
-            let (stream, ()) = blocking(stream, options, move |_input, output| {
+    // One trip to the blocking pool opens the repository and sends the advertisement (or
+    // the refusal).
+    let (stream, opened) = Box::pin(blocking(
+        stream,
+        options,
+        move |_input, output| match handler.open(&head, addresses) {
+            Session::Refused(message) => {
                 let mut out = pkt_line::PacketWriter::new(output);
                 let _ = out.error(message);
-            })
-            .await?;
-            drop(stream);
-            Ok(())
+                Opened::Refused
+            }
+            Session::Commands(mut handler) => {
+                let advertised = handler.advertise(output);
+                Opened::Commands(handler, advertised)
+            }
+            Session::Exchange(mut handler) => {
+                let advertised = handler.advertise(output);
+                Opened::Exchange(handler, advertised)
+            }
+        },
+    ))
+    .await?;
+    match opened {
+        Opened::Refused => Ok(()),
+        Opened::Commands(handler, advertised) => {
+            advertised?;
+            Box::pin(commands(stream, handler, options)).await
         }
-        Session::Commands(handler) => commands(stream, handler, options).await,
-        Session::Exchange(handler) => exchange(stream, handler, options).await,
+        Opened::Exchange(handler, advertised) => {
+            advertised?;
+            Box::pin(exchange(stream, handler, options)).await
+        }
     }
 }
 
-/// A protocol v2 session: the advertisement, then requests until the client ends it.
+/// A session opened and advertised (or refused) on the blocking pool.
+enum Opened {
+    Refused,
+    Commands(Box<dyn CommandHandler>, std::io::Result<()>),
+    Exchange(Box<dyn ExchangeHandler>, std::io::Result<()>),
+}
+
+/// A protocol v2 session after its advertisement: requests until the client ends it.
 async fn commands(
-    stream: TcpStream,
+    mut stream: TcpStream,
     mut handler: Box<dyn CommandHandler>,
     options: &DaemonOptions,
 ) -> std::io::Result<()> {
-    let (mut stream, (returned, advertised)) = blocking(stream, options, move |_input, output| {
-        let result = handler.advertise(output);
-        (handler, result)
-    })
-    .await?;
-    advertised?;
-    handler = returned;
     let mut parser = v2::RequestParser::new(handler.limits());
     let mut buffer = Vec::new();
     loop {
@@ -292,15 +310,24 @@ async fn wait_before(
         }
         let deadline = tokio::time::sleep_until(deadline.into());
         tokio::pin!(deadline);
-        let mut chunk = [0u8; 512];
         loop {
             tokio::select! {
                 () = &mut changed => break,
                 () = &mut deadline => break,
-                read = stream.read(&mut chunk), if buffer.len() < MAX_READ_AHEAD => match read {
-                    Ok(0) | Err(_) => return Ok(None),
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                },
+                // Readiness, then a read into a buffer on the stack: a waiting client's task
+                // holds no read buffer.
+                ready = stream.readable(), if buffer.len() < MAX_READ_AHEAD => {
+                    if ready.is_err() {
+                        return Ok(None);
+                    }
+                    let mut chunk = [0u8; 512];
+                    match stream.try_read(&mut chunk) {
+                        Ok(0) => return Ok(None),
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Ok(None),
+                    }
+                }
             }
         }
     }
@@ -309,15 +336,9 @@ async fn wait_before(
 /// A session in which the client speaks once after the advertisement.
 async fn exchange(
     stream: TcpStream,
-    mut handler: Box<dyn ExchangeHandler>,
+    handler: Box<dyn ExchangeHandler>,
     options: &DaemonOptions,
 ) -> std::io::Result<()> {
-    let (stream, (handler, result)) = blocking(stream, options, move |_input, output| {
-        let result = handler.advertise(output);
-        (handler, result)
-    })
-    .await?;
-    result?;
     // Wait for the client's first bytes (or its hang-up) without holding a thread.
     tokio::time::timeout(options.idle_timeout, stream.readable())
         .await

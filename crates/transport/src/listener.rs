@@ -207,7 +207,9 @@ where
             () = &mut shutdown => return Ok(()),
         };
         let (admission, closed) = admit(&shared, peer.ip());
-        let connection = serve_one(stream, peer, admission);
+        // Boxed: the task's own future then holds a pointer, not a second copy of it (a
+        // future moved into `select!` is stored twice), which a waiting client pays for.
+        let connection = Box::pin(serve_one(stream, peer, admission));
         tokio::spawn(async move {
             // Closed to make room: the sender fires. Activated: it is dropped, and the
             // connection runs to its end.
