@@ -30,7 +30,16 @@ struct Watcher {
 
 impl Watcher {
     fn start(args: &[&str]) -> Watcher {
-        let mut child = Command::new(PACKGATE)
+        Watcher::start_in(None, args)
+    }
+
+    /// [`Watcher::start`] in the directory `cwd` (by default the test's own).
+    fn start_in(cwd: Option<&Path>, args: &[&str]) -> Watcher {
+        let mut command = Command::new(PACKGATE);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .arg("watch")
             .args(args)
             .env("PACKGATE_LOG", "packgate::watch=debug")
@@ -204,6 +213,38 @@ fn watch_over_a_local_path_sees_real_gits_push() {
             expected_line(old.as_deref(), &id, "refs/heads/main")
         ]
     );
+}
+
+/// The repository named as users name it: a relative path with a space, through a symlink,
+/// for the watch and for the push (packgate's receive-pack, as git runs it for a local
+/// remote: the path as given, from the pusher's directory).
+#[test]
+fn watch_over_a_relative_path_with_a_space_through_a_symlink() {
+    let git = Git::newest();
+    let dir = Dir::new("watch-relative");
+    let repo = dir.join("r.git");
+    dir.copy_tree(&shared_fixture("small").path, &repo);
+    std::os::unix::fs::symlink("r.git", dir.join("my repo.git")).unwrap();
+    let old = refs(&dir, &git, &repo, &["refs/heads/main"])
+        .get("refs/heads/main")
+        .cloned();
+    let (work, id) = commit_ahead(&dir, &git, &repo.display().to_string(), "work");
+    let watcher = Watcher::start_in(
+        Some(dir.path()),
+        &["--timeout", "5", "--prefix", "refs/heads/", "./my repo.git"],
+    );
+    watcher.wait_ready();
+    in_work(&dir, &git, &work)
+        .arg("push")
+        .arg("-q")
+        .arg(format!("--receive-pack={PACKGATE} receive-pack"))
+        .args(["../my repo.git", "HEAD:refs/heads/main"])
+        .run();
+    assert_eq!(
+        watcher.next_line(),
+        expected_line(old.as_deref(), &id, "refs/heads/main")
+    );
+    fsck(&dir, &git, &repo);
 }
 
 #[test]

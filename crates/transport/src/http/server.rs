@@ -1,7 +1,7 @@
 //! Serving: the accept loop, HTTP/1.1 on one connection (header timeout, idle watchdog,
 //! session cap), and one request from routing to the streamed response.
 
-use std::{convert::Infallible, io::Write, sync::Arc};
+use std::{convert::Infallible, future::Future, io::Write, pin::Pin, sync::Arc};
 
 use bstr::ByteSlice;
 use http_body_util::BodyExt;
@@ -118,17 +118,19 @@ where
             let admitted = admission
                 .as_ref()
                 .is_none_or(|admission| admission.activate());
-            let response = respond_tracked(
-                Arc::clone(&handler),
-                Arc::clone(&options),
-                activity.clone(),
-                request,
-            );
+            let response = admitted.then(|| {
+                respond_tracked(
+                    Arc::clone(&handler),
+                    Arc::clone(&options),
+                    activity.clone(),
+                    request,
+                )
+            });
             async move {
-                if !admitted {
-                    return Ok::<_, Infallible>(busy());
+                match response {
+                    Some(response) => Ok::<_, Infallible>(response.await),
+                    None => Ok(busy()),
                 }
-                Ok(response.await)
             }
         })
     };
@@ -172,8 +174,55 @@ where
     respond_tracked(handler, options, Activity::new(), request).await
 }
 
-/// [`respond`], recording activity on a connection of ours.
-async fn respond_tracked<H, B>(
+/// [`respond`], recording activity on a connection of ours: routed here, answered by a
+/// boxed future. hyper keeps a place for the future it awaits in every connection, sized
+/// for that future's largest step; a box there is small, and a waiting client holds only
+/// the step it is in.
+fn respond_tracked<H, B>(
+    handler: Arc<H>,
+    options: Arc<HttpOptions>,
+    activity: Activity,
+    request: Request<B>,
+) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
+where
+    H: SmartHttpHandler,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let uri = request.uri().clone();
+    let Some(routed) = options
+        .strip_prefix(uri.path())
+        .and_then(|path| route_refs(request.method(), path, uri.query(), request.headers()))
+    else {
+        return Box::pin(respond_smart(handler, options, activity, request));
+    };
+    match routed {
+        Ok((mut git, query)) => {
+            git.remote_address = request
+                .extensions()
+                .get::<PeerAddress>()
+                .map(|peer| peer.0.ip().to_string());
+            tracing::info!(
+                repository = %git.repository.as_bstr(),
+                since = query.since.as_deref().unwrap_or(""),
+                wait = query.wait,
+                event_stream = query.event_stream,
+                credentials = git.credentials.is_some(),
+                "refs watch"
+            );
+            let probe = request.extensions().get::<Arc<ClientProbe>>().cloned();
+            Box::pin(respond_refs(handler, git, query, activity, probe))
+        }
+        Err(err) => Box::pin(std::future::ready(route_error_response(
+            request.method(),
+            uri.path(),
+            err,
+        ))),
+    }
+}
+
+/// [`respond_tracked`] for the smart HTTP requests (not the refs watch).
+async fn respond_smart<H, B>(
     handler: Arc<H>,
     options: Arc<HttpOptions>,
     activity: Activity,
@@ -185,30 +234,6 @@ where
     B::Error: Into<BoxError>,
 {
     let uri = request.uri().clone();
-    if let Some(routed) = options
-        .strip_prefix(uri.path())
-        .and_then(|path| route_refs(request.method(), path, uri.query(), request.headers()))
-    {
-        return match routed {
-            Ok((mut git, query)) => {
-                git.remote_address = request
-                    .extensions()
-                    .get::<PeerAddress>()
-                    .map(|peer| peer.0.ip().to_string());
-                tracing::info!(
-                    repository = %git.repository.as_bstr(),
-                    since = query.since.as_deref().unwrap_or(""),
-                    wait = query.wait,
-                    event_stream = query.event_stream,
-                    credentials = git.credentials.is_some(),
-                    "refs watch"
-                );
-                let probe = request.extensions().get::<Arc<ClientProbe>>().cloned();
-                respond_refs(handler, git, query, activity, probe).await
-            }
-            Err(err) => route_error_response(request.method(), uri.path(), err),
-        };
-    }
     let routed = options
         .strip_prefix(uri.path())
         .ok_or(RouteError::NotFound)
@@ -258,7 +283,7 @@ where
         // A little under the idle timeout, so the client is answered before the
         // connection's own watchdog would close it without a word.
         let patience = options.idle_timeout - options.idle_timeout / 8;
-        match read_whole_body(body, limit, patience, &activity)
+        match Box::pin(read_whole_body(body, limit, patience, &activity))
             .await
             .and_then(|bytes| decode_whole_body(bytes, encoding, limit))
         {
@@ -306,7 +331,9 @@ where
         let _ = output.flush();
     });
     match decision.await {
-        Ok(Ok(())) if advertisement => advertisement_response(chunks, content_type, if_none).await,
+        Ok(Ok(())) if advertisement => {
+            Box::pin(advertisement_response(chunks, content_type, if_none)).await
+        }
         Ok(Ok(())) => {
             let mut response = Response::new(ResponseBody::Channel(chunks));
             let headers = response.headers_mut();

@@ -69,50 +69,53 @@ impl ClientProbe {
 }
 
 /// Answer a routed `GET <repo>/refs`: open it as a fetch, then a JSON long-poll or an event
-/// stream driven by the handler's [`RefsWatcher`].
-pub(super) async fn respond_refs<H: SmartHttpHandler>(
+/// stream driven by the handler's [`RefsWatcher`]. The opening starts on the blocking pool
+/// at once; the future holds only what the wait needs, and the long-poll is boxed (a
+/// waiting client holds it, and nothing of the opening).
+pub(super) fn respond_refs<H: SmartHttpHandler>(
     handler: Arc<H>,
     git: GitRequest,
     query: RefsQuery,
     activity: Activity,
     probe: Option<Arc<ClientProbe>>,
-) -> Response<ResponseBody> {
+) -> impl std::future::Future<Output = Response<ResponseBody>> + Send {
     let event_stream = query.event_stream;
     let started = tokio::task::spawn_blocking(move || {
         let session = handler.open(&git).map_err(Err)?;
         let mut watcher = handler.watch_refs(session, &git, &query).map_err(Ok)?;
         let look = watcher.look();
         Ok::<_, Result<WatchRefusal, Refusal>>((watcher, look))
-    })
-    .await;
-    let (watcher, look) = match started {
-        Ok(Ok(started)) => started,
-        Ok(Err(Err(refusal))) => return super::server::refusal_response(refusal),
-        Ok(Err(Ok(refusal))) => return watch_refusal(refusal),
-        Err(err) => {
-            tracing::warn!(%err, "refs watch failed");
-            return super::server::text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal server error",
+    });
+    async move {
+        let (watcher, look) = match started.await {
+            Ok(Ok(started)) => started,
+            Ok(Err(Err(refusal))) => return super::server::refusal_response(refusal),
+            Ok(Err(Ok(refusal))) => return watch_refusal(refusal),
+            Err(err) => {
+                tracing::warn!(%err, "refs watch failed");
+                return super::server::text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal server error",
+                );
+            }
+        };
+        if event_stream {
+            let (sender, receiver) = mpsc::channel(4);
+            tokio::spawn(
+                stream_events(watcher, look, sender, activity, probe)
+                    .instrument(tracing::Span::current()),
             );
+            let mut response = Response::new(ResponseBody::Channel(receiver));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            super::server::no_cache(headers);
+            return response;
         }
-    };
-    if event_stream {
-        let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(
-            stream_events(watcher, look, sender, activity, probe)
-                .instrument(tracing::Span::current()),
-        );
-        let mut response = Response::new(ResponseBody::Channel(receiver));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        super::server::no_cache(headers);
-        return response;
+        Box::pin(long_poll(watcher, look, activity, probe)).await
     }
-    long_poll(watcher, look, activity, probe).await
 }
 
 fn watch_refusal(refusal: WatchRefusal) -> Response<ResponseBody> {
@@ -166,10 +169,18 @@ async fn wait_once(
             None => std::future::pending().await,
         }
     };
+    // One timer for both (each costs a waiting client's memory).
+    let tick = std::time::Instant::now() + KEEPALIVE_INTERVAL;
+    let until = tick.min(wait.deadline);
     tokio::select! {
         () = &mut wait.changed => Woken::Look,
-        () = tokio::time::sleep_until(wait.deadline.into()) => Woken::Look,
-        () = tokio::time::sleep(KEEPALIVE_INTERVAL) => Woken::Tick,
+        () = tokio::time::sleep_until(until.into()) => {
+            if until == wait.deadline {
+                Woken::Look
+            } else {
+                Woken::Tick
+            }
+        }
         () = client_gone => Woken::Gone,
         () = closed => Woken::Gone,
     }
