@@ -13,10 +13,13 @@
 //!
 //! * at once when packgate itself moved refs ([`changed`], called by receive-pack and the
 //!   fetch client after their updates);
-//! * otherwise by a bounded re-check: one thread re-reads each watched repository every
-//!   [`RECHECK_INTERVAL`], which is how writes by other programs are noticed. No file-system
-//!   notification is used: it is not available everywhere (network file systems), and a
-//!   re-check per repository (not per waiter) is cheap.
+//! * otherwise by a bounded re-check: one thread looks at each watched repository every
+//!   [`RECHECK_INTERVAL`], which is how writes by other programs are noticed. It re-reads the
+//!   refs only when the ref storage's stamps differ from those taken before the last read
+//!   (the rules of the token cache, `refs_watch/cache.rs`): an unchanged repository costs a
+//!   few `stat` calls a second, not a read of its `packed-refs`. No file-system notification
+//!   is used: it is not available everywhere (network file systems), and a re-check per
+//!   repository (not per waiter) is cheap.
 //!
 //! Only the waiters whose prefixes cover a changed ref are woken. A waiter costs no thread:
 //! [`Subscription::notified`] is a future any executor can await; blocking callers (a stdio
@@ -37,6 +40,7 @@ use bstr::{BStr, BString, ByteSlice};
 use gix_hash::ObjectId;
 use sha1::Digest as _;
 
+use self::cache::StorageStamps;
 use crate::{
     config::UploadPackConfig,
     refname::RefPrefix,
@@ -350,6 +354,9 @@ impl Slot {
 struct Watched {
     repo: Repository,
     snapshot: Arc<Snapshot>,
+    /// The ref storage's stamps taken before `snapshot` was read, if they were settled:
+    /// while the storage still has them, a re-check has nothing to read.
+    stamps: Option<Arc<StorageStamps>>,
     waiters: HashMap<u64, Slot>,
     /// Held while a check reads and compares, so two checks never interleave.
     checking: Arc<Mutex<()>>,
@@ -376,6 +383,11 @@ struct Hub {
     /// at once to a repository with 50,000 refs read it hundreds of times over, and the
     /// memory those reads took stayed with the process).
     first_snapshot: Mutex<()>,
+    /// How many snapshots were read.
+    reads: AtomicU64,
+    /// How far ahead of the system's clock this watch's clock is (tests: so that stamps
+    /// count as settled without waiting for the racy window to pass).
+    clock_ahead: Duration,
 }
 
 /// The waiters of this process, by repository (see the module's documentation).
@@ -412,6 +424,35 @@ impl RefsWatch {
             hub: Arc::default(),
             interval,
         }
+    }
+
+    /// A watch as [`RefsWatch::with_interval`] whose clock runs `ahead` of the system's.
+    #[cfg(test)]
+    fn with_clock_ahead(interval: Option<Duration>, ahead: Duration) -> RefsWatch {
+        RefsWatch {
+            hub: Arc::new(Hub {
+                clock_ahead: ahead,
+                ..Hub::default()
+            }),
+            interval,
+        }
+    }
+
+    /// How many snapshots of repositories this watch has read.
+    #[cfg(test)]
+    fn reads(&self) -> u64 {
+        self.hub.reads.load(Ordering::Relaxed)
+    }
+
+    /// Now, by this watch's clock.
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.hub.clock_ahead
+    }
+
+    /// Read `repo`'s snapshot, counted.
+    fn read_snapshot(&self, repo: &Repository) -> Result<Snapshot, RefsError> {
+        self.hub.reads.fetch_add(1, Ordering::Relaxed);
+        snapshot(repo)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Watched>> {
@@ -453,8 +494,9 @@ impl RefsWatch {
             None
         } else {
             let plain = repo.clone().with_namespace(None);
-            let snapshot = snapshot(&plain)?;
-            Some((plain, snapshot))
+            let stamps = StorageStamps::take(plain.git_dir(), self.now());
+            let snapshot = self.read_snapshot(&plain)?;
+            Some((plain, snapshot, stamps))
         };
         let id = self.hub.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Slot {
@@ -470,7 +512,7 @@ impl RefsWatch {
             let watched = match (repos.get_mut(&git_dir), fresh) {
                 (Some(watched), _) => watched,
                 (None, fresh) => {
-                    let (plain, snapshot) = match fresh {
+                    let (plain, snapshot, stamps) = match fresh {
                         Some(fresh) => fresh,
                         // Dropped by its last waiter in between: read it again, unlocked.
                         None => {
@@ -482,6 +524,7 @@ impl RefsWatch {
                     repos.entry(git_dir.clone()).or_insert(Watched {
                         repo: plain,
                         snapshot: Arc::new(snapshot),
+                        stamps: stamps.map(Arc::new),
                         waiters: HashMap::new(),
                         checking: Arc::default(),
                         generation: 0,
@@ -514,7 +557,16 @@ impl RefsWatch {
         let _checking = checking
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let new = match snapshot(&repo) {
+        // Read under the check's lock: the stamps of the snapshot that is current.
+        let previous = self
+            .lock()
+            .get(git_dir)
+            .and_then(|watched| watched.stamps.clone());
+        if previous.is_some_and(|stamps| stamps.unchanged(git_dir)) {
+            return;
+        }
+        let stamps = StorageStamps::take(git_dir, self.now()).map(Arc::new);
+        let new = match self.read_snapshot(&repo) {
             Ok(new) => Arc::new(new),
             Err(err) => {
                 tracing::debug!(git_dir = %git_dir.display(), %err, "refs not readable; checked later");
@@ -527,6 +579,7 @@ impl RefsWatch {
         };
         let changes = diff(&watched.snapshot, &new);
         watched.snapshot = new;
+        watched.stamps = stamps;
         if changes.is_empty() {
             return;
         }

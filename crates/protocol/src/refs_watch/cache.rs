@@ -157,6 +157,59 @@ impl Stamps {
             .map(Stamp::newest)
             .max()
     }
+
+    /// Whether every stamp lies more than [`RACY_WINDOW`] before `now`.
+    fn settled(&self, now: SystemTime) -> bool {
+        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let limit = since_epoch.saturating_sub(RACY_WINDOW);
+        let limit = (
+            i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+            i64::from(limit.subsec_nanos()),
+        );
+        self.newest().is_none_or(|newest| newest <= limit)
+    }
+
+    /// Whether a walk of `plan` without learning (the targets as these know them) finds
+    /// the storage exactly as these stamps saw it.
+    fn still(&self, git_dir: &Path, plan: &Plan) -> bool {
+        walk(git_dir, plan, false, &self.targets)
+            .is_ok_and(|now| now.walked == self.walked && now.target_stamps == self.target_stamps)
+    }
+}
+
+/// The stamps of a repository's whole ref storage (`packed-refs`, `HEAD`, everything below
+/// `refs/`, namespaces included), for the watch's re-check: taken before a snapshot is read,
+/// they tell a later re-check that reading again cannot find anything new, by the same rules
+/// as a remembered token (see the module's documentation).
+#[derive(Debug)]
+pub(super) struct StorageStamps(Stamps);
+
+impl StorageStamps {
+    /// The plan of the whole storage.
+    fn plan() -> Plan {
+        Plan {
+            loose: vec!["refs/".into()],
+            head: Some("HEAD".into()),
+        }
+    }
+
+    /// Stamp `git_dir`'s ref storage at `now`: `None` when something cannot be stamped or a
+    /// stamp is not settled (the storage is then read at every re-check until it is).
+    pub(super) fn take(git_dir: &Path, now: SystemTime) -> Option<StorageStamps> {
+        // Refs in another directory (a linked work tree's `commondir`): not stamped here.
+        if git_dir.join("commondir").exists() {
+            return None;
+        }
+        let stamps = walk(git_dir, &Self::plan(), true, &[]).ok()?;
+        stamps.settled(now).then_some(StorageStamps(stamps))
+    }
+
+    /// Whether `git_dir`'s ref storage is still exactly as these stamps saw it.
+    pub(super) fn unchanged(&self, git_dir: &Path) -> bool {
+        self.0.still(git_dir, &Self::plan())
+    }
 }
 
 /// Why a walk's stamps cannot make an entry.
@@ -364,29 +417,16 @@ impl TokenCache {
         let plan = Plan::new(repo, prefixes);
         let known = self.entries().get(&key).cloned();
         if let Some(entry) = known {
-            if let Ok(stamps) = walk(repo.git_dir(), &plan, false, &entry.stamps.targets) {
-                if stamps.walked == entry.stamps.walked
-                    && stamps.target_stamps == entry.stamps.target_stamps
-                {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Lookup::Hit(entry.token.clone());
-                }
+            if entry.stamps.still(repo.git_dir(), &plan) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Hit(entry.token.clone());
             }
         }
         let Ok(stamps) = walk(repo.git_dir(), &plan, true, &[]) else {
             return Lookup::Miss(None);
         };
         // Only settled stamps make an entry.
-        let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
-            return Lookup::Miss(None);
-        };
-        let limit = since_epoch.saturating_sub(RACY_WINDOW);
-        let limit = (
-            i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
-            i64::from(limit.subsec_nanos()),
-        );
-        let settled = stamps.newest().is_none_or(|newest| newest <= limit);
-        if !settled {
+        if !stamps.settled(now) {
             self.entries().remove(&key);
             return Lookup::Miss(None);
         }

@@ -166,6 +166,39 @@ fn the_recheck_notices_writes_by_other_programs() {
     assert!(subscription.wait_until(Instant::now() + Duration::from_secs(20)));
 }
 
+/// A re-check reads the refs again only when the ref storage changed: while its stamps
+/// (settled: the watch's clock is ahead) are as they were, it reads nothing.
+#[test]
+fn a_recheck_reads_an_unchanged_repository_no_more() {
+    let (_dir, bare, id) = fixture();
+    let watch = RefsWatch::with_clock_ahead(None, Duration::from_secs(3));
+    let repo = open(&bare);
+    let subscription = watch
+        .subscribe(&repo, &[RefPrefix::new("refs/heads/")])
+        .unwrap();
+    assert_eq!(watch.reads(), 1);
+    for _ in 0..3 {
+        watch.check(repo.git_dir());
+    }
+    assert_eq!(watch.reads(), 1);
+    assert!(!subscription.fired());
+    git(&bare, &["update-ref", "refs/heads/other", &id]);
+    watch.check(repo.git_dir());
+    assert_eq!(watch.reads(), 2);
+    assert!(subscription.fired());
+    // A packed ref rewritten, then the loose one gone: each is a change of the storage.
+    subscription.take();
+    git(&bare, &["pack-refs", "--all"]);
+    watch.check(repo.git_dir());
+    assert_eq!(watch.reads(), 3);
+    assert!(!subscription.fired(), "packing changed no ref");
+    git(&bare, &["update-ref", "-d", "refs/heads/other"]);
+    watch.check(repo.git_dir());
+    watch.check(repo.git_dir());
+    assert_eq!(watch.reads(), 4);
+    assert!(subscription.fired());
+}
+
 #[test]
 fn the_future_resolves_once_fired() {
     let (_dir, bare, id) = fixture();
