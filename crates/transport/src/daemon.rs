@@ -223,40 +223,34 @@ async fn commands(
                 return Ok(());
             }
         };
-        // One trip to the blocking pool for a request that does not wait: prepared and
-        // answered there together.
-        let (returned_stream, (returned, answered)) =
-            blocking(stream, options, move |_input, output| {
-                match handler.prepare_wait(&request) {
-                    None => {
-                        let next = handler.handle(request, output);
-                        (handler, Ok(next))
+        // One trip to the blocking pool prepares the request and, unless it waits, answers
+        // it; after each wait, one more trip does the same.
+        let mut request = request;
+        let next = loop {
+            let (returned_stream, (returned, answered)) =
+                blocking(stream, options, move |_input, output| {
+                    match handler.prepare_wait(&request) {
+                        None => {
+                            let next = handler.handle(request, output);
+                            (handler, Ok(next))
+                        }
+                        Some(wait) => (handler, Err((request, wait))),
                     }
-                    Some(wait) => (handler, Err((request, wait))),
+                })
+                .await?;
+            stream = returned_stream;
+            handler = returned;
+            match answered {
+                Ok(next) => break next,
+                Err((returned, wait)) => {
+                    request = returned;
+                    if !wait_for(&mut stream, wait, &mut buffer).await {
+                        tracing::debug!(
+                            "the client left while its request waited; the waiter left"
+                        );
+                        return Ok(());
+                    }
                 }
-            })
-            .await?;
-        stream = returned_stream;
-        handler = returned;
-        let next = match answered {
-            Ok(next) => next,
-            Err((request, wait)) => {
-                let Some((returned, request)) =
-                    wait_before(&mut stream, handler, request, wait, &mut buffer).await?
-                else {
-                    tracing::debug!("the client left while its request waited; the waiter left");
-                    return Ok(());
-                };
-                handler = returned;
-                let (returned_stream, (returned, next)) =
-                    blocking(stream, options, move |_input, output| {
-                        let next = handler.handle(request, output);
-                        (handler, next)
-                    })
-                    .await?;
-                stream = returned_stream;
-                handler = returned;
-                next
             }
         };
         if next == Next::Close {
@@ -269,64 +263,36 @@ async fn commands(
 /// that the socket is no longer watched until the wait ends.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
-/// Await `wait`, which `handler` prepared for `request`, and what it asks to wait for after
-/// (again, as long as it asks), without a thread and without the idle timeout, watching the
-/// connection meanwhile: `None` when the client hung up (the handler, and what it waited
-/// with, is dropped). Bytes the client sends meanwhile are kept in `buffer` for the next
-/// request.
-async fn wait_before(
-    stream: &mut TcpStream,
-    mut handler: Box<dyn CommandHandler>,
-    mut request: v2::Request,
-    wait: Wait,
-    buffer: &mut Vec<u8>,
-) -> std::io::Result<Option<(Box<dyn CommandHandler>, v2::Request)>> {
-    let mut wait = Some(wait);
+/// Await `wait` (until it fires or its deadline passes) without a thread and without the
+/// idle timeout, watching the connection meanwhile: `false` when the client hung up. Bytes
+/// the client sends meanwhile are kept in `buffer` for the next request.
+async fn wait_for(stream: &mut TcpStream, wait: Wait, buffer: &mut Vec<u8>) -> bool {
+    let Wait {
+        mut changed,
+        deadline,
+    } = wait;
+    // A waiting session keeps no read buffer it does not need.
+    if buffer.is_empty() {
+        buffer.shrink_to_fit();
+    }
+    let deadline = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(deadline);
     loop {
-        let wait = match wait.take() {
-            Some(wait) => Some(wait),
-            None => {
-                let (returned, returned_request, wait) = tokio::task::spawn_blocking(move || {
-                    let wait = handler.prepare_wait(&request);
-                    (handler, request, wait)
-                })
-                .await
-                .map_err(std::io::Error::other)?;
-                handler = returned;
-                request = returned_request;
-                wait
-            }
-        };
-        let Some(Wait {
-            mut changed,
-            deadline,
-        }) = wait
-        else {
-            return Ok(Some((handler, request)));
-        };
-        // A waiting session keeps no read buffer it does not need.
-        if buffer.is_empty() {
-            buffer.shrink_to_fit();
-        }
-        let deadline = tokio::time::sleep_until(deadline.into());
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut changed => break,
-                () = &mut deadline => break,
-                // Readiness, then a read into a buffer on the stack: a waiting client's task
-                // holds no read buffer.
-                ready = stream.readable(), if buffer.len() < MAX_READ_AHEAD => {
-                    if ready.is_err() {
-                        return Ok(None);
-                    }
-                    let mut chunk = [0u8; 512];
-                    match stream.try_read(&mut chunk) {
-                        Ok(0) => return Ok(None),
-                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => return Ok(None),
-                    }
+        tokio::select! {
+            () = &mut changed => return true,
+            () = &mut deadline => return true,
+            // Readiness, then a read into a buffer on the stack: a waiting client's task
+            // holds no read buffer.
+            ready = stream.readable(), if buffer.len() < MAX_READ_AHEAD => {
+                if ready.is_err() {
+                    return false;
+                }
+                let mut chunk = [0u8; 512];
+                match stream.try_read(&mut chunk) {
+                    Ok(0) => return false,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return false,
                 }
             }
         }
@@ -453,20 +419,23 @@ pub(crate) fn end_of_input(
 const READ_CHUNK: usize = 4096;
 
 /// Run `work` on the blocking pool over the connection, with the idle timeout on every read
-/// and write; hand the connection back afterwards with what `work` returned.
+/// and write; hand the connection back afterwards with what `work` returned. The socket
+/// stays registered with the runtime and non-blocking: [`BlockingSocket`] waits in poll(2)
+/// when it would block (a connection changed modes and was registered anew at every step).
 async fn blocking<T: Send + 'static>(
     stream: TcpStream,
     options: &DaemonOptions,
     work: impl FnOnce(&mut dyn Read, &mut dyn Write) -> T + Send + 'static,
 ) -> std::io::Result<(TcpStream, T)> {
-    let stream = stream.into_std()?;
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(options.idle_timeout))?;
-    stream.set_write_timeout(Some(options.idle_timeout))?;
+    let idle = options.idle_timeout;
     let (stream, value) = tokio::task::spawn_blocking(move || {
         let value = {
-            let mut input = std::io::BufReader::new(&stream);
-            let mut output = std::io::BufWriter::with_capacity(64 * 1024, &stream);
+            let socket = BlockingSocket {
+                stream: &stream,
+                idle,
+            };
+            let mut input = std::io::BufReader::new(&socket);
+            let mut output = std::io::BufWriter::with_capacity(64 * 1024, &socket);
             let value = work(&mut input, &mut output);
             let flushed = output.flush();
             (value, flushed)
@@ -477,8 +446,71 @@ async fn blocking<T: Send + 'static>(
     .map_err(std::io::Error::other)?;
     let (value, flushed) = value;
     flushed?;
-    stream.set_nonblocking(true)?;
-    Ok((TcpStream::from_std(stream)?, value))
+    Ok((stream, value))
+}
+
+/// Blocking reads and writes on a connection whose socket is non-blocking, for a thread of
+/// the blocking pool: a call that would block waits in poll(2), at most `idle`, then fails
+/// with `TimedOut`.
+struct BlockingSocket<'a> {
+    stream: &'a TcpStream,
+    idle: Duration,
+}
+
+impl BlockingSocket<'_> {
+    /// Retry `attempt` until it does not fail with `WouldBlock`, waiting for `ready` between.
+    fn retry<T>(
+        &self,
+        ready: rustix::event::PollFlags,
+        mut attempt: impl FnMut(&socket2::Socket) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let socket = socket2::SockRef::from(self.stream);
+        loop {
+            match attempt(&socket) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => self.wait(ready)?,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+
+    fn wait(&self, ready: rustix::event::PollFlags) -> std::io::Result<()> {
+        // A timeout too large for a timespec waits for ever.
+        let timeout = rustix::event::Timespec::try_from(self.idle).ok();
+        let mut fds = [rustix::event::PollFd::new(self.stream, ready)];
+        loop {
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => return Err(timed_out("client idle for too long")),
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+}
+
+impl Read for &BlockingSocket<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.retry(rustix::event::PollFlags::IN, |mut socket| socket.read(buf))
+    }
+}
+
+impl Write for &BlockingSocket<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.retry(rustix::event::PollFlags::OUT, |mut socket| {
+            socket.write(buf)
+        })
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.retry(rustix::event::PollFlags::OUT, |mut socket| {
+            socket.write_vectored(bufs)
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn timed_out(message: &'static str) -> std::io::Error {
