@@ -2,9 +2,10 @@
 //! connection to a [`ConnectionHandler`].
 //!
 //! The head is one pkt-line: `git-upload-pack /path\0host=example.com\0\0version=2\0`.
-//! Accepting and reading the head are async and bounded by an initial timeout; the session
-//! itself runs on tokio's blocking pool over the socket with read and write timeouts, so a
-//! stalled client is dropped after the idle timeout.
+//! Accepting and reading the head are async and bounded by an initial timeout. The work of
+//! a session (opening and advertising, answering each request) runs on tokio's blocking pool
+//! over the socket, every read and write bounded by the idle timeout, so a stalled client is
+//! dropped after it; between requests, and while a request waits, a session holds no thread.
 
 use std::{
     io::{Read, Write},
