@@ -580,6 +580,46 @@ fn a_client_that_leaves_while_waiting_ends_the_wait() {
     }
 }
 
+/// The server's open descriptors.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A waiting HTTP client costs the server one descriptor: its connection, which also serves
+/// to notice that it left (no duplicate of the socket).
+#[test]
+fn a_waiting_http_client_costs_one_descriptor() {
+    let setup = Setup::new("watch-descriptors", &[]);
+    let since = token(&setup.refs(""));
+    let address = setup.server.http_address().to_owned();
+    let waits = setup.count(WAITING);
+    let before = descriptors(setup.server.pid());
+    const CLIENTS: usize = 16;
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).unwrap();
+            write!(
+                stream,
+                "GET /small.git/refs?since={since}&wait=300 HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    setup.await_log(WAITING, waits + CLIENTS - 1);
+    let with_clients = descriptors(setup.server.pid());
+    assert!(
+        with_clients - before <= CLIENTS + 2,
+        "{CLIENTS} waiting clients took {} descriptors",
+        with_clients - before
+    );
+    let gone = setup.count(GONE);
+    drop(clients);
+    setup.await_log(GONE, gone + CLIENTS - 1);
+}
+
 #[test]
 fn watch_http_prints_pushed_changes_and_fails_when_the_server_goes() {
     let setup = Setup::new("watch-client", &[]);

@@ -97,7 +97,7 @@ pub use packgate_wire::service::http::{
 pub use route::{route, route_refs, RouteError};
 pub(crate) use server::serve_admitted;
 pub use server::{respond, serve, serve_connection, PeerAddress};
-pub(crate) use watch::ClientProbe;
+pub(crate) use watch::SharedStream;
 pub use watch::{etag, if_none_match, KEEPALIVE_INTERVAL};
 
 /// Limits of the HTTP front-end.

@@ -26,7 +26,7 @@ use super::{
     header,
     idle::{Activity, Tracked},
     route, route_refs,
-    watch::{etag, if_none_match, respond_refs, ClientProbe},
+    watch::{etag, if_none_match, respond_refs, ClientProbe, SharedStream},
     Bytes, HttpOptions, Refusal, RequestKind, RouteError, SmartHttpHandler, StatusCode,
 };
 use crate::{daemon::Service, listener::Admission};
@@ -48,8 +48,16 @@ pub async fn serve<H: SmartHttpHandler>(
             let handler = Arc::clone(&handler);
             let options = Arc::clone(&options);
             async move {
-                let probe = ClientProbe::of(&stream);
-                serve_admitted(stream, handler, options, Some(admission), Some(peer), probe).await
+                let (stream, probe) = SharedStream::new(stream);
+                serve_admitted(
+                    stream,
+                    handler,
+                    options,
+                    Some(admission),
+                    Some(peer),
+                    Some(probe),
+                )
+                .await
             }
             .instrument(tracing::info_span!("http", %peer))
         },

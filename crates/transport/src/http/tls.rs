@@ -102,7 +102,7 @@ pub async fn serve_tls<H: SmartHttpHandler>(
             let options = Arc::clone(&options);
             let acceptor = acceptor.clone();
             async move {
-                let probe = crate::http::ClientProbe::of(&stream);
+                let (stream, probe) = crate::http::SharedStream::new(stream);
                 let stream =
                     match tokio::time::timeout(options.header_timeout, acceptor.accept(stream))
                         .await
@@ -123,7 +123,7 @@ pub async fn serve_tls<H: SmartHttpHandler>(
                     options,
                     Some(admission),
                     Some(peer),
-                    probe,
+                    Some(probe),
                 )
                 .await
             }

@@ -39,24 +39,93 @@ pub fn if_none_match(value: &str, etag: &str) -> bool {
     })
 }
 
-/// A second handle on a client's TCP connection that only peeks, to notice while a request
-/// waits (and nothing is read or written) that the client closed the connection.
-#[derive(Debug)]
-pub(crate) struct ClientProbe(TcpStream);
+/// A client's TCP connection shared by the HTTP connection that reads and writes it and the
+/// [`ClientProbe`] that peeks at it: one descriptor and one registration with the runtime
+/// (a duplicate socket for the probe cost a second of each, for every connection).
+#[derive(Debug, Clone)]
+pub(crate) struct SharedStream(Arc<TcpStream>);
 
-impl ClientProbe {
-    /// A probe of `stream` (a duplicate of its socket); `None` if it could not be made.
-    pub(crate) fn of(stream: &TcpStream) -> Option<Arc<ClientProbe>> {
-        let duplicate = socket2::SockRef::from(stream)
-            .try_clone()
-            .map_err(|err| tracing::debug!(%err, "no probe for this connection"))
-            .ok()?;
-        let probe = TcpStream::from_std(std::net::TcpStream::from(duplicate))
-            .map_err(|err| tracing::debug!(%err, "no probe for this connection"))
-            .ok()?;
-        Some(Arc::new(ClientProbe(probe)))
+impl SharedStream {
+    /// The connection, and a probe of it.
+    pub(crate) fn new(stream: TcpStream) -> (SharedStream, Arc<ClientProbe>) {
+        let stream = Arc::new(stream);
+        let probe = Arc::new(ClientProbe(Arc::clone(&stream)));
+        (SharedStream(stream), probe)
+    }
+}
+
+impl tokio::io::AsyncRead for SharedStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            // Into the unfilled part as it is (hyper's buffer is not zeroed first).
+            match self.0.try_read_buf(buf) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                result => return std::task::Poll::Ready(result.map(drop)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                result => return std::task::Poll::Ready(result),
+            }
+        }
     }
 
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                result => return std::task::Poll::Ready(result),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // Shutting down the sending side does not block.
+        std::task::Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// A handle on a client's TCP connection that only peeks, to notice while a request waits
+/// (and nothing is read or written) that the client closed the connection.
+#[derive(Debug)]
+pub(crate) struct ClientProbe(Arc<TcpStream>);
+
+impl ClientProbe {
     /// Resolves once the client closed its side (or the connection failed). Pending forever
     /// if the client sent more data (a pipelined request: it cannot be told apart).
     pub(crate) async fn gone(&self) {
