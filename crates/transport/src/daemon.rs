@@ -227,24 +227,29 @@ async fn commands(
         // One trip to the blocking pool prepares the request and, unless it waits, answers
         // it; after each wait, one more trip does the same.
         let mut request = request;
+        let mut waited = false;
         let next = loop {
-            let (returned_stream, (returned, answered)) =
-                blocking(stream, options, move |_input, output| {
-                    match handler.prepare_wait(&request) {
-                        None => {
-                            let next = handler.handle(request, output);
-                            (handler, Ok(next))
-                        }
-                        Some(wait) => (handler, Err((request, wait))),
-                    }
-                })
-                .await?;
+            let step = move |_input: &mut dyn Read, output: &mut dyn Write| match handler
+                .prepare_wait(&request)
+            {
+                None => {
+                    let next = handler.handle(request, output);
+                    (handler, Ok(next))
+                }
+                Some(wait) => (handler, Err((request, wait))),
+            };
+            let (returned_stream, (returned, answered)) = if waited {
+                after_wait(stream, options, step).await?
+            } else {
+                blocking(stream, options, step).await?
+            };
             stream = returned_stream;
             handler = returned;
             match answered {
                 Ok(next) => break next,
                 Err((returned, wait)) => {
                     request = returned;
+                    waited = true;
                     if !wait_for(&mut stream, wait, &mut buffer).await {
                         tracing::debug!(
                             "the client left while its request waited; the waiter left"
@@ -450,6 +455,90 @@ async fn blocking<T: Send + 'static>(
     Ok((stream, value))
 }
 
+/// What an answer after a wait collects in memory before it writes on through the socket.
+const COLLECTED_ANSWER: usize = 64 * 1024;
+
+/// [`blocking`] for the trip a request takes after it waited: clients woken by one change
+/// take it together, so it runs in a turn ([`crate::wake`]), and its output is collected in
+/// memory (up to [`COLLECTED_ANSWER`], beyond which it is written on through the socket) and
+/// written after the turn without a thread, so a client that reads slowly holds no turn.
+async fn after_wait<T: Send + 'static>(
+    stream: TcpStream,
+    options: &DaemonOptions,
+    work: impl FnOnce(&mut dyn Read, &mut dyn Write) -> T + Send + 'static,
+) -> std::io::Result<(TcpStream, T)> {
+    let idle = options.idle_timeout;
+    let turn = crate::wake::turn().await;
+    let (mut stream, result) = tokio::task::spawn_blocking(move || {
+        let result = {
+            let socket = BlockingSocket {
+                stream: &stream,
+                idle,
+            };
+            let mut input = std::io::BufReader::new(&socket);
+            let mut output = Collected {
+                collected: Vec::new(),
+                through: None,
+                socket: &socket,
+            };
+            let value = work(&mut input, &mut output);
+            output.finish().map(|collected| (value, collected))
+        };
+        (stream, result)
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    drop(turn);
+    let (value, collected) = result?;
+    tokio::time::timeout(idle, stream.write_all(&collected))
+        .await
+        .map_err(|_| timed_out("client idle for too long"))??;
+    Ok((stream, value))
+}
+
+/// The output of [`after_wait`]: collected, or once that is too much, written through.
+struct Collected<'a, 's> {
+    collected: Vec<u8>,
+    through: Option<std::io::BufWriter<&'a BlockingSocket<'s>>>,
+    socket: &'a BlockingSocket<'s>,
+}
+
+impl Collected<'_, '_> {
+    /// What is left to write: everything, unless it was written through.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self.through {
+            Some(mut through) => through.flush().map(|()| Vec::new()),
+            None => Ok(self.collected),
+        }
+    }
+}
+
+impl Write for Collected<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.through.is_none() && self.collected.len() + buf.len() <= COLLECTED_ANSWER {
+            self.collected.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        let through = match &mut self.through {
+            Some(through) => through,
+            None => {
+                let mut through = std::io::BufWriter::with_capacity(COLLECTED_ANSWER, self.socket);
+                through.write_all(&std::mem::take(&mut self.collected))?;
+                self.through.insert(through)
+            }
+        };
+        through.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Collected output is written after the turn; written-through output on request.
+        match &mut self.through {
+            Some(through) => through.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Blocking reads and writes on a connection whose socket is non-blocking, for a thread of
 /// the blocking pool: a call that would block waits in poll(2), at most `idle`, then fails
 /// with `TimedOut`.
@@ -563,6 +652,8 @@ mod tests {
     struct Waiting {
         waits: usize,
         wait: Duration,
+        /// Data packets of 1,000 bytes answered after `answered`.
+        packets: usize,
         prepared: Arc<AtomicUsize>,
         dropped: mpsc::UnboundedSender<()>,
     }
@@ -593,6 +684,9 @@ mod tests {
         fn handle(&mut self, _request: v2::Request, output: &mut dyn Write) -> Next {
             let mut out = pkt_line::PacketWriter::new(output);
             let _ = out.write_text("answered");
+            for _ in 0..self.packets {
+                let _ = out.write_data(&[b'x'; 1000]);
+            }
             let _ = out.flush_pkt();
             Next::Continue
         }
@@ -601,6 +695,7 @@ mod tests {
     struct Opener {
         waits: usize,
         wait: Duration,
+        packets: usize,
         prepared: Arc<AtomicUsize>,
         dropped: mpsc::UnboundedSender<()>,
     }
@@ -610,6 +705,7 @@ mod tests {
             Session::Commands(Box::new(Waiting {
                 waits: self.waits,
                 wait: self.wait,
+                packets: self.packets,
                 prepared: Arc::clone(&self.prepared),
                 dropped: self.dropped.clone(),
             }))
@@ -623,6 +719,16 @@ mod tests {
         wait: Duration,
         idle_timeout: Duration,
     ) -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+        start_answering(waits, wait, idle_timeout, 0).await
+    }
+
+    /// [`start`] with `packets` more packets in each answer.
+    async fn start_answering(
+        waits: usize,
+        wait: Duration,
+        idle_timeout: Duration,
+        packets: usize,
+    ) -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let prepared = Arc::new(AtomicUsize::new(0));
@@ -630,6 +736,7 @@ mod tests {
         let handler = Arc::new(Opener {
             waits,
             wait,
+            packets,
             prepared: Arc::clone(&prepared),
             dropped,
         });
@@ -655,6 +762,35 @@ mod tests {
         request.extend_from_slice(b"0000");
         stream.write_all(&request).await.unwrap();
         stream
+    }
+
+    /// An answer after a wait larger than what is collected in memory is written through,
+    /// whole and in order; one that fits is written after the turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_after_a_wait_arrive_whole_whatever_their_size() {
+        for packets in [1, 300] {
+            let (address, _prepared, _dropped) = start_answering(
+                1,
+                Duration::from_millis(50),
+                Duration::from_secs(600),
+                packets,
+            )
+            .await;
+            let mut stream = waiting_client(address).await;
+            let mut expected = Vec::new();
+            pkt_line::encode_data(b"answered\n", &mut expected).unwrap();
+            for _ in 0..packets {
+                pkt_line::encode_data(&[b'x'; 1000], &mut expected).unwrap();
+            }
+            expected.extend_from_slice(b"0000");
+            assert_eq!(packets > 1, expected.len() > COLLECTED_ANSWER);
+            let mut answer = vec![0u8; expected.len()];
+            tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut answer))
+                .await
+                .expect("no answer")
+                .unwrap();
+            assert!(answer == expected, "answer of {packets} packets differs");
+        }
     }
 
     /// A client that hangs up while its request waits ends its session (and what the

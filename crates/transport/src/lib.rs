@@ -30,3 +30,4 @@ pub mod http;
 pub mod listener;
 pub mod ssh;
 pub mod stdio;
+mod wake;

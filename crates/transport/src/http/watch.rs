@@ -202,7 +202,8 @@ fn watch_refusal(refusal: WatchRefusal) -> Response<ResponseBody> {
 
 /// Look again on the blocking pool.
 async fn look_again(mut watcher: Box<dyn RefsWatcher>) -> Option<(Box<dyn RefsWatcher>, RefsLook)> {
-    match tokio::task::spawn_blocking(move || {
+    // Woken together with every other waiter of the change: in a turn.
+    match crate::wake::spawn_blocking(move || {
         let look = watcher.look();
         (watcher, look)
     })
