@@ -79,6 +79,7 @@ use std::time::Duration;
 use crate::{daemon::Service, listener::ConnectionLimits};
 
 mod body;
+mod detach;
 mod idle;
 mod route;
 mod server;

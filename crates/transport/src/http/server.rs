@@ -23,6 +23,7 @@ use super::{
         decode_whole_body, read_whole_body, request_body_reader, BodyEncoding, BoxError,
         ChannelWriter, RequestBody, ResponseBody, Source, RESPONSE_CHUNKS_IN_FLIGHT,
     },
+    detach::{self, Detached, Detacher},
     header,
     idle::{Activity, Tracked},
     route, route_refs,
@@ -49,15 +50,28 @@ pub async fn serve<H: SmartHttpHandler>(
             let options = Arc::clone(&options);
             async move {
                 let (stream, probe) = SharedStream::new(stream);
-                serve_admitted(
-                    stream,
+                let (detacher, detached) = Detacher::new();
+                let idle = options.idle_timeout;
+                let kept = Arc::clone(&admission);
+                let served = serve_admitted(
+                    stream.clone(),
                     handler,
                     options,
                     Some(admission),
                     Some(peer),
                     Some(probe),
+                    Some((detacher, detached)),
                 )
-                .await
+                .await?;
+                // A wait taken out of hyper goes on in a task of its own, so that nothing of
+                // this one (hyper's connection) stays with it.
+                if let Some(detached) = served {
+                    tokio::spawn(
+                        detach::finish(detached, stream, idle, Some(kept))
+                            .instrument(tracing::Span::current()),
+                    );
+                }
+                Ok::<(), hyper::Error>(())
             }
             .instrument(tracing::info_span!("http", %peer))
         },
@@ -94,11 +108,15 @@ where
     H: SmartHttpHandler,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_admitted(io, handler, options, None, None, None).await
+    serve_admitted(io, handler, options, None, None, None, None)
+        .await
+        .map(drop)
 }
 
 /// [`serve_connection`] for our accept loop: the first request makes the connection an
-/// active session, or is answered `503` if the session cap is reached.
+/// active session, or is answered `503` if the session cap is reached. With `detach`, a
+/// refs-watch request about to wait can be taken out of hyper (`detach.rs`): hyper's
+/// connection is then dropped and the wait returned, for the caller to finish.
 pub(crate) async fn serve_admitted<H, I>(
     io: I,
     handler: Arc<H>,
@@ -106,13 +124,24 @@ pub(crate) async fn serve_admitted<H, I>(
     admission: Option<Arc<Admission>>,
     peer: Option<std::net::SocketAddr>,
     probe: Option<Arc<ClientProbe>>,
-) -> Result<(), hyper::Error>
+    detach: Option<(Detacher, tokio::sync::oneshot::Receiver<Detached>)>,
+) -> Result<Option<Detached>, hyper::Error>
 where
     H: SmartHttpHandler,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
     let io = hyper_util::rt::TokioIo::new(Tracked::new(io, activity.clone()));
+    let (detacher, detached) = match detach {
+        Some((detacher, detached)) => (Some(detacher), Some(detached)),
+        None => (None, None),
+    };
+    let detached = async {
+        match detached {
+            Some(detached) => detached.await.ok(),
+            None => None,
+        }
+    };
     let service = {
         let activity = activity.clone();
         let options = Arc::clone(&options);
@@ -122,6 +151,9 @@ where
             }
             if let Some(probe) = &probe {
                 request.extensions_mut().insert(Arc::clone(probe));
+            }
+            if let Some(detacher) = &detacher {
+                request.extensions_mut().insert(detacher.clone());
             }
             let admitted = admission
                 .as_ref()
@@ -151,11 +183,14 @@ where
         // still waits for the answer. Without this, hyper drops the connection unanswered.
         .half_close(true)
         .serve_connection(io, service);
+    tokio::pin!(detached);
     tokio::select! {
-        result = connection => result,
+        result = connection => result.map(|()| None),
+        // Dropping hyper's connection here: the wait goes on without it.
+        Some(detached) = &mut detached => Ok(Some(detached)),
         () = activity.idle_for(options.idle_timeout) => {
             tracing::debug!("closing an idle connection");
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -219,7 +254,13 @@ where
                 "refs watch"
             );
             let probe = request.extensions().get::<Arc<ClientProbe>>().cloned();
-            Box::pin(respond_refs(handler, git, query, activity, probe))
+            // What a detached wait writes is HTTP/1.1 (chunked events).
+            let detacher = request
+                .extensions()
+                .get::<Detacher>()
+                .filter(|_| request.version() == hyper::Version::HTTP_11)
+                .cloned();
+            Box::pin(respond_refs(handler, git, query, activity, probe, detacher))
         }
         Err(err) => Box::pin(std::future::ready(route_error_response(
             request.method(),

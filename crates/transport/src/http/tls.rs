@@ -124,8 +124,10 @@ pub async fn serve_tls<H: SmartHttpHandler>(
                     Some(admission),
                     Some(peer),
                     Some(probe),
+                    None,
                 )
                 .await
+                .map(drop)
             }
             .instrument(tracing::info_span!("https", %peer))
         },

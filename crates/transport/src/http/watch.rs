@@ -11,8 +11,12 @@ use tokio::{net::TcpStream, sync::mpsc};
 use tracing::Instrument as _;
 
 use super::{
-    body::ResponseBody, header, idle::Activity, Bytes, GitRequest, RefsLook, RefsQuery,
-    RefsWatcher, Refusal, SmartHttpHandler, StatusCode, WatchRefusal,
+    body::ResponseBody,
+    detach::{Detached, Detacher},
+    header,
+    idle::Activity,
+    Bytes, GitRequest, RefsLook, RefsQuery, RefsWatcher, Refusal, SmartHttpHandler, StatusCode,
+    WatchRefusal,
 };
 
 /// How often an event stream sends a `: keepalive` comment while nothing changes.
@@ -138,8 +142,8 @@ impl ClientProbe {
 }
 
 /// Answer a routed `GET <repo>/refs`: open it as a fetch, then a JSON long-poll or an event
-/// stream driven by the handler's [`RefsWatcher`]. The opening starts on the blocking pool
-/// at once; the future holds only what the wait needs, and the long-poll is boxed (a
+/// stream driven by the handler's [`RefsWatcher`]. The opening runs on the blocking pool in
+/// a turn (`crate::wake`); the future holds only what the wait needs, and the long-poll is boxed (a
 /// waiting client holds it, and nothing of the opening).
 pub(super) fn respond_refs<H: SmartHttpHandler>(
     handler: Arc<H>,
@@ -147,14 +151,17 @@ pub(super) fn respond_refs<H: SmartHttpHandler>(
     query: RefsQuery,
     activity: Activity,
     probe: Option<Arc<ClientProbe>>,
+    detacher: Option<Detacher>,
 ) -> impl std::future::Future<Output = Response<ResponseBody>> + Send {
     let event_stream = query.event_stream;
-    let started = tokio::task::spawn_blocking(move || {
+    // Many clients may start waiting at once (a reconnect after a restart): in a turn.
+    // Boxed: what the opening holds is freed once it is done, not kept through the wait.
+    let started = Box::pin(crate::wake::spawn_blocking(move || {
         let session = handler.open(&git).map_err(Err)?;
         let mut watcher = handler.watch_refs(session, &git, &query).map_err(Ok)?;
         let look = watcher.look();
         Ok::<_, Result<WatchRefusal, Refusal>>((watcher, look))
-    });
+    }));
     async move {
         let (watcher, look) = match started.await {
             Ok(Ok(started)) => started,
@@ -168,23 +175,43 @@ pub(super) fn respond_refs<H: SmartHttpHandler>(
                 );
             }
         };
+        let waits = event_stream || matches!(look, RefsLook::Wait(_));
+        let (watcher, look, activity, probe) = match detacher.filter(|_| waits) {
+            // Out of hyper: the connection carries on without it (see `detach`).
+            Some(detacher) => match detacher.detach(Detached {
+                watcher,
+                look,
+                activity,
+                probe,
+                events: event_stream,
+            }) {
+                Ok(()) => return std::future::pending().await,
+                Err(back) => (back.watcher, back.look, back.activity, back.probe),
+            },
+            None => (watcher, look, activity, probe),
+        };
         if event_stream {
             let (sender, receiver) = mpsc::channel(4);
             tokio::spawn(
                 stream_events(watcher, look, sender, activity, probe)
                     .instrument(tracing::Span::current()),
             );
-            let mut response = Response::new(ResponseBody::Channel(receiver));
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            super::server::no_cache(headers);
-            return response;
+            return event_stream_response(ResponseBody::Channel(receiver));
         }
         Box::pin(long_poll(watcher, look, activity, probe)).await
     }
+}
+
+/// The response of an event stream whose events come as `body`.
+pub(super) fn event_stream_response(body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    super::server::no_cache(headers);
+    response
 }
 
 fn watch_refusal(refusal: WatchRefusal) -> Response<ResponseBody> {
@@ -256,7 +283,7 @@ async fn wait_once(
     }
 }
 
-async fn long_poll(
+pub(super) async fn long_poll(
     mut watcher: Box<dyn RefsWatcher>,
     mut look: RefsLook,
     activity: Activity,
@@ -319,7 +346,7 @@ fn json_response(data: String) -> Response<ResponseBody> {
 
 /// The event stream's task: events as the watcher finds them, keepalives in between, until
 /// the watcher ends it, the client leaves or a write fails.
-async fn stream_events(
+pub(super) async fn stream_events(
     mut watcher: Box<dyn RefsWatcher>,
     mut look: RefsLook,
     sender: mpsc::Sender<Bytes>,
