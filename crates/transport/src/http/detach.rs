@@ -75,16 +75,17 @@ pub(crate) async fn finish(
     idle: Duration,
     admission: Option<Arc<Admission>>,
 ) {
-    let result = if detached.events {
-        events(detached, &mut stream, idle).await
+    let Detached {
+        watcher,
+        look,
+        activity,
+        probe,
+        events,
+    } = detached;
+    let result = if events {
+        let produce = |sender| super::watch::stream_events(watcher, look, sender, activity, probe);
+        write_events(produce, &mut stream, idle).await
     } else {
-        let Detached {
-            watcher,
-            look,
-            activity,
-            probe,
-            ..
-        } = detached;
         let response = super::watch::long_poll(watcher, look, activity, probe).await;
         respond(&mut stream, response, idle).await
     };
@@ -145,19 +146,12 @@ async fn respond(
     bounded(idle, stream.write_all(&bytes)).await
 }
 
-/// Write an event stream: its head at once, then each chunk as the stream produces it.
-async fn events(
-    detached: Detached,
+/// Write an event stream: its head at once, then each chunk as `produce` makes it.
+async fn write_events<P: std::future::Future<Output = ()>>(
+    produce: impl FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> P,
     stream: &mut SharedStream,
     idle: Duration,
 ) -> std::io::Result<()> {
-    let Detached {
-        watcher,
-        look,
-        activity,
-        probe,
-        ..
-    } = detached;
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     let response = super::watch::event_stream_response(ResponseBody::Channel(receiver));
     bounded(
@@ -165,7 +159,7 @@ async fn events(
         stream.write_all(&head(&response, "transfer-encoding: chunked\r\n")),
     )
     .await?;
-    let produce = super::watch::stream_events(watcher, look, sender, activity, probe);
+    let produce = produce(sender);
     let write = async {
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
