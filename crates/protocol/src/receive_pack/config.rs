@@ -134,6 +134,8 @@ pub struct ReceivePackConfig {
     pub advertise_push_options: bool,
     /// `repack.useDeltaBaseOffset` (default true): advertise `ofs-delta`.
     pub ofs_delta: bool,
+    /// `transfer.advertiseSID` (default false, as git): advertise `session-id=<id>`.
+    pub advertise_sid: bool,
     /// `receive.certNonceSeed`: with it, `push-cert=<nonce>` is advertised and signed pushes
     /// are taken (see [`super::push_cert`]).
     pub cert_nonce_seed: Option<BString>,
@@ -278,6 +280,7 @@ impl ReceivePackConfig {
             advertise_atomic: boolean("receive.advertiseAtomic")?.unwrap_or(true),
             advertise_push_options: boolean("receive.advertisePushOptions")?.unwrap_or(false),
             ofs_delta: boolean("repack.useDeltaBaseOffset")?.unwrap_or(true),
+            advertise_sid: boolean("transfer.advertiseSID")?.unwrap_or(false),
             cert_nonce_seed: config
                 .string("receive.certNonceSeed")
                 .map(|seed| BString::from(seed.to_vec())),

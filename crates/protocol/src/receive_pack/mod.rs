@@ -114,6 +114,8 @@ pub struct ReceivePack<'repo> {
     /// The nonce of this session's `push-cert` capability (with `receive.certNonceSeed`),
     /// made when the session starts, as git's receive-pack makes it.
     nonce: Option<String>,
+    /// This session's id, advertised under `transfer.advertiseSID`.
+    session_id: String,
     /// Where indexing the pack takes its CPU slots and memory from.
     budget: crate::budget::Budget,
     /// Who pushes, for the budget's fairness between clients.
@@ -153,6 +155,7 @@ impl<'repo> ReceivePack<'repo> {
             remote_user: None,
             reflog_identity: None,
             nonce,
+            session_id: crate::upload_pack::new_session_id(),
             budget: crate::budget::Budget::global(),
             client: std::sync::Arc::from("local"),
             forward: None,
@@ -293,8 +296,8 @@ impl<'repo> ReceivePack<'repo> {
     /// The capabilities of the advertisement, in git's order: [`CAPABILITIES`], then `atomic`
     /// (`receive.advertiseAtomic`, on by default), `ofs-delta` (`repack.useDeltaBaseOffset`,
     /// on by default), `push-cert=<nonce>` (with `receive.certNonceSeed`), `push-options`
-    /// (`receive.advertisePushOptions`, off by default, as in git), the object format and the
-    /// agent.
+    /// (`receive.advertisePushOptions`, off by default, as in git), `session-id=<id>`
+    /// (`transfer.advertiseSID`, off by default), the object format and the agent.
     pub fn capabilities(&self) -> String {
         let config = &self.config;
         let mut capabilities = CAPABILITIES.to_owned();
@@ -312,6 +315,10 @@ impl<'repo> ReceivePack<'repo> {
         }
         if config.advertise_push_options {
             capabilities.push_str(" push-options");
+        }
+        if config.advertise_sid {
+            capabilities.push_str(" session-id=");
+            capabilities.push_str(&self.session_id);
         }
         capabilities.push_str(" object-format=sha1 agent=");
         capabilities.push_str(&agent());

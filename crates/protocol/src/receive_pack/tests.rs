@@ -131,6 +131,38 @@ fn push_in_memory_with_report_status() {
     assert_eq!(quarantines(&server), 0);
 }
 
+/// `session-id=<id>` is advertised only under `transfer.advertiseSID`, where git puts it
+/// (after `push-options`, before the object format), and a client's own is accepted.
+#[test]
+fn the_session_id_is_advertised_as_configured() {
+    let (dir, commit, pack) = setup("harmless\n");
+    let server = dir.path().join("server.git");
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    assert!(!ReceivePack::new(&repo)
+        .unwrap()
+        .capabilities()
+        .contains("session-id"));
+    git(&server, &["config", "transfer.advertiseSID", "true"], None);
+    git(
+        &server,
+        &["config", "receive.advertisePushOptions", "true"],
+        None,
+    );
+    let repo = Repository::open(&server, PathLookup::Strict, None).unwrap();
+    let receive_pack = ReceivePack::new(&repo).unwrap();
+    let capabilities = receive_pack.capabilities();
+    let words: Vec<&str> = capabilities.split(' ').collect();
+    let at = |prefix: &str| words.iter().position(|w| w.starts_with(prefix)).unwrap();
+    assert!(at("push-options") < at("session-id=") && at("session-id=") < at("object-format="));
+    let id = &words[at("session-id=")]["session-id=".len()..];
+    assert!(!id.is_empty() && !id.contains(char::is_whitespace));
+    let (report, _) = serve(
+        &receive_pack,
+        &request(&commit, "report-status session-id=client-1", &pack),
+    );
+    assert!(report.unwrap().all_ok());
+}
+
 #[test]
 fn configured_secret_patterns_refuse_the_push() {
     let (dir, commit, pack) = setup("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n");

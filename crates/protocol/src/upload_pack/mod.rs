@@ -139,7 +139,7 @@ pub struct UploadPack<'repo> {
 
 /// A new session id: unique to this process and call, without spaces (it goes into the
 /// v0 capability list), like git's trace2 session ids (time, then process id).
-fn new_session_id() -> String {
+pub(crate) fn new_session_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let micros = std::time::SystemTime::now()
