@@ -37,6 +37,9 @@
 //! `GET /watch.git/refs?since=<token>&prefix=refs/heads/watch-http/&wait=600` (a long-poll,
 //! `Connection: close`), and the push creates `refs/heads/watch-http/x`; an answer is whole
 //! when the server closes the connection after it, and must name the new ref.
+//! `--sse-waiters N` (default 10,000; 0: none) the same as event streams (`Accept:
+//! text/event-stream`, on `refs/heads/watch-sse/`): the response head arrives at once and is
+//! read before the memory is measured; an answer is whole at its event's empty line.
 //!
 //! The open-files limit is raised to its hard limit (`prlimit`) when N needs it; the server
 //! inherits it.
@@ -75,6 +78,41 @@ const PUSHED: &str = "refs/heads/watch/x";
 /// The same for the HTTP long-poll waiters.
 const HTTP_WATCHED: &str = "refs/heads/watch-http/";
 const HTTP_PUSHED: &str = "refs/heads/watch-http/x";
+/// The same for the HTTP event-stream waiters.
+const SSE_WATCHED: &str = "refs/heads/watch-sse/";
+const SSE_PUSHED: &str = "refs/heads/watch-sse/x";
+
+/// How an HTTP waiter waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HttpWait {
+    /// `GET <repo>/refs?since=…&wait=…`: one JSON answer, then the server closes.
+    LongPoll,
+    /// The same with `Accept: text/event-stream`: the head at once, then an event per change.
+    Events,
+}
+
+impl HttpWait {
+    fn watched(self) -> &'static str {
+        match self {
+            HttpWait::LongPoll => HTTP_WATCHED,
+            HttpWait::Events => SSE_WATCHED,
+        }
+    }
+
+    fn pushed(self) -> &'static str {
+        match self {
+            HttpWait::LongPoll => HTTP_PUSHED,
+            HttpWait::Events => SSE_PUSHED,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            HttpWait::LongPoll => "HTTP long-poll waiters",
+            HttpWait::Events => "HTTP event-stream waiters",
+        }
+    }
+}
 /// Read and write timeout of the client sockets.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// The bound on waiting for all waiters' answers.
@@ -91,6 +129,10 @@ pub(super) struct WatchArgs {
     /// watch: how many HTTP clients long-poll `GET <repo>/refs` at once (0: none).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     http_waiters: usize,
+    /// watch: how many HTTP clients wait in an event stream of `GET <repo>/refs` at once
+    /// (0: none).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    sse_waiters: usize,
     /// watch: seconds of each request-rate run.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     watch_duration: f64,
@@ -128,7 +170,13 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--watch-duration must be between 0 and 600 seconds"
     );
     // An HTTP connection holds a second descriptor in the server (its peeking probe).
-    raise_open_files(options.waiters.max(options.http_waiters * 2) + 512)?;
+    raise_open_files(
+        options
+            .waiters
+            .max(options.http_waiters)
+            .max(options.sse_waiters)
+            + 512,
+    )?;
     let load_before = load_average();
     let root = workspace_root();
     let target = target_dir(&root);
@@ -186,6 +234,13 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     "HTTP waiters: {} connections each long-polling `GET {REPO}/refs` on \
                      `{HTTP_WATCHED}`; then `git push` over HTTP creates `{HTTP_PUSHED}`",
                     options.http_waiters
+                ),
+                format!(
+                    "HTTP event-stream waiters: {} connections each waiting in `GET \
+                     {REPO}/refs` with `Accept: text/event-stream` on `{SSE_WATCHED}` (the \
+                     response head has arrived); then `git push` over HTTP creates \
+                     `{SSE_PUSHED}`",
+                    options.sse_waiters
                 ),
             ],
             tables: &tables,
@@ -254,7 +309,7 @@ fn measure(
             options.waiters + 64,
             options.waiters + 64,
             options.waiters + 64,
-            http = options.http_waiters + 64,
+            http = options.http_waiters.max(options.sse_waiters) + 64,
         ),
     )?;
     let git_port = free_port()?;
@@ -443,15 +498,21 @@ fn measure(
         http_port,
     )?;
     table.push_str(&waiters);
-    if options.http_waiters > 0 {
-        table.push('\n');
-        table.push_str(&http_waiters(
-            options.http_waiters,
-            &packgate_server,
-            source,
-            git,
-            http_port,
-        )?);
+    for (count, wait) in [
+        (options.http_waiters, HttpWait::LongPoll),
+        (options.sse_waiters, HttpWait::Events),
+    ] {
+        if count > 0 {
+            table.push('\n');
+            table.push_str(&http_waiters(
+                count,
+                wait,
+                &packgate_server,
+                source,
+                git,
+                http_port,
+            )?);
+        }
     }
     Ok((table, commands))
 }
@@ -700,8 +761,16 @@ fn waiters(
 
 /// `GET <path>` over HTTP/1.1 with `Connection: close`.
 fn http_request(port: u16, path: &str) -> Vec<u8> {
-    format!("GET /{REPO}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-        .into_bytes()
+    http_request_with(port, path, "")
+}
+
+/// [`http_request`] with more header lines (each ending in CRLF).
+fn http_request_with(port: u16, path: &str, headers: &str) -> Vec<u8> {
+    format!(
+        "GET /{REPO}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: \
+         close\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 /// The `"token"` of a JSON answer of `GET <repo>/refs`.
@@ -719,6 +788,7 @@ fn json_token(answer: &str) -> anyhow::Result<String> {
 /// The HTTP waiters' part: as [`waiters`], with long-polls of `GET <repo>/refs`.
 fn http_waiters(
     count: usize,
+    wait: HttpWait,
     server: &RunningServer,
     source: &Path,
     git: &Git<'_>,
@@ -728,20 +798,25 @@ fn http_waiters(
     let stream = connect(addr)?;
     (&stream).write_all(&http_request(
         http_port,
-        &format!("/refs?prefix={HTTP_WATCHED}"),
+        &format!("/refs?prefix={}", wait.watched()),
     ))?;
     let mut answer = String::new();
     (&stream).read_to_string(&mut answer)?;
     ensure!(answer.starts_with("HTTP/1.1 200"), "GET refs: {answer}");
     let token = json_token(&answer)?;
-    let request = http_request(
+    let request = http_request_with(
         http_port,
-        &format!("/refs?since={token}&prefix={HTTP_WATCHED}&wait=600"),
+        &format!("/refs?since={token}&prefix={}&wait=600", wait.watched()),
+        match wait {
+            HttpWait::LongPoll => "",
+            HttpWait::Events => "Accept: text/event-stream\r\n",
+        },
     );
+    let label = wait.label();
 
     settle(server);
     let before = memory(server.pid);
-    eprintln!("bench: watch: opening {count} HTTP waiters…");
+    eprintln!("bench: watch: opening {count} {label}…");
     let opening = Instant::now();
     let mut waiting = Vec::with_capacity(count);
     for _ in 0..count {
@@ -753,10 +828,26 @@ fn http_waiters(
             answered: None,
         });
     }
-    eprintln!(
-        "bench: watch: {count} HTTP waiters in {:.1?}",
-        opening.elapsed()
-    );
+    eprintln!("bench: watch: {count} {label} in {:.1?}", opening.elapsed());
+    // An event stream's head comes at once: read it before the memory is measured.
+    if wait == HttpWait::Events {
+        for waiter in &mut waiting {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                ensure!(
+                    (&waiter.stream).read(&mut byte)? == 1,
+                    "an event stream closed before its head"
+                );
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            ensure!(
+                head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+                "not an event stream: {head}"
+            );
+        }
+    }
     std::thread::sleep(Duration::from_secs(2));
     let after = memory(server.pid);
     for waiter in &waiting {
@@ -766,15 +857,19 @@ fn http_waiters(
     let mut early = 0;
     for waiter in &mut waiting {
         match (&waiter.stream).read(&mut buf) {
+            // An event stream's keepalive comments (every 15 s) are no answer.
+            Ok(n) if wait == HttpWait::Events && n > 0 => {
+                waiter.read.extend_from_slice(&buf[..n]);
+                if whole_event(&waiter.read) {
+                    early += 1;
+                }
+            }
             Ok(_) => early += 1,
             Err(err) if err.kind() == ErrorKind::WouldBlock => {}
             Err(err) => return Err(err.into()),
         }
     }
-    ensure!(
-        early == 0,
-        "{early} HTTP waiters were answered before the push"
-    );
+    ensure!(early == 0, "{early} {label} were answered before the push");
 
     let commit = git.run(Some(source), &["rev-parse", "HEAD~1"])?;
     let url = format!("http://127.0.0.1:{http_port}/{REPO}");
@@ -785,7 +880,7 @@ fn http_waiters(
             "push",
             "-q",
             &url,
-            &format!("{}:{HTTP_PUSHED}", commit.trim()),
+            &format!("{}:{}", commit.trim(), wait.pushed()),
         ],
     )
     .context("git push")?;
@@ -794,16 +889,26 @@ fn http_waiters(
     while left > 0 {
         ensure!(
             pushed.elapsed() < ANSWER_LIMIT,
-            "{left} of {count} HTTP waiters not answered after {ANSWER_LIMIT:?}"
+            "{left} of {count} {label} not answered after {ANSWER_LIMIT:?}"
         );
         for waiter in waiting.iter_mut().filter(|w| w.answered.is_none()) {
             match (&waiter.stream).read(&mut buf) {
-                // The server closes the connection after the answer.
+                // The server closes the connection after a long-poll's answer.
                 Ok(0) => {
+                    ensure!(
+                        wait == HttpWait::LongPoll,
+                        "the server closed an event stream"
+                    );
                     waiter.answered = Some(Instant::now());
                     left -= 1;
                 }
-                Ok(n) => waiter.read.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    waiter.read.extend_from_slice(&buf[..n]);
+                    if wait == HttpWait::Events && whole_event(&waiter.read) {
+                        waiter.answered = Some(Instant::now());
+                        left -= 1;
+                    }
+                }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {}
                 Err(err) => return Err(err.into()),
             }
@@ -821,10 +926,12 @@ fn http_waiters(
         .unwrap_or(pushed);
     for waiter in &waiting {
         let text = String::from_utf8_lossy(&waiter.read);
+        let whole = match wait {
+            HttpWait::LongPoll => text.starts_with("HTTP/1.1 200"),
+            HttpWait::Events => text.contains("event: refs"),
+        };
         ensure!(
-            text.starts_with("HTTP/1.1 200")
-                && text.contains("\"changed\":true")
-                && text.contains(HTTP_PUSHED),
+            whole && text.contains("\"changed\":true") && text.contains(wait.pushed()),
             "an HTTP answer without the change: {text:?}"
         );
     }
@@ -833,10 +940,9 @@ fn http_waiters(
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| HTTP long-poll waiters | server RSS before | with waiters | per waiter | threads \
-         before → with waiters | push (`git push` over HTTP) | push start → last waiter \
-         answered | push end → last answer | first → last answer \
-         |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| {label} | server RSS before | with waiters | per waiter | threads before → with \
+         waiters | push (`git push` over HTTP) | push start → last waiter answered | push end \
+         → last answer | first → last answer |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let _ = writeln!(
         table,
@@ -854,6 +960,14 @@ fn http_waiters(
     Ok(table)
 }
 
+/// Whether an event stream's bytes hold a whole `refs` event (it ends at an empty line);
+/// keepalive comments do not count.
+fn whole_event(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.find("event: refs")
+        .is_some_and(|at| text[at..].contains("\n\n"))
+}
+
 /// Milliseconds from the push's end (when `git push` returned: the ref had moved) to
 /// `last`; negative when the last answer came before the push returned.
 fn after_push(last: Instant, push_end: Instant) -> f64 {
@@ -866,6 +980,17 @@ fn after_push(last: Instant, push_end: Instant) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_whole_at_its_empty_line_and_keepalives_are_none() {
+        assert!(!whole_event(b": keepalive\n\n"));
+        assert!(!whole_event(
+            b": keepalive\n\nid: 01\nevent: refs\ndata: {}\n"
+        ));
+        assert!(whole_event(
+            b": keepalive\n\nid: 01\nevent: refs\ndata: {}\n\n"
+        ));
+    }
 
     #[test]
     fn an_answer_is_whole_at_its_flush() -> anyhow::Result<()> {
