@@ -57,7 +57,7 @@ use packgate_wire::pkt_line;
 
 use super::server::{
     clock_ticks, command_start, connect_with_timeout, cpu_seconds, free_port, memory, pkt,
-    read_advertisement, read_until_flush, settle, RunningServer,
+    read_advertisement, read_until_flush, settle, Memory, RunningServer,
 };
 use super::{
     build_fixture, build_packgate, copy_dir,
@@ -696,37 +696,13 @@ fn waiters(
         .context("git push")?;
     let push_time = pushed.elapsed();
     let _ = push;
-    let mut left = count;
-    while left > 0 {
+    await_answers(&mut waiting, pushed, "waiters", |read, closed| {
         ensure!(
-            pushed.elapsed() < ANSWER_LIMIT,
-            "{left} of {count} waiters not answered after {ANSWER_LIMIT:?}"
+            !closed,
+            "the server closed a waiting connection before answering"
         );
-        for waiter in waiting.iter_mut().filter(|w| w.answered.is_none()) {
-            match (&waiter.stream).read(&mut buf) {
-                Ok(0) => bail!("the server closed a waiting connection before answering"),
-                Ok(n) => {
-                    waiter.read.extend_from_slice(&buf[..n]);
-                    if whole_answer(&waiter.read)? {
-                        waiter.answered = Some(Instant::now());
-                        left -= 1;
-                    }
-                }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-    }
-    let last = waiting
-        .iter()
-        .filter_map(|w| w.answered)
-        .max()
-        .unwrap_or(pushed);
-    let first = waiting
-        .iter()
-        .filter_map(|w| w.answered)
-        .min()
-        .unwrap_or(pushed);
+        whole_answer(read)
+    })?;
     for waiter in &waiting {
         let text = String::from_utf8_lossy(&waiter.read);
         ensure!(
@@ -734,29 +710,9 @@ fn waiters(
             "an answer without the change: {text:?}"
         );
     }
-    drop(waiting);
-    let per_waiter = (after.rss_kib.saturating_sub(before.rss_kib)) as f64 / count as f64;
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "| waiters | server RSS before | with waiters | per waiter | threads before → with \
-         waiters | push (`git push` over HTTP) | push start → last waiter answered | push \
-         end → last answer | first → last answer |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    let _ = writeln!(
-        table,
-        "| {count} | {:.1} MiB | {:.1} MiB | {per_waiter:.2} KiB | {} → {} | {:.0} ms | {:.0} ms \
-         | {:.0} ms | {:.0} ms |",
-        before.rss_kib as f64 / 1024.0,
-        after.rss_kib as f64 / 1024.0,
-        before.threads,
-        after.threads,
-        push_time.as_secs_f64() * 1000.0,
-        last.duration_since(pushed).as_secs_f64() * 1000.0,
-        after_push(last, pushed + push_time),
-        last.duration_since(first).as_secs_f64() * 1000.0
-    );
-    Ok(table)
+    Ok(answers_table(
+        "waiters", &waiting, &before, &after, pushed, push_time,
+    ))
 }
 
 /// `GET <path>` over HTTP/1.1 with `Connection: close`.
@@ -885,45 +841,14 @@ fn http_waiters(
     )
     .context("git push")?;
     let push_time = pushed.elapsed();
-    let mut left = count;
-    while left > 0 {
-        ensure!(
-            pushed.elapsed() < ANSWER_LIMIT,
-            "{left} of {count} {label} not answered after {ANSWER_LIMIT:?}"
-        );
-        for waiter in waiting.iter_mut().filter(|w| w.answered.is_none()) {
-            match (&waiter.stream).read(&mut buf) {
-                // The server closes the connection after a long-poll's answer.
-                Ok(0) => {
-                    ensure!(
-                        wait == HttpWait::LongPoll,
-                        "the server closed an event stream"
-                    );
-                    waiter.answered = Some(Instant::now());
-                    left -= 1;
-                }
-                Ok(n) => {
-                    waiter.read.extend_from_slice(&buf[..n]);
-                    if wait == HttpWait::Events && whole_event(&waiter.read) {
-                        waiter.answered = Some(Instant::now());
-                        left -= 1;
-                    }
-                }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err.into()),
-            }
+    await_answers(&mut waiting, pushed, label, |read, closed| match wait {
+        // The server closes the connection after a long-poll's answer.
+        HttpWait::LongPoll => Ok(closed),
+        HttpWait::Events => {
+            ensure!(!closed, "the server closed an event stream");
+            Ok(whole_event(read))
         }
-    }
-    let last = waiting
-        .iter()
-        .filter_map(|w| w.answered)
-        .max()
-        .unwrap_or(pushed);
-    let first = waiting
-        .iter()
-        .filter_map(|w| w.answered)
-        .min()
-        .unwrap_or(pushed);
+    })?;
     for waiter in &waiting {
         let text = String::from_utf8_lossy(&waiter.read);
         let whole = match wait {
@@ -935,7 +860,69 @@ fn http_waiters(
             "an HTTP answer without the change: {text:?}"
         );
     }
-    drop(waiting);
+    Ok(answers_table(
+        label, &waiting, &before, &after, pushed, push_time,
+    ))
+}
+
+/// Whether an event stream's bytes hold a whole `refs` event (it ends at an empty line);
+/// keepalive comments do not count.
+fn whole_event(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.find("event: refs")
+        .is_some_and(|at| text[at..].contains("\n\n"))
+}
+
+/// Read every waiter until it is answered (bounded by [`ANSWER_LIMIT`] from `pushed`):
+/// `answered` is told what a waiter has read so far and whether the server closed its
+/// connection, and says whether that is a whole answer.
+fn await_answers(
+    waiting: &mut [Waiter],
+    pushed: Instant,
+    label: &str,
+    mut answered: impl FnMut(&[u8], bool) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let count = waiting.len();
+    let mut left = count;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        ensure!(
+            pushed.elapsed() < ANSWER_LIMIT,
+            "{left} of {count} {label} not answered after {ANSWER_LIMIT:?}"
+        );
+        for waiter in waiting.iter_mut().filter(|w| w.answered.is_none()) {
+            let closed = match (&waiter.stream).read(&mut buf) {
+                Ok(0) => true,
+                Ok(n) => {
+                    waiter.read.extend_from_slice(&buf[..n]);
+                    false
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if answered(&waiter.read, closed)? {
+                waiter.answered = Some(Instant::now());
+                left -= 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The table of one kind of waiter: memory before and with them, and when they were answered
+/// (`pushed`: when the push started; `push_time`: how long it took).
+fn answers_table(
+    label: &str,
+    waiting: &[Waiter],
+    before: &Memory,
+    after: &Memory,
+    pushed: Instant,
+    push_time: Duration,
+) -> String {
+    let count = waiting.len();
+    let answered = || waiting.iter().filter_map(|w| w.answered);
+    let last = answered().max().unwrap_or(pushed);
+    let first = answered().min().unwrap_or(pushed);
     let per_waiter = (after.rss_kib.saturating_sub(before.rss_kib)) as f64 / count as f64;
     let mut table = String::new();
     let _ = writeln!(
@@ -957,15 +944,7 @@ fn http_waiters(
         after_push(last, pushed + push_time),
         last.duration_since(first).as_secs_f64() * 1000.0
     );
-    Ok(table)
-}
-
-/// Whether an event stream's bytes hold a whole `refs` event (it ends at an empty line);
-/// keepalive comments do not count.
-fn whole_event(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    text.find("event: refs")
-        .is_some_and(|at| text[at..].contains("\n\n"))
+    table
 }
 
 /// Milliseconds from the push's end (when `git push` returned: the ref had moved) to
