@@ -433,26 +433,34 @@ async fn blocking<T: Send + 'static>(
     options: &DaemonOptions,
     work: impl FnOnce(&mut dyn Read, &mut dyn Write) -> T + Send + 'static,
 ) -> std::io::Result<(TcpStream, T)> {
-    let idle = options.idle_timeout;
-    let (stream, value) = tokio::task::spawn_blocking(move || {
-        let value = {
-            let socket = BlockingSocket {
-                stream: &stream,
-                idle,
-            };
-            let mut input = std::io::BufReader::new(&socket);
-            let mut output = std::io::BufWriter::with_capacity(64 * 1024, &socket);
-            let value = work(&mut input, &mut output);
-            let flushed = output.flush();
-            (value, flushed)
-        };
-        (stream, value)
+    let (stream, (value, flushed)) = on_pool(stream, options, |socket| {
+        let mut input = std::io::BufReader::new(socket);
+        let mut output = std::io::BufWriter::with_capacity(64 * 1024, socket);
+        let value = work(&mut input, &mut output);
+        (value, output.flush())
     })
-    .await
-    .map_err(std::io::Error::other)?;
-    let (value, flushed) = value;
+    .await?;
     flushed?;
     Ok((stream, value))
+}
+
+/// Run `work` on the blocking pool with the connection's socket as a [`BlockingSocket`];
+/// hand the connection back with what it returned.
+async fn on_pool<R: Send + 'static>(
+    stream: TcpStream,
+    options: &DaemonOptions,
+    work: impl FnOnce(&BlockingSocket<'_>) -> R + Send + 'static,
+) -> std::io::Result<(TcpStream, R)> {
+    let idle = options.idle_timeout;
+    tokio::task::spawn_blocking(move || {
+        let result = work(&BlockingSocket {
+            stream: &stream,
+            idle,
+        });
+        (stream, result)
+    })
+    .await
+    .map_err(std::io::Error::other)
 }
 
 /// What an answer after a wait collects in memory before it writes on through the socket.
@@ -467,30 +475,21 @@ async fn after_wait<T: Send + 'static>(
     options: &DaemonOptions,
     work: impl FnOnce(&mut dyn Read, &mut dyn Write) -> T + Send + 'static,
 ) -> std::io::Result<(TcpStream, T)> {
-    let idle = options.idle_timeout;
     let turn = crate::wake::turn().await;
-    let (mut stream, result) = tokio::task::spawn_blocking(move || {
-        let result = {
-            let socket = BlockingSocket {
-                stream: &stream,
-                idle,
-            };
-            let mut input = std::io::BufReader::new(&socket);
-            let mut output = Collected {
-                collected: Vec::new(),
-                through: None,
-                socket: &socket,
-            };
-            let value = work(&mut input, &mut output);
-            output.finish().map(|collected| (value, collected))
+    let (mut stream, result) = on_pool(stream, options, |socket| {
+        let mut input = std::io::BufReader::new(socket);
+        let mut output = Collected {
+            collected: Vec::new(),
+            through: None,
+            socket,
         };
-        (stream, result)
+        let value = work(&mut input, &mut output);
+        output.finish().map(|collected| (value, collected))
     })
-    .await
-    .map_err(std::io::Error::other)?;
+    .await?;
     drop(turn);
     let (value, collected) = result?;
-    tokio::time::timeout(idle, stream.write_all(&collected))
+    tokio::time::timeout(options.idle_timeout, stream.write_all(&collected))
         .await
         .map_err(|_| timed_out("client idle for too long"))??;
     Ok((stream, value))
